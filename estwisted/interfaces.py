@@ -1,0 +1,84 @@
+# -*- test-case-name: estwisted.test.test_event_log -*-
+"""
+Seams with more than one implementation.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IEventLog(Interface):
+    """
+    The append-only transaction log.  Synchronous: no reactor, no Deferreds.
+
+    Appends are buffered until L{flush}, which makes everything appended so far
+    durable at once (one joined write and one C{fdatasync} for a file log).  The
+    caller (the stream store) decides when to flush: that is group commit.
+
+    Positions are logical byte offsets, strictly increasing, and the first
+    client record is at a position greater than 0.
+    """
+
+    end_position = Attribute(
+        "int: the durable end of the log (the writer checkpoint); reads never "
+        "return a record at or past it"
+    )
+    pending_position = Attribute(
+        "int: where the next appended record will be; >= end_position"
+    )
+
+    def append(
+        stream: str,
+        event_number: int,
+        event_id: bytes,
+        event_type: str,
+        flags: int,
+        data: bytes,
+        metadata: bytes,
+        created: int,
+    ) -> int:
+        """
+        Buffer one record.
+
+        @return: the position the record will have once flushed.
+        """
+
+    def flush() -> int:
+        """
+        Make every buffered record durable.
+
+        @return: the new L{end_position}.
+        @raise estwisted.errors.StorageError: the records could not be written;
+            the buffer is discarded and the log is as before the appends.
+        """
+
+    def discard() -> None:
+        """
+        Drop every buffered, unflushed record.
+        """
+
+    def read(position: int) -> "estwisted.model.EventRecord":  # type: ignore[name-defined]  # noqa: F821
+        """
+        Read the record at C{position}.
+
+        @raise KeyError: no record starts there (or it is past the end).
+        @raise estwisted.errors.CorruptRecord: the bytes are damaged.
+        """
+
+    def read_forward(position: int, max_count: int) -> list:  # type: ignore[type-arg]
+        """
+        Up to C{max_count} records with positions C{>= position}, ascending.
+        System records (flag C{FLAG_SYSTEM}) are skipped.
+        """
+
+    def read_backward(position: int, max_count: int) -> list:  # type: ignore[type-arg]
+        """
+        Up to C{max_count} records with positions C{< position}, descending.
+        System records are skipped.
+        """
+
+    def close() -> None:
+        """
+        Flush checkpoints and release files.
+        """

@@ -1,0 +1,3 @@
+"""
+Storage: the transaction log (chunk files or memory), checkpoints and the stream index.
+"""

@@ -1,0 +1,108 @@
+# -*- test-case-name: estwisted.test.test_index -*-
+"""
+The stream index: stream name -> event number -> log position.
+
+Event numbers are dense from 0 in every stream, so a stream's positions are
+one C{array('q')} indexed by event number: 8 bytes per event and no Python
+object per event.  The hard-delete tombstone (event number
+L{DELETED_STREAM}) is kept apart, as a position per deleted stream.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Iterator, Optional
+
+from estwisted.model import DELETED_STREAM
+
+
+class StreamIndex:
+    """
+    The in-memory stream index.  Synchronous and pure: persistence is added by
+    the storage layer on top of L{streams}/L{tombstones} snapshots.
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[str, array[int]] = {}
+        self._tombstones: dict[str, int] = {}
+
+    def add(self, stream: str, event_number: int, position: int) -> None:
+        """
+        Record that C{stream}'s event C{event_number} is at C{position}.
+
+        @raise ValueError: C{event_number} is not the stream's next number.
+        """
+        if event_number == DELETED_STREAM:
+            self._tombstones[stream] = position
+            return
+        positions = self._streams.get(stream)
+        if positions is None:
+            positions = self._streams[stream] = array("q")
+        if event_number != len(positions):
+            raise ValueError(
+                f"index for {stream!r}: event {event_number} after {len(positions) - 1}"
+            )
+        positions.append(position)
+
+    def last_event_number(self, stream: str) -> int:
+        """
+        The stream's last event number, -1 if it has none (the tombstone does
+        not count).
+        """
+        positions = self._streams.get(stream)
+        return -1 if positions is None else len(positions) - 1
+
+    def tombstone(self, stream: str) -> Optional[int]:
+        """
+        The position of the stream's hard-delete tombstone, or C{None}.
+        """
+        return self._tombstones.get(stream)
+
+    def get(self, stream: str, event_number: int) -> Optional[int]:
+        """
+        The position of one event, or C{None}.
+        """
+        positions = self._streams.get(stream)
+        if positions is None or not 0 <= event_number < len(positions):
+            return None
+        return positions[event_number]
+
+    def positions(self, stream: str, first: int, last: int) -> array[int]:
+        """
+        Positions of events C{first} to C{last} inclusive (clamped to what
+        exists), ascending.
+        """
+        positions = self._streams.get(stream)
+        if positions is None:
+            return array("q")
+        first = max(first, 0)
+        return positions[first : last + 1]
+
+    def truncate_from(self, position: int) -> None:
+        """
+        Forget every entry at or past C{position} (after the log was
+        truncated).
+        """
+        for stream, positions in list(self._streams.items()):
+            n = len(positions)
+            while n and positions[n - 1] >= position:
+                n -= 1
+            if n == 0:
+                del self._streams[stream]
+            elif n < len(positions):
+                del positions[n:]
+        for stream, tomb in list(self._tombstones.items()):
+            if tomb >= position:
+                del self._tombstones[stream]
+
+    def streams(self) -> Iterator[tuple[str, array[int]]]:
+        """
+        Every stream with its positions array (for persistence).
+        """
+        return iter(self._streams.items())
+
+    def tombstones(self) -> Iterator[tuple[str, int]]:
+        return iter(self._tombstones.items())
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._streams.values()) + len(self._tombstones)
