@@ -1,0 +1,192 @@
+# -*- test-case-name: estwisted.test.test_service -*-
+"""
+Wiring: one function builds the node's service tree from a validated
+L{NodeConfig}.
+
+Start order: open storage (recovering the log and loading or rebuilding the
+index), build the stream store, default users, subscriptions, then listen on
+every endpoint, logging one line per endpoint.  Stop order is the reverse:
+stop listening (ports released), drop subscriptions, write persistent
+subscription checkpoints, flush and close storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from estwisted.streams import StreamStore
+
+
+class NodeService(MultiService):
+    """
+    A single node: storage, core, subscriptions and listeners.
+
+    @ivar store: the L{StreamStore}, set once the service started.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: Any, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.store: Optional[StreamStore] = None
+        self.hub: Any = None
+        self.persistent: Any = None
+        self._close_storage: Optional[Callable[[], None]] = None
+        self._ports: list[IListeningPort] = []
+        self.listening: Deferred[None] = Deferred()
+
+    # -- start -------------------------------------------------------------
+
+    def startService(self) -> None:
+        try:
+            self._open_core()
+        except Exception:
+            self._log.failure("The node could not open its database; stopping.")
+            self._stop_reactor()
+            return
+        super().startService()
+        listens = [
+            self._listen(name, host, port, factory)
+            for name, host, port, factory in self._listeners()
+        ]
+        d = DeferredList(listens, fireOnOneErrback=True, consumeErrors=True)
+        d.addCallback(lambda _: self.listening.callback(None))
+        d.addErrback(self._listen_failed)
+
+    def _open_core(self) -> None:
+        from estwisted.persistent import PersistentSubscriptions
+        from estwisted.storage.open import open_storage
+        from estwisted.subscriptions import SubscriptionHub
+
+        config = self.config
+        log, index, close = open_storage(
+            path=None if config.mem_db else config.db,
+            mem_db=config.mem_db,
+            chunk_size=config.chunk_size,
+        )
+        self._close_storage = close
+        self.store = StreamStore(log, index, self.reactor)
+        self.hub = SubscriptionHub(self.store)
+        self.persistent = PersistentSubscriptions(self.store, self.reactor)
+        users = getattr(self.store, "users", None)
+        if users is not None:
+            users.ensure_default_users().addErrback(
+                lambda f: self._log.failure("Could not create default users", f)
+            )
+        self.persistent.start().addErrback(
+            lambda f: self._log.failure("Could not load persistent subscriptions", f)
+        )
+
+    def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
+        from estwisted.httpapi import HttpApi, NodeInfo
+        from estwisted.tcpserver import TcpClientFactory
+
+        c = self.config
+        tcp = TcpClientFactory(
+            self.store,
+            self.hub,
+            self.persistent,
+            self.reactor,
+            heartbeat_interval=c.ext_tcp_heartbeat_interval / 1000.0,
+            heartbeat_timeout=c.ext_tcp_heartbeat_timeout / 1000.0,
+        )
+        int_tcp = TcpClientFactory(
+            self.store,
+            self.hub,
+            self.persistent,
+            self.reactor,
+            heartbeat_interval=c.int_tcp_heartbeat_interval / 1000.0,
+            heartbeat_timeout=c.int_tcp_heartbeat_timeout / 1000.0,
+        )
+        info = NodeInfo.from_config(c, shutdown=self._shutdown)
+        site = Site(HttpApi(self.store, self.hub, self.persistent, self.reactor, info).resource())
+        site.displayTracebacks = False
+        return [
+            ("external TCP", c.ext_ip, c.ext_tcp_port, tcp),
+            ("internal TCP", c.int_ip, c.int_tcp_port, int_tcp),
+            ("external HTTP", c.ext_ip, c.ext_http_port, site),
+            ("internal HTTP", c.int_ip, c.int_http_port, site),
+        ]
+
+    def _listen(
+        self, name: str, host: str, port: int, factory: IProtocolFactory
+    ) -> Deferred[IListeningPort]:
+        endpoint = TCP4ServerEndpoint(self.reactor, port, interface=host)
+        d = endpoint.listen(factory)
+
+        def listening(p: IListeningPort) -> IListeningPort:
+            self._ports.append(p)
+            address = p.getHost()
+            self._log.info(
+                "Listening for {name} on {host}:{port}",
+                name=name,
+                host=address.host,  # type: ignore[attr-defined]
+                port=address.port,  # type: ignore[attr-defined]
+            )
+            return p
+
+        def failed(f: Any) -> Any:
+            self._log.error(
+                "Cannot listen for {name} on {host}:{port}: {reason}",
+                name=name,
+                host=host,
+                port=port,
+                reason=f.getErrorMessage(),
+            )
+            return f
+
+        return d.addCallbacks(listening, failed)
+
+    def _listen_failed(self, failure: Any) -> None:
+        self.listening.errback(failure)
+        self._stop_reactor()
+
+    def _stop_reactor(self) -> None:
+        reactor: IReactorCore = self.reactor
+        if reactor.running:
+            reactor.stop()
+        else:
+            reactor.callWhenRunning(reactor.stop)
+
+    def _shutdown(self) -> None:
+        self._log.info("Shutdown requested over HTTP.")
+        self._stop_reactor()
+
+    # -- stop --------------------------------------------------------------
+
+    async def _stop(self) -> None:
+        ports, self._ports = self._ports, []
+        for p in ports:
+            await maybeDeferred(p.stopListening)
+        await maybeDeferred(super().stopService)
+        if self.hub is not None:
+            self.hub.close()
+        if self.persistent is not None:
+            await self.persistent.stop()
+        if self.store is not None:
+            flush = getattr(self.store, "flush_now", None)
+            if flush is not None:
+                flush()
+        if self._close_storage is not None:
+            self._close_storage()
+            self._close_storage = None
+        self._log.info("Stopped cleanly; checkpoints flushed.")
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+
+def make_node_service(config: Any, reactor: Any) -> NodeService:
+    """
+    Build the service tree for one node.
+    """
+    return NodeService(config, reactor)

@@ -1,0 +1,3 @@
+"""
+System tests: real node processes, real clusters, real third-party clients.
+"""
