@@ -581,14 +581,12 @@ def write_completed_success(
     ).SerializePartialToString()
 
 
-def write_completed_failure(
-    result: pb.OperationResult, message: str, current_version: int = -1
-) -> bytes:
+def write_completed_failure(result: int, message: str, current_version: int = -1) -> bytes:
     """
     Encode a failed C{WriteEventsCompleted} payload the way v5 fills it.
     """
     return pb.WriteEventsCompleted(
-        result=result,
+        result=cast(pb.OperationResult, result),
         message=message,
         first_event_number=INT_MIN,
         last_event_number=INT_MIN,
@@ -608,18 +606,22 @@ def subscription_confirmation(last_commit_position: int, last_event_number: Opti
     return message.SerializePartialToString()
 
 
-def subscription_dropped(reason: pb.SubscriptionDropped.SubscriptionDropReason) -> bytes:
+def subscription_dropped(reason: int) -> bytes:
     """
     Encode a C{SubscriptionDropped} payload (the reason always written).
     """
-    return pb.SubscriptionDropped(reason=reason).SerializePartialToString()
+    return pb.SubscriptionDropped(
+        reason=cast(pb.SubscriptionDropped.SubscriptionDropReason, reason)
+    ).SerializePartialToString()
 
 
-def not_handled(reason: pb.NotHandled.NotHandledReason) -> bytes:
+def not_handled(reason: int) -> bytes:
     """
     Encode a C{NotHandled} payload without master info.
     """
-    return pb.NotHandled(reason=reason).SerializePartialToString()
+    return pb.NotHandled(
+        reason=cast(pb.NotHandled.NotHandledReason, reason)
+    ).SerializePartialToString()
 
 
 def identify_client(version: int, connection_name: str = "") -> bytes:
