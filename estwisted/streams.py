@@ -20,29 +20,216 @@ Contract (the edges rely on it):
   - Listeners added with L{StreamStore.add_commit_listener} are called with the
     list of L{EventRecord}s of each flush, in log order, after the index was
     updated: subscriptions hang off that.
+
+More details:
+
+  - C{WriteResult.position} of an append is the position of its first
+    record (reading C{$all} forward from it returns the write's events); of
+    an empty or idempotent write -1.  For a delete, C{first_event_number} and
+    C{last_event_number} are the delete record's number in its stream
+    (L{DELETED_STREAM} for a hard delete, the metastream's number for a soft
+    delete) and C{position} its position.
+  - L{StreamStore.users} is the L{estwisted.users.UserManager}, created by
+    the store; the HTTP API calls it for C{/users}.  The node calls
+    C{store.users.ensure_default_users()} once at start.
+  - L{SYSTEM_PRINCIPAL} is a member of C{$admins} for the node's own writes.
+  - L{StreamStore.stream_metadata} gives the parsed metadata of a stream
+    without an ACL check (e.g. C{$cacheControl} for HTTP).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from attrs import frozen
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
+from estwisted import acl
+from estwisted.errors import (
+    AccessDenied,
+    BadRequest,
+    EstoreError,
+    InvalidTransaction,
+    StorageError,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
 from estwisted.interfaces import IEventLog
 from estwisted.model import (
+    DELETED_STREAM,
+    EXPECTED_ANY,
+    EXPECTED_NO_STREAM,
+    EXPECTED_STREAM_EXISTS,
+    FLAG_JSON,
+    FLAG_TOMBSTONE,
+    MAX_READ_COUNT,
     AllSlice,
     EventRecord,
     MetadataResult,
     NewEvent,
     Principal,
     ReadEventResult,
+    ReadStatus,
+    ResolvedEvent,
     StreamSlice,
     WriteResult,
+    ticks_from_unix,
 )
 from estwisted.storage.index import StreamIndex
 
 CommitListener = Callable[[Sequence[EventRecord]], None]
+
+_log = Logger()
+
+#: The principal of the node's own writes (users, settings ...).
+SYSTEM_PRINCIPAL = Principal("$system", frozenset({acl.ROLE_ADMINS}))
+
+#: Largest C{len(data) + len(metadata) + 2 * len(event_type)} of one event.
+MAX_EVENT_SIZE = 16 * 1024 * 1024 - 10_000
+
+#: How many recently written event ids are remembered for idempotency of
+#: C{Any}/C{StreamExists} writes (tcp-protocol.md 6.2 step 3).
+RECENT_EVENT_IDS = 100_000
+
+#: Above this many cached metadata entries the cache is dropped.
+METADATA_CACHE_LIMIT = 200_000
+
+#: Event types written by the store itself.
+METADATA_EVENT_TYPE = "$metadata"
+TOMBSTONE_EVENT_TYPE = "$streamDeleted"
+LINK_EVENT_TYPE = "$>"
+
+_EMPTY_ID = b"\x00" * 16
+_TICKS_PER_SECOND = 10_000_000
+
+
+@frozen
+class StreamMetadata:
+    """
+    Parsed stream metadata (tcp-protocol.md 6.11).  Numeric keys are
+    C{None} when absent, invalid or not positive.
+
+    @ivar version: the metastream's last event number, -1 if none.
+    @ivar raw: the latest metadata event's data (C{b""} if none).
+    @ivar data: the decoded JSON object, C{None} if none or unparseable.
+    """
+
+    version: int = -1
+    raw: bytes = b""
+    data: Optional[dict[str, Any]] = None
+    max_count: Optional[int] = None
+    max_age: Optional[int] = None
+    truncate_before: Optional[int] = None
+    cache_control: Optional[int] = None
+    acl: Optional[acl.StreamAcl] = None
+
+    @property
+    def is_soft_deleted(self) -> bool:
+        return self.truncate_before == DELETED_STREAM
+
+
+NO_METADATA = StreamMetadata()
+
+#: What every metastream behaves as having.
+METASTREAM_METADATA = StreamMetadata(max_count=1)
+
+
+def _positive_int(value: object, minimum: int = 1) -> Optional[int]:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if value >= minimum else None
+
+
+def parse_metadata(data: bytes, is_json: bool, version: int) -> StreamMetadata:
+    """
+    Parse a metadata event's body; a non-JSON, empty or unparseable body
+    means no metadata (but C{version} and C{raw} are kept).
+    """
+    if not is_json or not data:
+        return StreamMetadata(version=version, raw=data)
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return StreamMetadata(version=version, raw=data)
+    if not isinstance(value, dict):
+        return StreamMetadata(version=version, raw=data)
+    return StreamMetadata(
+        version=version,
+        raw=data,
+        data=value,
+        max_count=_positive_int(value.get("$maxCount")),
+        max_age=_positive_int(value.get("$maxAge")),
+        truncate_before=_positive_int(value.get("$tb"), 0),
+        cache_control=_positive_int(value.get("$cacheControl")),
+        acl=acl.parse_acl(value.get("$acl")),
+    )
+
+
+def min_visible(last: int, metadata: StreamMetadata) -> int:
+    """
+    The lowest visible event number of a stream whose last event is
+    C{last}.
+    """
+    lowest = 0
+    if metadata.max_count is not None:
+        lowest = max(lowest, last - metadata.max_count + 1)
+    if metadata.truncate_before is not None:
+        lowest = max(lowest, metadata.truncate_before)
+    return lowest
+
+
+def parse_link(data: bytes) -> Optional[tuple[int, str]]:
+    """
+    Parse a link event's body C{"<number>@<stream>"}.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    number, sep, stream = text.partition("@")
+    if not sep or not stream:
+        return None
+    try:
+        return int(number), stream
+    except ValueError:
+        return None
+
+
+def _error_slice(status: ReadStatus, error: str = "", last: int = -1) -> StreamSlice:
+    return StreamSlice(
+        status=status,
+        events=(),
+        next_event_number=-1,
+        last_event_number=last,
+        is_end_of_stream=True,
+        last_commit_position=-1,
+        error=error,
+    )
+
+
+class _ReadAccessDeniedError(Exception):
+    """
+    A link target in a read is not readable by the reader.
+    """
+
+
+class _Transaction:
+    __slots__ = ("stream", "expected_version", "events")
+
+    def __init__(self, stream: str, expected_version: int) -> None:
+        self.stream = stream
+        self.expected_version = expected_version
+        self.events: list[NewEvent] = []
+
+
+#: One buffered record: stream, number, id, type, flags, data, metadata,
+#: created, position, next position.
+_Entry = tuple[str, int, bytes, str, int, bytes, bytes, int, int, int]
 
 
 class StreamStore:
@@ -53,10 +240,48 @@ class StreamStore:
     @param index: the stream index, already loaded or rebuilt to the log's end.
     @param clock: schedules group commits (C{callLater(0, ...)}) and gives the
         time for C{created} stamps and C{$maxAge}.
+    @param password_iterations: PBKDF2 iterations for new passwords.
+    @param recent_event_ids: size of the idempotency cache.
+
+    @ivar users: the L{estwisted.users.UserManager} of this store.
     """
 
-    def __init__(self, log: IEventLog, index: StreamIndex, clock: IReactorTime) -> None:
-        raise NotImplementedError
+    def __init__(
+        self,
+        log: IEventLog,
+        index: StreamIndex,
+        clock: IReactorTime,
+        password_iterations: Optional[int] = None,
+        recent_event_ids: int = RECENT_EVENT_IDS,
+    ) -> None:
+        from estwisted.users import UserManager
+
+        self._log = log
+        self._index = index
+        self._clock = clock
+        # Group commit state.
+        self._flush_call: Optional[IDelayedCall] = None
+        self._batch: list[_Entry] = []
+        self._waiters: list[tuple[Deferred[WriteResult], WriteResult]] = []
+        self._batch_system: set[str] = set()
+        self._pending_last: dict[str, int] = {}
+        self._pending_meta: dict[str, StreamMetadata] = {}
+        # Idempotency cache: event id -> (stream, number), bounded by a ring.
+        self._recent: dict[bytes, tuple[str, int]] = {}
+        self._recent_ring: list[Optional[bytes]] = [None] * max(1, recent_event_ids)
+        self._recent_next = 0
+        # Caches of committed state.
+        self._meta_cache: dict[str, StreamMetadata] = {}
+        self._settings: Optional[acl.SystemSettings] = None
+        self._listeners: list[CommitListener] = []
+        self._transactions: dict[int, _Transaction] = {}
+        self._next_transaction = 0
+        last = log.read_backward(log.end_position, 1)
+        self._last_commit_position = last[0].position if last else 0
+        if password_iterations is None:
+            self.users = UserManager(self)
+        else:
+            self.users = UserManager(self, iterations=password_iterations)
 
     # -- writes ------------------------------------------------------------
 
@@ -67,7 +292,15 @@ class StreamStore:
         events: Sequence[NewEvent],
         principal: Optional[Principal],
     ) -> Deferred[WriteResult]:
-        raise NotImplementedError
+        try:
+            self._check_stream_name(stream)
+            for event in events:
+                _validate_event(event)
+            if not self.check_access(principal, stream, acl.WRITE):
+                raise AccessDenied(f"Write access denied for stream {stream!r}")
+            return self._write(stream, expected_version, events)
+        except EstoreError as e:
+            return fail(e)
 
     def delete_stream(
         self,
@@ -79,7 +312,15 @@ class StreamStore:
         """
         Soft or hard delete; the result's C{position} is the delete record's.
         """
-        raise NotImplementedError
+        try:
+            self._check_stream_name(stream)
+            if stream == acl.ALL_STREAM or acl.is_metastream(stream):
+                raise AccessDenied(f"Stream {stream!r} cannot be deleted")
+            if not self.check_access(principal, stream, acl.DELETE):
+                raise AccessDenied(f"Delete access denied for stream {stream!r}")
+            return self._delete(stream, expected_version, hard_delete)
+        except EstoreError as e:
+            return fail(e)
 
     def set_metadata(
         self,
@@ -92,7 +333,10 @@ class StreamStore:
         Write JSON C{metadata} as a C{$metadata} event to C{$$stream}.
         C{expected_version} applies to the metastream.
         """
-        raise NotImplementedError
+        if acl.is_metastream(stream):
+            return fail(AccessDenied(f"Metastream {stream!r} has no metadata"))
+        event = NewEvent(uuid.uuid4().bytes, METADATA_EVENT_TYPE, metadata, b"", True)
+        return self.append("$$" + stream, expected_version, [event], principal)
 
     def start_transaction(
         self, stream: str, expected_version: int, principal: Optional[Principal]
@@ -100,18 +344,44 @@ class StreamStore:
         """
         @return: a new transaction id (>= 0).
         @raise AccessDenied: no write right.
+        @raise BadRequest: bad stream name.
         """
-        raise NotImplementedError
+        self._check_stream_name(stream)
+        if not self.check_access(principal, stream, acl.WRITE):
+            raise AccessDenied(f"Write access denied for stream {stream!r}")
+        transaction_id = self._next_transaction
+        self._next_transaction += 1
+        self._transactions[transaction_id] = _Transaction(stream, expected_version)
+        return transaction_id
 
     def transaction_write(
         self, transaction_id: int, events: Sequence[NewEvent], principal: Optional[Principal]
     ) -> None:
-        raise NotImplementedError
+        """
+        Add events to an open transaction.
+
+        @raise InvalidTransaction: unknown id.
+        @raise AccessDenied: no write right.
+        @raise BadRequest: an invalid event.
+        """
+        transaction = self._transactions.get(transaction_id)
+        if transaction is None:
+            raise InvalidTransaction(f"Unknown transaction {transaction_id}")
+        if not self.check_access(principal, transaction.stream, acl.WRITE):
+            raise AccessDenied(f"Write access denied for stream {transaction.stream!r}")
+        for event in events:
+            _validate_event(event)
+        transaction.events.extend(events)
 
     def commit_transaction(
         self, transaction_id: int, principal: Optional[Principal]
     ) -> Deferred[WriteResult]:
-        raise NotImplementedError
+        transaction = self._transactions.pop(transaction_id, None)
+        if transaction is None:
+            return fail(InvalidTransaction(f"Unknown transaction {transaction_id}"))
+        return self.append(
+            transaction.stream, transaction.expected_version, transaction.events, principal
+        )
 
     # -- reads -------------------------------------------------------------
 
@@ -122,7 +392,23 @@ class StreamStore:
         resolve_links: bool,
         principal: Optional[Principal],
     ) -> ReadEventResult:
-        raise NotImplementedError
+        if not stream:
+            return ReadEventResult(ReadStatus.ERROR, error="Empty stream name")
+        if event_number < -1:
+            return ReadEventResult(ReadStatus.ERROR, error=f"Bad event number {event_number}")
+        if not self.check_access(principal, stream, acl.READ):
+            return ReadEventResult(ReadStatus.ACCESS_DENIED)
+        try:
+            result = self._read_event(stream, event_number, resolve_links, principal)
+        except _ReadAccessDeniedError:
+            return ReadEventResult(ReadStatus.ACCESS_DENIED)
+        if (
+            result.status in (ReadStatus.NOT_FOUND, ReadStatus.NO_STREAM)
+            and acl.is_system_stream(stream)
+            and self._original_exists(stream)
+        ):
+            return ReadEventResult(ReadStatus.SUCCESS)
+        return result
 
     def read_stream(
         self,
@@ -133,7 +419,25 @@ class StreamStore:
         resolve_links: bool,
         principal: Optional[Principal],
     ) -> StreamSlice:
-        raise NotImplementedError
+        if not stream:
+            return _error_slice(ReadStatus.ERROR, "Empty stream name")
+        if max_count > MAX_READ_COUNT:
+            return _error_slice(
+                ReadStatus.ERROR,
+                f"Read size too big, should be less than {MAX_READ_COUNT} items",
+            )
+        if max_count < 0:
+            return _error_slice(ReadStatus.ERROR, f"Bad max count {max_count}")
+        if forward and from_event_number < 0:
+            return _error_slice(ReadStatus.ERROR, f"Bad start event number {from_event_number}")
+        if not self.check_access(principal, stream, acl.READ):
+            return _error_slice(ReadStatus.ACCESS_DENIED)
+        try:
+            return self._read_stream(
+                stream, from_event_number, max_count, forward, resolve_links, principal
+            )
+        except _ReadAccessDeniedError:
+            return _error_slice(ReadStatus.ACCESS_DENIED)
 
     def read_all(
         self,
@@ -146,31 +450,85 @@ class StreamStore:
         """
         C{position} -1 with C{forward=False} means from the end.
         """
-        raise NotImplementedError
+        if max_count > MAX_READ_COUNT or max_count < 0:
+            return AllSlice(
+                ReadStatus.ERROR,
+                (),
+                position,
+                position,
+                f"Read size too big, should be less than {MAX_READ_COUNT} items",
+            )
+        if not self.check_access(principal, acl.ALL_STREAM, acl.READ):
+            return AllSlice(ReadStatus.ACCESS_DENIED, (), position, position)
+        log = self._log
+        if forward:
+            if position < 0:
+                position = 0
+            records = log.read_forward(position, max_count)
+            next_position = records[-1].next_position if records else position
+        else:
+            if position < 0 or position > log.end_position:
+                position = log.end_position
+            records = log.read_backward(position, max_count)
+            next_position = records[-1].position if records else position
+        try:
+            if resolve_links:
+                events = [self._resolve(r, principal) for r in records]
+            else:
+                events = [ResolvedEvent(r) for r in records]
+        except _ReadAccessDeniedError:
+            return AllSlice(ReadStatus.ACCESS_DENIED, (), position, position)
+        return AllSlice(ReadStatus.SUCCESS, events, position, next_position)
 
     def get_metadata(self, stream: str, principal: Optional[Principal]) -> MetadataResult:
         """
         @raise AccessDenied: no C{$mr} right.
+        @raise BadRequest: empty stream name or a metastream.
         """
-        raise NotImplementedError
+        self._check_stream_name(stream)
+        if acl.is_metastream(stream):
+            raise BadRequest(f"Metastream {stream!r} has no metadata")
+        if not self.check_access(principal, "$$" + stream, acl.READ):
+            raise AccessDenied(f"Metadata read access denied for stream {stream!r}")
+        if self._index.tombstone(stream) is not None:
+            return MetadataResult(stream, DELETED_STREAM, b"", True)
+        metadata = self._metadata(stream)
+        return MetadataResult(stream, metadata.version, metadata.raw, False)
+
+    def stream_metadata(self, stream: str) -> StreamMetadata:
+        """
+        The parsed committed metadata of C{stream} (no ACL check).
+        """
+        return self._metadata(stream)
 
     # -- state -------------------------------------------------------------
 
     @property
     def last_commit_position(self) -> int:
-        raise NotImplementedError
+        """
+        The position of the last committed record (0 for an empty log).
+        """
+        return self._last_commit_position
 
     def last_event_number(self, stream: str) -> int:
         """
         -1 when none, L{DELETED_STREAM} when hard-deleted.
         """
-        raise NotImplementedError
+        if self._index.tombstone(stream) is not None:
+            return DELETED_STREAM
+        return self._index.last_event_number(stream)
 
     def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
         """
         @return: a callable that removes the listener.
         """
-        raise NotImplementedError
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
 
     # -- security ----------------------------------------------------------
 
@@ -178,10 +536,564 @@ class StreamStore:
         """
         @raise NotAuthenticated: unknown user, wrong password or disabled.
         """
-        raise NotImplementedError
+        return self.users.authenticate(login, password)
 
     def check_access(self, principal: Optional[Principal], stream: str, operation: str) -> bool:
         """
         C{operation} is one of C{"$r"}, C{"$w"}, C{"$d"}, C{"$mr"}, C{"$mw"}.
         """
-        raise NotImplementedError
+        if principal is not None and "$admins" in principal.groups:
+            return True
+        resolved = acl.resolve_operation(stream, operation)
+        if resolved is None:
+            return False
+        target, op = resolved
+        metadata = self._metadata(target)
+        settings = self._settings
+        if settings is None:
+            settings = self._settings = self._load_settings()
+        return acl.has_role(principal, acl.required_roles(target, op, metadata.acl, settings))
+
+    # -- internals: writing ------------------------------------------------
+
+    def _check_stream_name(self, stream: str) -> None:
+        if not stream:
+            raise BadRequest("Empty stream name")
+        if stream == acl.ALL_STREAM:
+            raise AccessDenied("Cannot write to $all")
+
+    def _current(self, stream: str) -> int:
+        """
+        The stream's last event number including buffered writes.
+        """
+        current = self._pending_last.get(stream)
+        if current is not None:
+            return current
+        if self._index.tombstone(stream) is not None:
+            return DELETED_STREAM
+        return self._index.last_event_number(stream)
+
+    def _write_metadata(self, stream: str) -> StreamMetadata:
+        """
+        The metadata of C{stream} including buffered metadata writes.
+        """
+        metadata = self._pending_meta.get(stream)
+        if metadata is not None:
+            return metadata
+        return self._metadata(stream)
+
+    def _write(
+        self, stream: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> Deferred[WriteResult]:
+        """
+        The expected-version check, then buffer the records (tcp-protocol.md
+        6.2).  Access was checked.
+        """
+        if stream[0] == "$" and stream.startswith("$$"):
+            return self._write_metastream(stream, expected_version, events)
+        current = self._current(stream)
+        metadata = self._write_metadata(stream)
+        decision = self._decide(stream, expected_version, events, current, metadata)
+        if isinstance(decision, WriteResult):
+            return self._wait(decision)
+        created = ticks_from_unix(self._clock.seconds())
+        result = self._buffer(stream, decision, events, created)
+        if metadata.is_soft_deleted and events:
+            self._buffer_undelete(stream, metadata, decision, created)
+        return self._wait(result)
+
+    def _write_metastream(
+        self, stream: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> Deferred[WriteResult]:
+        original = stream[2:]
+        if self._current(original) == DELETED_STREAM:
+            raise StreamDeleted(f"Stream {original!r} is deleted")
+        current = self._current(stream)
+        decision = self._decide(stream, expected_version, events, current, METASTREAM_METADATA)
+        if isinstance(decision, WriteResult):
+            return self._wait(decision)
+        created = ticks_from_unix(self._clock.seconds())
+        original_metadata = self._write_metadata(original)
+        if original_metadata.is_soft_deleted and events:
+            self._buffer_undelete(original, original_metadata, self._current(original) + 1, created)
+            decision = self._current(stream) + 1
+        result = self._buffer(stream, decision, events, created)
+        if events:
+            last = events[-1]
+            self._pending_meta[original] = parse_metadata(
+                last.data, last.is_json, result.last_event_number
+            )
+        return self._wait(result)
+
+    def _decide(
+        self,
+        stream: str,
+        expected: int,
+        events: Sequence[NewEvent],
+        current: int,
+        metadata: StreamMetadata,
+    ) -> Union[int, WriteResult]:
+        """
+        Decide a write: the first event number to append at, or the
+        L{WriteResult} of an idempotent repeat.
+
+        @raise StreamDeleted: hard-deleted, or soft-deleted and
+            C{StreamExists} expected.
+        @raise WrongExpectedVersion: the check failed.
+        """
+        if current == DELETED_STREAM:
+            raise StreamDeleted(f"Stream {stream!r} is deleted")
+        soft_deleted = metadata.is_soft_deleted
+        if expected == EXPECTED_STREAM_EXISTS:
+            if soft_deleted:
+                raise StreamDeleted(f"Stream {stream!r} is deleted")
+            if current == -1 and self._current("$$" + stream) < 0:
+                raise WrongExpectedVersion(stream, current)
+        if expected == EXPECTED_ANY or expected == EXPECTED_STREAM_EXISTS:
+            if not events:
+                return current + 1
+            recent = self._recent
+            first = recent.get(events[0].event_id)
+            if first is None or first[0] != stream:
+                return current + 1
+            last = first
+            for event in events:
+                known = recent.get(event.event_id)
+                if known is None or known[0] != stream:
+                    raise WrongExpectedVersion(
+                        stream, current, "Corrupted idempotency: partially known events"
+                    )
+                last = known
+            return WriteResult(first[1], last[1], -1)
+        if expected < EXPECTED_NO_STREAM:
+            raise BadRequest(f"Invalid expected version {expected}")
+        if expected < current:
+            if not events:
+                raise WrongExpectedVersion(stream, current)
+            number = expected + 1
+            for i, event in enumerate(events):
+                if number > current or not self._has_event_id(stream, number, event.event_id):
+                    if i == 0 and expected == EXPECTED_NO_STREAM and soft_deleted:
+                        return current + 1
+                    raise WrongExpectedVersion(stream, current)
+                number += 1
+            return WriteResult(expected + 1, expected + len(events), -1)
+        if expected > current:
+            raise WrongExpectedVersion(stream, current)
+        return current + 1
+
+    def _has_event_id(self, stream: str, number: int, event_id: bytes) -> bool:
+        known = self._recent.get(event_id)
+        if known is not None and known[0] == stream and known[1] == number:
+            return True
+        position = self._index.get(stream, number)
+        if position is None:
+            return False
+        return self._log.read(position).event_id == event_id
+
+    def _buffer(
+        self, stream: str, first: int, events: Sequence[NewEvent], created: int
+    ) -> WriteResult:
+        """
+        Append the records of one write to the log's buffer.
+        """
+        if not events:
+            return WriteResult(first, first - 1, -1)
+        log = self._log
+        log_append = log.append
+        batch_append = self._batch.append
+        recent = self._recent
+        ring = self._recent_ring
+        ring_size = len(ring)
+        slot = self._recent_next
+        number = first
+        position = -1
+        try:
+            for event in events:
+                event_id = event.event_id
+                flags = FLAG_JSON if event.is_json else 0
+                pos = log_append(
+                    stream,
+                    number,
+                    event_id,
+                    event.event_type,
+                    flags,
+                    event.data,
+                    event.metadata,
+                    created,
+                )
+                if position < 0:
+                    position = pos
+                batch_append(
+                    (
+                        stream,
+                        number,
+                        event_id,
+                        event.event_type,
+                        flags,
+                        event.data,
+                        event.metadata,
+                        created,
+                        pos,
+                        log.pending_position,
+                    )
+                )
+                old = ring[slot]
+                if old is not None:
+                    recent.pop(old, None)
+                ring[slot] = event_id
+                slot += 1
+                if slot == ring_size:
+                    slot = 0
+                recent[event_id] = (stream, number)
+                number += 1
+        except Exception:
+            self._recent_next = slot
+            self._abort_batch_later()
+            raise
+        self._recent_next = slot
+        self._pending_last[stream] = number - 1
+        if stream[0] == "$":
+            self._batch_system.add(stream)
+        return WriteResult(first, number - 1, position)
+
+    def _buffer_undelete(
+        self, stream: str, metadata: StreamMetadata, first_new: int, created: int
+    ) -> None:
+        """
+        Re-create a soft-deleted stream: rewrite its metadata with C{$tb} =
+        the first new event number, keeping the other keys.
+        """
+        data: dict[str, Any] = dict(metadata.data or {})
+        data["$tb"] = first_new
+        raw = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        metastream = "$$" + stream
+        number = self._current(metastream) + 1
+        event = NewEvent(uuid.uuid4().bytes, METADATA_EVENT_TYPE, raw, b"", True)
+        self._buffer(metastream, number, [event], created)
+        self._pending_meta[stream] = parse_metadata(raw, True, number)
+
+    def _delete(self, stream: str, expected: int, hard: bool) -> Deferred[WriteResult]:
+        current = self._current(stream)
+        metadata = self._write_metadata(stream)
+        if current == DELETED_STREAM:
+            raise StreamDeleted(f"Stream {stream!r} is deleted")
+        if expected == EXPECTED_STREAM_EXISTS:
+            if metadata.is_soft_deleted:
+                raise StreamDeleted(f"Stream {stream!r} is deleted")
+            if current == -1 and self._current("$$" + stream) < 0:
+                raise WrongExpectedVersion(stream, current)
+        elif expected == EXPECTED_NO_STREAM:
+            if current != -1 and not metadata.is_soft_deleted:
+                raise WrongExpectedVersion(stream, current)
+        elif expected != EXPECTED_ANY:
+            if expected < EXPECTED_NO_STREAM:
+                raise BadRequest(f"Invalid expected version {expected}")
+            if expected != current:
+                raise WrongExpectedVersion(stream, current)
+        created = ticks_from_unix(self._clock.seconds())
+        if hard:
+            tombstone_id = uuid.uuid4().bytes
+            position = self._log.append(
+                stream,
+                DELETED_STREAM,
+                tombstone_id,
+                TOMBSTONE_EVENT_TYPE,
+                FLAG_TOMBSTONE,
+                b"",
+                b"",
+                created,
+            )
+            self._batch.append(
+                (
+                    stream,
+                    DELETED_STREAM,
+                    tombstone_id,
+                    TOMBSTONE_EVENT_TYPE,
+                    FLAG_TOMBSTONE,
+                    b"",
+                    b"",
+                    created,
+                    position,
+                    self._log.pending_position,
+                )
+            )
+            self._pending_last[stream] = DELETED_STREAM
+            self._batch_system.add(stream)
+            return self._wait(WriteResult(DELETED_STREAM, DELETED_STREAM, position))
+        raw = json.dumps({"$tb": DELETED_STREAM}, separators=(",", ":")).encode("utf-8")
+        metastream = "$$" + stream
+        number = self._current(metastream) + 1
+        event = NewEvent(uuid.uuid4().bytes, METADATA_EVENT_TYPE, raw, b"", True)
+        result = self._buffer(metastream, number, [event], created)
+        self._pending_meta[stream] = parse_metadata(raw, True, number)
+        return self._wait(result)
+
+    def _wait(self, result: WriteResult) -> Deferred[WriteResult]:
+        d: Deferred[WriteResult] = Deferred()
+        self._waiters.append((d, result))
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return d
+
+    def _abort_batch_later(self) -> None:
+        # A failed log.append leaves the log buffer in an unknown state: the
+        # whole batch fails at the next flush.
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        self._batch_failed = True
+
+    _batch_failed = False
+
+    def _flush(self) -> None:
+        """
+        Group commit: make the batch durable, index it, then acknowledge it.
+        """
+        self._flush_call = None
+        batch = self._batch
+        waiters = self._waiters
+        system = self._batch_system
+        self._batch = []
+        self._waiters = []
+        self._batch_system = set()
+        try:
+            if self._batch_failed:
+                raise StorageError("Appending to the log failed")
+            if batch:
+                self._log.flush()
+        except Exception as e:
+            self._batch_failed = False
+            self._log.discard()
+            self._pending_last.clear()
+            self._pending_meta.clear()
+            recent = self._recent
+            for entry in batch:
+                known = recent.get(entry[2])
+                if known is not None and known[0] == entry[0] and known[1] == entry[1]:
+                    del recent[entry[2]]
+            _log.failure("Group commit of {count} records failed", count=len(batch))
+            for d, _ in waiters:
+                d.errback(e)
+            return
+        add = self._index.add
+        for entry in batch:
+            add(entry[0], entry[1], entry[8])
+        self._pending_last.clear()
+        self._pending_meta.clear()
+        if batch:
+            self._last_commit_position = batch[-1][8]
+        if system:
+            self._invalidate(system)
+        for d, result in waiters:
+            d.callback(result)
+        if batch and self._listeners:
+            records = [
+                EventRecord(e[8], e[9], e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7])
+                for e in batch
+            ]
+            for listener in list(self._listeners):
+                try:
+                    listener(records)
+                except Exception:
+                    _log.failure("Commit listener {listener!r} failed", listener=listener)
+
+    def _invalidate(self, streams: set[str]) -> None:
+        """
+        Drop cached state derived from system streams written in a batch.
+        """
+        for stream in streams:
+            if stream.startswith("$$"):
+                original = stream[2:]
+                self._meta_cache.pop(original, None)
+                if original.startswith("$user-"):
+                    self.users.invalidate(original[len("$user-") :])
+            elif stream == acl.SETTINGS_STREAM:
+                self._settings = None
+            elif stream.startswith("$user-"):
+                self.users.invalidate(stream[len("$user-") :])
+            if self._index.tombstone(stream) is not None:
+                self._meta_cache.pop(stream, None)
+
+    # -- internals: reading ------------------------------------------------
+
+    def _metadata(self, stream: str) -> StreamMetadata:
+        """
+        Committed metadata of C{stream}, cached.
+        """
+        metadata = self._meta_cache.get(stream)
+        if metadata is not None:
+            return metadata
+        if stream.startswith("$$"):
+            return METASTREAM_METADATA
+        metastream = "$$" + stream
+        last = self._index.last_event_number(metastream)
+        if last < 0:
+            metadata = NO_METADATA
+        else:
+            position = self._index.get(metastream, last)
+            assert position is not None
+            record = self._log.read(position)
+            metadata = parse_metadata(record.data, record.is_json, last)
+        cache = self._meta_cache
+        if len(cache) >= METADATA_CACHE_LIMIT:
+            cache.clear()
+        cache[stream] = metadata
+        return metadata
+
+    def _load_settings(self) -> acl.SystemSettings:
+        stream = acl.SETTINGS_STREAM
+        last = self._index.last_event_number(stream)
+        if last < 0 or self._index.tombstone(stream) is not None:
+            return acl.NO_SETTINGS
+        metadata = self._metadata(stream)
+        if last < min_visible(last, metadata):
+            return acl.NO_SETTINGS
+        position = self._index.get(stream, last)
+        assert position is not None
+        return acl.parse_settings(self._log.read(position).data)
+
+    def _original_exists(self, stream: str) -> bool:
+        original = stream[2:] if stream.startswith("$$") else stream
+        return self.last_event_number(original) != -1
+
+    def _stream_state(self, stream: str) -> tuple[Optional[StreamSlice], int, StreamMetadata]:
+        """
+        The common start of stream reads: an early reply for a missing or
+        deleted stream, else C{(None, last, metadata)}.
+        """
+        index = self._index
+        if index.tombstone(stream) is not None or (
+            stream.startswith("$$") and index.tombstone(stream[2:]) is not None
+        ):
+            return _error_slice(ReadStatus.STREAM_DELETED, last=DELETED_STREAM), 0, NO_METADATA
+        last = index.last_event_number(stream)
+        metadata = self._metadata(stream)
+        if last == -1 or metadata.is_soft_deleted:
+            return _error_slice(ReadStatus.NO_STREAM), 0, NO_METADATA
+        return None, last, metadata
+
+    def _read_event(
+        self,
+        stream: str,
+        event_number: int,
+        resolve_links: bool,
+        principal: Optional[Principal],
+    ) -> ReadEventResult:
+        early, last, metadata = self._stream_state(stream)
+        if early is not None:
+            return ReadEventResult(early.status)
+        if event_number == -1:
+            event_number = last
+        if event_number < min_visible(last, metadata) or event_number > last:
+            return ReadEventResult(ReadStatus.NOT_FOUND)
+        position = self._index.get(stream, event_number)
+        if position is None:
+            return ReadEventResult(ReadStatus.NOT_FOUND)
+        record = self._log.read(position)
+        if metadata.max_age is not None and record.created < self._age_threshold(metadata):
+            return ReadEventResult(ReadStatus.NOT_FOUND)
+        if resolve_links:
+            return ReadEventResult(ReadStatus.SUCCESS, self._resolve(record, principal))
+        return ReadEventResult(ReadStatus.SUCCESS, ResolvedEvent(record))
+
+    def _age_threshold(self, metadata: StreamMetadata) -> int:
+        assert metadata.max_age is not None
+        return ticks_from_unix(self._clock.seconds()) - metadata.max_age * _TICKS_PER_SECOND
+
+    def _read_stream(
+        self,
+        stream: str,
+        start: int,
+        max_count: int,
+        forward: bool,
+        resolve_links: bool,
+        principal: Optional[Principal],
+    ) -> StreamSlice:
+        early, last, metadata = self._stream_state(stream)
+        if early is not None:
+            return early
+        lowest = min_visible(last, metadata)
+        commit = self._last_commit_position
+        if forward:
+            end = start + max_count - 1
+            if end < lowest:
+                return StreamSlice(ReadStatus.SUCCESS, (), lowest, last, False, commit)
+            records = self._records(stream, max(start, lowest), end, metadata)
+            next_number = min(end + 1, last + 1)
+            if records:
+                next_number = records[-1].event_number + 1
+            events = self._resolve_all(records, resolve_links, principal)
+            return StreamSlice(ReadStatus.SUCCESS, events, next_number, last, end >= last, commit)
+        end = last if start < 0 else start
+        first = max(0, end - max_count + 1)
+        if end < lowest:
+            return StreamSlice(ReadStatus.SUCCESS, (), -1, last, True, commit)
+        is_end = False
+        if first <= lowest:
+            is_end = True
+            first = lowest
+        records = self._records(stream, first, end, metadata)
+        records.reverse()
+        is_end = (
+            is_end
+            or first == 0
+            or (first <= last and (not records or records[-1].event_number != first))
+        )
+        next_number = -1 if is_end else min(first - 1, last)
+        events = self._resolve_all(records, resolve_links, principal)
+        return StreamSlice(ReadStatus.SUCCESS, events, next_number, last, is_end, commit)
+
+    def _records(
+        self, stream: str, first: int, last: int, metadata: StreamMetadata
+    ) -> list[EventRecord]:
+        """
+        The records C{first}..C{last} of C{stream} (clamped), ascending,
+        without those older than C{$maxAge}.
+        """
+        if first > last:
+            return []
+        read = self._log.read
+        records = [read(p) for p in self._index.positions(stream, first, last)]
+        if metadata.max_age is not None:
+            threshold = self._age_threshold(metadata)
+            records = [r for r in records if r.created >= threshold]
+        return records
+
+    def _resolve_all(
+        self, records: list[EventRecord], resolve_links: bool, principal: Optional[Principal]
+    ) -> list[ResolvedEvent]:
+        if resolve_links:
+            return [self._resolve(r, principal) for r in records]
+        return [ResolvedEvent(r) for r in records]
+
+    def _resolve(self, record: EventRecord, principal: Optional[Principal]) -> ResolvedEvent:
+        """
+        Resolve a link record (tcp-protocol.md 6.6); other records as they
+        are.
+
+        @raise _ReadAccessDeniedError: the target stream is not readable.
+        """
+        if record.event_type != LINK_EVENT_TYPE:
+            return ResolvedEvent(record)
+        target = parse_link(record.data)
+        if target is None:
+            return ResolvedEvent(record)
+        number, stream = target
+        if not self.check_access(principal, stream, acl.READ):
+            raise _ReadAccessDeniedError(stream)
+        result = self._read_event(stream, number, False, principal)
+        if result.status != ReadStatus.SUCCESS or result.event is None:
+            return ResolvedEvent(None, record)
+        return ResolvedEvent(result.event.event, record)
+
+
+def _validate_event(event: NewEvent) -> None:
+    """
+    @raise BadRequest: empty or malformed event id, empty type, too big.
+    """
+    if len(event.event_id) != 16 or event.event_id == _EMPTY_ID:
+        raise BadRequest("Empty or malformed event id")
+    if not event.event_type:
+        raise BadRequest("Empty event type")
+    if len(event.data) + len(event.metadata) + 2 * len(event.event_type) > MAX_EVENT_SIZE:
+        raise BadRequest("Event too big")
