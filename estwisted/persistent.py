@@ -41,19 +41,37 @@ Stored state (so groups survive a restart):
 from __future__ import annotations
 
 import enum
+import json
+import uuid
+import zlib
+from collections import deque
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
-from attrs import frozen
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from attrs import evolve, frozen
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from estwisted.errors import OperationError
-from estwisted.model import Principal, ResolvedEvent
+from estwisted.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadRequest,
+    NotFound,
+    OperationError,
+)
+from estwisted.model import (
+    DELETED_STREAM,
+    EXPECTED_ANY,
+    NewEvent,
+    Principal,
+    ReadStatus,
+    ResolvedEvent,
+)
 from estwisted.streams import StreamStore
-from estwisted.subscriptions import DropReason
+from estwisted.subscriptions import LINK_EVENT_TYPE, DropReason, parse_link, resolve_record
 
 _log = Logger()
 
@@ -165,36 +183,128 @@ class GroupInfo:
     connections: tuple[ConnectionInfo, ...]
 
 
-class PersistentConnection:
+#: The identity under which the subscription machinery reads and writes
+#: (system streams need C{$admins}).
+SYSTEM_PRINCIPAL = Principal("$system", frozenset({"$admins", "$system"}))
+
+# Message states.
+_BUFFERED = 0
+_RETRY = 1
+_IN_FLIGHT = 2
+_PARKING = 3
+_DONE = 4
+
+
+class _Message:
+    """
+    One message of a group.
+
+    @ivar sequence: event number of the original record in the subscribed
+        stream; C{None} for a replayed parked message (not checkpointed).
+    """
+
+    __slots__ = ("event", "event_id", "sequence", "retry_count", "state", "owner", "deadline")
+
+    def __init__(self, event: ResolvedEvent, sequence: Optional[int]) -> None:
+        self.event = event
+        self.event_id = event.original.event_id
+        self.sequence = sequence
+        self.retry_count = 0
+        self.state = _BUFFERED
+        self.owner: Optional[_Consumer] = None
+        self.deadline = 0.0
+
+
+class _Consumer:
+    """
+    Something messages are handed to: a push connection or the HTTP pull
+    side.
+    """
+
+    allowed_in_flight: int
+
+    def __init__(self) -> None:
+        self.in_flight: dict[bytes, _Message] = {}
+        self.total_items_processed = 0
+
+    @property
+    def available(self) -> int:
+        return self.allowed_in_flight - len(self.in_flight)
+
+
+class _PullConsumer(_Consumer):
+    allowed_in_flight = 1 << 62
+
+
+class PersistentConnection(_Consumer):
     """
     One consumer connected to a group (push mode).
 
     @ivar subscription_id: C{"<stream>::<group>"}.
     @ivar last_commit_position: store's last commit position at connect.
     @ivar last_event_number: the stream's last event number at connect.
+    @ivar active: false once disconnected or dropped.
     """
 
-    subscription_id: str
-    last_commit_position: int
-    last_event_number: int
+    def __init__(
+        self,
+        group: _Group,
+        subscriber: IPersistentSubscriber,
+        allowed_in_flight: int,
+        principal: Optional[Principal],
+        from_address: str,
+        last_commit_position: int,
+        last_event_number: int,
+    ) -> None:
+        super().__init__()
+        self._group = group
+        self.subscriber = subscriber
+        self.allowed_in_flight = max(1, allowed_in_flight)
+        self.principal = principal
+        self.from_address = from_address
+        self.subscription_id = group.key
+        self.last_commit_position = last_commit_position
+        self.last_event_number = last_event_number
+        self.active = True
 
     def ack(self, event_ids: Sequence[bytes]) -> None:
-        raise NotImplementedError
+        """
+        The messages were processed: they are never delivered again.
+        """
+        if self.active:
+            self._group.ack(event_ids, self)
 
     def nak(self, event_ids: Sequence[bytes], action: NakAction, message: str = "") -> None:
-        raise NotImplementedError
+        """
+        The messages failed: retry (C{RETRY}, C{UNKNOWN}), park, skip, or
+        nothing (C{STOP}).
+        """
+        if self.active:
+            self._group.nak(event_ids, action, self, message)
 
     def disconnect(self) -> None:
         """
         Client unsubscribed: C{dropped(UNSUBSCRIBED)}, in-flight retried.
         """
-        raise NotImplementedError
+        if self.active:
+            self._group.remove_consumer(self)
+            self.subscriber.dropped(DropReason.UNSUBSCRIBED)
 
     def drop_silently(self) -> None:
         """
         Connection closed: in-flight messages go to the other consumers.
         """
-        raise NotImplementedError
+        if self.active:
+            self._group.remove_consumer(self)
+
+    def _drop(self, reason: DropReason) -> None:
+        # The group is going away: no retry, just tell the consumer.
+        self.active = False
+        self.in_flight.clear()
+        try:
+            self.subscriber.dropped(reason)
+        except Exception:
+            _log.failure("consumer failed while being dropped")
 
 
 def drop_reason_for(error: Exception) -> DropReason:
@@ -202,8 +312,6 @@ def drop_reason_for(error: Exception) -> DropReason:
     The C{SubscriptionDropped} reason for an exception raised by
     L{PersistentSubscriptions.connect}.
     """
-    from estwisted.errors import AccessDenied, NotFound
-
     if isinstance(error, AccessDenied):
         return DropReason.ACCESS_DENIED
     if isinstance(error, NotFound):
@@ -211,6 +319,551 @@ def drop_reason_for(error: Exception) -> DropReason:
     if isinstance(error, SubscriberMaxCountReached):
         return DropReason.SUBSCRIBER_MAX_COUNT_REACHED
     return DropReason.UNSUBSCRIBED
+
+
+def _source_stream(event: ResolvedEvent) -> str:
+    if event.event is not None:
+        return event.event.stream
+    return event.original.stream
+
+
+class _Group:
+    """
+    The state machine of one group: reads the stream in event-number order
+    into a bounded buffer, hands messages to consumers per the strategy,
+    tracks in-flight messages with their deadlines, retries, parks and
+    checkpoints.
+
+    Every read goes through L{StreamStore.read_stream} from C{next_read}, so
+    history and live events come from the same ordered source: a write
+    arriving while the group reads history is simply read later, never
+    twice and never skipped.
+    """
+
+    def __init__(
+        self,
+        owner: PersistentSubscriptions,
+        stream: str,
+        name: str,
+        settings: PersistentSettings,
+        next_read: int,
+        last_checkpoint: Optional[int],
+    ) -> None:
+        self.owner = owner
+        self.store = owner.store
+        self.clock = owner.clock
+        self.stream = stream
+        self.name = name
+        self.key = group_key(stream, name)
+        self.settings = settings
+        self.next_read = next_read
+        self.caught_up = False
+        self.buffer: deque[_Message] = deque()
+        self.retry: deque[_Message] = deque()
+        self.retry_by_id: dict[bytes, _Message] = {}
+        #: Everything handed out and not answered, in hand-out (deadline) order.
+        self.in_flight: dict[bytes, _Message] = {}
+        #: Every read message not yet acked/skipped/parked, by event number
+        #: (inserted in increasing order, so the first key is the minimum).
+        self.outstanding: dict[int, _Message] = {}
+        self.consumers: list[PersistentConnection] = []
+        self.pull_consumer = _PullConsumer()
+        self.active = True
+        self.total_processed = 0
+        self.last_checkpoint = last_checkpoint
+        self._processed_since_checkpoint = 0
+        self._checkpoint_writing = False
+        self._checkpoint_again = False
+        self._timer: Optional[IDelayedCall] = None
+        self._checkpoint_timer: Optional[IDelayedCall] = None
+        self._pump_call: Optional[IDelayedCall] = None
+        self._pumping = False
+        self._again = False
+        self._rr = 0
+        self._timeout = settings.message_timeout_ms / 1000.0
+
+    # -- reading and dispatch -----------------------------------------------
+
+    def checkpoint_value(self) -> int:
+        """
+        The highest event number at or below which everything is done.
+        """
+        for sequence in self.outstanding:
+            return sequence - 1
+        return self.next_read - 1
+
+    def schedule_pump(self) -> None:
+        """
+        Pump on the next reactor turn (after the edge has confirmed).
+        """
+        if self._pump_call is None and self.active:
+            self._pump_call = self.clock.callLater(0, self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_call = None
+        self.pump()
+
+    def pump(self) -> None:
+        """
+        Read what there is room for, hand out what consumers have room for.
+        Re-entrant calls (a consumer acking from inside C{event_appeared})
+        just ask for another round.
+        """
+        if not self.active:
+            return
+        if self._pumping:
+            self._again = True
+            return
+        self._pumping = True
+        try:
+            for _ in range(10000):
+                self._again = False
+                self._fill()
+                self._dispatch()
+                if not self._again or not self.active:
+                    break
+        finally:
+            self._pumping = False
+
+    def _fill(self) -> None:
+        settings = self.settings
+        room = settings.buffer_size - len(self.buffer)
+        guard = 0
+        while room > 0 and not self.caught_up and guard < 1000:
+            guard += 1
+            count = max(1, min(settings.read_batch_size, room))
+            page = self.store.read_stream(
+                self.stream,
+                self.next_read,
+                count,
+                True,
+                settings.resolve_link_tos,
+                SYSTEM_PRINCIPAL,
+            )
+            if page.status != ReadStatus.SUCCESS:
+                self.caught_up = True
+                return
+            for event in page.events:
+                sequence = event.original.event_number
+                if sequence < self.next_read:
+                    continue
+                message = _Message(event, sequence)
+                self.buffer.append(message)
+                self.outstanding[sequence] = message
+                self.next_read = sequence + 1
+                room -= 1
+            if page.is_end_of_stream:
+                self.caught_up = True
+                return
+            if not page.events:
+                if page.next_event_number > self.next_read:
+                    self.next_read = page.next_event_number
+                else:
+                    self.caught_up = True
+                    return
+
+    def _choose(self) -> Optional[_Consumer]:
+        consumers = self.consumers
+        n = len(consumers)
+        if not n:
+            return None
+        if self.settings.named_consumer_strategy == "DispatchToSingle":
+            for consumer in consumers:
+                if consumer.available > 0:
+                    return consumer
+            return None
+        start = self._rr % n
+        for i in range(n):
+            consumer = consumers[(start + i) % n]
+            if consumer.available > 0:
+                self._rr = start + i + 1
+                return consumer
+        return None
+
+    def _dispatch(self) -> None:
+        if not self.consumers:
+            return
+        if self.settings.named_consumer_strategy == "Pinned":
+            self.retry = self._dispatch_pinned(self.retry)
+            self.buffer = self._dispatch_pinned(self.buffer)
+            return
+        for queue in (self.retry, self.buffer):
+            while queue and self.active:
+                head = queue[0]
+                if head.state == _DONE:
+                    queue.popleft()
+                    continue
+                consumer = self._choose()
+                if consumer is None:
+                    return
+                queue.popleft()
+                self._send(head, consumer)
+                if not self.consumers:
+                    return
+            # fall through from retries to fresh messages
+
+    def _dispatch_pinned(self, queue: deque[_Message]) -> deque[_Message]:
+        kept: deque[_Message] = deque()
+        while queue and self.active:
+            consumers = self.consumers
+            if not any(c.available > 0 for c in consumers):
+                break
+            message = queue.popleft()
+            if message.state == _DONE:
+                continue
+            key = _source_stream(message.event).encode("utf-8")
+            consumer = consumers[zlib.crc32(key) % len(consumers)]
+            if consumer.available > 0:
+                self._send(message, consumer)
+            else:
+                kept.append(message)
+        kept.extend(queue)
+        return kept
+
+    def _send(self, message: _Message, consumer: _Consumer) -> None:
+        if message.state == _RETRY:
+            self.retry_by_id.pop(message.event_id, None)
+        message.state = _IN_FLIGHT
+        message.owner = consumer
+        event_id = message.event_id
+        self.in_flight[event_id] = message
+        consumer.in_flight[event_id] = message
+        if self._timeout > 0:
+            message.deadline = self.clock.seconds() + self._timeout
+            if self._timer is None:
+                self._timer = self.clock.callLater(self._timeout, self._on_timer)
+        if isinstance(consumer, PersistentConnection):
+            try:
+                consumer.subscriber.event_appeared(message.event, message.retry_count)
+            except Exception:
+                _log.failure("consumer of {key} failed on a message; dropping it", key=self.key)
+                consumer.drop_silently()
+
+    # -- answers ------------------------------------------------------------
+
+    def _take(self, event_id: bytes) -> Optional[_Message]:
+        """
+        Remove a handed-out message from in-flight (or the retry queue).
+        """
+        message = self.in_flight.pop(event_id, None)
+        if message is not None:
+            owner = message.owner
+            if owner is not None:
+                owner.in_flight.pop(event_id, None)
+            message.owner = None
+            return message
+        message = self.retry_by_id.pop(event_id, None)
+        if message is not None:
+            return message
+        return None
+
+    def ack(self, event_ids: Sequence[bytes], consumer: Optional[_Consumer]) -> None:
+        """
+        Finish the messages, wherever they are (in flight with any consumer
+        or waiting for a retry): an acked message never comes back.
+        """
+        if not self.active:
+            return
+        for event_id in event_ids:
+            message = self._take(event_id)
+            if message is None:
+                continue
+            if consumer is not None:
+                consumer.total_items_processed += 1
+            self._finish(message)
+        self.pump()
+
+    def nak(
+        self,
+        event_ids: Sequence[bytes],
+        action: NakAction,
+        consumer: Optional[_Consumer],
+        reason: str = "",
+    ) -> None:
+        """
+        Act on messages that C{consumer} holds (any holder when C{None}).
+        """
+        if not self.active or action == NakAction.STOP:
+            return
+        for event_id in event_ids:
+            message = self.in_flight.get(event_id)
+            if message is None or (consumer is not None and message.owner is not consumer):
+                continue
+            self._take(event_id)
+            if action == NakAction.SKIP:
+                self._finish(message)
+            elif action == NakAction.PARK:
+                self._park(message, reason or "Client explicitly NAK'ed message.")
+            else:
+                self._retry_or_park(message, "Max retry count reached.")
+        self.pump()
+
+    def _retry_or_park(self, message: _Message, reason: str) -> None:
+        if message.retry_count >= self.settings.max_retry_count:
+            self._park(message, reason)
+            return
+        message.retry_count += 1
+        message.state = _RETRY
+        self.retry.append(message)
+        self.retry_by_id[message.event_id] = message
+
+    def _park(self, message: _Message, reason: str) -> None:
+        message.state = _PARKING
+        original = message.event.original
+        link = NewEvent(
+            event_id=uuid.uuid4().bytes,
+            event_type=LINK_EVENT_TYPE,
+            data=f"{original.event_number}@{original.stream}".encode(),
+            metadata=json.dumps({"reason": reason}).encode("utf-8"),
+            is_json=False,
+        )
+        try:
+            written = self.store.append(
+                parked_stream(self.stream, self.name), EXPECTED_ANY, [link], SYSTEM_PRINCIPAL
+            )
+        except Exception:
+            written = fail()
+
+        def parked(_: object) -> None:
+            if self.active and message.state == _PARKING:
+                self._finish(message)
+                self.pump()
+
+        def not_parked(failure: Failure) -> None:
+            _log.failure("could not park a message of {key}; retrying it", failure, key=self.key)
+            if self.active and message.state == _PARKING:
+                message.state = _RETRY
+                self.retry.append(message)
+                self.retry_by_id[message.event_id] = message
+                self.schedule_pump()
+
+        written.addCallbacks(parked, not_parked)
+
+    def _finish(self, message: _Message) -> None:
+        message.state = _DONE
+        message.owner = None
+        self.total_processed += 1
+        if message.sequence is None:
+            return
+        if self.outstanding.pop(message.sequence, None) is None:
+            return
+        self._processed_since_checkpoint += 1
+        settings = self.settings
+        if self._processed_since_checkpoint >= max(1, settings.checkpoint_max_count):
+            self.write_checkpoint()
+        elif settings.checkpoint_after_ms > 0 and self._checkpoint_timer is None:
+            self._checkpoint_timer = self.clock.callLater(
+                settings.checkpoint_after_ms / 1000.0, self._on_checkpoint_timer
+            )
+
+    # -- consumers ----------------------------------------------------------
+
+    def add_consumer(self, consumer: PersistentConnection) -> None:
+        self.consumers = self.consumers + [consumer]
+        self.schedule_pump()
+
+    def remove_consumer(self, consumer: PersistentConnection) -> None:
+        """
+        The consumer left: its in-flight messages are retried to the others.
+        """
+        consumer.active = False
+        self.consumers = [c for c in self.consumers if c is not consumer]
+        held = sorted(
+            consumer.in_flight.values(),
+            key=lambda m: -1 if m.sequence is None else m.sequence,
+        )
+        for message in held:
+            if message.state == _IN_FLIGHT and message.owner is consumer:
+                self._take(message.event_id)
+                self._retry_or_park(message, "Max retry count reached.")
+        consumer.in_flight.clear()
+        if self.active:
+            self.pump()
+
+    def pull(self, count: int) -> list[tuple[ResolvedEvent, int]]:
+        """
+        Hand up to C{count} messages to the HTTP side, keeping them in
+        flight until answered or timed out.
+        """
+        self.pump()
+        handed: list[tuple[ResolvedEvent, int]] = []
+        consumer = self.pull_consumer
+        for _ in range(2):
+            for queue in (self.retry, self.buffer):
+                while queue and len(handed) < count:
+                    message = queue.popleft()
+                    if message.state == _DONE:
+                        continue
+                    self._send(message, consumer)
+                    handed.append((message.event, message.retry_count))
+            if len(handed) >= count:
+                break
+            self._fill()
+        return handed
+
+    # -- timers -------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.active:
+            return
+        now = self.clock.seconds()
+        expired: list[_Message] = []
+        next_deadline: Optional[float] = None
+        for message in self.in_flight.values():
+            if message.deadline <= now:
+                expired.append(message)
+            else:
+                next_deadline = message.deadline
+                break
+        for message in expired:
+            self._take(message.event_id)
+            self._retry_or_park(message, "Max retry count reached.")
+        if next_deadline is None:
+            for message in self.in_flight.values():
+                next_deadline = message.deadline
+                break
+        if next_deadline is not None:
+            self._timer = self.clock.callLater(max(0.0, next_deadline - now), self._on_timer)
+        if expired:
+            self.pump()
+
+    def _on_checkpoint_timer(self) -> None:
+        self._checkpoint_timer = None
+        if self.active and self._processed_since_checkpoint >= self.settings.checkpoint_min_count:
+            self.write_checkpoint()
+
+    def write_checkpoint(self, force: bool = False) -> Deferred[None]:
+        """
+        Append the current checkpoint to the checkpoint stream if it moved.
+        """
+        value = self.checkpoint_value()
+        if not force and self.last_checkpoint is not None and value <= self.last_checkpoint:
+            self._processed_since_checkpoint = 0
+            return succeed(None)
+        if self._checkpoint_writing:
+            self._checkpoint_again = True
+            return succeed(None)
+        self._processed_since_checkpoint = 0
+        self._checkpoint_writing = True
+        written = self.owner._write_checkpoint(self.stream, self.name, value)
+
+        def done(_: object) -> None:
+            if self.last_checkpoint is None or value > self.last_checkpoint:
+                self.last_checkpoint = value
+
+        def failed(failure: Failure) -> None:
+            _log.failure("could not write the checkpoint of {key}", failure, key=self.key)
+
+        def finally_(_: object) -> None:
+            self._checkpoint_writing = False
+            if self._checkpoint_again and self.active:
+                self._checkpoint_again = False
+                self.write_checkpoint()
+
+        written.addCallbacks(done, failed)
+        written.addBoth(finally_)
+        return written
+
+    def close(self, reason: DropReason) -> None:
+        """
+        The group goes away (delete, update, shutdown): stop timers, drop
+        every consumer with C{reason}.
+        """
+        self.active = False
+        for call in (self._timer, self._checkpoint_timer, self._pump_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._checkpoint_timer = self._pump_call = None
+        consumers, self.consumers = self.consumers, []
+        for consumer in consumers:
+            consumer._drop(reason)
+
+    def info(self) -> GroupInfo:
+        connections = tuple(
+            ConnectionInfo(
+                from_address=c.from_address,
+                username=c.principal.login if c.principal is not None else "",
+                total_items_processed=c.total_items_processed,
+                available_slots=max(0, c.available),
+                in_flight_messages=len(c.in_flight),
+            )
+            for c in self.consumers
+        )
+        retry_count = sum(1 for m in self.retry if m.state == _RETRY)
+        return GroupInfo(
+            stream=self.stream,
+            group=self.name,
+            settings=self.settings,
+            status="Live" if self.caught_up else "Behind",
+            total_items_processed=self.total_processed,
+            last_processed_event_number=self.checkpoint_value(),
+            last_known_event_number=self.store.last_event_number(self.stream),
+            connection_count=len(self.consumers),
+            total_in_flight_messages=len(self.in_flight),
+            read_buffer_count=len(self.buffer),
+            live_buffer_count=0,
+            retry_buffer_count=retry_count,
+            outstanding_messages_count=len(self.in_flight),
+            connections=connections,
+        )
+
+
+_CONFIG_KEYS = (
+    ("resolve_link_tos", "resolveLinkTos", bool),
+    ("start_from", "startFrom", int),
+    ("message_timeout_ms", "messageTimeout", int),
+    ("record_statistics", "extraStatistics", bool),
+    ("live_buffer_size", "liveBufferSize", int),
+    ("read_batch_size", "readBatchSize", int),
+    ("buffer_size", "historyBufferSize", int),
+    ("max_retry_count", "maxRetryCount", int),
+    ("prefer_round_robin", "preferRoundRobin", bool),
+    ("checkpoint_after_ms", "checkPointAfter", int),
+    ("checkpoint_max_count", "maxCheckPointCount", int),
+    ("checkpoint_min_count", "minCheckPointCount", int),
+    ("subscriber_max_count", "maxSubscriberCount", int),
+    ("named_consumer_strategy", "namedConsumerStrategy", str),
+)
+
+
+def settings_to_json(settings: PersistentSettings) -> dict[str, Any]:
+    """
+    The stored form of C{settings} (keys as in Event Store's config).
+    """
+    return {key: getattr(settings, name) for name, key, _ in _CONFIG_KEYS}
+
+
+def settings_from_json(entry: dict[str, Any]) -> PersistentSettings:
+    """
+    Inverse of L{settings_to_json}; absent or mistyped keys take defaults.
+    """
+    values: dict[str, Any] = {}
+    for name, key, kind in _CONFIG_KEYS:
+        if key in entry:
+            value = entry[key]
+            if kind is bool and isinstance(value, bool):
+                values[name] = value
+            elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+                values[name] = value
+            elif kind is str and isinstance(value, str):
+                values[name] = value
+    return PersistentSettings(**values)
+
+
+def normalize_settings(settings: PersistentSettings) -> PersistentSettings:
+    """
+    Apply the legacy C{prefer_round_robin} rule to an empty strategy.
+
+    @raise BadRequest: unknown strategy.
+    """
+    strategy = settings.named_consumer_strategy
+    if not strategy:
+        strategy = "RoundRobin" if settings.prefer_round_robin else "DispatchToSingle"
+        settings = evolve(settings, named_consumer_strategy=strategy)
+    if strategy not in STRATEGIES:
+        raise BadRequest(f"Unknown named consumer strategy '{strategy}'.")
+    return settings
 
 
 class PersistentSubscriptions:
@@ -222,12 +875,58 @@ class PersistentSubscriptions:
     def __init__(self, store: StreamStore, clock: IReactorTime) -> None:
         self.store = store
         self.clock = clock
+        self._groups: dict[str, _Group] = {}
+        self._by_stream: dict[str, list[_Group]] = {}
+        self._started = False
+        self._remove_listener = store.add_commit_listener(self._on_commit)
+
+    # -- lifecycle ----------------------------------------------------------
 
     def start(self) -> Deferred[None]:
-        raise NotImplementedError
+        """
+        Load the groups from C{$persistentSubscriptionConfig} and resume
+        each at its checkpoint.  Synchronous underneath (store reads are);
+        the Deferred has fired on return.
+        """
+        if self._started:
+            return succeed(None)
+        self._started = True
+        try:
+            entries = self._load_config()
+        except Exception:
+            _log.failure("could not load the persistent subscription configuration")
+            return succeed(None)
+        for stream, name, settings in entries:
+            key = group_key(stream, name)
+            if key in self._groups:
+                continue
+            checkpoint = self._load_checkpoint(stream, name)
+            if checkpoint is not None:
+                next_read = checkpoint + 1
+            else:
+                next_read = self._resolve_start(stream, settings.start_from)
+            self._add_group(_Group(self, stream, name, settings, next_read, checkpoint))
+        for group in list(self._groups.values()):
+            group.pump()
+        return succeed(None)
 
     def stop(self) -> Deferred[None]:
-        raise NotImplementedError
+        """
+        Write every group's checkpoint and drop its consumers
+        (C{UNSUBSCRIBED}).
+        """
+        writes: list[Deferred[None]] = []
+        for group in list(self._groups.values()):
+            writes.append(group.write_checkpoint())
+            group.close(DropReason.UNSUBSCRIBED)
+        self._groups.clear()
+        self._by_stream.clear()
+        self._remove_listener()
+        self._remove_listener = lambda: None
+        done: Deferred[Any] = DeferredList(writes, consumeErrors=True)
+        return done.addCallback(lambda _: None)
+
+    # -- management ---------------------------------------------------------
 
     def create(
         self,
@@ -236,7 +935,37 @@ class PersistentSubscriptions:
         settings: PersistentSettings,
         principal: Optional[Principal],
     ) -> Deferred[None]:
-        raise NotImplementedError
+        """
+        Create a group.  Fails with L{AccessDenied}, L{BadRequest} or
+        L{AlreadyExists}.
+        """
+        try:
+            self._check_ops(principal, "create")
+            self._check_names(stream, group)
+            settings = normalize_settings(settings)
+        except OperationError as e:
+            return fail(e)
+        key = group_key(stream, group)
+        if key in self._groups:
+            return fail(AlreadyExists(f"Group '{group}' already exists."))
+        next_read = self._resolve_start(stream, settings.start_from)
+        new = _Group(self, stream, group, settings, next_read, next_read - 1)
+        self._add_group(new)
+        # Checkpoint first, config second: a crash in between leaves no group
+        # rather than a group resuming from a stale checkpoint.
+        writes = [
+            self._write_checkpoint(stream, group, next_read - 1),
+            self._write_config(principal),
+        ]
+        new.pump()
+
+        def failed(failure: Failure) -> Failure:
+            if self._groups.get(key) is new:
+                self._remove_group(new)
+                new.close(DropReason.UNSUBSCRIBED)
+            return failure
+
+        return self._all_of(writes).addErrback(failed)
 
     def update(
         self,
@@ -245,10 +974,48 @@ class PersistentSubscriptions:
         settings: PersistentSettings,
         principal: Optional[Principal],
     ) -> Deferred[None]:
-        raise NotImplementedError
+        """
+        Replace a group's settings: consumers are dropped (C{UNSUBSCRIBED})
+        and the group resumes from where everything was acked.
+        """
+        try:
+            self._check_ops(principal, "update")
+            self._check_names(stream, group)
+            settings = normalize_settings(settings)
+        except OperationError as e:
+            return fail(e)
+        old = self._groups.get(group_key(stream, group))
+        if old is None:
+            return fail(
+                NotFound(f"Subscription group '{group}' on stream '{stream}' does not exist.")
+            )
+        resume = old.checkpoint_value()
+        self._remove_group(old)
+        old.close(DropReason.UNSUBSCRIBED)
+        new = _Group(self, stream, group, settings, resume + 1, resume)
+        self._add_group(new)
+        writes = [self._write_checkpoint(stream, group, resume), self._write_config(principal)]
+        new.pump()
+        return self._all_of(writes)
 
     def delete(self, stream: str, group: str, principal: Optional[Principal]) -> Deferred[None]:
-        raise NotImplementedError
+        """
+        Remove a group; its consumers are dropped (C{UNSUBSCRIBED}).
+        """
+        try:
+            self._check_ops(principal, "delete")
+        except OperationError as e:
+            return fail(e)
+        old = self._groups.get(group_key(stream, group))
+        if old is None:
+            return fail(
+                NotFound(f"Subscription group '{group}' on stream '{stream}' does not exist.")
+            )
+        self._remove_group(old)
+        old.close(DropReason.UNSUBSCRIBED)
+        return self._write_config(principal)
+
+    # -- consumers ----------------------------------------------------------
 
     def connect(
         self,
@@ -259,26 +1026,47 @@ class PersistentSubscriptions:
         subscriber: IPersistentSubscriber,
         from_address: str = "",
     ) -> PersistentConnection:
-        raise NotImplementedError
-
-    def list_groups(self, stream: Optional[str] = None) -> list[GroupInfo]:
-        raise NotImplementedError
-
-    def get_group(self, stream: str, group: str) -> GroupInfo:
         """
+        Add a consumer.  Messages start flowing on the next reactor turn, so
+        the edge can send its confirmation first.
+
+        @raise AccessDenied: no read access to C{stream}.
         @raise NotFound: no such group.
+        @raise SubscriberMaxCountReached: the group is full.
         """
-        raise NotImplementedError
+        if not self.store.check_access(principal, stream, "$r"):
+            raise AccessDenied(f"Read access denied for stream '{stream}'.")
+        found = self._group(stream, group)
+        maximum = found.settings.subscriber_max_count
+        if maximum > 0 and len(found.consumers) >= maximum:
+            raise SubscriberMaxCountReached(f"Maximum subscriber count reached for '{found.key}'.")
+        connection = PersistentConnection(
+            found,
+            subscriber,
+            allowed_in_flight,
+            principal,
+            from_address,
+            self.store.last_commit_position,
+            self.store.last_event_number(stream),
+        )
+        found.add_consumer(connection)
+        return connection
 
     def pull(
         self, stream: str, group: str, count: int, principal: Optional[Principal]
     ) -> list[tuple[ResolvedEvent, int]]:
-        raise NotImplementedError
+        """
+        HTTP pull: up to C{count} messages with their retry counts; each
+        stays in flight until acked/nacked or timed out.
+        """
+        found = self._checked_group(stream, group, principal)
+        return found.pull(max(0, count))
 
     def ack_ids(
         self, stream: str, group: str, event_ids: Sequence[bytes], principal: Optional[Principal]
     ) -> None:
-        raise NotImplementedError
+        found = self._checked_group(stream, group, principal)
+        found.ack(event_ids, found.pull_consumer)
 
     def nak_ids(
         self,
@@ -288,9 +1076,220 @@ class PersistentSubscriptions:
         action: NakAction,
         principal: Optional[Principal],
     ) -> None:
-        raise NotImplementedError
+        found = self._checked_group(stream, group, principal)
+        found.nak(event_ids, action, None, "Client explicitly NAK'ed message.")
 
     def replay_parked(
         self, stream: str, group: str, principal: Optional[Principal]
     ) -> Deferred[None]:
-        raise NotImplementedError
+        """
+        Put every parked message back into the group's retry queue (retry
+        count 0) and truncate the parked stream past them.
+        """
+        try:
+            found = self._checked_group(stream, group, principal)
+        except OperationError as e:
+            return fail(e)
+        parked = parked_stream(stream, group)
+        position = 0
+        last = -1
+        for _ in range(100000):
+            page = self.store.read_stream(parked, position, 500, True, False, SYSTEM_PRINCIPAL)
+            if page.status != ReadStatus.SUCCESS:
+                break
+            for item in page.events:
+                record = item.original
+                last = max(last, record.event_number)
+                target = parse_link(record.data) if record.event_type == LINK_EVENT_TYPE else None
+                if target is None:
+                    continue
+                number, source = target
+                result = self.store.read_event(source, number, False, SYSTEM_PRINCIPAL)
+                if result.status != ReadStatus.SUCCESS or result.event is None:
+                    continue
+                event = resolve_record(
+                    self.store,
+                    result.event.original,
+                    found.settings.resolve_link_tos,
+                    SYSTEM_PRINCIPAL,
+                )
+                if event.original.event_id in found.in_flight:
+                    continue
+                message = _Message(event, None)
+                message.state = _RETRY
+                found.retry.append(message)
+                found.retry_by_id[message.event_id] = message
+            if page.is_end_of_stream or not page.events:
+                break
+            position = page.next_event_number
+        found.schedule_pump()
+        if last < 0:
+            return succeed(None)
+        written = self.store.set_metadata(
+            parked,
+            EXPECTED_ANY,
+            json.dumps({"$tb": last + 1}).encode("utf-8"),
+            SYSTEM_PRINCIPAL,
+        )
+        return written.addCallback(lambda _: None)
+
+    # -- inspection -----------------------------------------------------------
+
+    def list_groups(self, stream: Optional[str] = None) -> list[GroupInfo]:
+        """
+        Every group (of C{stream} when given).
+        """
+        groups = self._by_stream.get(stream, []) if stream is not None else self._groups.values()
+        return [group.info() for group in groups]
+
+    def get_group(self, stream: str, group: str) -> GroupInfo:
+        """
+        @raise NotFound: no such group.
+        """
+        return self._group(stream, group).info()
+
+    # -- internals ----------------------------------------------------------
+
+    def _group(self, stream: str, group: str) -> _Group:
+        found = self._groups.get(group_key(stream, group))
+        if found is None:
+            raise NotFound(f"Subscription group '{group}' on stream '{stream}' does not exist.")
+        return found
+
+    def _checked_group(self, stream: str, group: str, principal: Optional[Principal]) -> _Group:
+        found = self._group(stream, group)
+        if not self.store.check_access(principal, stream, "$r"):
+            raise AccessDenied(f"Read access denied for stream '{stream}'.")
+        return found
+
+    @staticmethod
+    def _check_ops(principal: Optional[Principal], verb: str) -> None:
+        if principal is None or not principal.is_ops:
+            raise AccessDenied(f"You do not have permissions to {verb} persistent subscriptions.")
+
+    @staticmethod
+    def _check_names(stream: str, group: str) -> None:
+        if not stream or stream == "$all":
+            raise BadRequest("Bad stream name.")
+        if not group:
+            raise BadRequest("Bad group name.")
+
+    def _resolve_start(self, stream: str, start_from: int) -> int:
+        if start_from >= 0:
+            return start_from
+        last = self.store.last_event_number(stream)
+        if last == DELETED_STREAM:
+            return last
+        return max(0, last + 1)
+
+    def _add_group(self, group: _Group) -> None:
+        self._groups[group.key] = group
+        self._by_stream.setdefault(group.stream, []).append(group)
+
+    def _remove_group(self, group: _Group) -> None:
+        if self._groups.get(group.key) is group:
+            del self._groups[group.key]
+        remaining = [g for g in self._by_stream.get(group.stream, []) if g is not group]
+        if remaining:
+            self._by_stream[group.stream] = remaining
+        else:
+            self._by_stream.pop(group.stream, None)
+
+    def _on_commit(self, records: Sequence[Any]) -> None:
+        by_stream = self._by_stream
+        if not by_stream:
+            return
+        touched: list[_Group] = []
+        for record in records:
+            groups = by_stream.get(record.stream)
+            if groups:
+                for group in groups:
+                    if group not in touched:
+                        touched.append(group)
+        for group in touched:
+            group.caught_up = False
+            group.pump()
+
+    @staticmethod
+    def _all_of(writes: list[Deferred[Any]]) -> Deferred[None]:
+        result: Deferred[Any] = DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
+
+        def unwrap(failure: Failure) -> Failure:
+            inner = failure.value
+            sub = getattr(inner, "subFailure", None)
+            return sub if isinstance(sub, Failure) else failure
+
+        return result.addCallbacks(lambda _: None, unwrap)
+
+    def _append(self, stream: str, event_type: str, data: bytes) -> Deferred[None]:
+        event = NewEvent(
+            event_id=uuid.uuid4().bytes, event_type=event_type, data=data, is_json=True
+        )
+        try:
+            written = self.store.append(stream, EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
+        except Exception:
+            return fail()
+        return written.addCallback(lambda _: None)
+
+    def _write_checkpoint(self, stream: str, group: str, value: int) -> Deferred[None]:
+        return self._append(
+            checkpoint_stream(stream, group), CHECKPOINT_EVENT_TYPE, json.dumps(value).encode()
+        )
+
+    def _write_config(self, principal: Optional[Principal]) -> Deferred[None]:
+        entries = []
+        for group in self._groups.values():
+            entry: dict[str, Any] = {"stream": group.stream, "group": group.name}
+            entry.update(settings_to_json(group.settings))
+            entries.append(entry)
+        document = {
+            "version": "2",
+            "updatedBy": principal.login if principal is not None else "",
+            "entries": entries,
+        }
+        return self._append(CONFIG_STREAM, CONFIG_EVENT_TYPE, json.dumps(document).encode("utf-8"))
+
+    def _read_last(self, stream: str) -> Optional[bytes]:
+        last = self.store.last_event_number(stream)
+        if last < 0 or last == DELETED_STREAM:
+            return None
+        result = self.store.read_event(stream, last, False, SYSTEM_PRINCIPAL)
+        if result.status != ReadStatus.SUCCESS or result.event is None:
+            return None
+        return result.event.original.data
+
+    def _load_config(self) -> list[tuple[str, str, PersistentSettings]]:
+        data = self._read_last(CONFIG_STREAM)
+        if data is None:
+            return []
+        document = json.loads(data)
+        entries: list[tuple[str, str, PersistentSettings]] = []
+        for entry in document.get("entries", []):
+            if not isinstance(entry, dict):
+                continue
+            stream, name = entry.get("stream"), entry.get("group")
+            if not isinstance(stream, str) or not isinstance(name, str):
+                continue
+            try:
+                settings = normalize_settings(settings_from_json(entry))
+            except BadRequest:
+                _log.warn(
+                    "ignoring group {stream}::{group} with a bad strategy",
+                    stream=stream,
+                    group=name,
+                )
+                continue
+            entries.append((stream, name, settings))
+        return entries
+
+    def _load_checkpoint(self, stream: str, group: str) -> Optional[int]:
+        data = self._read_last(checkpoint_stream(stream, group))
+        if data is None:
+            return None
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return None
