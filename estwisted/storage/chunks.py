@@ -1,0 +1,262 @@
+# -*- test-case-name: estwisted.test.test_chunks -*-
+"""
+Chunk files of the transaction log.
+
+A chunk file C{chunk-NNNNNN.VVVVVV} (number, version) is preallocated to its
+full size at creation::
+
+    [header 128 B][data area: chunk_size B][footer 128 B]
+
+Header (at 0): magic C{ESTWCHNK}, format u16, reserved u16, chunk size i64,
+chunk number i64, chunk id (16 random bytes), zeros, crc32 of bytes
+[0, 124) at 124.
+
+Footer (at 128 + chunk_size), written when the writer moves on to the next
+chunk: magic C{ESTWFOOT}, flags u32 (1 = completed), data size i64 (bytes of
+records in the data area), zeros, crc32 of bytes [0, 124) at 124.  An
+ongoing chunk's footer is all zeros.
+
+The logical position of data-area offset C{o} of chunk C{n} is
+C{n * chunk_size + o}.  Reads go through a read-only memory map of the file;
+writes use C{pwrite} on the file descriptor.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import uuid
+from array import array
+from typing import Optional
+from zlib import crc32
+
+from estwisted.errors import DiskFull, StorageError
+
+HEADER_SIZE = 128
+FOOTER_SIZE = 128
+FORMAT_VERSION = 1
+HEADER_MAGIC = b"ESTWCHNK"
+FOOTER_MAGIC = b"ESTWFOOT"
+FLAG_COMPLETED = 1
+
+_HEADER = struct.Struct("<8sHHqq16s")
+_FOOTER = struct.Struct("<8sIq")
+_CRC = struct.Struct("<I")
+
+CHUNK_NAME = re.compile(r"^chunk-(\d{6})\.(\d{6})$")
+
+
+def chunk_file_name(number: int, version: int = 0) -> str:
+    return f"chunk-{number:06d}.{version:06d}"
+
+
+def file_size(chunk_size: int) -> int:
+    return HEADER_SIZE + chunk_size + FOOTER_SIZE
+
+
+def storage_error(e: OSError, what: str) -> StorageError:
+    """
+    Turn an C{OSError} into L{DiskFull} or L{StorageError}.
+    """
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{what}: disk full ({e.strerror})")
+    return StorageError(f"{what}: {e}")
+
+
+def encode_header(chunk_size: int, number: int, chunk_id: bytes) -> bytes:
+    head = _HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, 0, chunk_size, number, chunk_id)
+    head = head.ljust(HEADER_SIZE - 4, b"\x00")
+    return head + _CRC.pack(crc32(head))
+
+
+def decode_header(raw: bytes) -> tuple[int, int, bytes]:
+    """
+    @return: chunk size, chunk number, chunk id.
+    @raise StorageError: not a valid header.
+    """
+    if len(raw) < HEADER_SIZE:
+        raise StorageError("chunk header truncated")
+    if _CRC.unpack_from(raw, HEADER_SIZE - 4)[0] != crc32(raw[: HEADER_SIZE - 4]):
+        raise StorageError("chunk header checksum mismatch")
+    magic, version, _, chunk_size, number, chunk_id = _HEADER.unpack_from(raw, 0)
+    if magic != HEADER_MAGIC:
+        raise StorageError("not a chunk file (bad magic)")
+    if version != FORMAT_VERSION:
+        raise StorageError(f"unsupported chunk format {version}")
+    return chunk_size, number, chunk_id
+
+
+def encode_footer(data_size: int) -> bytes:
+    foot = _FOOTER.pack(FOOTER_MAGIC, FLAG_COMPLETED, data_size).ljust(FOOTER_SIZE - 4, b"\x00")
+    return foot + _CRC.pack(crc32(foot))
+
+
+def decode_footer(raw: bytes) -> Optional[int]:
+    """
+    @return: the data size of a completed chunk, or C{None} if the footer is
+        not a valid completed footer (an ongoing chunk).
+    """
+    if len(raw) < FOOTER_SIZE:
+        return None
+    if _CRC.unpack_from(raw, FOOTER_SIZE - 4)[0] != crc32(raw[: FOOTER_SIZE - 4]):
+        return None
+    magic, flags, data_size = _FOOTER.unpack_from(raw, 0)
+    if magic != FOOTER_MAGIC or not flags & FLAG_COMPLETED:
+        return None
+    return int(data_size)
+
+
+class Chunk:
+    """
+    One open chunk file.
+
+    @ivar number: the chunk number.
+    @ivar data_size: bytes of data of a completed chunk, C{None} while it is
+        ongoing (the log knows its end).
+    @ivar view: a memoryview over the whole mapped file.
+    @ivar boundaries: sparse map of record starts (data-area offsets), every
+        L{BOUNDARY_STRIDE}th record, for reads at arbitrary positions.
+    """
+
+    BOUNDARY_STRIDE = 64
+
+    def __init__(self, path: str, number: int, chunk_size: int, fd: int) -> None:
+        self.path = path
+        self.number = number
+        self.chunk_size = chunk_size
+        self.fd = fd
+        self.data_size: Optional[int] = None
+        self._map = mmap.mmap(fd, file_size(chunk_size), mmap.MAP_SHARED, mmap.PROT_READ)
+        self.view = memoryview(self._map)
+        self._closed = False
+        self.boundaries = array("q", [0])
+        self.walked_to = 0
+        self.walked_count = 0
+
+    @classmethod
+    def create(cls, directory: str, number: int, chunk_size: int) -> Chunk:
+        """
+        Create and preallocate a new chunk file (temporary file, fsync, rename,
+        fsync of the directory).
+
+        @raise StorageError: it could not be created (L{DiskFull} if no space).
+        """
+        from estwisted.storage.checkpoints import fsync_directory
+
+        name = chunk_file_name(number)
+        path = os.path.join(directory, name)
+        tmp = os.path.join(directory, f"{name}.{uuid.uuid4().hex}.tmp")
+        fd = -1
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            os.posix_fallocate(fd, 0, file_size(chunk_size))
+            os.pwrite(fd, encode_header(chunk_size, number, uuid.uuid4().bytes), 0)
+            os.fsync(fd)
+            os.rename(tmp, path)
+            fsync_directory(directory)
+        except OSError as e:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise storage_error(e, f"cannot create chunk {name}") from e
+        return cls(path, number, chunk_size, fd)
+
+    @classmethod
+    def open(cls, path: str, writable: bool) -> Chunk:
+        """
+        Open an existing chunk and check its header and footer.
+
+        @raise StorageError: unreadable or not a chunk file.
+        """
+        try:
+            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        except OSError as e:
+            raise storage_error(e, f"cannot open {path}") from e
+        try:
+            head = os.pread(fd, HEADER_SIZE, 0)
+            chunk_size, number, _ = decode_header(head)
+            if os.fstat(fd).st_size != file_size(chunk_size):
+                raise StorageError(f"{path}: size does not match its chunk size {chunk_size}")
+            chunk = cls(path, number, chunk_size, fd)
+        except (StorageError, OSError, ValueError) as e:
+            os.close(fd)
+            if isinstance(e, StorageError):
+                raise StorageError(f"{path}: {e}") from e
+            raise StorageError(f"{path}: {e}") from e
+        chunk.data_size = decode_footer(chunk.read_footer())
+        return chunk
+
+    @property
+    def data_offset(self) -> int:
+        return HEADER_SIZE
+
+    def read_footer(self) -> bytes:
+        start = HEADER_SIZE + self.chunk_size
+        return bytes(self.view[start : start + FOOTER_SIZE])
+
+    def complete(self, data_size: int) -> None:
+        """
+        Write the footer marking the chunk completed with C{data_size} bytes
+        of data (not synced: the caller syncs).
+        """
+        os.pwrite(self.fd, encode_footer(data_size), HEADER_SIZE + self.chunk_size)
+        self.data_size = data_size
+
+    def uncomplete(self) -> None:
+        """
+        Erase the footer (back to an ongoing chunk; not synced).
+        """
+        os.pwrite(self.fd, b"\x00" * FOOTER_SIZE, HEADER_SIZE + self.chunk_size)
+        self.data_size = None
+
+    def zero_from(self, local: int) -> int:
+        """
+        Overwrite with zeros every non-zero block of the data area from
+        C{local} on, and the footer; then sync.
+
+        @return: the number of bytes overwritten.
+        """
+        block = 1 << 20
+        zeros = bytes(block)
+        written = 0
+        start = HEADER_SIZE + local
+        end = HEADER_SIZE + self.chunk_size + FOOTER_SIZE
+        view = self.view
+        while start < end:
+            stop = min(end, (start // block + 1) * block)
+            n = stop - start
+            if bytes(view[start:stop]) != zeros[:n]:
+                os.pwrite(self.fd, zeros[:n], start)
+                written += n
+            start = stop
+        if written:
+            os.fdatasync(self.fd)
+        self.data_size = None
+        return written
+
+    def reset_boundaries(self) -> None:
+        self.boundaries = array("q", [0])
+        self.walked_to = 0
+        self.walked_count = 0
+
+    def release_fd(self) -> None:
+        """
+        Close the file descriptor of a completed chunk (reads use the map).
+        """
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.view.release()
+            self._map.close()
+        self.release_fd()

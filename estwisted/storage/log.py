@@ -1,0 +1,661 @@
+# -*- test-case-name: estwisted.test.test_event_log -*-
+"""
+L{ChunkedLog}: the durable L{IEventLog} in chunk files.
+
+Durability
+==========
+L{ChunkedLog.flush} writes every buffered record with one joined C{pwrite}
+per chunk touched, then C{fdatasync}s the chunk, and only then stores the new
+end in C{writer.chk}.  By default C{writer.chk} is written (one C{pwrite},
+which survives a process crash) but synced only every
+C{checkpoint_sync_bytes} of log, at chunk rollover and at close: a second
+C{fdatasync} per flush would halve the single-appender rate on this
+machine.  That is safe because recovery does not trust the checkpoint to be
+the end: it reads on from the checkpoint and keeps every intact record
+(length prefix and suffix, CRC, the record's own position) up to the first
+one that is not, so a record whose flush returned is never lost, even if the
+checkpoint file lagged behind.
+
+Recovery on open
+================
+ 1. C{truncate.chk >= 0} (a replica's divergence): cut the log there.
+ 2. Scan from C{writer.chk} over intact records, crossing into the next
+    chunk where a chunk's footer marks it completed at exactly that size.
+ 3. The end is the last intact record's end.  Everything past it in the end
+    chunk (a torn or corrupt tail, records of a flush that never returned)
+    is overwritten with zeros and synced, so that no stale record can
+    reappear after later writes; chunk files past the end chunk are
+    deleted.  When the previous close was clean (C{shutdown.chk} equals the
+    end) the zeroing scan is skipped.
+ 4. The outcome is logged.
+
+The first record of a new log is a system record at position 0, so client
+records start above 0 (as in L{estwisted.storage.memory.MemoryLog}).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+from bisect import bisect_right
+from collections.abc import Iterator
+from typing import Optional
+from zlib import crc32
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from estwisted.errors import CorruptRecord, StorageError
+from estwisted.interfaces import IEventLog
+from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.storage.checkpoints import Checkpoints, FileCheckpoint, fsync_directory
+from estwisted.storage.chunks import (
+    CHUNK_NAME,
+    HEADER_SIZE,
+    Chunk,
+    decode_header,
+    storage_error,
+)
+from estwisted.storage.records import (
+    HEAD,
+    HEAD_SIZE,
+    OVERHEAD,
+    decode,
+    encode,
+    frame_at,
+    size_before,
+)
+
+#: Default chunk size: 256 MiB, as Event Store.
+DEFAULT_CHUNK_SIZE = 256 * 1024 * 1024
+#: Smallest chunk size accepted (tests use 64 KiB).
+MIN_CHUNK_SIZE = 4096
+
+_SIZE = struct.Struct("<I")
+_log = Logger()
+
+
+def _lock_directory(path: str) -> int:
+    fd = os.open(os.path.join(path, "lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StorageError(f"database {path} is in use by another process") from e
+        raise storage_error(e, f"cannot lock {path}") from e
+    return fd
+
+
+@implementer(IEventLog)
+class ChunkedLog:
+    """
+    The transaction log in chunk files under C{path}.
+
+    @param chunk_size: size of the data area of a new database's chunks; an
+        existing database keeps the size it was created with.
+    @param sync_checkpoint: sync C{writer.chk} on every flush (two
+        C{fdatasync}s per flush instead of one; see the module docstring).
+    @param checkpoint_sync_bytes: otherwise, sync it after this much log.
+    @ivar recovery: what the last open did, for tests and reports.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        sync_checkpoint: bool = False,
+        checkpoint_sync_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if chunk_size < MIN_CHUNK_SIZE:
+            raise ValueError(f"chunk size {chunk_size} is below {MIN_CHUNK_SIZE}")
+        self.path = path
+        self.chunk_size = chunk_size
+        self._sync_checkpoint = sync_checkpoint
+        self._checkpoint_sync_bytes = checkpoint_sync_bytes
+        self._chunks: list[Chunk] = []
+        self._failed: Optional[str] = None
+        self._closed = False
+        self.recovery: dict[str, int] = {}
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise storage_error(e, f"cannot create {path}") from e
+        self._lock_fd = _lock_directory(path)
+        self.checkpoints: Optional[Checkpoints] = None
+        try:
+            self.checkpoints = Checkpoints(path)
+            new = self._open_chunks()
+            self._reset_buffer()
+            if new:
+                self.append("", -1, b"\x00" * 16, "$epoch", FLAG_SYSTEM, b"", b"", 0)
+                self.flush()
+                self._writer.write_and_sync(self.end_position)
+        except BaseException:
+            self._release()
+            raise
+
+    # -- opening and recovery -----------------------------------------------
+
+    @property
+    def _writer(self) -> FileCheckpoint:
+        assert self.checkpoints is not None
+        return self.checkpoints.writer
+
+    def _open_chunks(self) -> bool:
+        """
+        Open or create the chunks and recover the tail.
+
+        @return: whether the database is new.
+        """
+        assert self.checkpoints is not None
+        chk = self.checkpoints
+        path = self.path
+        versions: dict[int, list[tuple[int, str]]] = {}
+        for name in sorted(os.listdir(path)):
+            if name.endswith(".tmp"):
+                os.unlink(os.path.join(path, name))
+                _log.info("Removed temporary file {name}", name=name)
+                continue
+            m = CHUNK_NAME.match(name)
+            if m:
+                versions.setdefault(int(m.group(1)), []).append((int(m.group(2)), name))
+        names: list[str] = []
+        for number in sorted(versions):
+            found = sorted(versions[number])
+            for _, old in found[:-1]:
+                os.unlink(os.path.join(path, old))
+                _log.info("Removed superseded chunk file {name}", name=old)
+            names.append(found[-1][1])
+        if sorted(versions) != list(range(len(names))):
+            raise StorageError(f"{path}: chunk files are not numbered 0..{len(names) - 1}")
+        if not names:
+            if chk.writer.value != 0:
+                raise StorageError(
+                    f"{path}: writer checkpoint is {chk.writer.value} but there are no chunks"
+                )
+            self._chunks.append(Chunk.create(path, 0, self.chunk_size))
+            self._end_chunk = 0
+            self._end_local = 0
+            self.end_position = 0
+            self.pending_position = 0
+            chk.shutdown.write_and_sync(-1)
+            _log.info(
+                "Created a new database in {path} (chunk size {size})",
+                path=path,
+                size=self.chunk_size,
+            )
+            return True
+        with open(os.path.join(path, names[0]), "rb") as f:
+            existing_size, _, _ = decode_header(f.read(HEADER_SIZE))
+        if existing_size != self.chunk_size:
+            _log.warn(
+                "Database {path} has chunks of {existing} bytes; using that, not {asked}",
+                path=path,
+                existing=existing_size,
+                asked=self.chunk_size,
+            )
+            self.chunk_size = existing_size
+        for i, name in enumerate(names):
+            chunk = Chunk.open(os.path.join(path, name), writable=True)
+            self._chunks.append(chunk)
+            if chunk.number != i or chunk.chunk_size != self.chunk_size:
+                raise StorageError(f"{path}/{name}: header says chunk {chunk.number}")
+        self._recover()
+        return False
+
+    def _scan_chunk(self, chunk: Chunk, local: int) -> int:
+        """
+        Walk intact records of C{chunk} from data offset C{local}.
+
+        @return: the data offset just past the last intact record.
+        """
+        view = chunk.view
+        base = chunk.number * self.chunk_size
+        limit = HEADER_SIZE + self.chunk_size
+        off = HEADER_SIZE + local
+        while True:
+            size = frame_at(view, off, limit, base + off - HEADER_SIZE)
+            if not size or crc32(view[off : off + size - 8]) != _SIZE.unpack_from(
+                view, off + size - 8
+            )[0]:
+                return off - HEADER_SIZE
+            off += size
+
+    def _recover(self) -> None:
+        assert self.checkpoints is not None
+        chk = self.checkpoints
+        size = self.chunk_size
+        writer = chk.writer.value
+        chunks = self._chunks
+        c, local = divmod(writer, size)
+        if writer < 0 or c > len(chunks) or (c == len(chunks) and local != 0):
+            raise StorageError(
+                f"{self.path}: writer checkpoint {writer} is past the last chunk "
+                f"({len(chunks)} chunks of {size} bytes)"
+            )
+        if c == len(chunks):
+            # the checkpoint sits at the start of a chunk that was never created
+            c -= 1
+            last_size = chunks[c].data_size
+            local = size if last_size is None else last_size
+        torn_footer = False
+        while True:
+            chunk = chunks[c]
+            local = self._scan_chunk(chunk, local)
+            if chunk.data_size is not None:
+                if local == chunk.data_size:
+                    c += 1
+                    local = 0
+                    if c == len(chunks):
+                        chunks.append(Chunk.create(self.path, c, size))
+                        break
+                    continue
+                if local < chunk.data_size:
+                    torn_footer = True
+                else:
+                    raise CorruptRecord(
+                        f"{chunk.path}: records run past the footer's data size "
+                        f"{chunk.data_size}"
+                    )
+            break
+        end = c * size + local
+        if end < writer:
+            raise CorruptRecord(
+                f"{self.path}: the log ends at {end}, before the writer checkpoint {writer}"
+            )
+        truncate = chk.truncate.value
+        if 0 <= truncate < end:
+            if truncate < chk.writer.value:
+                chk.writer.write_and_sync(truncate)
+            _log.warn(
+                "Truncating the log from {end} to {truncate} as truncate.chk asks",
+                end=end,
+                truncate=truncate,
+            )
+            end = truncate
+            c, local = divmod(end, size)
+            if c > 0 and local == 0 and c >= len(chunks):
+                c -= 1
+                local = size
+            torn_footer = True
+        # delete chunk files past the end chunk
+        removed = 0
+        while len(chunks) > c + 1:
+            extra = chunks.pop()
+            extra.close()
+            os.unlink(extra.path)
+            removed += 1
+        if removed:
+            fsync_directory(self.path)
+            _log.warn("Removed {n} chunk file(s) past the end of the log", n=removed)
+        end_chunk = chunks[c]
+        zeroed = 0
+        clean = chk.shutdown.value == end and not torn_footer
+        if not clean:
+            zeroed = end_chunk.zero_from(local)
+        if end != writer:
+            chk.writer.write_and_sync(end)
+        if truncate >= 0:
+            if chk.chaser.value > end:
+                chk.chaser.write_and_sync(end)
+            if chk.epoch.value >= end:
+                chk.epoch.write_and_sync(-1)
+            chk.truncate.write_and_sync(-1)
+        elif chk.chaser.value > end:
+            chk.chaser.write_and_sync(end)
+        chk.shutdown.write_and_sync(-1)
+        for chunk in chunks[:c]:
+            chunk.release_fd()
+        self._end_chunk = c
+        self._end_local = local
+        self.end_position = end
+        self.pending_position = end
+        self.recovery = {
+            "writer_checkpoint": writer,
+            "end": end,
+            "recovered_bytes": max(0, end - writer),
+            "zeroed_bytes": zeroed,
+            "removed_chunks": removed,
+            "clean": int(clean),
+        }
+        if clean:
+            _log.info(
+                "Opened {path}: clean shutdown, log ends at {end}", path=self.path, end=end
+            )
+        else:
+            _log.warn(
+                "Opened {path} after an unclean shutdown: writer checkpoint {writer}, "
+                "{recovered} bytes of intact records past it kept, log ends at {end}; "
+                "{zeroed} bytes of torn or unacknowledged tail erased, "
+                "{removed} chunk file(s) removed",
+                path=self.path,
+                writer=writer,
+                recovered=max(0, end - writer),
+                end=end,
+                zeroed=zeroed,
+                removed=removed,
+            )
+
+    # -- appending -----------------------------------------------------------
+
+    def _reset_buffer(self) -> None:
+        self._frames: list[bytes] = []
+        self._segments: list[tuple[int, int, list[bytes]]] = [
+            (self._end_chunk, self._end_local, self._frames)
+        ]
+        self._rollovers: dict[int, int] = {}
+        self._pending_chunk = self._end_chunk
+        self._pending_local = self._end_local
+        self.pending_position = self.end_position
+
+    def append(
+        self,
+        stream: str,
+        event_number: int,
+        event_id: bytes,
+        event_type: str,
+        flags: int,
+        data: bytes,
+        metadata: bytes,
+        created: int,
+    ) -> int:
+        """
+        Buffer one record; see L{IEventLog.append}.
+
+        @raise ValueError: the record is too large (for the chunk size or
+            L{estwisted.storage.records.MAX_RECORD_SIZE}) or a field does not
+            fit.
+        @raise StorageError: the log failed earlier and must be reopened.
+        """
+        if self._failed is not None:
+            raise StorageError(self._failed)
+        sb = stream.encode("utf-8")
+        tb = event_type.encode("utf-8")
+        size = OVERHEAD + len(sb) + len(tb) + len(data) + len(metadata)
+        local = self._pending_local
+        position = self.pending_position
+        if local + size > self.chunk_size:
+            if size > self.chunk_size:
+                raise ValueError(f"record of {size} bytes exceeds chunk size {self.chunk_size}")
+            self._rollovers[self._pending_chunk] = local
+            self._pending_chunk += 1
+            local = 0
+            position = self._pending_chunk * self.chunk_size
+            self._frames = []
+            self._segments.append((self._pending_chunk, 0, self._frames))
+        self._frames.append(
+            encode(position, sb, event_number, event_id, tb, flags, data, metadata, created)
+        )
+        self._pending_local = local + size
+        self.pending_position = position + size
+        return position
+
+    def flush(self) -> int:
+        """
+        Write and sync every buffered record; see L{IEventLog.flush}.
+        """
+        if self.pending_position == self.end_position and not self._rollovers:
+            return self.end_position
+        if self._failed is not None:
+            self.discard()
+            raise StorageError(self._failed)
+        segments = self._segments
+        rollovers = self._rollovers
+        created: list[Chunk] = []
+        written: list[tuple[Chunk, int, int]] = []
+        completed: list[Chunk] = []
+        try:
+            for number, _, _ in segments:
+                if number == len(self._chunks):
+                    chunk = Chunk.create(self.path, number, self.chunk_size)
+                    self._chunks.append(chunk)
+                    created.append(chunk)
+            for number, start, frames in segments:
+                chunk = self._chunks[number]
+                if frames:
+                    data = frames[0] if len(frames) == 1 else b"".join(frames)
+                    written.append((chunk, start, len(data)))
+                    n = os.pwrite(chunk.fd, data, HEADER_SIZE + start)
+                    if n != len(data):
+                        raise OSError(errno.ENOSPC, "short write")
+                if number in rollovers:
+                    completed.append(chunk)
+                    chunk.complete(rollovers[number])
+                os.fdatasync(chunk.fd)
+        except (OSError, StorageError) as e:
+            self._roll_back(created, written, completed)
+            self.discard()
+            if isinstance(e, StorageError):
+                raise
+            raise storage_error(e, f"cannot write to {self.path}") from e
+        self.end_position = self.pending_position
+        self._end_chunk = self._pending_chunk
+        self._end_local = self._pending_local
+        for chunk in completed:
+            chunk.release_fd()
+        self._reset_buffer()
+        writer = self._writer
+        try:
+            writer.write(self.end_position)
+            if (
+                self._sync_checkpoint
+                or completed
+                or self.end_position - writer.synced_value >= self._checkpoint_sync_bytes
+            ):
+                writer.sync()
+        except OSError as e:
+            # the records are durable and recovery finds them past the
+            # checkpoint; report the failure all the same
+            self._failed = f"cannot update the writer checkpoint: {e}"
+            raise storage_error(e, "cannot update the writer checkpoint") from e
+        return self.end_position
+
+    def _roll_back(
+        self, created: list[Chunk], written: list[tuple[Chunk, int, int]], completed: list[Chunk]
+    ) -> None:
+        """
+        Undo a failed flush on disk: erase what was written, so that recovery
+        never finds it.  If even that fails, refuse further writes.
+        """
+        try:
+            for chunk in completed:
+                if chunk not in created:
+                    chunk.uncomplete()
+            for chunk, start, length in written:
+                if chunk not in created and chunk.fd >= 0:
+                    os.pwrite(chunk.fd, bytes(length), HEADER_SIZE + start)
+            for chunk, _, _ in written:
+                if chunk not in created and chunk.fd >= 0:
+                    os.fdatasync(chunk.fd)
+            for chunk in created:
+                self._chunks.remove(chunk)
+                chunk.close()
+                os.unlink(chunk.path)
+            if created:
+                fsync_directory(self.path)
+        except OSError as e:
+            self._failed = (
+                f"a failed write to {self.path} could not be undone ({e}); reopen the database"
+            )
+            _log.error("{msg}", msg=self._failed)
+
+    def discard(self) -> None:
+        """
+        Drop every buffered record.
+        """
+        self._reset_buffer()
+
+    # -- reading -------------------------------------------------------------
+
+    def _data_end(self, c: int) -> int:
+        if c == self._end_chunk:
+            return self._end_local
+        data_size = self._chunks[c].data_size
+        assert data_size is not None
+        return data_size
+
+    def read(self, position: int) -> EventRecord:
+        if position < 0 or position >= self.end_position:
+            raise KeyError(position)
+        c, local = divmod(position, self.chunk_size)
+        chunk = self._chunks[c]
+        limit = HEADER_SIZE + self._data_end(c)
+        off = HEADER_SIZE + local
+        if not frame_at(chunk.view, off, limit, position):
+            raise KeyError(position)
+        return decode(chunk.view, off, limit, position)
+
+    def _boundary(self, position: int) -> int:
+        """
+        The position of the first record at or after C{position} (or the
+        end).
+        """
+        end = self.end_position
+        if position >= end:
+            return end
+        if position < 0:
+            position = 0
+        size = self.chunk_size
+        c, local = divmod(position, size)
+        data_end = self._data_end(c)
+        if local >= data_end:
+            return (c + 1) * size
+        chunk = self._chunks[c]
+        view = chunk.view
+        if frame_at(view, HEADER_SIZE + local, HEADER_SIZE + data_end, position):
+            return position
+        # extend the sparse map of record starts, then walk from the nearest
+        stride = Chunk.BOUNDARY_STRIDE
+        boundaries = chunk.boundaries
+        q = chunk.walked_to
+        count = chunk.walked_count
+        while q <= local and q < data_end:
+            n = _SIZE.unpack_from(view, HEADER_SIZE + q)[0]
+            if n < OVERHEAD:
+                raise CorruptRecord(f"bad record length at {c * size + q}")
+            q += n
+            count += 1
+            if count % stride == 0:
+                boundaries.append(q)
+        chunk.walked_to = q
+        chunk.walked_count = count
+        q = boundaries[bisect_right(boundaries, local) - 1]
+        while q < local:
+            n = _SIZE.unpack_from(view, HEADER_SIZE + q)[0]
+            if n < OVERHEAD:
+                raise CorruptRecord(f"bad record length at {c * size + q}")
+            q += n
+        if q >= data_end:
+            return (c + 1) * size
+        return c * size + q
+
+    def read_forward(self, position: int, max_count: int) -> list[EventRecord]:
+        result: list[EventRecord] = []
+        end = self.end_position
+        size = self.chunk_size
+        p = self._boundary(position)
+        while p < end and len(result) < max_count:
+            c, local = divmod(p, size)
+            data_end = self._data_end(c)
+            if local >= data_end:
+                p = (c + 1) * size
+                continue
+            view = self._chunks[c].view
+            limit = HEADER_SIZE + data_end
+            off = HEADER_SIZE + local
+            while off < limit and len(result) < max_count:
+                record = decode(view, off, limit, p)
+                if not record.flags & FLAG_SYSTEM:
+                    result.append(record)
+                n = record.next_position - p
+                off += n
+                p += n
+        return result
+
+    def read_backward(self, position: int, max_count: int) -> list[EventRecord]:
+        result: list[EventRecord] = []
+        size = self.chunk_size
+        p = self._boundary(position)
+        while p > 0 and len(result) < max_count:
+            c, local = divmod(p, size)
+            if local == 0:
+                c -= 1
+                local = self._data_end(c)
+                p = c * size + local
+                continue
+            view = self._chunks[c].view
+            base = c * size
+            while local > 0 and len(result) < max_count:
+                n = size_before(view, HEADER_SIZE + local)
+                if not n:
+                    raise CorruptRecord(f"bad record length suffix before {base + local}")
+                local -= n
+                record = decode(view, HEADER_SIZE + local, HEADER_SIZE + local + n, base + local)
+                if not record.flags & FLAG_SYSTEM:
+                    result.append(record)
+            p = base + local
+        return result
+
+    def scan(self, position: int) -> Iterator[tuple[int, str, int, int]]:
+        """
+        Every record from C{position} (or the next record start after it) to
+        the end, verified, as C{(position, stream, event_number, flags)}
+        without building records (for rebuilding the index).
+
+        @raise CorruptRecord: a record is damaged.
+        """
+        size = self.chunk_size
+        p = self._boundary(position)
+        unpack = HEAD.unpack_from
+        while p < self.end_position:
+            c, local = divmod(p, size)
+            limit = HEADER_SIZE + self._data_end(c)
+            view = self._chunks[c].view
+            base = c * size - HEADER_SIZE
+            off = HEADER_SIZE + local
+            while off < limit:
+                n, pos, number, _, flags, sl, tl, dl, ml, _ = unpack(view, off)
+                end = off + n
+                if (
+                    pos != base + off
+                    or n != OVERHEAD + sl + tl + dl + ml
+                    or end > limit
+                    or crc32(view[off : end - 8]) != _SIZE.unpack_from(view, end - 8)[0]
+                ):
+                    raise CorruptRecord(f"damaged record at position {base + off}")
+                s = off + HEAD_SIZE
+                yield pos, str(view[s : s + sl], "utf-8"), number, flags
+                off = end
+            p = (c + 1) * size
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """
+        Flush what is buffered, sync the checkpoints, mark the shutdown clean
+        and release the files and the directory lock.
+        """
+        if self._closed:
+            return
+        try:
+            if self._failed is None:
+                self.flush()
+                assert self.checkpoints is not None
+                self.checkpoints.writer.write_and_sync(self.end_position)
+                self.checkpoints.shutdown.write_and_sync(self.end_position)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        for chunk in self._chunks:
+            chunk.close()
+        self._chunks = []
+        if self.checkpoints is not None:
+            self.checkpoints.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
