@@ -11,7 +11,8 @@ L{DELETED_STREAM}) is kept apart, as a position per deleted stream.
 from __future__ import annotations
 
 from array import array
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 from estwisted.model import DELETED_STREAM
 
@@ -103,6 +104,21 @@ class StreamIndex:
 
     def tombstones(self) -> Iterator[tuple[str, int]]:
         return iter(self._tombstones.items())
+
+    def load(self, streams: dict[str, array[int]], tombstones: dict[str, int]) -> None:
+        """
+        Replace the whole index at once (the storage layer's bulk loader).
+        The arrays are taken over, not copied; each must hold one stream's
+        positions by event number.
+        """
+        self._streams = streams
+        self._tombstones = tombstones
+
+    def stream_count(self) -> int:
+        """
+        The number of streams with at least one event.
+        """
+        return len(self._streams)
 
     def __len__(self) -> int:
         return sum(len(p) for p in self._streams.values()) + len(self._tombstones)

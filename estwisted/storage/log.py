@@ -218,9 +218,10 @@ class ChunkedLog:
         off = HEADER_SIZE + local
         while True:
             size = frame_at(view, off, limit, base + off - HEADER_SIZE)
-            if not size or crc32(view[off : off + size - 8]) != _SIZE.unpack_from(
-                view, off + size - 8
-            )[0]:
+            if (
+                not size
+                or crc32(view[off : off + size - 8]) != _SIZE.unpack_from(view, off + size - 8)[0]
+            ):
                 return off - HEADER_SIZE
             off += size
 
@@ -257,8 +258,7 @@ class ChunkedLog:
                     torn_footer = True
                 else:
                     raise CorruptRecord(
-                        f"{chunk.path}: records run past the footer's data size "
-                        f"{chunk.data_size}"
+                        f"{chunk.path}: records run past the footer's data size {chunk.data_size}"
                     )
             break
         end = c * size + local
@@ -267,6 +267,7 @@ class ChunkedLog:
                 f"{self.path}: the log ends at {end}, before the writer checkpoint {writer}"
             )
         truncate = chk.truncate.value
+        end_before_truncate = end
         if 0 <= truncate < end:
             if truncate < chk.writer.value:
                 chk.writer.write_and_sync(truncate)
@@ -320,11 +321,10 @@ class ChunkedLog:
             "zeroed_bytes": zeroed,
             "removed_chunks": removed,
             "clean": int(clean),
+            "truncated": truncate if 0 <= truncate < end_before_truncate else -1,
         }
         if clean:
-            _log.info(
-                "Opened {path}: clean shutdown, log ends at {end}", path=self.path, end=end
-            )
+            _log.info("Opened {path}: clean shutdown, log ends at {end}", path=self.path, end=end)
         else:
             _log.warn(
                 "Opened {path} after an unclean shutdown: writer checkpoint {writer}, "

@@ -23,6 +23,7 @@ The frame carries its own position, so bytes that are not a record starting
 exactly there are never taken for one, and its CRC covers the length prefix
 and every field.  Decoding raises L{CorruptRecord} for any damage.
 """
+
 from __future__ import annotations
 
 import struct

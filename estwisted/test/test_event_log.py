@@ -145,9 +145,7 @@ class EventLogTestsMixin:
             [r.position for r in log.read_backward(log.end_position + 99, 2)], back[:2]
         )
         self.assertEqual([r.position for r in log.read_backward(positions[5], 3)], back[15:18])
-        self.assertEqual(
-            [r.position for r in log.read_backward(positions[5] + 1, 3)], back[14:17]
-        )
+        self.assertEqual([r.position for r in log.read_backward(positions[5] + 1, 3)], back[14:17])
         self.assertEqual(log.read_backward(positions[0], 10), [])
 
     def test_discard(self: Any) -> None:

@@ -1,0 +1,121 @@
+# -*- test-case-name: estwisted.test.test_index -*-
+"""
+The one entry point the wiring layer uses: L{open_storage} opens (or
+creates) the log, recovers it, loads or rebuilds the stream index, and
+returns them with a closer that persists the index and closes the log.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any, Optional
+
+from twisted.logger import Logger
+
+from estwisted.interfaces import IEventLog
+from estwisted.storage.index import StreamIndex
+from estwisted.storage.indexfile import INDEX_FILE, load_or_rebuild, save_index
+from estwisted.storage.log import DEFAULT_CHUNK_SIZE, ChunkedLog
+from estwisted.storage.memory import MemoryLog
+
+_log = Logger()
+
+#: Sub-directory of the database holding the index file.
+INDEX_DIRECTORY = "index"
+
+
+class StorageCloser:
+    """
+    Closes what L{open_storage} opened.  Call it (or L{close}) once at
+    shutdown; L{save_index} may be called at any time between reactor turns
+    (e.g. from a C{TimerService}) to shorten the next restart.
+
+    @ivar report: what opening did (recovery and index loading), for logs
+        and tests.
+    """
+
+    def __init__(
+        self, log: IEventLog, index: StreamIndex, index_path: Optional[str], report: dict[str, Any]
+    ) -> None:
+        self.log = log
+        self.index = index
+        self.index_path = index_path
+        self.report = report
+        self._closed = False
+        self._saved_entries = len(index) if report.get("loaded") else -1
+        self._saved_position = report.get("covered", -1)
+
+    def save_index(self) -> bool:
+        """
+        Persist the index up to the log's durable end, unless nothing changed
+        since the last save.
+
+        @return: whether a file was written.
+        """
+        if self.index_path is None or self._closed:
+            return False
+        covered = self.log.end_position
+        if covered == self._saved_position:
+            return False
+        entries = save_index(self.index, covered, self.index_path)
+        self._saved_position = covered
+        self._saved_entries = entries
+        if isinstance(self.log, ChunkedLog) and self.log.checkpoints is not None:
+            self.log.checkpoints.chaser.write_and_sync(covered)
+        return True
+
+    def close(self) -> None:
+        """
+        Save the index (best effort: a failure is logged, the next start
+        rebuilds), then flush and close the log.
+        """
+        if self._closed:
+            return
+        try:
+            try:
+                self.save_index()
+            except Exception:
+                _log.failure("Could not save the stream index")
+        finally:
+            self._closed = True
+            self.log.close()
+
+    __call__ = close
+
+
+def open_storage(
+    path: Optional[str], mem_db: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> tuple[IEventLog, StreamIndex, StorageCloser]:
+    """
+    Open the node's storage.
+
+    @param path: the database directory (created if missing); ignored with
+        C{mem_db}.
+    @param mem_db: keep everything in memory (L{MemoryLog}).
+    @param chunk_size: data bytes per chunk of a new database.
+    @return: the log, the index (covering the whole log) and the closer.
+    @raise estwisted.errors.StorageError: the database cannot be opened
+        (locked by another process, unreadable, corrupt below its writer
+        checkpoint).
+    """
+    if mem_db or path is None:
+        memory = MemoryLog()
+        index = StreamIndex()
+        return memory, index, StorageCloser(memory, index, None, {})
+    log = ChunkedLog(path, chunk_size=chunk_size)
+    try:
+        index_dir = os.path.join(path, INDEX_DIRECTORY)
+        os.makedirs(index_dir, exist_ok=True)
+        index_path = os.path.join(index_dir, INDEX_FILE)
+        truncated = log.recovery.get("truncated", -1)
+        if truncated >= 0 and os.path.exists(index_path):
+            os.unlink(index_path)
+        index, report = load_or_rebuild(log, index_dir)
+    except BaseException:
+        log.close()
+        raise
+    report["recovery"] = dict(log.recovery)
+    gc.collect()
+    gc.freeze()
+    return log, index, StorageCloser(log, index, index_path, report)
