@@ -946,13 +946,15 @@ def canonical_arguments(args: Sequence[str]) -> list[str]:
         if spelled.lower() in _PASS_THROUGH and not has_value:
             passed.append(_PASS_THROUGH[spelled.lower()])
             continue
-        opt = _BY_KEY.get(_key(spelled))
-        if opt is None and spelled[-1:] in ("+", "-") and not has_value:
+        opt = None
+        if spelled[-1:] in ("+", "-") and not has_value:
             opt = _BY_KEY.get(_key(spelled[:-1]))
             if opt is not None and opt.kind.is_bool:
                 has_value, value = "=", "true" if spelled.endswith("+") else "false"
             else:
                 opt = None
+        if opt is None:
+            opt = _BY_KEY.get(_key(spelled))
         if opt is None:
             suggestion = _suggest(spelled, ["--" + o.flag for o in OPTIONS])
             raise ConfigError(
