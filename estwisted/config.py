@@ -1021,6 +1021,8 @@ def parse_config_text(text: str, path: str) -> dict[str, tuple[object, int]]:
             mark = e.problem_mark or e.context_mark
             line = f", line {mark.line + 1}" if mark is not None else ""
             problem = e.problem or e.context or "syntax error"
+            if e.context and e.context_mark is not None and e.problem:
+                problem += f" ({e.context} started on line {e.context_mark.line + 1})"
             raise ConfigError(
                 f"configuration file {path}{line}: YAML syntax error: {problem}"
             ) from None

@@ -76,6 +76,7 @@ class Options(usage.Options):
         super().__init__()
         self._environ = os.environ if environ is None else environ
         self._stdout = stdout
+        self._failed = False
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """
@@ -85,10 +86,25 @@ class Options(usage.Options):
         if options is None:
             options = sys.argv[1:]
         try:
-            canonical = canonical_arguments(options)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
-        super().parseOptions(canonical)
+            try:
+                canonical = canonical_arguments(options)
+            except ConfigError as e:
+                raise usage.UsageError(str(e)) from None
+            super().parseOptions(canonical)
+        except usage.UsageError:
+            self._failed = True
+            raise
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        """
+        The full option list, except after a usage error: twistd prints the
+        usage before the error line, and one clear line is better than
+        several hundred lines followed by it.
+        """
+        if self._failed:
+            return "estore: see 'twistd estore --help' for every option.\n"
+        text: str = super().getUsage(width)
+        return text
 
     def postOptions(self) -> None:
         """

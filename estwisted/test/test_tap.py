@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -166,6 +167,17 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(e.code, 0)
 
 
+    def test_shortUsageAfterError(self) -> None:
+        """
+        After a usage error the usage text (which twistd prints before the
+        error line) is one line, not the whole option list.
+        """
+        options = tap.Options(environ={})
+        self.assertRaises(usage.UsageError, options.parseOptions, ["--nope"])
+        self.assertEqual(options.getUsage(), "estore: see 'twistd estore --help' for every "
+                                             "option.\n")
+
+
 class TwistdTests(SynchronousTestCase):
     """
     The plugin as twistd sees it.
@@ -220,6 +232,33 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual(
             str(e), "ExtTcpPort (command line --ext-tcp-port): port 99999 is out of range 1-65535"
         )
+
+
+    def test_realProcess(self) -> None:
+        """
+        A real C{twistd -n estore}: --what-if exits 0 after printing; a bad
+        file exits non-zero with the error as the last line, and nothing
+        starts (no data directory is made).
+        """
+        here = FilePath(self.mktemp())
+        here.makedirs()
+        bad = here.child("bad.yaml")
+        bad.setContent(b"IntIp: 127.0.0.1\nExtTcpPort: 70000\n")
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                   "-n", "--pidfile=", "estore"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTORE_")}
+        ok = subprocess.run(command + ["--what-if"], cwd=here.path, env=env,
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        self.assertIn("WHAT IF:", ok.stdout)
+        failed = subprocess.run(command + ["--config", bad.path], cwd=here.path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(failed.returncode, 0)
+        last = failed.stdout.strip().splitlines()[-1]
+        self.assertTrue(last.endswith(
+            f"ExtTcpPort (file {bad.path}, line 2): port 70000 is out of range 1-65535"), last)
+        self.assertLess(len(failed.stdout.splitlines()), 10)
+        self.assertFalse(here.child("estore-data").exists())
 
 
 class MakeServiceTests(SynchronousTestCase):
