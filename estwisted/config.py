@@ -91,6 +91,7 @@ __all__ = [
     "load_config",
     "option",
     "render_options",
+    "startup_warnings",
 ]
 
 ENV_PREFIX = "EVENTSTORE_"
@@ -1222,6 +1223,24 @@ def _check_config(config: NodeConfig) -> None:
 
 
 # --- what-if ------------------------------------------------------------------------
+
+
+def startup_warnings(config: NodeConfig) -> list[str]:
+    """
+    Lines worth logging when the node starts: options that were set but
+    have no effect yet, and C{EVENTSTORE_*} variables that name no option.
+    """
+    warnings = [
+        f"{name} ({config.source_of(name)}) is accepted but not yet implemented; it has "
+        "no effect"
+        for name in config.not_implemented_in_use()
+    ]
+    for var in config.ignored_environment:
+        warnings.append(
+            f"environment variable {var} names no option and is ignored"
+            f"{_suggest(var, list(_BY_ENV), key=str.upper)}"
+        )
+    return warnings
 
 
 def render_options(config: NodeConfig) -> str:

@@ -28,6 +28,7 @@ from estwisted.config import (
     load_config,
     parse_endpoint,
     render_options,
+    startup_warnings,
 )
 
 # --- fixtures from the seed documents (shared/seeds) ----------------------------
@@ -555,6 +556,46 @@ class PrecedenceTests(_FileTestCase):
         self.assertEqual(config.ext_http_prefixes, ("a", "b"))
 
 
+    def test_clusterDnsServer(self) -> None:
+        """
+        ClusterDnsServer is a host:port endpoint.
+        """
+        config = _load(["--cluster-dns-server", "127.0.0.1:5353"])
+        self.assertEqual(config.cluster_dns_server, Endpoint("127.0.0.1", 5353))
+        self.assertIsNone(NodeConfig().cluster_dns_server)
+
+    @given(
+        st.sampled_from(["IntTcpPort", "ExtHttpPort", "NodePriority", "GossipIntervalMs"]),
+        st.lists(st.booleans(), min_size=3, max_size=3),
+        st.lists(st.integers(3000, 3999), min_size=3, max_size=3, unique=True),
+    )
+    def test_highestSourceWins(self, name: str, present: list[bool], numbers: list[int]) -> None:
+        """
+        For any subset of file, environment and command line giving a value,
+        the effective value is the highest one's, and its source is recorded.
+        """
+        opt = next(o for o in OPTIONS if o.name == name)
+        in_file, in_env, in_cli = present
+        args: list[str] = []
+        environ = {}
+        if in_file:
+            args += ["--config", self.write_yaml(f"{name}: {numbers[0]}\n")]
+        if in_env:
+            environ[opt.env] = str(numbers[1])
+        if in_cli:
+            args += [f"--{opt.flag}", str(numbers[2])]
+        config = _load(args, environ)
+        expected, kind = opt.default, SourceKind.DEFAULT
+        for given_here, number, source_kind in zip(
+            present, numbers, [SourceKind.FILE, SourceKind.ENVIRONMENT, SourceKind.COMMAND_LINE],
+            strict=True,
+        ):
+            if given_here:
+                expected, kind = number, source_kind
+        self.assertEqual(getattr(config, opt.attribute), expected)
+        self.assertEqual(config.source_of(name).kind, kind)
+
+
 class BadInputTests(_FileTestCase):
     """
     Each bad input gives one line naming the option and its source.
@@ -985,6 +1026,32 @@ class WhatIfTests(_FileTestCase):
         """
         text = render_options(_load([], {"EVENTSTORE_CLUSTER_SIZ": "3"}))
         self.assertIn("EVENTSTORE_CLUSTER_SIZ (did you mean EVENTSTORE_CLUSTER_SIZE?)", text)
+
+
+class StartupWarningTests(SynchronousTestCase):
+    """
+    L{startup_warnings}.
+    """
+
+    def test_nothingToSay(self) -> None:
+        """
+        A plain configuration has no warnings.
+        """
+        self.assertEqual(startup_warnings(NodeConfig()), [])
+
+    def test_warnings(self) -> None:
+        """
+        Not-implemented options in use and unknown EVENTSTORE_ variables are
+        reported, one line each.
+        """
+        config = _load(["--enable-watchdog", "false"], {"EVENTSTORE_MEMDB": "1"})
+        self.assertEqual(
+            startup_warnings(config),
+            ["EnableWatchdog (command line --enable-watchdog) is accepted but not yet "
+             "implemented; it has no effect",
+             "environment variable EVENTSTORE_MEMDB names no option and is ignored "
+             "(did you mean EVENTSTORE_MEM_DB?)"],
+        )
 
 
 class SampleFileTests(SynchronousTestCase):
