@@ -1105,15 +1105,15 @@ def load_config(
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX):
             continue
-        opt = _BY_ENV.get(var)  # type: ignore[assignment]
-        if opt is None:
+        env_opt = _BY_ENV.get(var)
+        if env_opt is None:
             ignored.append(var)
             continue
         source = Source(SourceKind.ENVIRONMENT, var)
         try:
-            take(opt, opt.convert_text(environ[var]), source)
+            take(env_opt, env_opt.convert_text(environ[var]), source)
         except ValueError as e:
-            raise _fail(opt, source, str(e)) from None
+            raise _fail(env_opt, source, str(e)) from None
 
     # file
     config_entry = chosen.get("Config")
@@ -1122,18 +1122,18 @@ def load_config(
         text = read_file(path, path_source)
         for key, (raw, line) in parse_config_text(text, path).items():
             source = Source(SourceKind.FILE, f"{path}, line {line}")
-            opt = _BY_KEY.get(_key(key))  # type: ignore[assignment]
-            if opt is None:
+            file_opt = _BY_KEY.get(_key(key))
+            if file_opt is None:
                 raise ConfigError(
                     f"{key} (file {path}, line {line}): not a known option"
                     f"{_suggest(key, [o.name for o in OPTIONS if o.file_allowed])}"
                 )
-            if not opt.file_allowed:
-                raise _fail(opt, source, "cannot be set in a configuration file")
+            if not file_opt.file_allowed:
+                raise _fail(file_opt, source, "cannot be set in a configuration file")
             try:
-                take(opt, opt.convert_yaml(raw), source)
+                take(file_opt, file_opt.convert_yaml(raw), source)
             except ValueError as e:
-                raise _fail(opt, source, str(e)) from None
+                raise _fail(file_opt, source, str(e)) from None
 
     values = {_BY_NAME[name].attribute: value for name, (value, _) in chosen.items()}
     sources = {name: source for name, (_, source) in chosen.items()}

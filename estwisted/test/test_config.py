@@ -23,6 +23,7 @@ from estwisted.config import (
     ConfigError,
     Endpoint,
     NodeConfig,
+    Option,
     SourceKind,
     canonical_arguments,
     load_config,
@@ -160,7 +161,7 @@ def _load(
     return load_config(command_line=command_line, environ=environ or {})
 
 
-def _by_flag(flag: str):  # type: ignore[no-untyped-def]
+def _by_flag(flag: str) -> Option:
     return next(opt for opt in OPTIONS if opt.flag == flag)
 
 
