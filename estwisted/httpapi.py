@@ -674,6 +674,17 @@ def limited_request_factory(max_body: int) -> type[LimitedRequest]:
     return type("LimitedRequest", (LimitedRequest,), {"max_body": max_body})
 
 
+class QuietSite(Site):
+    """
+    A C{Site} that writes no access-log line per request (Event Store does
+    not log every request either; at thousands of requests a second the
+    lines cost more than the requests).
+    """
+
+    def log(self, request: Any) -> None:
+        pass
+
+
 # -- the API -----------------------------------------------------------------------
 
 Handler = Callable[..., Union[bytes, Deferred[bytes]]]
@@ -763,7 +774,7 @@ class HttpApi:
         A C{Site} serving L{resource} whose requests refuse oversized bodies
         before buffering them.
         """
-        site = Site(
+        site = QuietSite(
             self.resource(),
             requestFactory=limited_request_factory(self.node_info.max_body_size),
         )
@@ -780,10 +791,12 @@ class HttpApi:
         try:
             result = handler(request, *args)
         except BaseException as e:  # noqa: B036 - everything becomes a reply
-            return self._failed(request, Failure(e))
+            return _sized(self._failed(request, Failure(e)), request)
         if isinstance(result, Deferred):
-            return result.addErrback(lambda f: self._failed(request, f))
-        return result
+            return result.addErrback(lambda f: self._failed(request, f)).addCallback(
+                _sized, request
+            )
+        return _sized(result, request)
 
     def _failed(self, request: Any, failure: Failure) -> bytes:
         if failure.check(CancelledError):
@@ -2244,6 +2257,15 @@ class HttpApi:
 
 
 
+def _sized(body: bytes, request: Any) -> bytes:
+    """
+    Set Content-Length so replies are not chunked.
+    """
+    if body or request.code not in (204, 304):
+        request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
 def _decoded(raw: str) -> str:
     return unquote(raw) if "%" in raw else raw
 
@@ -2372,6 +2394,7 @@ __all__ = [
     "HttpError",
     "LimitedRequest",
     "NodeInfo",
+    "QuietSite",
     "error_for",
     "limited_request_factory",
     "negotiate",
