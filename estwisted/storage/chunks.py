@@ -117,7 +117,7 @@ class Chunk:
     @ivar number: the chunk number.
     @ivar data_size: bytes of data of a completed chunk, C{None} while it is
         ongoing (the log knows its end).
-    @ivar view: a memoryview over the whole mapped file.
+    @ivar view: the whole file, mapped read-only (slicing it gives bytes).
     @ivar boundaries: sparse map of record starts (data-area offsets), every
         L{BOUNDARY_STRIDE}th record, for reads at arbitrary positions.
     """
@@ -130,8 +130,7 @@ class Chunk:
         self.chunk_size = chunk_size
         self.fd = fd
         self.data_size: Optional[int] = None
-        self._map = mmap.mmap(fd, file_size(chunk_size), mmap.MAP_SHARED, mmap.PROT_READ)
-        self.view = memoryview(self._map)
+        self.view = mmap.mmap(fd, file_size(chunk_size), mmap.MAP_SHARED, mmap.PROT_READ)
         self._closed = False
         self.boundaries = array("q", [0])
         self.walked_to = 0
@@ -257,6 +256,5 @@ class Chunk:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.view.release()
-            self._map.close()
+            self.view.close()
         self.release_fd()

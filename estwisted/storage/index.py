@@ -114,6 +114,23 @@ class StreamIndex:
         self._streams = streams
         self._tombstones = tombstones
 
+    def extend(self, stream: str, first: int, positions: array[int]) -> None:
+        """
+        Add events C{first}, C{first + 1} ... of C{stream} at once (the
+        storage layer's bulk path, same checks as L{add}).
+
+        @raise ValueError: C{first} is not the stream's next number.
+        """
+        current = self._streams.get(stream)
+        if current is None:
+            if first != 0:
+                raise ValueError(f"index for {stream!r}: event {first} after -1")
+            self._streams[stream] = array("q", positions)
+            return
+        if first != len(current):
+            raise ValueError(f"index for {stream!r}: event {first} after {len(current) - 1}")
+        current.extend(positions)
+
     def stream_count(self) -> int:
         """
         The number of streams with at least one event.

@@ -36,10 +36,11 @@ from zlib import crc32
 
 from twisted.logger import Logger
 
-from estwisted.errors import StorageError
-from estwisted.model import FLAG_SYSTEM
+from estwisted.errors import CorruptRecord, StorageError
+from estwisted.model import DELETED_STREAM, FLAG_SYSTEM
 from estwisted.storage.checkpoints import fsync_directory
 from estwisted.storage.index import StreamIndex
+from estwisted.storage.records import HEAD, HEAD_SIZE, OVERHEAD
 
 MAGIC = b"ESTWIDX1"
 VERSION = 1
@@ -195,60 +196,126 @@ def load_index(path: str) -> tuple[int, dict[str, array[int]], dict[str, int]]:
     return covered, streams, tombstones
 
 
-def index_log(log: Any, index: StreamIndex, start: int) -> int:
+def index_log(log: Any, index: StreamIndex, start: int, verify_from: int = 0) -> int:
     """
     Add every non-system record of C{log} from C{start} to its end to
-    C{index}, logging progress on long runs.
+    C{index}, logging progress on long runs.  Equivalent to calling
+    C{index.add(stream, event_number, position)} for each record in log
+    order; a log with C{segments} (L{ChunkedLog}) is scanned in place with
+    no object per record.
 
-    @param log: an L{IEventLog}; a C{scan} method is used when it has one.
+    @param log: an L{IEventLog}.
+    @param verify_from: records at or past this position have their
+        checksum verified (those below were verified when first indexed;
+        framing and positions are checked for all).
     @return: the number of records indexed.
-    @raise StorageError: a record is damaged or does not fit the index.
+    @raise StorageError: a record is damaged (L{CorruptRecord}) or does not
+        fit the index.
     """
-    add = index.add
-    end = log.end_position
-    count = 0
-    scan = getattr(log, "scan", None)
-    if scan is not None:
-        source = scan(start)
-    else:
-        source = _scan_by_reading(log, start)
+    segments = getattr(log, "segments", None)
     try:
-        for position, stream, number, flags in source:
-            if flags & FLAG_SYSTEM:
-                continue
-            add(stream, number, position)
-            count += 1
-            if count % PROGRESS_EVERY == 0:
-                _log.info(
-                    "Indexing the log: {count} records, at position {position} of {end} "
-                    "({percent:.0f}%)",
-                    count=count,
-                    position=position,
-                    end=end,
-                    percent=100.0 * position / max(end, 1),
-                )
+        if segments is None:
+            return _index_by_reading(log, index, start)
+        return _index_segments(segments(start), index, log.end_position, verify_from)
     except ValueError as e:
         raise StorageError(f"the log does not fit the stream index: {e}") from e
+
+
+def _progress(count: int, position: int, end: int) -> None:
+    _log.info(
+        "Indexing the log: {count} records, at position {position} of {end} ({percent:.0f}%)",
+        count=count,
+        position=position,
+        end=end,
+        percent=100.0 * position / max(end, 1),
+    )
+
+
+def _index_segments(segments: Any, index: StreamIndex, end: int, verify_from: int) -> int:
+    unpack = HEAD.unpack_from
+    unpack_crc = _CRC.unpack_from
+    overhead = OVERHEAD
+    head_size = HEAD_SIZE
+    system = FLAG_SYSTEM
+    deleted = DELETED_STREAM
+    # stream name (UTF-8 bytes) -> (new positions, number of the first)
+    new: dict[Any, tuple[array[int], int]] = {}
+    get = new.get
+    last_event_number = index.last_event_number
+    count = 0
+    next_progress = PROGRESS_EVERY
+    for view, off, limit, base in segments:
+        while off < limit:
+            n, pos, number, _, flags, sl, tl, dl, ml, _ = unpack(view, off)
+            stop = off + n
+            if (
+                pos != base + off
+                or n != overhead + sl + tl + dl + ml
+                or stop > limit
+                or (
+                    pos >= verify_from
+                    and crc32(view[off : stop - 8]) != unpack_crc(view, stop - 8)[0]
+                )
+            ):
+                raise CorruptRecord(f"damaged record at position {base + off}")
+            if not flags & system:
+                s = off + head_size
+                name = view[s : s + sl]
+                entry = get(name)
+                if entry is None:
+                    if number == deleted:
+                        index.add(str(name, "utf-8"), number, pos)
+                        off = stop
+                        count += 1
+                        continue
+                    entry = new[name] = (array("q"), last_event_number(str(name, "utf-8")) + 1)
+                positions, first = entry
+                if number != first + len(positions):
+                    if number != deleted:
+                        raise ValueError(
+                            f"index for {str(name, 'utf-8')!r}: event {number} after "
+                            f"{first + len(positions) - 1}"
+                        )
+                    index.add(str(name, "utf-8"), number, pos)
+                else:
+                    positions.append(pos)
+                count += 1
+                if count >= next_progress:
+                    next_progress += PROGRESS_EVERY
+                    _progress(count, pos, end)
+            off = stop
+    for name, (positions, first) in new.items():
+        index.extend(str(name, "utf-8"), first, positions)
     return count
 
 
-def _scan_by_reading(log: Any, start: int) -> Any:
+def _index_by_reading(log: Any, index: StreamIndex, start: int) -> int:
+    add = index.add
+    end = log.end_position
+    count = 0
     p = start
     while True:
         page = log.read_forward(p, 4096)
         if not page:
-            return
+            return count
         for record in page:
-            yield record.position, record.stream, record.event_number, record.flags
+            add(record.stream, record.event_number, record.position)
+            count += 1
+            if count % PROGRESS_EVERY == 0:
+                _progress(count, record.position, end)
         p = page[-1].next_position
 
 
-def load_or_rebuild(log: Any, directory: str) -> tuple[StreamIndex, dict[str, Any]]:
+def load_or_rebuild(
+    log: Any, directory: str, verify_from: int = 0
+) -> tuple[StreamIndex, dict[str, Any]]:
     """
     Load the index file in C{directory} and index the log's tail past it;
     if the file is missing or damaged, or covers more than the log holds,
     rebuild the whole index from the log.
 
+    @param verify_from: verify record checksums from this position on (the
+        chaser checkpoint: what earlier runs verified need not be again).
     @return: the index and a report of what was done.
     """
     path = os.path.join(directory, INDEX_FILE)
@@ -274,7 +341,7 @@ def load_or_rebuild(log: Any, directory: str) -> tuple[StreamIndex, dict[str, An
         _log.warn("Rebuilding the stream index from the log ({reason})", reason=reason)
         report["rebuilt"] = True
         index = StreamIndex()
-    report["tail"] = index_log(log, index, start)
+    report["tail"] = index_log(log, index, start, verify_from)
     report["covered"] = start
     if reason is not None:
         _log.info("Rebuilt the stream index: {count} records", count=report["tail"])

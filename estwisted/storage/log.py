@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import struct
 from bisect import bisect_right
@@ -61,9 +62,11 @@ from estwisted.storage.chunks import (
 from estwisted.storage.records import (
     HEAD,
     HEAD_SIZE,
+    MAX_RECORD_SIZE,
     OVERHEAD,
     decode,
     encode,
+    encode_sized,
     frame_at,
     size_before,
 )
@@ -375,6 +378,9 @@ class ChunkedLog:
         sb = stream.encode("utf-8")
         tb = event_type.encode("utf-8")
         size = OVERHEAD + len(sb) + len(tb) + len(data) + len(metadata)
+        if size > MAX_RECORD_SIZE or len(sb) > 0xFFFF or len(tb) > 0xFFFF or len(event_id) != 16:
+            # let the codec raise the precise error
+            encode(0, sb, event_number, event_id, tb, flags, data, metadata, created)
         local = self._pending_local
         position = self.pending_position
         if local + size > self.chunk_size:
@@ -387,7 +393,9 @@ class ChunkedLog:
             self._frames = []
             self._segments.append((self._pending_chunk, 0, self._frames))
         self._frames.append(
-            encode(position, sb, event_number, event_id, tb, flags, data, metadata, created)
+            encode_sized(
+                size, position, sb, event_number, event_id, tb, flags, data, metadata, created
+            )
         )
         self._pending_local = local + size
         self.pending_position = position + size
@@ -629,6 +637,25 @@ class ChunkedLog:
                 s = off + HEAD_SIZE
                 yield pos, str(view[s : s + sl], "utf-8"), number, flags
                 off = end
+            p = (c + 1) * size
+
+    def segments(self, position: int) -> Iterator[tuple[mmap.mmap, int, int, int]]:
+        """
+        The stored bytes from the record at or after C{position} to the end,
+        chunk by chunk, for fast scans: C{(view, start, limit, base)} where
+        records lie in C{view[start:limit]} and a record at offset C{o} has
+        position C{base + o}.
+        """
+        size = self.chunk_size
+        p = self._boundary(position)
+        while p < self.end_position:
+            c, local = divmod(p, size)
+            yield (
+                self._chunks[c].view,
+                HEADER_SIZE + local,
+                HEADER_SIZE + self._data_end(c),
+                c * size - HEADER_SIZE,
+            )
             p = (c + 1) * size
 
     # -- closing -------------------------------------------------------------

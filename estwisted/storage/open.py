@@ -111,7 +111,8 @@ def open_storage(
         truncated = log.recovery.get("truncated", -1)
         if truncated >= 0 and os.path.exists(index_path):
             os.unlink(index_path)
-        index, report = load_or_rebuild(log, index_dir)
+        assert log.checkpoints is not None
+        index, report = load_or_rebuild(log, index_dir, log.checkpoints.chaser.value)
     except BaseException:
         log.close()
         raise

@@ -26,6 +26,7 @@ and every field.  Decoding raises L{CorruptRecord} for any damage.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from typing import Union
 from zlib import crc32
@@ -33,7 +34,7 @@ from zlib import crc32
 from estwisted.errors import CorruptRecord
 from estwisted.model import EventRecord
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 
 HEAD = struct.Struct("<IqqqHHHII16s")
 TAIL = struct.Struct("<II")
@@ -83,9 +84,48 @@ def encode(
         raise ValueError(f"record of {size} bytes is larger than {MAX_RECORD_SIZE}")
     if len(event_id) != 16:
         raise ValueError("event id must be 16 bytes")
-    head = HEAD.pack(size, position, event_number, created, flags, sl, tl, dl, ml, event_id)
-    crc = crc32(metadata, crc32(data, crc32(event_type, crc32(stream, crc32(head)))))
-    return b"".join((head, stream, event_type, data, metadata, TAIL.pack(crc, size)))
+    return encode_sized(
+        size, position, stream, event_number, event_id, event_type, flags, data, metadata, created
+    )
+
+
+def encode_sized(
+    size: int,
+    position: int,
+    stream: bytes,
+    event_number: int,
+    event_id: bytes,
+    event_type: bytes,
+    flags: int,
+    data: bytes,
+    metadata: bytes,
+    created: int,
+) -> bytes:
+    """
+    L{encode} for a caller that already computed the frame C{size} and
+    checked the limits (the log's append path).
+    """
+    body = b"".join(
+        (
+            HEAD.pack(
+                size,
+                position,
+                event_number,
+                created,
+                flags,
+                len(stream),
+                len(event_type),
+                len(data),
+                len(metadata),
+                event_id,
+            ),
+            stream,
+            event_type,
+            data,
+            metadata,
+        )
+    )
+    return body + TAIL.pack(crc32(body), size)
 
 
 def frame_at(buf: Buffer, offset: int, limit: int, position: int) -> int:
@@ -129,20 +169,22 @@ def decode(buf: Buffer, offset: int = 0, limit: int = -1, position: int = -1) ->
         raise CorruptRecord(f"record length suffix {suffix} != prefix {size} at offset {offset}")
     if position >= 0 and pos != position:
         raise CorruptRecord(f"record at offset {offset} claims position {pos}, not {position}")
-    view = buf if isinstance(buf, memoryview) else memoryview(buf)
-    if crc32(view[offset : end - 8]) != crc:
+    # slicing bytes or a memory map gives bytes directly
+    if crc32(buf[offset : end - 8]) != crc:
         raise CorruptRecord(f"checksum mismatch in record at position {pos}")
     o = offset + HEAD_SIZE
     try:
-        stream = str(view[o : o + sl], "utf-8")
+        stream = str(buf[o : o + sl], "utf-8")
         o += sl
-        event_type = str(view[o : o + tl], "utf-8")
+        event_type = str(buf[o : o + tl], "utf-8")
     except UnicodeDecodeError as e:
         raise CorruptRecord(f"bad UTF-8 in record at position {pos}") from e
     o += tl
-    data = bytes(view[o : o + dl])
+    raw_data = buf[o : o + dl]
     o += dl
-    metadata = bytes(view[o : o + ml])
+    raw_metadata = buf[o : o + ml]
+    data = raw_data if isinstance(raw_data, bytes) else bytes(raw_data)
+    metadata = raw_metadata if isinstance(raw_metadata, bytes) else bytes(raw_metadata)
     return EventRecord(
         position=pos,
         next_position=pos + size,
