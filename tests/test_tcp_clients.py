@@ -65,13 +65,19 @@ class ClientScriptMixin:
             )
         assert result["checks"], "the client ran no check"
 
+    #: The npm package the JS scripts load (tests/js/common.js reads ES_CLIENT).
+    js_client = "node-eventstore-client"
+
     def run_js(self, node: NodeProcess, script: str, *args: str, timeout: float = 120) -> Any:
+        env = dict(os.environ)
+        env["ES_CLIENT"] = self.js_client
         completed = subprocess.run(
             [_node_binary(), os.path.join(JS_DIR, script), str(node.ext_tcp_port), *args],
             cwd=JS_DIR,
             capture_output=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         result = _result(completed, node)
         self.assert_ok(result, node)
@@ -121,9 +127,12 @@ class NodeEventStoreClientTests(ClientScriptMixin, SynchronousTestCase):
 
     def test_reconnect_after_node_restart_nothing_lost(self) -> None:
         node = start_node(self)
+        env = dict(os.environ)
+        env["ES_CLIENT"] = self.js_client
         process = subprocess.Popen(
             [_node_binary(), os.path.join(JS_DIR, "restart.js"), str(node.ext_tcp_port), "300"],
             cwd=JS_DIR,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -145,6 +154,29 @@ class NodeEventStoreClientTests(ClientScriptMixin, SynchronousTestCase):
         self.assert_ok(result, node)
         self.assertEqual(result["events"], 300)
         self.assertGreater(result["reconnects"], 0)
+
+
+class NodeEventStoreClient21Tests(ClientScriptMixin, SynchronousTestCase):
+    """
+    node-eventstore-client 21.10.1: the proto3 generation, which leaves out
+    fields equal to their default value.
+    """
+
+    js_client = "node-eventstore-client-21"
+
+    def test_every_operation(self) -> None:
+        node = start_node(self, mem_db=True)
+        result = self.run_js(node, "operations.js")
+        self.assertGreaterEqual(len(result["checks"]), 40)
+
+    def test_catch_up_subscription_live_switchover(self) -> None:
+        node = start_node(self, mem_db=True)
+        self.run_js(node, "catchup.js")
+
+    def test_persistent_competing_consumers_nak_park_replay(self) -> None:
+        node = start_node(self, mem_db=True)
+        result = self.run_js(node, "persistent.js", str(node.ext_http_port))
+        self.assertIn("parked messages replayed", result["checks"])
 
 
 class PhotonPumpTests(ClientScriptMixin, SynchronousTestCase):

@@ -3,7 +3,9 @@
 // {"ok": bool, "checks": [...], "failures": [...]} and exits 0 only when ok.
 'use strict';
 
-const client = require('node-eventstore-client');
+// ES_CLIENT picks the client generation: node-eventstore-client (0.2.19, proto2,
+// the default) or node-eventstore-client-21 (21.10.1, proto3 schema).
+const client = require(process.env.ES_CLIENT || 'node-eventstore-client');
 const uuid = require('uuid');
 
 const checks = [];

@@ -68,7 +68,9 @@ async function main() {
   check('acked messages delivered exactly once', once && failures_.length === 0, JSON.stringify(deliveries));
   check('parked message delivered once', (deliveries[5] || []).length === 1, JSON.stringify(deliveries[5]));
   check('retried message delivered 1 + max retries', (deliveries[7] || []).length === 3, JSON.stringify(deliveries[7]));
-  // node-eventstore-client 0.2.x does not decode retryCount (its schema lacks it).
+  // node-eventstore-client 0.2.x does not decode retryCount (its schema lacks it); 21.x does.
+  const counts = (deliveries[7] || []).map((d) => d.retryCount);
+  if (counts.every((c) => c !== null)) check('retry counts increase', counts.join() === '0,1,2', counts.join());
   const parkedStream = '$persistentsubscription-' + s + '::' + group + '-parked';
   let parked = null;
   for (let i = 0; i < 50; i++) {
