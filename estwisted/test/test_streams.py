@@ -386,5 +386,370 @@ class UsersInStoreTests(StoreTestMixin, SynchronousTestCase):
         self.assertRaises(NotAuthenticated, self.store.authenticate, "nobody", "changeit")
 
 
-# Silence unused-import warnings for names used by later tests.
-_ = (DELETED_STREAM, FLAG_TOMBSTONE, InvalidTransaction, StreamDeleted, ALICE)
+def numbers(page: Any) -> list[int]:
+    return [e.original.event_number for e in page.events]
+
+
+class DeleteTests(StoreTestMixin, SynchronousTestCase):
+    def test_soft_delete(self) -> None:
+        """
+        A soft delete hides the stream, writes C{$tb} = long.MaxValue, and a
+        later write re-creates it with numbering continued and old events
+        hidden.
+        """
+        self.write("s", EXPECTED_ANY, events(3))
+        self.settle(self.store.set_metadata("s", EXPECTED_ANY, b'{"custom":1}', None))
+        result = self.settle(self.store.delete_stream("s", 2, False, None))
+        self.assertGreater(result.position, 0)
+        page = self.store.read_stream("s", 0, 10, True, False, None)
+        self.assertEqual(page.status, ReadStatus.NO_STREAM)
+        self.assertEqual(self.store.read_event("s", 0, False, None).status, ReadStatus.NO_STREAM)
+        meta = self.store.get_metadata("s", None)
+        self.assertEqual(json.loads(meta.raw), {"$tb": DELETED_STREAM})
+        self.assertEqual(meta.metastream_version, 1)
+        self.write_fails("s", EXPECTED_STREAM_EXISTS, events(1), StreamDeleted)
+        again = self.write("s", EXPECTED_NO_STREAM, events(2))
+        self.assertEqual((again.first_event_number, again.last_event_number), (3, 4))
+        page = self.store.read_stream("s", 0, 10, True, False, None)
+        self.assertEqual(numbers(page), [3, 4])
+        self.assertEqual(json.loads(self.store.get_metadata("s", None).raw), {"$tb": 3})
+        backward = self.store.read_stream("s", -1, 10, False, False, None)
+        self.assertEqual((numbers(backward), backward.is_end_of_stream), ([4, 3], True))
+
+    def test_soft_delete_recreate_keeps_keys(self) -> None:
+        """
+        Re-creation keeps other keys present in the metadata at that time.
+        """
+        self.write("s", EXPECTED_ANY, events(1))
+        self.settle(self.store.delete_stream("s", EXPECTED_ANY, False, None))
+        raw = json.dumps({"$tb": DELETED_STREAM, "$maxCount": 5, "k": "v"}).encode()
+        self.settle(self.store.set_metadata("s", EXPECTED_ANY, raw, None))
+        self.write("s", EXPECTED_ANY, events(1))
+        self.assertEqual(
+            json.loads(self.store.get_metadata("s", None).raw), {"$tb": 1, "$maxCount": 5, "k": "v"}
+        )
+
+    def test_soft_delete_same_turn(self) -> None:
+        """
+        A write in the same turn as the soft delete sees the pending
+        deletion and re-creates the stream.
+        """
+        self.write("s", EXPECTED_ANY, events(2))
+        d1 = self.store.delete_stream("s", EXPECTED_ANY, False, None)
+        d2 = self.store.append("s", EXPECTED_NO_STREAM, events(1), None)
+        self.clock.advance(0)
+        self.successResultOf(d1)
+        self.assertEqual(self.successResultOf(d2).first_event_number, 2)
+        self.assertEqual(numbers(self.store.read_stream("s", 0, 10, True, False, None)), [2])
+
+    def test_hard_delete(self) -> None:
+        self.write("s", EXPECTED_ANY, events(2))
+        result = self.settle(self.store.delete_stream("s", 1, True, None))
+        self.assertEqual(self.store.last_event_number("s"), DELETED_STREAM)
+        tombstone = self.log.read(result.position)
+        self.assertEqual(
+            (tombstone.event_number, tombstone.event_type, tombstone.flags & FLAG_TOMBSTONE),
+            (DELETED_STREAM, "$streamDeleted", FLAG_TOMBSTONE),
+        )
+        page = self.store.read_stream("s", 0, 10, True, False, None)
+        self.assertEqual(
+            (page.status, page.last_event_number), (ReadStatus.STREAM_DELETED, DELETED_STREAM)
+        )
+        self.assertEqual(
+            self.store.read_event("s", 0, False, None).status, ReadStatus.STREAM_DELETED
+        )
+        self.assertEqual(
+            self.store.read_stream("$$s", 0, 10, True, False, None).status,
+            ReadStatus.STREAM_DELETED,
+        )
+        self.assertTrue(self.store.get_metadata("s", None).is_deleted)
+        self.write_fails("s", EXPECTED_ANY, events(1), StreamDeleted)
+        error = self.write_fails("s", 5, events(1), StreamDeleted)
+        self.assertIsInstance(error, StreamDeleted)
+        self.failureResultOf(self.store.delete_stream("s", EXPECTED_ANY, True, None), StreamDeleted)
+        self.failureResultOf(self.store.set_metadata("s", EXPECTED_ANY, b"{}", None), StreamDeleted)
+        all_page = self.store.read_all(-1, 1, False, False, ADMIN)
+        self.assertEqual(all_page.events[0].original.event_type, "$streamDeleted")
+        self.restart()
+        self.assertEqual(self.store.last_event_number("s"), DELETED_STREAM)
+        self.write_fails("s", EXPECTED_ANY, events(1), StreamDeleted)
+
+    def test_delete_version_checks(self) -> None:
+        self.write("s", EXPECTED_ANY, events(2))
+        d = self.store.delete_stream("s", 0, True, None)
+        self.clock.advance(0)
+        self.assertEqual(self.failureResultOf(d, WrongExpectedVersion).value.current_version, 1)
+        self.failureResultOf(
+            self.store.delete_stream("s", EXPECTED_NO_STREAM, False, None), WrongExpectedVersion
+        )
+        d = self.store.delete_stream("never", EXPECTED_ANY, False, None)
+        self.clock.advance(0)
+        self.successResultOf(d)
+        d = self.store.delete_stream("never2", EXPECTED_NO_STREAM, True, None)
+        self.clock.advance(0)
+        self.successResultOf(d)
+
+    def test_delete_refused(self) -> None:
+        self.write("s", EXPECTED_ANY, events(1))
+        self.failureResultOf(
+            self.store.delete_stream("$$s", EXPECTED_ANY, False, ADMIN), AccessDenied
+        )
+        self.failureResultOf(
+            self.store.delete_stream("$all", EXPECTED_ANY, False, ADMIN), AccessDenied
+        )
+        self.failureResultOf(self.store.delete_stream("", EXPECTED_ANY, False, ADMIN), BadRequest)
+
+
+class MetadataTests(StoreTestMixin, SynchronousTestCase):
+    def set_meta(self, stream: str, meta: dict[str, Any]) -> WriteResult:
+        d = self.store.set_metadata(stream, EXPECTED_ANY, json.dumps(meta).encode(), None)
+        return self.settle(d)  # type: ignore[no-any-return]
+
+    def test_get_set(self) -> None:
+        self.assertEqual(self.store.get_metadata("s", None).metastream_version, -1)
+        result = self.set_meta("s", {"a": 1})
+        self.assertEqual(result.first_event_number, 0)
+        meta = self.store.get_metadata("s", None)
+        self.assertEqual((meta.metastream_version, json.loads(meta.raw)), (0, {"a": 1}))
+        self.set_meta("s", {"a": 2})
+        page = self.store.read_stream("$$s", 0, 10, True, False, None)
+        self.assertEqual(numbers(page), [1])
+        self.assertEqual(page.events[0].original.event_type, "$metadata")
+
+    def test_max_count(self) -> None:
+        self.write("s", EXPECTED_ANY, events(10))
+        self.set_meta("s", {"$maxCount": 3})
+        self.assertEqual(self.store.stream_metadata("s").max_count, 3)
+        page = self.store.read_stream("s", 0, 100, True, False, None)
+        self.assertEqual(numbers(page), [7, 8, 9])
+        page = self.store.read_stream("s", 0, 2, True, False, None)
+        self.assertEqual(
+            (numbers(page), page.next_event_number, page.is_end_of_stream), ([], 7, False)
+        )
+        page = self.store.read_stream("s", -1, 100, False, False, None)
+        self.assertEqual(
+            (numbers(page), page.is_end_of_stream, page.next_event_number), ([9, 8, 7], True, -1)
+        )
+        page = self.store.read_stream("s", 5, 100, False, False, None)
+        self.assertEqual((numbers(page), page.is_end_of_stream), ([], True))
+        self.assertEqual(self.store.read_event("s", 6, False, None).status, ReadStatus.NOT_FOUND)
+
+    def test_truncate_before(self) -> None:
+        self.write("s", EXPECTED_ANY, events(10))
+        self.set_meta("s", {"$tb": 4, "$maxCount": 0})
+        page = self.store.read_stream("s", 0, 5, True, False, None)
+        self.assertEqual((numbers(page), page.next_event_number), ([4], 5))
+        page = self.store.read_stream("s", 9, 3, False, False, None)
+        self.assertEqual(
+            (numbers(page), page.next_event_number, page.is_end_of_stream), ([9, 8, 7], 6, False)
+        )
+
+    def test_max_age(self) -> None:
+        self.write("s", EXPECTED_ANY, events(2))
+        self.clock.advance(100)
+        self.write("s", EXPECTED_ANY, events(2))
+        self.set_meta("s", {"$maxAge": 50})
+        page = self.store.read_stream("s", 0, 10, True, False, None)
+        self.assertEqual(numbers(page), [2, 3])
+        self.assertEqual(self.store.read_event("s", 0, False, None).status, ReadStatus.NOT_FOUND)
+        self.clock.advance(60)
+        self.assertEqual(numbers(self.store.read_stream("s", 0, 10, True, False, None)), [])
+
+    def test_unparseable(self) -> None:
+        """
+        Non-JSON or malformed metadata counts as none.
+        """
+        self.write("s", EXPECTED_ANY, events(3))
+        self.settle(self.store.set_metadata("s", EXPECTED_ANY, b"{nope", None))
+        self.assertEqual(numbers(self.store.read_stream("s", 0, 10, True, False, None)), [0, 1, 2])
+        self.assertEqual(self.store.get_metadata("s", None).raw, b"{nope")
+        self.write(
+            "$$s", EXPECTED_ANY, [NewEvent(uuid.uuid4().bytes, "$metadata", b'{"$maxCount":1}')]
+        )
+        self.assertEqual(numbers(self.store.read_stream("s", 0, 10, True, False, None)), [0, 1, 2])
+
+    def test_cache_control(self) -> None:
+        self.set_meta("s", {"$cacheControl": 30, "$maxAge": -5})
+        meta = self.store.stream_metadata("s")
+        self.assertEqual((meta.cache_control, meta.max_age), (30, None))
+
+    def test_metadata_read_event(self) -> None:
+        """
+        Reading the last event of C{$$s} when C{s} exists without metadata
+        gives Success with no event; when neither exists, NoStream.
+        """
+        result = self.store.read_event("$$s", -1, False, None)
+        self.assertEqual(result.status, ReadStatus.NO_STREAM)
+        self.write("s", EXPECTED_ANY, events(1))
+        result = self.store.read_event("$$s", -1, False, None)
+        self.assertEqual((result.status, result.event), (ReadStatus.SUCCESS, None))
+
+    def test_metastream_metadata_refused(self) -> None:
+        self.failureResultOf(
+            self.store.set_metadata("$$s", EXPECTED_ANY, b"{}", None), AccessDenied
+        )
+
+    def test_metadata_survives_restart(self) -> None:
+        self.write("s", EXPECTED_ANY, events(5))
+        self.set_meta("s", {"$maxCount": 2})
+        self.restart()
+        self.assertEqual(numbers(self.store.read_stream("s", 0, 10, True, False, None)), [3, 4])
+
+
+def acl_meta(**ops: Any) -> bytes:
+    return json.dumps({"$acl": ops}).encode()
+
+
+class AccessTests(StoreTestMixin, SynchronousTestCase):
+    def test_anonymous_user_streams(self) -> None:
+        self.write("s", EXPECTED_ANY, events(1))
+        self.assertEqual(
+            self.store.read_stream("s", 0, 1, True, False, None).status, ReadStatus.SUCCESS
+        )
+
+    def test_system_streams_admin_only(self) -> None:
+        self.write_fails("$sys", EXPECTED_ANY, events(1), AccessDenied)
+        self.write_fails("$sys", EXPECTED_ANY, events(1), AccessDenied, ALICE)
+        self.write("$sys", EXPECTED_ANY, events(1), ADMIN)
+        page = self.store.read_stream("$sys", 0, 1, True, False, None)
+        self.assertEqual(
+            (page.status, page.next_event_number, page.last_event_number, page.is_end_of_stream),
+            (ReadStatus.ACCESS_DENIED, -1, -1, True),
+        )
+        self.assertEqual(
+            self.store.read_event("$sys", 0, False, None).status, ReadStatus.ACCESS_DENIED
+        )
+
+    def test_stream_acl(self) -> None:
+        self.write("s", EXPECTED_ANY, events(1))
+        self.settle(
+            self.store.set_metadata(
+                "s", EXPECTED_ANY, acl_meta(**{"$r": "readers", "$w": ["bob"]}), None
+            )
+        )
+        self.assertEqual(
+            self.store.read_stream("s", 0, 1, True, False, None).status, ReadStatus.ACCESS_DENIED
+        )
+        self.assertEqual(
+            self.store.read_stream("s", 0, 1, True, False, ALICE).status, ReadStatus.SUCCESS
+        )
+        self.write_fails("s", EXPECTED_ANY, events(1), AccessDenied, ALICE)
+        self.write("s", EXPECTED_ANY, events(1), Principal("bob"))
+        # $d not set: falls back to the default ($all).
+        self.settle(self.store.delete_stream("s", EXPECTED_ANY, False, None))
+
+    def test_meta_rights(self) -> None:
+        self.settle(
+            self.store.set_metadata(
+                "s", EXPECTED_ANY, acl_meta(**{"$mr": "bob", "$mw": "bob"}), None
+            )
+        )
+        self.assertRaises(AccessDenied, self.store.get_metadata, "s", None)
+        self.failureResultOf(self.store.set_metadata("s", EXPECTED_ANY, b"{}", ALICE), AccessDenied)
+        self.assertEqual(self.store.get_metadata("s", Principal("bob")).metastream_version, 0)
+        self.assertFalse(self.store.check_access(None, "$$s", "$r"))
+        self.assertTrue(self.store.check_access(Principal("bob"), "$$s", "$w"))
+
+    def test_settings_defaults(self) -> None:
+        settings = {
+            "$userStreamAcl": {"$r": "readers", "$w": "readers"},
+            "$systemStreamAcl": {"$r": "$all"},
+        }
+        self.write(
+            "$settings",
+            EXPECTED_ANY,
+            [NewEvent(uuid.uuid4().bytes, "$settings", json.dumps(settings).encode(), b"", True)],
+            ADMIN,
+        )
+        self.write_fails("s", EXPECTED_ANY, events(1), AccessDenied)
+        self.write("s", EXPECTED_ANY, events(1), ALICE)
+        self.assertEqual(
+            self.store.read_stream("s", 0, 1, True, False, None).status, ReadStatus.ACCESS_DENIED
+        )
+        self.write("$sys", EXPECTED_ANY, events(1), ADMIN)
+        self.assertEqual(
+            self.store.read_stream("$sys", 0, 1, True, False, None).status, ReadStatus.SUCCESS
+        )
+        self.assertEqual(self.store.read_all(0, 1, True, False, None).status, ReadStatus.SUCCESS)
+        self.restart()
+        self.write_fails("s", EXPECTED_ANY, events(1), AccessDenied)
+
+    def test_all_stream_acl(self) -> None:
+        self.settle(
+            self.store.set_metadata("$all", EXPECTED_ANY, acl_meta(**{"$r": "$all"}), ADMIN)
+        )
+        self.assertEqual(self.store.read_all(0, 1, True, False, None).status, ReadStatus.SUCCESS)
+
+
+class LinkTests(StoreTestMixin, SynchronousTestCase):
+    def link(self, target: str) -> NewEvent:
+        return NewEvent(uuid.uuid4().bytes, "$>", target.encode())
+
+    def test_resolve(self) -> None:
+        evs = events(2)
+        self.write("target", EXPECTED_ANY, evs)
+        self.write(
+            "links",
+            EXPECTED_ANY,
+            [self.link("1@target"), self.link("7@target"), self.link("garbage")],
+        )
+        page = self.store.read_stream("links", 0, 10, True, True, None)
+        first, missing, plain = page.events
+        assert first.event is not None and first.link is not None
+        self.assertEqual(first.event.event_id, evs[1].event_id)
+        self.assertEqual(first.link.event_number, 0)
+        self.assertEqual((missing.event, missing.original.event_number), (None, 1))
+        self.assertEqual((plain.link, plain.original.event_number), (None, 2))
+        raw = self.store.read_stream("links", 0, 10, True, False, None)
+        self.assertEqual([e.link for e in raw.events], [None, None, None])
+        single = self.store.read_event("links", 0, True, None)
+        assert single.event is not None and single.event.event is not None
+        self.assertEqual(single.event.event.stream, "target")
+
+    def test_resolve_denied(self) -> None:
+        self.write("$secret", EXPECTED_ANY, events(1), ADMIN)
+        self.write("links", EXPECTED_ANY, [self.link("0@$secret")])
+        page = self.store.read_stream("links", 0, 10, True, True, None)
+        self.assertEqual(page.status, ReadStatus.ACCESS_DENIED)
+        self.assertEqual(
+            self.store.read_stream("links", 0, 10, True, True, ADMIN).status, ReadStatus.SUCCESS
+        )
+
+    def test_resolve_in_all(self) -> None:
+        self.write("target", EXPECTED_ANY, events(1))
+        self.write("links", EXPECTED_ANY, [self.link("0@target")])
+        page = self.store.read_all(-1, 1, False, True, ADMIN)
+        resolved = page.events[0]
+        assert resolved.event is not None and resolved.link is not None
+        self.assertEqual((resolved.event.stream, resolved.link.stream), ("target", "links"))
+
+
+class TransactionTests(StoreTestMixin, SynchronousTestCase):
+    def test_commit(self) -> None:
+        tid = self.store.start_transaction("s", EXPECTED_NO_STREAM, None)
+        self.assertGreaterEqual(tid, 0)
+        self.store.transaction_write(tid, events(2), None)
+        self.store.transaction_write(tid, events(1), None)
+        self.assertEqual(self.store.last_event_number("s"), -1)
+        result = self.settle(self.store.commit_transaction(tid, None))
+        self.assertEqual((result.first_event_number, result.last_event_number), (0, 2))
+        self.failureResultOf(self.store.commit_transaction(tid, None), InvalidTransaction)
+
+    def test_wrong_version_at_commit(self) -> None:
+        tid = self.store.start_transaction("s", 5, None)
+        self.store.transaction_write(tid, events(1), None)
+        d = self.store.commit_transaction(tid, None)
+        self.clock.advance(0)
+        self.failureResultOf(d, WrongExpectedVersion)
+
+    def test_empty(self) -> None:
+        tid = self.store.start_transaction("s", EXPECTED_ANY, None)
+        result = self.settle(self.store.commit_transaction(tid, None))
+        self.assertEqual((result.first_event_number, result.last_event_number), (0, -1))
+
+    def test_errors(self) -> None:
+        self.assertRaises(InvalidTransaction, self.store.transaction_write, 99, events(1), None)
+        self.assertRaises(AccessDenied, self.store.start_transaction, "$sys", EXPECTED_ANY, None)
+        self.assertRaises(AccessDenied, self.store.start_transaction, "$all", EXPECTED_ANY, None)
+        tid = self.store.start_transaction("s", EXPECTED_ANY, None)
+        self.assertRaises(BadRequest, self.store.transaction_write, tid, [NewEvent(b"", "t")], None)
