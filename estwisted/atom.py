@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import enum
 import json
-import uuid
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Optional
 from urllib.parse import quote
 from xml.sax.saxutils import escape as _xml_escape
@@ -96,6 +96,7 @@ def parse_embed(value: Optional[str]) -> Embed:
 # -- small encodings ---------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def escape_stream(name: str) -> str:
     """
     Percent-encode a stream (or group) name for a URL path segment with
@@ -139,26 +140,32 @@ def format_ticks(ticks: int) -> str:
     if ticks <= 0:
         return EMPTY_UPDATED
     seconds, frac = divmod(ticks, 10_000_000)
-    try:
-        moment = _TICKS_EPOCH + timedelta(seconds=seconds)
-    except OverflowError:
-        return EMPTY_UPDATED
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if len(text) < 19:  # years below 1000 are not zero padded on every libc
-        text = f"{moment.year:04d}" + text[text.index("-"):]
+    text = _format_seconds(seconds)
     if frac:
         text += "." + f"{frac:07d}".rstrip("0")
     return text + "Z"
+
+
+@lru_cache(maxsize=1024)
+def _format_seconds(seconds: int) -> str:
+    try:
+        moment = _TICKS_EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        return EMPTY_UPDATED[:-1]
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
 
 
 def format_uuid(raw: bytes) -> str:
     """
     Hyphenated lower-case form of a 16-byte RFC 4122 event id.
     """
-    try:
-        return str(uuid.UUID(bytes=raw))
-    except ValueError:
-        return str(uuid.UUID(int=0))
+    if len(raw) != 16:
+        return "00000000-0000-0000-0000-000000000000"
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def media_type_hash(media_type: str) -> int:

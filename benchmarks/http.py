@@ -1,0 +1,231 @@
+# -*- test-case-name: estwisted.test.test_httpapi -*-
+"""
+HTTP benchmark of an estwisted node (http-api.md; targets in
+shared/performance.md, T5 and T12).
+
+    python benchmarks/http.py [--port HTTP_PORT] [--seconds 4] [--mem-db]
+
+Without C{--port} it starts its own node (C{twistd -n estore} through
+L{tests.harness}; on-disk database unless C{--mem-db}, so every
+acknowledged write was fsync'ed) on 127.0.0.1 and stops it at the end.
+
+Load comes from C{wrk} (Debian package C{wrk}), one thread, so the load
+client takes one of the two cores:
+
+  - single-event appends: C{POST /streams/bench-w-N} with one
+    C{application/vnd.eventstore.events+json} event of about 100 bytes of
+    data and a fresh event id per request, 1 and 64 connections;
+  - single-event reads: C{GET /streams/bench-r/7} (C{Accept:
+    application/json}), 1 and 64 connections;
+  - feed pages: C{GET /streams/bench-r/0/forward/20?embed=body} (20 events,
+    C{Accept: application/vnd.eventstore.atom+json}), 10 connections.
+
+Prints a table and writes C{benchmarks/results/http.json}.  Every run is
+bounded in time and only talks to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named like the standard library's http package: keep its
+# folder off the import path before anything imports http.client.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import base64
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any, Optional  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.harness import NodeProcess  # noqa: E402
+
+RESULTS = os.path.join(REPO, "benchmarks", "results", "http.json")
+AUTH = "Basic " + base64.b64encode(b"admin:changeit").decode()
+EVENTS_JSON = "application/vnd.eventstore.events+json"
+
+POST_LUA = r"""
+local counter = 0
+local prefix = string.format("%08x", math.random(0, 0x7fffffff))
+local data = string.rep("x", 90)
+local streams = STREAMS
+request = function()
+  counter = counter + 1
+  local id = string.format("%s-%04x-4%03x-8%03x-%012x", prefix, counter % 65536,
+    math.floor(counter / 65536) % 4096, math.random(0, 4095), counter)
+  local body = '[{"eventId":"' .. id .. '","eventType":"bench","data":{"p":"' .. data .. '"}}]'
+  local stream = "/streams/bench-w-" .. (counter % streams)
+  return wrk.format("POST", stream, nil, body)
+end
+"""
+
+
+def wrk_binary() -> Optional[str]:
+    return shutil.which("wrk")
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """
+    Requests/s, latency percentiles and error counts from wrk's output.
+    """
+    result: dict[str, Any] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    result["requests_per_s"] = float(m.group(1)) if m else 0.0
+    units = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if m:
+            result[f"p{pct}_ms"] = round(float(m.group(1)) * units[m.group(2)], 3)
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    result["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors:.*", output)
+    result["socket_errors"] = m.group(0) if m else ""
+    m = re.search(r"(\d+) requests in", output)
+    result["requests"] = int(m.group(1)) if m else 0
+    return result
+
+
+def run_wrk(
+    url: str,
+    connections: int,
+    seconds: float,
+    headers: dict[str, str],
+    script: Optional[str] = None,
+) -> dict[str, Any]:
+    wrk = wrk_binary()
+    assert wrk is not None
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    if script is not None:
+        cmd += ["-s", script]
+    cmd.append(url)
+    completed = subprocess.run(
+        cmd, capture_output=True, timeout=seconds + 30, stdin=subprocess.DEVNULL
+    )
+    output = completed.stdout.decode("utf-8", "replace")
+    result = parse_wrk(output)
+    result["connections"] = connections
+    result["seconds"] = seconds
+    return result
+
+
+def post_json(base: str, path: str, body: bytes, content_type: str = EVENTS_JSON) -> int:
+    request = urllib.request.Request(
+        base + path,
+        data=body,
+        method="POST",
+        headers={"Authorization": AUTH, "Content-Type": content_type},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def prepare(base: str) -> None:
+    """
+    A stream of 40 events of about 100 bytes for the read benchmarks.
+    """
+    events = [
+        {"eventId": str(uuid.uuid4()), "eventType": "bench", "data": {"n": i, "p": "x" * 90}}
+        for i in range(40)
+    ]
+    post_json(base, "/streams/bench-r", json.dumps(events).encode())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, help="an existing node's external HTTP port")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--mem-db", action="store_true", help="start the node with --mem-db")
+    parser.add_argument("--quick", action="store_true", help="1-second runs")
+    args = parser.parse_args()
+    if wrk_binary() is None:
+        print("wrk is not installed (apt-get install wrk); nothing measured.")
+        return 1
+    seconds = 1.0 if args.quick else args.seconds
+
+    node: Optional[NodeProcess] = None
+    tmp = tempfile.mkdtemp(prefix="estwisted-http-bench-")
+    try:
+        if args.port is None:
+            node = NodeProcess(os.path.join(tmp, "node"), mem_db=args.mem_db).start()
+            port = node.ext_http_port
+        else:
+            port = args.port
+        base = f"http://127.0.0.1:{port}"
+        prepare(base)
+        script = os.path.join(tmp, "post.lua")
+        with open(script, "w") as f:
+            f.write(POST_LUA.replace("STREAMS", "16"))
+
+        write_headers = {"Authorization": AUTH, "Content-Type": EVENTS_JSON}
+        read_headers = {"Authorization": AUTH, "Accept": "application/json"}
+        feed_headers = {
+            "Authorization": AUTH,
+            "Accept": "application/vnd.eventstore.atom+json",
+        }
+        runs: list[tuple[str, str, int, dict[str, str], Optional[str]]] = [
+            ("append_1event", base + "/streams/bench-w", 1, write_headers, script),
+            ("append_1event", base + "/streams/bench-w", 64, write_headers, script),
+            ("read_event", base + "/streams/bench-r/7", 1, read_headers, None),
+            ("read_event", base + "/streams/bench-r/7", 64, read_headers, None),
+            (
+                "read_feed_20",
+                base + "/streams/bench-r/0/forward/20?embed=body",
+                10,
+                feed_headers,
+                None,
+            ),
+        ]
+        results = []
+        print(f"{'figure':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for name, url, conns, headers, lua in runs:
+            r = run_wrk(url, conns, seconds, headers, lua)
+            r["name"] = name
+            results.append(r)
+            print(
+                f"{name:<16} {conns:>5} {r['requests_per_s']:>10.0f} "
+                f"{r.get('p50_ms', 0):>8.3f} {r.get('p99_ms', 0):>8.3f} {r['non_2xx']:>7}"
+            )
+            time.sleep(0.5)
+        document = {
+            "benchmark": "http",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "node": {
+                "storage": "memory" if args.mem_db else "disk (fsync per group commit)",
+                "own_process": args.port is None,
+            },
+            "load_client": "wrk -t1",
+            "results": results,
+            "targets": {
+                "append_1event_c64_req_per_s": 9000,
+                "read_feed_20_c10_req_per_s": 16000,
+            },
+        }
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS, "w") as f:
+            json.dump(document, f, indent=2)
+            f.write("\n")
+        print(f"written to {os.path.relpath(RESULTS, REPO)}")
+        return 0
+    finally:
+        if node is not None:
+            node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
