@@ -35,7 +35,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse  # noqa: E402
-import base64
+import base64  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
@@ -190,7 +190,8 @@ def main() -> int:
             ),
         ]
         results = []
-        print(f"{'figure':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        header = f"{'figure':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+        print(header + f" {'errors':>7}")
         for name, url, conns, headers, lua in runs:
             r = run_wrk(url, conns, seconds, headers, lua)
             r["name"] = name
