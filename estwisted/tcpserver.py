@@ -510,7 +510,9 @@ class TcpClientProtocol(Protocol):
         self._heartbeat_call = None
         if self.closed:
             return
-        if self._received != self._last_seen:
+        if self._received != self._last_seen or self._paused:
+            # While the transport is full we do not read the peer, so its
+            # silence proves nothing; the pending limits bound that state.
             self._last_seen = self._received
             self._schedule_heartbeat(self.factory.heartbeat_interval)
             return
@@ -523,7 +525,7 @@ class TcpClientProtocol(Protocol):
         self._heartbeat_call = None
         if self.closed:
             return
-        if self._received != self._last_seen:
+        if self._received != self._last_seen or self._paused:
             self._last_seen = self._received
             self._schedule_heartbeat(self.factory.heartbeat_interval)
             return

@@ -274,3 +274,108 @@ class RawProtocolTests(SynchronousTestCase):
         corr = uuid.uuid4().bytes_le
         other.sendall(_frame(0x03, corr, b"x"))
         self.assertEqual(_read_frame(other, 5), (0x04, corr, b"x"))
+
+
+def _write_request(stream: str, count: int) -> bytes:
+    """
+    A WriteEvents payload of C{count} 1 KiB JSON events (hand-encoded).
+    """
+    from estwisted import messages_pb2 as pb
+
+    message = pb.WriteEvents(event_stream_id=stream, expected_version=-2, require_master=False)
+    for _ in range(count):
+        message.events.add(
+            event_id=uuid.uuid4().bytes_le,
+            event_type="load",
+            data_content_type=1,
+            metadata_content_type=0,
+            data=b"{" + b" " * 1022 + b"}",
+        )
+    return message.SerializeToString()
+
+
+class SlowAndIdleClientTests(SynchronousTestCase):
+    """
+    Clients that stop reading, and many idle connections, do not take the
+    node down.
+    """
+
+    def setUp(self) -> None:
+        self.node = start_node(self, mem_db=True)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.node.ext_tcp_port), timeout=5)
+        self.addCleanup(sock.close)
+        return sock
+
+    def ping(self, sock: socket.socket) -> None:
+        corr = uuid.uuid4().bytes_le
+        sock.sendall(_frame(0x03, corr, b"p"))
+        package = _read_frame(sock, 10)
+        while package is not None and package[0] == 0x01:
+            sock.sendall(_frame(0x02, package[1]))
+            package = _read_frame(sock, 10)
+        self.assertEqual(package, (0x04, corr, b"p"))
+
+    def test_subscriber_that_stops_reading_is_cut_off(self) -> None:
+        from estwisted import messages_pb2 as pb
+
+        slow = self.connect()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        corr = uuid.uuid4().bytes_le
+        subscribe = pb.SubscribeToStream(event_stream_id="flood", resolve_link_tos=False)
+        slow.sendall(_frame(0xC0, corr, subscribe.SerializeToString()))
+        writer = self.connect()
+        # 16 MiB of events: more than the 10 MiB pending limit.
+        for _ in range(160):
+            wcorr = uuid.uuid4().bytes_le
+            writer.sendall(_frame(0x82, wcorr, _write_request("flood", 100)))
+            package = _read_frame(writer, 30)
+            while package is not None and package[0] == 0x01:
+                writer.sendall(_frame(0x02, package[1]))
+                package = _read_frame(writer, 30)
+            assert package is not None
+            self.assertEqual((package[0], package[1]), (0x83, wcorr))
+        # The node still serves others.
+        self.ping(writer)
+        # The slow subscriber was cut off (a zero-correlation BadRequest is
+        # queued behind what it did not read, then the connection is
+        # aborted): it never gets all 16,000 events.
+        received = 0
+        closed = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            package = _read_frame(slow, 30)
+            if package is None:
+                closed = True
+                break
+            if package[0] == 0xC2:
+                received += 1
+        self.assertTrue(closed)
+        self.assertLess(received, 16000)
+        self.assertIn("Closing a slow connection", self.node.log())
+
+    def test_a_thousand_idle_connections(self) -> None:
+        idle = []
+        for _ in range(1000):
+            idle.append(socket.create_connection(("127.0.0.1", self.node.ext_tcp_port), timeout=5))
+        try:
+            self.ping(self.connect())
+            # They get heartbeat requests and are closed after the timeout.
+            deadline = time.monotonic() + 20
+            closed = 0
+            for sock in idle:
+                remaining = max(0.1, deadline - time.monotonic())
+                try:
+                    while True:
+                        package = _read_frame(sock, remaining)
+                        if package is None:
+                            closed += 1
+                            break
+                except AssertionError:
+                    pass
+            self.assertEqual(closed, 1000)
+            self.ping(self.connect())
+        finally:
+            for sock in idle:
+                sock.close()

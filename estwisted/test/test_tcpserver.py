@@ -725,6 +725,21 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertFalse(self.client.protocol.closed)
         self.assertNotIn(C.HeartbeatRequestCommand, [p.command for p in self.client.replies()])
 
+    def test_paused_connection_is_not_timed_out(self) -> None:
+        """
+        While the transport is full the peer is not read, so its silence
+        does not count.
+        """
+        clock = self.node.clock
+        self.client.protocol.pauseProducing()
+        for _ in range(10):
+            clock.advance(1.0)
+        self.assertFalse(self.client.protocol.closed)
+        self.client.protocol.resumeProducing()
+        for _ in range(6):
+            clock.advance(1.0)
+        self.assertTrue(self.client.protocol.closed)
+
     def test_timers_cancelled_on_close(self) -> None:
         self.client.protocol.connectionLost()
         self.assertEqual(self.node.clock.getDelayedCalls(), [])
