@@ -156,6 +156,15 @@ class NodeEventStoreClientTests(ClientScriptMixin, SynchronousTestCase):
         self.assertGreater(result["reconnects"], 0)
 
 
+    def test_persistent_subscription_right_after_restart(self) -> None:
+        node = start_node(self)
+        stream = f"prestart-{uuid.uuid4().hex}"
+        self.run_js(node, "persistent_restart.js", "before", stream)
+        node.restart()
+        result = self.run_js(node, "persistent_restart.js", "after", stream)
+        self.assertEqual(result["received"], 10)
+
+
 class NodeEventStoreClient21Tests(ClientScriptMixin, SynchronousTestCase):
     """
     node-eventstore-client 21.10.1: the proto3 generation, which leaves out

@@ -51,13 +51,16 @@ async function main() {
     };
   }
   const failures_ = [];
+  // Events 0..9 are history when the consumers connect; 10..19 arrive live,
+  // one by one, while the history is being delivered.
+  const history = [];
+  for (let n = 0; n < 10; n++) history.push(jsonEvent({ n }));
+  await conn.appendToStream(s, client.expectedVersion.any, history);
   const a = await conn.connectToPersistentSubscription(s, group, handler('A'), null, null, 10, false);
   const conn2 = connect();
   await conn2.connect();
   const b = await conn2.connectToPersistentSubscription(s, group, handler('B'), null, null, 10, false);
-  const batch = [];
-  for (let n = 0; n < 20; n++) batch.push(jsonEvent({ n }));
-  await conn.appendToStream(s, client.expectedVersion.any, batch);
+  for (let n = 10; n < 20; n++) await conn.appendToStream(s, client.expectedVersion.any, jsonEvent({ n }));
   await waitFor(() => acked.size >= 18 && (deliveries[7] || []).length >= 3, 15000, 'deliveries');
   await sleep(500);
   const consumers = new Set();
