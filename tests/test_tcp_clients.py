@@ -155,7 +155,6 @@ class NodeEventStoreClientTests(ClientScriptMixin, SynchronousTestCase):
         self.assertEqual(result["events"], 300)
         self.assertGreater(result["reconnects"], 0)
 
-
     def test_persistent_subscription_right_after_restart(self) -> None:
         node = start_node(self)
         stream = f"prestart-{uuid.uuid4().hex}"
