@@ -565,20 +565,31 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+#: One reused reply message: filling four fields of an existing message and
+#: serialising it is about twice as fast as building a new one (the write
+#: hot path).  Safe because encoding is synchronous.
+_WRITE_OK = pb.WriteEventsCompleted(
+    result=pb.Success,
+    first_event_number=0,
+    last_event_number=0,
+    prepare_position=0,
+    commit_position=0,
+    current_version=-1,
+)
+
+
 def write_completed_success(
     first_event_number: int, last_event_number: int, position: int
 ) -> bytes:
     """
     Encode a successful C{WriteEventsCompleted} payload.
     """
-    return pb.WriteEventsCompleted(
-        result=pb.Success,
-        first_event_number=first_event_number,
-        last_event_number=last_event_number,
-        prepare_position=position,
-        commit_position=position,
-        current_version=-1,
-    ).SerializePartialToString()
+    message = _WRITE_OK
+    message.first_event_number = first_event_number
+    message.last_event_number = last_event_number
+    message.prepare_position = position
+    message.commit_position = position
+    return message.SerializePartialToString()
 
 
 def write_completed_failure(result: int, message: str, current_version: int = -1) -> bytes:
