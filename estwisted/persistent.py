@@ -374,6 +374,7 @@ class _Group:
         self._processed_since_checkpoint = 0
         self._checkpoint_writing = False
         self._checkpoint_again = False
+        self._checkpoint_waiters: list[Deferred[None]] = []
         self._timer: Optional[IDelayedCall] = None
         self._checkpoint_timer: Optional[IDelayedCall] = None
         self._pump_call: Optional[IDelayedCall] = None
@@ -493,6 +494,9 @@ class _Group:
                 if head.state == _DONE:
                     queue.popleft()
                     continue
+                if head.event_id in self.in_flight:
+                    # The same event id twice in the stream: one at a time.
+                    break
                 consumer = self._choose()
                 if consumer is None:
                     return
@@ -510,6 +514,9 @@ class _Group:
                 break
             message = queue.popleft()
             if message.state == _DONE:
+                continue
+            if message.event_id in self.in_flight:
+                kept.append(message)
                 continue
             key = _source_stream(message.event).encode("utf-8")
             consumer = consumers[zlib.crc32(key) % len(consumers)]
@@ -694,6 +701,9 @@ class _Group:
                     message = queue.popleft()
                     if message.state == _DONE:
                         continue
+                    if message.event_id in self.in_flight:
+                        queue.appendleft(message)
+                        break
                     self._send(message, consumer)
                     handed.append((message.event, message.retry_count))
             if len(handed) >= count:
@@ -733,18 +743,21 @@ class _Group:
         if self.active and self._processed_since_checkpoint >= self.settings.checkpoint_min_count:
             self.write_checkpoint()
 
-    def write_checkpoint(self, force: bool = False) -> Deferred[None]:
+    def write_checkpoint(self) -> Deferred[None]:
         """
         Append the current checkpoint to the checkpoint stream if it moved.
+        One write at a time: a request during a write is served by one more
+        write after it, and the returned Deferred fires when that is done.
         """
-        value = self.checkpoint_value()
-        if not force and self.last_checkpoint is not None and value <= self.last_checkpoint:
-            self._processed_since_checkpoint = 0
-            return succeed(None)
+        self._processed_since_checkpoint = 0
         if self._checkpoint_writing:
             self._checkpoint_again = True
+            waiter: Deferred[None] = Deferred()
+            self._checkpoint_waiters.append(waiter)
+            return waiter
+        value = self.checkpoint_value()
+        if self.last_checkpoint is not None and value <= self.last_checkpoint:
             return succeed(None)
-        self._processed_since_checkpoint = 0
         self._checkpoint_writing = True
         written = self.owner._write_checkpoint(self.stream, self.name, value)
 
@@ -755,15 +768,33 @@ class _Group:
         def failed(failure: Failure) -> None:
             _log.failure("could not write the checkpoint of {key}", failure, key=self.key)
 
+        def release(_: object, waiter: Deferred[None]) -> None:
+            waiter.callback(None)
+
         def finally_(_: object) -> None:
             self._checkpoint_writing = False
-            if self._checkpoint_again and self.active:
+            waiters, self._checkpoint_waiters = self._checkpoint_waiters, []
+            if self._checkpoint_again:
                 self._checkpoint_again = False
-                self.write_checkpoint()
+                follow_up = self.write_checkpoint()
+            else:
+                follow_up = succeed(None)
+            for waiter in waiters:
+                follow_up.addBoth(release, waiter)
 
         written.addCallbacks(done, failed)
         written.addBoth(finally_)
         return written
+
+    def abandon_checkpoints(self) -> None:
+        """
+        The group was deleted or replaced: no follow-up checkpoint write may
+        land after its successor's.
+        """
+        self._checkpoint_again = False
+        waiters, self._checkpoint_waiters = self._checkpoint_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def close(self, reason: DropReason) -> None:
         """
@@ -992,6 +1023,7 @@ class PersistentSubscriptions:
         resume = old.checkpoint_value()
         self._remove_group(old)
         old.close(DropReason.UNSUBSCRIBED)
+        old.abandon_checkpoints()
         new = _Group(self, stream, group, settings, resume + 1, resume)
         self._add_group(new)
         writes = [self._write_checkpoint(stream, group, resume), self._write_config(principal)]
@@ -1013,6 +1045,7 @@ class PersistentSubscriptions:
             )
         self._remove_group(old)
         old.close(DropReason.UNSUBSCRIBED)
+        old.abandon_checkpoints()
         return self._write_config(principal)
 
     # -- consumers ----------------------------------------------------------

@@ -214,7 +214,10 @@ class VolatileSubscription:
     def _deliver(self, record: EventRecord) -> None:
         if not self.active:
             return
-        event = resolve_record(self._hub.store, record, self.resolve_links, self.principal)
+        if self.resolve_links and record.event_type == LINK_EVENT_TYPE:
+            event = resolve_record(self._hub.store, record, True, self.principal)
+        else:
+            event = ResolvedEvent(record)
         try:
             self.subscriber.event_appeared(event, record.position)
         except Exception:
