@@ -23,6 +23,7 @@ writes use C{pwrite} on the file descriptor.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
@@ -60,8 +61,6 @@ def storage_error(e: OSError, what: str) -> StorageError:
     """
     Turn an C{OSError} into L{DiskFull} or L{StorageError}.
     """
-    import errno
-
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"{what}: disk full ({e.strerror})")
     return StorageError(f"{what}: {e}")
@@ -137,7 +136,7 @@ class Chunk:
         self.walked_count = 0
 
     @classmethod
-    def create(cls, directory: str, number: int, chunk_size: int) -> Chunk:
+    def create(cls, directory: str, number: int, chunk_size: int, dsync: bool = False) -> Chunk:
         """
         Create and preallocate a new chunk file (temporary file, fsync, rename,
         fsync of the directory).
@@ -157,6 +156,10 @@ class Chunk:
             os.fsync(fd)
             os.rename(tmp, path)
             fsync_directory(directory)
+            if dsync:
+                os.close(fd)
+                fd = -1
+                fd = os.open(path, os.O_RDWR | os.O_DSYNC)
         except OSError as e:
             if fd >= 0:
                 os.close(fd)
@@ -168,14 +171,15 @@ class Chunk:
         return cls(path, number, chunk_size, fd)
 
     @classmethod
-    def open(cls, path: str, writable: bool) -> Chunk:
+    def open(cls, path: str, writable: bool, dsync: bool = False) -> Chunk:
         """
         Open an existing chunk and check its header and footer.
 
         @raise StorageError: unreadable or not a chunk file.
         """
         try:
-            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+            flags = (os.O_RDWR | (os.O_DSYNC if dsync else 0)) if writable else os.O_RDONLY
+            fd = os.open(path, flags)
         except OSError as e:
             raise storage_error(e, f"cannot open {path}") from e
         try:
@@ -218,7 +222,9 @@ class Chunk:
     def zero_from(self, local: int) -> int:
         """
         Overwrite with zeros every non-zero block of the data area from
-        C{local} on, and the footer; then sync.
+        C{local} on, and the footer; then sync.  Only regions the file
+        system reports as data are read (C{SEEK_DATA}: preallocated,
+        never-written space is skipped).
 
         @return: the number of bytes overwritten.
         """
@@ -226,17 +232,28 @@ class Chunk:
         zeros = bytes(block)
         written = 0
         start = HEADER_SIZE + local
-        end = HEADER_SIZE + self.chunk_size + FOOTER_SIZE
-        view = self.view
+        end = file_size(self.chunk_size)
+        fd = self.fd
         while start < end:
-            stop = min(end, (start // block + 1) * block)
-            n = stop - start
-            if bytes(view[start:stop]) != zeros[:n]:
-                os.pwrite(self.fd, zeros[:n], start)
-                written += n
-            start = stop
+            try:
+                start = os.lseek(fd, start, os.SEEK_DATA)
+                stop_data = os.lseek(fd, start, os.SEEK_HOLE)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                stop_data = end
+            if start >= end:
+                break
+            stop_data = min(stop_data, end)
+            while start < stop_data:
+                stop = min(stop_data, (start // block + 1) * block)
+                n = stop - start
+                if os.pread(fd, n, start) != zeros[:n]:
+                    os.pwrite(fd, zeros[:n], start)
+                    written += n
+                start = stop
         if written:
-            os.fdatasync(self.fd)
+            os.fdatasync(fd)
         self.data_size = None
         return written
 

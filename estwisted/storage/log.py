@@ -5,16 +5,20 @@ L{ChunkedLog}: the durable L{IEventLog} in chunk files.
 Durability
 ==========
 L{ChunkedLog.flush} writes every buffered record with one joined C{pwrite}
-per chunk touched, then C{fdatasync}s the chunk, and only then stores the new
-end in C{writer.chk}.  By default C{writer.chk} is written (one C{pwrite},
-which survives a process crash) but synced only every
-C{checkpoint_sync_bytes} of log, at chunk rollover and at close: a second
-C{fdatasync} per flush would halve the single-appender rate on this
+per chunk touched, then C{fdatasync}s the chunk (or, with C{dsync=True},
+writes through a descriptor opened with C{O_DSYNC}, one system call
+instead of two), and only then may store the new end in C{writer.chk}.
+By default C{writer.chk} is written (one C{pwrite}, which survives a
+process crash) only after C{checkpoint_write_bytes} of new log, and synced
+only every C{checkpoint_sync_bytes}, at chunk rollover and at close: a
+second C{fdatasync} per flush would halve the single-appender rate on this
 machine.  That is safe because recovery does not trust the checkpoint to be
 the end: it reads on from the checkpoint and keeps every intact record
 (length prefix and suffix, CRC, the record's own position) up to the first
 one that is not, so a record whose flush returned is never lost, even if the
-checkpoint file lagged behind.
+checkpoint file lagged behind.  C{sync_checkpoint=True} restores the
+textbook order (data sync, then checkpoint write and sync on every
+flush).
 
 Recovery on open
 ================
@@ -102,6 +106,9 @@ class ChunkedLog:
     @param sync_checkpoint: sync C{writer.chk} on every flush (two
         C{fdatasync}s per flush instead of one; see the module docstring).
     @param checkpoint_sync_bytes: otherwise, sync it after this much log.
+    @param checkpoint_write_bytes: and write it after this much log.
+    @param dsync: write through an C{O_DSYNC} descriptor instead of calling
+        C{fdatasync} after each write.
     @ivar recovery: what the last open did, for tests and reports.
     """
 
@@ -111,6 +118,8 @@ class ChunkedLog:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         sync_checkpoint: bool = False,
         checkpoint_sync_bytes: int = 64 * 1024 * 1024,
+        checkpoint_write_bytes: int = 1024 * 1024,
+        dsync: bool = False,
     ) -> None:
         if chunk_size < MIN_CHUNK_SIZE:
             raise ValueError(f"chunk size {chunk_size} is below {MIN_CHUNK_SIZE}")
@@ -118,6 +127,8 @@ class ChunkedLog:
         self.chunk_size = chunk_size
         self._sync_checkpoint = sync_checkpoint
         self._checkpoint_sync_bytes = checkpoint_sync_bytes
+        self._checkpoint_write_bytes = 0 if sync_checkpoint else checkpoint_write_bytes
+        self._dsync = dsync
         self._chunks: list[Chunk] = []
         self._failed: Optional[str] = None
         self._closed = False
@@ -179,7 +190,7 @@ class ChunkedLog:
                 raise StorageError(
                     f"{path}: writer checkpoint is {chk.writer.value} but there are no chunks"
                 )
-            self._chunks.append(Chunk.create(path, 0, self.chunk_size))
+            self._chunks.append(Chunk.create(path, 0, self.chunk_size, self._dsync))
             self._end_chunk = 0
             self._end_local = 0
             self.end_position = 0
@@ -202,12 +213,13 @@ class ChunkedLog:
             )
             self.chunk_size = existing_size
         for i, name in enumerate(names):
-            chunk = Chunk.open(os.path.join(path, name), writable=True)
+            chunk = Chunk.open(os.path.join(path, name), writable=True, dsync=self._dsync)
             self._chunks.append(chunk)
             if chunk.number != i or chunk.chunk_size != self.chunk_size:
                 raise StorageError(f"{path}/{name}: header says chunk {chunk.number}")
         self._recover()
-        return False
+        # a database whose creation was interrupted before its first record
+        return self.end_position == 0
 
     def _scan_chunk(self, chunk: Chunk, local: int) -> int:
         """
@@ -254,7 +266,7 @@ class ChunkedLog:
                     c += 1
                     local = 0
                     if c == len(chunks):
-                        chunks.append(Chunk.create(self.path, c, size))
+                        chunks.append(Chunk.create(self.path, c, size, self._dsync))
                         break
                     continue
                 if local < chunk.data_size:
@@ -418,7 +430,7 @@ class ChunkedLog:
         try:
             for number, _, _ in segments:
                 if number == len(self._chunks):
-                    chunk = Chunk.create(self.path, number, self.chunk_size)
+                    chunk = Chunk.create(self.path, number, self.chunk_size, self._dsync)
                     self._chunks.append(chunk)
                     created.append(chunk)
             for number, start, frames in segments:
@@ -432,7 +444,8 @@ class ChunkedLog:
                 if number in rollovers:
                     completed.append(chunk)
                     chunk.complete(rollovers[number])
-                os.fdatasync(chunk.fd)
+                if not self._dsync:
+                    os.fdatasync(chunk.fd)
         except (OSError, StorageError) as e:
             self._roll_back(created, written, completed)
             self.discard()
@@ -446,14 +459,16 @@ class ChunkedLog:
             chunk.release_fd()
         self._reset_buffer()
         writer = self._writer
+        end = self.end_position
         try:
-            writer.write(self.end_position)
-            if (
-                self._sync_checkpoint
-                or completed
-                or self.end_position - writer.synced_value >= self._checkpoint_sync_bytes
-            ):
-                writer.sync()
+            if completed or end - writer.value >= self._checkpoint_write_bytes:
+                writer.write(end)
+                if (
+                    self._sync_checkpoint
+                    or completed
+                    or end - writer.synced_value >= self._checkpoint_sync_bytes
+                ):
+                    writer.sync()
         except OSError as e:
             # the records are durable and recovery finds them past the
             # checkpoint; report the failure all the same

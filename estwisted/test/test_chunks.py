@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.errors import CorruptRecord, DiskFull, StorageError
+from estwisted.model import FLAG_SYSTEM
 from estwisted.storage import chunks
 from estwisted.storage.checkpoints import FileCheckpoint
 from estwisted.storage.chunks import HEADER_SIZE, Chunk
@@ -360,6 +361,16 @@ class RecoveryTests(ChunkedLogTestBase):
         again.flush()
         self.assertEqual(self.positions(again), positions[:12] + [p])
 
+    def test_interrupted_creation(self) -> None:
+        """
+        A database whose creation stopped after its first chunk file still
+        gets its system record at 0 on the next open.
+        """
+        Chunk.create(self.path, 0, CHUNK).close()
+        log = self.open()
+        self.assertGreater(log.end_position, 0)
+        self.assertTrue(log.read(0).flags & FLAG_SYSTEM)
+
     def test_missing_chunk(self) -> None:
         log = self.open()
         [_append(log, i, size=3000) for i in range(10)]
@@ -406,13 +417,14 @@ class FailedWriteTests(ChunkedLogTestBase):
         kept = [_append(log, i) for i in range(3)]
         log.flush()
         end = log.end_position
+        checkpoint = log.checkpoints.writer.value  # type: ignore[union-attr]
         calls = self._fail("pwrite", lambda args: len(args[1]) > 100, times=1)
         [_append(log, i) for i in range(3, 6)]
         self.assertRaises(DiskFull, log.flush)
         self.assertEqual(calls, [1])
         self.assertEqual((log.end_position, log.pending_position), (end, end))
         self.assertEqual(self.positions(log), kept)
-        self.assertEqual(log.checkpoints.writer.value, end)  # type: ignore[union-attr]
+        self.assertEqual(log.checkpoints.writer.value, checkpoint)  # type: ignore[union-attr]
         self.unpatch()
         more = [_append(log, i) for i in range(6, 8)]
         log.flush()

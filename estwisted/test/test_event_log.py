@@ -312,3 +312,22 @@ class ChunkedLogTests(EventLogTestsMixin, SynchronousTestCase):
 
 class ChunkedLogLargeChunkTests(ChunkedLogTests):
     chunk_size = 1 << 20
+
+
+class ChunkedLogDsyncTests(ChunkedLogTests):
+    """
+    The same with C{O_DSYNC} writes and the checkpoint synced every flush.
+    """
+
+    def make_log(self) -> ChunkedLog:
+        path = tempfile.mkdtemp(prefix="estw-log-")
+        self.addCleanup(shutil.rmtree, path, True)
+        log = ChunkedLog(path, chunk_size=self.chunk_size, dsync=True, sync_checkpoint=True)
+        self.addCleanup(log.close)
+        return log
+
+    def reopen(self, log: Any) -> ChunkedLog:
+        log.close()
+        again = ChunkedLog(log.path, chunk_size=self.chunk_size, dsync=True, sync_checkpoint=True)
+        self.addCleanup(again.close)
+        return again
