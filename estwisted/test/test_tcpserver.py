@@ -745,6 +745,41 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertEqual(self.node.clock.getDelayedCalls(), [])
 
 
+class HeartbeatPropertyTests(SynchronousTestCase):
+    """
+    The heartbeat state machine under random traffic: a connection is never
+    closed while its peer was heard from within C{interval + timeout}, and a
+    silent peer is always closed within C{2 * interval + timeout}.
+    """
+
+    @settings(max_examples=40)
+    @given(st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=30))
+    def test_close_only_after_silence(self, steps: list[tuple[int, bool]]) -> None:
+        node = Node()
+        client = Client(node)
+        protocol = client.protocol
+        clock = node.clock
+        tick = 0.1
+        interval, timeout = 2.0, 1.0
+        last_heard = clock.seconds()
+        for ticks, talk in steps:
+            for _ in range(ticks):
+                clock.advance(tick)
+                silence = clock.seconds() - last_heard
+                if protocol.closed:
+                    self.assertGreaterEqual(silence, interval + timeout - 1e-6)
+                    return
+                self.assertLess(silence, 2 * interval + timeout + 2 * tick)
+            if talk:
+                client.send(C.HeartbeatResponseCommand)
+                last_heard = clock.seconds()
+            client.transport.clear()
+        # Finally stay silent: the connection must be closed in time.
+        for _ in range(int((2 * interval + timeout) / tick) + 3):
+            clock.advance(tick)
+        self.assertTrue(protocol.closed)
+
+
 class BackpressureTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.node = Node()
