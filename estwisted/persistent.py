@@ -429,6 +429,9 @@ class _Group:
     def _fill(self) -> None:
         settings = self.settings
         room = settings.buffer_size - len(self.buffer)
+        if self.buffer and room < min(settings.read_batch_size, settings.buffer_size):
+            # Read in batches, not one event per freed slot.
+            return
         guard = 0
         while room > 0 and not self.caught_up and guard < 1000:
             guard += 1
