@@ -1,0 +1,595 @@
+# -*- test-case-name: estwisted.test.test_elections -*-
+"""
+A deterministic in-memory cluster: N nodes, each running the pure gossip
+machine (L{estwisted.gossip.GossipMachine}) and election machine
+(L{estwisted.elections.ElectionMachine}) under a minimal node controller,
+connected by a simulated network that can drop, duplicate, delay (and so
+reorder) messages and be partitioned, all driven by one fake clock and one
+seeded L{random.Random}.  The same seed and the same calls give the same
+run.
+
+The controller is the part of cluster.md section 1.4 that elections need:
+
+  - at start a voting node is Unknown and starts elections;
+  - L{LeaderElected} makes the leader Master (with a new epoch) and every
+    other node Slave of it (PreReplica/CatchingUp are skipped: there is no
+    data to replicate here);
+  - a replica sends a heartbeat to its leader every
+    L{ClusterSimulator.heartbeat_interval}; if one stays unanswered for
+    L{ClusterSimulator.heartbeat_timeout} the replication link is "lost" and
+    the leader is marked dead in its table, as v5's C{VNodeConnectionLost}
+    does;
+  - a Master that has heard from fewer than C{ClusterSize // 2} replicas in
+    the last L{ClusterSimulator.no_quorum_timeout} seconds becomes Unknown
+    and starts elections (v5's no-quorum rule);
+  - gossip triggers elections through L{estwisted.elections.needs_election};
+  - the heartbeat answer carries the leader's log position and last epoch,
+    which the replica takes over: that is all the "replication" there is;
+  - a read-only replica runs only gossip, and follows the single alive
+    Master it sees.
+
+Every decision is recorded in L{ClusterSimulator.decisions} so tests can
+check safety (one leader per view) after the fact.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional, Union
+
+from attrs import define, evolve, field, frozen
+
+from estwisted.elections import (
+    BecomeLeader,
+    Broadcast,
+    Effect,
+    ElectionMachine,
+    ElectionsTimedOut,
+    GossipUpdated,
+    LeaderElected,
+    Message,
+    ScheduleTimeout,
+    SendTo,
+    SendViewChangeProof,
+    StartElections,
+    StepDown,
+    needs_election,
+)
+from estwisted.gossip import (
+    ClusterInfo,
+    Endpoint,
+    GossipMachine,
+    GossipSettings,
+    MemberInfo,
+    VNodeState,
+)
+
+#: Start of simulated time (a plausible Unix time, so gossip timestamps look
+#: real).
+EPOCH = 1_700_000_000.0
+
+
+@frozen
+class Faults:
+    """
+    How the network misbehaves.  Every message is dropped with probability
+    C{drop}; a message that gets through is delivered once more with
+    probability C{duplicate}; each delivery is delayed uniformly between
+    C{min_delay} and C{max_delay} seconds, so messages overtake each other.
+    """
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    min_delay: float = 0.001
+    max_delay: float = 0.02
+
+
+#: A well-behaved network.
+RELIABLE = Faults()
+
+
+@frozen
+class GossipRequest:
+    info: ClusterInfo
+
+
+@frozen
+class GossipReply:
+    info: ClusterInfo
+
+
+@frozen
+class Heartbeat:
+    """
+    Replica to leader over the (simulated) replication link.
+    """
+
+    sent_at: float
+
+
+@frozen
+class HeartbeatReply:
+    """
+    The leader's answer, with its log position and last epoch: the replica
+    "replicates" by taking them over (the simulation has no log).
+    """
+
+    sent_at: float
+    leader: MemberInfo
+
+
+Payload = Union[GossipRequest, GossipReply, Heartbeat, HeartbeatReply, Message]
+
+
+@frozen
+class Decision:
+    """
+    Node C{node} decided C{leader} in C{view} at C{time}.
+    """
+
+    time: float
+    node: uuid.UUID
+    view: int
+    leader: uuid.UUID
+
+
+@define
+class SimNode:
+    """
+    One simulated node.
+
+    @ivar state: the controller's node state.
+    @ivar leader_id: the leader this node follows (replicas).
+    @ivar heartbeats: when each replica last reached this node while it was
+        Master.
+    """
+
+    own: MemberInfo
+    gossip: GossipMachine
+    elections: Optional[ElectionMachine]
+    state: VNodeState
+    leader_id: Optional[uuid.UUID] = None
+    crashed: bool = False
+    pending_heartbeat: Optional[float] = None
+    heartbeats: dict[uuid.UUID, float] = field(factory=dict)
+    master_since: Optional[float] = None
+    had_quorum_at: float = 0.0
+
+    @property
+    def instance_id(self) -> uuid.UUID:
+        return self.own.instance_id
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.own.internal_http
+
+    @property
+    def is_read_only(self) -> bool:
+        return self.own.is_read_only_replica
+
+
+def make_member(
+    index: int,
+    instance_id: uuid.UUID,
+    *,
+    read_only: bool = False,
+    epoch_number: int = 0,
+    writer_checkpoint: int = 0,
+    last_commit_position: Optional[int] = None,
+    node_priority: int = 0,
+) -> MemberInfo:
+    """
+    The record of simulated node C{index}: every endpoint on 127.0.0.C{index+1}
+    with the default ports.
+    """
+    host = f"127.0.0.{index + 1}"
+    commit = writer_checkpoint if last_commit_position is None else last_commit_position
+    return MemberInfo(
+        instance_id=instance_id,
+        timestamp=EPOCH,
+        state=VNodeState.Initializing,
+        is_alive=True,
+        internal_tcp=Endpoint(host, 1112),
+        external_tcp=Endpoint(host, 1113),
+        internal_http=Endpoint(host, 2112),
+        external_http=Endpoint(host, 2113),
+        last_commit_position=commit,
+        writer_checkpoint=writer_checkpoint,
+        chaser_checkpoint=writer_checkpoint,
+        epoch_position=max(writer_checkpoint - 100, -1) if epoch_number >= 0 else -1,
+        epoch_number=epoch_number,
+        epoch_id=uuid.UUID(int=epoch_number + 1) if epoch_number >= 0 else uuid.UUID(int=0),
+        node_priority=node_priority,
+        is_read_only_replica=read_only,
+    )
+
+
+@define
+class ClusterSimulator:
+    """
+    N nodes, one network, one clock.
+
+    Build with L{ClusterSimulator.build}, then L{start} and L{run_for};
+    change the network with L{set_faults}, L{partition}, L{heal}, L{crash}.
+    """
+
+    cluster_size: int
+    rng: random.Random
+    gossip_settings: GossipSettings = GossipSettings()
+    election_timeout: float = 1.0
+    heartbeat_interval: float = 0.5
+    heartbeat_timeout: float = 1.0
+    no_quorum_timeout: float = 3.0
+    now: float = EPOCH
+    faults: Faults = RELIABLE
+    nodes: list[SimNode] = field(factory=list)
+    decisions: list[Decision] = field(factory=list)
+    delivered: int = 0
+    _groups: Optional[dict[Endpoint, int]] = None
+    _queue: list[tuple[float, int, str, Any]] = field(factory=list)
+    _seq: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        members: Sequence[MemberInfo],
+        *,
+        cluster_size: Optional[int] = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> ClusterSimulator:
+        """
+        A cluster of the given members; every node has every other node as
+        a gossip seed.  C{cluster_size} defaults to the number of voting
+        (not read-only) members.
+        """
+        voters = sum(1 for m in members if not m.is_read_only_replica)
+        sim = cls(cluster_size=cluster_size or voters, rng=random.Random(seed), **kwargs)
+        seeds = [m.internal_http for m in members]
+        for m in members:
+            own = evolve(
+                m,
+                state=(
+                    VNodeState.ReadOnlyLeaderless if m.is_read_only_replica else VNodeState.Unknown
+                ),
+                timestamp=sim.now,
+            )
+            gossip = GossipMachine.start(
+                own, [s for s in seeds if s != own.internal_http], sim.now, sim.gossip_settings
+            )
+            elections = None
+            if not m.is_read_only_replica:
+                elections = ElectionMachine(
+                    own=own, cluster_size=sim.cluster_size, timeout=sim.election_timeout
+                )
+            sim.nodes.append(SimNode(own=own, gossip=gossip, elections=elections, state=own.state))
+        return sim
+
+    @classmethod
+    def random_cluster(
+        cls, voters: int, read_only: int = 0, *, seed: int = 0, **kwargs: Any
+    ) -> ClusterSimulator:
+        """
+        C{voters} voting nodes with random data (epoch 0-2, positions,
+        priorities) and C{read_only} read-only replicas.
+        """
+        rng = random.Random(seed ^ 0x5EED)
+        members = []
+        for i in range(voters + read_only):
+            writer = rng.randrange(0, 5) * 1000
+            members.append(
+                make_member(
+                    i,
+                    uuid.UUID(int=rng.getrandbits(128)),
+                    read_only=i >= voters,
+                    epoch_number=rng.randrange(0, 3),
+                    writer_checkpoint=writer,
+                    node_priority=rng.randrange(0, 2),
+                )
+            )
+        return cls.build(members, cluster_size=voters, seed=seed, **kwargs)
+
+    # -- the world --
+
+    def node(self, key: Union[int, uuid.UUID, Endpoint]) -> SimNode:
+        if isinstance(key, int):
+            return self.nodes[key]
+        for n in self.nodes:
+            if n.instance_id == key or n.endpoint == key:
+                return n
+        raise KeyError(key)
+
+    def set_faults(self, faults: Faults) -> None:
+        self.faults = faults
+
+    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+        """
+        Only nodes in the same group can talk; nodes in no group talk to
+        nobody.  Messages in flight across the cut are lost.
+        """
+        self._groups = {}
+        for g, members in enumerate(groups):
+            for i in members:
+                self._groups[self.nodes[i].endpoint] = g
+
+    def heal(self) -> None:
+        self._groups = None
+
+    def crash(self, index: int) -> None:
+        """
+        Stop a node for good: it handles nothing more and sends nothing.
+        """
+        self.nodes[index].crashed = True
+
+    def can_talk(self, a: Endpoint, b: Endpoint) -> bool:
+        if self._groups is None:
+            return True
+        ga, gb = self._groups.get(a), self._groups.get(b)
+        return ga is not None and ga == gb
+
+    def _push(self, at: float, kind: str, data: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, data))
+
+    def send(self, src: Endpoint, dst: Endpoint, payload: Payload) -> None:
+        """
+        Put a message on the network, subject to the current faults.
+        """
+        if not self.can_talk(src, dst) or self.rng.random() < self.faults.drop:
+            return
+        copies = 2 if self.rng.random() < self.faults.duplicate else 1
+        for _ in range(copies):
+            delay = self.rng.uniform(self.faults.min_delay, self.faults.max_delay)
+            self._push(self.now + delay, "deliver", (src, dst, payload))
+
+    # -- running --
+
+    def start(self) -> None:
+        """
+        Start every node: gossip rounds begin at a random offset and voting
+        nodes start elections.
+        """
+        for i, n in enumerate(self.nodes):
+            self._push(self.now + self.rng.uniform(0, 0.1), "gossip", i)
+            self._push(self.now + self.rng.uniform(0, self.heartbeat_interval), "controller", i)
+            if n.elections is not None:
+                self._run_effects(i, n.elections.handle(StartElections(), self.now))
+
+    def run_until(self, t: float) -> None:
+        """
+        Process everything due up to time C{t} (absolute), then set the clock
+        to C{t}.
+        """
+        while self._queue and self._queue[0][0] <= t:
+            at, _, kind, data = heapq.heappop(self._queue)
+            self.now = at
+            getattr(self, "_do_" + kind)(data)
+        self.now = t
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    # -- handlers --
+
+    def _do_deliver(self, data: tuple[Endpoint, Endpoint, Payload]) -> None:
+        src, dst, payload = data
+        if not self.can_talk(src, dst):
+            return
+        target = self.node(dst)
+        if target.crashed:
+            return
+        self.delivered += 1
+        i = self.nodes.index(target)
+        if isinstance(payload, GossipRequest):
+            reply, result = target.gossip.on_gossip(payload.info, self.now)
+            if result.rejected is None:
+                self.send(dst, src, GossipReply(reply))
+            self._gossip_changed(i)
+        elif isinstance(payload, GossipReply):
+            target.gossip.on_response(src, payload.info, self.now)
+            self._gossip_changed(i)
+        elif isinstance(payload, Heartbeat):
+            if target.state is VNodeState.Master:
+                sender = self.node(src)
+                if not sender.is_read_only:
+                    target.heartbeats[sender.instance_id] = self.now
+                self.send(dst, src, HeartbeatReply(payload.sent_at, target.own))
+        elif isinstance(payload, HeartbeatReply):
+            if target.pending_heartbeat == payload.sent_at:
+                target.pending_heartbeat = None
+                if target.leader_id == payload.leader.instance_id:
+                    self._replicate(i, payload.leader)
+        elif target.elections is not None:
+            self._run_effects(i, target.elections.handle(payload, self.now))
+
+    def _do_gossip(self, i: int) -> None:
+        n = self.nodes[i]
+        if n.crashed:
+            return
+        n.gossip.check_timeouts(self.now)
+        send, delay = n.gossip.tick(self.now, self.rng)
+        if send is not None:
+            self.send(n.endpoint, send.target, GossipRequest(send.info))
+            self._push(self.now + self.gossip_settings.timeout, "gossip_timeouts", i)
+        self._push(self.now + delay, "gossip", i)
+        self._gossip_changed(i)
+
+    def _do_gossip_timeouts(self, i: int) -> None:
+        n = self.nodes[i]
+        if not n.crashed and n.gossip.check_timeouts(self.now):
+            self._gossip_changed(i)
+
+    def _do_timer(self, data: tuple[int, Union[ElectionsTimedOut, SendViewChangeProof]]) -> None:
+        i, event = data
+        n = self.nodes[i]
+        if n.crashed or n.elections is None:
+            return
+        self._run_effects(i, n.elections.handle(event, self.now))
+
+    def _do_controller(self, i: int) -> None:
+        """
+        The periodic part of the controller: replication-link heartbeats and
+        the leader's no-quorum check.
+        """
+        n = self.nodes[i]
+        if n.crashed:
+            return
+        self._push(self.now + self.heartbeat_interval, "controller", i)
+        if n.leader_id is not None and (n.state.is_replica or n.state is VNodeState.PreReplica):
+            leader = n.gossip.view.by_instance(n.leader_id)
+            if n.pending_heartbeat is not None and (
+                self.now - n.pending_heartbeat >= self.heartbeat_timeout
+            ):
+                # Replication link lost; v5 then confirms with a GET /gossip,
+                # which fails just the same on a dead link.
+                n.pending_heartbeat = None
+                if leader is not None:
+                    n.gossip.view = n.gossip.view.mark_dead(leader.key, self.now)
+                self._gossip_changed(i)
+            elif leader is not None and n.pending_heartbeat is None:
+                n.pending_heartbeat = self.now
+                self.send(n.endpoint, leader.key, Heartbeat(self.now))
+        if n.state is VNodeState.Master:
+            recent = sum(
+                1
+                for t in n.heartbeats.values()
+                if self.now - t <= self.heartbeat_timeout + self.heartbeat_interval
+            )
+            if recent >= self.cluster_size // 2:
+                n.had_quorum_at = self.now
+            elif self.now - n.had_quorum_at >= self.no_quorum_timeout:
+                self._set_state(i, VNodeState.Unknown, None)
+                self._start_elections(i)
+
+    # -- the controller --
+
+    def _set_state(self, i: int, state: VNodeState, leader_id: Optional[uuid.UUID]) -> None:
+        n = self.nodes[i]
+        n.state = state
+        n.leader_id = leader_id
+        n.pending_heartbeat = None
+        n.own = evolve(n.own, state=state)
+        n.gossip.leader_id = leader_id
+        n.gossip.update_own(n.own, self.now)
+        if n.elections is not None:
+            n.elections.own = n.own
+        if state is VNodeState.Master:
+            n.heartbeats.clear()
+            n.had_quorum_at = self.now
+            n.master_since = self.now
+        else:
+            n.master_since = None
+
+    def _start_elections(self, i: int) -> None:
+        n = self.nodes[i]
+        if n.elections is not None:
+            self._run_effects(i, n.elections.handle(StartElections(), self.now))
+
+    def _gossip_changed(self, i: int) -> None:
+        n = self.nodes[i]
+        members = n.gossip.view.members
+        if n.is_read_only:
+            leaders = [m for m in n.gossip.view.alive_leaders() if not m.is_read_only_replica]
+            if len(leaders) == 1:
+                if n.leader_id != leaders[0].instance_id:
+                    self._set_state(i, VNodeState.ReadOnlyReplica, leaders[0].instance_id)
+            elif n.state is not VNodeState.ReadOnlyLeaderless:
+                self._set_state(i, VNodeState.ReadOnlyLeaderless, None)
+            return
+        assert n.elections is not None
+        n.elections.handle(GossipUpdated(members), self.now)
+        if needs_election(members, n.own, n.state, n.leader_id):
+            self._start_elections(i)
+
+    def _run_effects(self, i: int, effects: list[Effect]) -> None:
+        n = self.nodes[i]
+        for effect in effects:
+            if isinstance(effect, SendTo):
+                self.send(n.endpoint, effect.target, effect.message)
+            elif isinstance(effect, Broadcast):
+                for target in effect.targets:
+                    self.send(n.endpoint, target, effect.message)
+            elif isinstance(effect, ScheduleTimeout):
+                self._push(self.now + effect.delay, "timer", (i, effect.event))
+            elif isinstance(effect, LeaderElected):
+                self._elected(i, effect)
+            elif isinstance(effect, BecomeLeader):
+                self._become_leader(i, effect)
+            elif isinstance(effect, StepDown):
+                self._set_state(i, VNodeState.Unknown, None)
+                self._start_elections(i)
+
+    def _elected(self, i: int, effect: LeaderElected) -> None:
+        n = self.nodes[i]
+        leader = effect.leader.instance_id
+        self.decisions.append(Decision(self.now, n.instance_id, effect.view, leader))
+        n.gossip.elected(leader, self.now)
+        if leader != n.instance_id:
+            self._set_state(i, VNodeState.Slave, leader)
+
+    def _replicate(self, i: int, leader: MemberInfo) -> None:
+        n = self.nodes[i]
+        n.own = evolve(
+            n.own,
+            epoch_number=leader.epoch_number,
+            epoch_position=leader.epoch_position,
+            epoch_id=leader.epoch_id,
+            writer_checkpoint=leader.writer_checkpoint,
+            chaser_checkpoint=leader.chaser_checkpoint,
+            last_commit_position=leader.last_commit_position,
+        )
+        n.gossip.update_own(n.own, self.now)
+        if n.elections is not None:
+            n.elections.own = n.own
+
+    def _become_leader(self, i: int, effect: BecomeLeader) -> None:
+        n = self.nodes[i]
+        # Write the new epoch: it goes at the end of the log.
+        position = n.own.writer_checkpoint
+        n.own = evolve(
+            n.own,
+            epoch_number=effect.epoch_number,
+            epoch_position=position,
+            epoch_id=uuid.UUID(int=self.rng.getrandbits(128)),
+            writer_checkpoint=position + 100,
+            chaser_checkpoint=position + 100,
+            last_commit_position=position,
+        )
+        self._set_state(i, VNodeState.Master, None)
+
+    # -- observations --
+
+    def leaders(self) -> list[SimNode]:
+        """
+        Running nodes that are Master now.
+        """
+        return [n for n in self.nodes if not n.crashed and n.state is VNodeState.Master]
+
+    def stable_leader(self, indexes: Iterable[int]) -> Optional[SimNode]:
+        """
+        The node among C{indexes} that is Master and followed by every other
+        voting node among them, if there is one.
+        """
+        group = [self.nodes[i] for i in indexes]
+        masters = [n for n in group if n.state is VNodeState.Master]
+        if len(masters) != 1:
+            return None
+        leader = masters[0]
+        for n in group:
+            if n is leader or n.is_read_only:
+                continue
+            if n.state is not VNodeState.Slave or n.leader_id != leader.instance_id:
+                return None
+        return leader
+
+    def leaders_by_view(self) -> dict[int, set[uuid.UUID]]:
+        """
+        Every leader decided in each view, by any node.
+        """
+        result: dict[int, set[uuid.UUID]] = {}
+        for d in self.decisions:
+            result.setdefault(d.view, set()).add(d.leader)
+        return result
