@@ -72,9 +72,27 @@ class GcWatch:
         gc.callbacks.remove(self)
 
 
-def bench_appends(directory: str, appenders: int, batch: int, seconds: float) -> dict[str, Any]:
-    path = os.path.join(directory, f"append-{appenders}-{batch}")
-    log = ChunkedLog(path)
+def bench_appends(
+    directory: str, appenders: int, batch: int, seconds: float, mode: str = "fdatasync"
+) -> dict[str, Any]:
+    """
+    C{mode}: C{fdatasync} (the default log), C{dsync} (C{O_DSYNC} writes) or
+    C{nosync} (C{fdatasync} replaced by a no-op: the Python cost alone).
+    """
+    path = os.path.join(directory, f"append-{appenders}-{batch}-{mode}")
+    real_sync = os.fdatasync
+    if mode == "nosync":
+        os.fdatasync = lambda fd: None
+    try:
+        return _bench_appends(path, appenders, batch, seconds, mode)
+    finally:
+        os.fdatasync = real_sync
+
+
+def _bench_appends(
+    path: str, appenders: int, batch: int, seconds: float, mode: str
+) -> dict[str, Any]:
+    log = ChunkedLog(path, dsync=mode == "dsync")
     index = StreamIndex()
     streams = [f"stream-{i}" for i in range(appenders)]
     numbers = [0] * appenders
@@ -117,6 +135,7 @@ def bench_appends(directory: str, appenders: int, batch: int, seconds: float) ->
     shutil.rmtree(path)
     latencies.sort()
     return {
+        "mode": mode,
         "appenders": appenders,
         "batch": batch,
         "events": events,
@@ -232,15 +251,16 @@ def bench_reads(path: str) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
         result["backward_events_per_s"] = round(count / elapsed)
         # a stream read through the index: 100-event pages of one stream
-        stream = "stream-7"
-        last = index.last_event_number(stream)
         start = time.perf_counter()
         count = 0
         read = log.read
-        for first in range(0, last + 1, 100):
-            for position in index.positions(stream, first, first + 99):
-                read(position)
-                count += 1
+        for s in range(0, 1000, 10):
+            stream = f"stream-{s}"
+            last = index.last_event_number(stream)
+            for first in range(0, last + 1, 100):
+                for position in index.positions(stream, first, first + 99):
+                    read(position)
+                    count += 1
         elapsed = time.perf_counter() - start
         result["stream_read_events_per_s"] = round(count / elapsed)
     finally:
@@ -299,25 +319,31 @@ def bench_restart(path: str, events: int) -> dict[str, Any]:
 
 def index_rss(path: str) -> dict[str, Any]:
     """
-    RSS growth of a fresh process loading the index (persisted).
+    Resident memory of a fresh process before and after opening the
+    database with its persisted index (from C{/proc/self/status}).
     """
     code = (
-        "import resource, sys\n"
+        "import sys\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(('VmRSS', 'VmHWM')):\n"
+        "            yield int(line.split()[1])\n"
         "from estwisted.storage.open import open_storage\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "before, _ = sorted(rss())\n"
         "log, index, closer = open_storage(sys.argv[1], False)\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(before, after, len(index))\n"
+        "after, peak = sorted(rss())\n"
+        "print(before, after, peak, len(index))\n"
         "closer()\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, path], capture_output=True, text=True, check=True
     ).stdout.split()
-    before, after, n = (int(x) for x in out)
+    before, after, peak, n = (int(x) for x in out)
     return {
-        "process_rss_before_open_mib": round(before / 1024, 1),
-        "process_peak_rss_after_open_mib": round(after / 1024, 1),
-        "peak_rss_growth_bytes_per_event": round((after - before) * 1024 / n, 1),
+        "rss_before_open_mib": round(before / 1024, 1),
+        "rss_after_open_mib": round(after / 1024, 1),
+        "peak_rss_mib": round(peak / 1024, 1),
+        "rss_growth_bytes_per_event": round((after - before) * 1024 / n, 1),
     }
 
 
@@ -353,6 +379,15 @@ def main() -> int:
                     f"{r['events_per_s']:>10,} events/s  {r['cpu_us_per_event']} cpu-us/event  "
                     f"flush p50 {r['flush_p50_us']} us p99 {r['flush_p99_us']} us  "
                     f"longest GC {r['longest_gc_pause_ms']} ms",
+                    flush=True,
+                )
+        for mode in ("dsync", "nosync"):
+            for batch in (1, 100):
+                r = bench_appends(directory, 1, batch, args.seconds, mode)
+                appends.append(r)
+                print(
+                    f"append ({mode}): 1 appender x {batch:>3} events: "
+                    f"{r['events_per_s']:>10,} events/s  {r['cpu_us_per_event']} cpu-us/event",
                     flush=True,
                 )
         results["appends"] = appends

@@ -40,7 +40,7 @@ from estwisted.errors import CorruptRecord, StorageError
 from estwisted.model import DELETED_STREAM, FLAG_SYSTEM
 from estwisted.storage.checkpoints import fsync_directory
 from estwisted.storage.index import StreamIndex
-from estwisted.storage.records import HEAD, HEAD_SIZE, OVERHEAD
+from estwisted.storage.records import HEAD_SIZE, OVERHEAD, SCAN_HEAD
 
 MAGIC = b"ESTWIDX1"
 VERSION = 1
@@ -232,7 +232,7 @@ def _progress(count: int, position: int, end: int) -> None:
 
 
 def _index_segments(segments: Any, index: StreamIndex, end: int, verify_from: int) -> int:
-    unpack = HEAD.unpack_from
+    unpack = SCAN_HEAD.unpack_from
     unpack_crc = _CRC.unpack_from
     overhead = OVERHEAD
     head_size = HEAD_SIZE
@@ -246,7 +246,7 @@ def _index_segments(segments: Any, index: StreamIndex, end: int, verify_from: in
     next_progress = PROGRESS_EVERY
     for view, off, limit, base in segments:
         while off < limit:
-            n, pos, number, _, flags, sl, tl, dl, ml, _ = unpack(view, off)
+            n, pos, number, flags, sl, tl, dl, ml = unpack(view, off)
             stop = off + n
             if (
                 pos != base + off

@@ -37,6 +37,8 @@ from estwisted.model import EventRecord
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 
 HEAD = struct.Struct("<IqqqHHHII16s")
+#: The header without C{created} and the event id, for scans.
+SCAN_HEAD = struct.Struct("<Iqq8xHHHII")
 TAIL = struct.Struct("<II")
 _SIZE = struct.Struct("<I")
 _POSITION = struct.Struct("<q")
