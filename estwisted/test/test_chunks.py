@@ -361,6 +361,33 @@ class RecoveryTests(ChunkedLogTestBase):
         again.flush()
         self.assertEqual(self.positions(again), positions[:12] + [p])
 
+    def test_killed_after_completing_chunk(self) -> None:
+        """
+        Killed after a chunk's footer was written but before the next chunk
+        got data: the log ends at the next chunk's start, past its last
+        record, and goes on from there.
+        """
+        log = self.open()
+        positions = [_append(log, i, size=1000) for i in range(7)]
+        log.flush()
+        self.assertEqual(positions[-1] // CHUNK, 0)
+        rolled = _append(log, 7, size=1000)
+        self.assertEqual(rolled, CHUNK)
+        log.flush()
+        _crash(log)
+        os.unlink(_chunk_path(log, 1))
+        _set_checkpoint(self.path, "writer", positions[-1])
+        again = self.open()
+        self.assertEqual(again.end_position, CHUNK)
+        records = again.read_forward(0, 100)
+        self.assertEqual([r.position for r in records], positions)
+        self.assertEqual(again.read_forward(records[-1].next_position, 10), [])
+        self.assertEqual(again.read_backward(again.end_position, 1)[0].position, positions[-1])
+        p = _append(again, 8)
+        self.assertEqual(p, CHUNK)
+        again.flush()
+        self.assertEqual(self.positions(again), positions + [p])
+
     def test_interrupted_creation(self) -> None:
         """
         A database whose creation stopped after its first chunk file still
