@@ -11,6 +11,8 @@ import gc
 import os
 from typing import Any, Optional
 
+from twisted.application.internet import TimerService
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from estwisted.interfaces import IEventLog
@@ -43,13 +45,14 @@ class StorageCloser:
         self.index_path = index_path
         self.report = report
         self._closed = False
-        self._saved_entries = len(index) if report.get("loaded") else -1
+        # entries already in the index file (none if it was rebuilt)
+        self._saved_entries = int(report.get("loaded", 0))
         self._saved_position = report.get("covered", -1)
 
-    def save_index(self) -> bool:
+    def save_index(self, min_new_entries: int = 1) -> bool:
         """
-        Persist the index up to the log's durable end, unless nothing changed
-        since the last save.
+        Persist the index up to the log's durable end, unless fewer than
+        C{min_new_entries} entries were added since the last save.
 
         @return: whether a file was written.
         """
@@ -58,9 +61,11 @@ class StorageCloser:
         covered = self.log.end_position
         if covered == self._saved_position:
             return False
-        entries = save_index(self.index, covered, self.index_path)
+        if len(self.index) - self._saved_entries < min_new_entries:
+            return False
+        save_index(self.index, covered, self.index_path)
         self._saved_position = covered
-        self._saved_entries = entries
+        self._saved_entries = len(self.index)
         if isinstance(self.log, ChunkedLog) and self.log.checkpoints is not None:
             self.log.checkpoints.chaser.write_and_sync(covered)
         return True
@@ -82,6 +87,29 @@ class StorageCloser:
             self.log.close()
 
     __call__ = close
+
+
+def index_saver(
+    closer: StorageCloser,
+    clock: IReactorTime,
+    interval: float = 60.0,
+    min_new_entries: int = 100_000,
+) -> TimerService:
+    """
+    A service that saves the index every C{interval} seconds when at least
+    C{min_new_entries} entries were added, so that a restart after a crash
+    indexes only a short log tail.  Failures are logged, never stop it.
+    """
+
+    def tick() -> None:
+        try:
+            closer.save_index(min_new_entries)
+        except Exception:
+            _log.failure("Periodic save of the stream index failed")
+
+    service = TimerService(interval, tick)
+    service.clock = clock
+    return service
 
 
 def open_storage(

@@ -273,6 +273,38 @@ class OpenStorageTests(SynchronousTestCase):
         _write(log, index, "a", 1)
         self.assertTrue(closer.save_index())
 
+    def test_index_saver(self) -> None:
+        """
+        The periodic saver writes the index when enough entries are new, and
+        survives a failing save.
+        """
+        from twisted.internet.task import Clock
+
+        from estwisted.storage.open import index_saver
+
+        log, index, closer = self.open()
+        clock = Clock()
+        service = index_saver(closer, clock, interval=10, min_new_entries=5)
+        service.startService()
+        self.addCleanup(service.stopService)
+        _write(log, index, "a", 3)
+        clock.advance(10)
+        self.assertFalse(os.path.exists(self.index_file))
+        _write(log, index, "a", 3)
+        clock.advance(10)
+        self.assertEqual(load_index(self.index_file)[0], log.end_position)
+        calls = []
+
+        def broken(n: int) -> bool:
+            calls.append(n)
+            raise OSError("boom")
+
+        self.patch(closer, "save_index", broken)
+        clock.advance(10)
+        clock.advance(10)
+        self.assertEqual(calls, [5, 5])
+        self.flushLoggedErrors(OSError)
+
     def test_index_log_memory(self) -> None:
         """
         L{index_log} works on any L{IEventLog} (here without C{scan}).
