@@ -11,7 +11,7 @@ import random
 import uuid
 
 from attrs import evolve
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -33,6 +33,7 @@ from estwisted.gossip import (
     next_gossip_delay,
     parse_timestamp,
 )
+from estwisted.testing.cluster_sim import ClusterSimulator, Faults
 
 NOW = 1_700_000_000.0
 
@@ -582,3 +583,45 @@ class GossipMachineTests(SynchronousTestCase):
         self.assertIsNotNone(result.rejected)
         self.assertEqual(b.rejected, [result.rejected])
         self.assertIsNone(b.view.get(node(1).key))
+
+
+class GossipConvergenceTests(SynchronousTestCase):
+    """
+    Gossip among simulated nodes (L{estwisted.testing.cluster_sim}).
+    """
+
+    @settings(max_examples=25)
+    @given(
+        st.sampled_from([3, 5]),
+        st.integers(0, 2**32),
+        st.sampled_from([0.0, 0.2, 0.5]),
+        st.sampled_from([0.0, 0.3]),
+    )
+    def test_converges(self, voters: int, seed: int, drop: float, duplicate: float) -> None:
+        """
+        After a partition and a lossy period, once the network is healthy
+        every node's table lists every node, alive, and agrees on who is
+        Master; a crashed node is marked dead by all the others.
+        """
+        sim = ClusterSimulator.random_cluster(voters, 1, seed=seed)
+        sim.start()
+        sim.partition([[0], list(range(1, voters + 1))])
+        sim.set_faults(Faults(drop=drop, duplicate=duplicate, max_delay=0.3))
+        sim.run_for(5)
+        sim.heal()
+        sim.set_faults(Faults())
+        sim.run_for(20)
+        everyone = {n.instance_id for n in sim.nodes}
+        for n in sim.nodes:
+            view = n.gossip.view
+            self.assertEqual({m.instance_id for m in view.members}, everyone)
+            self.assertTrue(all(m.is_alive for m in view.members))
+            masters = {m.instance_id for m in view.alive_leaders()}
+            self.assertEqual(masters, {m.instance_id for m in sim.leaders()})
+        sim.crash(1)
+        sim.run_for(10)
+        for i, n in enumerate(sim.nodes):
+            if i != 1:
+                gone = n.gossip.view.by_instance(sim.nodes[1].instance_id)
+                assert gone is not None
+                self.assertFalse(gone.is_alive)
