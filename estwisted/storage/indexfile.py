@@ -338,13 +338,16 @@ def load_or_rebuild(
     else:
         reason = "there is no index file"
     if reason is not None:
-        _log.warn("Rebuilding the stream index from the log ({reason})", reason=reason)
+        if os.path.exists(path):
+            _log.warn("Rebuilding the stream index from the log ({reason})", reason=reason)
+        else:
+            _log.info("Building the stream index from the log ({reason})", reason=reason)
         report["rebuilt"] = True
         index = StreamIndex()
     report["tail"] = index_log(log, index, start, verify_from)
     report["covered"] = start
     if reason is not None:
-        _log.info("Rebuilt the stream index: {count} records", count=report["tail"])
+        _log.info("Built the stream index: {count} records", count=report["tail"])
     else:
         _log.info(
             "Loaded the stream index: {loaded} entries from the index file, "
