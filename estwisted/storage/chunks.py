@@ -151,7 +151,13 @@ class Chunk:
         fd = -1
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
-            os.posix_fallocate(fd, 0, file_size(chunk_size))
+            try:
+                os.posix_fallocate(fd, 0, file_size(chunk_size))
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                # a file system without preallocation: a sparse file
+                os.ftruncate(fd, file_size(chunk_size))
             os.pwrite(fd, encode_header(chunk_size, number, uuid.uuid4().bytes), 0)
             os.fsync(fd)
             os.rename(tmp, path)

@@ -147,6 +147,9 @@ class ChunkedLog:
                 self.append("", -1, b"\x00" * 16, "$epoch", FLAG_SYSTEM, b"", b"", 0)
                 self.flush()
                 self._writer.write_and_sync(self.end_position)
+        except OSError as e:
+            self._release()
+            raise storage_error(e, f"cannot open the database in {path}") from e
         except BaseException:
             self._release()
             raise

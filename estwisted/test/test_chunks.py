@@ -516,6 +516,36 @@ class FailedWriteTests(ChunkedLogTestBase):
         again = self.open()
         self.assertEqual(self.positions(again), kept + more)
 
+    def test_no_preallocation(self) -> None:
+        """
+        On a file system without C{posix_fallocate} chunks are sparse files
+        of the same size and everything else works.
+        """
+        real = os.posix_fallocate
+
+        def unsupported(*args: Any) -> None:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        self._patched.append(("posix_fallocate", real))
+        os.posix_fallocate = unsupported
+        self.addCleanup(self.unpatch)
+        log = self.open()
+        positions = [_append(log, i, size=1000) for i in range(20)]
+        log.close()
+        again = self.open()
+        self.assertEqual(self.positions(again), positions)
+        self.assertEqual(os.path.getsize(_chunk_path(again, 0)), chunks.file_size(CHUNK))
+
+    def test_open_fails(self) -> None:
+        """
+        An I/O error while opening is reported as L{StorageError} and
+        releases the lock.
+        """
+        self._fail("posix_fallocate", lambda args: True)
+        self.assertRaises(DiskFull, ChunkedLog, self.path, CHUNK)
+        self.unpatch()
+        self.open()
+
     def test_undo_fails(self) -> None:
         """
         If even erasing a failed write fails, the log refuses further writes
