@@ -1,24 +1,34 @@
 # -*- test-case-name: estwisted.test.test_index -*-
 """
-Persistence of the L{StreamIndex}: one immutable file holding every stream's
-positions up to a log position, so a restart only indexes the log's tail.
+Persistence of the L{StreamIndex} in immutable table files, so a restart
+only indexes the log's tail.
+
+Two kinds of table, same layout:
+  - the base table C{stream.idx}: every entry below its C{covered} log
+    position;
+  - delta tables C{delta-<since>.idx}: the entries with positions in
+    C{[since, covered)}, written by periodic saves (cost proportional to
+    what is new).  A load applies the chain of deltas whose C{since} is the
+    covered position so far.  When deltas pile up the in-memory index (the
+    merged view) is written as a new base and the deltas are deleted.
 
 File layout (little-endian)::
 
-    header, 64 bytes:
-      magic "ESTWIDX1", version u32, reserved u32,
-      covered i64 (log position the file covers: every record below it),
+    header, 72 bytes:
+      magic "ESTWIDX2", version u32, kind u32 (0 base, 1 delta),
+      since i64 (-1 for a base), covered i64 (log position the table covers),
       streams i64, entries i64, tombstones i64, name bytes i64,
-      body crc32 u32, header crc32 u32 (over the 60 bytes before it)
+      body crc32 u32, header crc32 u32 (over the bytes before it)
     body:
       counts      i64 x streams        events per stream, streams sorted by name
+      firsts      i64 x streams        event number of each stream's first entry
       name_lens   u32 x (streams + tombstones)   name lengths in characters
       entries     i64 x entries        positions, stream after stream
       tomb_pos    i64 x tombstones     tombstone positions
       names       UTF-8, the stream names then the tombstone names
 
-Loading reads the file in one go and builds one C{array('q')} per stream
-with C{frombytes} and slices: no Python object per event.  The file is
+Loading reads a file in one go and builds one C{array('q')} per stream
+with C{frombytes} and slices: no Python object per event.  Files are
 written to a temporary name, synced and renamed, so a reader sees either
 the old file or the new one.
 """
@@ -26,12 +36,13 @@ the old file or the new one.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 import uuid
 from array import array
 from bisect import bisect_left
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 from zlib import crc32
 
 from twisted.logger import Logger
@@ -42,10 +53,13 @@ from estwisted.storage.checkpoints import fsync_directory
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.records import HEAD_SIZE, OVERHEAD, SCAN_HEAD
 
-MAGIC = b"ESTWIDX1"
-VERSION = 1
+MAGIC = b"ESTWIDX2"
+VERSION = 2
+KIND_BASE = 0
+KIND_DELTA = 1
 INDEX_FILE = "stream.idx"
-_HEADER = struct.Struct("<8sIIqqqqqI")
+DELTA_NAME = re.compile(r"^delta-(\d{20})\.idx$")
+_HEADER = struct.Struct("<8sIIqqqqqqI")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size + _CRC.size
 
@@ -57,8 +71,26 @@ _log = Logger()
 
 class IndexFileError(StorageError):
     """
-    The index file is missing, damaged or not ours.
+    An index file is missing, damaged or not ours.
     """
+
+
+class Table(NamedTuple):
+    """
+    One table file's content.
+
+    @ivar since: -1 for a base table, else the first position a delta covers.
+    @ivar streams: C{(name, first event number, positions)} per stream.
+    """
+
+    since: int
+    covered: int
+    streams: list[tuple[str, int, array[int]]]
+    tombstones: dict[str, int]
+
+
+def delta_file_name(since: int) -> str:
+    return f"delta-{since:020d}.idx"
 
 
 def _native(a: array[int]) -> array[int]:
@@ -67,39 +99,51 @@ def _native(a: array[int]) -> array[int]:
     return a
 
 
-def save_index(index: StreamIndex, covered: int, path: str) -> int:
+def save_index(index: StreamIndex, covered: int, path: str, since: int = -1) -> int:
     """
-    Write the entries of C{index} below log position C{covered} to C{path}
-    (atomically: temporary file, fsync, rename, fsync of the directory).
+    Write the entries of C{index} with positions in C{[since, covered)} to
+    C{path} (atomically: temporary file, fsync, rename, fsync of the
+    directory).  C{since=-1} writes a base table (every entry below
+    C{covered}), otherwise a delta table.
 
     @return: the number of entries written.
     """
     names: list[str] = []
     counts = array("q")
+    firsts = array("q")
     lens = array("I")
     parts: list[array[int]] = []
     entries = 0
+    low = max(since, 0)
     for name, positions in sorted(index.streams()):
         n = len(positions)
-        if n and positions[-1] >= covered:
-            n = bisect_left(positions, covered)
-            positions = positions[:n]
-        if not n:
+        if not n or positions[-1] < low:
             continue
+        first = 0 if since < 0 or positions[0] >= low else bisect_left(positions, low)
+        stop = n if positions[-1] < covered else bisect_left(positions, covered)
+        if stop <= first:
+            continue
+        if first or stop < n:
+            positions = positions[first:stop]
         names.append(name)
         lens.append(len(name))
-        counts.append(n)
+        counts.append(stop - first)
+        firsts.append(first)
         parts.append(positions)
-        entries += n
+        entries += stop - first
     tomb_names: list[str] = []
     tombs = array("q")
     for name, position in sorted(index.tombstones()):
-        if position < covered:
+        if low <= position < covered:
             tomb_names.append(name)
             lens.append(len(name))
             tombs.append(position)
     blob = "".join(names + tomb_names).encode("utf-8")
-    body: list[bytes] = [_native(counts).tobytes(), _native(lens).tobytes()]
+    body: list[bytes] = [
+        _native(counts).tobytes(),
+        _native(firsts).tobytes(),
+        _native(lens).tobytes(),
+    ]
     body.extend(_native(part).tobytes() for part in parts)
     body.append(_native(tombs).tobytes())
     body.append(blob)
@@ -107,7 +151,16 @@ def save_index(index: StreamIndex, covered: int, path: str) -> int:
     for chunk in body:
         crc = crc32(chunk, crc)
     head = _HEADER.pack(
-        MAGIC, VERSION, 0, covered, len(names), entries, len(tomb_names), len(blob), crc
+        MAGIC,
+        VERSION,
+        KIND_BASE if since < 0 else KIND_DELTA,
+        since,
+        covered,
+        len(names),
+        entries,
+        len(tomb_names),
+        len(blob),
+        crc,
     )
     head += _CRC.pack(crc32(head))
     directory = os.path.dirname(path) or "."
@@ -131,12 +184,10 @@ def save_index(index: StreamIndex, covered: int, path: str) -> int:
     return entries + len(tomb_names)
 
 
-def load_index(path: str) -> tuple[int, dict[str, array[int]], dict[str, int]]:
+def read_table(path: str) -> Table:
     """
-    Read an index file.
+    Read one table file.
 
-    @return: the covered log position, the streams and the tombstones, ready
-        for L{StreamIndex.load}.
     @raise IndexFileError: the file is missing or damaged.
     """
     try:
@@ -148,43 +199,48 @@ def load_index(path: str) -> tuple[int, dict[str, array[int]], dict[str, int]]:
         raise IndexFileError(f"{path} is truncated")
     if _CRC.unpack_from(raw, _HEADER.size)[0] != crc32(raw[: _HEADER.size]):
         raise IndexFileError(f"{path}: header checksum mismatch")
-    magic, version, _, covered, nstreams, nentries, ntombs, nblob, crc = _HEADER.unpack_from(raw)
-    if magic != MAGIC or version != VERSION:
+    (magic, version, kind, since, covered, nstreams, nentries, ntombs, nblob, crc) = (
+        _HEADER.unpack_from(raw)
+    )
+    if magic != MAGIC or version != VERSION or kind not in (KIND_BASE, KIND_DELTA):
         raise IndexFileError(f"{path}: not an index file of version {VERSION}")
-    sizes = (8 * nstreams, 4 * (nstreams + ntombs), 8 * nentries, 8 * ntombs, nblob)
+    sizes = (8 * nstreams, 8 * nstreams, 4 * (nstreams + ntombs), 8 * nentries, 8 * ntombs, nblob)
     if min(sizes) < 0 or HEADER_SIZE + sum(sizes) != len(raw):
         raise IndexFileError(f"{path}: size does not match its header")
     view = memoryview(raw)
     if crc32(view[HEADER_SIZE:]) != crc:
         raise IndexFileError(f"{path}: body checksum mismatch")
-    offsets = []
+    parts = []
     o = HEADER_SIZE
     for size in sizes:
-        offsets.append(view[o : o + size])
+        parts.append(view[o : o + size])
         o += size
     counts = array("q")
-    counts.frombytes(offsets[0])
+    counts.frombytes(parts[0])
+    firsts = array("q")
+    firsts.frombytes(parts[1])
     lens = array("I")
-    lens.frombytes(offsets[1])
+    lens.frombytes(parts[2])
     entries = array("q")
-    entries.frombytes(offsets[2])
+    entries.frombytes(parts[3])
     tombs = array("q")
-    tombs.frombytes(offsets[3])
-    for a in (counts, lens, entries, tombs):
+    tombs.frombytes(parts[4])
+    for a in (counts, firsts, lens, entries, tombs):
         _native(a)
     try:
-        blob = str(offsets[4], "utf-8")
+        blob = str(parts[5], "utf-8")
     except UnicodeDecodeError as e:
         raise IndexFileError(f"{path}: bad stream names") from e
+    view.release()
     if sum(lens) != len(blob) or sum(counts) != nentries:
         raise IndexFileError(f"{path}: inconsistent counts")
-    streams: dict[str, array[int]] = {}
+    streams: list[tuple[str, int, array[int]]] = []
     c = 0
     p = 0
     for i in range(nstreams):
         n = lens[i]
         k = counts[i]
-        streams[blob[c : c + n]] = entries[p : p + k]
+        streams.append((blob[c : c + n], firsts[i], entries[p : p + k]))
         c += n
         p += k
     tombstones: dict[str, int] = {}
@@ -192,8 +248,48 @@ def load_index(path: str) -> tuple[int, dict[str, array[int]], dict[str, int]]:
         n = lens[nstreams + i]
         tombstones[blob[c : c + n]] = tombs[i]
         c += n
-    view.release()
-    return covered, streams, tombstones
+    return Table(since, covered, streams, tombstones)
+
+
+def load_index(path: str) -> tuple[int, dict[str, array[int]], dict[str, int]]:
+    """
+    Read a base table.
+
+    @return: the covered log position, the streams and the tombstones, ready
+        for L{StreamIndex.load}.
+    @raise IndexFileError: the file is missing, damaged or not a base table.
+    """
+    table = read_table(path)
+    if table.since != -1:
+        raise IndexFileError(f"{path} is not a base table")
+    return (
+        table.covered,
+        {name: positions for name, _, positions in table.streams},
+        table.tombstones,
+    )
+
+
+def delta_files(directory: str) -> list[str]:
+    """
+    The delta table files in C{directory}, oldest first.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(n for n in names if DELTA_NAME.match(n))
+
+
+def remove_deltas(directory: str, names: Optional[list[str]] = None) -> None:
+    """
+    Delete delta tables (all of them by default).
+    """
+    for name in delta_files(directory) if names is None else names:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass
+    fsync_directory(directory)
 
 
 def index_log(log: Any, index: StreamIndex, start: int, verify_from: int = 0) -> int:
@@ -306,35 +402,73 @@ def _index_by_reading(log: Any, index: StreamIndex, start: int) -> int:
         p = page[-1].next_position
 
 
+def _apply_deltas(
+    index: StreamIndex, directory: str, covered: int, end: int, report: dict[str, Any]
+) -> int:
+    """
+    Apply the chain of delta tables that continues from C{covered}; delete
+    stale ones (already in the base) and those after a break in the chain.
+
+    @return: the position covered afterwards.
+    """
+    stale: list[str] = []
+    names = delta_files(directory)
+    for i, name in enumerate(names):
+        path = os.path.join(directory, name)
+        try:
+            table = read_table(path)
+        except IndexFileError as e:
+            _log.warn("Ignoring index delta {name}: {error}", name=name, error=str(e))
+            stale.extend(names[i:])
+            break
+        if table.covered <= covered:
+            stale.append(name)
+            continue
+        if table.since != covered or table.covered > end:
+            stale.extend(names[i:])
+            break
+        for stream, first, positions in table.streams:
+            index.extend(stream, first, positions)
+        for stream, position in table.tombstones.items():
+            index.add(stream, DELETED_STREAM, position)
+        covered = table.covered
+        report["deltas"] += 1
+    if stale:
+        remove_deltas(directory, stale)
+    return covered
+
+
 def load_or_rebuild(
     log: Any, directory: str, verify_from: int = 0
 ) -> tuple[StreamIndex, dict[str, Any]]:
     """
-    Load the index file in C{directory} and index the log's tail past it;
-    if the file is missing or damaged, or covers more than the log holds,
-    rebuild the whole index from the log.
+    Load the base table and the chain of delta tables in C{directory}, then
+    index the log's tail past them; if the base is missing or damaged, or
+    covers more than the log holds, rebuild the whole index from the log.
 
     @param verify_from: verify record checksums from this position on (the
         chaser checkpoint: what earlier runs verified need not be again).
-    @return: the index and a report of what was done.
+    @return: the index and a report of what was done: C{loaded} entries
+        from table files, C{deltas} applied, C{tail} records indexed from
+        the log, C{rebuilt}, C{covered} (the position the files covered).
     """
     path = os.path.join(directory, INDEX_FILE)
     index = StreamIndex()
-    report: dict[str, Any] = {"loaded": 0, "tail": 0, "rebuilt": False}
+    report: dict[str, Any] = {"loaded": 0, "deltas": 0, "tail": 0, "rebuilt": False}
     start = 0
     reason: Optional[str] = None
+    end = log.end_position
     if os.path.exists(path):
         try:
             covered, streams, tombstones = load_index(path)
-        except IndexFileError as e:
-            reason = str(e)
-        else:
-            if covered > log.end_position:
-                reason = f"it covers position {covered}, past the end of the log {log.end_position}"
+            if covered > end:
+                reason = f"it covers position {covered}, past the end of the log {end}"
             else:
                 index.load(streams, tombstones)
-                start = covered
+                start = _apply_deltas(index, directory, covered, end, report)
                 report["loaded"] = len(index)
+        except (IndexFileError, ValueError) as e:
+            reason = str(e)
     else:
         reason = "there is no index file"
     if reason is not None:
@@ -342,17 +476,21 @@ def load_or_rebuild(
             _log.warn("Rebuilding the stream index from the log ({reason})", reason=reason)
         else:
             _log.info("Building the stream index from the log ({reason})", reason=reason)
+        remove_deltas(directory)
         report["rebuilt"] = True
+        report["loaded"] = report["deltas"] = 0
         index = StreamIndex()
+        start = 0
     report["tail"] = index_log(log, index, start, verify_from)
     report["covered"] = start
     if reason is not None:
         _log.info("Built the stream index: {count} records", count=report["tail"])
     else:
         _log.info(
-            "Loaded the stream index: {loaded} entries from the index file, "
-            "{tail} records of log tail indexed",
+            "Loaded the stream index: {loaded} entries from the index files "
+            "({deltas} delta tables), {tail} records of log tail indexed",
             loaded=report["loaded"],
+            deltas=report["deltas"],
             tail=report["tail"],
         )
     return index, report

@@ -17,14 +17,22 @@ from twisted.logger import Logger
 
 from estwisted.interfaces import IEventLog
 from estwisted.storage.index import StreamIndex
-from estwisted.storage.indexfile import INDEX_FILE, load_or_rebuild, save_index
+from estwisted.storage.indexfile import (
+    INDEX_FILE,
+    delta_file_name,
+    load_or_rebuild,
+    remove_deltas,
+    save_index,
+)
 from estwisted.storage.log import DEFAULT_CHUNK_SIZE, ChunkedLog
 from estwisted.storage.memory import MemoryLog
 
 _log = Logger()
 
-#: Sub-directory of the database holding the index file.
+#: Sub-directory of the database holding the index files.
 INDEX_DIRECTORY = "index"
+#: Delta tables kept before the next save writes a new base table.
+MAX_DELTAS = 8
 
 
 class StorageCloser:
@@ -45,9 +53,11 @@ class StorageCloser:
         self.index_path = index_path
         self.report = report
         self._closed = False
-        # entries already in the index file (none if it was rebuilt)
+        # entries already in the index files (none if it was rebuilt)
         self._saved_entries = int(report.get("loaded", 0))
         self._saved_position = report.get("covered", -1)
+        self._base_entries = -1 if report.get("rebuilt", True) else self._saved_entries
+        self._deltas = int(report.get("deltas", 0))
 
     def save_index(self, min_new_entries: int = 1) -> bool:
         """
@@ -63,9 +73,24 @@ class StorageCloser:
             return False
         if len(self.index) - self._saved_entries < min_new_entries:
             return False
-        save_index(self.index, covered, self.index_path)
+        entries = len(self.index)
+        directory = os.path.dirname(self.index_path)
+        if (
+            self._base_entries < 0
+            or self._deltas >= MAX_DELTAS
+            or entries - self._base_entries > self._base_entries
+        ):
+            # a new base: the in-memory index is the merge of everything
+            save_index(self.index, covered, self.index_path)
+            remove_deltas(directory)
+            self._base_entries = entries
+            self._deltas = 0
+        else:
+            name = delta_file_name(self._saved_position)
+            save_index(self.index, covered, os.path.join(directory, name), self._saved_position)
+            self._deltas += 1
         self._saved_position = covered
-        self._saved_entries = len(self.index)
+        self._saved_entries = entries
         if isinstance(self.log, ChunkedLog) and self.log.checkpoints is not None:
             self.log.checkpoints.chaser.write_and_sync(covered)
         return True
@@ -139,6 +164,7 @@ def open_storage(
         truncated = log.recovery.get("truncated", -1)
         if truncated >= 0 and os.path.exists(index_path):
             os.unlink(index_path)
+            remove_deltas(index_dir)
         assert log.checkpoints is not None
         index, report = load_or_rebuild(log, index_dir, log.checkpoints.chaser.value)
     except BaseException:

@@ -20,7 +20,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from estwisted.model import DELETED_STREAM, FLAG_SYSTEM
 from estwisted.storage import indexfile
 from estwisted.storage.index import StreamIndex
-from estwisted.storage.indexfile import IndexFileError, index_log, load_index, save_index
+from estwisted.storage.indexfile import (
+    IndexFileError,
+    delta_files,
+    index_log,
+    load_index,
+    read_table,
+    save_index,
+)
 from estwisted.storage.log import ChunkedLog
 from estwisted.storage.memory import MemoryLog
 from estwisted.storage.open import StorageCloser, open_storage
@@ -114,6 +121,28 @@ class IndexFileTests(SynchronousTestCase):
         )
         self.assertEqual(tombs, {"t0": 0} if covered > 0 else {})
 
+    @settings(max_examples=25, suppress_health_check=[HealthCheck.differing_executors])
+    @given(streams_strategy, st.integers(0, 2**40), st.integers(0, 2**40))
+    def test_delta_window(self, streams: dict[str, list[int]], a: int, b: int) -> None:
+        """
+        A delta table holds exactly the entries in C{[since, covered)}, each
+        stream with the number of its first entry there.
+        """
+        since, covered = min(a, b), max(a, b)
+        index = StreamIndex()
+        index.load({k: array("q", v) for k, v in streams.items()}, {"t": since})
+        save_index(index, covered, self.file, since)
+        table = read_table(self.file)
+        self.assertEqual((table.since, table.covered), (since, covered))
+        expected = {}
+        for name, positions in streams.items():
+            window = [(n, p) for n, p in enumerate(positions) if since <= p < covered]
+            if window:
+                expected[name] = (window[0][0], [p for _, p in window])
+        self.assertEqual({n: (f, list(p)) for n, f, p in table.streams}, expected)
+        self.assertEqual(table.tombstones, {"t": since} if since < covered else {})
+        self.assertRaises(IndexFileError, load_index, self.file)
+
     @settings(max_examples=40)
     @given(st.data())
     def test_damage_detected(self, data: st.DataObject) -> None:
@@ -201,6 +230,102 @@ class OpenStorageTests(SynchronousTestCase):
         self.assertFalse(closer2.report["rebuilt"])
         self.assertEqual(closer2.report["tail"], 7)
         self.assertEqual(_snapshot(index2), expected)
+
+    def _crash(self, log: Any, closer: StorageCloser) -> None:
+        log._release()
+        closer._closed = True
+
+    def test_deltas(self) -> None:
+        """
+        Saves after the first write delta tables; a restart loads the base,
+        applies the deltas and indexes only the tail.
+        """
+        log, index, closer = self.open()
+        self.fill(log, index)
+        closer.save_index()
+        base = load_index(self.index_file)[0]
+        _write(log, index, "stream-1", 5)
+        closer.save_index()
+        _write(log, index, "new", 3, tombstone=True)
+        closer.save_index()
+        _write(log, index, "stream-2", 2)
+        expected = _snapshot(index)
+        self.assertEqual(len(delta_files(os.path.dirname(self.index_file))), 2)
+        self.assertEqual(load_index(self.index_file)[0], base)
+        self._crash(log, closer)
+        _, index2, closer2 = self.open()
+        self.assertEqual(closer2.report["deltas"], 2)
+        self.assertEqual(closer2.report["tail"], 2)
+        self.assertFalse(closer2.report["rebuilt"])
+        self.assertEqual(_snapshot(index2), expected)
+
+    def test_deltas_merged_into_base(self) -> None:
+        """
+        After enough deltas the next save writes a new base and deletes them.
+        """
+        from estwisted.storage.open import MAX_DELTAS
+
+        log, index, closer = self.open()
+        self.fill(log, index)
+        closer.save_index()
+        directory = os.path.dirname(self.index_file)
+        for i in range(MAX_DELTAS):
+            _write(log, index, "more", 1)
+            closer.save_index()
+            self.assertEqual(len(delta_files(directory)), i + 1)
+        _write(log, index, "more", 1)
+        closer.save_index()
+        self.assertEqual(delta_files(directory), [])
+        self.assertEqual(load_index(self.index_file)[0], log.end_position)
+        expected = _snapshot(index)
+        closer()
+        _, index2, closer2 = self.open()
+        self.assertEqual(_snapshot(index2), expected)
+
+    def test_damaged_delta(self) -> None:
+        """
+        A damaged delta and the ones after it are dropped; their entries come
+        back from the log tail.
+        """
+        log, index, closer = self.open()
+        self.fill(log, index)
+        closer.save_index()
+        for i in range(3):
+            _write(log, index, f"d{i}", 2)
+            closer.save_index()
+        expected = _snapshot(index)
+        self._crash(log, closer)
+        directory = os.path.dirname(self.index_file)
+        names = delta_files(directory)
+        with open(os.path.join(directory, names[1]), "r+b") as f:
+            f.seek(80)
+            f.write(b"\xfe")
+        _, index2, closer2 = self.open()
+        self.assertEqual(closer2.report["deltas"], 1)
+        self.assertEqual(closer2.report["tail"], 4)
+        self.assertEqual(_snapshot(index2), expected)
+        self.assertEqual(delta_files(directory), names[:1])
+
+    def test_stale_delta_removed(self) -> None:
+        """
+        A delta already merged into the base (a crash between writing the
+        base and deleting the deltas) is ignored and deleted.
+        """
+        log, index, closer = self.open()
+        self.fill(log, index)
+        closer.save_index()
+        since = load_index(self.index_file)[0]
+        _write(log, index, "x", 2)
+        directory = os.path.dirname(self.index_file)
+        stale = os.path.join(directory, f"delta-{since:020d}.idx")
+        save_index(index, log.end_position, stale, since)
+        save_index(index, log.end_position, self.index_file)
+        expected = _snapshot(index)
+        closer()
+        _, index2, closer2 = self.open()
+        self.assertEqual(closer2.report["deltas"], 0)
+        self.assertEqual(_snapshot(index2), expected)
+        self.assertFalse(os.path.exists(stale))
 
     def test_damaged_file_rebuilds(self) -> None:
         log, index, closer = self.open()
