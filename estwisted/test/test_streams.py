@@ -5,6 +5,8 @@ Tests for L{estwisted.streams}.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -753,3 +755,529 @@ class TransactionTests(StoreTestMixin, SynchronousTestCase):
         self.assertRaises(AccessDenied, self.store.start_transaction, "$all", EXPECTED_ANY, None)
         tid = self.store.start_transaction("s", EXPECTED_ANY, None)
         self.assertRaises(BadRequest, self.store.transaction_write, tid, [NewEvent(b"", "t")], None)
+
+
+# -- the rule-based state machine --------------------------------------------
+
+from hypothesis import settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import (  # noqa: E402
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+STREAMS = ("a", "b", "c")
+
+#: Expected-version choices: a constant, or a name resolved against the
+#: model ("current", "current-1", "current+1", "old").
+EXPECTED_CHOICES = st.sampled_from(
+    [
+        EXPECTED_ANY,
+        EXPECTED_NO_STREAM,
+        EXPECTED_STREAM_EXISTS,
+        "current",
+        "current",
+        "current-1",
+        "current+1",
+        "old",
+        0,
+        1,
+    ]
+)
+
+
+class _ModelStream:
+    """
+    The plain model of one stream.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[bytes] = []
+        self.hard_deleted = False
+        self.meta_count = 0
+        self.meta: Optional[dict[str, Any]] = None
+
+    @property
+    def current(self) -> int:
+        return DELETED_STREAM if self.hard_deleted else len(self.ids) - 1
+
+    def _int(self, key: str, minimum: int) -> Optional[int]:
+        value = (self.meta or {}).get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            return value
+        return None
+
+    @property
+    def soft_deleted(self) -> bool:
+        return self._int("$tb", 0) == DELETED_STREAM
+
+    @property
+    def lowest(self) -> int:
+        lowest = 0
+        max_count = self._int("$maxCount", 1)
+        if max_count is not None:
+            lowest = max(lowest, len(self.ids) - max_count)
+        tb = self._int("$tb", 0)
+        if tb is not None:
+            lowest = max(lowest, tb)
+        return lowest
+
+    def visible(self) -> list[int]:
+        return list(range(self.lowest, len(self.ids)))
+
+
+class _Model:
+    def __init__(self) -> None:
+        self.streams = {name: _ModelStream() for name in STREAMS}
+        self.recent: dict[bytes, tuple[str, int]] = {}
+        self.writes: dict[str, list[list[bytes]]] = {name: [] for name in STREAMS}
+
+    def append(self, name: str, expected: int, ids: list[bytes]) -> Any:
+        """
+        Decide and apply a write as tcp-protocol.md 6.2 says.
+
+        @return: C{(first, last, wrote)} or an exception class.
+        """
+        s = self.streams[name]
+        current = s.current
+        if s.hard_deleted:
+            return StreamDeleted
+        if expected == EXPECTED_STREAM_EXISTS:
+            if s.soft_deleted:
+                return StreamDeleted
+            if current == -1 and s.meta_count == 0:
+                return WrongExpectedVersion
+        if expected in (EXPECTED_ANY, EXPECTED_STREAM_EXISTS):
+            if not ids:
+                return (current + 1, current, False)
+            first = self.recent.get(ids[0])
+            if first is not None and first[0] == name:
+                known = [self.recent.get(i) for i in ids]
+                if all(k is not None and k[0] == name for k in known):
+                    return (first[1], known[-1][1], False)  # type: ignore[index]
+                return WrongExpectedVersion
+        elif expected < current:
+            if not ids:
+                return WrongExpectedVersion
+            for i, event_id in enumerate(ids):
+                number = expected + 1 + i
+                if number > current or s.ids[number] != event_id:
+                    if i == 0 and expected == EXPECTED_NO_STREAM and s.soft_deleted:
+                        break
+                    return WrongExpectedVersion
+            else:
+                return (expected + 1, expected + len(ids), False)
+        elif expected > current:
+            return WrongExpectedVersion
+        first_number = len(s.ids)
+        for event_id in ids:
+            self.recent[event_id] = (name, len(s.ids))
+            s.ids.append(event_id)
+        if s.soft_deleted and ids:
+            meta = dict(s.meta or {})
+            meta["$tb"] = first_number
+            s.meta = meta
+            s.meta_count += 1
+        self.writes[name].append(ids)
+        return (first_number, len(s.ids) - 1, bool(ids))
+
+    def set_metadata(self, name: str, meta: dict[str, Any]) -> Any:
+        s = self.streams[name]
+        if s.hard_deleted:
+            return StreamDeleted
+        if s.soft_deleted:
+            undelete = dict(s.meta or {})
+            undelete["$tb"] = len(s.ids)
+            s.meta_count += 1
+        s.meta = meta
+        s.meta_count += 1
+        return (s.meta_count - 1, s.meta_count - 1, True)
+
+    def delete(self, name: str, expected: int, hard: bool) -> Any:
+        s = self.streams[name]
+        current = s.current
+        if s.hard_deleted:
+            return StreamDeleted
+        if expected == EXPECTED_STREAM_EXISTS:
+            if s.soft_deleted:
+                return StreamDeleted
+            if current == -1 and s.meta_count == 0:
+                return WrongExpectedVersion
+        elif expected == EXPECTED_NO_STREAM:
+            if current != -1 and not s.soft_deleted:
+                return WrongExpectedVersion
+        elif expected != EXPECTED_ANY and expected != current:
+            return WrongExpectedVersion
+        if hard:
+            s.hard_deleted = True
+        else:
+            s.meta = {"$tb": DELETED_STREAM}
+            s.meta_count += 1
+        return True
+
+
+class StreamStoreMachine(RuleBasedStateMachine):
+    """
+    Drives a L{StreamStore} and L{_Model} with the same operations and
+    compares every result.
+    """
+
+    def make_log(self) -> Any:
+        return MemoryLog()
+
+    def reopen_log(self, log: Any) -> Any:
+        return log
+
+    @initialize()
+    def start(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.log = self.make_log()
+        self.store = StreamStore(
+            self.log, rebuild_index(self.log), self.clock, password_iterations=1
+        )
+        self.model = _Model()
+
+    def teardown(self) -> None:
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
+
+    def resolve_expected(self, name: str, choice: Any) -> int:
+        s = self.model.streams[name]
+        current = -1 if s.hard_deleted else len(s.ids) - 1
+        if choice == "current":
+            return current
+        if choice == "current-1":
+            return max(-1, current - 1)
+        if choice == "current+1":
+            return current + 1
+        if choice == "old":
+            return max(-1, current - 2)
+        assert isinstance(choice, int)
+        return choice
+
+    def check_write(self, d: Deferred[WriteResult], expected: Any) -> None:
+        if isinstance(expected, type):
+            failure = self._failure(d)
+            assert failure is not None and failure.check(expected), (expected, failure)
+            return
+        result = self._result(d)
+        if expected is True:
+            assert isinstance(result, WriteResult)
+            return
+        first, last, wrote = expected
+        assert (result.first_event_number, result.last_event_number) == (first, last), (
+            result,
+            expected,
+        )
+        if wrote:
+            assert result.position > 0, result
+        else:
+            assert result.position == -1, result
+
+    def _result(self, d: Deferred[Any]) -> Any:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        assert len(results) == 1, "Deferred did not fire"
+        assert not hasattr(results[0], "check"), results[0]
+        return results[0]
+
+    def _failure(self, d: Deferred[Any]) -> Any:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        assert len(results) == 1, "Deferred did not fire"
+        assert hasattr(results[0], "check"), results[0]
+        return results[0]
+
+    def pick_ids(self, name: str, data: st.DataObject, count: int) -> list[bytes]:
+        kind = data.draw(st.sampled_from(["fresh", "fresh", "retry", "partial", "other"]))
+        fresh = [uuid.uuid4().bytes for _ in range(count)]
+        writes = self.model.writes[name]
+        if kind == "retry" and writes:
+            return list(data.draw(st.sampled_from(writes)))
+        if kind == "partial" and writes:
+            old = data.draw(st.sampled_from(writes))
+            return list(old[:1]) + fresh[: max(1, count)]
+        if kind == "other":
+            others = [w for n, ws in self.model.writes.items() if n != name for w in ws]
+            if others:
+                return list(data.draw(st.sampled_from(others)))
+        return fresh
+
+    @rule(
+        name=st.sampled_from(STREAMS),
+        choice=EXPECTED_CHOICES,
+        count=st.integers(0, 3),
+        data=st.data(),
+    )
+    def append(self, name: str, choice: Any, count: int, data: st.DataObject) -> None:
+        expected = self.resolve_expected(name, choice)
+        ids = self.pick_ids(name, data, count)
+        d = self.store.append(
+            name, expected, [NewEvent(i, "t", b"{}", b"", True) for i in ids], None
+        )
+        outcome = self.model.append(name, expected, ids)
+        if not isinstance(outcome, type):
+            self.assertNoResultYet(d)
+        self.clock.advance(0)
+        self.check_write(d, outcome)
+
+    @rule(
+        name1=st.sampled_from(STREAMS),
+        name2=st.sampled_from(STREAMS),
+        choice1=EXPECTED_CHOICES,
+        choice2=EXPECTED_CHOICES,
+        data=st.data(),
+    )
+    def two_appends_one_turn(
+        self, name1: str, name2: str, choice1: Any, choice2: Any, data: st.DataObject
+    ) -> None:
+        """
+        Two writes in one reactor turn: the second is decided against the
+        first's pending state.
+        """
+        expected1 = self.resolve_expected(name1, choice1)
+        ids1 = self.pick_ids(name1, data, 2)
+        d1 = self.store.append(name1, expected1, [NewEvent(i, "t") for i in ids1], None)
+        outcome1 = self.model.append(name1, expected1, ids1)
+        expected2 = self.resolve_expected(name2, choice2)
+        ids2 = self.pick_ids(name2, data, 1)
+        d2 = self.store.append(name2, expected2, [NewEvent(i, "t") for i in ids2], None)
+        outcome2 = self.model.append(name2, expected2, ids2)
+        self.clock.advance(0)
+        self.check_write(d1, outcome1)
+        self.check_write(d2, outcome2)
+
+    @rule(name=st.sampled_from(STREAMS), choice=EXPECTED_CHOICES, hard=st.booleans())
+    def delete(self, name: str, choice: Any, hard: bool) -> None:
+        if hard and self.model.streams[name].hard_deleted is False and len(STREAMS) > 1:
+            # Keep most runs alive: hard deletes are permanent.
+            pass
+        expected = self.resolve_expected(name, choice)
+        d = self.store.delete_stream(name, expected, hard, None)
+        outcome = self.model.delete(name, expected, hard)
+        self.clock.advance(0)
+        self.check_write(d, outcome)
+
+    @rule(
+        name=st.sampled_from(STREAMS),
+        max_count=st.one_of(st.none(), st.integers(-1, 4)),
+        tb=st.one_of(st.none(), st.integers(0, 6), st.just(DELETED_STREAM)),
+        custom=st.booleans(),
+    )
+    def set_metadata(
+        self, name: str, max_count: Optional[int], tb: Optional[int], custom: bool
+    ) -> None:
+        meta: dict[str, Any] = {}
+        if max_count is not None:
+            meta["$maxCount"] = max_count
+        if tb is not None:
+            meta["$tb"] = tb
+        if custom:
+            meta["custom"] = "x"
+        d = self.store.set_metadata(name, EXPECTED_ANY, json.dumps(meta).encode(), None)
+        outcome = self.model.set_metadata(name, meta)
+        self.clock.advance(0)
+        self.check_write(d, outcome)
+
+    @rule()
+    def failed_flush(self) -> None:
+        """
+        A write whose flush fails changes nothing.
+        """
+        alive = [n for n in STREAMS if not self.model.streams[n].hard_deleted]
+        if not alive:
+            return
+        name = alive[0]
+        real_flush = self.log.flush
+
+        def broken() -> int:
+            raise StorageError("injected")
+
+        self.log.flush = broken
+        ids = [uuid.uuid4().bytes]
+        d = self.store.append(name, EXPECTED_ANY, [NewEvent(ids[0], "t")], None)
+        try:
+            self.clock.advance(0)
+        finally:
+            self.log.flush = real_flush
+        self.check_write(d, StorageError)
+        d = self.store.append(name, EXPECTED_ANY, [NewEvent(ids[0], "t")], None)
+        self.clock.advance(0)
+        self.check_write(d, self.model.append(name, EXPECTED_ANY, ids))
+
+    @rule()
+    def restart(self) -> None:
+        self.log = self.reopen_log(self.log)
+        self.store = StreamStore(
+            self.log, rebuild_index(self.log), self.clock, password_iterations=1
+        )
+        self.model.recent.clear()
+
+    @rule(
+        name=st.sampled_from(STREAMS),
+        start=st.integers(-1, 12),
+        count=st.integers(0, 6),
+        forward=st.booleans(),
+    )
+    def read_page(self, name: str, start: int, count: int, forward: bool) -> None:
+        s = self.model.streams[name]
+        page = self.store.read_stream(name, start, count, forward, False, None)
+        if forward and start < 0:
+            assert page.status == ReadStatus.ERROR
+            return
+        if s.hard_deleted:
+            assert page.status == ReadStatus.STREAM_DELETED, page
+            assert page.last_event_number == DELETED_STREAM
+            return
+        if not s.ids or s.soft_deleted:
+            assert (page.status, page.next_event_number, page.last_event_number) == (
+                ReadStatus.NO_STREAM,
+                -1,
+                -1,
+            ), page
+            return
+        assert page.status == ReadStatus.SUCCESS, page
+        last = len(s.ids) - 1
+        lowest = s.lowest
+        got = numbers(page)
+        assert [e.original.event_id for e in page.events] == [s.ids[n] for n in got]
+        assert page.last_event_number == last
+        if forward:
+            end = start + count - 1
+            want = [n for n in range(max(start, lowest), end + 1) if n <= last]
+            assert got == want, (got, want)
+            if end < lowest:
+                assert (page.next_event_number, page.is_end_of_stream) == (lowest, False), page
+            else:
+                assert page.next_event_number == (want[-1] + 1 if want else min(end + 1, last + 1))
+                assert page.is_end_of_stream == (end >= last)
+        else:
+            end = last if start < 0 else start
+            first = max(0, end - count + 1, lowest)
+            want = [n for n in range(end, first - 1, -1) if n <= last]
+            if end < lowest:
+                want = []
+            assert got == want, (got, want, page)
+
+    @rule(name=st.sampled_from(STREAMS), number=st.integers(-1, 12))
+    def read_event(self, name: str, number: int) -> None:
+        s = self.model.streams[name]
+        result = self.store.read_event(name, number, False, None)
+        if s.hard_deleted:
+            assert result.status == ReadStatus.STREAM_DELETED
+        elif not s.ids or s.soft_deleted:
+            assert result.status == ReadStatus.NO_STREAM
+        else:
+            n = len(s.ids) - 1 if number == -1 else number
+            if s.lowest <= n < len(s.ids):
+                assert result.status == ReadStatus.SUCCESS
+                assert result.event is not None
+                assert result.event.original.event_id == s.ids[n]
+            else:
+                assert result.status == ReadStatus.NOT_FOUND, result
+
+    @invariant()
+    def versions_agree(self) -> None:
+        if not hasattr(self, "store"):
+            return
+        for name, s in self.model.streams.items():
+            want = DELETED_STREAM if s.hard_deleted else len(s.ids) - 1
+            assert self.store.last_event_number(name) == want, (name, want)
+            if not s.hard_deleted:
+                meta = self.store.get_metadata(name, None)
+                assert meta.metastream_version == s.meta_count - 1, (meta, s.meta_count)
+                if s.meta is not None:
+                    assert json.loads(meta.raw) == s.meta, (meta.raw, s.meta)
+
+    @invariant()
+    def full_scans_agree(self) -> None:
+        """
+        Paging a whole stream forward or backward gives the visible events.
+        """
+        if not hasattr(self, "store"):
+            return
+        for name, s in self.model.streams.items():
+            if s.hard_deleted or not s.ids or s.soft_deleted:
+                continue
+            seen: list[int] = []
+            start = 0
+            for _ in range(50):
+                page = self.store.read_stream(name, start, 2, True, False, None)
+                seen += numbers(page)
+                if page.is_end_of_stream:
+                    break
+                start = page.next_event_number
+            assert seen == s.visible(), (seen, s.visible())
+            back: list[int] = []
+            start = -1
+            for _ in range(50):
+                page = self.store.read_stream(name, start, 2, False, False, None)
+                back += numbers(page)
+                if page.is_end_of_stream:
+                    break
+                start = page.next_event_number
+            assert back == s.visible()[::-1], (back, s.visible())
+
+    def assertNoResultYet(self, d: Deferred[Any]) -> None:
+        results: list[Any] = []
+
+        def seen(result: Any) -> Any:
+            results.append(result)
+            return result
+
+        d.addBoth(seen)
+        assert results == [], "acknowledged before the flush"
+
+
+class ChunkedLogStreamStoreMachine(StreamStoreMachine):
+    """
+    The same machine on a L{ChunkedLog} with tiny chunks; a restart closes
+    the log and opens it again from its files.
+    """
+
+    def make_log(self) -> Any:
+        from estwisted.storage.log import MIN_CHUNK_SIZE, ChunkedLog
+
+        self.directory = tempfile.mkdtemp(prefix="estwisted-machine-")
+        return ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
+
+    def reopen_log(self, log: Any) -> Any:
+        from estwisted.storage.log import MIN_CHUNK_SIZE, ChunkedLog
+
+        log.close()
+        return ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            directory = getattr(self, "directory", None)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+class StateMachineTests(SynchronousTestCase):
+    def test_memory_log(self) -> None:
+        """
+        The machine on L{MemoryLog}.
+        """
+        try:
+            run_state_machine_as_test(StreamStoreMachine)
+        finally:
+            self.flushLoggedErrors(StorageError)
+
+    def test_chunked_log(self) -> None:
+        """
+        The machine on L{ChunkedLog} (files in a temporary directory).
+        """
+        try:
+            run_state_machine_as_test(
+                ChunkedLogStreamStoreMachine, settings=settings(max_examples=40)
+            )
+        finally:
+            self.flushLoggedErrors(StorageError)
