@@ -9,7 +9,8 @@ After every flush returned (and only then) it prints one line::
     ack STREAM:LAST STREAM:LAST ...
 
 naming, for each stream written in that flush, the last event number now
-durable, and flushes stdout.  It first prints C{ready END}.
+durable, and flushes stdout.  It first prints C{ready END}.  Every 25
+flushes it saves the stream index (delta tables).
 
 Event data is a function of (stream, number, length), see L{payload}, so a
 verifier can tell intact events from damaged ones.
@@ -45,6 +46,7 @@ def main(argv: list[str]) -> int:
     out.write(f"ready {log.end_position}\n")
     out.flush()
     deadline = time.monotonic() + max_seconds
+    flushes = 0
     while time.monotonic() < deadline:
         appenders = rng.randint(1, 32)
         added: list[tuple[str, int, int]] = []
@@ -72,6 +74,11 @@ def main(argv: list[str]) -> int:
             index.add(stream, number, position)
         out.write("ack " + " ".join(f"{s}:{n}" for s, n in last.items()) + "\n")
         out.flush()
+        flushes += 1
+        if flushes % 25 == 0:
+            # index base and delta tables, so restarts load them and may
+            # find one half written
+            closer.save_index()
         time.sleep(rng.random() * 0.004)
     closer()
     return 0

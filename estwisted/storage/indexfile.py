@@ -453,6 +453,9 @@ def load_or_rebuild(
         the log, C{rebuilt}, C{covered} (the position the files covered).
     """
     path = os.path.join(directory, INDEX_FILE)
+    for name in os.listdir(directory):
+        if name.endswith(".tmp"):
+            os.unlink(os.path.join(directory, name))
     index = StreamIndex()
     report: dict[str, Any] = {"loaded": 0, "deltas": 0, "tail": 0, "rebuilt": False}
     start = 0
