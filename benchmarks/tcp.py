@@ -62,6 +62,7 @@ def run_load(
     seconds: float,
     data_size: int = 100,
     auth: bool = False,
+    rate: float = 0,
 ) -> dict[str, Any]:
     args = [
         binary,
@@ -73,6 +74,7 @@ def run_load(
         str(seconds),
         str(data_size),
         "1" if auth else "0",
+        str(rate),
     ]
     completed = subprocess.run(args, capture_output=True, timeout=seconds + 60)
     if completed.returncode != 0:
@@ -82,7 +84,9 @@ def run_load(
     result: dict[str, Any] = json.loads(completed.stdout)
     result["requests_per_s"] = result["requests"] / result["seconds"]
     result["events_per_s"] = result["events"] / result["seconds"]
-    result.update(mode=mode, conns=conns, inflight=inflight, events_per_request=events)
+    result.update(
+        mode=mode, conns=conns, inflight=inflight, events_per_request=events, rate_limit=rate
+    )
     return result
 
 
@@ -395,6 +399,10 @@ def main() -> None:
                 r = run_load(binary, port, "write", conns, 1, events, seconds)
                 results["appends"].append(r)
                 report(f"append {events} ev/write, {conns} conns rr", r)
+        peak = max(a["events_per_s"] for a in results["appends"] if a["events_per_request"] == 1)
+        r = run_load(binary, port, "write", 8, 4, 1, seconds, rate=peak / 2)
+        results["latency_at_half_peak"] = r
+        report(f"append latency at half peak ({peak / 2:,.0f}/s)", r)
         r = run_load(binary, port, "write", 10, 200, 1, seconds)
         results["appends"].append(r)
         report("append pipelined 10x200 in flight", r)

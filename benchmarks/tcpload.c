@@ -2,7 +2,7 @@
  * tcpload: a small load generator for the Event Store v5 TCP protocol,
  * used by benchmarks/tcp.py (which compiles it with the system C compiler).
  *
- *   tcpload PORT MODE CONNS INFLIGHT EVENTS SECONDS DATA_SIZE [AUTH]
+ *   tcpload PORT MODE CONNS INFLIGHT EVENTS SECONDS DATA_SIZE [AUTH [RATE]]
  *
  * MODE: write       WriteEvents of EVENTS events (DATA_SIZE bytes of JSON each)
  *                   to stream "bench-<conn>", expected version Any
@@ -12,6 +12,8 @@
  *                   in stream "bench-0" (EVENTS = its length)
  *       readall     ReadAllEventsForward of 100 events from position 0
  * AUTH=1 sends Authenticate admin/changeit first on every connection.
+ * RATE > 0 paces the requests to RATE per second in total (for latency at a
+ * given load); each connection still has at most INFLIGHT outstanding.
  *
  * Every connection keeps INFLIGHT requests outstanding for SECONDS seconds
  * (127.0.0.1 only).  Prints one JSON line: requests, events, seconds,
@@ -46,6 +48,7 @@ typedef struct {
     int outstanding;
     uint64_t seq;
     int index;
+    double next_due;
 } conn_t;
 
 static const char *mode;
@@ -215,6 +218,7 @@ int main(int argc, char **argv) {
     double seconds = atof(argv[6]);
     data_size = atoi(argv[7]);
     int auth = argc > 8 && atoi(argv[8]);
+    double rate = argc > 9 ? atof(argv[9]) : 0;
     if (nconns > MAX_CONNS || inflight > MAX_INFLIGHT || nconns < 1 || inflight < 1) return 2;
     if (strcmp(mode, "write")) events_per = 1;
     samples = malloc(sizeof(double) * MAX_SAMPLES);
@@ -239,12 +243,29 @@ int main(int argc, char **argv) {
         }
     }
     double start = now(), end = start + seconds;
-    for (int i = 0; i < nconns; i++)
-        for (int k = 0; k < inflight; k++) send_request(&conns[i], start);
+    double gap = rate > 0 ? nconns / rate : 0;
+    for (int i = 0; i < nconns; i++) {
+        conns[i].next_due = start + gap * i / nconns;
+        if (!gap)
+            for (int k = 0; k < inflight; k++) send_request(&conns[i], start);
+    }
     int measuring = 1;
     while (1) {
         double t = now();
         if (measuring && t >= end) measuring = 0;
+        double wait_s = 0.1;
+        if (gap && measuring) {
+            for (int i = 0; i < nconns; i++) {
+                conn_t *c = &conns[i];
+                while (c->outstanding < inflight && t >= c->next_due) {
+                    send_request(c, t);
+                    c->next_due += gap;
+                    if (c->next_due < t - 1.0) c->next_due = t; /* fell behind: do not burst */
+                }
+                double w = c->next_due - t;
+                if (w < wait_s) wait_s = w < 0 ? 0 : w;
+            }
+        }
         int busy = 0;
         for (int i = 0; i < nconns; i++) {
             pfds[i].fd = conns[i].fd;
@@ -253,7 +274,8 @@ int main(int argc, char **argv) {
         }
         if (!measuring && !busy) break;
         if (!measuring && t > end + 10) break; /* drain at most 10 s */
-        if (poll(pfds, nconns, 100) < 0) { if (errno == EINTR) continue; perror("poll"); return 2; }
+        struct timespec timeout = {(time_t)wait_s, (long)((wait_s - (time_t)wait_s) * 1e9)};
+        if (ppoll(pfds, nconns, &timeout, NULL) < 0) { if (errno == EINTR) continue; perror("poll"); return 2; }
         for (int i = 0; i < nconns; i++) {
             conn_t *c = &conns[i];
             if (pfds[i].revents & POLLOUT) {
@@ -293,7 +315,7 @@ int main(int argc, char **argv) {
                         total_requests++;
                         total_events += count_events(pkg + 18, len - 18, command);
                         if (nsamples < MAX_SAMPLES) samples[nsamples++] = lat;
-                        send_request(c, rt);
+                        if (!gap) send_request(c, rt);
                     }
                 }
                 off += 4 + len;
