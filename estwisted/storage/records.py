@@ -187,17 +187,10 @@ def decode(buf: Buffer, offset: int = 0, limit: int = -1, position: int = -1) ->
     raw_metadata = buf[o : o + ml]
     data = raw_data if isinstance(raw_data, bytes) else bytes(raw_data)
     metadata = raw_metadata if isinstance(raw_metadata, bytes) else bytes(raw_metadata)
+    # positional: position, next_position, stream, event_number, event_id,
+    # event_type, flags, data, metadata, created
     return EventRecord(
-        position=pos,
-        next_position=pos + size,
-        stream=stream,
-        event_number=number,
-        event_id=event_id,
-        event_type=event_type,
-        flags=flags,
-        data=data,
-        metadata=metadata,
-        created=created,
+        pos, pos + size, stream, number, event_id, event_type, flags, data, metadata, created
     )
 
 
