@@ -65,6 +65,7 @@ from estwisted.errors import (
 from estwisted.model import (
     DELETED_STREAM,
     EXPECTED_ANY,
+    EventRecord,
     NewEvent,
     Principal,
     ReadStatus,
@@ -348,6 +349,7 @@ class _Group:
         settings: PersistentSettings,
         next_read: int,
         last_checkpoint: Optional[int],
+        done: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.owner = owner
         self.store = owner.store
@@ -371,6 +373,12 @@ class _Group:
         self.active = True
         self.total_processed = 0
         self.last_checkpoint = last_checkpoint
+        #: Ranges of event numbers above the checkpoint that were already
+        #: processed before a restart (from the checkpoint's metadata).
+        self._skip: deque[tuple[int, int]] = deque(sorted(done))
+        self._changed = False
+        self._parks_pending = 0
+        self._parks_waiters: list[Deferred[None]] = []
         self._processed_since_checkpoint = 0
         self._checkpoint_writing = False
         self._checkpoint_again = False
@@ -451,6 +459,9 @@ class _Group:
                 sequence = event.original.event_number
                 if sequence < self.next_read:
                     continue
+                if self._skip and self._skipped(sequence):
+                    self.next_read = sequence + 1
+                    continue
                 message = _Message(event, sequence)
                 self.buffer.append(message)
                 self.outstanding[sequence] = message
@@ -465,6 +476,32 @@ class _Group:
                 else:
                     self.caught_up = True
                     return
+
+    def _skipped(self, sequence: int) -> bool:
+        skip = self._skip
+        while skip and skip[0][1] < sequence:
+            skip.popleft()
+        return bool(skip) and skip[0][0] <= sequence
+
+    def done_intervals(self) -> list[tuple[int, int]]:
+        """
+        Ranges of event numbers above the checkpoint that are processed
+        (acked, skipped or parked) while something below them is not.
+        Stored with the checkpoint so that a restart does not deliver them
+        again.
+        """
+        intervals: list[tuple[int, int]] = []
+        previous: Optional[int] = None
+        for sequence in self.outstanding:
+            if previous is not None and sequence > previous + 1:
+                intervals.append((previous + 1, sequence - 1))
+            previous = sequence
+        if previous is not None and self.next_read - 1 > previous:
+            intervals.append((previous + 1, self.next_read - 1))
+        for first, last in self._skip:
+            if last >= self.next_read:
+                intervals.append((max(first, self.next_read), last))
+        return intervals
 
     def _choose(self) -> Optional[_Consumer]:
         consumers = self.consumers
@@ -633,11 +670,13 @@ class _Group:
             )
         except Exception:
             written = fail()
+        self._parks_pending += 1
 
         def parked(_: object) -> None:
-            if self.active and message.state == _PARKING:
+            if message.state == _PARKING:
                 self._finish(message)
-                self.pump()
+                if self.active:
+                    self.pump()
 
         def not_parked(failure: Failure) -> None:
             _log.failure("could not park a message of {key}; retrying it", failure, key=self.key)
@@ -647,7 +686,25 @@ class _Group:
                 self.retry_by_id[message.event_id] = message
                 self.schedule_pump()
 
+        def settled(_: object) -> None:
+            self._parks_pending -= 1
+            if not self._parks_pending:
+                waiters, self._parks_waiters = self._parks_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+
         written.addCallbacks(parked, not_parked)
+        written.addBoth(settled)
+
+    def parks_settled(self) -> Deferred[None]:
+        """
+        Fires when no park write is under way any more.
+        """
+        if not self._parks_pending:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._parks_waiters.append(waiter)
+        return waiter
 
     def _finish(self, message: _Message) -> None:
         message.state = _DONE
@@ -657,7 +714,10 @@ class _Group:
             return
         if self.outstanding.pop(message.sequence, None) is None:
             return
+        self._changed = True
         self._processed_since_checkpoint += 1
+        if not self.active:
+            return
         settings = self.settings
         if self._processed_since_checkpoint >= max(1, settings.checkpoint_max_count):
             self.write_checkpoint()
@@ -759,10 +819,11 @@ class _Group:
             self._checkpoint_waiters.append(waiter)
             return waiter
         value = self.checkpoint_value()
-        if self.last_checkpoint is not None and value <= self.last_checkpoint:
+        if not self._changed and self.last_checkpoint is not None and value <= self.last_checkpoint:
             return succeed(None)
+        self._changed = False
         self._checkpoint_writing = True
-        written = self.owner._write_checkpoint(self.stream, self.name, value)
+        written = self.owner._write_checkpoint(self.stream, self.name, value, self.done_intervals())
 
         def done(_: object) -> None:
             if self.last_checkpoint is None or value > self.last_checkpoint:
@@ -900,6 +961,10 @@ def normalize_settings(settings: PersistentSettings) -> PersistentSettings:
     return settings
 
 
+def _write_group_checkpoint(_: object, group: _Group) -> Deferred[None]:
+    return group.write_checkpoint()
+
+
 class PersistentSubscriptions:
     """
     Every persistent subscription group of a node.  See the module
@@ -934,25 +999,25 @@ class PersistentSubscriptions:
             key = group_key(stream, name)
             if key in self._groups:
                 continue
-            checkpoint = self._load_checkpoint(stream, name)
+            checkpoint, done = self._load_checkpoint(stream, name)
             if checkpoint is not None:
                 next_read = checkpoint + 1
             else:
                 next_read = self._resolve_start(stream, settings.start_from)
-            self._add_group(_Group(self, stream, name, settings, next_read, checkpoint))
+            self._add_group(_Group(self, stream, name, settings, next_read, checkpoint, done))
         for group in list(self._groups.values()):
             group.pump()
         return succeed(None)
 
     def stop(self) -> Deferred[None]:
         """
-        Write every group's checkpoint and drop its consumers
-        (C{UNSUBSCRIBED}).
+        Drop every group's consumers (C{UNSUBSCRIBED}), let park writes
+        under way finish, then write every group's checkpoint.
         """
         writes: list[Deferred[None]] = []
         for group in list(self._groups.values()):
-            writes.append(group.write_checkpoint())
             group.close(DropReason.UNSUBSCRIBED)
+            writes.append(group.parks_settled().addCallback(_write_group_checkpoint, group))
         self._groups.clear()
         self._by_stream.clear()
         self._remove_listener()
@@ -1024,12 +1089,16 @@ class PersistentSubscriptions:
                 NotFound(f"Subscription group '{group}' on stream '{stream}' does not exist.")
             )
         resume = old.checkpoint_value()
+        done = old.done_intervals()
         self._remove_group(old)
         old.close(DropReason.UNSUBSCRIBED)
         old.abandon_checkpoints()
-        new = _Group(self, stream, group, settings, resume + 1, resume)
+        new = _Group(self, stream, group, settings, resume + 1, resume, done)
         self._add_group(new)
-        writes = [self._write_checkpoint(stream, group, resume), self._write_config(principal)]
+        writes = [
+            self._write_checkpoint(stream, group, resume, done),
+            self._write_config(principal),
+        ]
         new.pump()
         return self._all_of(writes)
 
@@ -1257,9 +1326,15 @@ class PersistentSubscriptions:
 
         return result.addCallbacks(lambda _: None, unwrap)
 
-    def _append(self, stream: str, event_type: str, data: bytes) -> Deferred[None]:
+    def _append(
+        self, stream: str, event_type: str, data: bytes, metadata: bytes = b""
+    ) -> Deferred[None]:
         event = NewEvent(
-            event_id=uuid.uuid4().bytes, event_type=event_type, data=data, is_json=True
+            event_id=uuid.uuid4().bytes,
+            event_type=event_type,
+            data=data,
+            metadata=metadata,
+            is_json=True,
         )
         try:
             written = self.store.append(stream, EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
@@ -1267,9 +1342,20 @@ class PersistentSubscriptions:
             return fail()
         return written.addCallback(lambda _: None)
 
-    def _write_checkpoint(self, stream: str, group: str, value: int) -> Deferred[None]:
+    def _write_checkpoint(
+        self, stream: str, group: str, value: int, done: Sequence[tuple[int, int]] = ()
+    ) -> Deferred[None]:
+        """
+        Data: the checkpoint as a JSON number (as Event Store writes it);
+        metadata: C{{"done": [[first, last], ...]}} for ranges above it that
+        are processed already.
+        """
+        metadata = json.dumps({"done": [list(r) for r in done]}).encode() if done else b""
         return self._append(
-            checkpoint_stream(stream, group), CHECKPOINT_EVENT_TYPE, json.dumps(value).encode()
+            checkpoint_stream(stream, group),
+            CHECKPOINT_EVENT_TYPE,
+            json.dumps(value).encode(),
+            metadata,
         )
 
     def _write_config(self, principal: Optional[Principal]) -> Deferred[None]:
@@ -1285,20 +1371,20 @@ class PersistentSubscriptions:
         }
         return self._append(CONFIG_STREAM, CONFIG_EVENT_TYPE, json.dumps(document).encode("utf-8"))
 
-    def _read_last(self, stream: str) -> Optional[bytes]:
+    def _read_last(self, stream: str) -> Optional[EventRecord]:
         last = self.store.last_event_number(stream)
         if last < 0 or last == DELETED_STREAM:
             return None
         result = self.store.read_event(stream, last, False, SYSTEM_PRINCIPAL)
         if result.status != ReadStatus.SUCCESS or result.event is None:
             return None
-        return result.event.original.data
+        return result.event.original
 
     def _load_config(self) -> list[tuple[str, str, PersistentSettings]]:
-        data = self._read_last(CONFIG_STREAM)
-        if data is None:
+        record = self._read_last(CONFIG_STREAM)
+        if record is None:
             return []
-        document = json.loads(data)
+        document = json.loads(record.data)
         entries: list[tuple[str, str, PersistentSettings]] = []
         for entry in document.get("entries", []):
             if not isinstance(entry, dict):
@@ -1318,14 +1404,33 @@ class PersistentSubscriptions:
             entries.append((stream, name, settings))
         return entries
 
-    def _load_checkpoint(self, stream: str, group: str) -> Optional[int]:
-        data = self._read_last(checkpoint_stream(stream, group))
-        if data is None:
-            return None
+    def _load_checkpoint(
+        self, stream: str, group: str
+    ) -> tuple[Optional[int], list[tuple[int, int]]]:
+        """
+        The last checkpoint of a group and the processed ranges above it.
+        """
+        record = self._read_last(checkpoint_stream(stream, group))
+        if record is None:
+            return None, []
         try:
-            value = json.loads(data)
+            value = json.loads(record.data)
         except ValueError:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        return None
+            return None, []
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None, []
+        done: list[tuple[int, int]] = []
+        try:
+            extra = json.loads(record.metadata) if record.metadata else {}
+        except ValueError:
+            extra = {}
+        ranges = extra.get("done", []) if isinstance(extra, dict) else []
+        for item in ranges if isinstance(ranges, list) else []:
+            if (
+                isinstance(item, list)
+                and len(item) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in item)
+                and value < item[0] <= item[1]
+            ):
+                done.append((item[0], item[1]))
+        return value, sorted(done)
