@@ -32,8 +32,27 @@ Stored state (so groups survive a restart):
     C{PersistentConfig1}) holds every group's settings as JSON.
   - C{$persistentsubscription-<stream>::<group>-checkpoint}: events of type
     C{SubscriptionCheckpoint} whose data is the JSON number of the highest
-    event number below which (inclusive) every message was acked, skipped
-    or parked.  A restart resumes at checkpoint + 1.
+    event number at or below which every message was acked, skipped or
+    parked.  A restart resumes at checkpoint + 1.  The event's metadata
+    C{{"done": [[first, last], ...]}} lists ranges above the checkpoint
+    that are processed already (acked while an earlier message was still
+    out), so a clean restart never delivers an acked message again; after
+    a crash, what was acked since the last checkpoint may come again
+    (at-least-once).  Checkpoints are written after C{checkpoint_max_count}
+    processed messages, after C{checkpoint_after_ms} when at least
+    C{checkpoint_min_count} were processed, at group creation (so "from the
+    end" survives a crash) and at C{stop()}.
+
+Semantics in short: delivery in event-number order from C{start_from} (or
+the checkpoint), retries first; strategies RoundRobin, DispatchToSingle
+and Pinned (by the source stream of a resolved link); nak Retry/Unknown and
+message timeouts redeliver with C{retry_count + 1} until
+C{max_retry_count}, then park; Park writes the C{$>} link at once; Skip
+counts as acked; Stop does nothing (v5).  An ack finishes a message
+wherever it is (in flight with any consumer or waiting for a retry).  A
+consumer that leaves has its in-flight messages retried to the others.
+Update and delete drop consumers with C{UNSUBSCRIBED}; update resumes from
+what was acked.  Only the injected clock is used (C{callLater}).
   - C{$persistentsubscription-<stream>::<group>-parked}: C{$>} links
     (C{"<n>@<stream>"}) to parked messages.
 """
