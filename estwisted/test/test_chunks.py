@@ -197,6 +197,33 @@ class RolloverTests(ChunkedLogTestBase):
         self.assertFalse(os.path.exists(junk))
 
 
+class ArbitraryPositionTests(SynchronousTestCase):
+    """
+    Reads from any position, not only record starts (the sparse map of
+    record starts per chunk).
+    """
+
+    def setUp(self) -> None:
+        path = tempfile.mkdtemp(prefix="estw-positions-")
+        self.addCleanup(shutil.rmtree, path, True)
+        self.log = ChunkedLog(path, chunk_size=CHUNK)
+        self.addCleanup(self.log.close)
+        self.positions = [_append(self.log, i, size=(i * 7) % 90) for i in range(600)]
+        self.log.flush()
+
+    @settings(max_examples=300)
+    @given(st.integers(-10, 60_000))
+    def test_forward_and_backward(self, p: int) -> None:
+        after = [q for q in self.positions if q >= p][:3]
+        before = [q for q in self.positions if q < p][::-1][:3]
+        self.assertEqual([r.position for r in self.log.read_forward(p, 3)], after)
+        self.assertEqual([r.position for r in self.log.read_backward(p, 3)], before)
+        if p in self.positions or p == 0:  # 0: the system record
+            self.assertEqual(self.log.read(p).position, p)
+        else:
+            self.assertRaises(KeyError, self.log.read, p)
+
+
 class RecoveryTests(ChunkedLogTestBase):
     def test_clean_reopen(self) -> None:
         log = self.open()
