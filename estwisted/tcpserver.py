@@ -359,6 +359,13 @@ class TcpClientProtocol(Protocol):
             )
             self.send(frame_package(0xF0, corr, f"Internal error: {error}".encode()))
 
+    def _late_error(self, failure: Failure, corr: bytes) -> None:
+        """
+        Building a reply failed: still answer the correlation id.
+        """
+        self._log.failure("Could not build a reply", failure)
+        self.send(frame_package(0xF0, corr, b"Internal error while building the reply."))
+
     def _control(self, command: int, corr: bytes, data: bytes) -> None:
         """
         Commands that need no principal, and unknown ones.
@@ -548,7 +555,7 @@ class TcpClientProtocol(Protocol):
             self._write_failed,
             callbackArgs=(corr,),
             errbackArgs=(corr,),
-        )
+        ).addErrback(self._late_error, corr)
 
     def _write_done(self, result: WriteResult, corr: bytes) -> None:
         self.send(
@@ -612,7 +619,7 @@ class TcpClientProtocol(Protocol):
                 )
             )
 
-        d.addCallbacks(done, failed)
+        d.addCallbacks(done, failed).addErrback(self._late_error, corr)
 
     def _transaction_reply(
         self, command: int, corr: bytes, transaction_id: int, error: Optional[Exception]
@@ -701,7 +708,7 @@ class TcpClientProtocol(Protocol):
                 )
             )
 
-        d.addCallbacks(done, failed)
+        d.addCallbacks(done, failed).addErrback(self._late_error, corr)
 
     # -- reads -------------------------------------------------------------
 
@@ -871,7 +878,7 @@ class TcpClientProtocol(Protocol):
                 )
             )
 
-        d.addCallbacks(done, failed)
+        d.addCallbacks(done, failed).addErrback(self._late_error, corr)
 
     def _create_persistent(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         message = tcpcodec.parse(pb.CreatePersistentSubscription, data)

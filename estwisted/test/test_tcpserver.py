@@ -451,6 +451,18 @@ class WriteReadTests(SynchronousTestCase):
         )
         self.assertEqual(pb.TransactionStartCompleted.FromString(package.data).result, 7)
 
+    def test_reply_that_cannot_be_built_is_still_answered(self) -> None:
+        from estwisted import tcpserver
+
+        def broken(*args: object) -> bytes:
+            raise RuntimeError("boom")
+
+        self.patch(tcpserver.tcpcodec, "write_completed_success", broken)
+        message = pb.WriteEvents(event_stream_id="s", expected_version=-2)
+        package = self.client.call(C.WriteEvents, C.BadRequest, message)
+        self.assertIn(b"Internal error", package.data)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_pipelined_requests_each_answered(self) -> None:
         corrs = set()
         data = b""
