@@ -523,13 +523,32 @@ def read_all_completed(result: AllSlice, v1: bool = False) -> bytes:
     return message.SerializePartialToString()
 
 
+#: The last StreamEventAppeared payload and what it was built from: a commit
+#: is fanned out to every subscriber in turn, so consecutive calls usually
+#: carry the very same record objects.  Identity (not equality) is checked,
+#: and the references are kept, so a match is always the same record.
+_last_appeared: tuple[Optional[EventRecord], Optional[EventRecord], bool, bytes] = (
+    None,
+    None,
+    False,
+    b"",
+)
+
+
 def stream_event_appeared(resolved: ResolvedEvent, v1: bool = False) -> bytes:
     """
     Encode a C{StreamEventAppeared} payload.
     """
+    global _last_appeared
+    event, link = resolved.event, resolved.link
+    last = _last_appeared
+    if last[0] is event and last[1] is link and last[2] == v1 and last[3]:
+        return last[3]
     message = pb.StreamEventAppeared()
     resolved_event_to_proto(resolved, message.event, v1)
-    return message.SerializePartialToString()
+    data = message.SerializePartialToString()
+    _last_appeared = (event, link, v1, data)
+    return data
 
 
 def persistent_event_appeared(resolved: ResolvedEvent, retry_count: int, v1: bool = False) -> bytes:

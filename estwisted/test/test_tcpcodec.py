@@ -361,6 +361,25 @@ class TranslationTests(SynchronousTestCase):
         self.assertTrue(message.IsInitialized())
         self.assertEqual(message.event.event.event_number, DELETED_STREAM_V1)
 
+    def test_stream_event_appeared_fan_out_reuses_encoding(self) -> None:
+        record = _record()
+        first = tcpcodec.stream_event_appeared(ResolvedEvent(record))
+        self.assertIs(tcpcodec.stream_event_appeared(ResolvedEvent(record)), first)
+        other = _record(event_number=4)
+        self.assertEqual(
+            pb.StreamEventAppeared.FromString(
+                tcpcodec.stream_event_appeared(ResolvedEvent(other))
+            ).event.event.event_number,
+            4,
+        )
+        link = _record(stream="l", event_type="$>", data=b"3@s", position=300)
+        linked = pb.StreamEventAppeared.FromString(
+            tcpcodec.stream_event_appeared(ResolvedEvent(other, link))
+        )
+        self.assertEqual(linked.event.link.event_stream_id, "l")
+        v1 = tcpcodec.stream_event_appeared(ResolvedEvent(other, link), True)
+        self.assertEqual(pb.StreamEventAppeared.FromString(v1), linked)
+
     def test_persistent_event_appeared(self) -> None:
         data = tcpcodec.persistent_event_appeared(ResolvedEvent(_record()), 2)
         message = pb.PersistentSubscriptionStreamEventAppeared.FromString(data)
