@@ -100,13 +100,13 @@ def parse_wrk(output: str) -> dict[str, Any]:
 def run_wrk(
     url: str,
     connections: int,
-    seconds: float,
+    seconds: int,
     headers: dict[str, str],
     script: Optional[str] = None,
 ) -> dict[str, Any]:
     wrk = wrk_binary()
     assert wrk is not None
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     if script is not None:
@@ -117,6 +117,8 @@ def run_wrk(
     )
     output = completed.stdout.decode("utf-8", "replace")
     result = parse_wrk(output)
+    if not result["requests"]:
+        print(output + completed.stderr.decode("utf-8", "replace"), file=sys.stderr)
     result["connections"] = connections
     result["seconds"] = seconds
     return result
@@ -147,14 +149,14 @@ def prepare(base: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, help="an existing node's external HTTP port")
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--mem-db", action="store_true", help="start the node with --mem-db")
     parser.add_argument("--quick", action="store_true", help="1-second runs")
     args = parser.parse_args()
     if wrk_binary() is None:
         print("wrk is not installed (apt-get install wrk); nothing measured.")
         return 1
-    seconds = 1.0 if args.quick else args.seconds
+    seconds = 1 if args.quick else args.seconds
 
     node: Optional[NodeProcess] = None
     tmp = tempfile.mkdtemp(prefix="estwisted-http-bench-")

@@ -334,7 +334,9 @@ def _entries(
 @frozen
 class FeedPage:
     """
-    A rendered feed and what the HTTP edge needs to set caching headers.
+    A feed page: C{feed} holds every field but C{entries}, built from
+    C{events} (newest first) when rendered; C{cacheable} and C{version}
+    tell the HTTP edge which caching headers to set.
 
     @ivar cacheable: the page can no longer change.
     @ivar version: the version used in the ETag of a non-cacheable page.
@@ -343,6 +345,62 @@ class FeedPage:
     feed: dict[str, Any]
     cacheable: bool
     version: int
+    events: Sequence[ResolvedEvent] = ()
+    embed: Embed = Embed.NONE
+
+    def with_entries(self, urls: Urls) -> dict[str, Any]:
+        """
+        The whole feed as a JSON-able dict.
+        """
+        feed = dict(self.feed)
+        feed["entries"] = _entries(self.events, urls, self.embed)
+        return feed
+
+    def render(self, media_type: str, urls: Urls, cache: Optional[EntryCache] = None) -> bytes:
+        """
+        Serialise for a media type; JSON entries come from C{cache} when
+        one is given (entries of a record never change).
+        """
+        if media_type in XML_TYPES or cache is None:
+            return render_feed(self.with_entries(urls), media_type)
+        with_content = self.embed is Embed.CONTENT
+        entries = [cache.entry(e, urls, self.embed, with_content) for e in self.events]
+        head = dumps(self.feed)
+        return head[:-1] + b',"entries":[' + b",".join(entries) + b"]}"
+
+
+class EntryCache:
+    """
+    Serialised JSON entries by record: an entry depends only on the
+    (immutable) records it shows, the base URL and the embed mode.
+
+    @ivar size: entries kept; the cache is emptied when it fills up.
+    """
+
+    def __init__(self, size: int = 20000) -> None:
+        self.size = size
+        self._entries: dict[tuple[Any, ...], bytes] = {}
+
+    def entry(
+        self, resolved: ResolvedEvent, urls: Urls, embed: Embed, with_content: bool
+    ) -> bytes:
+        original = resolved.original
+        target = resolved.event
+        key = (
+            original.position,
+            original.event_id,
+            -1 if target is None or target is original else target.position,
+            urls.base,
+            embed,
+            with_content,
+        )
+        cached = self._entries.get(key)
+        if cached is None:
+            cached = dumps(entry_json(resolved, urls, embed, with_content))
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[key] = cached
+        return cached
 
 
 def stream_feed(
@@ -401,12 +459,11 @@ def stream_feed(
         if from_event is None:
             feed["eTag"] = make_etag(last, etag_media_type)
     feed["links"] = links
-    feed["entries"] = _entries(events, urls, embed)
     if forward:
         cacheable = len(events) == count
     else:
         cacheable = from_event is not None and from_event <= last
-    return FeedPage(feed, cacheable, last)
+    return FeedPage(feed, cacheable, last, events, embed)
 
 
 def all_feed(
@@ -458,13 +515,12 @@ def all_feed(
         "author": _AUTHOR,
         "headOfStream": False,
         "links": links,
-        "entries": _entries(events, urls, embed),
     }
     if forward:
         cacheable = full
     else:
         cacheable = from_position is not None and from_position <= last_commit_position
-    return FeedPage(feed, cacheable, last_commit_position)
+    return FeedPage(feed, cacheable, last_commit_position, events, embed)
 
 
 def competing_feed(

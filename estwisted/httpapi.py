@@ -810,6 +810,7 @@ class HttpApi:
         self._scavenges: dict[str, Any] = {}
         self._started = clock.seconds()
         self._negotiated: dict[tuple[Optional[str], tuple[str, ...]], Any] = {}
+        self._entry_cache = atom.EntryCache()
 
     # -- serving -------------------------------------------------------------
 
@@ -1369,7 +1370,8 @@ class HttpApi:
             )
             if self._cache(request, page.cacheable, page.version, media):
                 return self._not_modified(request)
-            return self._ok(request, atom.render_feed(page.feed, media), _feed_type(media))
+            body = page.render(media, self._urls(request), self._entry_cache)
+            return self._ok(request, body, _feed_type(media))
 
         if long_poll is not None and number is not None:
             last = self.store.last_event_number(stream)
@@ -1422,7 +1424,8 @@ class HttpApi:
             )
             if self._cache(request, page.cacheable, page.version, media):
                 return self._not_modified(request)
-            return self._ok(request, atom.render_feed(page.feed, media), _feed_type(media))
+            body = page.render(media, self._urls(request), self._entry_cache)
+            return self._ok(request, body, _feed_type(media))
 
         if long_poll is not None and position is not None:
             probe = self.store.read_all(position, 1, True, False, principal)

@@ -281,7 +281,7 @@ class StreamFeedTests(SynchronousTestCase):
         """
         sl = stream_slice(list(range(29, 9, -1)), 29, False, False)
         page = atom.stream_feed(sl, "s", URLS, None, 20, False, atom.Embed.NONE)
-        feed = page.feed
+        feed = page.with_entries(URLS)
         self.assertEqual([e["title"] for e in feed["entries"]][:2], ["29@s", "28@s"])
         b = "http://127.0.0.1:2113/streams/s"
         self.assertEqual(
@@ -307,7 +307,7 @@ class StreamFeedTests(SynchronousTestCase):
         """
         sl = stream_slice(list(range(0, 20)), 29, False, True)
         page = atom.stream_feed(sl, "s", URLS, 0, 20, True, atom.Embed.NONE)
-        feed = page.feed
+        feed = page.with_entries(URLS)
         self.assertEqual(feed["entries"][0]["title"], "19@s")
         self.assertEqual(feed["entries"][-1]["title"], "0@s")
         r = rels(feed)
@@ -338,6 +338,41 @@ class StreamFeedTests(SynchronousTestCase):
         feed = atom.stream_feed(sl, "$a b", URLS, None, 20, False, atom.Embed.NONE).feed
         self.assertEqual(feed["id"], "http://127.0.0.1:2113/streams/%24a%20b")
         self.assertEqual(feed["streamId"], "$a b")
+
+
+class EntryCacheTests(SynchronousTestCase):
+    """
+    L{atom.EntryCache} and cached rendering.
+    """
+
+    @given(
+        st.sampled_from(list(atom.Embed)),
+        st.lists(st.integers(0, 50), max_size=8, unique=True),
+    )
+    def test_sameAsUncached(self, embed: atom.Embed, numbers: list[int]) -> None:
+        """
+        A page rendered with the cache is byte-for-byte the page rendered
+        without it, twice in a row.
+        """
+        numbers.sort(reverse=True)
+        sl = stream_slice(numbers, max(numbers, default=-1), True, False)
+        page = atom.stream_feed(sl, "s", URLS, None, 20, False, embed)
+        cache = atom.EntryCache(size=4)
+        plain = page.render(atom.ATOM_JSON, URLS)
+        self.assertEqual(page.render(atom.ATOM_JSON, URLS, cache), plain)
+        self.assertEqual(page.render(atom.ATOM_JSON, URLS, cache), plain)
+        self.assertEqual(json.loads(plain), json.loads(atom.dumps(page.with_entries(URLS))))
+
+    def test_baseUrlInKey(self) -> None:
+        """
+        Entries rendered for another base URL are not reused.
+        """
+        cache = atom.EntryCache()
+        ev = ResolvedEvent(record(1))
+        a = cache.entry(ev, URLS, atom.Embed.NONE, False)
+        b = cache.entry(ev, atom.Urls("http://other:1"), atom.Embed.NONE, False)
+        self.assertIn(b"http://other:1/streams/s/1", b)
+        self.assertNotEqual(a, b)
 
 
 class AllFeedTests(SynchronousTestCase):
@@ -371,7 +406,7 @@ class AllFeedTests(SynchronousTestCase):
         r = rels(page.feed)
         self.assertNotIn("last", r)
         self.assertIn("previous", r)
-        self.assertEqual(page.feed["entries"][0]["title"], "1@s")
+        self.assertEqual(page.with_entries(URLS)["entries"][0]["title"], "1@s")
         self.assertTrue(page.cacheable)
 
 
@@ -433,7 +468,8 @@ class OtherDocumentTests(SynchronousTestCase):
         The XML feed is well-formed Atom with links and entries.
         """
         sl = stream_slice([1, 0], 1, True, False)
-        feed = atom.stream_feed(sl, "s<&>", URLS, None, 20, False, atom.Embed.CONTENT).feed
+        page = atom.stream_feed(sl, "s<&>", URLS, None, 20, False, atom.Embed.CONTENT)
+        feed = page.with_entries(URLS)
         root = ElementTree.fromstring(atom.feed_xml(feed))
         ns = {"a": atom.ATOM_NS}
         self.assertEqual(root.findtext("a:title", None, ns), "Event stream 's<&>'")
