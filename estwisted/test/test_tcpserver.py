@@ -627,6 +627,23 @@ class PersistentTests(SynchronousTestCase):
         dropped = self.client.one(C.SubscriptionDropped, corr)
         self.assertEqual(pb.SubscriptionDropped.FromString(dropped.data).reason, 0)
 
+    def test_settings_reach_the_group(self) -> None:
+        self.assertEqual(
+            self.create(group="p", named_consumer_strategy="Pinned", max_retry_count=7).result, 0
+        )
+        settings = self.node.persistent.get_group("s", "p").settings
+        self.assertEqual(settings.named_consumer_strategy, "Pinned")
+        self.assertEqual(settings.max_retry_count, 7)
+        # Legacy clients: no strategy name, prefer_round_robin decides.
+        self.assertEqual(
+            self.create(group="d", named_consumer_strategy="", prefer_round_robin=False).result, 0
+        )
+        settings = self.node.persistent.get_group("s", "d").settings
+        self.assertEqual(settings.named_consumer_strategy, "DispatchToSingle")
+
+    def test_unknown_strategy_fails(self) -> None:
+        self.assertEqual(self.create(named_consumer_strategy="Nope").result, 2)
+
     def test_create_needs_ops(self) -> None:
         self.assertEqual(self.create(creds=None).result, 3)
 
