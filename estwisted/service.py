@@ -43,10 +43,25 @@ class NodeService(MultiService):
         self._close_storage: Optional[Callable[[], None]] = None
         self._ports: list[IListeningPort] = []
         self.listening: Deferred[None] = Deferred()
+        #: The node's L{estwisted.tls.NodeTLS} when a certificate is configured;
+        #: C{tls.reload()} re-reads the certificate files.
+        self.tls: Any = None
 
     # -- start -------------------------------------------------------------
 
     def startService(self) -> None:
+        from estwisted.tls import CertificateError, install_reload_signal, node_tls_from_config
+
+        try:
+            self.tls = node_tls_from_config(self.config, self.reactor)
+        except CertificateError as e:
+            self._log.error("{reason}", reason=str(e))
+            self._stop_reactor()
+            return
+        if self.tls is not None:
+            self.reactor.addSystemEventTrigger(
+                "after", "shutdown", install_reload_signal(self.reactor, self.tls.reload)
+            )
         try:
             self._open_core()
         except Exception:
@@ -89,6 +104,7 @@ class NodeService(MultiService):
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
         from estwisted.httpapi import HttpApi, NodeInfo
         from estwisted.tcpserver import TcpClientFactory
+        from estwisted.tls import tls_listeners
 
         c = self.config
         tcp = TcpClientFactory(
@@ -110,12 +126,7 @@ class NodeService(MultiService):
         info = NodeInfo.from_config(c, shutdown=self._shutdown)
         site = Site(HttpApi(self.store, self.hub, self.persistent, self.reactor, info).resource())
         site.displayTracebacks = False
-        return [
-            ("external TCP", c.ext_ip, c.ext_tcp_port, tcp),
-            ("internal TCP", c.int_ip, c.int_tcp_port, int_tcp),
-            ("external HTTP", c.ext_ip, c.ext_http_port, site),
-            ("internal HTTP", c.int_ip, c.int_http_port, site),
-        ]
+        return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, site)
 
     def _listen(
         self, name: str, host: str, port: int, factory: IProtocolFactory
