@@ -68,9 +68,9 @@ from estwisted.storage.records import (
     HEAD_SIZE,
     MAX_RECORD_SIZE,
     OVERHEAD,
+    TAIL,
     decode,
     encode,
-    encode_sized,
     frame_at,
     size_before,
 )
@@ -81,6 +81,8 @@ DEFAULT_CHUNK_SIZE = 256 * 1024 * 1024
 MIN_CHUNK_SIZE = 4096
 
 _SIZE = struct.Struct("<I")
+_HEAD_PACK = HEAD.pack
+_TAIL_PACK = TAIL.pack
 _log = Logger()
 
 
@@ -141,6 +143,7 @@ class ChunkedLog:
         self.checkpoints: Optional[Checkpoints] = None
         try:
             self.checkpoints = Checkpoints(path)
+            self._writer_chk = self.checkpoints.writer
             new = self._open_chunks()
             self._reset_buffer()
             if new:
@@ -392,8 +395,12 @@ class ChunkedLog:
             raise StorageError(self._failed)
         sb = stream.encode("utf-8")
         tb = event_type.encode("utf-8")
-        size = OVERHEAD + len(sb) + len(tb) + len(data) + len(metadata)
-        if size > MAX_RECORD_SIZE or len(sb) > 0xFFFF or len(tb) > 0xFFFF or len(event_id) != 16:
+        sl = len(sb)
+        tl = len(tb)
+        dl = len(data)
+        ml = len(metadata)
+        size = OVERHEAD + sl + tl + dl + ml
+        if size > MAX_RECORD_SIZE or sl > 0xFFFF or tl > 0xFFFF or len(event_id) != 16:
             # let the codec raise the precise error
             encode(0, sb, event_number, event_id, tb, flags, data, metadata, created)
         local = self._pending_local
@@ -407,11 +414,17 @@ class ChunkedLog:
             position = self._pending_chunk * self.chunk_size
             self._frames = []
             self._segments.append((self._pending_chunk, 0, self._frames))
-        self._frames.append(
-            encode_sized(
-                size, position, sb, event_number, event_id, tb, flags, data, metadata, created
+        # the frame, as records.encode_sized builds it (inlined: hot path)
+        body = b"".join(
+            (
+                _HEAD_PACK(size, position, event_number, created, flags, sl, tl, dl, ml, event_id),
+                sb,
+                tb,
+                data,
+                metadata,
             )
         )
+        self._frames.append(body + _TAIL_PACK(crc32(body), size))
         self._pending_local = local + size
         self.pending_position = position + size
         return position
@@ -420,12 +433,40 @@ class ChunkedLog:
         """
         Write and sync every buffered record; see L{IEventLog.flush}.
         """
-        if self.pending_position == self.end_position and not self._rollovers:
+        if self.pending_position == self.end_position:
             return self.end_position
         if self._failed is not None:
             self.discard()
             raise StorageError(self._failed)
         segments = self._segments
+        if len(segments) == 1:
+            # the common case: every record goes to the current chunk
+            chunk = self._chunks[self._end_chunk]
+            data = b"".join(self._frames)
+            try:
+                n = os.pwrite(chunk.fd, data, HEADER_SIZE + self._end_local)
+                if n != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+                if not self._dsync:
+                    os.fdatasync(chunk.fd)
+            except OSError as e:
+                self._roll_back([], [(chunk, self._end_local, len(data))], [])
+                self.discard()
+                raise storage_error(e, f"cannot write to {self.path}") from e
+            end = self.end_position = self.pending_position
+            self._end_local = self._pending_local
+            frames: list[bytes] = []
+            self._frames = frames
+            self._segments = [(self._end_chunk, self._end_local, frames)]
+            if end - self._writer_chk.value >= self._checkpoint_write_bytes:
+                self._update_checkpoint(False)
+            return end
+        return self._flush_segments(segments)
+
+    def _flush_segments(self, segments: list[tuple[int, int, list[bytes]]]) -> int:
+        """
+        L{flush} when the records fill more than the current chunk.
+        """
         rollovers = self._rollovers
         created: list[Chunk] = []
         written: list[tuple[Chunk, int, int]] = []
@@ -461,23 +502,29 @@ class ChunkedLog:
         for chunk in completed:
             chunk.release_fd()
         self._reset_buffer()
+        self._update_checkpoint(bool(completed))
+        return self.end_position
+
+    def _update_checkpoint(self, force_sync: bool) -> None:
+        """
+        Write C{writer.chk} (the end is durable already) and sync it when
+        due.
+        """
         writer = self._writer
         end = self.end_position
         try:
-            if completed or end - writer.value >= self._checkpoint_write_bytes:
-                writer.write(end)
-                if (
-                    self._sync_checkpoint
-                    or completed
-                    or end - writer.synced_value >= self._checkpoint_sync_bytes
-                ):
-                    writer.sync()
+            writer.write(end)
+            if (
+                force_sync
+                or self._sync_checkpoint
+                or end - writer.synced_value >= self._checkpoint_sync_bytes
+            ):
+                writer.sync()
         except OSError as e:
             # the records are durable and recovery finds them past the
             # checkpoint; report the failure all the same
             self._failed = f"cannot update the writer checkpoint: {e}"
             raise storage_error(e, "cannot update the writer checkpoint") from e
-        return self.end_position
 
     def _roll_back(
         self, created: list[Chunk], written: list[tuple[Chunk, int, int]], completed: list[Chunk]
