@@ -12,6 +12,7 @@ import zlib
 from typing import Any, Optional
 
 from attrs import evolve
+from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -459,6 +460,57 @@ class DeliveryTests(PersistentTestCase):
         for _ in range(50):
             self.clock.advance(0)
         self.assertEqual(consumer.numbers(), list(range(30)))
+
+    @given(
+        st.integers(0, 30),
+        st.lists(st.tuples(st.integers(1, 5), st.integers(0, 3)), max_size=15),
+        st.integers(1, 6),
+        st.integers(1, 4),
+        st.integers(1, 5),
+    )
+    def test_history_live_handover_property(
+        self,
+        history: int,
+        steps: list[tuple[int, int]],
+        buffer_size: int,
+        batch: int,
+        window: int,
+    ) -> None:
+        """
+        Whatever the history length, buffer, batch and window sizes, and
+        however writes interleave with acks, a single consumer gets every
+        event exactly once in event-number order.
+        """
+        store, clock = make_store()
+        subs = PersistentSubscriptions(store, clock)
+        subs.start()
+        if history:
+            store.append("s", EXPECTED_ANY, [new_event(i) for i in range(history)], None)
+            clock.advance(0)
+        d = subs.create("s", "g", fast(buffer_size=buffer_size, read_batch_size=batch), ADMIN)
+        clock.advance(0)
+        self.successResultOf(d)
+        consumer = Consumer()
+        connection = subs.connect("s", "g", None, window, consumer)
+        clock.advance(0)
+        total = history
+        acked = 0
+        for writes, acks in steps:
+            store.append("s", EXPECTED_ANY, [new_event(i) for i in range(writes)], None)
+            total += writes
+            ids = consumer.ids()[acked : acked + acks]
+            acked += len(ids)
+            connection.ack(ids)
+            clock.advance(0)
+        for _ in range(total + 1):
+            ids = consumer.ids()[acked:]
+            if not ids:
+                break
+            acked += len(ids)
+            connection.ack(ids)
+            clock.advance(0)
+        self.assertEqual(consumer.numbers(), list(range(total)))
+        self.assertEqual(set(consumer.retries()), {0} if total else set())
 
     def test_resolve_links(self) -> None:
         """
