@@ -65,7 +65,6 @@ from estwisted.storage.chunks import (
 )
 from estwisted.storage.records import (
     HEAD,
-    HEAD_SIZE,
     MAX_RECORD_SIZE,
     OVERHEAD,
     TAIL,
@@ -671,38 +670,6 @@ class ChunkedLog:
                     result.append(record)
             p = base + local
         return result
-
-    def scan(self, position: int) -> Iterator[tuple[int, str, int, int]]:
-        """
-        Every record from C{position} (or the next record start after it) to
-        the end, verified, as C{(position, stream, event_number, flags)}
-        without building records (for rebuilding the index).
-
-        @raise CorruptRecord: a record is damaged.
-        """
-        size = self.chunk_size
-        p = self._boundary(position)
-        unpack = HEAD.unpack_from
-        while p < self.end_position:
-            c, local = divmod(p, size)
-            limit = HEADER_SIZE + self._data_end(c)
-            view = self._chunks[c].view
-            base = c * size - HEADER_SIZE
-            off = HEADER_SIZE + local
-            while off < limit:
-                n, pos, number, _, flags, sl, tl, dl, ml, _ = unpack(view, off)
-                end = off + n
-                if (
-                    pos != base + off
-                    or n != OVERHEAD + sl + tl + dl + ml
-                    or end > limit
-                    or crc32(view[off : end - 8]) != _SIZE.unpack_from(view, end - 8)[0]
-                ):
-                    raise CorruptRecord(f"damaged record at position {base + off}")
-                s = off + HEAD_SIZE
-                yield pos, str(view[s : s + sl], "utf-8"), number, flags
-                off = end
-            p = (c + 1) * size
 
     def segments(self, position: int) -> Iterator[tuple[mmap.mmap, int, int, int]]:
         """
