@@ -211,13 +211,15 @@ class VolatileSubscription:
             self._hub._remove(self)
             self.subscriber.dropped(reason)
 
-    def _deliver(self, record: EventRecord) -> None:
-        if not self.active:
-            return
+    def _deliver(self, record: EventRecord, plain: ResolvedEvent) -> None:
+        """
+        Push one record; C{plain} is the record as an unresolved event,
+        shared by every subscription that gets it as it is.
+        """
         if self.resolve_links and record.event_type == LINK_EVENT_TYPE:
             event = resolve_record(self._hub.store, record, True, self.principal)
         else:
-            event = ResolvedEvent(record)
+            event = plain
         try:
             self.subscriber.event_appeared(event, record.position)
         except Exception:
@@ -324,18 +326,22 @@ class SubscriptionHub:
         """
         generation = self._generation
         self._generation += 1
-        if not self._all and not self._by_stream:
-            return
+        all_subscriptions = self._all
         by_stream = self._by_stream
+        if not all_subscriptions and not by_stream:
+            return
         for record in records:
             if record.flags & FLAG_SYSTEM:
                 continue
             subs = by_stream.get(record.stream)
+            if not subs and not all_subscriptions:
+                continue
+            plain = ResolvedEvent(record)
             if subs:
                 for subscription in subs:
-                    if subscription._generation <= generation:
-                        subscription._deliver(record)
-            if self._all:
-                for subscription in self._all:
-                    if subscription._generation <= generation:
-                        subscription._deliver(record)
+                    if subscription.active and subscription._generation <= generation:
+                        subscription._deliver(record, plain)
+            if all_subscriptions:
+                for subscription in all_subscriptions:
+                    if subscription.active and subscription._generation <= generation:
+                        subscription._deliver(record, plain)
