@@ -27,12 +27,15 @@ class FramingError(Exception):
 
     @ivar length: the offending length.
     @ivar max_size: the limit in force.
+    @ivar packages: the packages completed, in the same call, before the bad
+        length (they are valid and may still be processed).
     """
 
     def __init__(self, length: int, max_size: int) -> None:
         super().__init__(f"Package size is out of bounds: {length} (max: {max_size}).")
         self.length = length
         self.max_size = max_size
+        self.packages: list[bytes] = []
 
 
 def frame(package: bytes) -> bytes:
@@ -67,15 +70,16 @@ class Framer:
 
         @return: every package completed by C{data}, in order (possibly none).
         @raise FramingError: a length prefix is C{<= 0} or above C{max_size}.
-            The packages completed before it are lost with it; later calls
-            raise the same error again.
+            The packages completed before it are in its C{packages}; later
+            calls raise the same error again (with no packages).
         """
         if self._failed is not None:
+            self._failed.packages = []
             raise self._failed
         buffer = self._buffer
         if not buffer:
             # Fast path: whole frames in one chunk, no copying into the buffer.
-            packages = []
+            packages: list[bytes] = []
             offset = 0
             size = len(data)
             max_size = self.max_size
@@ -83,6 +87,7 @@ class Framer:
                 (length,) = _unpack_length_from(data, offset)
                 if length <= 0 or length > max_size:
                     self._failed = FramingError(length, max_size)
+                    self._failed.packages = packages
                     raise self._failed
                 end = offset + 4 + length
                 if end > size:
@@ -101,6 +106,8 @@ class Framer:
             (length,) = _unpack_length_from(buffer, offset)
             if length <= 0 or length > max_size:
                 self._failed = FramingError(length, max_size)
+                self._failed.packages = packages
+                del buffer[:]
                 raise self._failed
             end = offset + 4 + length
             if end > size:

@@ -251,7 +251,7 @@ class TcpClientProtocol(Protocol):
         try:
             packages = self._framer.feed(data)
         except FramingError as e:
-            packages = []
+            packages = e.packages
             framing_error: Optional[FramingError] = e
         else:
             framing_error = None

@@ -94,6 +94,20 @@ class FramerTests(SynchronousTestCase):
         with self.assertRaises(FramingError):
             framer.feed(b"\x00\x01" + b"x" * 20)
 
+    def test_packages_before_the_error_are_kept(self) -> None:
+        framer = Framer(max_size=10)
+        with self.assertRaises(FramingError) as cm:
+            framer.feed(frame(b"a") + frame(b"b") + b"\xff\xff\xff\xff")
+        self.assertEqual(cm.exception.packages, [b"a", b"b"])
+        framer = Framer(max_size=10)
+        framer.feed(b"\x01")
+        with self.assertRaises(FramingError) as cm:
+            framer.feed(b"\x00\x00\x00c" + b"\x00\x00\x00\x00")
+        self.assertEqual(cm.exception.packages, [b"c"])
+        with self.assertRaises(FramingError) as cm:
+            framer.feed(frame(b"d"))
+        self.assertEqual(cm.exception.packages, [])
+
     def test_error_is_sticky(self) -> None:
         framer = Framer()
         with self.assertRaises(FramingError):

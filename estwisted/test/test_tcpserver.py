@@ -189,6 +189,16 @@ class BasicTests(SynchronousTestCase):
         self.assertIn(b"Package size is out of bounds: 0", package.data)
         self.assertTrue(self.client.transport.disconnecting)
 
+    def test_requests_before_a_bad_frame_are_answered(self) -> None:
+        corr = uuid.uuid4().bytes_le
+        self.client.protocol.dataReceived(
+            frame(encode_package(C.Ping, corr, b"first")) + b"\x00\x00\x00\x00"
+        )
+        replies = self.client.replies()
+        self.assertEqual([(p.command, p.correlation_id) for p in replies][0], (C.Pong, corr))
+        self.assertEqual(replies[1].command, C.BadRequest)
+        self.assertTrue(self.client.transport.disconnecting)
+
     def test_frame_over_max_closes(self) -> None:
         self.client.protocol.dataReceived(b"\x01\x00\x10\x00")  # 1 MiB + 1
         package = self.client.one(C.BadRequest, tcpcodec.ZERO_CORRELATION)
