@@ -747,9 +747,8 @@ class TcpClientProtocol(Protocol):
         self, reply: int, forward: bool, corr: bytes, data: bytes, principal: Optional[Principal]
     ) -> None:
         message = tcpcodec.parse(pb.ReadAllEvents, data)
+        # Our events' commit and prepare positions are the same number.
         position = message.commit_position
-        if position < 0 and message.prepare_position >= 0 and forward:
-            position = message.prepare_position
         result = self.store.read_all(
             position, message.max_count, forward, message.resolve_link_tos, principal
         )
