@@ -15,6 +15,7 @@ from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from estwisted.errors import CorruptRecord
 from estwisted.interfaces import IEventLog
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.indexfile import (
@@ -166,7 +167,13 @@ def open_storage(
             os.unlink(index_path)
             remove_deltas(index_dir)
         assert log.checkpoints is not None
-        index, report = load_or_rebuild(log, index_dir, log.checkpoints.chaser.value)
+        try:
+            index, report = load_or_rebuild(log, index_dir, log.checkpoints.chaser.value)
+        except CorruptRecord as e:
+            raise CorruptRecord(
+                f"{path}: {e}: acknowledged records are damaged; not truncating them, "
+                "refusing to start"
+            ) from e
     except BaseException:
         log.close()
         raise
