@@ -1000,7 +1000,7 @@ class NodeTLS:
     def _announce(self, verb: str) -> None:
         m = self.material
         for warning in m.warnings:
-            _log.warn("Certificate warning: {warning}", warning=warning)
+            _log.warn("Certificate warning: {text}", text=warning)
         _log.info(
             "{verb} node certificate {subject} (issuer {issuer}; SANs {sans}; valid until "
             "{until}); {roots} trusted root(s)",
