@@ -15,6 +15,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.model import DELETED_STREAM, FLAG_SYSTEM
@@ -473,3 +479,76 @@ class OpenStorageTests(SynchronousTestCase):
         _, streams, _ = load_index(self.index_file)
         loaded = sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in streams.items())
         self.assertLess(loaded / len(index), 48)
+
+
+class PersistenceMachine(RuleBasedStateMachine):
+    """
+    Writes, index saves (base and delta tables), crashes, clean restarts
+    and damaged index files: after every step the index equals the one
+    built while writing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = tempfile.mkdtemp(prefix="estw-persist-")
+        self.log: Any
+        self.log, self.index, self.closer = open_storage(self.path, False, CHUNK)
+        self.expected = StreamIndex()
+
+    @rule(stream=st.sampled_from(["a", "b", "c", "$$a"]), count=st.integers(1, 30))
+    def write(self, stream: str, count: int) -> None:
+        before = self.index.last_event_number(stream)
+        _write(self.log, self.index, stream, count)
+        for n in range(before + 1, before + 1 + count):
+            position = self.index.get(stream, n)
+            assert position is not None
+            self.expected.add(stream, n, position)
+
+    @rule()
+    def save(self) -> None:
+        self.closer.save_index()
+
+    @rule()
+    def restart(self) -> None:
+        self.closer()
+        self.log, self.index, self.closer = open_storage(self.path, False, CHUNK)
+
+    @rule()
+    def crash(self) -> None:
+        self.log._release()
+        self.closer._closed = True
+        self.log, self.index, self.closer = open_storage(self.path, False, CHUNK)
+
+    @rule(offset=st.integers(0, 200))
+    def damage_newest_table(self, offset: int) -> None:
+        """
+        Crash, then flip a byte of the newest index table.
+        """
+        self.log._release()
+        self.closer._closed = True
+        directory = os.path.join(self.path, "index")
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".idx"))
+        if names:
+            path = os.path.join(directory, names[-1])
+            size = os.path.getsize(path)
+            with open(path, "r+b") as f:
+                f.seek(offset % size)
+                byte = f.read(1)
+                f.seek(offset % size)
+                f.write(bytes([byte[0] ^ 0x5A]))
+        self.log, self.index, self.closer = open_storage(self.path, False, CHUNK)
+
+    @invariant()
+    def index_matches(self) -> None:
+        assert _snapshot(self.index) == _snapshot(self.expected)
+
+    def teardown(self) -> None:
+        self.closer()
+        shutil.rmtree(self.path, True)
+
+
+class PersistenceMachineTests(SynchronousTestCase):
+    def test_machine(self) -> None:
+        run_state_machine_as_test(
+            PersistenceMachine, settings=settings(max_examples=25, stateful_step_count=20)
+        )
