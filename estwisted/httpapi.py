@@ -160,6 +160,11 @@ _CORS_HEADERS = (
     b"ES-RequiresMaster, ES-HardDelete, ES-ResolveLinkTos"
 )
 _CORS_EXPOSE = b"Location, ES-Position, ES-CurrentVersion"
+_CORS_FIXED = (
+    (b"access-control-allow-headers", _CORS_HEADERS),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", _CORS_EXPOSE),
+)
 _CACHE_FOREVER = b"max-age=31536000, public"
 _NO_CACHE = b"max-age=0, no-cache, must-revalidate"
 
@@ -660,11 +665,13 @@ def set_header(request: Any, name: bytes, value: Union[bytes, str]) -> None:
     if b"\r" in value or b"\n" in value:
         value = value.replace(b"\r", b" ").replace(b"\n", b" ")
     headers = request.responseHeaders
-    raw = getattr(headers, "_rawHeaders", None)
-    if raw is None:
+    try:
+        raw = headers._rawHeaders
+    except AttributeError:
         headers.setRawHeaders(name, [value])
-    else:
-        raw[_canonical(name)] = [value]
+        return
+    key = _canonical_names.get(name)
+    raw[key if key is not None else _canonical(name)] = [value]
 
 
 class LimitedRequest(Request):
@@ -811,6 +818,7 @@ class HttpApi:
         self._started = clock.seconds()
         self._negotiated: dict[tuple[Optional[str], tuple[str, ...]], Any] = {}
         self._entry_cache = atom.EntryCache()
+        self._base_urls: dict[tuple[Any, ...], str] = {}
 
     # -- serving -------------------------------------------------------------
 
@@ -879,9 +887,8 @@ class HttpApi:
 
     def _cors(self, request: Any, methods: bytes = b"GET, POST, PUT, DELETE, OPTIONS") -> None:
         set_header(request, b"access-control-allow-methods", methods)
-        set_header(request, b"access-control-allow-headers", _CORS_HEADERS)
-        set_header(request, b"access-control-allow-origin", b"*")
-        set_header(request, b"access-control-expose-headers", _CORS_EXPOSE)
+        for name, value in _CORS_FIXED:
+            set_header(request, name, value)
 
     @staticmethod
     def _header(request: Any, name: bytes) -> Optional[str]:
@@ -962,27 +969,52 @@ class HttpApi:
         Scheme, host and port for URLs in bodies, honouring the advertised
         address and C{X-Forwarded-*} (http-api.md 1.5).
         """
-        scheme = "https" if request.isSecure() else "http"
-        host = self._header(request, b"host")
+        key = (
+            request.isSecure(),
+            self._header(request, b"host"),
+            self._header(request, b"x-forwarded-proto"),
+            self._header(request, b"x-forwarded-host"),
+            self._header(request, b"x-forwarded-port"),
+            self._header(request, b"x-forwarded-prefix"),
+        )
+        cached = self._base_urls.get(key)
+        if cached is None:
+            cached = self._compute_base_url(*key)
+            if len(self._base_urls) >= 1000:
+                self._base_urls.clear()
+            self._base_urls[key] = cached
+        return cached
+
+    def _compute_base_url(
+        self,
+        secure: bool,
+        host: Optional[str],
+        fproto: Optional[str],
+        fhost: Optional[str],
+        fport: Optional[str],
+        prefix: Optional[str],
+    ) -> str:
+        scheme = "https" if secure else "http"
         info = self.node_info
         if info.advertise_host:
             port = info.advertise_port or info.ext_http_port
             host = f"{info.advertise_host}:{port}"
         if not host:
             host = f"{info.ext_ip}:{info.ext_http_port}"
-        fproto = self._header(request, b"x-forwarded-proto")
         if fproto:
             scheme = fproto.split(",")[0].strip() or scheme
-        fhost = self._header(request, b"x-forwarded-host")
+        if scheme not in ("http", "https"):
+            scheme = "http"
         if fhost:
             host = fhost.split(",")[0].strip() or host
-        fport = self._header(request, b"x-forwarded-port")
         if fport and fport.strip().isdigit():
             host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
             host = f"{host}:{fport.strip()}"
-        prefix = self._header(request, b"x-forwarded-prefix") or ""
-        prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-        host = "".join(c for c in host if c.isprintable() and c not in '<>"\\ ')
+        prefix = (prefix or "").strip("/")
+        prefix = "/" + quote(prefix, safe="/-._~") if prefix else ""
+        host = "".join(
+            c for c in host if c.isascii() and c.isprintable() and c not in '<>"\\ /'
+        )
         return f"{scheme}://{host}{prefix}"
 
     def _urls(self, request: Any) -> atom.Urls:
@@ -1255,8 +1287,9 @@ class HttpApi:
                 return self._not_modified(request)
         else:
             self._cache(request, True, 0, media)
-        body = atom.single_event_body(resolved, media, self._urls(request), embed)
-        content_type = "text/plain" if media == atom.OCTET_STREAM else media
+        urls = _NO_URLS if media in _DATA_ONLY else self._urls(request)
+        body = atom.single_event_body(resolved, media, urls, embed)
+        content_type = media
         if media == atom.OCTET_STREAM:
             set_header(request, b"content-type", b"application/octet-stream")
             request.setResponseCode(200, b"OK")
@@ -2307,6 +2340,13 @@ class HttpApi:
     def _r_stop_scavenge(self, request: Any, scavenge_id: str) -> Any:
         return self._run(request, self.stop_scavenge, scavenge_id)
 
+
+
+#: Single-event media types whose body has no URLs in it.
+_DATA_ONLY = frozenset(
+    {atom.JSON, atom.OCTET_STREAM, atom.EVENT_JSON, atom.TEXT_XML, atom.APP_XML, atom.EVENT_XML}
+)
+_NO_URLS = atom.Urls("")
 
 
 def _sized(body: bytes, request: Any) -> bytes:
