@@ -408,6 +408,7 @@ class _Group:
         self._pumping = False
         self._again = False
         self._rr = 0
+        self._sent = 0
         self._timeout = settings.message_timeout_ms / 1000.0
 
     # -- reading and dispatch -----------------------------------------------
@@ -444,25 +445,44 @@ class _Group:
             return
         self._pumping = True
         try:
-            for _ in range(10000):
+            for _ in range(64):
                 self._again = False
+                sent = self._sent
                 self._fill()
                 self._dispatch()
-                if not self._again or not self.active:
-                    break
+                if not self.active:
+                    return
+                if self._again:
+                    continue
+                if self._sent == sent or self.caught_up or self.buffer:
+                    # Nothing moved, nothing more to read, or the
+                    # consumers are full: wait for the next event or answer.
+                    return
+            # Bounded work per reactor turn; carry on at the next one.
+            self.schedule_pump()
         finally:
             self._pumping = False
 
     def _fill(self) -> None:
         settings = self.settings
-        room = settings.buffer_size - len(self.buffer)
-        if self.buffer and room < min(settings.read_batch_size, settings.buffer_size):
+        buffer_size = max(1, settings.buffer_size)
+        batch = max(1, settings.read_batch_size)
+        room = buffer_size - len(self.buffer)
+        if self.buffer and room < min(batch, buffer_size):
             # Read in batches, not one event per freed slot.
             return
         guard = 0
-        while room > 0 and not self.caught_up and guard < 1000:
+        while room > 0 and not self.caught_up:
             guard += 1
-            count = max(1, min(settings.read_batch_size, room))
+            if guard > 1000:
+                # Bounded work per turn; carry on at the next one.
+                self.schedule_pump()
+                return
+            if self._skip and self._skipped(self.next_read):
+                # Processed before a restart: jump over the whole range.
+                self.next_read = self._skip[0][1] + 1
+                continue
+            count = min(batch, room)
             page = self.store.read_stream(
                 self.stream,
                 self.next_read,
@@ -591,6 +611,7 @@ class _Group:
             self.retry_by_id.pop(message.event_id, None)
         message.state = _IN_FLIGHT
         message.owner = consumer
+        self._sent += 1
         event_id = message.event_id
         self.in_flight[event_id] = message
         consumer.in_flight[event_id] = message

@@ -533,6 +533,14 @@ class DeliveryTests(PersistentTestCase):
 
 
 class StrategyTests(PersistentTestCase):
+    def test_zero_sizes(self) -> None:
+        """
+        Zero buffer and batch sizes (a client may send them) still deliver.
+        """
+        self.write(count=3)
+        self.create(settings=fast(buffer_size=0, read_batch_size=0))
+        self.assertEqual(self.connect(auto_ack=True).numbers(), [0, 1, 2])
+
     def test_round_robin(self) -> None:
         """
         RoundRobin rotates through consumers.
@@ -949,6 +957,28 @@ class CheckpointTests(PersistentTestCase):
         self.restart()
         self.assertEqual(self.connect().numbers(), [])
         self.assertEqual(self.checkpoints()[-1], 5)
+
+    def test_long_acked_range_after_restart(self) -> None:
+        """
+        A long run of messages acked above an unacked one is jumped over at
+        once after a restart.
+        """
+        self.write(count=3000)
+        self.create()
+        consumer = self.connect(window=5000, auto_ack=False)
+        for _ in range(20):
+            self.clock.advance(0)
+            ids = consumer.ids()
+            if len(ids) == 3000:
+                break
+        assert consumer.connection is not None
+        consumer.connection.ack(consumer.ids()[1:])
+        self.assertEqual(len(consumer.events), 3000)
+        self.restart()
+        again = self.connect()
+        self.assertEqual(again.numbers(), [0])
+        self.write()
+        self.assertEqual(again.numbers(), [0, 3000])
 
     def test_stop_waits_for_park(self) -> None:
         """
