@@ -1,0 +1,305 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+System tests of TLS on a real node process, with certificates made by
+C{estore certs}: HTTPS and TCP over TLS with a client that trusts the CA
+(a TCP Ping answered by Pong), refusal of a client trusting another CA, of
+plaintext clients, and on the internal ports of clients without a node
+certificate from the cluster CA (reasons logged); reload on SIGHUP; and the
+refusals to start (plaintext on a non-loopback address, a key that does
+not match the certificate).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from typing import Optional
+
+from twisted.trial.unittest import TestCase
+
+from tests.harness import REPO_ROOT, NodeProcess, free_port, start_node, twistd_command
+
+
+def estore(*args: str) -> str:
+    """
+    Run C{estore} (the console script's code) and return its output.
+    """
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "estwisted.cli", *args],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"estore {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+class PKI:
+    """
+    A cluster CA, node certificates and a stranger CA, made with C{estore
+    certs} under one directory.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = os.path.abspath(directory)
+        estore("certs", "create-ca", "--out", self.path("ca"))
+        estore("certs", "create-ca", "--out", self.path("other-ca"), "--common-name", "other CA")
+        self.ca_cert = self.path("ca", "ca.crt")
+        self.other_ca_cert = self.path("other-ca", "ca.crt")
+        # The trusted roots directory holds the CA certificate only.
+        os.makedirs(self.path("roots"))
+        with open(self.ca_cert, "rb") as src, open(self.path("roots", "ca.crt"), "wb") as dst:
+            dst.write(src.read())
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.directory, *parts)
+
+    def node(
+        self, name: str, ips: str = "127.0.0.1", dns: str = "localhost", ca: str = "ca",
+        common_name: Optional[str] = None, force: bool = False,
+    ) -> tuple[str, str]:
+        args = [
+            "certs", "create-node",
+            "--ca-certificate", self.path(ca, "ca.crt"), "--ca-key", self.path(ca, "ca.key"),
+            "--ip-addresses", ips, "--dns-names", dns, "--out", self.path(name),
+        ]
+        if common_name:
+            args += ["--common-name", common_name]
+        if force:
+            args.append("--force")
+        estore(*args)
+        return self.path(name, "node.crt"), self.path(name, "node.key")
+
+    def node_args(self, name: str) -> list[str]:
+        cert, key = self.path(name, "node.crt"), self.path(name, "node.key")
+        return [
+            "--certificate-file", cert, "--certificate-private-key-file", key,
+            "--trusted-root-certificates-path", self.path("roots"),
+        ]
+
+
+def client_context(cafile: str, cert: Optional[tuple[str, str]] = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cafile)
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    return context
+
+
+def ping(
+    host: str, port: int, context: ssl.SSLContext, server_hostname: str = "127.0.0.1"
+) -> bytes:
+    """
+    Send a TCP Ping package over TLS and return the reply package.
+    """
+    correlation = uuid.uuid4().bytes
+    package = bytes([0x03, 0x00]) + correlation
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
+            tls.sendall(struct.pack("<i", len(package)) + package)
+            data = b""
+            deadline = time.monotonic() + 10
+            while len(data) < 4 + 18 and time.monotonic() < deadline:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    length = struct.unpack("<i", data[:4])[0]
+    reply = data[4 : 4 + length]
+    assert reply[2:18] == correlation, "correlation id differs"
+    return reply
+
+
+def https_get(port: int, path: str, context: ssl.SSLContext) -> tuple[int, bytes]:
+    import http.client
+
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def refused(host: str, port: int, context: ssl.SSLContext) -> bool:
+    """
+    Whether a TLS client is refused (handshake error, or the connection
+    closed before any answer to a Ping).
+    """
+    try:
+        ping(host, port, context)
+    except (ssl.SSLError, ConnectionError, AssertionError, struct.error, OSError):
+        return True
+    return False
+
+
+def wait_for_log(node: NodeProcess, text: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = node.log()
+        if text in log:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the node log:\n{node.log()[-3000:]}")
+
+
+class TLSNodeTests(TestCase):
+    """
+    One node with a certificate: every listener speaks TLS.
+    """
+
+    def setUp(self) -> None:
+        self.pki = PKI(self.mktemp())
+        self.pki.node("node1", ips="127.0.0.1", dns="localhost,node1.cluster")
+        self.node = start_node(self, mem_db=True, extra_args=self.pki.node_args("node1"))
+        self.trusting = client_context(self.pki.ca_cert)
+
+    def test_httpsAndTcpOverTls(self) -> None:
+        """
+        A client trusting the CA reads /info over HTTPS and gets a Pong for
+        a Ping over TLS on the external TCP port.
+        """
+        status, body = https_get(self.node.ext_http_port, "/info", self.trusting)
+        self.assertEqual(status, 200)
+        self.assertIn(b"esVersion", body)
+        reply = ping("127.0.0.1", self.node.ext_tcp_port, self.trusting)
+        self.assertEqual(reply[0], 0x04)
+        log = self.node.log()
+        self.assertIn(
+            f"Listening for external TCP (TLS) on 127.0.0.1:{self.node.ext_tcp_port}", log
+        )
+        self.assertIn("Loaded node certificate CN=eventstoredb-node", log)
+
+    def test_clientTrustingAnotherCA(self) -> None:
+        """
+        A client that trusts another CA does not accept the node, and the
+        node logs that the client does not trust its certificate.
+        """
+        stranger = client_context(self.pki.other_ca_cert)
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            https_get(self.node.ext_http_port, "/info", stranger)
+        wait_for_log(self.node, "does not trust this node's certificate (unknown CA)")
+
+    def test_plaintextRefused(self) -> None:
+        """
+        A plaintext HTTP request to the TLS HTTP port gets a plain 400 and
+        is closed; a plaintext TCP package is closed without an answer;
+        both are logged.
+        """
+        with socket.create_connection(("127.0.0.1", self.node.ext_http_port), timeout=10) as s:
+            s.sendall(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request"), answer)
+        self.assertIn(b"HTTPS only", answer)
+        with socket.create_connection(("127.0.0.1", self.node.ext_tcp_port), timeout=10) as s:
+            package = bytes([0x03, 0x00]) + uuid.uuid4().bytes
+            s.sendall(struct.pack("<i", len(package)) + package)
+            self.assertEqual(s.recv(4096), b"")
+        log = wait_for_log(self.node, "to external TCP, which speaks TLS only")
+        self.assertIn("Refused a plaintext (non-TLS) connection from 127.0.0.1:", log)
+        self.assertIn("to external HTTP, which speaks TLS only", log)
+
+    def test_internalPortsMutualTls(self) -> None:
+        """
+        The internal TCP port answers a client with a node certificate of
+        the cluster CA, and refuses (logging the reason and subject) one
+        without a certificate, one from another CA, and one without the
+        reserved node common name.
+        """
+        port = self.node.int_tcp_port
+        good = client_context(self.pki.ca_cert, self.pki.node("peer", ips="127.0.0.2"))
+        self.assertEqual(ping("127.0.0.1", port, good)[0], 0x04)
+
+        self.assertTrue(refused("127.0.0.1", port, self.trusting))
+        wait_for_log(self.node, "on internal TCP failed: it presented no certificate")
+
+        other = client_context(self.pki.ca_cert, self.pki.node("stranger", ca="other-ca"))
+        self.assertTrue(refused("127.0.0.1", port, other))
+        log = wait_for_log(self.node, "unknown CA: it was issued by CN=other CA")
+        self.assertIn("on internal TCP: unknown CA", log)
+
+        wrong_cn = client_context(self.pki.ca_cert, self.pki.node("admin", common_name="admin"))
+        self.assertTrue(refused("127.0.0.1", port, wrong_cn))
+        wait_for_log(self.node, "wrong common name: it is admin")
+
+    def test_reloadOnSighup(self) -> None:
+        """
+        After the certificate files are replaced, SIGHUP makes the node
+        serve the new certificate without a restart.
+        """
+
+        def served() -> bytes:
+            with socket.create_connection(("127.0.0.1", self.node.ext_tcp_port), timeout=10) as r:
+                with self.trusting.wrap_socket(r, server_hostname="127.0.0.1") as t:
+                    der = t.getpeercert(binary_form=True)
+                    assert der is not None
+                    return der
+
+        before = served()
+        self.pki.node("node1", ips="127.0.0.1", dns="localhost,renewed.cluster", force=True)
+        assert self.node.process is not None
+        self.node.process.send_signal(signal.SIGHUP)
+        wait_for_log(self.node, "Reloaded node certificate")
+        after = served()
+        self.assertNotEqual(before, after)
+        self.assertIn("DNS renewed.cluster", self.node.log())
+
+
+class RefuseToStartTests(TestCase):
+    """
+    Startup refusals are one clear line and the node exits.
+    """
+
+    def run_node(self, *args: str) -> str:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        ports = []
+        for flag in ("--ext-tcp-port", "--int-tcp-port", "--ext-http-port", "--int-http-port"):
+            ports += [flag, str(free_port())]
+        command = twistd_command() + ["-n", "--pidfile=", "estore", "--mem-db", *ports, *args]
+        result = subprocess.run(
+            command, cwd=directory, capture_output=True, timeout=60,
+            env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        )
+        return result.stdout.decode() + result.stderr.decode()
+
+    def test_plaintextOnNonLoopback(self) -> None:
+        """
+        A plaintext endpoint on a non-loopback address without Insecure is
+        refused before anything listens.  (192.0.2.1 is a documentation
+        address, not on this machine: nothing could bind to it anyway.)
+        """
+        output = self.run_node("--ext-ip", "192.0.2.1")
+        self.assertIn(
+            "Refusing to start: ExtIp is 192.0.2.1 (command line --ext-ip), not a loopback "
+            "address, and no certificate is configured",
+            output,
+        )
+        self.assertNotIn("Listening for", output)
+
+    def test_keyDoesNotMatch(self) -> None:
+        """
+        A key that does not belong to the certificate stops the node with
+        the reason.
+        """
+        pki = PKI(self.mktemp())
+        cert, _ = pki.node("a")
+        _, other_key = pki.node("b")
+        output = self.run_node(
+            "--certificate-file", cert, "--certificate-private-key-file", other_key,
+            "--trusted-root-certificates-path", pki.path("roots"),
+        )
+        self.assertIn("Refusing to start: key doesn't match certificate", output)
+        self.assertNotIn("Listening for", output)
