@@ -4,10 +4,15 @@ HTTP benchmark of an estwisted node (http-api.md; targets in
 shared/performance.md, T5 and T12).
 
     python benchmarks/http.py [--port HTTP_PORT] [--seconds 4] [--mem-db]
+                              [--server node|api-site]
 
-Without C{--port} it starts its own node (C{twistd -n estore} through
-L{tests.harness}; on-disk database unless C{--mem-db}, so every
-acknowledged write was fsync'ed) on 127.0.0.1 and stops it at the end.
+Without C{--port} it starts its own server on 127.0.0.1 and stops it at
+the end: C{node} (default) is a whole node (C{twistd -n estore} through
+L{tests.harness}); C{api-site} is a process serving only
+L{estwisted.httpapi.HttpApi.site} over a L{StreamStore} (no TCP, no
+subscriptions), to tell the API's own cost from the node's wiring.  Both
+use an on-disk database unless C{--mem-db}, so every acknowledged write was
+fsync'ed.
 
 Load comes from C{wrk} (Debian package C{wrk}), one thread, so the load
 client takes one of the two cores:
@@ -53,6 +58,7 @@ sys.path.insert(0, REPO)
 from tests.harness import NodeProcess  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results", "http.json")
+RESULTS_API_SITE = os.path.join(REPO, "benchmarks", "results", "http-api-site.json")
 AUTH = "Basic " + base64.b64encode(b"admin:changeit").decode()
 EVENTS_JSON = "application/vnd.eventstore.events+json"
 
@@ -106,7 +112,8 @@ def run_wrk(
 ) -> dict[str, Any]:
     wrk = wrk_binary()
     assert wrk is not None
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+    duration = f"-d{max(1, round(seconds))}s"
+    cmd = [wrk, "-t1", f"-c{connections}", duration, "--latency", "--timeout", "5s"]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     if script is not None:
@@ -146,26 +153,75 @@ def prepare(base: str) -> None:
     post_json(base, "/streams/bench-r", json.dumps(events).encode())
 
 
+def serve(port: int, directory: str, mem_db: bool, lifetime: float) -> None:
+    """
+    The C{api-site} server: one store, one L{HttpApi} site on 127.0.0.1;
+    stops by itself after C{lifetime} seconds.
+    """
+    from twisted.internet import reactor
+
+    from estwisted.httpapi import HttpApi, NodeInfo
+    from estwisted.persistent import PersistentSubscriptions
+    from estwisted.storage.open import open_storage
+    from estwisted.streams import StreamStore
+
+    log, index, close = open_storage(None if mem_db else directory, mem_db=mem_db)
+    store = StreamStore(log, index, reactor)
+    store.users.ensure_default_users()
+    persistent = PersistentSubscriptions(store, reactor)
+    persistent.start()
+    api = HttpApi(store, None, persistent, reactor, NodeInfo(ext_http_port=port))
+    site: Any = api.site()
+    reactor.listenTCP(port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    reactor.callLater(lifetime, reactor.stop)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    close()
+
+
+def start_api_site(directory: str, mem_db: bool) -> tuple[subprocess.Popen[bytes], int]:
+    from tests.harness import free_port, wait_for_port
+
+    port = free_port()
+    cmd = [sys.executable, os.path.abspath(__file__), "--serve", str(port), "--dir", directory]
+    if mem_db:
+        cmd.append("--mem-db")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")])
+    process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, 30, process)
+    time.sleep(0.5)  # default users are written
+    return process, port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, help="an existing node's external HTTP port")
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--mem-db", action="store_true", help="start the node with --mem-db")
     parser.add_argument("--quick", action="store_true", help="1-second runs")
+    parser.add_argument("--server", choices=("node", "api-site"), default="node")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.dir, args.mem_db, lifetime=900)
+        return 0
     if wrk_binary() is None:
         print("wrk is not installed (apt-get install wrk); nothing measured.")
         return 1
     seconds = 1 if args.quick else args.seconds
 
     node: Optional[NodeProcess] = None
+    server: Optional[subprocess.Popen[bytes]] = None
     tmp = tempfile.mkdtemp(prefix="estwisted-http-bench-")
     try:
-        if args.port is None:
+        if args.port is not None:
+            port = args.port
+        elif args.server == "api-site":
+            server, port = start_api_site(os.path.join(tmp, "data"), args.mem_db)
+        else:
             node = NodeProcess(os.path.join(tmp, "node"), mem_db=args.mem_db).start()
             port = node.ext_http_port
-        else:
-            port = args.port
         base = f"http://127.0.0.1:{port}"
         prepare(base)
         script = os.path.join(tmp, "post.lua")
@@ -210,7 +266,9 @@ def main() -> int:
             "node": {
                 "storage": "memory" if args.mem_db else "disk (fsync per group commit)",
                 "own_process": args.port is None,
+                "server": "external" if args.port is not None else args.server,
             },
+            "load_average_at_end": os.getloadavg(),
             "load_client": "wrk -t1",
             "results": results,
             "targets": {
@@ -218,15 +276,23 @@ def main() -> int:
                 "read_feed_20_c10_req_per_s": 16000,
             },
         }
-        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        with open(RESULTS, "w") as f:
+        target = RESULTS_API_SITE if args.server == "api-site" else RESULTS
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as f:
             json.dump(document, f, indent=2)
             f.write("\n")
-        print(f"written to {os.path.relpath(RESULTS, REPO)}")
+        print(f"written to {os.path.relpath(target, REPO)}")
         return 0
     finally:
         if node is not None:
             node.stop()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
