@@ -36,6 +36,7 @@ from typing import Any, Optional, Union
 from urllib.parse import quote, unquote
 from xml.etree import ElementTree
 
+import attrs
 from attrs import field, frozen
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -574,6 +575,7 @@ class NodeInfo:
     max_body_size: int = DEFAULT_MAX_BODY
     advertise_host: Optional[str] = None
     advertise_port: Optional[int] = None
+    options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_config(
@@ -616,6 +618,12 @@ class NodeInfo:
         if disable is not None:
             kwargs["first_level_auth"] = not disable
         kwargs["shutdown"] = shutdown
+        if attrs.has(type(config)):
+            kwargs["options"] = tuple(
+                (f.name, str(getattr(config, f.name)))
+                for f in attrs.fields(type(config))
+                if not f.name.startswith("_") and f.name != "sources"
+            )
         kwargs.update(extra)
         return cls(**kwargs)
 
@@ -2132,6 +2140,33 @@ class HttpApi:
             self._scavenges[scavenge_id] = None
         return self._ok(request, atom.dumps({"scavengeId": scavenge_id}), atom.JSON)
 
+    def merge_indexes(self, request: Any) -> bytes:
+        """
+        C{POST /admin/mergeindexes}: the index needs no merging here; the
+        reply has the shape clients expect.
+        """
+        self._principal(request, "ops")
+        return self._ok(request, atom.dumps({"mergeIndexesId": str(uuid.uuid4())}), atom.JSON)
+
+    def info_options(self, request: Any) -> bytes:
+        """
+        C{GET /info/options}: the node's effective options (passwords
+        blanked).
+        """
+        self._negotiate(request, JSON_ONLY)
+        self._principal(request, "ops")
+        body = [
+            {
+                "name": name,
+                "description": "",
+                "group": "",
+                "value": "" if "password" in name.lower() else value,
+                "possibleValues": None,
+            }
+            for name, value in self.node_info.options
+        ]
+        return self._ok(request, atom.dumps(body), atom.JSON)
+
     def stop_scavenge(self, request: Any, scavenge_id: str) -> bytes:
         self._principal(request, "ops")
         if scavenge_id not in self._scavenges:
@@ -2336,6 +2371,14 @@ class HttpApi:
     def _r_scavenge(self, request: Any) -> Any:
         return self._run(request, self.scavenge)
 
+    @app.route("/admin/mergeindexes", methods=["POST"])
+    def _r_merge_indexes(self, request: Any) -> Any:
+        return self._run(request, self.merge_indexes)
+
+    @app.route("/info/options", methods=["GET"])
+    def _r_info_options(self, request: Any) -> Any:
+        return self._run(request, self.info_options)
+
     @app.route("/admin/scavenge/<scavenge_id>", methods=["DELETE"])
     def _r_stop_scavenge(self, request: Any, scavenge_id: str) -> Any:
         return self._run(request, self.stop_scavenge, scavenge_id)
@@ -2426,8 +2469,12 @@ class ApiRoot(Resource):
             return None
         if method == b"POST" and n == 1:
             return api._run(request, api.write_events, segments[0])
+        if method == b"GET" and n == 1:
+            return api._run(request, api.read_feed, segments[0])
         if method == b"GET" and n == 2:
             return api._run(request, api._event_or_all, segments[0], segments[1])
+        if method == b"GET" and n == 3:
+            return api._run(request, api.read_feed, segments[0], segments[1], segments[2])
         if method == b"GET" and n == 4 and segments[2] in ("forward", "backward"):
             return api._run(
                 request, api.read_feed, segments[0], segments[1], segments[3], segments[2]

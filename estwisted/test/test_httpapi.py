@@ -860,6 +860,38 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
         bad = self.request("POST", "/admin/scavenge?threads=0", ADMIN)
         self.assertEqual(bad.code, 400)
 
+    def test_mergeIndexesAndOptions(self) -> None:
+        """
+        Ops-level admin extras answer JSON; anonymous callers get 401.
+        """
+        reply = self.request("POST", "/admin/mergeindexes", OPS)
+        uuid.UUID(reply.json()["mergeIndexesId"])
+        self.assertEqual(self.request("POST", "/admin/mergeindexes").code, 401)
+        self.assertEqual(self.request("GET", "/info/options", OPS).json(), [])
+        self.assertEqual(self.request("GET", "/info/options").code, 401)
+
+    def test_nodeInfoFromConfig(self) -> None:
+        """
+        L{NodeInfo.from_config} reads advertised addresses and lists
+        options with passwords blanked in C{/info/options}.
+        """
+        from estwisted.config import NodeConfig
+
+        config = NodeConfig()
+        info = NodeInfo.from_config(config, shutdown=lambda: None)
+        self.assertEqual(info.ext_http_port, config.ext_http_port)
+        self.assertEqual(info.int_tcp_port, config.int_tcp_port)
+        names = dict(info.options)
+        self.assertIn("ext_http_port", names)
+        api = HttpApi(self.store, None, self.persistent, self.clock, info)
+        stub = StubTreq(api.resource())
+        d = stub.get(BASE + "/info/options", headers=OPS)  # type: ignore[attr-defined]
+        stub.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(treq.json_content(response))
+        password = [o for o in body if o["name"] == "certificate_password"]
+        self.assertEqual(password[0]["value"], "")
+
     def test_routingErrors(self) -> None:
         """
         Unknown routes are 404, known routes with other methods 405, both
