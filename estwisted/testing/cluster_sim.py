@@ -25,6 +25,8 @@ The controller is the part of cluster.md section 1.4 that elections need:
   - gossip triggers elections through L{estwisted.elections.needs_election};
   - the heartbeat answer carries the leader's log position and last epoch,
     which the replica takes over: that is all the "replication" there is;
+    an answer from a node that is no longer Master makes the replica start
+    elections (the 20.6+ rule), without marking that node dead;
   - a read-only replica runs only gossip, and follows the single alive
     Master it sees.
 
@@ -378,7 +380,10 @@ class ClusterSimulator:
         src, dst, payload = data
         if not self.can_talk(src, dst):
             return
-        target = self.node(dst)
+        try:
+            target = self.node(dst)
+        except KeyError:
+            return  # nobody listens there (a seed outside the cluster)
         if target.crashed:
             return
         self.delivered += 1
@@ -396,12 +401,20 @@ class ClusterSimulator:
                 sender = self.node(src)
                 if not sender.is_read_only:
                     target.heartbeats[sender.instance_id] = self.now
-                self.send(dst, src, HeartbeatReply(payload.sent_at, target.own))
+            self.send(dst, src, HeartbeatReply(payload.sent_at, target.own))
         elif isinstance(payload, HeartbeatReply):
-            if target.pending_heartbeat == payload.sent_at:
-                target.pending_heartbeat = None
-                if target.leader_id == payload.leader.instance_id:
-                    self._replicate(i, payload.leader)
+            if target.pending_heartbeat != payload.sent_at:
+                return
+            target.pending_heartbeat = None
+            if target.leader_id != payload.leader.instance_id:
+                return
+            if payload.leader.state is VNodeState.Master:
+                self._replicate(i, payload.leader)
+            else:
+                # Reachable but no longer leading: the link is refused, not
+                # lost, so the node stays alive; we want a new leader (the
+                # 20.6+ rule "leader alive but not in a leader state").
+                self._start_elections(i)
         elif target.elections is not None:
             self._run_effects(i, target.elections.handle(payload, self.now))
 
