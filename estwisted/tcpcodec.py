@@ -259,6 +259,12 @@ def frame_package(command: int, correlation_id: bytes, data: bytes = b"") -> byt
 
 # -- GUIDs ------------------------------------------------------------------
 
+#: A GUID as its .NET fields: Data1 (4 bytes), Data2, Data3 (2 each), Data4
+#: (8).  Unpacking little-endian and packing big-endian turns the .NET byte
+#: order into the RFC one.
+_unpack_guid_le = struct.Struct("<IHH8s").unpack
+_pack_guid_be = struct.Struct(">IHH8s").pack
+
 
 def net_to_rfc(guid: bytes) -> bytes:
     """
@@ -312,25 +318,24 @@ def parse(message_type: type, data: bytes):  # type: ignore[no-untyped-def]
 
 def new_events_from_proto(events: Iterable[pb.NewEvent]) -> list[NewEvent]:
     """
-    Model L{NewEvent}s from protobuf ones.
+    Model L{NewEvent}s from protobuf ones (the write hot path: one list
+    comprehension, the GUID reordered by one C{struct} unpack/pack pair).
 
     @raise PayloadError: an event id is not 16 bytes.
     """
-    result = []
-    for e in events:
-        event_id = e.event_id
-        if len(event_id) != 16:
-            raise PayloadError(f"Event id must be 16 bytes, got {len(event_id)}.")
-        result.append(
+    try:
+        return [
             NewEvent(
-                event_id[3::-1] + event_id[5:3:-1] + event_id[7:5:-1] + event_id[8:],
+                _pack_guid_be(*_unpack_guid_le(e.event_id)),
                 e.event_type,
                 e.data,
                 e.metadata,
                 e.data_content_type == 1,
             )
-        )
-    return result
+            for e in events
+        ]
+    except struct.error:
+        raise PayloadError("Event id must be 16 bytes.") from None
 
 
 def new_event_to_proto(event: NewEvent, out: pb.NewEvent) -> None:
