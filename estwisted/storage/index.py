@@ -121,6 +121,8 @@ class StreamIndex:
 
         @raise ValueError: C{first} is not the stream's next number.
         """
+        if not positions:
+            return
         current = self._streams.get(stream)
         if current is None:
             if first != 0:
