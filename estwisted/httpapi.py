@@ -653,11 +653,11 @@ def get_header(request: Any, name: bytes) -> Optional[str]:
     Reads the header table directly: this runs several times per request.
     """
     headers = request.requestHeaders
-    raw = getattr(headers, "_rawHeaders", None)
-    if raw is None:
-        values = headers.getRawHeaders(name)
-    else:
-        values = raw.get(_canonical(name))
+    try:
+        key = _canonical_names[name]
+        values = headers._rawHeaders.get(key)
+    except (KeyError, AttributeError):
+        values = headers.getRawHeaders(_canonical(name))
     if not values:
         return None
     return values[0].decode("latin-1")  # type: ignore[no-any-return]
@@ -680,6 +680,20 @@ def set_header(request: Any, name: bytes, value: Union[bytes, str]) -> None:
         return
     key = _canonical_names.get(name)
     raw[key if key is not None else _canonical(name)] = [value]
+
+
+_ALL_METHODS = b"GET, POST, PUT, DELETE, OPTIONS"
+_CORS_RAW = {
+    _canonical(name): [value]
+    for name, value in ((b"access-control-allow-methods", _ALL_METHODS), *_CORS_FIXED)
+}
+for _name in (
+    b"host", b"accept", b"authorization", b"content-type", b"es-expectedversion",
+    b"es-requiremaster", b"es-eventid", b"es-eventtype", b"es-trustedauth",
+    b"es-resolvelinktos", b"es-longpoll", b"es-harddelete", b"if-none-match",
+    b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-prefix",
+):
+    _canonical(_name)
 
 
 class LimitedRequest(Request):
@@ -893,7 +907,13 @@ class HttpApi:
             request.responseHeaders.removeHeader(b"content-type")
         return error.body
 
-    def _cors(self, request: Any, methods: bytes = b"GET, POST, PUT, DELETE, OPTIONS") -> None:
+    def _cors(self, request: Any, methods: bytes = _ALL_METHODS) -> None:
+        raw = getattr(request.responseHeaders, "_rawHeaders", None)
+        if raw is not None and methods is _ALL_METHODS:
+            # The value lists are shared constants: nothing appends to
+            # these headers.
+            raw.update(_CORS_RAW)
+            return
         set_header(request, b"access-control-allow-methods", methods)
         for name, value in _CORS_FIXED:
             set_header(request, name, value)
