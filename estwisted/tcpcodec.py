@@ -264,6 +264,8 @@ def frame_package(command: int, correlation_id: bytes, data: bytes = b"") -> byt
 #: order into the RFC one.
 _unpack_guid_le = struct.Struct("<IHH8s").unpack
 _pack_guid_be = struct.Struct(">IHH8s").pack
+_unpack_guid_be = struct.Struct(">IHH8s").unpack
+_pack_guid_le = struct.Struct("<IHH8s").pack
 
 
 def net_to_rfc(guid: bytes) -> bytes:
@@ -382,7 +384,7 @@ def event_record_to_proto(record: EventRecord, out: pb.EventRecord, v1: bool = F
     created = record.created
     out.event_stream_id = record.stream
     out.event_number = downgrade_event_number(record.event_number) if v1 else record.event_number
-    out.event_id = event_id[3::-1] + event_id[5:3:-1] + event_id[7:5:-1] + event_id[8:]
+    out.event_id = _pack_guid_le(*_unpack_guid_be(event_id))
     out.event_type = record.event_type
     out.data_content_type = json_flag
     out.metadata_content_type = json_flag
