@@ -361,6 +361,17 @@ def parse_guid(text: str) -> bytes:
 
     @raise ValueError: not a GUID.
     """
+    if (
+        len(text) == 36
+        and text[8] == "-"
+        and text[13] == "-"
+        and text[18] == "-"
+        and text[23] == "-"
+        and text.isascii()
+    ):
+        compact = text[:8] + text[9:13] + text[14:18] + text[19:23] + text[24:]
+        if compact.isalnum():
+            return bytes.fromhex(compact)
     t = text.strip()
     if t.startswith("(") and t.endswith(")"):
         t = t[1:-1]
@@ -443,7 +454,17 @@ def parse_events_json(body: bytes) -> list[NewEvent]:
     for item in value:
         if not isinstance(item, dict):
             raise HttpError(400, "Write request body invalid.")
-        fields = {str(k).lower(): v for k, v in item.items()}
+        if "eventId" in item and "eventType" in item:
+            fields = {
+                "eventid": item["eventId"],
+                "eventtype": item["eventType"],
+                "data": item.get("data"),
+                "metadata": item.get("metadata"),
+            }
+            if len(item) > 2 + ("data" in item) + ("metadata" in item):
+                fields = {str(k).lower(): v for k, v in item.items()}
+        else:
+            fields = {str(k).lower(): v for k, v in item.items()}
         event_id = fields.get("eventid")
         if not event_id:
             raise HttpError(400, "Empty eventId provided.")

@@ -1176,3 +1176,42 @@ class LoopbackTests(TestCase):
         response = yield polled
         feed = yield treq.json_content(response)
         self.assertEqual([e["title"] for e in feed["entries"]], ["0@lp"])
+
+
+class GuidTests(SynchronousTestCase):
+    """
+    L{estwisted.httpapi.parse_guid}.
+    """
+
+    @given(st.uuids())
+    def test_forms(self, value: uuid.UUID) -> None:
+        """
+        Hyphenated (any case), bare, braced and parenthesised forms parse
+        to the RFC 4122 bytes.
+        """
+        from estwisted.httpapi import parse_guid
+
+        for text in (
+            str(value),
+            str(value).upper(),
+            value.hex,
+            "{" + str(value) + "}",
+            "(" + str(value) + ")",
+        ):
+            self.assertEqual(parse_guid(text), value.bytes)
+
+    @given(st.text(max_size=40))
+    def test_garbage(self, text: str) -> None:
+        """
+        Anything else raises ValueError, never anything worse.
+        """
+        from estwisted.httpapi import parse_guid
+
+        try:
+            expected = uuid.UUID(text.strip().strip("()")).bytes
+        except ValueError:
+            expected = None
+        if expected is None:
+            self.assertRaises(ValueError, parse_guid, text)
+        else:
+            self.assertEqual(parse_guid(text), expected)
