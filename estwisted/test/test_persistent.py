@@ -1130,6 +1130,7 @@ class GroupMachine(RuleBasedStateMachine):
 
     @initialize(strategy=st.sampled_from(["RoundRobin", "DispatchToSingle", "Pinned"]))
     def make_group(self, strategy: str) -> None:
+        self.strategy = strategy
         settings = PersistentSettings(
             start_from=0,
             message_timeout_ms=1000,
@@ -1169,7 +1170,7 @@ class GroupMachine(RuleBasedStateMachine):
             for event, _ in consumer.events[marks[i] if i < len(marks) else 0 :]:
                 held.append(event.original.event_id)
 
-    @rule(count=st.integers(1, 3), source=st.sampled_from(["a", "b", "c"]))
+    @rule(count=st.integers(1, 5), source=st.sampled_from(["a", "b", "c"]))
     def write(self, count: int, source: str) -> None:
         def go() -> None:
             self.store.append(
@@ -1183,7 +1184,7 @@ class GroupMachine(RuleBasedStateMachine):
         self.written += count
         self._run(go)
 
-    @rule(window=st.integers(1, 3))
+    @rule(window=st.integers(1, 8))
     def join(self, window: int) -> None:
         consumer = Consumer()
 
@@ -1292,6 +1293,22 @@ class GroupMachine(RuleBasedStateMachine):
             if consumer.connection is not None:
                 assert not consumer.connection.active
         self.consumers = []
+
+    @invariant()
+    def no_stall(self) -> None:
+        """
+        While a consumer has room, nothing waits in the buffers and the
+        group has read everything (Pinned may hold messages for a full
+        consumer).
+        """
+        if self.strategy == "Pinned":
+            return
+        connections = [c.connection for c in self.consumers if c.connection is not None]
+        if any(c.active and c.available > 0 for c in connections):
+            info = self.subs.get_group("s", "g")
+            assert info.read_buffer_count == 0, info
+            assert info.retry_buffer_count == 0, info
+            assert info.status == "Live", info
 
     @invariant()
     def window_respected(self) -> None:
