@@ -1071,7 +1071,10 @@ class HttpApi:
 
     @staticmethod
     def _stream_name(raw: str) -> str:
-        name = unquote(raw, errors="strict") if "%" in raw else raw
+        try:
+            name = unquote(raw, errors="strict") if "%" in raw else raw
+        except UnicodeDecodeError:
+            raise HttpError(400, "Invalid stream name encoding.") from None
         if not name:
             raise HttpError(400, "Invalid request. Stream must be non-empty string")
         return name
@@ -2497,6 +2500,16 @@ class ApiRoot(Resource):
                     return api._run(request, api._redirect_slash)
         if method == b"OPTIONS":
             return self._options(request)
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            api._cors(request)
+            error = HttpError(400, "Invalid URL encoding.")
+            return _sized(api._reply_error(request, error), request)
+        # Route on the raw segments (as Event Store does: an encoded "/"
+        # stays inside its segment); handlers percent-decode parameters
+        # exactly once.
+        request.postpath = path[1:].split(b"/")
         return self._klein.render(request)
 
     def _fast(self, request: Any, method: bytes, parts: list[bytes]) -> Any:

@@ -167,6 +167,21 @@ class WriteTests(ApiTestMixin, SynchronousTestCase):
         self.assertEqual(reply.header("Location"), BASE + "/streams/a%20b/0")
         self.assertEqual(self.store.last_event_number("a b"), 0)
 
+    def test_encodedNamesDecodedOnce(self) -> None:
+        """
+        An encoded C{/} stays inside the stream name and C{%25} is decoded
+        once, on the lean routes and the Klein routes alike.
+        """
+        self.assertEqual(self.write("a%2Fb", {"x": 1}).code, 201)
+        self.assertEqual(self.store.last_event_number("a/b"), 0)
+        self.assertEqual(self.write("p%2524", {"x": 1}).code, 201)
+        self.assertEqual(self.store.last_event_number("p%24"), 0)
+        feed = self.get("/streams/a%2Fb", ATOM_JSON).json()
+        self.assertEqual(feed["streamId"], "a/b")
+        self.assertEqual(feed["id"], BASE + "/streams/a%2Fb")
+        self.assertEqual(self.get("/streams/p%2524", ATOM_JSON).json()["streamId"], "p%24")
+        self.assertEqual(self.get("/streams/a%2Fb/metadata").code, 200)
+
     def test_wrongExpectedVersion(self) -> None:
         """
         A wrong ES-ExpectedVersion gives 400 with ES-CurrentVersion.
@@ -981,7 +996,7 @@ _SEGMENTS = st.sampled_from(
         "streams", "s", "%24all", "$all", "metadata", "head", "0", "1", "-1", "20",
         "forward", "backward", "incoming", "subscriptions", "g", "users", "admin",
         "command", "enable", "ack", "nack", "info", "gossip", "ping", "stats",
-        "%ZZ", "%00", "x" * 40, "0" * 32, "replayParked", "scavenge", "",
+        "%ZZ", "%00", "%FF", "%C3%A9", "a%2Fb", "x" * 40, "0" * 32, "replayParked", "scavenge", "",
     ]
 )
 _HEADER_NAMES = st.sampled_from(
