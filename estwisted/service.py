@@ -46,6 +46,8 @@ class NodeService(MultiService):
         #: The node's L{estwisted.tls.NodeTLS} when a certificate is configured;
         #: C{tls.reload()} re-reads the certificate files.
         self.tls: Any = None
+        #: The L{estwisted.cluster.ClusterWiring} when C{ClusterSize > 1}.
+        self.cluster: Any = None
 
     # -- start -------------------------------------------------------------
 
@@ -126,7 +128,16 @@ class NodeService(MultiService):
         info = NodeInfo.from_config(c, shutdown=self._shutdown)
         site = Site(HttpApi(self.store, self.hub, self.persistent, self.reactor, info).resource())
         site.displayTracebacks = False
-        return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, site)
+        int_site = site
+        if c.cluster_size > 1:
+            # Gossip, elections and node states (estwisted.cluster).
+            from estwisted.cluster import make_cluster_service
+
+            wiring = make_cluster_service(c, self.reactor, self.store, site.resource, self.tls)
+            self.cluster = wiring
+            wiring.service.setServiceParent(self)
+            site, int_site = wiring.external_site, wiring.internal_site
+        return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, int_site)
 
     def _listen(
         self, name: str, host: str, port: int, factory: IProtocolFactory
