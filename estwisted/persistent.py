@@ -179,6 +179,9 @@ class ConnectionInfo:
     total_items_processed: int
     available_slots: int
     in_flight_messages: int
+    #: Since the previous look at this connection's statistics (as v5).
+    average_items_per_second: float = 0.0
+    count_since_last_measurement: int = 0
 
 
 @frozen
@@ -201,6 +204,9 @@ class GroupInfo:
     retry_buffer_count: int
     outstanding_messages_count: int
     connections: tuple[ConnectionInfo, ...]
+    #: Since the previous look at this group's statistics (as v5).
+    average_items_per_second: float = 0.0
+    count_since_last_measurement: int = 0
 
 
 #: The identity under which the subscription machinery reads and writes
@@ -246,6 +252,7 @@ class _Consumer:
     def __init__(self) -> None:
         self.in_flight: dict[bytes, _Message] = {}
         self.total_items_processed = 0
+        self.measured: Optional[tuple[float, int]] = None
 
     @property
     def available(self) -> int:
@@ -409,6 +416,7 @@ class _Group:
         self._again = False
         self._rr = 0
         self._sent = 0
+        self._measured: Optional[tuple[float, int]] = None
         self._timeout = settings.message_timeout_ms / 1000.0
 
     # -- reading and dispatch -----------------------------------------------
@@ -914,17 +922,37 @@ class _Group:
         for consumer in consumers:
             consumer._drop(reason)
 
+    def _rate(self, total: int, measured: Optional[tuple[float, int]]) -> tuple[float, int]:
+        if measured is None:
+            return 0.0, 0
+        then, count = measured
+        elapsed = self.clock.seconds() - then
+        since = total - count
+        return (since / elapsed if elapsed > 0 else 0.0), since
+
     def info(self) -> GroupInfo:
-        connections = tuple(
-            ConnectionInfo(
-                from_address=c.from_address,
-                username=c.principal.login if c.principal is not None else "",
-                total_items_processed=c.total_items_processed,
-                available_slots=max(0, c.available),
-                in_flight_messages=len(c.in_flight),
+        """
+        The group's state; rates are over the time since the previous call
+        (the first call only starts measuring).
+        """
+        now = self.clock.seconds()
+        connections = []
+        for c in self.consumers:
+            rate, since = self._rate(c.total_items_processed, c.measured)
+            c.measured = (now, c.total_items_processed)
+            connections.append(
+                ConnectionInfo(
+                    from_address=c.from_address,
+                    username=c.principal.login if c.principal is not None else "",
+                    total_items_processed=c.total_items_processed,
+                    available_slots=max(0, c.available),
+                    in_flight_messages=len(c.in_flight),
+                    average_items_per_second=rate,
+                    count_since_last_measurement=since,
+                )
             )
-            for c in self.consumers
-        )
+        rate, since = self._rate(self.total_processed, self._measured)
+        self._measured = (now, self.total_processed)
         retry_count = sum(1 for m in self.retry if m.state == _RETRY)
         return GroupInfo(
             stream=self.stream,
@@ -940,7 +968,9 @@ class _Group:
             live_buffer_count=0,
             retry_buffer_count=retry_count,
             outstanding_messages_count=len(self.in_flight),
-            connections=connections,
+            connections=tuple(connections),
+            average_items_per_second=rate,
+            count_since_last_measurement=since,
         )
 
 

@@ -372,6 +372,27 @@ class ManagementTests(PersistentTestCase):
         [connection] = info.connections
         self.assertEqual((connection.in_flight_messages, connection.available_slots), (2, 0))
 
+    def test_rates(self) -> None:
+        """
+        Items per second and count since the previous look, per group and
+        per connection.
+        """
+        self.write(count=6)
+        self.create()
+        consumer = self.connect()
+        first = self.subs.get_group("s", "g")
+        self.assertEqual(first.average_items_per_second, 0.0)
+        assert consumer.connection is not None
+        consumer.connection.ack(consumer.ids()[:4])
+        self.clock.advance(2)
+        info = self.subs.get_group("s", "g")
+        self.assertEqual(info.count_since_last_measurement, 4)
+        self.assertEqual(info.average_items_per_second, 2.0)
+        self.assertEqual(info.connections[0].count_since_last_measurement, 4)
+        self.assertEqual(info.connections[0].average_items_per_second, 2.0)
+        self.clock.advance(1)
+        self.assertEqual(self.subs.get_group("s", "g").count_since_last_measurement, 0)
+
 
 class DeliveryTests(PersistentTestCase):
     def test_acceptance_scenario(self) -> None:
