@@ -948,3 +948,71 @@ class SimulatedElectionProperties(SynchronousTestCase):
         self.assertIsNotNone(sim.stable_leader(majority + [voters]))
         self.assertTrue(safe(sim))
         self.check_read_only(sim, voters)
+
+
+class AdversarialSchedulingTests(SynchronousTestCase):
+    """
+    Pure election machines (no gossip, no simulator) with hypothesis as the
+    network: it picks which message in flight is delivered next, which are
+    duplicated or lost, and when timers fire.  Nodes may even disagree on
+    the electorate (so on who leads each view).
+    """
+
+    @settings(max_examples=150)
+    @given(st.sampled_from([3, 5]), st.data())
+    def test_oneLeaderPerView(self, size: int, data: st.DataObject) -> None:
+        """
+        Whatever the order, no two nodes ever decide different leaders for
+        one view, and every decision is for a member of the cluster.
+        """
+        members = [member(i, writer=data.draw(st.integers(0, 3)) * 100) for i in range(1, size + 1)]
+        machines = []
+        for m in members:
+            others = [x for x in members if x is not m]
+            seen = others
+            if data.draw(st.booleans()):
+                seen = data.draw(st.lists(st.sampled_from(others), unique=True))
+            machine_ = ElectionMachine(own=m, cluster_size=size)
+            machine_.handle(GossipUpdated(tuple([m] + seen)), NOW)
+            machines.append(machine_)
+        by_endpoint = {m.key: i for i, m in enumerate(members)}
+        flight: list[tuple[int, Message]] = []
+        timers: list[tuple[int, Any]] = []
+        decided: dict[int, set[uuid.UUID]] = {}
+
+        def run(i: int, effects: list[Effect]) -> None:
+            for e in effects:
+                if isinstance(e, SendTo):
+                    flight.append((by_endpoint[e.target], e.message))
+                elif isinstance(e, Broadcast):
+                    flight.extend((by_endpoint[t], e.message) for t in e.targets)
+                elif isinstance(e, ScheduleTimeout):
+                    timers.append((i, e.event))
+                elif isinstance(e, LeaderElected):
+                    decided.setdefault(e.view, set()).add(e.leader.instance_id)
+
+        for i, machine_ in enumerate(machines):
+            run(i, machine_.handle(StartElections(), NOW))
+        # Actions: mostly deliver the oldest message (a roughly fair
+        # network), sometimes any message, duplicate one, lose one, or fire
+        # a timer (always a timer when nothing is in flight).
+        actions = st.sampled_from(["oldest"] * 6 + ["any", "any", "dup", "drop", "timer", "timer"])
+        for _ in range(data.draw(st.integers(50, 400))):
+            if not flight and not timers:
+                break
+            action = data.draw(actions) if flight else "timer"
+            if action == "timer" and timers:
+                i, event = timers.pop(data.draw(st.integers(0, len(timers) - 1)))
+                run(i, machines[i].handle(event, NOW))
+                continue
+            if not flight:
+                continue
+            k = 0 if action in ("oldest", "timer") else data.draw(st.integers(0, len(flight) - 1))
+            target, msg = flight[k] if action == "dup" else flight.pop(k)
+            if action != "drop":
+                run(target, machines[target].handle(msg, NOW))
+            for view, leaders in decided.items():
+                self.assertLessEqual(len(leaders), 1, f"view {view}: {leaders}")
+        ids = {m.instance_id for m in members}
+        for leaders in decided.values():
+            self.assertLessEqual(leaders, ids)
