@@ -494,6 +494,25 @@ class GossipSettings:
     allowed_difference: float = 60.0
     dead_member_removal: float = 1800.0
 
+    @classmethod
+    def from_options(
+        cls,
+        gossip_interval_ms: int = 1000,
+        gossip_timeout_ms: int = 500,
+        gossip_allowed_difference_ms: int = 60000,
+        dead_member_removal_period_sec: int = 1800,
+    ) -> GossipSettings:
+        """
+        Build from the configuration options (milliseconds, and seconds for
+        the removal period, as the options are named).
+        """
+        return cls(
+            interval=gossip_interval_ms / 1000,
+            timeout=gossip_timeout_ms / 1000,
+            allowed_difference=gossip_allowed_difference_ms / 1000,
+            dead_member_removal=float(dead_member_removal_period_sec),
+        )
+
 
 @frozen
 class ClockSkew:

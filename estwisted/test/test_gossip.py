@@ -513,6 +513,19 @@ class DecideTests(SynchronousTestCase):
         view = ClusterView((own,))
         self.assertIsNone(choose_gossip_target(view, own, [], random.Random(1)))
 
+    def test_settingsFromOptions(self) -> None:
+        """
+        Options in milliseconds (and seconds for dead member removal) become
+        seconds.
+        """
+        self.assertEqual(GossipSettings.from_options(), GossipSettings())
+        self.assertEqual(
+            GossipSettings.from_options(100, 500, 500, 60),
+            GossipSettings(
+                interval=0.1, timeout=0.5, allowed_difference=0.5, dead_member_removal=60
+            ),
+        )
+
     def test_delay(self) -> None:
         """
         Twenty quick 100 ms rounds, then the gossip interval.
