@@ -178,11 +178,39 @@ def serve(port: int, directory: str, mem_db: bool, lifetime: float) -> None:
     close()
 
 
-def start_api_site(directory: str, mem_db: bool) -> tuple[subprocess.Popen[bytes], int]:
+def serve_baseline(port: int, lifetime: float) -> None:
+    """
+    A bare twisted.web resource answering C{pong}: the machine's current
+    ceiling, measured in the same run so figures taken on a busy machine
+    can be compared (shared/performance.md L16 measured it quiet).
+    """
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    class Pong(Resource):
+        isLeaf = True
+
+        def render(self, request: Any) -> bytes:
+            request.content.read()
+            return b"pong"
+
+    site: Any = Site(Pong(), parsePOSTFormSubmission=False)
+    site.log = lambda request: None
+    reactor.listenTCP(port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    reactor.callLater(lifetime, reactor.stop)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+
+
+def start_api_site(
+    directory: str, mem_db: bool, baseline: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
     from tests.harness import free_port, wait_for_port
 
     port = free_port()
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", str(port), "--dir", directory]
+    if baseline:
+        cmd.append("--baseline")
     if mem_db:
         cmd.append("--mem-db")
     env = dict(os.environ)
@@ -202,7 +230,11 @@ def main() -> int:
     parser.add_argument("--server", choices=("node", "api-site"), default="node")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve and args.baseline:
+        serve_baseline(args.serve, lifetime=120)
+        return 0
     if args.serve:
         serve(args.serve, args.dir, args.mem_db, lifetime=900)
         return 0
@@ -215,6 +247,15 @@ def main() -> int:
     server: Optional[subprocess.Popen[bytes]] = None
     tmp = tempfile.mkdtemp(prefix="estwisted-http-bench-")
     try:
+        base_server, base_port = start_api_site(tmp, True, baseline=True)
+        try:
+            baseline = run_wrk(f"http://127.0.0.1:{base_port}/", 10, seconds, {})
+        finally:
+            base_server.terminate()
+            base_server.wait(20)
+        ceiling = baseline["requests_per_s"]
+        print(f"machine now: bare twisted.web GET at c=10 serves {ceiling:.0f}/s "
+              f"(35,400/s on a quiet machine, performance.md L16)")
         if args.port is not None:
             port = args.port
         elif args.server == "api-site":
@@ -249,14 +290,17 @@ def main() -> int:
         ]
         results = []
         header = f"{'figure':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
-        print(header + f" {'errors':>7}")
+        print(header + f" {'errors':>7} {'÷bare':>6}")
         for name, url, conns, headers, lua in runs:
             r = run_wrk(url, conns, seconds, headers, lua)
             r["name"] = name
+            ratio = r["requests_per_s"] / ceiling if ceiling else 0.0
+            r["ratio_to_bare_twisted_now"] = round(ratio, 3)
             results.append(r)
             print(
                 f"{name:<16} {conns:>5} {r['requests_per_s']:>10.0f} "
-                f"{r.get('p50_ms', 0):>8.3f} {r.get('p99_ms', 0):>8.3f} {r['non_2xx']:>7}"
+                f"{r.get('p50_ms', 0):>8.3f} {r.get('p99_ms', 0):>8.3f} {r['non_2xx']:>7} "
+                f"{r['ratio_to_bare_twisted_now']:>6.2f}"
             )
             time.sleep(0.5)
         document = {
@@ -270,6 +314,7 @@ def main() -> int:
             },
             "load_average_at_end": os.getloadavg(),
             "load_client": "wrk -t1",
+            "bare_twisted_web_get_c10_now": baseline,
             "results": results,
             "targets": {
                 "append_1event_c64_req_per_s": 9000,
