@@ -1252,7 +1252,7 @@ class PersistentSubscriptions:
         principal: Optional[Principal],
     ) -> None:
         found = self._checked_group(stream, group, principal)
-        found.nak(event_ids, action, None, "Client explicitly NAK'ed message.")
+        found.nak(event_ids, action, found.pull_consumer, "Client explicitly NAK'ed message.")
 
     def replay_parked(
         self, stream: str, group: str, principal: Optional[Principal]

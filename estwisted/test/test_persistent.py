@@ -1095,6 +1095,16 @@ class PullTests(PersistentTestCase):
         self.assertEqual(self.parked(), ["1@s"])
         self.assertEqual(self.pulled(1), [(0, 1)])
 
+    def test_pull_nak_only_pulled(self) -> None:
+        """
+        An HTTP nak cannot touch a message a TCP consumer holds.
+        """
+        consumer = self.connect(window=1)
+        self.subs.nak_ids("s", "g", consumer.ids(), NakAction.PARK, None)
+        self.clock.advance(0)
+        self.assertEqual(self.parked(), [])
+        self.assertEqual(self.subs.get_group("s", "g").connections[0].in_flight_messages, 1)
+
     def test_pull_access(self) -> None:
         """
         Pulling needs read access.
