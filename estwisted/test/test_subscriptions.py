@@ -411,3 +411,54 @@ class CatchUpHandoverTests(SynchronousTestCase):
         pushed = [p for _, p in subscriber.events]
         self.assertTrue(all(p > sub.last_commit_position for p in pushed))
         self.assertEqual(history + pushed, everything)
+
+
+_OPS = st.one_of(
+    st.tuples(st.just("write"), st.sampled_from(["a", "b"]), st.integers(1, 3)),
+    st.tuples(st.just("flush"), st.just(""), st.just(0)),
+    st.tuples(st.just("subscribe"), st.sampled_from(["a", "b", ""]), st.just(0)),
+    st.tuples(st.just("unsubscribe"), st.just(""), st.integers(0, 9)),
+)
+
+
+class HubPropertyTests(SynchronousTestCase):
+    @given(st.lists(_OPS, max_size=30))
+    def test_each_subscription_gets_exactly_its_window(
+        self, ops: list[tuple[str, str, int]]
+    ) -> None:
+        """
+        With random writes, flushes, subscriptions and unsubscriptions,
+        every subscription receives exactly the events of its stream (or of
+        every stream) committed after its confirmation and before it ended,
+        in log order.
+        """
+        store, clock = make_store()
+        hub = SubscriptionHub(store)
+        subs: list[tuple[Any, RecordingSubscriber, int]] = []
+        ended: dict[int, int] = {}
+        for op, stream, n in ops:
+            if op == "write":
+                write(store, stream, n)
+            elif op == "flush":
+                clock.advance(0)
+            elif op == "subscribe":
+                subscriber = RecordingSubscriber()
+                sub = hub.subscribe(stream, False, ADMIN, subscriber)
+                subs.append((sub, subscriber, len(subs)))
+            elif subs:
+                sub, _, i = subs[n % len(subs)]
+                if sub.active:
+                    sub.unsubscribe()
+                    ended[i] = store.last_commit_position
+        clock.advance(0)
+        page = store.read_all(0, 4096, True, False, ADMIN)
+        for sub, subscriber, i in subs:
+            end = ended.get(i, store.last_commit_position)
+            expected = [
+                e.original.position
+                for e in page.events
+                if sub.last_commit_position < e.original.position <= end
+                and (sub.stream == "" or e.original.stream == sub.stream)
+            ]
+            self.assertEqual([p for _, p in subscriber.events], expected)
+            self.assertEqual(subscriber.drops, [DropReason.UNSUBSCRIBED] if i in ended else [])
