@@ -265,6 +265,36 @@ class WriteTests(ApiTestMixin, SynchronousTestCase):
         reply = self.get("/streams/b/0", "application/octet-stream")
         self.assertEqual(reply.body, b"\x00\xff")
 
+    def test_eventsXml(self) -> None:
+        """
+        An events+xml body is written; child elements of C{data} become
+        JSON.
+        """
+        eid = new_id()
+        body = (
+            f"<Events><event><eventId>{eid}</eventId><eventType>x</eventType>"
+            f"<data><a>1</a><b>two</b></data></event></Events>"
+        ).encode()
+        headers = {**ADMIN, "Content-Type": "application/vnd.eventstore.events+xml"}
+        self.assertEqual(self.request("POST", "/streams/x", headers, body).code, 201)
+        self.assertEqual(self.get("/streams/x/0").json(), {"a": "1", "b": "two"})
+        bad = self.request("POST", "/streams/x", headers, b"<Events><event>")
+        self.assertEqual(bad.code, 400)
+
+    def test_atomJsonNeedsHeaders(self) -> None:
+        """
+        An atom+json write needs ES-EventType and is redirected without
+        ES-EventId (v5 treats it as carrying neither).
+        """
+        headers = {**ADMIN, "Content-Type": ATOM_JSON}
+        body = events_body((new_id(), {"a": 1}))
+        self.assertEqual(self.request("POST", "/streams/y", headers, body).code, 400)
+        headers["ES-EventType"] = "t"
+        self.assertEqual(self.request("POST", "/streams/y", headers, body).code, 307)
+        headers["ES-EventId"] = new_id()
+        self.assertEqual(self.request("POST", "/streams/y", headers, body).code, 201)
+        self.assertEqual(self.store.last_event_number("y"), 0)
+
     def test_missingEventType(self) -> None:
         """
         Raw bodies need ES-EventType.
