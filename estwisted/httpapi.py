@@ -167,6 +167,7 @@ _CORS_FIXED = (
     (b"access-control-expose-headers", _CORS_EXPOSE),
 )
 _CACHE_FOREVER = b"max-age=31536000, public"
+_CACHE_PRIVATE = b"max-age=31536000, private"
 _NO_CACHE = b"max-age=0, no-cache, must-revalidate"
 
 # -- errors --------------------------------------------------------------------
@@ -1274,13 +1275,20 @@ class HttpApi:
 
     # -- reads -------------------------------------------------------------------
 
-    def _cache(self, request: Any, cacheable: bool, version: int, media: str) -> bool:
+    def _cache(
+        self, request: Any, cacheable: bool, version: int, media: str, stream: str = "$all"
+    ) -> bool:
         """
-        Set caching headers; @return: whether the client's ETag matches.
+        Set caching headers: pages that can no longer change are cacheable
+        for a year (publicly only when anonymous callers may read the
+        stream); others carry an ETag.
+
+        @return: whether the client's ETag matches.
         """
         set_header(request, b"vary", b"Accept")
         if cacheable:
-            set_header(request, b"cache-control", _CACHE_FOREVER)
+            public = self.store.check_access(None, stream, "$r")
+            set_header(request, b"cache-control", _CACHE_FOREVER if public else _CACHE_PRIVATE)
             return False
         etag = atom.make_etag(version, media)
         set_header(request, b"etag", f'"{etag}"'.encode("ascii"))
@@ -1338,7 +1346,7 @@ class HttpApi:
             if self._cache(request, False, version, media):
                 return self._not_modified(request)
         else:
-            self._cache(request, True, 0, media)
+            self._cache(request, True, 0, media, stream)
         urls = _NO_URLS if media in _DATA_ONLY else self._urls(request)
         body = atom.single_event_body(resolved, media, urls, embed)
         content_type = media
@@ -1453,7 +1461,7 @@ class HttpApi:
             page = atom.stream_feed(
                 sl, stream, self._urls(request), number, count, forward, embed
             )
-            if self._cache(request, page.cacheable, page.version, media):
+            if self._cache(request, page.cacheable, page.version, media, stream):
                 return self._not_modified(request)
             body = page.render(media, self._urls(request), self._entry_cache)
             return self._ok(request, body, _feed_type(media))

@@ -426,6 +426,16 @@ class ReadTests(ApiTestMixin, SynchronousTestCase):
         self.write("s", {"a": 2})
         self.assertEqual(self.get("/streams/s/head", **{"If-None-Match": etag}).code, 200)
 
+    def test_privateCaching(self) -> None:
+        """
+        Pages of streams anonymous callers cannot read are cached privately.
+        """
+        self.write("%24sys", {"a": 1}, {"a": 2})
+        reply = self.get("/streams/%24sys/0")
+        self.assertEqual(reply.header("Cache-Control"), "max-age=31536000, private")
+        page = self.get("/streams/%24sys/0/forward/2")
+        self.assertEqual(page.header("Cache-Control"), "max-age=31536000, private")
+
     def test_notFound(self) -> None:
         """
         Missing streams and events are 404; bad event numbers 400.
