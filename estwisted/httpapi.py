@@ -1292,9 +1292,23 @@ class HttpApi:
             return False
         etag = atom.make_etag(version, media)
         set_header(request, b"etag", f'"{etag}"'.encode("ascii"))
-        set_header(request, b"cache-control", _NO_CACHE)
+        set_header(request, b"cache-control", self._head_cache_control(stream))
         inm = self._header(request, b"if-none-match")
         return inm is not None and inm.strip().strip('"') == etag
+
+    def _head_cache_control(self, stream: str) -> bytes:
+        """
+        C{Cache-Control} of a page that may still change: no caching unless
+        the stream's metadata sets C{$cacheControl} (seconds).
+        """
+        if stream == "$all" or stream.startswith("$$"):
+            return _NO_CACHE
+        lookup = getattr(self.store, "stream_metadata", None)
+        seconds = getattr(lookup(stream), "cache_control", None) if lookup else None
+        if not seconds:
+            return _NO_CACHE
+        public = self.store.check_access(None, stream, "$r")
+        return f"max-age={int(seconds)}, {'public' if public else 'private'}".encode("ascii")
 
     def _not_modified(self, request: Any) -> bytes:
         request.setResponseCode(304, b"Not Modified")
@@ -1343,7 +1357,7 @@ class HttpApi:
             raise HttpError(404, "Not Found")
         if number is None:
             version = resolved.original.event_number
-            if self._cache(request, False, version, media):
+            if self._cache(request, False, version, media, stream):
                 return self._not_modified(request)
         else:
             self._cache(request, True, 0, media, stream)

@@ -426,6 +426,18 @@ class ReadTests(ApiTestMixin, SynchronousTestCase):
         self.write("s", {"a": 2})
         self.assertEqual(self.get("/streams/s/head", **{"If-None-Match": etag}).code, 200)
 
+    def test_cacheControlMetadata(self) -> None:
+        """
+        C{$cacheControl} in the metadata sets max-age on head pages.
+        """
+        self.write("cc", {"a": 1})
+        headers = {**ADMIN, "Content-Type": "application/json", "ES-EventId": new_id()}
+        self.request("POST", "/streams/cc/metadata", headers, b'{"$cacheControl": 30}')
+        self.assertEqual(self.get("/streams/cc").header("Cache-Control"), "max-age=30, public")
+        self.assertEqual(
+            self.get("/streams/cc/head").header("Cache-Control"), "max-age=30, public"
+        )
+
     def test_privateCaching(self) -> None:
         """
         Pages of streams anonymous callers cannot read are cached privately.
