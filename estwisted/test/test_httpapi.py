@@ -574,6 +574,44 @@ class ReadTests(ApiTestMixin, SynchronousTestCase):
         self.assertEqual((bad.code, bad.phrase), (400, b"Invalid position argument: xyz"))
 
 
+class LeanPathTests(ApiTestMixin, SynchronousTestCase):
+    """
+    The lean path of L{ApiRoot} answers exactly as the Klein routes do.
+    """
+
+    def test_sameAnswers(self) -> None:
+        """
+        Hot routes give the same status, headers and body either way.
+        """
+        self.write("s", *[{"n": i} for i in range(5)])
+        klein = StubTreq(self.api.app.resource())
+        cases = [
+            ("GET", "/streams/s/0", "application/json"),
+            ("GET", "/streams/s/head", ATOM_JSON),
+            ("GET", "/streams/s/9", "application/json"),
+            ("GET", "/streams/s/0/forward/3", ATOM_JSON),
+            ("GET", "/streams/s/head/backward/2", "application/atom+xml"),
+            ("GET", "/streams/s/4/2", ATOM_JSON),
+            ("GET", "/streams/s/x/forward/2", ATOM_JSON),
+            ("GET", "/streams/s", ATOM_JSON),
+            ("GET", "/streams/s", "*/*"),
+            ("POST", "/streams/s", "application/json"),
+        ]
+        for method, path, accept in cases:
+            headers = {**ADMIN, "Accept": accept}
+            lean = self.request(method, path, headers)
+            d = klein.request(method, BASE + path, headers=headers)  # type: ignore[attr-defined]
+            klein.flush()
+            response = self.successResultOf(d)
+            body = self.successResultOf(treq.content(response))
+            self.assertEqual((lean.code, lean.phrase), (response.code, response.phrase), path)
+            self.assertEqual(lean.body, body, path)
+            for name in ("Content-Type", "Cache-Control", "ETag", "Content-Length"):
+                self.assertEqual(
+                    lean.headers.getRawHeaders(name), response.headers.getRawHeaders(name), name
+                )
+
+
 class LongPollTests(ApiTestMixin, SynchronousTestCase):
     """
     C{ES-LongPoll} on forward feeds.
