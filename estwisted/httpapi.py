@@ -1337,9 +1337,9 @@ class HttpApi:
             if stream.startswith("$$"):
                 raise HttpError(400, "Metastreams have no metadata.")
             stream = "$$" + stream
-        number = parse_event_number(raw_event)
         media, _, _ = self._negotiate(request, EVENT_TYPES)
         principal = self._principal(request)
+        number = parse_event_number(raw_event)
         resolve = self._resolve_links(request)
         self._require_master(request)
         embed = atom.parse_embed(self._query(request, b"embed"))
@@ -1455,10 +1455,10 @@ class HttpApi:
                 raise HttpError(400, "Metastreams have no metadata.")
             stream = "$$" + stream
         forward = direction == "forward"
-        number = parse_event_number(raw_event, allow_head=not forward)
-        count = parse_count(raw_count)
         media = self._feed_media(request, stream)
         principal = self._principal(request)
+        number = parse_event_number(raw_event, allow_head=not forward)
+        count = parse_count(raw_count)
         resolve = self._resolve_links(request)
         self._require_master(request)
         long_poll = parse_long_poll(self._header(request, b"es-longpoll")) if forward else None
@@ -1497,6 +1497,8 @@ class HttpApi:
         C{$all} feeds.
         """
         forward = direction == "forward"
+        media = self._feed_media(request, "$all")
+        principal = self._principal(request)
         position: Optional[int]
         if raw_position == "head" and not forward:
             position = None
@@ -1510,8 +1512,6 @@ class HttpApi:
         count = int(raw_count)
         if count > MAX_READ_COUNT:
             raise HttpError(400, f"Read size too big, should be less than {MAX_READ_COUNT} items")
-        media = self._feed_media(request, "$all")
-        principal = self._principal(request)
         self._require_master(request)
         long_poll = parse_long_poll(self._header(request, b"es-longpoll")) if forward else None
         embed = atom.parse_embed(self._query(request, b"embed"))
