@@ -983,10 +983,12 @@ class HttpApi:
             raise HttpError(415, "Invalid or missing Content-Type")
         return media
 
-    def _principal(self, request: Any, level: str = "user") -> Optional[Principal]:
+    def authenticate(self, request: Any) -> Optional[Principal]:
         """
-        Authenticate the request and check the route's level (http-api.md
-        2.2): C{none}, C{user}, C{ops} or C{admin}.
+        The request's principal (C{None}: anonymous) from Basic credentials
+        (or C{ES-TrustedAuth} when enabled), checked by the store.
+
+        @raise HttpError: 401 for wrong or malformed credentials.
         """
         principal: Optional[Principal] = None
         auth = self._header(request, b"authorization")
@@ -1004,6 +1006,16 @@ class HttpApi:
                     login.strip(),
                     frozenset(g.strip() for g in groups.split(",") if g.strip()),
                 )
+        return principal
+
+    def _principal(self, request: Any, level: str = "user") -> Optional[Principal]:
+        """
+        Authenticate the request and check the route's level (http-api.md
+        2.2): C{none}, C{user}, C{ops} or C{admin}.
+        """
+        principal = getattr(request, "_estwisted_principal", _UNAUTHENTICATED)
+        if principal is _UNAUTHENTICATED:
+            principal = self.authenticate(request)
         if not self.node_info.first_level_auth or level == "none":
             return principal
         if principal is None:
@@ -2451,6 +2463,8 @@ class HttpApi:
 
 
 
+_UNAUTHENTICATED: Any = object()
+
 #: Single-event media types whose body has no URLs in it.
 _DATA_ONLY = frozenset(
     {atom.JSON, atom.OCTET_STREAM, atom.EVENT_JSON, atom.TEXT_XML, atom.APP_XML, atom.EVENT_XML}
@@ -2507,6 +2521,12 @@ class ApiRoot(Resource):
         api = self._api
         path: bytes = request.path
         method: bytes = request.method
+        # Wrong credentials are refused before routing, whatever the URL.
+        try:
+            request._estwisted_principal = api.authenticate(request)
+        except Exception as e:
+            api._cors(request)
+            return _sized(api._failed(request, Failure(e)), request)
         parts = path.split(b"/")
         # parts[0] is "" for "/streams/..."
         if len(parts) >= 3 and parts[1] == b"streams":

@@ -371,6 +371,8 @@ class WriteTests(ApiTestMixin, SynchronousTestCase):
         ):
             reply = self.request("GET", "/ping", {"Authorization": auth})
             self.assertEqual(reply.code, 401, auth)
+            unknown = self.request("GET", "/no/such/route", {"Authorization": auth})
+            self.assertEqual(unknown.code, 401, auth)
 
     def test_dataAsString(self) -> None:
         """
