@@ -716,10 +716,14 @@ class NodeMachine:
         if self.state is not VNodeState.Master:
             effects += self._set_state(VNodeState.PreMaster, None, now)
         o = self.own
+        # Epoch numbers grow with every leadership.  Followers do not
+        # replicate epochs yet, so the highest number seen in gossip counts
+        # too: a later leader always has a higher epoch than an earlier one.
+        seen = max((m.epoch_number for m in self.view.members), default=-1)
         self._set_own(
             evolve(
                 o,
-                epoch_number=max(effect.epoch_number, o.epoch_number + 1),
+                epoch_number=max(effect.epoch_number, o.epoch_number + 1, seen + 1),
                 epoch_position=max(o.writer_checkpoint, 0),
                 epoch_id=uuid.UUID(int=self.rng.getrandbits(128), version=4),
             ),
