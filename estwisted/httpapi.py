@@ -576,6 +576,13 @@ class NodeInfo:
     @ivar scavenge: called by C{POST /admin/scavenge}; may return a Deferred.
     @ivar first_level_auth: the 5.0.2+ route authorization levels
         (C{DisableFirstLevelHttpAuthorization} turns them off).
+    @ivar role: in a cluster, returns the node's v5 state name
+        (C{"Master"}, C{"Slave"}, ...) and the master's external HTTP
+        C{(host, port)} if known; C{None} means a single node, always
+        C{state}.
+    @ivar gossip_view: in a cluster, returns the C{/gossip} document
+        (C{{"members", "serverIp", "serverPort"}}); C{None} answers the
+        single-node view.
     """
 
     ext_ip: str = "127.0.0.1"
@@ -598,6 +605,8 @@ class NodeInfo:
     advertise_host: Optional[str] = None
     advertise_port: Optional[int] = None
     options: tuple[tuple[str, str], ...] = ()
+    role: Optional[Callable[[], tuple[str, Optional[tuple[str, int]]]]] = None
+    gossip_view: Optional[Callable[[], dict[str, Any]]] = None
 
     @classmethod
     def from_config(
@@ -1106,7 +1115,30 @@ class HttpApi:
         return body
 
     def _require_master(self, request: Any) -> None:
-        parse_bool_header(self._header(request, b"es-requiremaster"), "ES-RequireMaster", False)
+        """
+        C{ES-RequireMaster: True} on a node that is not the master: 307 to
+        the same URL on the master's external HTTP address, 503 when no
+        master is known (http-api.md 12).
+        """
+        required = parse_bool_header(
+            self._header(request, b"es-requiremaster"), "ES-RequireMaster", False
+        )
+        if not required or self.node_info.role is None:
+            return
+        state, master = self.node_info.role()
+        if state == "Master":
+            return
+        if master is None:
+            raise HttpError(503, "Server Is Not Ready")
+        host, port = master
+        scheme = "https" if request.isSecure() else "http"
+        location = f"{scheme}://{host}:{port}{request.uri.decode('ascii', 'replace')}"
+        raise HttpError(307, "Temporary Redirect", {"Location": location})
+
+    def _state(self) -> str:
+        if self.node_info.role is not None:
+            return self.node_info.role()[0]
+        return self.node_info.state
 
     def _resolve_links(self, request: Any) -> bool:
         return parse_bool_header(
@@ -2100,7 +2132,7 @@ class HttpApi:
         self._principal(request, "none")
         body = {
             "esVersion": ES_VERSION,
-            "state": self.node_info.state.lower(),
+            "state": self._state().lower(),
             "projectionsMode": self.node_info.projections_mode,
         }
         if media in atom.XML_TYPES:
@@ -2172,7 +2204,8 @@ class HttpApi:
     def gossip(self, request: Any) -> bytes:
         media, _, _ = self._negotiate(request, GOSSIP_TYPES)
         self._principal(request, "none")
-        doc = self.gossip_document()
+        view = self.node_info.gossip_view
+        doc = view() if view is not None else self.gossip_document()
         set_header(request, b"cache-control", _NO_CACHE)
         if media in atom.XML_TYPES:
             members = "".join(atom.json_to_xml("MemberInfoDto", m) for m in doc["members"])

@@ -999,6 +999,44 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
         password = [o for o in body if o["name"] == "certificate_password"]
         self.assertEqual(password[0]["value"], "")
 
+    def test_requireMasterOnReplica(self) -> None:
+        """
+        With a cluster role hook, ES-RequireMaster on a replica redirects to
+        the master (307) or is 503 with no master; /info and /gossip use
+        the hooks.
+        """
+        role: list[Any] = [("Slave", ("127.0.0.9", 2113))]
+        view = {"members": [], "serverIp": "127.0.0.1", "serverPort": 2112}
+        info = NodeInfo(role=lambda: role[0], gossip_view=lambda: view)
+        api = HttpApi(self.store, None, self.persistent, self.clock, info)
+        stub = StubTreq(api.resource())
+
+        def call(method: str, path: str, headers: dict[str, str]) -> Any:
+            d = stub.request(  # type: ignore[attr-defined]
+                method, BASE + path, headers=headers, allow_redirects=False
+            )
+            stub.flush()
+            self.clock.advance(0)
+            stub.flush()
+            return self.successResultOf(d)
+
+        headers = {**ADMIN, "Accept": "application/json", "ES-RequireMaster": "True"}
+        response = call("GET", "/streams/s/0?embed=body", headers)
+        self.assertEqual(response.code, 307)
+        self.assertEqual(
+            response.headers.getRawHeaders("location"),
+            ["http://127.0.0.9:2113/streams/s/0?embed=body"],
+        )
+        role[0] = ("Slave", None)
+        self.assertEqual(call("GET", "/streams/s/0", headers).code, 503)
+        self.write("s", {"a": 1})
+        headers["ES-RequireMaster"] = "False"
+        self.assertEqual(call("GET", "/streams/s/0", headers).code, 200)
+        body = self.successResultOf(treq.json_content(call("GET", "/info", {})))
+        self.assertEqual(body["state"], "slave")
+        gossip = self.successResultOf(treq.json_content(call("GET", "/gossip", {})))
+        self.assertEqual(gossip, view)
+
     def test_routingErrors(self) -> None:
         """
         Unknown routes are 404, known routes with other methods 405, both
