@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from twisted.web.resource import Resource, getChildForRequest
@@ -79,11 +80,13 @@ class HttpPeerTransport:
         scheme: str = "http",
         election_timeout: float = ELECTION_TIMEOUT,
         pool: Optional[HTTPConnectionPool] = None,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         self.client = client
         self.timeout = timeout
         self.scheme = scheme
         self.election_timeout = election_timeout
+        self.clock = clock
         self._pool = pool
 
     @classmethod
@@ -108,15 +111,18 @@ class HttpPeerTransport:
             kwargs["contextFactory"] = https_policy
         agent = Agent(reactor, **kwargs)
         scheme = "https" if https_policy is not None else "http"
-        return cls(HTTPClient(agent), timeout, scheme, pool=pool)
+        return cls(HTTPClient(agent), timeout, scheme, pool=pool, clock=reactor)
 
     async def _post(self, target: Endpoint, path: str, body: bytes, timeout: float) -> bytes:
+        kwargs: dict[str, Any] = {"timeout": timeout}
+        if self.clock is not None:
+            kwargs["reactor"] = self.clock
         try:
             response = await self.client.post(
                 _url(self.scheme, target, path),
                 data=body,
                 headers={b"Content-Type": [b"application/json"], b"Accept": [b"application/json"]},
-                timeout=timeout,
+                **kwargs,
             )
         except ConnectionRefusedError as e:
             raise PeerRefusedError(f"connection to {target} refused") from e
