@@ -674,15 +674,15 @@ class _HandshakeWatch(ProtocolWrapper):
     that failed for a reason the verifier did not already log.
     """
 
-    state: _ConnectionState
+    tls_state: _ConnectionState
 
     def handshakeCompleted(self) -> None:
-        self.state.handshake_done = True
+        self.tls_state.handshake_done = True
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        state = self.state
+        state = self.tls_state
         if not state.handshake_done and not state.refused and isinstance(reason.value, SSL.Error):
             _log.warn(
                 "TLS handshake with {peer} on {listener} failed: {why}",
@@ -727,7 +727,9 @@ class _WatchFactory(WrappingFactory):
 
     def buildProtocol(self, addr: Optional[IAddress]) -> ProtocolWrapper:
         protocol = super().buildProtocol(addr)
-        protocol.state = _ConnectionState(self.listener, self.internal)  # type: ignore[attr-defined]
+        protocol.tls_state = _ConnectionState(  # type: ignore[attr-defined]
+            self.listener, self.internal
+        )
         return protocol
 
 
@@ -852,7 +854,8 @@ class _Verifier:
         self._dialled = dialled
         self._also_accept = tuple(also_accept)
         wrapped = getattr(tls_protocol, "wrappedProtocol", None)
-        self._state: Optional[_ConnectionState] = getattr(wrapped, "state", None)
+        state = getattr(wrapped, "tls_state", None)
+        self._state = state if isinstance(state, _ConnectionState) else None
 
     def _refuse(self, reason: str, facts: CertificateFacts) -> bool:
         if self._state is not None:
@@ -881,6 +884,14 @@ class _Verifier:
         self, connection: SSL.Connection, certificate: crypto.X509, code: int, depth: int,
         ok: int,
     ) -> bool:
+        try:
+            return self._verify(certificate, code, depth, ok)
+        except Exception:
+            # Never let an exception escape into OpenSSL: refuse, and say why.
+            _log.failure("Certificate verification failed unexpectedly; refusing the peer")
+            return False
+
+    def _verify(self, certificate: crypto.X509, code: int, depth: int, ok: int) -> bool:
         if self._state is not None and self._state.refused:
             return False
         facts = facts_of(certificate.to_cryptography())

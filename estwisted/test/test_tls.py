@@ -15,6 +15,7 @@ import datetime
 import ipaddress
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 import attrs
@@ -637,6 +638,13 @@ class Recorder(Protocol):
         self.lost = True
 
 
+def returning(protocol: Protocol) -> Callable[[], Protocol]:
+    """
+    A protocol "class" for L{Factory.forProtocol} that returns C{protocol}.
+    """
+    return lambda: protocol
+
+
 class CountingFactory(Factory):
     """
     Counts the application protocols built.
@@ -717,6 +725,45 @@ class HandshakeTests(SynchronousTestCase):
             self.assertEqual(server_app.received, b"ping", dialled)
             self.assertEqual(client_app.received, b"pong", dialled)
             self.assertNotIn("Refused", self.messages(events))
+
+    def test_clientCreatorUnderAnyProtocol(self) -> None:
+        """
+        L{NodeTLS.client_creator} works under any application protocol (as
+        with C{Agent}, whose protocol has its own C{state} attribute), and
+        refusals are still logged.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        class Stateful(Recorder):
+            state = "QUIESCENT"
+
+        for server_ips, accepted in ((("127.0.0.1",), True), (("127.0.0.9",), False)):
+            server = self.node("s" + server_ips[0], ips=server_ips)
+            client = self.node("c" + server_ips[0])
+            server_app = Recorder()
+            client_app = Stateful()
+            server_side = server.server_factory(
+                Factory.forProtocol(returning(server_app)), "internal HTTP", True, True
+            ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            client_side = TLSMemoryBIOFactory(
+                client.client_creator("127.0.0.1"), True,
+                Factory.forProtocol(returning(client_app)), clock=self.clock,
+            ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 2112))
+            assert server_side is not None and client_side is not None
+            with capturedLogs() as events:
+                pump = iosim.connect(
+                    server_side, iosim.makeFakeServer(server_side),
+                    client_side, iosim.makeFakeClient(client_side), clock=self.clock,
+                )
+                client_app.transport.write(b"ping")  # type: ignore[union-attr]
+                for _ in range(20):
+                    pump.flush()
+                    self.clock.advance(0.01)
+            text = self.messages(events)
+            self.assertNotIn("unexpectedly", text)
+            self.assertEqual(server_app.received, b"ping" if accepted else b"")
+            if not accepted:
+                self.assertIn("SAN mismatch", text)
 
     def test_otherCARefusedByServer(self) -> None:
         """
