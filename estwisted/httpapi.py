@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import os
 import time
@@ -2505,10 +2506,40 @@ _DATA_ONLY = frozenset(
 _NO_URLS = atom.Urls("")
 
 
+def accepts_gzip(accept_encoding: Optional[str]) -> bool:
+    """
+    Whether an C{Accept-Encoding} value allows gzip (C{q} > 0).
+    """
+    if not accept_encoding:
+        return False
+    for item in accept_encoding.split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = 1.0
+            for p in params.split(";"):
+                key, _, value = p.partition("=")
+                if key.strip().lower() == "q":
+                    try:
+                        q = float(value)
+                    except ValueError:
+                        q = 0.0
+            return q > 0
+    return False
+
+
+#: Bodies at least this long are compressed for clients that accept gzip.
+GZIP_MIN = 1024
+
+
 def _sized(body: bytes, request: Any) -> bytes:
     """
-    Set Content-Length so replies are not chunked.
+    Set Content-Length so replies are not chunked; compress larger bodies
+    for clients that accept gzip (http-api.md 1.4).
     """
+    if len(body) >= GZIP_MIN and request.code == 200:
+        if accepts_gzip(get_header(request, b"accept-encoding")):
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+            set_header(request, b"content-encoding", b"gzip")
     if body or request.code not in (204, 304):
         set_header(request, b"content-length", b"%d" % len(body))
     return body

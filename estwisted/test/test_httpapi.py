@@ -1262,6 +1262,40 @@ class LoopbackTests(TestCase):
         self.assertEqual(content_type, ["application/json; charset=utf-8"])
 
     @inlineCallbacks
+    def test_gzip(self) -> Any:
+        """
+        Large replies are gzip-compressed when the client accepts it (and
+        only then), with the compressed Content-Length.
+        """
+        import gzip
+
+        from twisted.web.client import Agent, readBody
+        from twisted.web.http_headers import Headers
+
+        body = events_body(*[(new_id(), {"n": i, "p": "x" * 50}) for i in range(20)])
+        response = yield self.req("POST", "/streams/gz", {**ADMIN, "Content-Type": EVENTS}, body)
+        yield treq.content(response)
+        agent = Agent(reactor, pool=self.pool)
+        url = (self.base + "/streams/gz?embed=body").encode()
+        base = {b"Authorization": [ADMIN["Authorization"].encode()],
+                b"Accept": [b"application/json"]}
+        plain = yield agent.request(b"GET", url, Headers(base))
+        plain_body = yield readBody(plain)
+        self.assertIsNone(plain.headers.getRawHeaders(b"content-encoding"))
+        packed = yield agent.request(
+            b"GET", url, Headers({**base, b"Accept-Encoding": [b"gzip, deflate"]})
+        )
+        packed_body = yield readBody(packed)
+        self.assertEqual(packed.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        self.assertEqual(packed.length, len(packed_body))
+        self.assertEqual(gzip.decompress(packed_body), plain_body)
+        refused = yield agent.request(
+            b"GET", url, Headers({**base, b"Accept-Encoding": [b"gzip;q=0"]})
+        )
+        yield readBody(refused)
+        self.assertIsNone(refused.headers.getRawHeaders(b"content-encoding"))
+
+    @inlineCallbacks
     def test_trailingSlash(self) -> Any:
         """
         C{/streams/s/} redirects to C{/streams/s} (307).
