@@ -20,6 +20,17 @@ Layout:
 Every handler goes through L{HttpApi._run}, which maps errors to statuses in
 one place (L{error_for}): expected errors become 4xx/5xx replies with the
 reason in the status line, anything else is logged and answered with 500.
+Credentials are checked once per request, before routing, by the store
+(L{StreamStore.authenticate}); the route's level (user/ops/admin,
+http-api.md 2.2) is checked by the handler, and stream ACLs by the store.
+
+Long polls hang off the store's commit listener and the injected clock.
+Replies always carry Content-Length; bodies of 1 KiB or more are gzipped for
+clients that accept it.
+
+Wiring: C{HttpApi(store, hub, persistent, clock, node_info).site()} gives a
+ready C{Site} (body limit, no per-request access log, no HTML form
+parsing); C{.resource()} gives the bare root resource.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from xml.etree import ElementTree
 import attrs
 from attrs import field, frozen
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -2697,5 +2708,4 @@ __all__ = [
     "error_for",
     "limited_request_factory",
     "negotiate",
-    "succeed",
 ]
