@@ -89,6 +89,8 @@ from estwisted.model import (
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 #: Largest event (data + metadata) accepted.
 MAX_EVENT_SIZE = 4 * 1024 * 1024
+#: Seconds a request may take before it is answered with 408.
+REQUEST_TIMEOUT = 10.0
 #: Longest long poll honoured, in seconds.
 MAX_LONG_POLL = 3600
 
@@ -920,10 +922,35 @@ class HttpApi:
         except BaseException as e:  # noqa: B036 - everything becomes a reply
             return _sized(self._failed(request, Failure(e)), request)
         if isinstance(result, Deferred):
-            return result.addErrback(lambda f: self._failed(request, f)).addCallback(
-                _sized, request
+            seconds = getattr(request, "_estwisted_timeout", REQUEST_TIMEOUT)
+            return (
+                self._timed(request, result, seconds)
+                .addErrback(lambda f: self._failed(request, f))
+                .addCallback(_sized, request)
             )
         return _sized(result, request)
+
+    def _timed(self, request: Any, d: Deferred[bytes], seconds: float) -> Deferred[bytes]:
+        """
+        Answer 408 when C{d} has not fired after C{seconds} (http-api.md
+        1.2 step 8); C{d} is cancelled.
+        """
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
+
+        call = self.clock.callLater(seconds, expire)
+
+        def done(result: Any) -> Any:
+            if call.active():
+                call.cancel()
+            if expired and isinstance(result, Failure) and result.check(CancelledError):
+                raise HttpError(408, "Server was unable to handle request in time")
+            return result
+
+        return d.addBoth(done)
 
     def _failed(self, request: Any, failure: Failure) -> bytes:
         if failure.check(CancelledError):
@@ -1610,6 +1637,7 @@ class HttpApi:
         if not self._listening:
             self.store.add_commit_listener(self._waiters.committed)
             self._listening = True
+        request._estwisted_timeout = seconds + REQUEST_TIMEOUT
         woken = self._waiters.wait(stream)
         timer: IDelayedCall = self.clock.callLater(seconds, woken.callback, None)
 

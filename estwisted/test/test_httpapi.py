@@ -347,6 +347,23 @@ class WriteTests(ApiTestMixin, SynchronousTestCase):
         self.assertEqual(reply.code, 413)
         self.assertEqual(self.store.last_event_number("s"), -1)
 
+    def test_timeout(self) -> None:
+        """
+        A write the store does not confirm within 10 s is answered with
+        408, nothing logged as an error.
+        """
+        stalled: Deferred[Any] = Deferred()
+        self.patch(self.store, "append", lambda *args: stalled)
+        d = self.start(
+            "POST", "/streams/s", {**ADMIN, "Content-Type": EVENTS}, events_body((new_id(), {}))
+        )
+        self.clock.advance(9)
+        self.assertNoResult(d)
+        self.clock.advance(1)
+        reply = self.finish(d)
+        self.assertEqual(reply.code, 408)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_anonymousRefused(self) -> None:
         """
         Stream routes need an authenticated user (5.0.2+): 401 with
