@@ -81,7 +81,7 @@ class NodeService(MultiService):
 
     def _open_core(self) -> None:
         from estwisted.persistent import PersistentSubscriptions
-        from estwisted.storage.open import open_storage
+        from estwisted.storage.open import index_saver, open_storage
         from estwisted.subscriptions import SubscriptionHub
 
         config = self.config
@@ -91,6 +91,10 @@ class NodeService(MultiService):
             chunk_size=config.chunk_size,
         )
         self._close_storage = close
+        if not config.mem_db:
+            # Save the index now and then so a restart after a crash only
+            # indexes a short tail of the log.
+            index_saver(close, self.reactor).setServiceParent(self)
         self.store = StreamStore(log, index, self.reactor)
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.reactor)
