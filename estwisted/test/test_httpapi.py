@@ -1322,37 +1322,60 @@ class LoopbackTests(TestCase):
         self.assertEqual(response.code, 307)
         self.assertEqual(response.headers.getRawHeaders("location"), ["/streams/loop"])
 
+    def raw_exchange(self, data: bytes) -> Deferred[bytes]:
+        """
+        Send raw bytes over a new connection; fires with everything received
+        once the server closes it.
+        """
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        received: list[bytes] = []
+        done: Deferred[bytes] = Deferred()
+
+        class Client(Protocol):
+            def connectionMade(self) -> None:
+                assert self.transport is not None
+                self.transport.write(data)
+
+            def dataReceived(self, chunk: bytes) -> None:
+                received.append(chunk)
+
+            def connectionLost(self, reason: Any = None) -> None:
+                done.callback(b"".join(received))
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port_number)
+        connectProtocol(endpoint, Client())
+        return done
+
     @inlineCallbacks
     def test_bodyLimit(self) -> Any:
         """
         A body over the limit is refused from its Content-Length with 413
         before it is sent, and nothing is written.
         """
-        received: list[bytes] = []
-        done: Deferred[None] = Deferred()
+        reply = yield self.raw_exchange(
+            b"POST /streams/big HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/vnd.eventstore.events+json\r\n"
+            b"Authorization: " + ADMIN["Authorization"].encode() + b"\r\n"
+            b"Content-Length: 50000000\r\n\r\n"
+        )
+        self.assertTrue(reply.startswith(b"HTTP/1.1 413 "), reply[:100])
+        self.assertEqual(self.store.last_event_number("big"), -1)
 
-        class Client(Protocol):
-            def connectionMade(self) -> None:
-                assert self.transport is not None
-                self.transport.write(
-                    b"POST /streams/big HTTP/1.1\r\nHost: x\r\n"
-                    b"Content-Type: application/vnd.eventstore.events+json\r\n"
-                    b"Authorization: " + ADMIN["Authorization"].encode() + b"\r\n"
-                    b"Content-Length: 50000000\r\n\r\n"
-                )
-
-            def dataReceived(self, data: bytes) -> None:
-                received.append(data)
-
-            def connectionLost(self, reason: Any = None) -> None:
-                done.callback(None)
-
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port_number)
-        yield connectProtocol(endpoint, Client())
-        yield done
-        self.assertTrue(b"".join(received).startswith(b"HTTP/1.1 413 "))
+    @inlineCallbacks
+    def test_chunkedBodyLimit(self) -> Any:
+        """
+        A chunked body is refused with 413 as soon as it passes the limit.
+        """
+        chunk = b"x" * 4000
+        body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(5)) + b"0\r\n\r\n"
+        reply = yield self.raw_exchange(
+            b"POST /streams/big HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/vnd.eventstore.events+json\r\n"
+            b"Authorization: " + ADMIN["Authorization"].encode() + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + body
+        )
+        self.assertTrue(reply.startswith(b"HTTP/1.1 413 "), reply[:100])
         self.assertEqual(self.store.last_event_number("big"), -1)
 
     @inlineCallbacks
