@@ -491,24 +491,140 @@ def read_event_completed(result: ReadEventResult) -> bytes:
     return message.SerializePartialToString()
 
 
+# -- hand-assembled replies ---------------------------------------------------
+#
+# Reads and subscription pushes carry many EventRecords.  Filling a nested
+# protobuf message field by field costs more than joining the encoded bytes
+# ourselves, so these replies are assembled here (fields in number order,
+# exactly what the protobuf runtime would write; the tests compare both).
+
+#: Varints of 0..16383: every length and small event number.
+_SMALL_VARINTS = [
+    bytes((i,)) if i < 0x80 else bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(16384)
+]
+_CACHE_LIMIT = 10_000
+#: (tag, text) -> tag + length + UTF-8 text (stream names, event types).
+_text_fields: dict[tuple[bytes, str], bytes] = {}
+#: created ticks -> fields 9 and 10 of an EventRecord.
+_created_fields: dict[int, bytes] = {}
+_JSON_FLAGS = b"\x28\x01\x30\x01"
+_BINARY_FLAGS = b"\x28\x00\x30\x00"
+
+
+def _length(n: int) -> bytes:
+    return _SMALL_VARINTS[n] if n < 16384 else _varint(n)
+
+
+def _text_field(tag: bytes, text: str) -> bytes:
+    key = (tag, text)
+    encoded = _text_fields.get(key)
+    if encoded is None:
+        raw = text.encode("utf-8")
+        encoded = tag + _length(len(raw)) + raw
+        if len(_text_fields) >= _CACHE_LIMIT:
+            _text_fields.clear()
+        _text_fields[key] = encoded
+    return encoded
+
+
+def _created_field(created: int) -> bytes:
+    encoded = _created_fields.get(created)
+    if encoded is None:
+        if created > 0:
+            epoch = (created - UNIX_EPOCH_TICKS) // 10000
+            encoded = b"\x48" + _varint(created) + b"\x50" + _varint(epoch)
+        else:
+            encoded = b"\x48" + _varint(UNIX_EPOCH_TICKS) + b"\x50\x00"
+        if len(_created_fields) >= _CACHE_LIMIT:
+            _created_fields.clear()
+        _created_fields[created] = encoded
+    return encoded
+
+
+def encode_event_record(record: EventRecord, v1: bool = False) -> bytes:
+    """
+    The serialized C{EventRecord} of C{record}: the same message as
+    L{event_record_to_proto} fills, every field present.
+    """
+    number = record.event_number
+    if v1:
+        number = downgrade_event_number(number)
+    data = record.data
+    metadata = record.metadata
+    return b"".join(
+        (
+            _text_field(b"\x0a", record.stream),
+            b"\x10",
+            _SMALL_VARINTS[number] if 0 <= number < 16384 else _varint(number),
+            b"\x1a\x10",
+            _pack_guid_le(*_unpack_guid_be(record.event_id)),
+            _text_field(b"\x22", record.event_type),
+            _JSON_FLAGS if record.flags & FLAG_JSON else _BINARY_FLAGS,
+            b"\x3a",
+            _length(len(data)),
+            data,
+            b"\x42",
+            _length(len(metadata)),
+            metadata,
+            _created_field(record.created),
+        )
+    )
+
+
+def _resolved_parts(resolved: ResolvedEvent, v1: bool) -> list[bytes]:
+    """
+    Fields 1 (event, absent for an unresolvable link) and 2 (link) shared by
+    C{ResolvedIndexedEvent} and C{ResolvedEvent}, as pieces to join.
+    """
+    event = resolved.event
+    link = resolved.link
+    if link is None:
+        assert event is not None
+        encoded = encode_event_record(event, v1)
+        return [b"\x0a", _length(len(encoded)), encoded]
+    parts: list[bytes] = []
+    if event is not None:
+        encoded = encode_event_record(event, v1)
+        parts += (b"\x0a", _length(len(encoded)), encoded)
+    encoded = encode_event_record(link, v1)
+    parts += (b"\x12", _length(len(encoded)), encoded)
+    return parts
+
+
+def encode_resolved_event(resolved: ResolvedEvent, v1: bool = False) -> bytes:
+    """
+    A serialized C{ResolvedEvent}: both positions are the original record's.
+    """
+    original = resolved.link if resolved.link is not None else resolved.event
+    assert original is not None
+    position = _varint(original.position)
+    parts = _resolved_parts(resolved, v1)
+    parts += (b"\x18", position, b"\x20", position)
+    return b"".join(parts)
+
+
 def read_stream_completed(result: StreamSlice, v1: bool = False) -> bytes:
     """
     Encode a C{ReadStreamEventsCompleted} payload.
     """
-    message = pb.ReadStreamEventsCompleted(
-        result=_STREAM_RESULT[result.status],
-        next_event_number=result.next_event_number,
-        last_event_number=(
-            downgrade_event_number(result.last_event_number) if v1 else result.last_event_number
-        ),
-        is_end_of_stream=result.is_end_of_stream,
-        last_commit_position=result.last_commit_position,
-        error=result.error,
-    )
-    add = message.events.add
+    parts: list[bytes] = []
+    extend = parts.extend
     for resolved in result.events:
-        resolved_indexed_to_proto(resolved, add())
-    return message.SerializePartialToString()
+        body = b"".join(_resolved_parts(resolved, False))
+        extend((b"\x0a", _length(len(body)), body))
+    parts.append(
+        pb.ReadStreamEventsCompleted(
+            result=_STREAM_RESULT[result.status],
+            next_event_number=result.next_event_number,
+            last_event_number=(
+                downgrade_event_number(result.last_event_number) if v1 else result.last_event_number
+            ),
+            is_end_of_stream=result.is_end_of_stream,
+            last_commit_position=result.last_commit_position,
+            error=result.error,
+        ).SerializePartialToString()
+    )
+    return b"".join(parts)
 
 
 def read_all_completed(result: AllSlice, v1: bool = False) -> bytes:
@@ -524,10 +640,12 @@ def read_all_completed(result: AllSlice, v1: bool = False) -> bytes:
     )
     if result.error:
         message.error = result.error
-    add = message.events.add
+    parts = [message.SerializePartialToString()]
+    extend = parts.extend
     for resolved in result.events:
-        resolved_event_to_proto(resolved, add(), v1)
-    return message.SerializePartialToString()
+        body = encode_resolved_event(resolved, v1)
+        extend((b"\x1a", _length(len(body)), body))
+    return b"".join(parts)
 
 
 #: The last StreamEventAppeared payload and what it was built from: a commit
@@ -551,9 +669,8 @@ def stream_event_appeared(resolved: ResolvedEvent, v1: bool = False) -> bytes:
     last = _last_appeared
     if last[0] is event and last[1] is link and last[2] == v1 and last[3]:
         return last[3]
-    message = pb.StreamEventAppeared()
-    resolved_event_to_proto(resolved, message.event, v1)
-    data = message.SerializePartialToString()
+    body = encode_resolved_event(resolved, v1)
+    data = b"\x0a" + _length(len(body)) + body
     _last_appeared = (event, link, v1, data)
     return data
 
@@ -568,17 +685,38 @@ def persistent_event_appeared(resolved: ResolvedEvent, retry_count: int, v1: boo
     one occurrence: protobufjs replaces, rather than merges, repeated
     occurrences of a message field.
     """
-    inner = pb.ResolvedIndexedEvent()
-    resolved_indexed_to_proto(resolved, inner, v1)
-    position = _varint(resolved.original.position)
-    body = inner.SerializePartialToString() + b"\x18" + position + b"\x20" + position
-    return b"".join((b"\x0a", _varint(len(body)), body, b"\x10", _varint(retry_count)))
+    body = encode_resolved_event(resolved, v1)
+    return b"".join((b"\x0a", _length(len(body)), body, b"\x10", _varint(retry_count)))
 
 
 def _varint(value: int) -> bytes:
     """
     Protobuf varint of C{value} (negative values as 10-byte two's complement).
+    Unrolled for the sizes log positions and ticks have.
     """
+    if 0 <= value < 0x4000:
+        return _SMALL_VARINTS[value]
+    if 0 < value < 0x800000000:
+        if value < 0x200000:
+            return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+        if value < 0x10000000:
+            return bytes(
+                (
+                    (value & 0x7F) | 0x80,
+                    ((value >> 7) & 0x7F) | 0x80,
+                    ((value >> 14) & 0x7F) | 0x80,
+                    value >> 21,
+                )
+            )
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                ((value >> 21) & 0x7F) | 0x80,
+                value >> 28,
+            )
+        )
     value &= 0xFFFFFFFFFFFFFFFF
     out = bytearray()
     while True:

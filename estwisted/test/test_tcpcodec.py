@@ -286,6 +286,48 @@ class TranslationTests(SynchronousTestCase):
         back = tcpcodec.event_record_from_proto(parsed, record.position, record.next_position)
         self.assertEqual(back, record)
 
+    @given(
+        st.text(max_size=30),
+        st.integers(0, 2**63 - 1),
+        guids,
+        st.text(max_size=30),
+        st.sampled_from([0, FLAG_JSON, FLAG_JSON | 2]),
+        st.binary(max_size=20000),
+        st.binary(max_size=300),
+        st.integers(-5, UNIX_EPOCH_TICKS + 10**17),
+        st.booleans(),
+    )
+    def test_hand_encoding_matches_protobuf(
+        self, stream, number, eid, etype, flags, data, meta, created, v1
+    ):
+        """
+        The hand-assembled EventRecord bytes are exactly what the protobuf
+        runtime writes for the same record.
+        """
+        record = _record(
+            stream=stream,
+            event_number=number,
+            event_id=eid,
+            event_type=etype,
+            flags=flags,
+            data=data,
+            metadata=meta,
+            created=created,
+        )
+        out = pb.EventRecord()
+        tcpcodec.event_record_to_proto(record, out, v1)
+        self.assertEqual(tcpcodec.encode_event_record(record, v1), out.SerializePartialToString())
+        link = _record(stream="l", event_type="$>", data=b"3@s", position=300)
+        for resolved in (
+            ResolvedEvent(record),
+            ResolvedEvent(record, link),
+            ResolvedEvent(None, link),
+        ):
+            expected = pb.ResolvedEvent()
+            tcpcodec.resolved_event_to_proto(resolved, expected, v1)
+            got = pb.ResolvedEvent.FromString(tcpcodec.encode_resolved_event(resolved, v1))
+            self.assertEqual(got, expected)
+
     def test_v1_downgrade(self) -> None:
         self.assertEqual(tcpcodec.downgrade_event_number(DELETED_STREAM), DELETED_STREAM_V1)
         self.assertEqual(tcpcodec.downgrade_event_number(5), 5)
