@@ -18,7 +18,13 @@ quorum of accepts for its own proposal value.  Read-only replicas never run
 this machine (the constructor refuses), are left out of the electorate and
 so can never vote, propose or be chosen.
 
-docs/elections.md has the state diagram and the mapping to the spec.
+L{NodeController} is the node role machine around it (Initializing,
+Unknown, PreMaster/Master, PreReplica/CatchingUp/Clone/Slave, read-only
+replica states, shutting down): it turns election results, gossip changes
+and replication events into state changes and effects, and asks the
+election machine for elections.
+
+docs/elections.md has the state diagrams and the mapping to the spec.
 """
 
 from __future__ import annotations
@@ -787,6 +793,295 @@ def needs_election(
         ]
         return bool(others)
     return False
+
+
+# --- The node controller ------------------------------------------------------
+
+
+@frozen
+class SystemStart:
+    """
+    Storage is open (writer, chaser and reader initialized).
+    """
+
+
+@frozen
+class ChaserCaughtUp:
+    """
+    The chaser checkpoint reached the writer checkpoint.
+    """
+
+
+@frozen
+class ReplicaSubscribed:
+    """
+    The leader accepted our replication subscription.
+    """
+
+
+@frozen
+class CloneAssigned:
+    pass
+
+
+@frozen
+class SlaveAssigned:
+    pass
+
+
+@frozen
+class LeaderLinkLost:
+    """
+    The replication connection to the leader closed.
+    """
+
+
+@frozen
+class LeaderNotLeading:
+    """
+    The node we follow answered but is no longer leader (it refused our
+    subscription).
+    """
+
+
+@frozen
+class NoQuorum:
+    """
+    As leader, fewer than C{ClusterSize // 2} replicas were subscribed for
+    the no-quorum period (3 s).
+    """
+
+
+@frozen
+class GossipChanged:
+    members: tuple[MemberInfo, ...]
+
+
+@frozen
+class ShutdownRequested:
+    pass
+
+
+@frozen
+class ShutdownComplete:
+    pass
+
+
+ControllerInput = Union[
+    SystemStart,
+    LeaderElected,
+    ChaserCaughtUp,
+    ReplicaSubscribed,
+    CloneAssigned,
+    SlaveAssigned,
+    LeaderLinkLost,
+    LeaderNotLeading,
+    NoQuorum,
+    GossipChanged,
+    ShutdownRequested,
+    ShutdownComplete,
+]
+
+
+@frozen
+class StateChanged:
+    """
+    Effect: the node state changed (refresh our gossip record).
+    """
+
+    previous: VNodeState
+    state: VNodeState
+
+
+@frozen
+class WaitForChaser:
+    """
+    Effect: tell us (L{ChaserCaughtUp}) when the chaser has caught up.
+    """
+
+
+@frozen
+class WriteEpoch:
+    """
+    Effect: write and flush a new epoch (last epoch number + 1): we lead.
+    """
+
+
+@frozen
+class SubscribeTo:
+    """
+    Effect: open the replication link to C{leader} and subscribe (after
+    C{delay} seconds), as promotable unless we are a read-only replica.
+    """
+
+    leader: MemberInfo
+    delay: float = 0.0
+
+
+@frozen
+class ConfirmAlive:
+    """
+    Effect: C{GET /gossip} from C{member}; mark it dead if that fails (v5's
+    answer to a lost replication link).
+    """
+
+    member: MemberInfo
+
+
+ControllerEffect = Union[
+    StateChanged, StartElections, WaitForChaser, WriteEpoch, SubscribeTo, ConfirmAlive
+]
+
+_REPLICA_OR_PRE = (
+    VNodeState.PreReplica,
+    VNodeState.CatchingUp,
+    VNodeState.Clone,
+    VNodeState.Slave,
+)
+_INACTIVE = (VNodeState.Initializing, VNodeState.ShuttingDown, VNodeState.Shutdown)
+
+#: Delay before reconnecting to the leader after the link was lost.
+RECONNECT_DELAY = 0.5
+
+
+@define
+class NodeController:
+    """
+    The node role state machine (cluster.md sections 1.4 and 1.5, the parts
+    that concern roles; the replication service reports its events as
+    inputs).  C{handle(input) -> [effects]}; L{StartElections} effects are to
+    be fed to the node's L{ElectionMachine}, whose L{LeaderElected} effects
+    come back here.
+
+    @ivar leader: the leader we follow (replicas) or ourselves (leader).
+    """
+
+    own_id: uuid.UUID
+    read_only: bool = False
+    state: VNodeState = VNodeState.Initializing
+    leader: Optional[MemberInfo] = None
+
+    def handle(self, event: ControllerInput) -> list[ControllerEffect]:
+        if self.state is VNodeState.Shutdown:
+            return []
+        handler: Callable[[Any], list[ControllerEffect]] = getattr(
+            self, "_on_" + type(event).__name__
+        )
+        return handler(event)
+
+    @property
+    def leader_id(self) -> Optional[uuid.UUID]:
+        return None if self.leader is None else self.leader.instance_id
+
+    def _become(self, state: VNodeState) -> list[ControllerEffect]:
+        if state is self.state:
+            return []
+        previous, self.state = self.state, state
+        return [StateChanged(previous, state)]
+
+    def _on_SystemStart(self, event: SystemStart) -> list[ControllerEffect]:
+        if self.state is not VNodeState.Initializing:
+            return []
+        if self.read_only:
+            return self._become(VNodeState.ReadOnlyLeaderless)
+        return self._become(VNodeState.Unknown) + [StartElections()]
+
+    def _on_LeaderElected(self, event: LeaderElected) -> list[ControllerEffect]:
+        if self.state in _INACTIVE or self.read_only:
+            return []
+        leader = event.leader
+        if leader.instance_id == self.own_id:
+            self.leader = leader
+            if self.state is VNodeState.Master:
+                return [WriteEpoch()]
+            return self._become(VNodeState.PreMaster) + [WaitForChaser()]
+        if self.leader_id == leader.instance_id and self.state in _REPLICA_OR_PRE:
+            return []
+        self.leader = leader
+        return self._become(VNodeState.PreReplica) + [SubscribeTo(leader)]
+
+    def _on_ChaserCaughtUp(self, event: ChaserCaughtUp) -> list[ControllerEffect]:
+        if self.state is not VNodeState.PreMaster:
+            return []
+        return self._become(VNodeState.Master) + [WriteEpoch()]
+
+    def _on_ReplicaSubscribed(self, event: ReplicaSubscribed) -> list[ControllerEffect]:
+        if self.state is VNodeState.PreReplica:
+            return self._become(VNodeState.CatchingUp)
+        if self.state is VNodeState.PreReadOnlyReplica:
+            return self._become(VNodeState.ReadOnlyReplica)
+        return []
+
+    def _on_CloneAssigned(self, event: CloneAssigned) -> list[ControllerEffect]:
+        if self.state in (VNodeState.CatchingUp, VNodeState.Slave):
+            return self._become(VNodeState.Clone)
+        return []
+
+    def _on_SlaveAssigned(self, event: SlaveAssigned) -> list[ControllerEffect]:
+        if self.state in (VNodeState.CatchingUp, VNodeState.Clone):
+            return self._become(VNodeState.Slave)
+        return []
+
+    def _on_LeaderLinkLost(self, event: LeaderLinkLost) -> list[ControllerEffect]:
+        if self.leader is None:
+            return []
+        if self.state in _REPLICA_OR_PRE:
+            effects = self._become(VNodeState.PreReplica)
+        elif self.state in (VNodeState.PreReadOnlyReplica, VNodeState.ReadOnlyReplica):
+            effects = self._become(VNodeState.PreReadOnlyReplica)
+        else:
+            return []
+        return effects + [
+            ConfirmAlive(self.leader),
+            SubscribeTo(self.leader, RECONNECT_DELAY),
+        ]
+
+    def _on_LeaderNotLeading(self, event: LeaderNotLeading) -> list[ControllerEffect]:
+        if self.state in _REPLICA_OR_PRE:
+            return [StartElections()]
+        return []
+
+    def _on_NoQuorum(self, event: NoQuorum) -> list[ControllerEffect]:
+        if self.state is not VNodeState.Master:
+            return []
+        self.leader = None
+        return self._become(VNodeState.Unknown) + [StartElections()]
+
+    def _on_GossipChanged(self, event: GossipChanged) -> list[ControllerEffect]:
+        if self.read_only:
+            return self._read_only_gossip(event.members)
+        if self.state in _INACTIVE:
+            return []
+        own = next((m for m in event.members if m.instance_id == self.own_id), None)
+        if own is None:
+            return []
+        if needs_election(event.members, own, self.state, self.leader_id):
+            return [StartElections()]
+        return []
+
+    def _read_only_gossip(self, members: Sequence[MemberInfo]) -> list[ControllerEffect]:
+        if self.state in _INACTIVE:
+            return []
+        leaders = [
+            m
+            for m in members
+            if m.is_alive and m.state is VNodeState.Master and not m.is_read_only_replica
+        ]
+        if self.leader is not None and any(m.instance_id == self.leader_id for m in leaders):
+            return []
+        if len(leaders) == 1:
+            self.leader = leaders[0]
+            return self._become(VNodeState.PreReadOnlyReplica) + [SubscribeTo(leaders[0])]
+        self.leader = None
+        return self._become(VNodeState.ReadOnlyLeaderless)
+
+    def _on_ShutdownRequested(self, event: ShutdownRequested) -> list[ControllerEffect]:
+        return self._become(VNodeState.ShuttingDown)
+
+    def _on_ShutdownComplete(self, event: ShutdownComplete) -> list[ControllerEffect]:
+        if self.state is not VNodeState.ShuttingDown:
+            return []
+        return self._become(VNodeState.Shutdown)
 
 
 # --- JSON (http-api.md section 11.3) ------------------------------------------------

@@ -21,28 +21,45 @@ from estwisted.elections import (
     BecomeLeader,
     Broadcast,
     Candidate,
+    ChaserCaughtUp,
+    CloneAssigned,
+    ConfirmAlive,
     Effect,
     ElectionMachine,
     ElectionState,
     ElectionsTimedOut,
+    GossipChanged,
     GossipUpdated,
     LeaderElected,
     LeaderIsResigning,
     LeaderIsResigningOk,
+    LeaderLinkLost,
+    LeaderNotLeading,
     Message,
+    NodeController,
+    NoQuorum,
     Prepare,
     PrepareOk,
     Proposal,
     ReadOnlyReplicaError,
+    ReplicaSubscribed,
     Resign,
     ScheduleTimeout,
     SendTo,
     SendViewChangeProof,
     Shutdown,
+    ShutdownComplete,
+    ShutdownRequested,
+    SlaveAssigned,
     StartElections,
+    StateChanged,
     StepDown,
+    SubscribeTo,
+    SystemStart,
     ViewChange,
     ViewChangeProof,
+    WaitForChaser,
+    WriteEpoch,
     best_candidate,
     decode_message,
     encode_message,
@@ -1016,3 +1033,164 @@ class AdversarialSchedulingTests(SynchronousTestCase):
         ids = {m.instance_id for m in members}
         for leaders in decided.values():
             self.assertLessEqual(leaders, ids)
+
+
+class NodeControllerTests(SynchronousTestCase):
+    """
+    The node role machine (cluster.md sections 1.4, 1.5).
+    """
+
+    def started(self, n: int = 1, read_only: bool = False) -> NodeController:
+        c = NodeController(uuid.UUID(int=n), read_only=read_only)
+        c.handle(SystemStart())
+        return c
+
+    def test_start(self) -> None:
+        """
+        Initializing becomes Unknown and starts elections; a read-only
+        replica becomes ReadOnlyLeaderless and does not.
+        """
+        c = NodeController(uuid.UUID(int=1))
+        self.assertEqual(
+            c.handle(SystemStart()),
+            [StateChanged(VNodeState.Initializing, VNodeState.Unknown), StartElections()],
+        )
+        ro = NodeController(uuid.UUID(int=4), read_only=True)
+        self.assertEqual(
+            ro.handle(SystemStart()),
+            [StateChanged(VNodeState.Initializing, VNodeState.ReadOnlyLeaderless)],
+        )
+        self.assertEqual(ro.handle(LeaderElected(0, member(4))), [])
+
+    def test_electedSelf(self) -> None:
+        """
+        Elected: PreMaster until the chaser caught up, then Master with a new
+        epoch; re-elected as Master: another epoch, same state.
+        """
+        c = self.started()
+        effects = c.handle(LeaderElected(0, member(1)))
+        self.assertEqual(
+            effects, [StateChanged(VNodeState.Unknown, VNodeState.PreMaster), WaitForChaser()]
+        )
+        self.assertEqual(
+            c.handle(ChaserCaughtUp()),
+            [StateChanged(VNodeState.PreMaster, VNodeState.Master), WriteEpoch()],
+        )
+        self.assertEqual(c.handle(LeaderElected(1, member(1))), [WriteEpoch()])
+        self.assertEqual(c.leader_id, uuid.UUID(int=1))
+
+    def test_replicaLifecycle(self) -> None:
+        """
+        Another leader: PreReplica and subscribe; then CatchingUp, Clone,
+        Slave as the replication service reports; the same leader elected
+        again changes nothing.
+        """
+        c = self.started()
+        leader = member(2)
+        self.assertEqual(
+            c.handle(LeaderElected(0, leader)),
+            [StateChanged(VNodeState.Unknown, VNodeState.PreReplica), SubscribeTo(leader)],
+        )
+        c.handle(ReplicaSubscribed())
+        self.assertEqual(c.state, VNodeState.CatchingUp)
+        c.handle(CloneAssigned())
+        self.assertEqual(c.state, VNodeState.Clone)
+        c.handle(SlaveAssigned())
+        self.assertEqual(c.state, VNodeState.Slave)
+        self.assertEqual(c.handle(LeaderElected(1, leader)), [])
+        c.handle(CloneAssigned())
+        self.assertEqual(c.state, VNodeState.Clone)
+
+    def test_linkLost(self) -> None:
+        """
+        Losing the link to the leader: PreReplica, check the leader with a
+        gossip read, resubscribe after 500 ms.
+        """
+        c = self.started()
+        leader = member(2)
+        c.handle(LeaderElected(0, leader))
+        c.handle(ReplicaSubscribed())
+        self.assertEqual(
+            c.handle(LeaderLinkLost()),
+            [
+                StateChanged(VNodeState.CatchingUp, VNodeState.PreReplica),
+                ConfirmAlive(leader),
+                SubscribeTo(leader, 0.5),
+            ],
+        )
+
+    def test_leaderChangesAndStepsDown(self) -> None:
+        """
+        A Master that learns another node was elected steps down to
+        PreReplica; a Master without quorum becomes Unknown and starts
+        elections.
+        """
+        c = self.started()
+        c.handle(LeaderElected(0, member(1)))
+        c.handle(ChaserCaughtUp())
+        effects = c.handle(LeaderElected(1, member(2)))
+        self.assertEqual(effects[0], StateChanged(VNodeState.Master, VNodeState.PreReplica))
+        d = self.started(3)
+        d.handle(LeaderElected(0, member(3)))
+        d.handle(ChaserCaughtUp())
+        self.assertEqual(
+            d.handle(NoQuorum()),
+            [StateChanged(VNodeState.Master, VNodeState.Unknown), StartElections()],
+        )
+        self.assertIsNone(d.leader_id)
+
+    def test_gossipTriggers(self) -> None:
+        """
+        Gossip starts elections when the leader is dead (replica), when
+        another Master is alive (leader), and when a followed node no
+        longer leads.
+        """
+        c = self.started()
+        c.handle(LeaderElected(0, member(2)))
+        own = member(1, state=VNodeState.PreReplica)
+        alive = member(2, state=VNodeState.Master)
+        self.assertEqual(c.handle(GossipChanged((own, alive))), [])
+        dead = evolve(alive, is_alive=False)
+        self.assertEqual(c.handle(GossipChanged((own, dead))), [StartElections()])
+        self.assertEqual(c.handle(LeaderNotLeading()), [StartElections()])
+        m = self.started(3)
+        m.handle(LeaderElected(0, member(3)))
+        m.handle(ChaserCaughtUp())
+        me = member(3, state=VNodeState.Master)
+        self.assertEqual(m.handle(GossipChanged((me, alive))), [StartElections()])
+
+    def test_readOnlyFollowsGossip(self) -> None:
+        """
+        A read-only replica follows the single alive Master in gossip, and
+        becomes leaderless when that leader is gone.
+        """
+        ro = self.started(4, read_only=True)
+        leader = member(2, state=VNodeState.Master)
+        effects = ro.handle(GossipChanged((leader, member(1))))
+        self.assertEqual(
+            effects,
+            [
+                StateChanged(VNodeState.ReadOnlyLeaderless, VNodeState.PreReadOnlyReplica),
+                SubscribeTo(leader),
+            ],
+        )
+        ro.handle(ReplicaSubscribed())
+        self.assertEqual(ro.state, VNodeState.ReadOnlyReplica)
+        two = (leader, member(3, state=VNodeState.Master))
+        self.assertEqual(ro.handle(GossipChanged(two)), [])
+        self.assertEqual(
+            ro.handle(GossipChanged((evolve(leader, is_alive=False),))),
+            [StateChanged(VNodeState.ReadOnlyReplica, VNodeState.ReadOnlyLeaderless)],
+        )
+
+    def test_shutdown(self) -> None:
+        """
+        ShuttingDown, then Shutdown, after which nothing happens.
+        """
+        c = self.started()
+        c.handle(ShutdownRequested())
+        self.assertEqual(c.state, VNodeState.ShuttingDown)
+        self.assertEqual(c.handle(LeaderElected(0, member(1))), [])
+        c.handle(ShutdownComplete())
+        self.assertEqual(c.state, VNodeState.Shutdown)
+        self.assertEqual(c.handle(SystemStart()), [])

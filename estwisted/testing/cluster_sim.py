@@ -2,33 +2,30 @@
 """
 A deterministic in-memory cluster: N nodes, each running the pure gossip
 machine (L{estwisted.gossip.GossipMachine}) and election machine
-(L{estwisted.elections.ElectionMachine}) under a minimal node controller,
-connected by a simulated network that can drop, duplicate, delay (and so
-reorder) messages and be partitioned, all driven by one fake clock and one
-seeded L{random.Random}.  The same seed and the same calls give the same
-run.
+(L{estwisted.elections.ElectionMachine}) under the pure node controller
+(L{estwisted.elections.NodeController}), connected by a simulated network
+that can drop, duplicate, delay (and so reorder) messages and be
+partitioned, all driven by one fake clock and one seeded L{random.Random}.
+The same seed and the same calls give the same run.
 
-The controller is the part of cluster.md section 1.4 that elections need:
+The simulator plays storage and replication for the controller, crudely:
 
-  - at start a voting node is Unknown and starts elections;
-  - L{LeaderElected} makes the leader Master (with a new epoch) and every
-    other node Slave of it (PreReplica/CatchingUp are skipped: there is no
-    data to replicate here);
-  - a replica sends a heartbeat to its leader every
-    L{ClusterSimulator.heartbeat_interval}; if one stays unanswered for
-    L{ClusterSimulator.heartbeat_timeout} the replication link is "lost" and
-    the leader is marked dead in its table, as v5's C{VNodeConnectionLost}
-    does;
-  - a Master that has heard from fewer than C{ClusterSize // 2} replicas in
-    the last L{ClusterSimulator.no_quorum_timeout} seconds becomes Unknown
-    and starts elections (v5's no-quorum rule);
-  - gossip triggers elections through L{estwisted.elections.needs_election};
-  - the heartbeat answer carries the leader's log position and last epoch,
-    which the replica takes over: that is all the "replication" there is;
-    an answer from a node that is no longer Master makes the replica start
-    elections (the 20.6+ rule), without marking that node dead;
-  - a read-only replica runs only gossip, and follows the single alive
-    Master it sees.
+  - the chaser is always caught up (L{WaitForChaser} is answered at once),
+    and writing an epoch bumps the epoch number and the log position;
+  - a replica (or read-only replica) sends a heartbeat to its leader every
+    L{ClusterSimulator.heartbeat_interval}; the first answer from a Master is
+    the subscription (L{ReplicaSubscribed}, then L{SlaveAssigned} for a
+    voting node); each answer carries the leader's log position and last
+    epoch, which the replica takes over: that is all the "replication"
+    there is;
+  - a heartbeat unanswered for L{ClusterSimulator.heartbeat_timeout} is a
+    lost link (L{LeaderLinkLost}); its L{ConfirmAlive} check is taken as
+    failed, so the leader is marked dead, as v5's C{GET /gossip} on an
+    unreachable node does;
+  - an answer from a node that is no longer Master is L{LeaderNotLeading};
+  - a Master that has heard from fewer than C{ClusterSize // 2} voting
+    replicas in the last L{ClusterSimulator.no_quorum_timeout} seconds gets
+    L{NoQuorum}.
 
 Every decision is recorded in L{ClusterSimulator.decisions} so tests can
 check safety (one leader per view) after the fact.
@@ -45,20 +42,33 @@ from typing import Any, Optional, Union
 from attrs import define, evolve, field, frozen
 
 from estwisted.elections import (
-    BecomeLeader,
     Broadcast,
+    ChaserCaughtUp,
+    ConfirmAlive,
+    ControllerInput,
     Effect,
     ElectionMachine,
     ElectionsTimedOut,
+    GossipChanged,
     GossipUpdated,
     LeaderElected,
+    LeaderLinkLost,
+    LeaderNotLeading,
     Message,
+    NodeController,
+    NoQuorum,
+    ReplicaSubscribed,
     ScheduleTimeout,
     SendTo,
     SendViewChangeProof,
+    SlaveAssigned,
     StartElections,
+    StateChanged,
     StepDown,
-    needs_election,
+    SubscribeTo,
+    SystemStart,
+    WaitForChaser,
+    WriteEpoch,
 )
 from estwisted.gossip import (
     ClusterInfo,
@@ -143,17 +153,14 @@ class SimNode:
     """
     One simulated node.
 
-    @ivar state: the controller's node state.
-    @ivar leader_id: the leader this node follows (replicas).
-    @ivar heartbeats: when each replica last reached this node while it was
-        Master.
+    @ivar heartbeats: when each voting replica last reached this node while
+        it was Master.
     """
 
     own: MemberInfo
     gossip: GossipMachine
     elections: Optional[ElectionMachine]
-    state: VNodeState
-    leader_id: Optional[uuid.UUID] = None
+    controller: NodeController
     crashed: bool = False
     pending_heartbeat: Optional[float] = None
     heartbeats: dict[uuid.UUID, float] = field(factory=dict)
@@ -163,6 +170,20 @@ class SimNode:
     @property
     def instance_id(self) -> uuid.UUID:
         return self.own.instance_id
+
+    @property
+    def state(self) -> VNodeState:
+        """
+        The controller's node state.
+        """
+        return self.controller.state
+
+    @property
+    def leader_id(self) -> Optional[uuid.UUID]:
+        """
+        The leader this node follows (or itself when leading).
+        """
+        return self.controller.leader_id
 
     @property
     def endpoint(self) -> Endpoint:
@@ -252,13 +273,7 @@ class ClusterSimulator:
         sim = cls(cluster_size=cluster_size or voters, rng=random.Random(seed), **kwargs)
         seeds = [m.internal_http for m in members]
         for m in members:
-            own = evolve(
-                m,
-                state=(
-                    VNodeState.ReadOnlyLeaderless if m.is_read_only_replica else VNodeState.Unknown
-                ),
-                timestamp=sim.now,
-            )
+            own = evolve(m, state=VNodeState.Initializing, timestamp=sim.now)
             gossip = GossipMachine.start(
                 own, [s for s in seeds if s != own.internal_http], sim.now, sim.gossip_settings
             )
@@ -267,7 +282,8 @@ class ClusterSimulator:
                 elections = ElectionMachine(
                     own=own, cluster_size=sim.cluster_size, timeout=sim.election_timeout
                 )
-            sim.nodes.append(SimNode(own=own, gossip=gossip, elections=elections, state=own.state))
+            controller = NodeController(own.instance_id, read_only=own.is_read_only_replica)
+            sim.nodes.append(SimNode(own, gossip, elections, controller))
         return sim
 
     @classmethod
@@ -351,14 +367,13 @@ class ClusterSimulator:
 
     def start(self) -> None:
         """
-        Start every node: gossip rounds begin at a random offset and voting
-        nodes start elections.
+        Start every node: gossip rounds begin at a random offset and the
+        controllers get L{SystemStart} (voting nodes start elections).
         """
-        for i, n in enumerate(self.nodes):
+        for i in range(len(self.nodes)):
             self._push(self.now + self.rng.uniform(0, 0.1), "gossip", i)
             self._push(self.now + self.rng.uniform(0, self.heartbeat_interval), "controller", i)
-            if n.elections is not None:
-                self._run_effects(i, n.elections.handle(StartElections(), self.now))
+            self._control(i, SystemStart())
 
     def run_until(self, t: float) -> None:
         """
@@ -408,13 +423,16 @@ class ClusterSimulator:
             target.pending_heartbeat = None
             if target.leader_id != payload.leader.instance_id:
                 return
-            if payload.leader.state is VNodeState.Master:
-                self._replicate(i, payload.leader)
-            else:
-                # Reachable but no longer leading: the link is refused, not
-                # lost, so the node stays alive; we want a new leader (the
-                # 20.6+ rule "leader alive but not in a leader state").
-                self._start_elections(i)
+            if payload.leader.state is not VNodeState.Master:
+                # Reachable but no longer leading: the subscription is
+                # refused; the node is not dead.
+                self._control(i, LeaderNotLeading())
+                return
+            self._replicate(i, payload.leader)
+            if target.state in (VNodeState.PreReplica, VNodeState.PreReadOnlyReplica):
+                self._control(i, ReplicaSubscribed())
+            if target.state is VNodeState.CatchingUp:
+                self._control(i, SlaveAssigned())
         elif target.elections is not None:
             self._run_effects(i, target.elections.handle(payload, self.now))
 
@@ -451,20 +469,25 @@ class ClusterSimulator:
         if n.crashed:
             return
         self._push(self.now + self.heartbeat_interval, "controller", i)
-        if n.leader_id is not None and (n.state.is_replica or n.state is VNodeState.PreReplica):
-            leader = n.gossip.view.by_instance(n.leader_id)
+        following = (
+            VNodeState.PreReplica,
+            VNodeState.CatchingUp,
+            VNodeState.Clone,
+            VNodeState.Slave,
+            VNodeState.PreReadOnlyReplica,
+            VNodeState.ReadOnlyReplica,
+        )
+        if n.leader_id is not None and n.state in following:
+            leader = n.controller.leader
+            assert leader is not None
             if n.pending_heartbeat is not None and (
                 self.now - n.pending_heartbeat >= self.heartbeat_timeout
             ):
-                # Replication link lost; v5 then confirms with a GET /gossip,
-                # which fails just the same on a dead link.
                 n.pending_heartbeat = None
-                if leader is not None:
-                    n.gossip.view = n.gossip.view.mark_dead(leader.key, self.now)
-                self._gossip_changed(i)
-            elif leader is not None and n.pending_heartbeat is None:
+                self._control(i, LeaderLinkLost())
+            elif n.pending_heartbeat is None:
                 n.pending_heartbeat = self.now
-                self.send(n.endpoint, leader.key, Heartbeat(self.now))
+                self.send(n.endpoint, leader.internal_http, Heartbeat(self.now))
         if n.state is VNodeState.Master:
             recent = sum(
                 1
@@ -474,48 +497,57 @@ class ClusterSimulator:
             if recent >= self.cluster_size // 2:
                 n.had_quorum_at = self.now
             elif self.now - n.had_quorum_at >= self.no_quorum_timeout:
-                self._set_state(i, VNodeState.Unknown, None)
-                self._start_elections(i)
+                self._control(i, NoQuorum())
 
-    # -- the controller --
+    # -- the controller and its collaborators --
 
-    def _set_state(self, i: int, state: VNodeState, leader_id: Optional[uuid.UUID]) -> None:
+    def _control(self, i: int, event: ControllerInput) -> None:
+        """
+        Feed the node's controller and perform its effects.
+        """
         n = self.nodes[i]
-        n.state = state
-        n.leader_id = leader_id
+        for effect in n.controller.handle(event):
+            if isinstance(effect, StateChanged):
+                self._state_changed(i, effect)
+            elif isinstance(effect, StartElections):
+                if n.elections is not None:
+                    self._run_effects(i, n.elections.handle(effect, self.now))
+            elif isinstance(effect, WaitForChaser):
+                self._control(i, ChaserCaughtUp())
+            elif isinstance(effect, WriteEpoch):
+                self._write_epoch(i)
+            elif isinstance(effect, SubscribeTo):
+                n.pending_heartbeat = None
+            elif isinstance(effect, ConfirmAlive):
+                n.gossip.view = n.gossip.view.mark_dead(effect.member.key, self.now)
+                self._gossip_changed(i)
+
+    def _state_changed(self, i: int, effect: StateChanged) -> None:
+        n = self.nodes[i]
         n.pending_heartbeat = None
-        n.own = evolve(n.own, state=state)
-        n.gossip.leader_id = leader_id
-        n.gossip.update_own(n.own, self.now)
-        if n.elections is not None:
-            n.elections.own = n.own
-        if state is VNodeState.Master:
+        n.own = evolve(n.own, state=effect.state)
+        self._own_changed(i)
+        if effect.state is VNodeState.Master:
             n.heartbeats.clear()
             n.had_quorum_at = self.now
             n.master_since = self.now
         else:
             n.master_since = None
 
-    def _start_elections(self, i: int) -> None:
+    def _own_changed(self, i: int) -> None:
         n = self.nodes[i]
+        leader_id = n.leader_id
+        n.gossip.leader_id = None if leader_id == n.instance_id else leader_id
+        n.gossip.update_own(n.own, self.now)
         if n.elections is not None:
-            self._run_effects(i, n.elections.handle(StartElections(), self.now))
+            n.elections.own = n.own
 
     def _gossip_changed(self, i: int) -> None:
         n = self.nodes[i]
         members = n.gossip.view.members
-        if n.is_read_only:
-            leaders = [m for m in n.gossip.view.alive_leaders() if not m.is_read_only_replica]
-            if len(leaders) == 1:
-                if n.leader_id != leaders[0].instance_id:
-                    self._set_state(i, VNodeState.ReadOnlyReplica, leaders[0].instance_id)
-            elif n.state is not VNodeState.ReadOnlyLeaderless:
-                self._set_state(i, VNodeState.ReadOnlyLeaderless, None)
-            return
-        assert n.elections is not None
-        n.elections.handle(GossipUpdated(members), self.now)
-        if needs_election(members, n.own, n.state, n.leader_id):
-            self._start_elections(i)
+        if n.elections is not None:
+            n.elections.handle(GossipUpdated(members), self.now)
+        self._control(i, GossipChanged(members))
 
     def _run_effects(self, i: int, effects: list[Effect]) -> None:
         n = self.nodes[i]
@@ -528,20 +560,13 @@ class ClusterSimulator:
             elif isinstance(effect, ScheduleTimeout):
                 self._push(self.now + effect.delay, "timer", (i, effect.event))
             elif isinstance(effect, LeaderElected):
-                self._elected(i, effect)
-            elif isinstance(effect, BecomeLeader):
-                self._become_leader(i, effect)
+                self.decisions.append(
+                    Decision(self.now, n.instance_id, effect.view, effect.leader.instance_id)
+                )
+                n.gossip.elected(effect.leader.instance_id, self.now)
+                self._control(i, effect)
             elif isinstance(effect, StepDown):
-                self._set_state(i, VNodeState.Unknown, None)
-                self._start_elections(i)
-
-    def _elected(self, i: int, effect: LeaderElected) -> None:
-        n = self.nodes[i]
-        leader = effect.leader.instance_id
-        self.decisions.append(Decision(self.now, n.instance_id, effect.view, leader))
-        n.gossip.elected(leader, self.now)
-        if leader != n.instance_id:
-            self._set_state(i, VNodeState.Slave, leader)
+                self._control(i, NoQuorum())
 
     def _replicate(self, i: int, leader: MemberInfo) -> None:
         n = self.nodes[i]
@@ -554,24 +579,24 @@ class ClusterSimulator:
             chaser_checkpoint=leader.chaser_checkpoint,
             last_commit_position=leader.last_commit_position,
         )
-        n.gossip.update_own(n.own, self.now)
-        if n.elections is not None:
-            n.elections.own = n.own
+        self._own_changed(i)
 
-    def _become_leader(self, i: int, effect: BecomeLeader) -> None:
+    def _write_epoch(self, i: int) -> None:
+        """
+        Write the next epoch at the end of the log.
+        """
         n = self.nodes[i]
-        # Write the new epoch: it goes at the end of the log.
         position = n.own.writer_checkpoint
         n.own = evolve(
             n.own,
-            epoch_number=effect.epoch_number,
+            epoch_number=n.own.epoch_number + 1,
             epoch_position=position,
             epoch_id=uuid.UUID(int=self.rng.getrandbits(128)),
             writer_checkpoint=position + 100,
             chaser_checkpoint=position + 100,
             last_commit_position=position,
         )
-        self._set_state(i, VNodeState.Master, None)
+        self._own_changed(i)
 
     # -- observations --
 
