@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
@@ -227,9 +228,9 @@ class _Transaction:
         self.events: list[NewEvent] = []
 
 
-#: One buffered record: stream, number, id, type, flags, data, metadata,
-#: created, position, next position.
-_Entry = tuple[str, int, bytes, str, int, bytes, bytes, int, int, int]
+#: One buffered write: stream, first event number, events, their positions,
+#: their next positions, created, whether it is a hard-delete tombstone.
+_Write = tuple[str, int, Sequence[NewEvent], list[int], list[int], int, bool]
 
 
 class StreamStore:
@@ -261,7 +262,7 @@ class StreamStore:
         self._clock = clock
         # Group commit state.
         self._flush_call: Optional[IDelayedCall] = None
-        self._batch: list[_Entry] = []
+        self._batch: list[_Write] = []
         self._waiters: list[tuple[Deferred[WriteResult], WriteResult]] = []
         self._batch_system: set[str] = set()
         self._pending_last: dict[str, int] = {}
@@ -293,9 +294,18 @@ class StreamStore:
         principal: Optional[Principal],
     ) -> Deferred[WriteResult]:
         try:
-            self._check_stream_name(stream)
+            if not stream or stream == "$all":
+                self._check_stream_name(stream)
             for event in events:
-                _validate_event(event)
+                event_id = event.event_id
+                event_type = event.event_type
+                if (
+                    len(event_id) != 16
+                    or event_id == _EMPTY_ID
+                    or not event_type
+                    or len(event.data) + len(event.metadata) + 2 * len(event_type) > MAX_EVENT_SIZE
+                ):
+                    _validate_event(event)
             if not self.check_access(principal, stream, acl.WRITE):
                 raise AccessDenied(f"Write access denied for stream {stream!r}")
             return self._write(stream, expected_version, events)
@@ -402,6 +412,9 @@ class StreamStore:
             result = self._read_event(stream, event_number, resolve_links, principal)
         except _ReadAccessDeniedError:
             return ReadEventResult(ReadStatus.ACCESS_DENIED)
+        except StorageError as e:
+            _log.failure("Reading {stream} failed", stream=stream)
+            return ReadEventResult(ReadStatus.ERROR, error=str(e))
         if (
             result.status in (ReadStatus.NOT_FOUND, ReadStatus.NO_STREAM)
             and acl.is_system_stream(stream)
@@ -438,6 +451,9 @@ class StreamStore:
             )
         except _ReadAccessDeniedError:
             return _error_slice(ReadStatus.ACCESS_DENIED)
+        except StorageError as e:
+            _log.failure("Reading {stream} failed", stream=stream)
+            return _error_slice(ReadStatus.ERROR, str(e))
 
     def read_all(
         self,
@@ -461,23 +477,26 @@ class StreamStore:
         if not self.check_access(principal, acl.ALL_STREAM, acl.READ):
             return AllSlice(ReadStatus.ACCESS_DENIED, (), position, position)
         log = self._log
-        if forward:
-            if position < 0:
-                position = 0
-            records = log.read_forward(position, max_count)
-            next_position = records[-1].next_position if records else position
-        else:
-            if position < 0 or position > log.end_position:
-                position = log.end_position
-            records = log.read_backward(position, max_count)
-            next_position = records[-1].position if records else position
         try:
+            if forward:
+                if position < 0:
+                    position = 0
+                records = log.read_forward(position, max_count)
+                next_position = records[-1].next_position if records else position
+            else:
+                if position < 0 or position > log.end_position:
+                    position = log.end_position
+                records = log.read_backward(position, max_count)
+                next_position = records[-1].position if records else position
             if resolve_links:
                 events = [self._resolve(r, principal) for r in records]
             else:
                 events = [ResolvedEvent(r) for r in records]
         except _ReadAccessDeniedError:
             return AllSlice(ReadStatus.ACCESS_DENIED, (), position, position)
+        except StorageError as e:
+            _log.failure("Reading $all failed")
+            return AllSlice(ReadStatus.ERROR, (), position, position, str(e))
         return AllSlice(ReadStatus.SUCCESS, events, position, next_position)
 
     def get_metadata(self, stream: str, principal: Optional[Principal]) -> MetadataResult:
@@ -544,14 +563,22 @@ class StreamStore:
         """
         if principal is not None and "$admins" in principal.groups:
             return True
+        settings = self._settings
+        if settings is None:
+            settings = self._settings = self._load_settings()
+        if stream[0] != "$":
+            # Fast path: a user stream without an ACL of its own under the
+            # built-in default ($all for every operation).
+            metadata = self._meta_cache.get(stream)
+            if metadata is None:
+                metadata = self._metadata(stream)
+            if metadata.acl is None and settings.user_stream_acl is None:
+                return True
         resolved = acl.resolve_operation(stream, operation)
         if resolved is None:
             return False
         target, op = resolved
         metadata = self._metadata(target)
-        settings = self._settings
-        if settings is None:
-            settings = self._settings = self._load_settings()
         return acl.has_role(principal, acl.required_roles(target, op, metadata.acl, settings))
 
     # -- internals: writing ------------------------------------------------
@@ -701,43 +728,31 @@ class StreamStore:
             return WriteResult(first, first - 1, -1)
         log = self._log
         log_append = log.append
-        batch_append = self._batch.append
         recent = self._recent
         ring = self._recent_ring
         ring_size = len(ring)
         slot = self._recent_next
         number = first
-        position = -1
+        positions: list[int] = []
+        nexts: list[int] = []
+        add_position = positions.append
+        add_next = nexts.append
         try:
             for event in events:
                 event_id = event.event_id
-                flags = FLAG_JSON if event.is_json else 0
-                pos = log_append(
-                    stream,
-                    number,
-                    event_id,
-                    event.event_type,
-                    flags,
-                    event.data,
-                    event.metadata,
-                    created,
-                )
-                if position < 0:
-                    position = pos
-                batch_append(
-                    (
+                add_position(
+                    log_append(
                         stream,
                         number,
                         event_id,
                         event.event_type,
-                        flags,
+                        FLAG_JSON if event.is_json else 0,
                         event.data,
                         event.metadata,
                         created,
-                        pos,
-                        log.pending_position,
                     )
                 )
+                add_next(log.pending_position)
                 old = ring[slot]
                 if old is not None:
                     recent.pop(old, None)
@@ -747,15 +762,22 @@ class StreamStore:
                     slot = 0
                 recent[event_id] = (stream, number)
                 number += 1
-        except Exception:
+        except Exception as e:
             self._recent_next = slot
-            self._abort_batch_later()
-            raise
+            self._batch_failed = True
+            self._batch.append((stream, first, events, positions, nexts, created, False))
+            if self._flush_call is None:
+                self._flush_call = self._clock.callLater(0, self._flush)
+            if isinstance(e, EstoreError):
+                raise
+            raise StorageError(f"Cannot append to the log: {e}") from e
         self._recent_next = slot
+        # A copy: the caller may reuse its list before the flush.
+        self._batch.append((stream, first, tuple(events), positions, nexts, created, False))
         self._pending_last[stream] = number - 1
         if stream[0] == "$":
             self._batch_system.add(stream)
-        return WriteResult(first, number - 1, position)
+        return WriteResult(first, number - 1, positions[0])
 
     def _buffer_undelete(
         self, stream: str, metadata: StreamMetadata, first_new: int, created: int
@@ -793,11 +815,11 @@ class StreamStore:
                 raise WrongExpectedVersion(stream, current)
         created = ticks_from_unix(self._clock.seconds())
         if hard:
-            tombstone_id = uuid.uuid4().bytes
+            tombstone = NewEvent(uuid.uuid4().bytes, TOMBSTONE_EVENT_TYPE)
             position = self._log.append(
                 stream,
                 DELETED_STREAM,
-                tombstone_id,
+                tombstone.event_id,
                 TOMBSTONE_EVENT_TYPE,
                 FLAG_TOMBSTONE,
                 b"",
@@ -808,14 +830,11 @@ class StreamStore:
                 (
                     stream,
                     DELETED_STREAM,
-                    tombstone_id,
-                    TOMBSTONE_EVENT_TYPE,
-                    FLAG_TOMBSTONE,
-                    b"",
-                    b"",
+                    [tombstone],
+                    [position],
+                    [self._log.pending_position],
                     created,
-                    position,
-                    self._log.pending_position,
+                    True,
                 )
             )
             self._pending_last[stream] = DELETED_STREAM
@@ -835,13 +854,6 @@ class StreamStore:
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(0, self._flush)
         return d
-
-    def _abort_batch_later(self) -> None:
-        # A failed log.append leaves the log buffer in an unknown state: the
-        # whole batch fails at the next flush.
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self._flush)
-        self._batch_failed = True
 
     _batch_failed = False
 
@@ -867,35 +879,80 @@ class StreamStore:
             self._pending_last.clear()
             self._pending_meta.clear()
             recent = self._recent
-            for entry in batch:
-                known = recent.get(entry[2])
-                if known is not None and known[0] == entry[0] and known[1] == entry[1]:
-                    del recent[entry[2]]
-            _log.failure("Group commit of {count} records failed", count=len(batch))
+            for stream, first, events, _, _, _, _ in batch:
+                for number, event in enumerate(events, first):
+                    if recent.get(event.event_id) == (stream, number):
+                        del recent[event.event_id]
+            _log.failure("Group commit of {count} writes failed", count=len(batch))
             for d, _ in waiters:
                 d.errback(e)
             return
-        add = self._index.add
-        for entry in batch:
-            add(entry[0], entry[1], entry[8])
+        index = self._index
+        add = index.add
+        extend = index.extend
+        for stream, first, _, positions, _, _, _ in batch:
+            if len(positions) == 1:
+                add(stream, first, positions[0])
+            else:
+                extend(stream, first, array("q", positions))
         self._pending_last.clear()
         self._pending_meta.clear()
         if batch:
-            self._last_commit_position = batch[-1][8]
+            self._last_commit_position = batch[-1][3][-1]
         if system:
             self._invalidate(system)
         for d, result in waiters:
             d.callback(result)
         if batch and self._listeners:
-            records = [
-                EventRecord(e[8], e[9], e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7])
-                for e in batch
-            ]
+            records = self._records_of(batch)
             for listener in list(self._listeners):
                 try:
                     listener(records)
                 except Exception:
                     _log.failure("Commit listener {listener!r} failed", listener=listener)
+
+    def _records_of(self, batch: list[_Write]) -> list[EventRecord]:
+        """
+        The L{EventRecord}s of a flushed batch, built from what was appended.
+        """
+        records: list[EventRecord] = []
+        add = records.append
+        for stream, first, events, positions, nexts, created, tombstone in batch:
+            if tombstone:
+                event = events[0]
+                add(
+                    EventRecord(
+                        positions[0],
+                        nexts[0],
+                        stream,
+                        DELETED_STREAM,
+                        event.event_id,
+                        event.event_type,
+                        FLAG_TOMBSTONE,
+                        b"",
+                        b"",
+                        created,
+                    )
+                )
+                continue
+            number = first
+            for i, event in enumerate(events):
+                add(
+                    EventRecord(
+                        positions[i],
+                        nexts[i],
+                        stream,
+                        number,
+                        event.event_id,
+                        event.event_type,
+                        FLAG_JSON if event.is_json else 0,
+                        event.data,
+                        event.metadata,
+                        created,
+                    )
+                )
+                number += 1
+        return records
 
     def _invalidate(self, streams: set[str]) -> None:
         """
