@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional, Union
 
 from attrs import define, evolve, field, frozen
@@ -631,3 +631,124 @@ class ClusterSimulator:
         for d in self.decisions:
             result.setdefault(d.view, set()).add(d.leader)
         return result
+
+
+# --- A sweep over random scenarios (python -m estwisted.testing.cluster_sim) ---
+
+
+@frozen
+class SweepResult:
+    """
+    Outcome of one random scenario of L{run_scenario}.
+
+    @ivar safe: no two leaders were decided for one view.
+    @ivar time_to_leader: seconds from the heal to a stable leader that
+        lasted to the end, or C{None} if there was none at the end.
+    """
+
+    seed: int
+    voters: int
+    read_only: int
+    safe: bool
+    read_only_never_led: bool
+    time_to_leader: Optional[float]
+
+
+def run_scenario(seed: int, heal_seconds: float = 60.0) -> Optional[SweepResult]:
+    """
+    One random scenario: 3 or 5 voters (plus maybe a read-only replica),
+    1-7 chaos phases of up to 70 % loss, 50 % duplication, 3 s delays, 3-way
+    partitions and crashes, then a random quorum of the survivors healed
+    (reliable, 50 ms delays) for C{heal_seconds}.
+
+    @return: the result, or C{None} if too many nodes crashed to leave a
+        quorum.
+    """
+    r = random.Random(seed)
+    voters = r.choice([3, 5])
+    read_only = r.choice([0, 1])
+    n = voters + read_only
+    sim = ClusterSimulator.random_cluster(voters, read_only, seed=seed)
+    sim.start()
+    for _ in range(r.randrange(1, 8)):
+        sim.set_faults(
+            Faults(
+                drop=r.uniform(0, 0.7),
+                duplicate=r.uniform(0, 0.5),
+                max_delay=r.uniform(0.01, 3),
+            )
+        )
+        if r.random() < 0.6:
+            groups: list[list[int]] = [[], [], []]
+            for i in range(n):
+                groups[r.randrange(3)].append(i)
+            sim.partition(groups)
+        else:
+            sim.heal()
+        sim.run_for(r.uniform(0.5, 10))
+        if r.random() < 0.1:
+            sim.crash(r.randrange(n))
+    alive = [i for i in range(voters) if not sim.nodes[i].crashed]
+    if len(alive) < voters // 2 + 1:
+        return None
+    group = r.sample(alive, r.randrange(voters // 2 + 1, len(alive) + 1))
+    group += [i for i in range(voters, n) if not sim.nodes[i].crashed]
+    sim.partition([group])
+    sim.set_faults(Faults(max_delay=0.05))
+    stable_since: Optional[float] = None
+    healed_at = sim.now
+    for _ in range(int(heal_seconds * 10)):
+        sim.run_for(0.1)
+        if sim.stable_leader(group) is None:
+            stable_since = None
+        elif stable_since is None:
+            stable_since = sim.now - healed_at
+    read_only_ids = {node.instance_id for node in sim.nodes[voters:]}
+    return SweepResult(
+        seed=seed,
+        voters=voters,
+        read_only=read_only,
+        safe=all(len(s) <= 1 for s in sim.leaders_by_view().values()),
+        read_only_never_led=not any(d.leader in read_only_ids for d in sim.decisions),
+        time_to_leader=stable_since,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], object] = print) -> int:
+    """
+    C{python -m estwisted.testing.cluster_sim [FIRST_SEED [COUNT]]}: run
+    random scenarios and print one line per problem and a summary.
+
+    @return: 1 if any scenario was unsafe or ended without a leader.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    first = int(args[0]) if args else 0
+    count = int(args[1]) if len(args) > 1 else 100
+    times: list[float] = []
+    bad = 0
+    skipped = 0
+    for seed in range(first, first + count):
+        result = run_scenario(seed)
+        if result is None:
+            skipped += 1
+            continue
+        if not (result.safe and result.read_only_never_led) or result.time_to_leader is None:
+            bad += 1
+            out(f"problem: {result}")
+        else:
+            times.append(result.time_to_leader)
+    times.sort()
+    if times:
+        median = times[len(times) // 2]
+        out(
+            f"{len(times) + bad} scenarios ({skipped} skipped: no quorum left), {bad} bad; "
+            f"time to a stable leader after the heal: median {median:.1f} s, "
+            f"max {times[-1]:.1f} s"
+        )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
