@@ -95,7 +95,7 @@ MAX_EVENT_SIZE = 16 * 1024 * 1024 - 10_000
 
 #: How many recently written event ids are remembered for idempotency of
 #: C{Any}/C{StreamExists} writes (tcp-protocol.md 6.2 step 3).
-RECENT_EVENT_IDS = 100_000
+RECENT_EVENT_IDS = 50_000
 
 #: Above this many cached metadata entries the cache is dropped.
 METADATA_CACHE_LIMIT = 200_000

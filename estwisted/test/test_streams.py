@@ -378,6 +378,115 @@ class ReadTests(StoreTestMixin, SynchronousTestCase):
         )
 
 
+class MoreWriteTests(StoreTestMixin, SynchronousTestCase):
+    def test_recent_id_cache_is_bounded(self) -> None:
+        """
+        The idempotency cache of C{Any} writes keeps only the most recent
+        ids: an old retry is written again (as v5 does), a recent one is not.
+        """
+        self.store = StreamStore(self.log, self.index, self.clock, recent_event_ids=3)
+        old = events(1)
+        self.write("s", EXPECTED_ANY, old)
+        for _ in range(3):
+            self.write("s", EXPECTED_ANY, events(1))
+        recent = events(1)
+        self.write("s", EXPECTED_ANY, recent)
+        self.assertEqual(self.write("s", EXPECTED_ANY, recent).position, -1)
+        again = self.write("s", EXPECTED_ANY, old)
+        self.assertEqual(again.first_event_number, 5)
+        self.assertGreater(again.position, 0)
+
+    def test_log_append_error(self) -> None:
+        """
+        A log that refuses a record fails the whole batch with
+        L{StorageError}; nothing is indexed.
+        """
+        real_append = self.log.append
+
+        def refusing(stream: str, *args: Any) -> int:
+            if stream == "bad":
+                raise ValueError("record too large for the chunk")
+            return real_append(stream, *args)
+
+        self.log.append = refusing  # type: ignore[method-assign]
+        good = self.store.append("good", EXPECTED_ANY, events(1), None)
+        bad = self.store.append("bad", EXPECTED_ANY, events(2), None)
+        self.assertIsInstance(self.failureResultOf(bad, StorageError).value, StorageError)
+        self.clock.advance(0)
+        self.failureResultOf(good, StorageError)
+        self.flushLoggedErrors(StorageError)
+        self.assertEqual(self.store.last_event_number("good"), -1)
+        self.log.append = real_append  # type: ignore[method-assign]
+        self.assertEqual(self.write("good", EXPECTED_NO_STREAM, events(1)).first_event_number, 0)
+
+    def test_listener_sees_system_records(self) -> None:
+        """
+        Listeners get metadata events and hard-delete tombstones too.
+        """
+        seen: list[EventRecord] = []
+        self.store.add_commit_listener(seen.extend)
+        self.write("s", EXPECTED_ANY, events(1))
+        self.settle(self.store.delete_stream("s", EXPECTED_ANY, False, None))
+        self.write("s", EXPECTED_ANY, events(1))
+        self.settle(self.store.delete_stream("s", EXPECTED_ANY, True, None))
+        self.assertEqual(
+            [(r.stream, r.event_number, r.event_type) for r in seen],
+            [
+                ("s", 0, "type"),
+                ("$$s", 0, "$metadata"),
+                ("s", 1, "type"),
+                ("$$s", 1, "$metadata"),
+                ("s", DELETED_STREAM, "$streamDeleted"),
+            ],
+        )
+        for record in seen:
+            self.assertEqual(self.log.read(record.position), record)
+
+    def test_failing_listener_is_logged(self) -> None:
+        calls: list[int] = []
+
+        def broken(records: Sequence[EventRecord]) -> None:
+            raise RuntimeError("listener bug")
+
+        self.store.add_commit_listener(broken)
+        self.store.add_commit_listener(lambda records: calls.append(len(records)))
+        self.write("s", EXPECTED_ANY, events(2))
+        self.assertEqual(calls, [2])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_caller_list_reused(self) -> None:
+        """
+        The store keeps its own copy of the events of a write.
+        """
+        seen: list[EventRecord] = []
+        self.store.add_commit_listener(seen.extend)
+        evs = events(2)
+        d = self.store.append("s", EXPECTED_ANY, evs, None)
+        evs.clear()
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(len(seen), 2)
+
+    def test_metastream_expected_version(self) -> None:
+        self.settle(self.store.set_metadata("s", EXPECTED_NO_STREAM, b"{}", None))
+        d = self.store.set_metadata("s", EXPECTED_NO_STREAM, b"{}", None)
+        self.clock.advance(0)
+        self.assertEqual(self.failureResultOf(d, WrongExpectedVersion).value.current_version, 0)
+        self.assertEqual(
+            self.settle(self.store.set_metadata("s", 0, b"{}", None)).first_event_number, 1
+        )
+
+    def test_last_commit_position(self) -> None:
+        start = self.store.last_commit_position
+        result = self.write("s", EXPECTED_ANY, events(2))
+        self.assertGreater(self.store.last_commit_position, start)
+        page = self.store.read_stream("s", 0, 10, True, False, None)
+        self.assertEqual(page.last_commit_position, page.events[-1].original.position)
+        self.assertEqual(result.position, page.events[0].original.position)
+        self.restart()
+        self.assertEqual(self.store.last_commit_position, page.events[-1].original.position)
+
+
 class UsersInStoreTests(StoreTestMixin, SynchronousTestCase):
     def test_default_users(self) -> None:
         self.settle(self.store.users.ensure_default_users())
