@@ -408,7 +408,7 @@ class MoreWriteTests(StoreTestMixin, SynchronousTestCase):
                 raise ValueError("record too large for the chunk")
             return real_append(stream, *args)
 
-        self.log.append = refusing  # type: ignore[method-assign]
+        self.log.append = refusing  # type: ignore[method-assign,assignment]
         good = self.store.append("good", EXPECTED_ANY, events(1), None)
         bad = self.store.append("bad", EXPECTED_ANY, events(2), None)
         self.assertIsInstance(self.failureResultOf(bad, StorageError).value, StorageError)
