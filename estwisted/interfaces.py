@@ -82,3 +82,39 @@ class IEventLog(Interface):
         """
         Flush checkpoints and release files.
         """
+
+
+class IReplicableLog(IEventLog):
+    """
+    An L{IEventLog} that quorum replication can copy
+    (L{estwisted.replication}): records move between nodes as their framed
+    bytes (L{estwisted.storage.records}), at identical positions.
+    """
+
+    def read_raw(position: int, max_bytes: int) -> tuple[int, bytes]:
+        """
+        Framed records of one chunk, from the first record at or after
+        C{position} up to about C{max_bytes} (always at least one record
+        when there is one), never at or past L{end_position}.
+
+        @return: the position of the first returned record (the end when
+            there is none) and the frames.
+        """
+
+    def append_raw(position: int, frames: bytes) -> int:
+        """
+        Buffer framed records read from another node's L{read_raw}; the
+        first must be at C{position} and each must land at the position it
+        carries (a record that does not fit the chunk starts the next one,
+        as L{IEventLog.append} does).  L{IEventLog.flush} makes them durable.
+
+        @return: the new L{pending_position}.
+        @raise estwisted.errors.CorruptRecord: a frame is damaged, or does
+            not land at its own position; nothing is buffered then.
+        """
+
+    def truncate(position: int) -> None:
+        """
+        Drop every record at or past C{position} (a record boundary), on
+        disk too, and discard the buffer.  The caller fixes the index.
+        """
