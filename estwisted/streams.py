@@ -201,14 +201,16 @@ def parse_link(data: bytes) -> Optional[tuple[int, str]]:
         return None
 
 
-def _error_slice(status: ReadStatus, error: str = "", last: int = -1) -> StreamSlice:
+def _error_slice(
+    status: ReadStatus, error: str = "", last: int = -1, commit_position: int = -1
+) -> StreamSlice:
     return StreamSlice(
         status=status,
         events=(),
         next_event_number=-1,
         last_event_number=last,
         is_end_of_stream=True,
-        last_commit_position=-1,
+        last_commit_position=commit_position,
         error=error,
     )
 
@@ -433,27 +435,29 @@ class StreamStore:
         principal: Optional[Principal],
     ) -> StreamSlice:
         if not stream:
-            return _error_slice(ReadStatus.ERROR, "Empty stream name")
+            return self._error_slice(ReadStatus.ERROR, "Empty stream name")
         if max_count > MAX_READ_COUNT:
-            return _error_slice(
+            return self._error_slice(
                 ReadStatus.ERROR,
                 f"Read size too big, should be less than {MAX_READ_COUNT} items",
             )
         if max_count < 0:
-            return _error_slice(ReadStatus.ERROR, f"Bad max count {max_count}")
+            return self._error_slice(ReadStatus.ERROR, f"Bad max count {max_count}")
         if forward and from_event_number < 0:
-            return _error_slice(ReadStatus.ERROR, f"Bad start event number {from_event_number}")
+            return self._error_slice(
+                ReadStatus.ERROR, f"Bad start event number {from_event_number}"
+            )
         if not self.check_access(principal, stream, acl.READ):
-            return _error_slice(ReadStatus.ACCESS_DENIED)
+            return self._error_slice(ReadStatus.ACCESS_DENIED)
         try:
             return self._read_stream(
                 stream, from_event_number, max_count, forward, resolve_links, principal
             )
         except _ReadAccessDeniedError:
-            return _error_slice(ReadStatus.ACCESS_DENIED)
+            return self._error_slice(ReadStatus.ACCESS_DENIED)
         except StorageError as e:
             _log.failure("Reading {stream} failed", stream=stream)
-            return _error_slice(ReadStatus.ERROR, str(e))
+            return self._error_slice(ReadStatus.ERROR, str(e))
 
     def read_all(
         self,
@@ -1013,6 +1017,9 @@ class StreamStore:
         original = stream[2:] if stream.startswith("$$") else stream
         return self.last_event_number(original) != -1
 
+    def _error_slice(self, status: ReadStatus, error: str = "", last: int = -1) -> StreamSlice:
+        return _error_slice(status, error, last, self._last_commit_position)
+
     def _stream_state(self, stream: str) -> tuple[Optional[StreamSlice], int, StreamMetadata]:
         """
         The common start of stream reads: an early reply for a missing or
@@ -1022,11 +1029,11 @@ class StreamStore:
         if index.tombstone(stream) is not None or (
             stream.startswith("$$") and index.tombstone(stream[2:]) is not None
         ):
-            return _error_slice(ReadStatus.STREAM_DELETED, last=DELETED_STREAM), 0, NO_METADATA
+            return self._error_slice(ReadStatus.STREAM_DELETED, last=DELETED_STREAM), 0, NO_METADATA
         last = index.last_event_number(stream)
         metadata = self._metadata(stream)
         if last == -1 or metadata.is_soft_deleted:
-            return _error_slice(ReadStatus.NO_STREAM), 0, NO_METADATA
+            return self._error_slice(ReadStatus.NO_STREAM), 0, NO_METADATA
         return None, last, metadata
 
     def _read_event(

@@ -331,6 +331,7 @@ class ReadTests(StoreTestMixin, SynchronousTestCase):
             (page.status, page.next_event_number, page.last_event_number, page.is_end_of_stream),
             (ReadStatus.NO_STREAM, -1, -1, True),
         )
+        self.assertEqual(page.last_commit_position, self.store.last_commit_position)
         self.assertEqual(self.store.read_event("nope", 0, False, None).status, ReadStatus.NO_STREAM)
 
     def test_read_event(self) -> None:
