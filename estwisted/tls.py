@@ -48,6 +48,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
+import attrs
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -80,6 +81,7 @@ __all__ = [
     "Material",
     "NodeTLS",
     "ReloadOutcome",
+    "RepeatLimiter",
     "TLSSettings",
     "dns_name_matches",
     "explain_verify_error",
@@ -295,6 +297,10 @@ _VERIFY_ERRORS = {
 }
 
 
+#: Codes that mean "the chain does not end at a trusted root".
+_UNKNOWN_CA = frozenset({2, 18, 19, 20, 21})
+
+
 def explain_verify_error(code: int, depth: int, facts: CertificateFacts) -> str:
     """
     An OpenSSL certificate verification failure, in plain words.
@@ -303,6 +309,10 @@ def explain_verify_error(code: int, depth: int, facts: CertificateFacts) -> str:
     @param depth: 0 for the peer's own certificate, more for a CA above it.
     @param facts: the certificate OpenSSL was looking at.
     """
+    if code in _UNKNOWN_CA and depth > 0:
+        # The peer sent its CA along: the chain ends at a root we do not trust.
+        root = facts.subject if code in (18, 19) else facts.issuer
+        return f"unknown CA: its chain ends at {root}, which is not among the trusted roots"
     template = _VERIFY_ERRORS.get(code, "OpenSSL certificate verification error {code}")
     eku = facts.extended_key_usage
     text = template.format(
@@ -655,6 +665,39 @@ def explain_handshake_failure(text: str, internal: bool) -> str:
     return f"TLS handshake failed ({text})"
 
 
+class RepeatLimiter:
+    """
+    Keeps a peer that retries every 100 ms from flooding the log: the first
+    of a kind of message is logged, repeats within C{interval} seconds are
+    counted, and the next one logged after that says how many were not.
+    """
+
+    def __init__(self, interval: float = 60.0, capacity: int = 1000) -> None:
+        self.interval = interval
+        self.capacity = capacity
+        self._seen: dict[tuple[str, ...], list[float]] = {}
+
+    def check(self, key: tuple[str, ...], now: float) -> Optional[int]:
+        """
+        C{None} to stay silent; otherwise the number of repeats not logged
+        since this kind was last logged.
+        """
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return None
+        if entry is None and len(self._seen) >= self.capacity:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        return int(entry[1]) if entry is not None else 0
+
+
+def _repeats(count: int) -> str:
+    if not count:
+        return ""
+    return f" [{count} more like this in the last minute were not logged]"
+
+
 class _ConnectionState:
     """
     What one TLS connection's verifier and handshake watcher share.
@@ -684,12 +727,21 @@ class _HandshakeWatch(ProtocolWrapper):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         state = self.tls_state
         if not state.handshake_done and not state.refused and isinstance(reason.value, SSL.Error):
-            _log.warn(
-                "TLS handshake with {peer} on {listener} failed: {why}",
-                peer=_peer_text(self.transport.getPeer() if self.transport else None),
-                listener=state.listener,
-                why=explain_handshake_failure(_ssl_error_text(reason.value), state.internal),
+            address = self.transport.getPeer() if self.transport else None
+            why = explain_handshake_failure(_ssl_error_text(reason.value), state.internal)
+            node_tls: NodeTLS = self.factory.node_tls  # type: ignore[attr-defined]
+            repeats = node_tls.limiter.check(
+                ("handshake", state.listener, str(getattr(address, "host", "")), why),
+                node_tls.clock.seconds(),
             )
+            if repeats is not None:
+                _log.warn(
+                    "TLS handshake with {peer} on {listener} failed: {why}{repeats}",
+                    peer=_peer_text(address),
+                    listener=state.listener,
+                    why=why,
+                    repeats=_repeats(repeats),
+                )
         ProtocolWrapper.connectionLost(self, reason)
 
 
@@ -720,10 +772,13 @@ class _WatchFactory(WrappingFactory):
             return []
         return list(negotiation.acceptableProtocols())
 
-    def __init__(self, wrapped: IProtocolFactory, listener: str, internal: bool) -> None:
+    def __init__(
+        self, wrapped: IProtocolFactory, listener: str, internal: bool, node_tls: NodeTLS
+    ) -> None:
         super().__init__(wrapped)
         self.listener = listener
         self.internal = internal
+        self.node_tls = node_tls
 
     def buildProtocol(self, addr: Optional[IAddress]) -> ProtocolWrapper:
         protocol = super().buildProtocol(addr)
@@ -782,12 +837,20 @@ class _TLSOnlyGate(Protocol):
             self._cancel()
             if data[:1] != b"\x16":
                 self._closed = True
-                _log.warn(
-                    "Refused a plaintext (non-TLS) connection from {peer} to {listener}, "
-                    "which speaks TLS only; closed it",
-                    peer=_peer_text(self.transport.getPeer()),  # type: ignore[union-attr]
-                    listener=self._factory.listener,
+                address = self.transport.getPeer()  # type: ignore[union-attr]
+                node_tls = self._factory.node_tls
+                repeats = node_tls.limiter.check(
+                    ("plaintext", self._factory.listener, str(getattr(address, "host", ""))),
+                    node_tls.clock.seconds(),
                 )
+                if repeats is not None:
+                    _log.warn(
+                        "Refused a plaintext (non-TLS) connection from {peer} to {listener}, "
+                        "which speaks TLS only; closed it{repeats}",
+                        peer=_peer_text(address),
+                        listener=self._factory.listener,
+                        repeats=_repeats(repeats),
+                    )
                 if self._factory.http:
                     self.transport.write(_HTTP_HINT)  # type: ignore[union-attr]
                 self.transport.loseConnection()  # type: ignore[union-attr]
@@ -811,12 +874,13 @@ class _GateFactory(Factory):
     noisy = False
 
     def __init__(
-        self, tls: TLSMemoryBIOFactory, listener: str, http: bool, clock: IReactorTime
+        self, tls: TLSMemoryBIOFactory, listener: str, http: bool, node_tls: NodeTLS
     ) -> None:
         self.tls = tls
         self.listener = listener
         self.http = http
-        self.clock = clock
+        self.node_tls = node_tls
+        self.clock = node_tls.clock
 
     def logPrefix(self) -> str:
         return f"{self.listener} (TLS)"
@@ -863,21 +927,28 @@ class _Verifier:
                 return False
             self._state.refused = True
         transport = getattr(self._tls_protocol, "transport", None)
-        peer = _peer_text(transport.getPeer() if transport is not None else None)
+        address = transport.getPeer() if transport is not None else None
+        peer = _peer_text(address)
         if self._dialled is not None:
             who = f"the peer {self._dialled} ({peer})"
         else:
             who = f"the peer {peer}"
-        _log.warn(
-            "Refused the certificate of {who} on {listener}: {reason} "
-            "(certificate subject: {subject}; issuer: {issuer})",
-            who=who,
-            listener=self._listener,
-            reason=reason,
-            subject=facts.subject,
-            issuer=facts.issuer,
-            peer=peer,
+        repeats = self._node_tls.limiter.check(
+            ("refused", self._listener, str(getattr(address, "host", "")), reason),
+            self._node_tls.clock.seconds(),
         )
+        if repeats is not None:
+            _log.warn(
+                "Refused the certificate of {who} on {listener}: {reason} "
+                "(certificate subject: {subject}; issuer: {issuer}){repeats}",
+                who=who,
+                listener=self._listener,
+                reason=reason,
+                subject=facts.subject,
+                issuer=facts.issuer,
+                peer=peer,
+                repeats=_repeats(repeats),
+            )
         return False
 
     def __call__(
@@ -885,18 +956,32 @@ class _Verifier:
         ok: int,
     ) -> bool:
         try:
-            return self._verify(certificate, code, depth, ok)
+            return self._verify(connection, certificate, code, depth, ok)
         except Exception:
             # Never let an exception escape into OpenSSL: refuse, and say why.
             _log.failure("Certificate verification failed unexpectedly; refusing the peer")
             return False
 
-    def _verify(self, certificate: crypto.X509, code: int, depth: int, ok: int) -> bool:
+    def _verify(
+        self, connection: SSL.Connection, certificate: crypto.X509, code: int, depth: int,
+        ok: int,
+    ) -> bool:
         if self._state is not None and self._state.refused:
             return False
         facts = facts_of(certificate.to_cryptography())
         if not ok:
-            return self._refuse(explain_verify_error(code, depth, facts), facts)
+            shown = facts
+            if depth > 0:
+                # The peer's own certificate, when OpenSSL already has it (as
+                # a client); a server only sees the CA that failed.
+                chain = connection.get_peer_cert_chain(as_cryptography=True)
+                if chain:
+                    shown = facts_of(chain[0])
+                else:
+                    shown = attrs.evolve(
+                        facts, subject=f"{facts.subject}, a CA certificate the peer sent"
+                    )
+            return self._refuse(explain_verify_error(code, depth, facts), shown)
         if depth > 0:
             return True
         problem = None
@@ -992,6 +1077,7 @@ class NodeTLS:
         self.settings = settings
         self.clock = clock
         self.material = material
+        self.limiter = RepeatLimiter()
 
     @classmethod
     def load(cls, settings: TLSSettings, clock: IReactorTime) -> NodeTLS:
@@ -1049,11 +1135,11 @@ class NodeTLS:
         the TLS layer (mutual on internal listeners unless C{Insecure}) and
         a handshake watch.
         """
-        watch = _WatchFactory(factory, listener, internal)
+        watch = _WatchFactory(factory, listener, internal, self)
         tls = TLSMemoryBIOFactory(
             _ServerCreator(self, listener, internal), False, watch, clock=self.clock
         )
-        return _GateFactory(tls, listener, http, self.clock)
+        return _GateFactory(tls, listener, http, self)
 
     def client_creator(
         self,
@@ -1082,7 +1168,7 @@ class NodeTLS:
         peer (see L{client_creator}); failures are logged.
         """
         listener = f"the link to {dialled}"
-        watch = _WatchFactory(factory, listener, True)
+        watch = _WatchFactory(factory, listener, True, self)
         return TLSMemoryBIOFactory(
             self.client_creator(dialled, also_accept, listener), True, watch, clock=self.clock
         )

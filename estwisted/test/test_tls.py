@@ -42,6 +42,7 @@ from estwisted.config import NodeConfig, load_config
 from estwisted.tls import (
     CertificateError,
     NodeTLS,
+    RepeatLimiter,
     TLSSettings,
     dns_name_matches,
     explain_handshake_failure,
@@ -806,6 +807,49 @@ class HandshakeTests(SynchronousTestCase):
         )
         return node_tls
 
+    def test_foreignChainRefusedByDialler(self) -> None:
+        """
+        A peer that sends its whole chain up to a root we do not trust is
+        refused as from an unknown CA, naming that root, and the log gives
+        the peer's own subject.
+        """
+        settings = self.pki.node("x", ca=self.pki.other_ca)
+        with open(settings.certificate_file, "ab") as f:
+            f.write(self.pki.other_ca.certificate.public_bytes(serialization.Encoding.PEM))
+        untrusting = attrs.evolve(settings, trusted_roots_path=None, mutual=False)
+        stranger = NodeTLS(settings, self.clock, load_material(untrusting, self.now()))
+        self.assertEqual(len(stranger.material.chain), 1)
+        self._trusting(stranger)
+        stranger.material = attrs.evolve(
+            stranger.material,
+            context=self._context_with_chain(stranger, self.pki.other_ca.certificate),
+        )
+        client = self.node("c")
+        with capturedLogs() as events:
+            server_app, client_app, _ = self.connect(stranger, client, "127.0.0.1")
+        self.assertRefused(server_app, client_app)
+        text = self.messages(events)
+        self.assertIn(
+            "unknown CA: its chain ends at CN=other CA, which is not among the trusted roots",
+            text,
+        )
+        self.assertIn("(certificate subject: CN=eventstoredb-node; issuer: CN=other CA)", text)
+
+    def _context_with_chain(self, node_tls: NodeTLS, extra: x509.Certificate) -> Any:
+        key_path = node_tls.settings.private_key_file
+        assert key_path is not None
+        with open(key_path, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), None)
+        options = CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+            certificate=crypto.X509.from_cryptography(node_tls.material.certificate),
+            extraCertChain=[crypto.X509.from_cryptography(extra)],
+            verify=True,
+            caCerts=[crypto.X509.from_cryptography(self.pki.ca.certificate)],
+            requireCertificate=False,
+        )
+        return options.getContext()
+
     def test_sanMismatchRefusedByDialler(self) -> None:
         """
         A node dialling 127.0.0.1 refuses a peer whose certificate is for
@@ -908,6 +952,7 @@ class HandshakeTests(SynchronousTestCase):
         """
         server = self.node("s")
         for http in (False, True):
+            self.clock.advance(61)  # past the repeat limiter's minute
             app_factory = CountingFactory()
             factory = server.server_factory(app_factory, "external HTTP", False, http)
             protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
@@ -978,6 +1023,57 @@ class HandshakeTests(SynchronousTestCase):
         self.assertIn("still using the previous certificate", self.messages(events))
         server_app, _, _ = self.connect(server, client, "127.0.0.1")
         self.assertEqual(server_app.received, b"ping")
+
+
+class RepeatLimiterTests(SynchronousTestCase):
+    """
+    L{RepeatLimiter}: a peer retrying fast does not flood the log.
+    """
+
+    def test_repeatsCountedThenReported(self) -> None:
+        """
+        The first message of a kind passes; repeats within the interval are
+        counted; the next one after it passes with the count.
+        """
+        limiter = RepeatLimiter(interval=60)
+        self.assertEqual(limiter.check(("a",), 0), 0)
+        self.assertIsNone(limiter.check(("a",), 1))
+        self.assertIsNone(limiter.check(("a",), 59))
+        self.assertEqual(limiter.check(("b",), 59), 0)
+        self.assertEqual(limiter.check(("a",), 60), 2)
+        self.assertIsNone(limiter.check(("a",), 61))
+
+    def test_bounded(self) -> None:
+        """
+        Memory stays bounded: past capacity, it forgets.
+        """
+        limiter = RepeatLimiter(interval=60, capacity=10)
+        for i in range(25):
+            self.assertEqual(limiter.check((str(i),), 0), 0)
+        self.assertLessEqual(len(limiter._seen), 10)
+
+    def test_refusalsLimited(self) -> None:
+        """
+        The same plaintext client refused twice within a minute is logged
+        once; a minute later the line says how many were not logged.
+        """
+        pki = PKI(self.mktemp())
+        clock = real_clock()
+        node = NodeTLS.load(pki.node("n"), clock)
+        factory = node.server_factory(CountingFactory(), "external TCP", False, False)
+        lines = []
+        for step in (0, 1, 1, 60):
+            clock.advance(step)
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+            assert protocol is not None
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+            protocol.makeConnection(transport)
+            with capturedLogs() as events:
+                protocol.dataReceived(b"hello")
+            lines.append([formatEvent(e) for e in events])
+            protocol.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual([len(x) for x in lines], [1, 0, 0, 1])
+        self.assertIn("[2 more like this in the last minute were not logged]", lines[3][0])
 
 
 class ListenerTests(SynchronousTestCase):
