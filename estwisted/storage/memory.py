@@ -10,15 +10,17 @@ from bisect import bisect_left
 
 from zope.interface import implementer
 
-from estwisted.interfaces import IEventLog
+from estwisted.errors import CorruptRecord
+from estwisted.interfaces import IEventLog, IReplicableLog
 from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.storage import records as codec
 
 #: Size the memory log pretends every record has, besides its payload, so
 #: that positions look like byte offsets.
 _RECORD_OVERHEAD = 64
 
 
-@implementer(IEventLog)
+@implementer(IEventLog, IReplicableLog)
 class MemoryLog:
     """
     A log held in a list.  Positions are emulated byte offsets; the first
@@ -111,3 +113,82 @@ class MemoryLog:
 
     def close(self) -> None:
         pass
+
+    # -- replication (IReplicableLog) --
+
+    def read_raw(self, position: int, max_bytes: int) -> tuple[int, bytes]:
+        """
+        See L{IReplicableLog.read_raw}: the records framed with
+        L{estwisted.storage.records.encode} at their own positions.
+        """
+        i = bisect_left(self._positions, position)
+        records = self._records
+        if i == len(records):
+            return self.end_position, b""
+        start = records[i].position
+        frames: list[bytes] = []
+        size = 0
+        while i < len(records) and (not frames or size < max_bytes):
+            r = records[i]
+            frame = codec.encode(
+                r.position,
+                r.stream.encode("utf-8"),
+                r.event_number,
+                r.event_id,
+                r.event_type.encode("utf-8"),
+                r.flags,
+                r.data,
+                r.metadata,
+                r.created,
+            )
+            frames.append(frame)
+            size += len(frame)
+            i += 1
+        return start, b"".join(frames)
+
+    def append_raw(self, position: int, frames: bytes) -> int:
+        """
+        See L{IReplicableLog.append_raw}.
+        """
+        decoded: list[EventRecord] = []
+        offset = 0
+        expected = self.pending_position
+        if position != expected:
+            raise CorruptRecord(f"replicated records start at {position}, not {expected}")
+        while offset < len(frames):
+            size = codec.frame_at(frames, offset, len(frames), expected)
+            if not size:
+                raise CorruptRecord(f"no replicated record at {expected}")
+            record = codec.decode(frames, offset, offset + size, expected)
+            decoded.append(record)
+            offset += size
+            expected += _RECORD_OVERHEAD + (
+                len(record.stream.encode("utf-8"))
+                + len(record.event_type.encode("utf-8"))
+                + len(record.data)
+                + len(record.metadata)
+            )
+        for r in decoded:
+            self.append(
+                r.stream,
+                r.event_number,
+                r.event_id,
+                r.event_type,
+                r.flags,
+                r.data,
+                r.metadata,
+                r.created,
+            )
+        return self.pending_position
+
+    def truncate(self, position: int) -> None:
+        """
+        See L{IReplicableLog.truncate}.
+        """
+        self.discard()
+        if position >= self.end_position:
+            return
+        i = bisect_left(self._positions, position)
+        del self._records[i:]
+        del self._positions[i:]
+        self.end_position = self.pending_position = max(0, position)
