@@ -53,7 +53,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from estwisted.errors import CorruptRecord, StorageError
-from estwisted.interfaces import IEventLog
+from estwisted.interfaces import IEventLog, IReplicableLog
 from estwisted.model import FLAG_SYSTEM, EventRecord
 from estwisted.storage.checkpoints import Checkpoints, FileCheckpoint, fsync_directory
 from estwisted.storage.chunks import (
@@ -97,7 +97,7 @@ def _lock_directory(path: str) -> int:
     return fd
 
 
-@implementer(IEventLog)
+@implementer(IEventLog, IReplicableLog)
 class ChunkedLog:
     """
     The transaction log in chunk files under C{path}.
@@ -689,6 +689,101 @@ class ChunkedLog:
                 c * size - HEADER_SIZE,
             )
             p = (c + 1) * size
+
+    # -- replication (IReplicableLog) ----------------------------------------
+
+    def read_raw(self, position: int, max_bytes: int) -> tuple[int, bytes]:
+        """
+        See L{IReplicableLog.read_raw}: the stored frames, copied from one
+        chunk.
+        """
+        end = self.end_position
+        p = self._boundary(position)
+        size = self.chunk_size
+        while p < end:
+            c, local = divmod(p, size)
+            data_end = self._data_end(c)
+            if local >= data_end:
+                p = (c + 1) * size
+                continue
+            view = self._chunks[c].view
+            start = HEADER_SIZE + local
+            limit = HEADER_SIZE + data_end
+            off = start
+            while off < limit and (off == start or off - start < max_bytes):
+                n = _SIZE.unpack_from(view, off)[0]
+                if n < OVERHEAD or off + n > limit:
+                    raise CorruptRecord(f"bad record length at {c * size + off - HEADER_SIZE}")
+                off += n
+            return p, bytes(view[start:off])
+        return end, b""
+
+    def append_raw(self, position: int, frames: bytes) -> int:
+        """
+        See L{IReplicableLog.append_raw}: every frame is checked (length
+        prefix and suffix, position, CRC) and must land where this log would
+        put a record of its size; then the frames are buffered as they are.
+        """
+        if self._failed is not None:
+            raise StorageError(self._failed)
+        chunk = self._pending_chunk
+        local = self._pending_local
+        expected = self.pending_position
+        plan: list[tuple[bool, bytes]] = []
+        offset = 0
+        total = len(frames)
+        first = True
+        while offset < total:
+            if total - offset < OVERHEAD:
+                raise CorruptRecord(f"truncated replicated record at {expected}")
+            n = _SIZE.unpack_from(frames, offset)[0]
+            roll = local + n > self.chunk_size
+            if roll:
+                chunk += 1
+                local = 0
+                expected = chunk * self.chunk_size
+            if first and position != expected:
+                raise CorruptRecord(f"replicated records start at {position}, not {expected}")
+            first = False
+            size = frame_at(frames, offset, total, expected)
+            if (
+                not size
+                or crc32(frames[offset : offset + size - 8])
+                != _SIZE.unpack_from(frames, offset + size - 8)[0]
+            ):
+                raise CorruptRecord(f"replicated record at {expected} is damaged or misplaced")
+            plan.append((roll, frames[offset : offset + size]))
+            offset += size
+            local += size
+            expected += size
+        for roll, frame in plan:
+            if roll:
+                self._rollovers[self._pending_chunk] = self._pending_local
+                self._pending_chunk += 1
+                self._pending_local = 0
+                self._frames = []
+                self._segments.append((self._pending_chunk, 0, self._frames))
+            self._frames.append(frame)
+            self._pending_local += len(frame)
+        self.pending_position = expected
+        return expected
+
+    def truncate(self, position: int) -> None:
+        """
+        See L{IReplicableLog.truncate}: C{truncate.chk} is set and the
+        chunks are reopened, so recovery (step 1 of the module docstring)
+        cuts the log; a crash in between finishes the cut at the next open.
+        """
+        self.discard()
+        if position >= self.end_position:
+            return
+        assert self.checkpoints is not None
+        self.checkpoints.truncate.write_and_sync(max(0, position))
+        for chunk in self._chunks:
+            chunk.close()
+        self._chunks = []
+        self._open_chunks()
+        self._reset_buffer()
 
     # -- closing -------------------------------------------------------------
 
