@@ -6,7 +6,7 @@ Tests for L{estwisted.replication}: the pure replication decisions.
 from __future__ import annotations
 
 from attrs import define, field
-from hypothesis import example, given, note
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -416,3 +416,174 @@ class ClusterSimulationTests(SynchronousTestCase):
                     1 for n in nodes if n.log[: state.committed] == lead.log[: state.committed]
                 )
                 self.assertGreaterEqual(holders, size // 2 + 1)
+
+
+# --- The raw log hooks (IReplicableLog) on both logs -------------------------------------
+
+
+def _new_event(i: int, size: int) -> dict[str, object]:
+    return dict(
+        stream=f"stream-{i % 3}",
+        event_number=i // 3,
+        event_id=i.to_bytes(16, "big"),
+        event_type="type",
+        flags=0,
+        data=bytes([i % 256]) * size,
+        metadata=b"",
+        created=637000000000000000 + i,
+    )
+
+
+def _copy(source: object, target: object, batch: int) -> int:
+    """
+    Copy everything from C{source} to C{target} with L{read_raw} batches of
+    about C{batch} bytes; return the number of batches.
+    """
+    count = 0
+    while True:
+        start, frames = source.read_raw(target.pending_position, batch)  # type: ignore[attr-defined]
+        if not frames:
+            return count
+        target.append_raw(start, frames)  # type: ignore[attr-defined]
+        target.flush()  # type: ignore[attr-defined]
+        count += 1
+
+
+class RawLogTestsMixin:
+    """
+    Subclasses define C{make_log} (an empty, new log) and C{reopen}.
+    """
+
+    def make_log(self) -> object:
+        raise NotImplementedError
+
+    def reopen(self, log: object) -> object:
+        raise NotImplementedError
+
+    def test_interface(self: object) -> None:
+        from zope.interface.verify import verifyObject
+
+        from estwisted.interfaces import IReplicableLog
+
+        self.assertTrue(verifyObject(IReplicableLog, self.make_log()))  # type: ignore[attr-defined]
+
+    @settings(max_examples=30, suppress_health_check=[HealthCheck.differing_executors])
+    @given(st.lists(st.integers(0, 3000), max_size=30), st.integers(1, 9000))
+    def test_copy_is_identical(self: object, sizes: list[int], batch: int) -> None:
+        """
+        A log copied with read_raw/append_raw has the same records at the
+        same positions and the same bytes, across chunk rollovers.
+        """
+        t: object = self
+        leader = t.make_log()  # type: ignore[attr-defined]
+        follower = t.make_log()  # type: ignore[attr-defined]
+        follower.truncate(0)
+        self_ = t
+        for i, size in enumerate(sizes):
+            leader.append(**_new_event(i, size))
+        leader.flush()
+        _copy(leader, follower, batch)
+        self_.assertEqual(follower.end_position, leader.end_position)  # type: ignore[attr-defined]
+        self_.assertEqual(  # type: ignore[attr-defined]
+            follower.read_forward(0, 1000), leader.read_forward(0, 1000)
+        )
+        p = 0
+        while p < leader.end_position:
+            s1, f1 = leader.read_raw(p, 1 << 30)
+            s2, f2 = follower.read_raw(p, 1 << 30)
+            self_.assertEqual((s1, f1), (s2, f2))  # type: ignore[attr-defined]
+            p = s1 + len(f1)
+
+    def test_read_raw_at_end(self: object) -> None:
+        log = self.make_log()  # type: ignore[attr-defined]
+        self.assertEqual(log.read_raw(log.end_position, 100), (log.end_position, b""))  # type: ignore[attr-defined]
+
+    def test_read_raw_one_record_at_least(self: object) -> None:
+        log = self.make_log()  # type: ignore[attr-defined]
+        position = log.append(**_new_event(1, 500))
+        log.append(**_new_event(2, 500))
+        log.flush()
+        start, frames = log.read_raw(position, 1)
+        self.assertEqual(start, position)  # type: ignore[attr-defined]
+        from estwisted.storage.records import decode, frame_at
+
+        record = decode(frames, 0, len(frames), position)
+        stored = log.read(position)
+        self.assertEqual(  # type: ignore[attr-defined]
+            (record.position, record.event_id, record.data),
+            (position, stored.event_id, stored.data),
+        )
+        self.assertEqual(frame_at(frames, 0, len(frames), position), len(frames))  # type: ignore[attr-defined]
+
+    def test_damaged_frame_refused(self: object) -> None:
+        from estwisted.errors import CorruptRecord
+
+        leader = self.make_log()  # type: ignore[attr-defined]
+        follower = self.make_log()  # type: ignore[attr-defined]
+        position = leader.append(**_new_event(1, 100))
+        leader.flush()
+        start, frames = leader.read_raw(position, 1000)
+        self.assertEqual(follower.pending_position, start)  # type: ignore[attr-defined]
+        damaged = bytearray(frames)
+        damaged[70] ^= 0xFF
+        before = follower.pending_position
+        self.assertRaises(CorruptRecord, follower.append_raw, start, bytes(damaged))  # type: ignore[attr-defined]
+        self.assertRaises(CorruptRecord, follower.append_raw, start, frames[:-1])  # type: ignore[attr-defined]
+        self.assertRaises(CorruptRecord, follower.append_raw, start + 1, frames)  # type: ignore[attr-defined]
+        self.assertEqual(follower.pending_position, before)  # type: ignore[attr-defined]
+        follower.append_raw(start, frames)
+        follower.flush()
+        self.assertEqual(follower.read(start), leader.read(start))  # type: ignore[attr-defined]
+
+    def test_truncate(self: object) -> None:
+        log = self.make_log()  # type: ignore[attr-defined]
+        positions = [log.append(**_new_event(i, 900)) for i in range(30)]
+        log.flush()
+        cut = positions[17]
+        log.append(**_new_event(99, 10))
+        log.truncate(cut)
+        self.assertEqual(log.end_position, cut)  # type: ignore[attr-defined]
+        self.assertEqual(log.pending_position, cut)  # type: ignore[attr-defined]
+        self.assertEqual(len(log.read_forward(0, 100)), 17)  # type: ignore[attr-defined]
+        again = self.reopen(log)  # type: ignore[attr-defined]
+        if again is not None:
+            log = again
+            self.assertEqual(log.end_position, cut)  # type: ignore[attr-defined]
+        p = log.append(**_new_event(50, 10))
+        log.flush()
+        self.assertEqual(p, cut)  # type: ignore[attr-defined]
+        records = log.read_forward(0, 100)
+        self.assertEqual(len(records), 18)  # type: ignore[attr-defined]
+        self.assertEqual(records[-1].event_id, (50).to_bytes(16, "big"))  # type: ignore[attr-defined]
+
+
+class MemoryRawLogTests(RawLogTestsMixin, SynchronousTestCase):
+    def make_log(self) -> object:
+        from estwisted.storage.memory import MemoryLog
+
+        return MemoryLog()
+
+    def reopen(self, log: object) -> object:
+        return None
+
+
+class ChunkedRawLogTests(RawLogTestsMixin, SynchronousTestCase):
+    def make_log(self) -> object:
+        import shutil
+        import tempfile
+
+        from estwisted.storage.log import ChunkedLog
+
+        path = tempfile.mkdtemp(prefix="estw-repl-")
+        self.addCleanup(shutil.rmtree, path, True)
+        log = ChunkedLog(path, chunk_size=8192)
+        self.addCleanup(log.close)
+        return log
+
+    def reopen(self, log: object) -> object:
+        from estwisted.storage.log import ChunkedLog
+
+        log.close()  # type: ignore[attr-defined]
+        again = ChunkedLog(log.path, chunk_size=8192)  # type: ignore[attr-defined]
+        self.addCleanup(again.close)
+        return again
