@@ -78,6 +78,7 @@ from estwisted.errors import ConfigError
 
 __all__ = [
     "CertificateError",
+    "address_warnings",
     "Material",
     "NodeTLS",
     "ReloadOutcome",
@@ -1199,9 +1200,36 @@ def node_tls_from_config(config: Any, clock: IReactorTime) -> Optional[NodeTLS]:
     if not config.certificate_file:
         return None
     try:
-        return NodeTLS.load(TLSSettings.from_config(config), clock)
+        node_tls = NodeTLS.load(TLSSettings.from_config(config), clock)
     except CertificateError as e:
         raise CertificateError(f"Refusing to start: {e}") from None
+    for warning in address_warnings(config, node_tls.material.facts):
+        _log.warn("Certificate warning: {text}", text=warning)
+    return node_tls
+
+
+def address_warnings(config: Any, facts: CertificateFacts) -> list[str]:
+    """
+    Warnings about advertised addresses the node certificate does not cover:
+    peers and clients dialling them would refuse it.
+    """
+    out = []
+    seen = set()
+    for option, address in (
+        ("IntIp", config.advertised_int_ip),
+        ("ExtIp", config.advertised_ext_ip),
+    ):
+        ip = _as_ip(address)
+        if address in seen or (ip is not None and ip.is_unspecified):
+            continue
+        seen.add(address)
+        if not identity_matches(facts, address):
+            out.append(
+                f"the node certificate {facts.subject} does not cover {address} ({option} as "
+                f"advertised): its subject alternative names are {_san_text(facts)}; peers and "
+                "clients dialling that address will refuse it"
+            )
+    return out
 
 
 def tls_listeners(

@@ -78,6 +78,20 @@ class PKI:
         estore(*args)
         return self.path(name, "node.crt"), self.path(name, "node.key")
 
+    def expired_node(self, name: str) -> tuple[str, str]:
+        """
+        A node certificate from the CA that expired a week ago (made
+        in-process: C{estore certs} only makes valid certificates).
+        """
+        import datetime
+
+        from estwisted import certs
+
+        issuer = certs.load_issuer(self.path("ca", "ca.crt"), self.path("ca", "ca.key"))
+        then = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=8)
+        issued = certs.create_node(issuer, ["127.0.0.1"], now=then, days=1)
+        return certs.write_issued(self.path(name), "node", issued)
+
     def node_args(self, name: str) -> list[str]:
         cert, key = self.path(name, "node.crt"), self.path(name, "node.key")
         return [
@@ -234,6 +248,11 @@ class TLSNodeTests(TestCase):
         wrong_cn = client_context(self.pki.ca_cert, self.pki.node("admin", common_name="admin"))
         self.assertTrue(refused("127.0.0.1", port, wrong_cn))
         wait_for_log(self.node, "wrong common name: it is admin")
+
+        expired = client_context(self.pki.ca_cert, self.pki.expired_node("old"))
+        self.assertTrue(refused("127.0.0.1", port, expired))
+        log = wait_for_log(self.node, "on internal TCP: expired on")
+        self.assertIn("(certificate subject: CN=eventstoredb-node; issuer: CN=estore CA)", log)
 
     def test_reloadOnSighup(self) -> None:
         """
@@ -471,3 +490,31 @@ class TLSClusterTests(TestCase):
         self.assertTrue(second.process is not None and second.process.poll() is None)
         self.assertEqual(sorted(str(s) for s in self.states().values()),
                          ["Master", "Slave", "Slave"])
+
+    def test_wrongSanRefusedByDialler(self) -> None:
+        """
+        A fourth node from the right CA whose certificate names 127.0.0.9
+        but which runs on 127.0.0.5 warns at startup; node 1 accepts its
+        gossip (as a TLS server it checks the CA and the node common name),
+        but refuses it when dialling it back at 127.0.0.5, logging the SAN
+        mismatch with the address dialled.
+        """
+        for node in self.nodes:
+            node.start()
+        self.wait_for_leader()
+        self.pki.node("liar", ips="127.0.0.9", dns="node9.estore.local")
+        host = "127.0.0.5"
+        ports = {n: free_port(host) for n in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
+        liar = self.make_node("liar", host, ports, [
+            "--cluster-size", "3", "--discover-via-dns", "false",
+            "--gossip-seed", f"127.0.0.1:{self.nodes[0].int_http_port}",
+            *self.pki.node_args("liar"), *FAST,
+        ])
+        liar.start()
+        wait_for_log(liar, "does not cover 127.0.0.5 (IntIp as advertised)")
+        log = wait_for_log(self.nodes[0], "SAN mismatch", 20)
+        self.assertIn(
+            "subject alternative names (IP 127.0.0.9, DNS node9.estore.local) do not match "
+            "127.0.0.5, the address dialled",
+            log,
+        )

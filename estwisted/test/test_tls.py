@@ -44,6 +44,7 @@ from estwisted.tls import (
     NodeTLS,
     RepeatLimiter,
     TLSSettings,
+    address_warnings,
     dns_name_matches,
     explain_handshake_failure,
     explain_verify_error,
@@ -222,6 +223,32 @@ class IdentityTests(SynchronousTestCase):
         self.assertTrue(identity_matches(f, str(ip)))
         other = ip + 1 if int(ip) < int(ip.max_prefixlen * "1", 2) else ip - 1
         self.assertFalse(identity_matches(f, str(other)))
+
+
+class AddressWarningTests(SynchronousTestCase):
+    """
+    L{address_warnings}: advertised addresses the certificate misses.
+    """
+
+    def test_table(self) -> None:
+        """
+        One warning per advertised address (internal and external, counted
+        once when equal) that the SANs do not cover; wildcard binds are not
+        checked.
+        """
+        f = facts(ips=("127.0.0.1",), dns=("node1.cluster",))
+        self.assertEqual(address_warnings(NodeConfig(), f), [])
+        warnings = address_warnings(NodeConfig(int_ip="127.0.0.2", ext_ip="127.0.0.2"), f)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("does not cover 127.0.0.2 (IntIp as advertised)", warnings[0])
+        self.assertIn("IP 127.0.0.1, DNS node1.cluster", warnings[0])
+        config = NodeConfig(
+            int_ip="0.0.0.0", ext_ip="0.0.0.0", ext_ip_advertise_as="node1.cluster",
+            insecure=True,
+        )
+        self.assertEqual(address_warnings(config, f), [])
+        config = NodeConfig(int_ip="10.0.0.1", ext_ip="10.0.0.2", insecure=True)
+        self.assertEqual(len(address_warnings(config, f)), 2)
 
 
 class NodeIdentityTests(SynchronousTestCase):
