@@ -66,6 +66,7 @@ from estwisted.elections import (
     SendViewChangeProof,
     StartElections,
     StepDown,
+    ViewChange,
     needs_election,
 )
 from estwisted.elections import Effect as ElectionEffect
@@ -254,6 +255,8 @@ class NodeMachine:
     last_contact: dict[Endpoint, float] = field(factory=dict)
     answered: set[Endpoint] = field(factory=set)
     seed_logged: dict[Endpoint, float] = field(factory=dict)
+    held: list[Message] = field(factory=list)
+    held_until: float = 0.0
     stopped: bool = False
 
     @classmethod
@@ -417,13 +420,15 @@ class NodeMachine:
         if self.discovering and now >= self.discover_until:
             effects += self._end_discovery(now, "no leader seen in gossip")
         effects += self._probe(now)
+        if self.held and (now >= self.held_until or not self.probe_pending):
+            effects += self._release(now)
         effects += self._check_quorum(now)
         return effects
 
-    def _probe(self, now: float) -> list[NodeEffect]:
+    def _probe(self, now: float, at_once: bool = False) -> list[NodeEffect]:
         if self.leader_id is None or self.state not in _FOLLOWER_STATES:
             return []
-        if self.probe_pending or now < self.next_probe_at:
+        if self.probe_pending or (now < self.next_probe_at and not at_once):
             return []
         leader = self.view.by_instance(self.leader_id)
         if leader is None:
@@ -564,6 +569,8 @@ class NodeMachine:
                     LogLine("info", f"Leader {peer} is {leader.state.value} now; new election")
                 )
                 effects += self._start_elections(now)
+        if probe:
+            effects += self._release(now)
         return effects
 
     def on_gossip_failure(
@@ -597,7 +604,10 @@ class NodeMachine:
                 effects.append(
                     LogLine("warn", f"Leader {peer} does not answer ({reason or 'failed'})")
                 )
-        return effects + self._gossip_changed(now)
+        effects += self._gossip_changed(now)
+        if probe:
+            effects += self._release(now)
+        return effects
 
     def on_peer_refused(self, peer: Endpoint, now: float) -> list[NodeEffect]:
         """
@@ -670,7 +680,38 @@ class NodeMachine:
         if self.elections is None or self.stopped:
             return []
         self._contact(getattr(message, "server_http", None), now)
+        if self.held or self._should_hold(message):
+            # Someone starts an election while we think our leader is
+            # fine: ask the leader first, so that we enter the election
+            # with the same electorate as the sender (a killed leader
+            # refuses at once).  Messages wait, in order, for the answer.
+            if not self.held:
+                self.held_until = now + self.settings.gossip.timeout
+            self.held.append(message)
+            return self._probe(now, at_once=True)
         return self._election_effects(self.elections.handle(message, now), now)
+
+    def _should_hold(self, message: Message) -> bool:
+        if not isinstance(message, ViewChange) or self.elections is None:
+            return False
+        if self.leader_id is None or self.state not in _FOLLOWER_STATES:
+            return False
+        if message.attempted_view <= self.elections.last_attempted_view:
+            return False
+        leader = self.view.by_instance(self.leader_id)
+        return leader is not None and leader.is_alive
+
+    def _release(self, now: float) -> list[NodeEffect]:
+        """
+        Feed the election messages held during a leader check.
+        """
+        held, self.held = self.held, []
+        effects: list[NodeEffect] = []
+        if self.elections is None or self.stopped:
+            return effects
+        for message in held:
+            effects += self._election_effects(self.elections.handle(message, now), now)
+        return effects
 
     def on_timer(
         self, event: Union[ElectionsTimedOut, SendViewChangeProof], now: float
