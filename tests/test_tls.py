@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -23,7 +24,7 @@ import time
 import uuid
 from typing import Any, Optional
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.harness import REPO_ROOT, NodeProcess, free_port, start_node, twistd_command
 
@@ -275,6 +276,79 @@ class TLSNodeTests(TestCase):
         after = served()
         self.assertNotEqual(before, after)
         self.assertIn("DNS renewed.cluster", self.node.log())
+
+
+#: node-eventstore-client over TLS, validating the server: append two events
+#: and read them back.  Prints one JSON line; exits 0 when all went well.
+NODE_TLS_CLIENT = r"""
+'use strict';
+const client = require('node-eventstore-client');
+const uuid = require('uuid');
+const port = parseInt(process.argv[1], 10);
+const out = (o) => { process.stdout.write(JSON.stringify(o) + '\n'); process.exit(o.ok ? 0 : 1); };
+setTimeout(() => out({ ok: false, error: 'deadline' }), 20000).unref();
+(async () => {
+  const conn = client.createConnection({
+    log: { debug() {}, info() {}, error() {} },
+    useSslConnection: true, validateServer: true, maxReconnections: 0, operationTimeout: 5000,
+  }, 'tcp://127.0.0.1:' + port, 'tls-test');
+  conn.on('error', () => {});
+  const closed = new Promise((resolve) => conn.once('closed', (reason) => resolve(reason)));
+  const connected = new Promise((resolve) => conn.once('connected', () => resolve('connected')));
+  await conn.connect();
+  const first = await Promise.race([connected, closed]);
+  if (first !== 'connected') return out({ ok: false, closed: String(first) });
+  const creds = new client.UserCredentials('admin', 'changeit');
+  const events = [1, 2].map((n) => client.createJsonEventData(uuid.v4(), { n }, null, 'tls'));
+  const stream = 'tls-' + uuid.v4();
+  const w = await conn.appendToStream(stream, client.expectedVersion.noStream, events, creds);
+  const r = await conn.readStreamEventsForward(stream, 0, 10, true, creds);
+  conn.close();
+  const next = String(w.nextExpectedVersion);
+  out({ ok: next === '1' && r.events.length === 2, next, read: r.events.length });
+})().catch((e) => out({ ok: false, error: String(e && e.stack || e) }));
+"""
+
+
+class TLSClientTests(TestCase):
+    """
+    A third-party TCP client (node-eventstore-client, validating the
+    server against the CA) works over TLS.
+    """
+
+    def test_nodeEventstoreClient(self) -> None:
+        """
+        node-eventstore-client with C{useSslConnection} and
+        C{validateServer} appends and reads over TLS when it trusts the CA
+        (C{NODE_EXTRA_CA_CERTS}), and cannot connect when it does not (it
+        closes without a TLS alert, so the node has nothing to log).
+        """
+        js = os.path.join(REPO_ROOT, "tests", "js")
+        node_bin = shutil.which("node")
+        if node_bin is None or not os.path.isdir(
+            os.path.join(js, "node_modules", "node-eventstore-client")
+        ):
+            raise SkipTest("node or node-eventstore-client is not installed")
+        pki = PKI(self.mktemp())
+        pki.node("node1")
+        node = start_node(self, mem_db=True, extra_args=pki.node_args("node1"))
+
+        def run(ca: str) -> dict[str, Any]:
+            result = subprocess.run(
+                [node_bin, "-e", NODE_TLS_CLIENT, str(node.ext_tcp_port)],
+                cwd=js, capture_output=True, text=True, timeout=60,
+                env=dict(os.environ, NODE_EXTRA_CA_CERTS=ca),
+            )
+            lines = result.stdout.strip().splitlines()
+            self.assertTrue(lines, result.stderr)
+            return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+        trusted = run(pki.ca_cert)
+        self.assertTrue(trusted["ok"], trusted)
+        self.assertEqual(trusted["read"], 2)
+        untrusted = run(pki.other_ca_cert)
+        self.assertFalse(untrusted["ok"], untrusted)
+        self.assertIn("closed", untrusted)  # it never got to connect
 
 
 class RefuseToStartTests(TestCase):
