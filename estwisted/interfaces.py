@@ -24,9 +24,7 @@ class IEventLog(Interface):
         "int: the durable end of the log (the writer checkpoint); reads never "
         "return a record at or past it"
     )
-    pending_position = Attribute(
-        "int: where the next appended record will be; >= end_position"
-    )
+    pending_position = Attribute("int: where the next appended record will be; >= end_position")
 
     def append(
         stream: str,
@@ -91,17 +89,19 @@ class IReplicableLog(IEventLog):
     bytes (L{estwisted.storage.records}), at identical positions.
     """
 
-    def read_raw(position: int, max_bytes: int) -> tuple[int, bytes]:
+    def read_raw(position: int, max_bytes: int) -> tuple[int, bytes, int]:  # noqa: N805
         """
         Framed records of one chunk, from the first record at or after
         C{position} up to about C{max_bytes} (always at least one record
         when there is one), never at or past L{end_position}.
 
         @return: the position of the first returned record (the end when
-            there is none) and the frames.
+            there is none), the frames, and the position after the last
+            one (where the next read continues; in a L{MemoryLog} it is not
+            the first position plus the frames' length).
         """
 
-    def append_raw(position: int, frames: bytes) -> int:
+    def append_raw(position: int, frames: bytes) -> int:  # noqa: N805
         """
         Buffer framed records read from another node's L{read_raw}; the
         first must be at C{position} and each must land at the position it
@@ -113,7 +113,7 @@ class IReplicableLog(IEventLog):
             not land at its own position; nothing is buffered then.
         """
 
-    def truncate(position: int) -> None:
+    def truncate(position: int) -> None:  # noqa: N805
         """
         Drop every record at or past C{position} (a record boundary), on
         disk too, and discard the buffer.  The caller fixes the index.
