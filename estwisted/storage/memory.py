@@ -116,7 +116,7 @@ class MemoryLog:
 
     # -- replication (IReplicableLog) --
 
-    def read_raw(self, position: int, max_bytes: int) -> tuple[int, bytes]:
+    def read_raw(self, position: int, max_bytes: int) -> tuple[int, bytes, int]:
         """
         See L{IReplicableLog.read_raw}: the records framed with
         L{estwisted.storage.records.encode} at their own positions.
@@ -124,7 +124,7 @@ class MemoryLog:
         i = bisect_left(self._positions, position)
         records = self._records
         if i == len(records):
-            return self.end_position, b""
+            return self.end_position, b"", self.end_position
         start = records[i].position
         frames: list[bytes] = []
         size = 0
@@ -144,7 +144,7 @@ class MemoryLog:
             frames.append(frame)
             size += len(frame)
             i += 1
-        return start, b"".join(frames)
+        return start, b"".join(frames), records[i - 1].next_position
 
     def append_raw(self, position: int, frames: bytes) -> int:
         """
