@@ -692,7 +692,7 @@ class ChunkedLog:
 
     # -- replication (IReplicableLog) ----------------------------------------
 
-    def read_raw(self, position: int, max_bytes: int) -> tuple[int, bytes]:
+    def read_raw(self, position: int, max_bytes: int) -> tuple[int, bytes, int]:
         """
         See L{IReplicableLog.read_raw}: the stored frames, copied from one
         chunk.
@@ -715,8 +715,8 @@ class ChunkedLog:
                 if n < OVERHEAD or off + n > limit:
                     raise CorruptRecord(f"bad record length at {c * size + off - HEADER_SIZE}")
                 off += n
-            return p, bytes(view[start:off])
-        return end, b""
+            return p, bytes(view[start:off]), p + off - start
+        return end, b"", end
 
     def append_raw(self, position: int, frames: bytes) -> int:
         """
