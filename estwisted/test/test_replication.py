@@ -441,7 +441,7 @@ def _copy(source: object, target: object, batch: int) -> int:
     """
     count = 0
     while True:
-        start, frames = source.read_raw(target.pending_position, batch)  # type: ignore[attr-defined]
+        start, frames, _ = source.read_raw(target.pending_position, batch)  # type: ignore[attr-defined]
         if not frames:
             return count
         target.append_raw(start, frames)  # type: ignore[attr-defined]
@@ -489,22 +489,26 @@ class RawLogTestsMixin:
         )
         p = 0
         while p < leader.end_position:
-            s1, f1 = leader.read_raw(p, 1 << 30)
-            s2, f2 = follower.read_raw(p, 1 << 30)
-            self_.assertEqual((s1, f1), (s2, f2))  # type: ignore[attr-defined]
-            p = s1 + len(f1)
+            s1, f1, n1 = leader.read_raw(p, 1 << 30)
+            s2, f2, n2 = follower.read_raw(p, 1 << 30)
+            self_.assertEqual((s1, f1, n1), (s2, f2, n2))  # type: ignore[attr-defined]
+            self_.assertGreater(n1, p)  # type: ignore[attr-defined]
+            p = n1
 
     def test_read_raw_at_end(self: object) -> None:
         log = self.make_log()  # type: ignore[attr-defined]
-        self.assertEqual(log.read_raw(log.end_position, 100), (log.end_position, b""))  # type: ignore[attr-defined]
+        self.assertEqual(
+            log.read_raw(log.end_position, 100), (log.end_position, b"", log.end_position)
+        )  # type: ignore[attr-defined]
 
     def test_read_raw_one_record_at_least(self: object) -> None:
         log = self.make_log()  # type: ignore[attr-defined]
         position = log.append(**_new_event(1, 500))
         log.append(**_new_event(2, 500))
         log.flush()
-        start, frames = log.read_raw(position, 1)
+        start, frames, after = log.read_raw(position, 1)
         self.assertEqual(start, position)  # type: ignore[attr-defined]
+        self.assertEqual(after, log.read(position).next_position)  # type: ignore[attr-defined]
         from estwisted.storage.records import decode, frame_at
 
         record = decode(frames, 0, len(frames), position)
@@ -522,7 +526,7 @@ class RawLogTestsMixin:
         follower = self.make_log()  # type: ignore[attr-defined]
         position = leader.append(**_new_event(1, 100))
         leader.flush()
-        start, frames = leader.read_raw(position, 1000)
+        start, frames, _ = leader.read_raw(position, 1000)
         self.assertEqual(follower.pending_position, start)  # type: ignore[attr-defined]
         damaged = bytearray(frames)
         damaged[70] ^= 0xFF
