@@ -34,7 +34,7 @@ from estwisted.cluster import (
     StateChanged,
     own_member_from_config,
 )
-from estwisted.elections import Message
+from estwisted.elections import Message, ViewChange
 from estwisted.gossip import (
     ClusterInfo,
     Endpoint,
@@ -680,3 +680,57 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(own.internal_http, Endpoint("10.1.2.3", 2112))
         self.assertEqual(own.external_http.port, 8080)
         self.assertEqual(own.node_priority, 5)
+
+
+class HoldTests(SynchronousTestCase):
+    """
+    A follower asked into an election by a peer checks its leader first.
+    """
+
+    def follower(self) -> tuple[NodeMachine, MemberInfo]:
+        seeds = [member(j).internal_http for j in range(1, 3)]
+        m = NodeMachine.create(member(0), seeds, FAST, 1000.0, random.Random(1))
+        m.start(1000.0)
+        leader = evolve(member(1), timestamp=1000.0, state=VNodeState.Master)
+        m.on_gossip_response(leader.internal_http, ClusterInfo((leader,), leader.internal_http),
+                             1000.0)
+        self.assertEqual(m.state, VNodeState.Slave)
+        return m, leader
+
+    def test_view_change_waits_for_probe(self) -> None:
+        m, leader = self.follower()
+        peer = member(2)
+        vc = ViewChange(peer.instance_id, peer.internal_http, 7)
+        effects = m.on_election_message(vc, 1000.1)
+        self.assertEqual(
+            [(e.target, e.probe) for e in effects if isinstance(e, GossipTo)],
+            [(leader.internal_http, True)],
+        )
+        elections = m.elections
+        assert elections is not None
+        self.assertLess(elections.last_attempted_view, 7)
+        self.assertEqual(m.held, [vc])
+        # The leader refuses: it is dead, and the held message is fed.
+        m.on_gossip_failure(leader.internal_http, 1000.11, refused=True, probe=True)
+        self.assertEqual(m.held, [])
+        self.assertEqual(elections.last_attempted_view, 7)
+        self.assertNotIn(leader.instance_id, [s.instance_id for s in elections.servers])
+
+    def test_held_messages_released_on_timeout(self) -> None:
+        m, leader = self.follower()
+        peer = member(2)
+        m.on_election_message(ViewChange(peer.instance_id, peer.internal_http, 3), 1000.1)
+        m.tick(1000.1 + FAST.gossip.timeout)
+        self.assertEqual(m.held, [])
+        elections = m.elections
+        assert elections is not None
+        self.assertEqual(elections.last_attempted_view, 3)
+
+    def test_no_hold_without_leader(self) -> None:
+        seeds = [member(j).internal_http for j in range(1, 3)]
+        m = NodeMachine.create(member(0), seeds, FAST, 1000.0, random.Random(1))
+        m.start(1000.0)
+        peer = member(2)
+        m.on_election_message(ViewChange(peer.instance_id, peer.internal_http, 0), 1000.1)
+        self.assertEqual(m.held, [])
+

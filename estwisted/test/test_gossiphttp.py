@@ -18,6 +18,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
@@ -39,7 +40,13 @@ from estwisted.gossip import (
     decode_cluster_info,
     encode_cluster_info,
 )
-from estwisted.gossiphttp import ClusterResource, ClusterSite, HttpPeerTransport, PeerError
+from estwisted.gossiphttp import (
+    ClusterResource,
+    ClusterSite,
+    HttpPeerTransport,
+    PeerEndpointFactory,
+    PeerError,
+)
 
 NOW = 1_700_000_000.0
 SETTINGS = ClusterSettings(
@@ -468,3 +475,52 @@ class OverHttpTests(SynchronousTestCase):
                 stub.flush()
         (second,) = leaders()
         self.assertNotEqual(second, first)
+
+
+class EndpointFactoryTests(SynchronousTestCase):
+    def test_endpoints(self) -> None:
+        """
+        IP peers get plain TCP endpoints (a refusal is reported at once),
+        names a HostnameEndpoint, C{https} a TLS wrapper.
+        """
+        from twisted.internet.endpoints import (
+            HostnameEndpoint,
+            TCP4ClientEndpoint,
+            TCP6ClientEndpoint,
+        )
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import URI, BrowserLikePolicyForHTTPS
+
+        reactor = MemoryReactorClock()
+        plain = PeerEndpointFactory(reactor, 0.5)
+        self.assertIsInstance(
+            plain.endpointForURI(URI.fromBytes(b"http://127.0.0.1:2112/gossip")),
+            TCP4ClientEndpoint,
+        )
+        self.assertIsInstance(
+            plain.endpointForURI(URI.fromBytes(b"http://[::1]:2112/gossip")), TCP6ClientEndpoint
+        )
+        self.assertIsInstance(
+            plain.endpointForURI(URI.fromBytes(b"http://node1.test:2112/gossip")),
+            HostnameEndpoint,
+        )
+        tls = PeerEndpointFactory(reactor, 0.5, BrowserLikePolicyForHTTPS())
+        wrapped = tls.endpointForURI(URI.fromBytes(b"https://127.0.0.1:2112/gossip"))
+        self.assertNotIsInstance(wrapped, TCP4ClientEndpoint)
+        self.assertEqual(type(wrapped).__name__, "_WrapperEndpoint")
+
+    def test_refused_connection_fails_at_once(self) -> None:
+        """
+        Through the real agent on a memory reactor, a refused connection is
+        reported as L{PeerRefusedError} without waiting.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor = MemoryReactorClock()
+        transport = HttpPeerTransport.create(reactor, 0.5)
+        d = transport.post_gossip(Endpoint("127.0.0.1", 2112), ClusterInfo(()))
+        host, port, factory, timeout, _ = reactor.tcpClients[0]
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 2112, 0.5))
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))  # type: ignore[arg-type]
+        self.failureResultOf(d, PeerRefusedError)
+
