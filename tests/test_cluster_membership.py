@@ -175,14 +175,10 @@ class SeedClusterTests(ClusterTestCase):
             }
             if not all(port_free("127.0.0.1", p) for p in ports.values()):
                 raise SkipTest(f"the guide's ports for node {i} are taken")
-            seeds = ",".join(f"127.0.0.1:{j * 1000 + 113}" for j in (1, 2, 3) if j != i)
-            args = [
-                "--cluster-size=3",
-                "--discover-via-dns=false",
-                f"--gossip-seed={seeds}",
-                "--log",
-                f"./logs/log{i}",
-            ] + FAST
+            # The node's settings are the guide's, from etc/cluster-nodeN.yaml
+            # (the harness repeats the same addresses and ports as flags).
+            config = os.path.join(REPO_ROOT, "etc", f"cluster-node{i}.yaml")
+            args = ["--config", config] + FAST
             directory = os.path.join(self.mktemp(), f"node{i}")
             nodes.append(NodeProcess(directory, ports=ports, extra_args=args, mem_db=True))
         return self.track(nodes)
