@@ -193,6 +193,28 @@ class TLSNodeTests(TestCase):
         )
         self.assertIn("Loaded node certificate CN=eventstoredb-node", log)
 
+    async def test_treq(self) -> None:
+        """
+        treq with a TLS policy that trusts the CA reads /info; the host name
+        is checked (the certificate's DNS SAN C{localhost} is accepted).
+        """
+        import treq
+        from twisted.internet import reactor
+        from twisted.internet.ssl import Certificate
+        from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+        with open(self.pki.ca_cert, "rb") as f:
+            ca = Certificate.loadPEM(f.read())
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        agent = Agent(
+            reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=ca), pool=pool
+        )
+        client = treq.client.HTTPClient(agent)
+        response = await client.get(f"https://localhost:{self.node.ext_http_port}/info")
+        self.assertEqual(response.code, 200)
+        body = await response.json()
+        self.assertIn("esVersion", body)
+
     def test_clientTrustingAnotherCA(self) -> None:
         """
         A client that trusts another CA does not accept the node, and the
