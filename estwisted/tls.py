@@ -409,7 +409,9 @@ def _load_key(data: bytes, password: Optional[str], where: str) -> PrivateKey:
             raise CertificateError(
                 f"{where}: the private key is encrypted; set CertificatePassword"
             ) from None
-        raise CertificateError(f"{where}: the private key is not encrypted") from None
+        # CertificatePassword is for something else (PKCS#12): the key is
+        # simply not encrypted.
+        return _load_key(data, None, where)
     except ValueError:
         raise CertificateError(
             f"{where}: not a private key, or CertificatePassword is wrong"

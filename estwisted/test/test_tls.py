@@ -645,6 +645,9 @@ class LoadMaterialTests(SynchronousTestCase):
         reason = self.refusal(TLSSettings(cert, key_path, None, self.pki.roots))
         self.assertIn("the private key is encrypted; set CertificatePassword", reason)
         load_material(TLSSettings(cert, key_path, "pw", self.pki.roots), self.now)
+        # A password with an unencrypted key (the password is for PKCS#12): fine.
+        settings = self.pki.node("plain")
+        load_material(attrs.evolve(settings, password="unused"), self.now)
 
 
 # --- handshakes in memory ----------------------------------------------------------------
