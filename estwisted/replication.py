@@ -524,9 +524,11 @@ class FollowerState:
 
     def accepts(self, subscription_id: bytes, position: int) -> bool:
         """
-        Whether a bulk starting at C{position} continues the stream.
+        Whether a bulk starting at C{position} may continue the stream: not
+        an old one.  A bulk may start past our end only where the log starts
+        a new chunk; the log's C{append_raw} checks that exactly.
         """
-        return subscription_id == self.subscription_id and position == self.position
+        return subscription_id == self.subscription_id and position >= self.position
 
     def written(self, end: int) -> Optional[int]:
         """

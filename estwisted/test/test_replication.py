@@ -291,6 +291,7 @@ class FollowerStateTests(SynchronousTestCase):
         self.assertTrue(f.accepts(b"s", 100))
         self.assertFalse(f.accepts(b"t", 100))
         self.assertFalse(f.accepts(b"s", 90))
+        self.assertTrue(f.accepts(b"s", 8192))
         self.assertEqual(f.written(150), 150)
         self.assertIsNone(f.written(150))
         self.assertTrue(f.accepts(b"s", 150))

@@ -1,0 +1,499 @@
+# -*- test-case-name: estwisted.test.test_replprotocol -*-
+"""
+Tests for L{estwisted.replprotocol}: the replication message codec, and a
+leader and replicas talking over in-memory connections (iosim).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.test.iosim import FakeTransport, IOPump, connect
+from twisted.trial.unittest import SynchronousTestCase
+
+from estwisted.errors import CommitTimeout, NotReady
+from estwisted.framing import frame
+from estwisted.model import EventRecord
+from estwisted.replication import Epoch
+from estwisted.replprotocol import (
+    Ack,
+    Assignment,
+    Committed,
+    Data,
+    InternalTcpFactory,
+    ProtocolError,
+    ReplicationFollower,
+    ReplicationLeader,
+    Retry,
+    Subscribe,
+    Subscribed,
+    decode_frames,
+    decode_message,
+    encode_message,
+    scan_epochs,
+)
+from estwisted.storage.index import StreamIndex
+from estwisted.storage.memory import MemoryLog
+
+_ids = st.binary(min_size=16, max_size=16)
+_pos = st.integers(-(2**63), 2**63 - 1)
+_epochs = st.lists(st.builds(Epoch, _pos, st.integers(-(2**31), 2**31 - 1), _ids), max_size=25).map(
+    tuple
+)
+_messages = st.one_of(
+    st.builds(Subscribe, _ids, _ids, _ids, _pos, st.booleans(), _pos, _epochs),
+    st.builds(Subscribed, _ids, _pos),
+    st.builds(Retry, _ids, st.text()),
+    st.builds(Data, _ids, _pos, _pos, st.binary()),
+    st.builds(Ack, _ids, _pos),
+    st.builds(Committed, _ids, _pos),
+    st.builds(Assignment, _ids, st.text()),
+)
+
+
+class CodecTests(SynchronousTestCase):
+    @given(_messages)
+    def test_round_trip(self, message: Any) -> None:
+        self.assertEqual(decode_message(encode_message(message)), message)
+
+    @given(st.binary(max_size=200))
+    def test_garbage(self, package: bytes) -> None:
+        """
+        Arbitrary bytes decode or raise L{ProtocolError}, nothing else.
+        """
+        try:
+            decode_message(package)
+        except ProtocolError:
+            pass
+
+    def test_unknown_and_empty(self) -> None:
+        self.assertRaises(ProtocolError, decode_message, b"")
+        self.assertRaises(ProtocolError, decode_message, b"\x99" + b"\x00" * 40)
+        ack = encode_message(Ack(b"s" * 16, 5))
+        self.assertRaises(ProtocolError, decode_message, ack + b"x")
+
+
+def _event(log: Any, i: int, size: int = 20) -> int:
+    return int(
+        log.append(
+            f"stream-{i}",
+            0,
+            i.to_bytes(16, "big"),
+            "type",
+            0,
+            bytes([i % 256]) * size,
+            b"",
+            637000000000000000 + i,
+        )
+    )
+
+
+class _Replica:
+    """
+    A replica node: log, index, follower; connects through the cluster.
+    """
+
+    def __init__(self, cluster: _Cluster, name: bytes, log: Optional[Any] = None) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.log = log if log is not None else MemoryLog()
+        self.epochs: list[Epoch] = scan_epochs(self.log)
+        self.index = StreamIndex()
+        self.applied: list[EventRecord] = []
+        self.truncations: list[int] = []
+        self.follower = ReplicationFollower(
+            self.log,
+            cluster.clock,
+            name,
+            self.connect,
+            self.apply,
+            self.truncated,
+            epochs=self.epochs,
+        )
+
+    def lead(self, size: int = 3) -> ReplicationLeader:
+        return ReplicationLeader(self.log, self.cluster.clock, size, self.name, epochs=self.epochs)
+
+    def connect(self, factory: Factory) -> Deferred[Any]:
+        leader = self.cluster.leader
+        if leader is None or not self.cluster.reachable.get(self.name, True):
+            return Deferred.fromFuture  # type: ignore[return-value]
+        server = leader.factory().buildProtocol(None)  # type: ignore[arg-type]
+        client = factory.buildProtocol(None)  # type: ignore[arg-type]
+        pump = connect(
+            server,
+            FakeTransport(server, isServer=True),
+            client,
+            FakeTransport(client, isServer=False),
+            greet=False,
+            clock=Clock(),
+        )
+        self.cluster.pumps.append(pump)
+        return succeed(None)
+
+    def apply(self, records: list[EventRecord]) -> None:
+        for r in records:
+            self.index.add(r.stream, r.event_number, r.position)
+        self.applied.extend(records)
+
+    def truncated(self, position: int) -> None:
+        self.index.truncate_from(position)
+        self.truncations.append(position)
+        self.applied = [r for r in self.applied if r.position < position]
+
+
+class _Cluster:
+    def __init__(self, size: int = 3, commit_timeout: float = 2.0) -> None:
+        self.clock = Clock()
+        self.log = MemoryLog()
+        self.leader: Optional[ReplicationLeader] = ReplicationLeader(
+            self.log, self.clock, size, b"L" * 16, commit_timeout=commit_timeout
+        )
+        self.pumps: list[IOPump] = []
+        self.reachable: dict[bytes, bool] = {}
+
+    def pump(self) -> None:
+        for _ in range(100):
+            moved = False
+            for p in list(self.pumps):
+                moved = p.flush(advanceClock=False) or moved
+            if not moved:
+                return
+        raise AssertionError("pumps never settled")
+
+    def write(self, count: int, start: int = 0, size: int = 20) -> int:
+        for i in range(start, start + count):
+            _event(self.log, i, size)
+        end = self.log.flush()
+        assert self.leader is not None
+        self.leader.flushed(end)
+        return int(end)
+
+
+def _records(log: Any) -> list[EventRecord]:
+    return list(log.read_forward(0, 100000))
+
+
+class LeaderFollowerTests(SynchronousTestCase):
+    def test_replicates_and_commits(self) -> None:
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        replica = _Replica(cluster, b"A" * 16)
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        # a fresh replica's first system record is resent from 0
+        self.assertEqual(replica.truncations, [0])
+        end = cluster.write(50)
+        waiting = cluster.leader.wait_committed(end)
+        self.assertFalse(waiting.called)
+        cluster.pump()
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertEqual(replica.log.end_position, end)
+        self.assertEqual(_records(replica.log), _records(cluster.log))
+        self.assertEqual(replica.applied, _records(cluster.log))
+        self.assertEqual(replica.index.last_event_number("stream-49"), 0)
+        self.assertEqual(cluster.leader.committed, end)
+        self.assertEqual(replica.follower.committed, end)
+        self.assertEqual(replica.follower.epochs, cluster.leader.epochs)
+        self.assertEqual(replica.follower.role, "Follower")
+
+    def test_bulk_catch_up_then_live(self) -> None:
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        cluster.write(400, size=1000)
+        replica = _Replica(cluster, b"A" * 16)
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        self.assertEqual(replica.log.end_position, cluster.log.end_position)
+        for round_ in range(5):
+            end = cluster.write(3, start=1000 + round_ * 3)
+            cluster.pump()
+            self.assertEqual(replica.log.end_position, end)
+            self.assertEqual(cluster.leader.committed, end)
+        self.assertEqual(_records(replica.log), _records(cluster.log))
+
+    def test_no_replica_times_out(self) -> None:
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        end = cluster.write(1)
+        d = cluster.leader.wait_committed(end)
+        cluster.clock.advance(1.9)
+        self.assertNoResult(d)
+        cluster.clock.advance(0.2)
+        self.failureResultOf(d, CommitTimeout)
+
+    def test_step_down_fails_pending(self) -> None:
+        """
+        Writes pending when the leader steps down fail: never completed as
+        if replicated.
+        """
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        end = cluster.write(1)
+        d = cluster.leader.wait_committed(end)
+        cluster.leader.stop()
+        self.failureResultOf(d, NotReady)
+        self.failureResultOf(cluster.leader.wait_committed(0), NotReady)
+        cluster.clock.advance(10)
+
+    def test_five_nodes_need_two_acks(self) -> None:
+        cluster = _Cluster(size=5)
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        a = _Replica(cluster, b"A" * 16)
+        a.follower.start(b"L" * 16)
+        cluster.pump()
+        end = cluster.write(5)
+        d = cluster.leader.wait_committed(end)
+        cluster.pump()
+        self.assertNoResult(d)
+        b = _Replica(cluster, b"B" * 16)
+        b.follower.start(b"L" * 16)
+        cluster.pump()
+        self.successResultOf(d)
+        self.assertEqual(b.log.end_position, end)
+
+    def test_deposed_leader_truncates_its_tail(self) -> None:
+        """
+        A node that led epoch 0 and wrote records nobody else got rejoins a
+        new leader (epoch 1): its unreplicated tail is cut, then it gets the
+        new leader's history.
+        """
+        cluster = _Cluster()
+        old = _Replica(cluster, b"O" * 16)
+        new = _Replica(cluster, b"N" * 16)
+        # the old leader's term: both replicate epoch 0 and 10 records
+        old_leader = old.lead()
+        old_leader.start(0)
+        cluster.leader = old_leader
+        new.follower.start(b"O" * 16)
+        for i in range(10):
+            _event(old.log, i)
+        old_leader.flushed(old.log.flush())
+        cluster.pump()
+        shared = old.log.end_position
+        self.assertEqual(new.log.end_position, shared)
+        # the old leader writes a tail nobody receives
+        cluster.pumps.clear()
+        for i in range(10, 15):
+            _event(old.log, i)
+        tail_end = old.log.flush()
+        old_leader.flushed(tail_end)
+        pending = old_leader.wait_committed(tail_end)
+        old_leader.stop()
+        self.failureResultOf(pending, NotReady)
+        # new leader (epoch 1) with its own writes
+        new.follower.stop()
+        new_leader = new.lead()
+        new_leader.start(1)
+        cluster.leader = new_leader
+        for i in range(100, 103):
+            _event(new.log, i)
+        new_leader.flushed(new.log.flush())
+        old.follower.start(b"N" * 16)
+        cluster.pump()
+        self.assertEqual(old.truncations, [shared])
+        self.assertEqual(_records(old.log), _records(new.log))
+        self.assertEqual(old.log.end_position, new.log.end_position)
+        self.assertEqual(new_leader.committed, new.log.end_position)
+        ids = [r.event_id for r in _records(old.log)]
+        self.assertNotIn((12).to_bytes(16, "big"), ids)
+        self.assertIn((101).to_bytes(16, "big"), ids)
+        self.assertEqual([e.number for e in old.follower.epochs], [0, 1])
+
+    def test_wrong_leader_id_retries(self) -> None:
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        replica = _Replica(cluster, b"A" * 16)
+        replica.follower.start(b"X" * 16)
+        cluster.pump()
+        self.assertIsNone(replica.follower.protocol)
+        self.assertEqual(replica.log.end_position, MemoryLog().end_position)
+        # it keeps retrying every 0.5 s until it follows the right leader
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        self.assertEqual(replica.log.end_position, cluster.log.end_position)
+
+    def test_reconnects_after_loss(self) -> None:
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        replica = _Replica(cluster, b"A" * 16)
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        protocol = replica.follower.protocol
+        assert protocol is not None
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        cluster.pump()
+        self.assertIsNone(replica.follower.protocol)
+        self.assertEqual(cluster.leader.state.replicas, {})  # type: ignore[union-attr]
+        end = cluster.write(5)
+        cluster.clock.advance(0.5)
+        cluster.pump()
+        self.assertEqual(replica.log.end_position, end)
+        self.assertEqual(cluster.leader.committed, end)
+
+    def test_damaged_data_closes(self) -> None:
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        replica = _Replica(cluster, b"A" * 16)
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        before = replica.log.end_position
+        protocol = replica.follower.protocol
+        assert protocol is not None
+        start, frames, _ = cluster.log.read_raw(0, 100)
+        bad = bytearray(frames)
+        bad[-9] ^= 1
+        sid = replica.follower.state.subscription_id
+        protocol.dataReceived(frame(encode_message(Data(sid, before, 0, bytes(bad)))))
+        self.assertEqual(replica.log.end_position, before)
+        self.assertEqual(replica.log.pending_position, before)
+        self.assertFalse(protocol.connected_)
+
+    def test_read_only_replica_not_counted(self) -> None:
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        replica = _Replica(cluster, b"R" * 16)
+        replica.follower.promotable = False
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        end = cluster.write(3)
+        d = cluster.leader.wait_committed(end)
+        cluster.pump()
+        self.assertEqual(replica.log.end_position, end)
+        self.assertNoResult(d)
+        self.assertEqual(replica.follower.role, "ReadOnly")
+        cluster.leader.stop()
+        self.failureResultOf(d, NotReady)
+
+
+class HelpersTests(SynchronousTestCase):
+    def test_scan_epochs_and_decode_frames(self) -> None:
+        log = MemoryLog()
+        leader = ReplicationLeader(log, Clock(), 1, b"L" * 16)
+        self.assertEqual(leader.epochs, [])
+        e0 = leader.start(0)
+        _event(log, 1)
+        log.flush()
+        leader.stop()
+        e1 = leader.start(0)
+        self.assertEqual(e1.number, 1)
+        self.assertEqual(scan_epochs(log), [e0, e1])
+        # a single node commits on its own flush
+        end = log.flush()
+        leader.flushed(end)
+        self.successResultOf(leader.wait_committed(end))
+        start, frames, _ = log.read_raw(0, 1 << 20)
+        records = decode_frames(start, frames)
+        self.assertEqual([r.position for r in records][:2], [0, e0.position])
+
+
+class _Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(b"client:" + data)
+
+
+class InternalTcpFactoryTests(SynchronousTestCase):
+    def _connect(self, factory: InternalTcpFactory) -> tuple[Any, Any]:
+        from twisted.internet.testing import StringTransport
+
+        protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_clients_go_to_the_client_factory(self) -> None:
+        leader = ReplicationLeader(MemoryLog(), Clock(), 3, b"L" * 16)
+        factory = InternalTcpFactory(Factory.forProtocol(_Echo), leader)
+        protocol, transport = self._connect(factory)
+        protocol.dataReceived(b"\x05\x00")
+        self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(b"\x00\x00\xf5rest")
+        self.assertEqual(transport.value(), b"client:\x05\x00\x00\x00\xf5rest")
+
+    def test_replicas_go_to_the_leader(self) -> None:
+        leader = ReplicationLeader(MemoryLog(), Clock(), 3, b"L" * 16)
+        factory = InternalTcpFactory(Factory.forProtocol(_Echo), leader)
+        protocol, transport = self._connect(factory)
+        sub = Subscribe(b"s" * 16, b"A" * 16, b"L" * 16, 0, True, 0, ())
+        protocol.dataReceived(frame(encode_message(sub)))
+        # not leader yet: Retry
+        answer = decode_message(transport.value()[4:])
+        self.assertEqual(answer, Retry(b"s" * 16, "not the leader"))
+
+
+class ChunkedLogReplicationTests(SynchronousTestCase):
+    """
+    The same over chunk files with small chunks: records cross chunk
+    rollovers at the same positions, and a deposed leader's tail is cut on
+    disk (and stays cut after reopening).
+    """
+
+    def _log(self, name: str) -> Any:
+        import os
+        import shutil
+        import tempfile
+
+        from estwisted.storage.log import ChunkedLog
+
+        path = os.path.join(tempfile.mkdtemp(prefix="estw-repl-"), name)
+        self.addCleanup(shutil.rmtree, os.path.dirname(path), True)
+        log = ChunkedLog(path, chunk_size=8192)
+        self.addCleanup(log.close)
+        return log
+
+    def test_deposed_leader_on_disk(self) -> None:
+        from estwisted.storage.log import ChunkedLog
+
+        cluster = _Cluster()
+        old = _Replica(cluster, b"O" * 16, self._log("old"))
+        new = _Replica(cluster, b"N" * 16, self._log("new"))
+        old_leader = old.lead()
+        old_leader.start(0)
+        cluster.leader = old_leader
+        new.follower.start(b"O" * 16)
+        for i in range(60):
+            _event(old.log, i, size=700)
+        old_leader.flushed(old.log.flush())
+        cluster.pump()
+        shared = old.log.end_position
+        self.assertEqual(new.log.end_position, shared)
+        self.assertGreater(shared, 4 * 8192)
+        self.assertEqual(old_leader.committed, shared)
+        cluster.pumps.clear()
+        for i in range(60, 80):
+            _event(old.log, i, size=700)
+        old_leader.flushed(old.log.flush())
+        old_leader.stop()
+        new.follower.stop()
+        new_leader = new.lead()
+        new_leader.start(1)
+        cluster.leader = new_leader
+        for i in range(100, 120):
+            _event(new.log, i, size=700)
+        new_leader.flushed(new.log.flush())
+        old.follower.start(b"N" * 16)
+        cluster.pump()
+        self.assertEqual(old.truncations, [shared])
+        self.assertEqual(_records(old.log), _records(new.log))
+        self.assertEqual(new_leader.committed, new.log.end_position)
+        path = old.log.path  # type: ignore[union-attr]
+        old.log.close()
+        again = ChunkedLog(path, chunk_size=8192)
+        self.addCleanup(again.close)
+        self.assertEqual(_records(again), _records(new.log))
+        self.assertEqual(scan_epochs(again), new_leader.epochs)
