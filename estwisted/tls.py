@@ -1268,7 +1268,16 @@ def tls_listeners(
             out.append((f"{name} (TLS)", host, port, wrapped))
         elif not (c.disable_insecure_tcp and not http):
             out.append((name, host, port, factory))
-    if node_tls is not None:
+    if node_tls is None:
+        for option, port in (("ExtSecureTcpPort", c.ext_secure_tcp_port),
+                             ("IntSecureTcpPort", c.int_secure_tcp_port)):
+            if port:
+                _log.warn(
+                    "{option} is {port} but no CertificateFile is set: nothing listens there",
+                    option=option,
+                    port=port,
+                )
+    else:
         for name, host, port, factory, internal in (
             ("external secure TCP", c.ext_ip, c.ext_secure_tcp_port, external_tcp, False),
             ("internal secure TCP", c.int_ip, c.int_secure_tcp_port, internal_tcp, True),

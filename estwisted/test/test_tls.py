@@ -1133,6 +1133,20 @@ class ListenerTests(SynchronousTestCase):
         )
         self.assertEqual([f for _, _, _, f in listeners], self.factories)
 
+    def test_securePortWithoutCertificateWarns(self) -> None:
+        """
+        A secure TCP port without a certificate (allowed with Insecure)
+        listens nowhere, and the log says so.
+        """
+        config = NodeConfig(insecure=True, ext_secure_tcp_port=1115)
+        with capturedLogs() as events:
+            names = self.names(config, None)
+        self.assertNotIn(1115, [port for _, port in names])
+        self.assertIn(
+            "ExtSecureTcpPort is 1115 but no CertificateFile is set: nothing listens there",
+            [formatEvent(e) for e in events],
+        )
+
     def test_allTls(self) -> None:
         """
         With a certificate every listener is TLS.
