@@ -66,6 +66,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -1130,6 +1131,41 @@ class NodeTLS:
         self._announce("Reloaded")
         return ReloadOutcome(True, f"reloaded {material.facts.subject}")
 
+    def check_expiry(self) -> Optional[str]:
+        """
+        Log (and return) a line when the current certificate expired or
+        expires within L{EXPIRY_WARNING_DAYS} days; C{None} otherwise.
+        """
+        facts = self.material.facts
+        now = self.now()
+        if now > facts.not_after:
+            line = (
+                f"The node certificate {facts.subject} expired on {_when(facts.not_after)}: "
+                "peers and clients refuse it; renew it and send SIGHUP"
+            )
+            _log.error("{line}", line=line)
+            return line
+        if facts.not_after - now < datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+            line = (
+                f"The node certificate {facts.subject} expires on {_when(facts.not_after)}; "
+                "renew it and send SIGHUP"
+            )
+            _log.warn("{line}", line=line)
+            return line
+        return None
+
+    def watch_expiry(self, interval: float = 6 * 3600.0) -> LoopingCall:
+        """
+        Call L{check_expiry} every C{interval} seconds (on the clock), so a
+        node that runs for months says so before its certificate expires.
+        """
+        call = LoopingCall(self.check_expiry)
+        call.clock = self.clock
+        call.start(interval, now=False).addErrback(
+            lambda f: _log.failure("Certificate expiry check failed", f)
+        )
+        return call
+
     def server_factory(
         self, factory: IProtocolFactory, listener: str, internal: bool, http: bool
     ) -> IProtocolFactory:
@@ -1207,6 +1243,7 @@ def node_tls_from_config(config: Any, clock: IReactorTime) -> Optional[NodeTLS]:
         raise CertificateError(f"Refusing to start: {e}") from None
     for warning in address_warnings(config, node_tls.material.facts):
         _log.warn("Certificate warning: {text}", text=warning)
+    node_tls.watch_expiry()
     return node_tls
 
 

@@ -1106,6 +1106,37 @@ class RepeatLimiterTests(SynchronousTestCase):
         self.assertIn("[2 more like this in the last minute were not logged]", lines[3][0])
 
 
+class ExpiryWatchTests(SynchronousTestCase):
+    """
+    L{NodeTLS.watch_expiry}: a long-running node says when its certificate
+    is about to expire, then that it has.
+    """
+
+    def test_warnsThenErrs(self) -> None:
+        """
+        Silent while far from expiry; a warning within 30 days; an error
+        once expired.
+        """
+        pki = PKI(self.mktemp())
+        clock = real_clock()
+        node = NodeTLS.load(pki.node("n", days=40), clock)
+        call = node.watch_expiry(interval=24 * 3600)
+        self.addCleanup(call.stop)
+        with capturedLogs() as events:
+            clock.advance(24 * 3600)
+        self.assertEqual(list(events), [])
+        clock.advance(10 * 24 * 3600)  # several days pass at once
+        with capturedLogs() as events:
+            clock.advance(24 * 3600)
+        self.assertEqual(len(events), 1)
+        self.assertIn("expires on", formatEvent(events[0]))
+        with capturedLogs() as events:
+            clock.advance(30 * 24 * 3600)
+        self.assertTrue(events)
+        self.assertIn("expired on", formatEvent(events[-1]))
+        self.assertIn("peers and clients refuse it", formatEvent(events[-1]))
+
+
 class ListenerTests(SynchronousTestCase):
     """
     L{tls_listeners}: which listeners speak TLS.
