@@ -124,11 +124,13 @@ class Endpoint:
     @classmethod
     def parse(cls, text: str) -> Endpoint:
         """
-        Parse C{"ip:port"} (the C{GossipSeed} syntax).
+        Parse C{"ip:port"} (the C{GossipSeed} syntax; C{"[v6]:port"} too).
 
         @raise ValueError: not of that form.
         """
         host, sep, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"not an ip:port endpoint: {text!r}")
         return cls(host, int(port))

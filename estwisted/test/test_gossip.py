@@ -145,6 +145,18 @@ def members(draw: st.DrawFn) -> MemberInfo:
     )
 
 
+class EndpointTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        """
+        C{ip:port} and C{[v6]:port} parse; anything else is a ValueError.
+        """
+        self.assertEqual(Endpoint.parse("127.0.0.1:2112"), Endpoint("127.0.0.1", 2112))
+        self.assertEqual(Endpoint.parse("[::1]:2112"), Endpoint("::1", 2112))
+        self.assertEqual(str(Endpoint("10.0.0.2", 2113)), "10.0.0.2:2113")
+        for bad in ["127.0.0.1", ":2112", "host:", "host:0", "host:65536", "host:x"]:
+            self.assertRaises(ValueError, Endpoint.parse, bad)
+
+
 class TimestampTests(SynchronousTestCase):
     """
     The Newtonsoft ISO-8601 form of gossip timestamps.
