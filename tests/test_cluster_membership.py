@@ -344,7 +344,8 @@ class FiveNodeTests(ClusterTestCase):
     def test_survives_two_nodes_down(self) -> None:
         """
         A five-node cluster keeps (or elects) a leader with two nodes down,
-        including the leader.
+        including the leader.  One node advertises other external
+        addresses (NAT): gossip shows those, not the bound ones.
         """
         ports = [
             {name: free_port() for name in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
@@ -355,6 +356,13 @@ class FiveNodeTests(ClusterTestCase):
         for i, p in enumerate(ports):
             seeds = ",".join(f"127.0.0.1:{q['int_http']}" for q in ports if q is not p)
             args = ["--cluster-size=5", "--discover-via-dns=false", f"--gossip-seed={seeds}"]
+            if i == 0:
+                # Behind NAT: clients must be told another address.
+                args += [
+                    "--ext-ip-advertise-as=10.20.30.40",
+                    "--ext-http-port-advertise-as=8080",
+                    "--ext-tcp-port-advertise-as=1999",
+                ]
             nodes.append(
                 NodeProcess(
                     os.path.join(base, f"node{i}"), ports=p, extra_args=args + FAST, mem_db=True
@@ -363,6 +371,15 @@ class FiveNodeTests(ClusterTestCase):
         self.track(nodes)
         start_all(nodes)
         leader = wait_for_leader(nodes)
+        doc = gossip(nodes[1])
+        assert doc is not None
+        (natted,) = [m for m in doc["members"] if m["internalHttpPort"] == ports[0]["int_http"]]
+        self.assertEqual(
+            (natted["externalHttpIp"], natted["externalHttpPort"], natted["externalTcpIp"],
+             natted["externalTcpPort"]),
+            ("10.20.30.40", 8080, "10.20.30.40", 1999),
+        )
+        self.assertEqual(natted["internalHttpIp"], "127.0.0.1")
         follower = next(n for n in nodes if n is not leader)
         leader.kill()
         follower.kill()
