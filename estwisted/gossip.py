@@ -796,6 +796,7 @@ class GossipMachine:
     rounds_sent: int = 0
     pending: dict[Endpoint, float] = field(factory=dict)
     rejected: list[ClockSkew] = field(factory=list)
+    heard_from: set[Endpoint] = field(factory=set)
 
     @classmethod
     def start(
@@ -863,6 +864,8 @@ class GossipMachine:
         @return: our merged table (the reply body) and the merge outcome.
         """
         result = self._merge(info.members, info.server, now)
+        if info.server is not None and result.rejected is None:
+            self.heard_from.add(info.server)
         return ClusterInfo(self.view.members, self.own.key), result
 
     def on_response(self, peer: Endpoint, info: ClusterInfo, now: float) -> MergeResult:
@@ -870,7 +873,17 @@ class GossipMachine:
         The peer we posted to answered with its table.
         """
         self.pending.pop(peer, None)
-        return self._merge(info.members, peer, now)
+        result = self._merge(info.members, peer, now)
+        if result.rejected is None:
+            self.heard_from.add(peer)
+        return result
+
+    def silent_seeds(self) -> tuple[Endpoint, ...]:
+        """
+        Configured seeds that never answered nor gossiped to us (the edge
+        logs them by name after a few rounds: a wrong seed must be obvious).
+        """
+        return tuple(s for s in self.seeds if s not in self.heard_from)
 
     def on_failure(self, peer: Endpoint, now: float) -> bool:
         """

@@ -573,6 +573,17 @@ class GossipMachineTests(SynchronousTestCase):
             [m.instance_id for m in a.view.members], [m.instance_id for m in b.view.members]
         )
 
+    def test_silentSeeds(self) -> None:
+        """
+        A seed is silent until it answers us or gossips to us.
+        """
+        seeds = [node(2).key, node(3).key, Endpoint("10.9.9.9", 2112)]
+        a = GossipMachine.start(node(1), seeds, NOW)
+        self.assertEqual(a.silent_seeds(), tuple(seeds))
+        a.on_response(node(2).key, ClusterInfo((node(2),), node(2).key), NOW)
+        a.on_gossip(ClusterInfo((node(3),), node(3).key), NOW)
+        self.assertEqual(a.silent_seeds(), (Endpoint("10.9.9.9", 2112),))
+
     def test_unansweredMarkedDead(self) -> None:
         """
         A peer that does not answer within the gossip timeout is marked
