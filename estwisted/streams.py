@@ -279,6 +279,10 @@ class StreamStore:
         self._listeners: list[CommitListener] = []
         self._transactions: dict[int, _Transaction] = {}
         self._next_transaction = 0
+        # Replication (estwisted.replprotocol): flushed batches waiting for
+        # the quorum before they are indexed and acknowledged.
+        self._commit_gate: Optional[Callable[[int], Deferred[None]]] = None
+        self._gated: list[list[Any]] = []
         last = log.read_backward(log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
         if password_iterations is None:
@@ -891,6 +895,31 @@ class StreamStore:
             for d, _ in waiters:
                 d.errback(e)
             return
+        gate = self._commit_gate
+        if gate is not None and batch:
+            # Clustered leader: publish (index, acknowledge, notify) only
+            # once a quorum has the records.
+            entry: list[Any] = [batch, waiters, system]
+            self._gated.append(entry)
+            gate(self._log.end_position).addCallbacks(
+                lambda _: self._publish_through(entry),
+                lambda f: self._gate_failed(entry, f),
+            )
+            return
+        if not self._gated:
+            self._pending_last.clear()
+            self._pending_meta.clear()
+        self._publish(batch, waiters, system)
+
+    def _publish(
+        self,
+        batch: list[_Write],
+        waiters: list[tuple[Deferred[WriteResult], WriteResult]],
+        system: set[str],
+    ) -> None:
+        """
+        Index a flushed batch, acknowledge its writes, notify listeners.
+        """
         index = self._index
         add = index.add
         extend = index.extend
@@ -899,8 +928,6 @@ class StreamStore:
                 add(stream, first, positions[0])
             else:
                 extend(stream, first, array("q", positions))
-        self._pending_last.clear()
-        self._pending_meta.clear()
         if batch:
             self._last_commit_position = batch[-1][3][-1]
         if system:
@@ -914,6 +941,92 @@ class StreamStore:
                     listener(records)
                 except Exception:
                     _log.failure("Commit listener {listener!r} failed", listener=listener)
+
+    # -- replication hooks (estwisted.replprotocol) ------------------------
+
+    def set_commit_gate(self, gate: Optional[Callable[[int], Deferred[None]]]) -> None:
+        """
+        Make writes wait for replication: after each group commit,
+        C{gate(end)} returns a Deferred that fires when a quorum has the log
+        up to C{end}; only then are the writes indexed (visible to stream
+        reads and subscriptions) and acknowledged.  When it fails, the
+        batch's writes fail with its error (the records stay in the log and
+        are indexed with a later batch or by L{release_gated}).  C{None}
+        (the default, a single node) publishes at once.
+        """
+        self._commit_gate = gate
+
+    def _publish_through(self, entry: list[Any]) -> None:
+        found = [i for i, e in enumerate(self._gated) if e is entry]
+        if not found:
+            return
+        done = self._gated[: found[0] + 1]
+        del self._gated[: len(done)]
+        if not self._gated and not self._batch:
+            # before any callback can buffer a new write
+            self._pending_last.clear()
+            self._pending_meta.clear()
+        for batch, waiters, system in done:
+            self._publish(batch, waiters, system)
+
+    def _gate_failed(self, entry: list[Any], failure: Any) -> None:
+        waiters, entry[1] = entry[1], []
+        for d, _ in waiters:
+            d.errback(failure)
+
+    def release_gated(self) -> None:
+        """
+        Leadership ended: index the batches still waiting for the quorum
+        (their writes failed already); a later truncation removes what the
+        new leader does not have.
+        """
+        for entry in self._gated:
+            waiters, entry[1] = entry[1], []
+            for d, _ in waiters:
+                d.errback(EstoreError("The leader stepped down before the write was replicated"))
+        if self._gated:
+            self._publish_through(self._gated[-1])
+
+    def apply_replicated(self, records: Sequence[EventRecord]) -> None:
+        """
+        A replica appended and flushed C{records} (client records, log
+        order): index them and notify listeners, as a local commit does.
+        """
+        if not records:
+            return
+        index = self._index
+        system: set[str] = set()
+        for r in records:
+            index.add(r.stream, r.event_number, r.position)
+            if r.stream and r.stream[0] == "$":
+                system.add(r.stream)
+        self._last_commit_position = records[-1].position
+        if system:
+            self._invalidate(system)
+        for listener in list(self._listeners):
+            try:
+                listener(list(records))
+            except Exception:
+                _log.failure("Commit listener {listener!r} failed", listener=listener)
+
+    def truncated(self, position: int) -> None:
+        """
+        The log was cut at C{position} (a replica dropping a deposed
+        leader's tail): forget index entries and cached state past it.
+        """
+        self._index.truncate_from(position)
+        self._gated = []
+        self._batch = []
+        self._waiters = []
+        self._pending_last.clear()
+        self._pending_meta.clear()
+        self._meta_cache.clear()
+        self._settings = None
+        self._recent.clear()
+        self._recent_ring = [None] * len(self._recent_ring)
+        self._recent_next = 0
+        last = self._log.read_backward(self._log.end_position, 1)
+        self._last_commit_position = last[0].position if last else 0
 
     def _records_of(self, batch: list[_Write]) -> list[EventRecord]:
         """
