@@ -497,3 +497,107 @@ class ChunkedLogReplicationTests(SynchronousTestCase):
         self.addCleanup(again.close)
         self.assertEqual(_records(again), _records(new.log))
         self.assertEqual(scan_epochs(again), new_leader.epochs)
+
+
+class StoreGateTests(SynchronousTestCase):
+    """
+    L{StreamStore} with the leader's commit gate: writes are indexed,
+    acknowledged and shown to listeners only once a quorum has them; a
+    replica's store applies what it receives.
+    """
+
+    def setUp(self) -> None:
+        from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
+
+        self.principal = SYSTEM_PRINCIPAL
+        self.cluster = _Cluster()
+        leader = self.cluster.leader
+        assert leader is not None
+        self.leader = leader
+        self.store = StreamStore(self.cluster.log, StreamIndex(), self.cluster.clock)
+        leader._flush = self._flush_store
+        leader.start(0)
+        self.store.set_commit_gate(self._gate)
+        self.seen: list[EventRecord] = []
+        self.store.add_commit_listener(self.seen.extend)
+        replica_log = MemoryLog()
+        self.replica = _Replica(self.cluster, b"A" * 16, replica_log)
+        self.replica_store = StreamStore(replica_log, StreamIndex(), self.cluster.clock)
+        self.replica.apply = self.replica_store.apply_replicated  # type: ignore[method-assign]
+        self.replica.follower.apply = self.replica_store.apply_replicated
+        self.replica.follower.truncated = self.replica_store.truncated
+        self.replica_seen: list[EventRecord] = []
+        self.replica_store.add_commit_listener(self.replica_seen.extend)
+
+    def _flush_store(self) -> int:
+        return int(self.cluster.log.flush())
+
+    def _gate(self, end: int) -> Deferred[None]:
+        d = self.leader.wait_committed(end)
+        self.leader.flushed(end)
+        return d
+
+    def _append(self, stream: str, expected: int, n: int = 1) -> Deferred[Any]:
+        from estwisted.model import NewEvent
+
+        events = [NewEvent(os_urandom(), "t", b"{}", b"", True) for _ in range(n)]
+        return self.store.append(stream, expected, events, self.principal)
+
+    def _read(self, store: Any, stream: str) -> list[int]:
+        result = store.read_stream(stream, 0, 100, True, False, self.principal)
+        return [e.event.event_number for e in result.events]
+
+    def test_acknowledged_after_quorum(self) -> None:
+        self.replica.follower.start(b"L" * 16)
+        self.cluster.pump()
+        d = self._append("s", -1, 3)
+        self.cluster.clock.advance(0)
+        self.assertNoResult(d)
+        self.assertEqual(self._read(self.store, "s"), [])
+        self.assertEqual(self.seen, [])
+        self.cluster.pump()
+        result = self.successResultOf(d)
+        self.assertEqual((result.first_event_number, result.last_event_number), (0, 2))
+        self.assertEqual(self._read(self.store, "s"), [0, 1, 2])
+        self.assertEqual(len(self.seen), 3)
+        # the replica indexed and notified too
+        self.assertEqual(self._read(self.replica_store, "s"), [0, 1, 2])
+        self.assertEqual(self.replica_seen, self.seen)
+
+    def test_timeout_then_later_commit(self) -> None:
+        """
+        Without a replica the write times out (not acknowledged); the next
+        write still sees its event numbers, and both become visible once a
+        replica catches up.
+        """
+        d1 = self._append("s", -1, 2)
+        self.cluster.clock.advance(0)
+        self.cluster.clock.advance(2.1)
+        self.failureResultOf(d1, CommitTimeout)
+        d2 = self._append("s", 1, 1)
+        self.cluster.clock.advance(0)
+        self.assertNoResult(d2)
+        self.replica.follower.start(b"L" * 16)
+        self.cluster.pump()
+        self.assertEqual(self.successResultOf(d2).first_event_number, 2)
+        self.assertEqual(self._read(self.store, "s"), [0, 1, 2])
+
+    def test_step_down(self) -> None:
+        d = self._append("s", -1, 1)
+        self.cluster.clock.advance(0)
+        self.leader.stop()
+        self.failureResultOf(d, NotReady)
+        self.store.release_gated()
+        self.assertEqual(self._read(self.store, "s"), [0])
+        # truncated later by a new leader: forgotten
+        cut = self.cluster.log.read(self.leader.epochs[-1].position).next_position
+        self.cluster.log.truncate(cut)
+        self.store.truncated(cut)
+        self.assertEqual(self.store.last_commit_position, 0)
+        self.assertEqual(self._read(self.store, "s"), [])
+
+
+def os_urandom() -> bytes:
+    import os
+
+    return os.urandom(16)
