@@ -42,8 +42,8 @@ from __future__ import annotations
 import json
 import uuid
 from array import array
-from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Optional, Union, overload
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail
@@ -935,7 +935,7 @@ class StreamStore:
         for d, result in waiters:
             d.callback(result)
         if batch and self._listeners:
-            records = self._records_of(batch)
+            records = _BatchRecords(batch)
             for listener in list(self._listeners):
                 try:
                     listener(records)
@@ -1027,49 +1027,6 @@ class StreamStore:
         self._recent_next = 0
         last = self._log.read_backward(self._log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
-
-    def _records_of(self, batch: list[_Write]) -> list[EventRecord]:
-        """
-        The L{EventRecord}s of a flushed batch, built from what was appended.
-        """
-        records: list[EventRecord] = []
-        add = records.append
-        for stream, first, events, positions, nexts, created, tombstone in batch:
-            if tombstone:
-                event = events[0]
-                add(
-                    EventRecord(
-                        positions[0],
-                        nexts[0],
-                        stream,
-                        DELETED_STREAM,
-                        event.event_id,
-                        event.event_type,
-                        FLAG_TOMBSTONE,
-                        b"",
-                        b"",
-                        created,
-                    )
-                )
-                continue
-            number = first
-            for i, event in enumerate(events):
-                add(
-                    EventRecord(
-                        positions[i],
-                        nexts[i],
-                        stream,
-                        number,
-                        event.event_id,
-                        event.event_type,
-                        FLAG_JSON if event.is_json else 0,
-                        event.data,
-                        event.metadata,
-                        created,
-                    )
-                )
-                number += 1
-        return records
 
     def _invalidate(self, streams: set[str]) -> None:
         """
@@ -1262,6 +1219,87 @@ class StreamStore:
         if result.status != ReadStatus.SUCCESS or result.event is None:
             return ResolvedEvent(None, record)
         return ResolvedEvent(result.event.event, record)
+
+
+def _records_of(batch: list[_Write]) -> list[EventRecord]:
+    """
+    The L{EventRecord}s of a flushed batch, built from what was appended.
+    """
+    records: list[EventRecord] = []
+    add = records.append
+    for stream, first, events, positions, nexts, created, tombstone in batch:
+        if tombstone:
+            event = events[0]
+            add(
+                EventRecord(
+                    positions[0],
+                    nexts[0],
+                    stream,
+                    DELETED_STREAM,
+                    event.event_id,
+                    event.event_type,
+                    FLAG_TOMBSTONE,
+                    b"",
+                    b"",
+                    created,
+                )
+            )
+            continue
+        number = first
+        for i, event in enumerate(events):
+            add(
+                EventRecord(
+                    positions[i],
+                    nexts[i],
+                    stream,
+                    number,
+                    event.event_id,
+                    event.event_type,
+                    FLAG_JSON if event.is_json else 0,
+                    event.data,
+                    event.metadata,
+                    created,
+                )
+            )
+            number += 1
+    return records
+
+
+class _BatchRecords(Sequence[EventRecord]):
+    """
+    The records of one flush for commit listeners, built on first use (a
+    flush nobody subscribed to builds none).
+    """
+
+    __slots__ = ("_batch", "_records")
+
+    def __init__(self, batch: list[_Write]) -> None:
+        self._batch = batch
+        self._records: Optional[list[EventRecord]] = None
+
+    def _materialize(self) -> list[EventRecord]:
+        records = self._records
+        if records is None:
+            records = self._records = _records_of(self._batch)
+        return records
+
+    def __len__(self) -> int:
+        return len(self._materialize())
+
+    @overload
+    def __getitem__(self, index: int) -> EventRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[EventRecord]: ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[EventRecord, Sequence[EventRecord]]:
+        return self._materialize()[index]
+
+    def __iter__(self) -> Iterator[EventRecord]:
+        return iter(self._materialize())
+
+    def __repr__(self) -> str:
+        return f"_BatchRecords({self._materialize()!r})"
 
 
 def _validate_event(event: NewEvent) -> None:
