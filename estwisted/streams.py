@@ -1036,6 +1036,8 @@ class StreamStore:
             if stream.startswith("$$"):
                 original = stream[2:]
                 self._meta_cache.pop(original, None)
+                if original == acl.SETTINGS_STREAM:
+                    self._settings = None
                 if original.startswith("$user-"):
                     self.users.invalidate(original[len("$user-") :])
             elif stream == acl.SETTINGS_STREAM:

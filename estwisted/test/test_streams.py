@@ -785,6 +785,8 @@ class AccessTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual(self.store.read_all(0, 1, True, False, None).status, ReadStatus.SUCCESS)
         self.restart()
         self.write_fails("s", EXPECTED_ANY, events(1), AccessDenied)
+        self.settle(self.store.delete_stream("$settings", EXPECTED_ANY, False, ADMIN))
+        self.write("s", EXPECTED_ANY, events(1))
 
     def test_all_stream_acl(self) -> None:
         self.settle(
