@@ -84,6 +84,16 @@ class MemoryNetwork:
         self.down: set[Endpoint] = set()
         self.groups: Optional[list[set[Endpoint]]] = None
         self.delivered = 0
+        #: Faults: each request is lost with probability C{drop} (the
+        #: sender times out), delivered twice with probability
+        #: C{duplicate}, and delayed up to C{max_delay}.
+        self.rng = random.Random(0)
+        self.drop = 0.0
+        self.duplicate = 0.0
+        self.max_delay = delay
+
+    def latency(self) -> float:
+        return self.rng.uniform(self.delay, max(self.delay, self.max_delay))
 
     def can_talk(self, a: Endpoint, b: Endpoint) -> bool:
         if self.groups is None:
@@ -92,6 +102,11 @@ class MemoryNetwork:
 
     def transport(self, source: Endpoint, timeout: float) -> MemoryTransport:
         return MemoryTransport(self, source, timeout)
+
+
+def _fire(d: Deferred[Any], result: Any) -> None:
+    if not d.called:
+        d.callback(result)
 
 
 @implementer(IPeerTransport)
@@ -106,11 +121,15 @@ class MemoryTransport:
         d: Deferred[Any] = Deferred()
         if target not in net.controllers or target in net.down:
             net.clock.callLater(net.delay, d.errback, PeerRefusedError(f"{target} refused"))
-        elif not net.can_talk(self.source, target):
+        elif not net.can_talk(self.source, target) or net.rng.random() < net.drop:
             net.clock.callLater(self.timeout, d.errback, TimeoutError())
         else:
 
-            def arrive() -> None:
+            def arrive(first: bool) -> None:
+                if d.called:
+                    if not first:
+                        deliver(net.controllers[target])  # a duplicate: answer lost
+                    return
                 if target in net.down or not net.can_talk(self.source, target):
                     d.errback(TimeoutError())
                     return
@@ -120,9 +139,11 @@ class MemoryTransport:
                 except Exception as e:
                     d.errback(e)
                     return
-                net.clock.callLater(net.delay, d.callback, result)
+                net.clock.callLater(net.latency(), _fire, d, result)
 
-            net.clock.callLater(net.delay, arrive)
+            net.clock.callLater(net.latency(), arrive, True)
+            if net.rng.random() < net.duplicate:
+                net.clock.callLater(net.latency(), arrive, False)
         return d
 
     def post_gossip(self, target: Endpoint, info: ClusterInfo) -> Deferred[ClusterInfo]:
@@ -555,6 +576,65 @@ class ControllerTests(SynchronousTestCase):
             if i not in c.alive():
                 c.restart(i)
         self.assertIsNotNone(c.wait_leader(10.0))
+
+
+class FaultyNetworkTests(SynchronousTestCase):
+    @settings(max_examples=20)
+    @given(
+        size=st.sampled_from([3, 5]),
+        seed=st.integers(0, 2**16),
+        drop=st.sampled_from([0.0, 0.1, 0.3]),
+        duplicate=st.sampled_from([0.0, 0.2]),
+        max_delay=st.sampled_from([0.002, 0.05, 0.2]),
+        phases=st.lists(
+            st.tuples(st.lists(st.integers(0, 4), max_size=5), st.floats(0.2, 3.0)),
+            max_size=4,
+        ),
+    )
+    def test_one_leader_per_view_and_recovery(
+        self,
+        size: int,
+        seed: int,
+        drop: float,
+        duplicate: float,
+        max_delay: float,
+        phases: list[tuple[list[int], float]],
+    ) -> None:
+        """
+        Messages lost, duplicated, delayed and reordered, the cluster cut
+        in two for a while (one side given by C{phases}): no view ever has
+        two leaders, and once the network is healthy a single leader is
+        agreed on.
+        """
+        c = Cluster(size, seed=seed)
+        net = c.network
+        net.rng = random.Random(seed)
+        net.drop, net.duplicate, net.max_delay = drop, duplicate, max_delay
+        decided: dict[int, set[uuid.UUID]] = {}
+
+        def observe() -> None:
+            for ctrl in c.controllers:
+                machine = ctrl.machine.elections
+                if machine is not None and machine.leader is not None:
+                    view = machine.last_installed_view
+                    decided.setdefault(view, set()).add(machine.leader)
+                    if view >= 0:
+                        self.assertLessEqual(len(decided[view]), 1, decided)
+
+        c.start()
+        for side, seconds in phases:
+            group = {c.endpoint(i % size) for i in side}
+            rest = {c.endpoint(i) for i in range(size)} - group
+            net.groups = [group, rest]
+            for _ in range(round(seconds / 0.05)):
+                c.run(0.05)
+                observe()
+        net.groups = None
+        net.drop = net.duplicate = 0.0
+        net.max_delay = net.delay
+        leader = c.wait_leader(15.0)
+        observe()
+        self.assertIsNotNone(leader)
 
 
 class MachineTests(SynchronousTestCase):
