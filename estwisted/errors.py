@@ -112,3 +112,25 @@ class NotReady(OperationError):
     """
     The node cannot serve the request yet (starting, shutting down).
     """
+
+
+class NotLeader(NotReady):
+    """
+    A cluster node that is not the leader was asked to write (or to serve a
+    read that requires the master).  Edges answer C{NotHandled(NotMaster)}
+    with the leader's external endpoints, or forward the request.
+
+    @ivar tcp: the leader's external TCP C{(host, port)}, C{None} if unknown.
+    @ivar http: the leader's external HTTP C{(host, port)}, C{None} if
+        unknown.
+    """
+
+    def __init__(
+        self,
+        message: str = "Not the leader",
+        tcp: tuple[str, int] | None = None,
+        http: tuple[str, int] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.tcp = tcp
+        self.http = http
