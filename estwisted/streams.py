@@ -283,6 +283,9 @@ class StreamStore:
         # the quorum before they are indexed and acknowledged.
         self._commit_gate: Optional[Callable[[int], Deferred[None]]] = None
         self._gated: list[list[Any]] = []
+        #: When set (a cluster node that is not the leader), every write
+        #: fails with it before touching the log.
+        self.writes_refused: Optional[EstoreError] = None
         last = log.read_backward(log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
         if password_iterations is None:
@@ -312,6 +315,8 @@ class StreamStore:
                     or len(event.data) + len(event.metadata) + 2 * len(event_type) > MAX_EVENT_SIZE
                 ):
                     _validate_event(event)
+            if self.writes_refused is not None:
+                raise self.writes_refused
             if not self.check_access(principal, stream, acl.WRITE):
                 raise AccessDenied(f"Write access denied for stream {stream!r}")
             return self._write(stream, expected_version, events)
@@ -332,6 +337,8 @@ class StreamStore:
             self._check_stream_name(stream)
             if stream == acl.ALL_STREAM or acl.is_metastream(stream):
                 raise AccessDenied(f"Stream {stream!r} cannot be deleted")
+            if self.writes_refused is not None:
+                raise self.writes_refused
             if not self.check_access(principal, stream, acl.DELETE):
                 raise AccessDenied(f"Delete access denied for stream {stream!r}")
             return self._delete(stream, expected_version, hard_delete)
