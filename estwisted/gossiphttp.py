@@ -220,7 +220,7 @@ class ClusterResource(Resource):
     @param internal: this is the internal HTTP port (gossip POST and
         elections are served only there).
     @param gossip: serve C{GET /gossip} (C{GossipOnExt} on the external
-        port); when off the request goes to C{inner}.
+        port); when off C{/gossip} is 404.
     """
 
     isLeaf = True
@@ -241,7 +241,11 @@ class ClusterResource(Resource):
     def render(self, request: Any) -> Any:
         path: bytes = request.path
         method: bytes = request.method
-        if path in (b"/gossip", b"/gossip/") and self.gossip and method != b"OPTIONS":
+        if path in (b"/gossip", b"/gossip/") and method != b"OPTIONS":
+            if not self.gossip:
+                # GossipOnExt off: not served here (the API's own single-node
+                # answer would be wrong for a cluster).
+                return self._reply(request, 404, b"Not Found")
             if method in (b"GET", b"HEAD"):
                 return self._get_gossip(request)
             if method == b"POST" and self.internal:

@@ -193,10 +193,15 @@ class ResourceTests(SynchronousTestCase):
         self.assertIn(b"<ClusterInfoDto>", body)
         self.assertIn(b"<serverPort>2112</serverPort>", body)
 
-    def test_external_without_gossip_delegates(self) -> None:
+    def test_external_without_gossip(self) -> None:
+        """
+        C{GossipOnExt: false}: C{/gossip} is not served on the external
+        port (and not answered by the API's single-node document either).
+        """
         stub = StubTreq(ClusterResource(self.inner, self.controller, internal=False, gossip=False))
         code, _, body = request(stub, "GET", "/gossip")
-        self.assertEqual((code, body), (404, b"inner"))
+        self.assertEqual((code, body), (404, b""))
+        self.assertEqual(self.inner.paths, [])
 
     def test_post_gossip_merges(self) -> None:
         """
