@@ -1067,6 +1067,7 @@ def make_cluster_service(
     http_root: Any,
     tls: Any = None,
     instance_id: Optional[uuid.UUID] = None,
+    on_state: Optional[Callable[[StateChanged], None]] = None,
 ) -> ClusterWiring:
     """
     Build the cluster machinery of a node with C{ClusterSize > 1}.
@@ -1078,6 +1079,8 @@ def make_cluster_service(
         C{/gossip} and C{/elections/*} is delegated to it.
     @param tls: the node's L{estwisted.tls.NodeTLS}, if any: peers are then
         reached over HTTPS with the node certificate.
+    @param on_state: called with every L{StateChanged} (e.g. to show the
+        state in C{/info}: C{change.new.v5_name.lower()}).
     """
     from estwisted.discovery import SeedDiscovery
     from estwisted.gossiphttp import ClusterResource, ClusterSite, HttpPeerTransport
@@ -1098,7 +1101,7 @@ def make_cluster_service(
         writer = int(log.end_position) if log is not None else commit
         return commit, writer
 
-    controller = ClusterController(machine, transport, reactor, positions)
+    controller = ClusterController(machine, transport, reactor, positions, on_state)
     discovery = SeedDiscovery.from_config(config, reactor, controller.add_seeds)
     service = _ClusterService(controller, discovery, transport)
     external = ClusterResource(
