@@ -69,6 +69,7 @@ from estwisted.model import (
     FLAG_JSON,
     FLAG_TOMBSTONE,
     MAX_READ_COUNT,
+    UNIX_EPOCH_TICKS,
     AllSlice,
     EventRecord,
     MetadataResult,
@@ -633,14 +634,25 @@ class StreamStore:
         """
         if stream[0] == "$" and stream.startswith("$$"):
             return self._write_metastream(stream, expected_version, events)
-        current = self._current(stream)
-        metadata = self._write_metadata(stream)
+        # _current and _write_metadata, inlined: this is the hot path.
+        current = self._pending_last.get(stream)
+        if current is None:
+            index = self._index
+            if index.tombstone(stream) is not None:
+                current = DELETED_STREAM
+            else:
+                current = index.last_event_number(stream)
+        metadata = self._pending_meta.get(stream)
+        if metadata is None:
+            metadata = self._meta_cache.get(stream)
+            if metadata is None:
+                metadata = self._metadata(stream)
         decision = self._decide(stream, expected_version, events, current, metadata)
         if isinstance(decision, WriteResult):
             return self._wait(decision)
-        created = ticks_from_unix(self._clock.seconds())
+        created = UNIX_EPOCH_TICKS + int(self._clock.seconds() * _TICKS_PER_SECOND)
         result = self._buffer(stream, decision, events, created)
-        if metadata.is_soft_deleted and events:
+        if metadata.truncate_before == DELETED_STREAM and events:
             self._buffer_undelete(stream, metadata, decision, created)
         return self._wait(result)
 
