@@ -814,3 +814,61 @@ class HoldTests(SynchronousTestCase):
         m.on_election_message(ViewChange(peer.instance_id, peer.internal_http, 0), 1000.1)
         self.assertEqual(m.held, [])
 
+
+
+class WiringTests(SynchronousTestCase):
+    def test_make_cluster_service(self) -> None:
+        """
+        L{make_cluster_service} builds the controller from the config and
+        the store's positions, the two wrapped roots, and a service that
+        gossips to the seeds over TCP on the given reactor.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.resource import Resource
+
+        from estwisted.cluster import make_cluster_service
+        from estwisted.config import load_config
+        from estwisted.gossiphttp import ClusterResource
+
+        config = load_config(
+            {
+                "ClusterSize": "3",
+                "DiscoverViaDns": "false",
+                "GossipSeed": "127.0.0.2:2112,127.0.0.3:2112",
+            }
+        )
+
+        class Log:
+            end_position = 4096
+
+        class Store:
+            last_commit_position = 4000
+            log = Log()
+
+        reactor = MemoryReactorClock()
+        reactor.advance(NOW)
+        changes: list[StateChanged] = []
+        root = Resource()
+        wiring = make_cluster_service(config, reactor, Store(), root, on_state=changes.append)
+        self.assertIsInstance(wiring.external_root, ClusterResource)
+        self.assertFalse(wiring.external_root.internal)
+        self.assertTrue(wiring.internal_root.internal)
+        self.assertIs(wiring.internal_root.inner, root)
+        with capturedLogs():
+            wiring.service.startService()
+            reactor.advance(0.1)
+        own = wiring.controller.machine.own
+        self.assertEqual((own.last_commit_position, own.writer_checkpoint), (4000, 4096))
+        self.assertEqual(own.internal_http, Endpoint("127.0.0.1", 2112))
+        self.assertEqual(changes[0].new, VNodeState.Unknown)
+        targets = {(host, port) for host, port, *_ in reactor.tcpClients}
+        self.assertTrue(targets <= {("127.0.0.2", 2112), ("127.0.0.3", 2112)})
+        self.assertTrue(targets)
+        with capturedLogs():
+            d = wiring.service.stopService()
+            reactor.advance(1.0)
+        self.successResultOf(d)
+        self.assertEqual(wiring.controller.state, VNodeState.ShuttingDown)
+
+
+NOW = 1_700_000_000.0
