@@ -102,9 +102,9 @@ __all__ = [
 
 _log = Logger(namespace="estwisted.tls")
 
-#: How long a new connection on a TLS port may stay silent before it is
-#: closed (seconds).
-FIRST_BYTE_TIMEOUT = 30.0
+#: How long a new connection on a TLS port may take to complete its TLS
+#: handshake before it is closed (seconds).
+HANDSHAKE_TIMEOUT = 30.0
 #: Warn at startup when the node certificate expires within this many days.
 EXPIRY_WARNING_DAYS = 30
 
@@ -712,6 +712,7 @@ class _ConnectionState:
         self.internal = internal
         self.refused = False
         self.handshake_done = False
+        self.on_handshake: Optional[Callable[[], None]] = None
 
 
 @implementer(IHandshakeListener)
@@ -725,6 +726,9 @@ class _HandshakeWatch(ProtocolWrapper):
 
     def handshakeCompleted(self) -> None:
         self.tls_state.handshake_done = True
+        if self.tls_state.on_handshake is not None:
+            self.tls_state.on_handshake()
+            self.tls_state.on_handshake = None
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
@@ -804,7 +808,8 @@ class _TLSOnlyGate(Protocol):
     Below the TLS layer: the first byte of a TLS connection is a handshake
     record (0x16).  Anything else is a plaintext client, refused with one
     log line (and a plain C{400} for HTTP) before any TLS state exists.  A
-    connection that sends nothing is closed after L{FIRST_BYTE_TIMEOUT}.
+    connection that has not completed its handshake within
+    L{HANDSHAKE_TIMEOUT} seconds (silent, or stalled half-way) is closed.
     """
 
     def __init__(self, gate_factory: _GateFactory, addr: Optional[IAddress]) -> None:
@@ -815,7 +820,7 @@ class _TLSOnlyGate(Protocol):
         self._timer: Any = None
 
     def connectionMade(self) -> None:
-        self._timer = self._factory.clock.callLater(FIRST_BYTE_TIMEOUT, self._silent)
+        self._timer = self._factory.clock.callLater(HANDSHAKE_TIMEOUT, self._silent)
 
     def _cancel(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -830,7 +835,7 @@ class _TLSOnlyGate(Protocol):
             "{seconds:.0f} seconds",
             peer=_peer_text(self.transport.getPeer()),  # type: ignore[union-attr]
             listener=self._factory.listener,
-            seconds=FIRST_BYTE_TIMEOUT,
+            seconds=HANDSHAKE_TIMEOUT,
         )
         self.transport.abortConnection()  # type: ignore[union-attr]
 
@@ -838,8 +843,8 @@ class _TLSOnlyGate(Protocol):
         if self._inner is None:
             if self._closed:
                 return
-            self._cancel()
             if data[:1] != b"\x16":
+                self._cancel()
                 self._closed = True
                 address = self.transport.getPeer()  # type: ignore[union-attr]
                 node_tls = self._factory.node_tls
@@ -865,6 +870,9 @@ class _TLSOnlyGate(Protocol):
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
             self._inner = inner
+            state = getattr(getattr(inner, "wrappedProtocol", None), "tls_state", None)
+            if isinstance(state, _ConnectionState):
+                state.on_handshake = self._cancel
             inner.makeConnection(self.transport)
         self._inner.dataReceived(data)
 

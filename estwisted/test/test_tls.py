@@ -1008,7 +1008,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_silentConnectionClosed(self) -> None:
         """
         A connection that never starts a handshake is closed after the
-        first-byte timeout.
+        handshake timeout.
         """
         server = self.node("s")
         factory = server.server_factory(Factory.forProtocol(Recorder), "external TCP", False, False)
@@ -1022,6 +1022,47 @@ class HandshakeTests(SynchronousTestCase):
             self.clock.advance(2)
         self.assertTrue(transport.disconnecting or getattr(transport, "aborting", False))
         self.assertIn("no TLS handshake within 30 seconds", self.messages(events))
+
+    def test_stalledHandshakeClosed(self) -> None:
+        """
+        A client that sends its ClientHello and then stalls is closed after
+        the handshake timeout; a completed handshake is left alone.
+        """
+        server = self.node("s")
+        client = self.node("c")
+        client_side = client.client_factory(Factory.forProtocol(Recorder), "127.0.0.1")
+        client_protocol = client_side.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1113))
+        assert client_protocol is not None
+        client_transport = StringTransport()
+        client_protocol.makeConnection(client_transport)
+        hello = client_transport.value()
+        self.assertEqual(hello[:1], b"\x16")
+        factory = server.server_factory(Factory.forProtocol(Recorder), "external TCP", False, False)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        assert protocol is not None
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(hello)
+        self.assertNotEqual(transport.value(), b"")  # the server answered
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.clock.advance(2)
+        self.assertTrue(transport.disconnecting or getattr(transport, "aborting", False))
+        self.assertIn("no TLS handshake within 30 seconds", self.messages(events))
+
+    def test_completedHandshakeNotTimedOut(self) -> None:
+        """
+        After a completed handshake the timeout no longer applies.
+        """
+        server_app, client_app, pump = self.connect(self.node("s"), self.node("c"))
+        self.assertEqual(server_app.received, b"ping")
+        with capturedLogs() as events:
+            self.clock.advance(60)
+            pump.flush()
+        self.assertEqual(self.messages(events), "")
+        self.assertFalse(server_app.lost)
+        self.assertFalse(client_app.lost)
 
     def test_reload(self) -> None:
         """
