@@ -22,8 +22,18 @@ Three layers, from the bottom:
      server factories for the listeners and client connection creators for
      dialling peers.  Every listener gets a gate that refuses a plaintext
      client cleanly (one log line, the connection closed; HTTP clients get a
-     plain C{400} saying the port speaks HTTPS), and every refused
-     certificate is logged with the reason and the certificate's subject.
+     plain C{400} saying the port speaks HTTPS) and closes a connection that
+     has not completed its handshake within L{HANDSHAKE_TIMEOUT}.  Every
+     refused certificate is logged with the reason and the certificate's
+     subject, once a minute per peer and reason (L{RepeatLimiter}).
+     L{NodeTLS.watch_expiry} warns before the node's own certificate
+     expires.
+
+The service calls L{node_tls_from_config} at startup (which raises
+L{CertificateError} with the one line to refuse to start with),
+L{tls_listeners} to wrap its listeners, and L{install_reload_signal} for
+SIGHUP.  Code that dials peers uses L{NodeTLS.client_factory},
+L{NodeTLS.client_creator} or L{NodeTLS.https_policy}.
 
 Which listener verifies what:
 
