@@ -71,6 +71,7 @@ from estwisted.testing.cluster_sim import (
     ClusterSimulator,
     Faults,
     GossipRequest,
+    MachineClusterSimulator,
     main,
     make_member,
     run_scenario,
@@ -738,7 +739,7 @@ class JsonTests(SynchronousTestCase):
 # --- The simulator ---------------------------------------------------------------
 
 
-def safe(sim: ClusterSimulator) -> bool:
+def safe(sim: ClusterSimulator | MachineClusterSimulator) -> bool:
     return all(len(leaders) <= 1 for leaders in sim.leaders_by_view().values())
 
 
@@ -1214,3 +1215,50 @@ class SweepTests(SynchronousTestCase):
         self.assertEqual(main(["7", "1"], lines.append), 0)
         [summary] = lines
         self.assertIn("1 scenarios (0 skipped: no quorum left), 0 bad", summary)
+
+
+class ProductionMachineProperties(SynchronousTestCase):
+    """
+    The same chaos, driving the production node machine
+    (L{estwisted.cluster.NodeMachine}) through L{MachineClusterSimulator}.
+    """
+
+    @settings(max_examples=20)
+    @given(scenarios())
+    def test_safeAndLive(self, scenario: dict[str, Any]) -> None:
+        """
+        (a) one leader per view, (b) a healed quorum ends with one leader
+        followed by all its members, (d) read-only replicas never lead.
+        """
+        voters = scenario["voters"]
+        sim = MachineClusterSimulator.random_cluster(
+            voters, scenario["read_only"], seed=scenario["seed"]
+        )
+        sim.start()
+        for faults, groups, duration in scenario["phases"]:
+            sim.set_faults(faults)
+            if groups is None:
+                sim.heal()
+            else:
+                sim.partition(groups)
+            sim.run_for(duration)
+        sim.partition([scenario["healed"]])
+        sim.set_faults(Faults(max_delay=0.05))
+        sim.run_for(30)
+        self.assertTrue(safe(sim), sim.leaders_by_view())
+        self.assertIsNotNone(sim.stable_leader(scenario["healed"]))
+        read_only = set(sim.instance_ids()[voters:])
+        self.assertFalse([d for d in sim.decisions if d.leader in read_only])
+
+    def test_minority(self) -> None:
+        """
+        (c) A node cut off alone from the start never decides nor leads.
+        """
+        sim = MachineClusterSimulator.random_cluster(3, seed=11)
+        sim.partition([[0], [1, 2]])
+        sim.start()
+        sim.run_for(20)
+        cut = sim.instance_ids()[0]
+        self.assertFalse([d for d in sim.decisions if cut in (d.node, d.leader)])
+        self.assertIsNot(sim.machines[0].state, VNodeState.Master)
+        self.assertIsNotNone(sim.stable_leader([1, 2]))

@@ -33,6 +33,7 @@ check safety (one leader per view) after the fact.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 import uuid
@@ -341,6 +342,12 @@ class ClusterSimulator:
         Stop a node for good: it handles nothing more and sends nothing.
         """
         self.nodes[index].crashed = True
+
+    def is_crashed(self, index: int) -> bool:
+        return self.nodes[index].crashed
+
+    def instance_ids(self) -> list[uuid.UUID]:
+        return [n.instance_id for n in self.nodes]
 
     def can_talk(self, a: Endpoint, b: Endpoint) -> bool:
         if self._groups is None:
@@ -654,13 +661,17 @@ class SweepResult:
     time_to_leader: Optional[float]
 
 
-def run_scenario(seed: int, heal_seconds: float = 60.0) -> Optional[SweepResult]:
+def run_scenario(
+    seed: int, heal_seconds: float = 60.0, machine: bool = False
+) -> Optional[SweepResult]:
     """
     One random scenario: 3 or 5 voters (plus maybe a read-only replica),
     1-7 chaos phases of up to 70 % loss, 50 % duplication, 3 s delays, 3-way
     partitions and crashes, then a random quorum of the survivors healed
     (reliable, 50 ms delays) for C{heal_seconds}.
 
+    @param machine: drive the production L{estwisted.cluster.NodeMachine}
+        (L{MachineClusterSimulator}) instead of the model controller.
     @return: the result, or C{None} if too many nodes crashed to leave a
         quorum.
     """
@@ -668,7 +679,11 @@ def run_scenario(seed: int, heal_seconds: float = 60.0) -> Optional[SweepResult]
     voters = r.choice([3, 5])
     read_only = r.choice([0, 1])
     n = voters + read_only
-    sim = ClusterSimulator.random_cluster(voters, read_only, seed=seed)
+    sim: Any
+    if machine:
+        sim = MachineClusterSimulator.random_cluster(voters, read_only, seed=seed)
+    else:
+        sim = ClusterSimulator.random_cluster(voters, read_only, seed=seed)
     sim.start()
     for _ in range(r.randrange(1, 8)):
         sim.set_faults(
@@ -688,11 +703,11 @@ def run_scenario(seed: int, heal_seconds: float = 60.0) -> Optional[SweepResult]
         sim.run_for(r.uniform(0.5, 10))
         if r.random() < 0.1:
             sim.crash(r.randrange(n))
-    alive = [i for i in range(voters) if not sim.nodes[i].crashed]
+    alive = [i for i in range(voters) if not sim.is_crashed(i)]
     if len(alive) < voters // 2 + 1:
         return None
     group = r.sample(alive, r.randrange(voters // 2 + 1, len(alive) + 1))
-    group += [i for i in range(voters, n) if not sim.nodes[i].crashed]
+    group += [i for i in range(voters, n) if not sim.is_crashed(i)]
     sim.partition([group])
     sim.set_faults(Faults(max_delay=0.05))
     stable_since: Optional[float] = None
@@ -703,7 +718,7 @@ def run_scenario(seed: int, heal_seconds: float = 60.0) -> Optional[SweepResult]
             stable_since = None
         elif stable_since is None:
             stable_since = sim.now - healed_at
-    read_only_ids = {node.instance_id for node in sim.nodes[voters:]}
+    read_only_ids = set(sim.instance_ids()[voters:])
     return SweepResult(
         seed=seed,
         voters=voters,
@@ -716,21 +731,24 @@ def run_scenario(seed: int, heal_seconds: float = 60.0) -> Optional[SweepResult]
 
 def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], object] = print) -> int:
     """
-    C{python -m estwisted.testing.cluster_sim [FIRST_SEED [COUNT]]}: run
-    random scenarios and print one line per problem and a summary.
+    C{python -m estwisted.testing.cluster_sim [--machine] [FIRST_SEED
+    [COUNT]]}: run random scenarios and print one line per problem and a
+    summary.  C{--machine} drives the production node machine.
 
     @return: 1 if any scenario was unsafe or ended without a leader.
     """
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
+    machine = "--machine" in args
+    args = [a for a in args if a != "--machine"]
     first = int(args[0]) if args else 0
     count = int(args[1]) if len(args) > 1 else 100
     times: list[float] = []
     bad = 0
     skipped = 0
     for seed in range(first, first + count):
-        result = run_scenario(seed)
+        result = run_scenario(seed, machine=machine)
         if result is None:
             skipped += 1
             continue
@@ -748,6 +766,264 @@ def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], object] = pr
             f"max {times[-1]:.1f} s"
         )
     return 1 if bad else 0
+
+
+# --- Driving the production node machine (estwisted.cluster.NodeMachine) ------
+
+
+@define
+class _RecordingElections(ElectionMachine):
+    """
+    An election machine that also reports its decisions to the simulator.
+    """
+
+    recorder: Optional[Callable[[LeaderElected], None]] = None
+
+    def handle(self, event: Any, now: float) -> list[Effect]:
+        effects = super().handle(event, now)
+        if self.recorder is not None:
+            for e in effects:
+                if isinstance(e, LeaderElected):
+                    self.recorder(e)
+        return effects
+
+
+@frozen
+class _MachineGossip:
+    request: int
+    info: ClusterInfo
+    probe: bool
+
+
+@frozen
+class _MachineReply:
+    request: int
+    info: ClusterInfo
+
+
+@define
+class MachineClusterSimulator:
+    """
+    The same network, clock and fault model as L{ClusterSimulator}, driving
+    the production node machine L{estwisted.cluster.NodeMachine} (gossip,
+    elections, leader probes, no-quorum), as its Twisted controller would:
+    a tick every C{settings.tick}, every gossip post answered or failed
+    (timeout C{GossipTimeoutMs}; a crashed node refuses at once, a
+    partition stays silent), election timers fed back.
+
+    Decisions are recorded as in L{ClusterSimulator}, so the same
+    properties can be checked.
+    """
+
+    cluster_size: int
+    rng: random.Random
+    machines: list[Any] = field(factory=list)
+    crashed: set[int] = field(factory=set)
+    now: float = EPOCH
+    faults: Faults = RELIABLE
+    decisions: list[Decision] = field(factory=list)
+    _groups: Optional[dict[Endpoint, int]] = None
+    _queue: list[tuple[float, int, str, Any]] = field(factory=list)
+    _seq: int = 0
+    _outstanding: dict[int, tuple[int, Endpoint, bool]] = field(factory=dict)
+
+    @classmethod
+    def random_cluster(
+        cls, voters: int, read_only: int = 0, *, seed: int = 0
+    ) -> MachineClusterSimulator:
+        from estwisted.cluster import ClusterSettings, NodeMachine
+
+        template = ClusterSimulator.random_cluster(voters, read_only, seed=seed)
+        sim = cls(cluster_size=voters, rng=random.Random(seed))
+        seeds = [n.endpoint for n in template.nodes]
+        for i, n in enumerate(template.nodes):
+            settings = ClusterSettings(cluster_size=voters, read_only=n.is_read_only)
+            m = NodeMachine.create(
+                n.own,
+                [s for s in seeds if s != n.endpoint],
+                settings,
+                sim.now,
+                random.Random(seed * 1000 + i),
+            )
+            if m.elections is not None:
+                m.elections = _RecordingElections(
+                    own=m.elections.own,
+                    cluster_size=voters,
+                    timeout=settings.election_timeout,
+                    recorder=functools.partial(sim._record, i),
+                )
+            sim.machines.append(m)
+        return sim
+
+    def _record(self, i: int, e: LeaderElected) -> None:
+        node = self.machines[i].own.instance_id
+        self.decisions.append(Decision(self.now, node, e.view, e.leader.instance_id))
+
+    # -- the network (same rules as ClusterSimulator) --
+
+    def set_faults(self, faults: Faults) -> None:
+        self.faults = faults
+
+    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+        self._groups = {}
+        for g, members in enumerate(groups):
+            for i in members:
+                self._groups[self.machines[i].own.key] = g
+
+    def heal(self) -> None:
+        self._groups = None
+
+    def crash(self, index: int) -> None:
+        self.crashed.add(index)
+
+    def is_crashed(self, index: int) -> bool:
+        return index in self.crashed
+
+    def instance_ids(self) -> list[uuid.UUID]:
+        return [m.own.instance_id for m in self.machines]
+
+    def can_talk(self, a: Endpoint, b: Endpoint) -> bool:
+        if self._groups is None:
+            return True
+        ga, gb = self._groups.get(a), self._groups.get(b)
+        return ga is not None and ga == gb
+
+    def _index(self, endpoint: Endpoint) -> Optional[int]:
+        for i, m in enumerate(self.machines):
+            if m.own.key == endpoint:
+                return i
+        return None
+
+    def _push(self, at: float, kind: str, data: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, data))
+
+    def _send(self, src: Endpoint, dst: Endpoint, payload: Any) -> None:
+        if not self.can_talk(src, dst) or self.rng.random() < self.faults.drop:
+            return
+        copies = 2 if self.rng.random() < self.faults.duplicate else 1
+        for _ in range(copies):
+            delay = self.rng.uniform(self.faults.min_delay, self.faults.max_delay)
+            self._push(self.now + delay, "deliver", (src, dst, payload))
+
+    # -- running --
+
+    def start(self) -> None:
+        for i, m in enumerate(self.machines):
+            self._perform(i, m.start(self.now))
+            self._push(self.now + self.rng.uniform(0, m.settings.tick), "tick", i)
+
+    def run_for(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self._queue and self._queue[0][0] <= end:
+            at, _, kind, data = heapq.heappop(self._queue)
+            self.now = at
+            getattr(self, "_do_" + kind)(data)
+        self.now = end
+
+    def _do_tick(self, i: int) -> None:
+        if i in self.crashed:
+            return
+        m = self.machines[i]
+        self._perform(i, m.tick(self.now))
+        self._push(self.now + m.settings.tick, "tick", i)
+
+    def _do_timer(self, data: tuple[int, Any]) -> None:
+        i, event = data
+        if i not in self.crashed:
+            self._perform(i, self.machines[i].on_timer(event, self.now))
+
+    def _do_gossip_timeout(self, request: int) -> None:
+        pending = self._outstanding.pop(request, None)
+        if pending is None:
+            return
+        i, peer, probe = pending
+        if i not in self.crashed:
+            self._perform(
+                i,
+                self.machines[i].on_gossip_failure(peer, self.now, probe=probe, reason="timeout"),
+            )
+
+    def _do_refused(self, request: int) -> None:
+        pending = self._outstanding.pop(request, None)
+        if pending is None:
+            return
+        i, peer, probe = pending
+        if i not in self.crashed:
+            self._perform(
+                i, self.machines[i].on_gossip_failure(peer, self.now, refused=True, probe=probe)
+            )
+
+    def _do_deliver(self, data: tuple[Endpoint, Endpoint, Any]) -> None:
+        src, dst, payload = data
+        if not self.can_talk(src, dst):
+            return
+        target = self._index(dst)
+        sender = self._index(src)
+        if target is None or sender is None or sender in self.crashed:
+            return
+        if target in self.crashed:
+            # A killed process refuses connections at once.
+            if isinstance(payload, _MachineGossip):
+                self._push(self.now, "refused", payload.request)
+            elif not isinstance(payload, _MachineReply):
+                self._perform(sender, self.machines[sender].on_peer_refused(dst, self.now))
+            return
+        m = self.machines[target]
+        if isinstance(payload, _MachineGossip):
+            reply, effects = m.on_gossip_request(payload.info, self.now)
+            if reply is not None:
+                self._send(dst, src, _MachineReply(payload.request, reply))
+            self._perform(target, effects)
+        elif isinstance(payload, _MachineReply):
+            pending = self._outstanding.pop(payload.request, None)
+            if pending is not None:
+                _, peer, probe = pending
+                self._perform(
+                    target, m.on_gossip_response(peer, payload.info, self.now, probe=probe)
+                )
+        else:
+            self._perform(target, m.on_election_message(payload, self.now))
+
+    def _perform(self, i: int, effects: list[Any]) -> None:
+        from estwisted.cluster import GossipTo
+
+        m = self.machines[i]
+        for e in effects:
+            if isinstance(e, GossipTo):
+                self._seq += 1
+                request = self._seq
+                self._outstanding[request] = (i, e.target, e.probe)
+                self._push(self.now + m.settings.gossip.timeout, "gossip_timeout", request)
+                self._send(m.own.key, e.target, _MachineGossip(request, e.info, e.probe))
+            elif isinstance(e, SendTo):
+                self._send(m.own.key, e.target, e.message)
+            elif isinstance(e, Broadcast):
+                for t in e.targets:
+                    self._send(m.own.key, t, e.message)
+            elif isinstance(e, ScheduleTimeout):
+                self._push(self.now + e.delay, "timer", (i, e.event))
+
+    # -- observations --
+
+    def stable_leader(self, indexes: Iterable[int]) -> Optional[Any]:
+        group = [self.machines[i] for i in indexes]
+        masters = [m for m in group if m.state is VNodeState.Master]
+        if len(masters) != 1:
+            return None
+        leader = masters[0]
+        for m in group:
+            if m is leader or m.settings.read_only:
+                continue
+            if m.state is not VNodeState.Slave or m.leader_id != leader.own.instance_id:
+                return None
+        return leader
+
+    def leaders_by_view(self) -> dict[int, set[uuid.UUID]]:
+        result: dict[int, set[uuid.UUID]] = {}
+        for d in self.decisions:
+            result.setdefault(d.view, set()).add(d.leader)
+        return result
 
 
 if __name__ == "__main__":
