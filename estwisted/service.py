@@ -91,6 +91,8 @@ class NodeService(MultiService):
             chunk_size=config.chunk_size,
         )
         self._close_storage = close
+        #: The L{IEventLog} (replication reads and appends it raw).
+        self.log = log
         if not config.mem_db:
             # Save the index now and then so a restart after a crash only
             # indexes a short tail of the log.
@@ -139,6 +141,13 @@ class NodeService(MultiService):
 
             wiring = make_cluster_service(c, self.reactor, self.store, site.resource, self.tls)
             self.cluster = wiring
+            # Quorum replication (estwisted.replprotocol): replicas share
+            # the internal TCP port with clients.
+            from estwisted.replprotocol import attach_replication
+
+            int_tcp = attach_replication(  # type: ignore[assignment]
+                c, self.reactor, self.store, self.log, wiring, int_tcp
+            )
             wiring.service.setServiceParent(self)
             site, int_site = wiring.external_site, wiring.internal_site
         return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, int_site)
