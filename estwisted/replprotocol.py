@@ -662,7 +662,8 @@ class ReplicationFollower:
         """
         Follow the leader C{leader_id} (reached through C{connect}).
         """
-        if self.leader_id == leader_id and self.protocol is not None:
+        if self.leader_id == leader_id:
+            # already following it (connected, connecting or retrying)
             return
         self.stop()
         self.leader_id = leader_id
@@ -874,12 +875,179 @@ class InternalTcpFactory(Factory):
         return _Sniffer(self, addr)
 
 
+# --- Wiring into a clustered node ---------------------------------------------------------
+
+
+class NodeReplication:
+    """
+    Replication of one clustered node, driven by its node state
+    (L{estwisted.cluster.StateChanged}): leader in C{Master}, replica of the
+    announced leader in the follower and read-only states, neither
+    otherwise.  Writes are refused (L{estwisted.errors.NotLeader} with the
+    leader's external endpoints, or L{NotReady}) except on the leader, where
+    they wait for the quorum (L{StreamStore.set_commit_gate}).
+
+    @param connect: C{connect(host, port, factory)} opens a connection to a
+        leader's internal TCP endpoint.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        log: Any,
+        clock: IReactorTime,
+        node_id: bytes,
+        cluster_size: int,
+        connect: Callable[[str, int, Factory], Deferred[Any]],
+        commit_count: int = -1,
+        commit_timeout: float = 2.0,
+        read_only: bool = False,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.epochs = scan_epochs(log)
+        self._connect_to = connect
+        self._target: Optional[tuple[str, int]] = None
+        self.read_only = read_only
+        self.leader = ReplicationLeader(
+            log,
+            clock,
+            cluster_size,
+            node_id,
+            commit_count=commit_count,
+            commit_timeout=commit_timeout,
+            epochs=self.epochs,
+        )
+        self.follower = ReplicationFollower(
+            log,
+            clock,
+            node_id,
+            self._connect,
+            store.apply_replicated,
+            store.truncated,
+            promotable=not read_only,
+            epochs=self.epochs,
+        )
+        store.writes_refused = NotReady("The node has not joined the cluster yet")
+
+    def _connect(self, factory: Factory) -> Deferred[Any]:
+        if self._target is None:
+            return Deferred()
+        host, port = self._target
+        return self._connect_to(host, port, factory)
+
+    def _gate(self, end: int) -> Deferred[None]:
+        d = self.leader.wait_committed(end)
+        self.leader.flushed(end)
+        return d
+
+    def on_state(self, effect: Any, epoch_number: int = -1) -> None:
+        """
+        The node state changed (C{effect} is a
+        L{estwisted.cluster.StateChanged}).
+        """
+        from estwisted.errors import NotLeader
+        from estwisted.gossip import VNodeState
+
+        new = effect.new
+        leader = effect.leader
+        if new is VNodeState.Master:
+            self.follower.stop()
+            self._target = None
+            if not self.leader.active:
+                self.leader.start(epoch_number)
+                self.store.set_commit_gate(self._gate)
+            self.store.writes_refused = None
+            return
+        self._step_down()
+        following = new in (
+            VNodeState.PreReplica,
+            VNodeState.CatchingUp,
+            VNodeState.Clone,
+            VNodeState.Slave,
+            VNodeState.PreReadOnlyReplica,
+            VNodeState.ReadOnlyReplica,
+        )
+        if following and leader is not None:
+            self.store.writes_refused = NotLeader(
+                "Not the leader",
+                tcp=(leader.external_tcp.host, leader.external_tcp.port),
+                http=(leader.external_http.host, leader.external_http.port),
+            )
+            self._target = (leader.internal_tcp.host, leader.internal_tcp.port)
+            self.follower.start(leader.instance_id.bytes)
+        else:
+            self.store.writes_refused = NotReady("No leader")
+            self._target = None
+            self.follower.stop()
+
+    def _step_down(self) -> None:
+        if self.leader.active:
+            self.leader.stop(NotReady("The leader stepped down before the write was replicated"))
+            self.store.set_commit_gate(None)
+            self.store.release_gated()
+
+    def stop(self) -> None:
+        self._step_down()
+        self.follower.stop()
+
+
+def attach_replication(
+    config: Any, reactor: Any, store: Any, log: Any, wiring: Any, clients: Factory
+) -> InternalTcpFactory:
+    """
+    Wire replication into a clustered node built by
+    L{estwisted.cluster.make_cluster_service}: follow the controller's state
+    changes, and serve replicas on the internal TCP port beside clients.
+
+    @return: the factory to listen with on the internal TCP port.
+    """
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    controller = wiring.controller
+
+    def connect(host: str, port: int, factory: Factory) -> Deferred[Any]:
+        return TCP4ClientEndpoint(reactor, host, port, timeout=2).connect(factory)
+
+    commit_count = max(
+        int(getattr(config, "commit_count", -1)), int(getattr(config, "prepare_count", -1))
+    )
+    replication = NodeReplication(
+        store,
+        log,
+        reactor,
+        controller.machine.own.instance_id.bytes,
+        int(config.cluster_size),
+        connect,
+        commit_count=commit_count,
+        commit_timeout=int(getattr(config, "commit_timeout_ms", 2000)) / 1000.0,
+        read_only=bool(getattr(config, "read_only_replica", False)),
+    )
+    previous = controller.on_state
+
+    def on_state(effect: Any) -> None:
+        if previous is not None:
+            previous(effect)
+        try:
+            replication.on_state(effect, controller.machine.own.epoch_number)
+        except Exception:
+            _log.failure("Replication could not follow the node state")
+
+    controller.on_state = on_state
+    reactor.addSystemEventTrigger("before", "shutdown", replication.stop)
+    wiring_replication = InternalTcpFactory(clients, replication.leader)
+    wiring_replication.replication = replication  # type: ignore[attr-defined]
+    return wiring_replication
+
+
 __all__ = [
     "Ack",
     "Assignment",
     "Committed",
     "Data",
     "InternalTcpFactory",
+    "NodeReplication",
+    "attach_replication",
     "ProtocolError",
     "ReplicationFollower",
     "ReplicationLeader",

@@ -1,0 +1,309 @@
+# -*- test-case-name: tests.test_replication -*-
+"""
+System tests of quorum replication with real node processes on loopback
+(three and five nodes, gossip seeds, shortened gossip and election
+timings).
+
+Writes go over the client TCP protocol to the node that says it is the
+leader; every write acknowledged there must then be on every surviving
+node exactly once, in order, also after a killed node restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from twisted.trial.unittest import TestCase
+
+from estwisted import messages_pb2 as pb
+from estwisted.tcpcodec import decode_package, encode_package
+from tests.harness import NodeProcess, free_port
+from tests.test_cluster_membership import FAST, masters, running, start_all, wait_for_leader
+
+_LEN = struct.Struct("<i")
+
+
+class TcpClient:
+    """
+    A blocking client of the TCP protocol: one request at a time.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _receive(self) -> Any:
+        while True:
+            if len(self.buffer) >= 4:
+                (n,) = _LEN.unpack_from(self.buffer)
+                if len(self.buffer) >= 4 + n:
+                    package = decode_package(self.buffer[4 : 4 + n])
+                    self.buffer = self.buffer[4 + n :]
+                    if package.command == 0x01:  # heartbeat request
+                        self.sock.sendall(self._frame(0x02, package.correlation_id, b""))
+                        continue
+                    return package
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.buffer += data
+
+    @staticmethod
+    def _frame(command: int, corr: bytes, data: bytes) -> bytes:
+        package = encode_package(command, corr, data, "admin", "changeit")
+        return _LEN.pack(len(package)) + package
+
+    def write(
+        self, stream: str, expected: int, event_ids: Sequence[bytes], require_master: bool = True
+    ) -> tuple[str, Any]:
+        """
+        @return: C{("ok", completed)}, C{("error", completed)} or
+            C{("not_handled", not_handled)}.
+        """
+        message = pb.WriteEvents(
+            event_stream_id=stream, expected_version=expected, require_master=require_master
+        )
+        for event_id in event_ids:
+            e = message.events.add()
+            e.event_id = uuid.UUID(bytes=event_id).bytes_le
+            e.event_type = "test"
+            e.data_content_type = 1
+            e.metadata_content_type = 0
+            e.data = b'{"n":1}'
+        corr = os.urandom(16)
+        self.sock.sendall(self._frame(0x82, corr, message.SerializeToString()))
+        package = self._receive()
+        if package.command == 0xF1:
+            return "not_handled", pb.NotHandled.FromString(package.data)
+        completed = pb.WriteEventsCompleted.FromString(package.data)
+        return ("ok" if completed.result == pb.Success else "error"), completed
+
+    def read_stream(self, stream: str, start: int = 0, count: int = 4096) -> list[bytes]:
+        message = pb.ReadStreamEvents(
+            event_stream_id=stream,
+            from_event_number=start,
+            max_count=count,
+            resolve_link_tos=False,
+            require_master=False,
+        )
+        self.sock.sendall(self._frame(0xB2, os.urandom(16), message.SerializeToString()))
+        package = self._receive()
+        completed = pb.ReadStreamEventsCompleted.FromString(package.data)
+        return [uuid.UUID(bytes_le=e.event.event_id).bytes for e in completed.events]
+
+
+def read_all_ids(node: NodeProcess, stream: str) -> list[bytes]:
+    client = TcpClient(node.host, node.ext_tcp_port)
+    try:
+        ids: list[bytes] = []
+        while True:
+            batch = client.read_stream(stream, len(ids))
+            ids += batch
+            if len(batch) < 4096:
+                return ids
+    finally:
+        client.close()
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class ReplicationTestCase(TestCase):
+    timeout = 240
+
+    def make_nodes(self, count: int, mem_db: bool = False) -> list[NodeProcess]:
+        ports = [
+            {name: free_port() for name in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
+            for _ in range(count)
+        ]
+        seeds = ",".join(f"127.0.0.1:{p['int_http']}" for p in ports)
+        nodes = []
+        base = self.mktemp()
+        for i in range(count):
+            args = [
+                "--cluster-size",
+                str(count),
+                "--discover-via-dns",
+                "false",
+                "--gossip-seed",
+                seeds,
+            ] + FAST
+            nodes.append(
+                NodeProcess(
+                    os.path.join(base, f"node{i}"), ports=ports[i], extra_args=args, mem_db=mem_db
+                )
+            )
+        for n in nodes:
+            self.addCleanup(n.stop)
+        return nodes
+
+    def write_until(
+        self,
+        nodes: Sequence[NodeProcess],
+        stream: str,
+        count: int,
+        acknowledged: list[bytes],
+        budget: float = 60.0,
+    ) -> None:
+        """
+        Write single events to whoever is leader until C{count} more were
+        acknowledged, retrying a failed write with the same event id.
+        """
+        deadline = time.monotonic() + budget
+        target = len(acknowledged) + count
+        client: Optional[TcpClient] = None
+        pending: Optional[bytes] = None
+        try:
+            while len(acknowledged) < target:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"only {len(acknowledged)} writes acknowledged")
+                if client is None:
+                    leaders = masters(nodes)
+                    if len(leaders) != 1:
+                        time.sleep(0.1)
+                        continue
+                    try:
+                        client = TcpClient(leaders[0].host, leaders[0].ext_tcp_port)
+                    except OSError:
+                        time.sleep(0.1)
+                        continue
+                if pending is None:
+                    pending = uuid.uuid4().bytes
+                try:
+                    outcome, _ = client.write(stream, -2, [pending])
+                except (OSError, ConnectionError):
+                    client.close()
+                    client = None
+                    continue
+                if outcome == "ok":
+                    acknowledged.append(pending)
+                    pending = None
+                else:
+                    client.close()
+                    client = None
+                    time.sleep(0.05)
+        finally:
+            if client is not None:
+                client.close()
+
+    def assert_has_exactly(
+        self, node: NodeProcess, stream: str, acknowledged: list[bytes], timeout: float = 20.0
+    ) -> None:
+        """
+        Every acknowledged id on C{node}, once each, in acknowledgement order
+        (unacknowledged retries may add ids, never duplicates).
+        """
+        ids: list[bytes] = []
+
+        def has_all() -> bool:
+            nonlocal ids
+            try:
+                ids = read_all_ids(node, stream)
+            except (OSError, ConnectionError):
+                return False
+            return set(acknowledged) <= set(ids)
+
+        try:
+            wait_until(has_all, timeout, f"the writes on node {node.ext_tcp_port}")
+        except AssertionError:
+            missing = [a.hex() for a in acknowledged if a not in set(ids)]
+            raise AssertionError(
+                f"{len(missing)} acknowledged writes missing: {missing[:5]}"
+            ) from None
+        self.assertEqual(len(ids), len(set(ids)), "an event is duplicated")
+        order = [i for i in ids if i in set(acknowledged)]
+        self.assertEqual(order, acknowledged)
+
+
+class ThreeNodeTests(ReplicationTestCase):
+    def test_leader_killed(self) -> None:
+        """
+        Writes to the leader; SIGKILL it; writes continue on the new leader;
+        every acknowledged write is on both survivors and on the killed node
+        once it is back.
+        """
+        nodes = self.make_nodes(3)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        acknowledged: list[bytes] = []
+        self.write_until(nodes, "repl", 200, acknowledged)
+        leader.kill()
+        self.write_until(nodes, "repl", 200, acknowledged)
+        for node in running(nodes):
+            self.assert_has_exactly(node, "repl", acknowledged)
+        leader.start()
+        wait_for_leader(nodes)
+        self.write_until(nodes, "repl", 20, acknowledged)
+        for node in nodes:
+            self.assert_has_exactly(node, "repl", acknowledged)
+
+    def test_follower_restarts_and_catches_up(self) -> None:
+        nodes = self.make_nodes(3)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        acknowledged: list[bytes] = []
+        self.write_until(nodes, "repl", 50, acknowledged)
+        follower.kill()
+        self.write_until(nodes, "repl", 300, acknowledged)
+        follower.start()
+        self.assert_has_exactly(follower, "repl", acknowledged)
+
+    def test_follower_refuses_writes_with_leader_info(self) -> None:
+        nodes = self.make_nodes(3, mem_db=True)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        client = TcpClient(follower.host, follower.ext_tcp_port)
+        try:
+            outcome, answer = client.write("s", -2, [uuid.uuid4().bytes])
+        finally:
+            client.close()
+        self.assertEqual(outcome, "not_handled")
+        self.assertEqual(answer.reason, pb.NotHandled.NotMaster)
+        info = pb.NotHandled.MasterInfo.FromString(answer.additional_info)
+        self.assertEqual(
+            (info.external_tcp_address, info.external_tcp_port),
+            (leader.host, leader.ext_tcp_port),
+        )
+
+
+class FiveNodeTests(ReplicationTestCase):
+    def test_two_down_writes_three_down_refuses(self) -> None:
+        nodes = self.make_nodes(5, mem_db=True)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        acknowledged: list[bytes] = []
+        self.write_until(nodes, "five", 20, acknowledged)
+        followers = [n for n in nodes if n is not leader]
+        followers[0].kill()
+        followers[1].kill()
+        self.write_until(nodes, "five", 20, acknowledged)
+        followers[2].kill()
+        # the leader still believes it leads for a moment: a write must not
+        # be acknowledged
+        client = TcpClient(leader.host, leader.ext_tcp_port, timeout=10)
+        try:
+            outcome, _ = client.write("five", -2, [uuid.uuid4().bytes])
+        except (OSError, ConnectionError):
+            outcome = "closed"
+        finally:
+            client.close()
+        self.assertNotEqual(outcome, "ok")
+        for node in running(nodes):
+            self.assert_has_exactly(node, "five", acknowledged)
