@@ -155,6 +155,11 @@ class NodeEventStoreClientTests(ClientScriptMixin, SynchronousTestCase):
         self.assertEqual(result["events"], 300)
         self.assertGreater(result["reconnects"], 0)
 
+    def test_idle_connection_stays_up_with_heartbeats(self) -> None:
+        node = start_node(self, mem_db=True)
+        result = self.run_js(node, "idle.js", "6")
+        self.assertGreater(result["heartbeats"], 0)
+
     def test_persistent_subscription_right_after_restart(self) -> None:
         node = start_node(self)
         stream = f"prestart-{uuid.uuid4().hex}"
