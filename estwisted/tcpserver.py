@@ -92,6 +92,23 @@ _OPERATION_RESULTS: list[tuple[type[Exception], int]] = [
 ]
 
 
+def _not_master(error: errors.NotLeader) -> bytes:
+    """
+    A C{NotHandled(NotMaster)} payload with the leader's external endpoints.
+    """
+    tcp = error.tcp or ("", 0)
+    http = error.http or tcp
+    info = pb.NotHandled.MasterInfo(
+        external_tcp_address=tcp[0],
+        external_tcp_port=tcp[1],
+        external_http_address=http[0],
+        external_http_port=http[1],
+    )
+    return pb.NotHandled(
+        reason=pb.NotHandled.NotMaster, additional_info=info.SerializeToString()
+    ).SerializePartialToString()
+
+
 def _error(failure: Failure) -> BaseException:
     error = failure.value
     assert error is not None
@@ -348,6 +365,9 @@ class TcpClientProtocol(Protocol):
             )
         elif isinstance(error, errors.BadRequest):
             self.send(frame_package(0xF0, corr, str(error).encode("utf-8")))
+        elif isinstance(error, errors.NotLeader) and error.tcp is not None:
+            # a cluster follower (cluster.md 6.2): NotMaster with the leader
+            self.send(frame_package(0xF1, corr, _not_master(error)))
         elif isinstance(error, errors.NotReady):
             self.send(frame_package(0xF1, corr, tcpcodec.not_handled(0)))
         elif isinstance(error, errors.NotAuthenticated):
@@ -1009,7 +1029,7 @@ class TcpClientFactory(Factory):
 
     def __init__(
         self,
-        store: StreamStore,
+        store: Optional[StreamStore],
         hub: SubscriptionHub,
         persistent: PersistentSubscriptions,
         clock: IReactorTime,
@@ -1019,7 +1039,9 @@ class TcpClientFactory(Factory):
         max_pending_packages: int = MAX_PENDING_PACKAGES,
         max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
-        self.store = store
+        if store is None:
+            raise ValueError("TcpClientFactory needs an open StreamStore")
+        self.store: StreamStore = store
         self.hub = hub
         self.persistent = persistent
         self.clock = clock
