@@ -601,3 +601,53 @@ def os_urandom() -> bytes:
     import os
 
     return os.urandom(16)
+
+
+class NotMasterTests(SynchronousTestCase):
+    """
+    A follower's TCP edge answers writes with C{NotHandled(NotMaster)} and
+    the leader's external endpoints.
+    """
+
+    def test_write_on_follower(self) -> None:
+        import uuid
+
+        from twisted.internet.testing import StringTransport
+
+        from estwisted import messages_pb2 as pb
+        from estwisted.errors import NotLeader
+        from estwisted.streams import StreamStore
+        from estwisted.tcpcodec import decode_package, encode_package
+        from estwisted.tcpserver import TcpClientFactory
+
+        clock = Clock()
+        log = MemoryLog()
+        end = log.end_position
+        store = StreamStore(log, StreamIndex(), clock)
+        store.writes_refused = NotLeader(tcp=("127.0.0.9", 1113), http=("127.0.0.9", 2113))
+        factory = TcpClientFactory(store, None, None, clock)  # type: ignore[arg-type]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        message = pb.WriteEvents(event_stream_id="s", expected_version=-2, require_master=True)
+        e = message.events.add()
+        e.event_id = uuid.uuid4().bytes_le
+        e.event_type = "t"
+        e.data_content_type = 0
+        e.metadata_content_type = 0
+        e.data = b"x"
+        package = encode_package(0x82, b"c" * 16, message.SerializeToString())
+        protocol.dataReceived(frame(package))
+        clock.advance(0)
+        answer = decode_package(transport.value()[4:])
+        self.assertEqual(answer.command, 0xF1)
+        self.assertEqual(answer.correlation_id, b"c" * 16)
+        not_handled = pb.NotHandled.FromString(answer.data)
+        self.assertEqual(not_handled.reason, pb.NotHandled.NotMaster)
+        info = pb.NotHandled.MasterInfo.FromString(not_handled.additional_info)
+        self.assertEqual(
+            (info.external_tcp_address, info.external_tcp_port, info.external_http_port),
+            ("127.0.0.9", 1113, 2113),
+        )
+        # nothing reached the log
+        self.assertEqual((log.end_position, log.pending_position), (end, end))
