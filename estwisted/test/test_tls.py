@@ -50,6 +50,7 @@ from estwisted.tls import (
     explain_verify_error,
     identity_matches,
     identity_problem,
+    install_reload_signal,
     is_loopback,
     load_material,
     node_identity_problem,
@@ -1176,6 +1177,47 @@ class ExpiryWatchTests(SynchronousTestCase):
         self.assertTrue(events)
         self.assertIn("expired on", formatEvent(events[-1]))
         self.assertIn("peers and clients refuse it", formatEvent(events[-1]))
+
+
+class ReloadSignalTests(SynchronousTestCase):
+    """
+    L{install_reload_signal}: SIGHUP reloads in the reactor thread.
+    """
+
+    def test_sighupCallsReloadThroughReactor(self) -> None:
+        """
+        SIGHUP hands the reload to C{reactor.callFromThread}; the returned
+        function restores the previous handler.
+        """
+        import signal
+
+        calls: list[Any] = []
+
+        class FakeReactor:
+            def callFromThread(self, f: Any, *args: Any) -> None:
+                calls.append((f, args))
+
+        reloads: list[int] = []
+        previous = signal.getsignal(signal.SIGHUP)
+        restore = install_reload_signal(FakeReactor(), lambda: reloads.append(1))
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(1000):  # the handler runs at the next bytecode boundary
+            if calls:
+                break
+            time.sleep(0.001)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(reloads, [])  # not in the signal handler itself
+        f, args = calls[0]
+        with capturedLogs() as events:
+            f(*args)
+        self.assertEqual(reloads, [1])
+        self.assertIn("SIGHUP received: reloading certificates", self.messages(events))
+        restore()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+    def messages(self, events: Any) -> str:
+        return "\n".join(formatEvent(e) for e in events)
 
 
 class ListenerTests(SynchronousTestCase):
