@@ -1054,7 +1054,11 @@ class _PeerClientCreator:
         material = self._node_tls.material
         connection = SSL.Connection(material.context, None)
         if _as_ip(self._dialled) is None:
-            connection.set_tlsext_host_name(self._dialled.encode("idna"))
+            try:
+                server_name = self._dialled.encode("idna")
+            except UnicodeError:  # e.g. an underscore: send it as it is
+                server_name = self._dialled.encode("ascii", "replace")
+            connection.set_tlsext_host_name(server_name)
         verifier = _Verifier(
             self._node_tls,
             tls_protocol,
