@@ -139,7 +139,14 @@ class NodeService(MultiService):
             # Gossip, elections and node states (estwisted.cluster).
             from estwisted.cluster import make_cluster_service
 
-            wiring = make_cluster_service(c, self.reactor, self.store, site.resource, self.tls)
+            # HTTP writes to a follower are answered by the leader
+            # (estwisted.replprotocol.LeaderForwardingResource).
+            from estwisted.replprotocol import LeaderForwardingResource, leader_http_of
+
+            api_root = LeaderForwardingResource(
+                site.resource, leader_http_of(self.store), self.reactor
+            )
+            wiring = make_cluster_service(c, self.reactor, self.store, api_root, self.tls)
             self.cluster = wiring
             # Quorum replication (estwisted.replprotocol): replicas share
             # the internal TCP port with clients.
