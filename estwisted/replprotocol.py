@@ -1040,12 +1040,163 @@ def attach_replication(
     return wiring_replication
 
 
+# --- HTTP writes on a follower go to the leader ---------------------------------------
+
+#: Set on requests a node forwarded, so that two nodes that each take the
+#: other for the leader never bounce a request between them.
+FORWARDED_HEADER = b"x-estwisted-forwarded"
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"content-length",
+        b"host",
+    }
+)
+_LOCAL_PREFIXES = (b"/gossip", b"/elections", b"/admin", b"/ping", b"/info")
+
+
+class LeaderForwardingResource:
+    """
+    Wraps the HTTP API root (a leaf resource) of a cluster node: a write
+    (any method but C{GET}/C{HEAD}/C{OPTIONS}) received while the node is a
+    follower, without C{ES-RequireMaster: True}, is sent to the leader's
+    HTTP endpoint with the same method, path, query, headers and body, and
+    answered as the leader answered (cluster.md 6.4), so a load balancer in
+    front of every node works.  Everything else is served locally.
+
+    @param leader_http: returns the leader's external HTTP C{(host, port)}
+        when this node follows a known leader, else C{None}.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        inner: Any,
+        leader_http: Callable[[], Optional[tuple[str, int]]],
+        reactor: Any,
+        timeout: float = 10.0,
+    ) -> None:
+        self.inner = inner
+        self.leader_http = leader_http
+        self.reactor = reactor
+        self.timeout = timeout
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:
+        return self
+
+    def putChild(self, path: bytes, child: Any) -> None:
+        self.inner.putChild(path, child)
+
+    def _should_forward(self, request: Any) -> Optional[tuple[str, int]]:
+        if request.method in (b"GET", b"HEAD", b"OPTIONS"):
+            return None
+        if request.getHeader(FORWARDED_HEADER) is not None:
+            return None
+        if request.path.startswith(_LOCAL_PREFIXES):
+            return None
+        require = request.getHeader(b"es-requiremaster")
+        if require is not None and require.strip().lower() == b"true":
+            return None
+        return self.leader_http()
+
+    def render(self, request: Any) -> Any:
+        target = self._should_forward(request)
+        if target is None:
+            return self.inner.render(request)
+        return self._forward(request, target)
+
+    def _forward(self, request: Any, target: tuple[str, int]) -> Any:
+        import treq
+        from twisted.web.server import NOT_DONE_YET
+
+        host, port = target
+        url = f"http://{host}:{port}{request.uri.decode('latin-1')}"
+        from twisted.web.http_headers import Headers
+
+        headers = Headers()
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name.lower() not in _HOP_BY_HOP:
+                headers.setRawHeaders(name, list(values))
+        forwarded_host = request.getHeader(b"host")
+        if forwarded_host is not None:
+            headers.setRawHeaders(b"X-Forwarded-Host", [forwarded_host])
+        headers.setRawHeaders(FORWARDED_HEADER, [b"1"])
+        body = request.content.read() if request.content is not None else b""
+        d = treq.request(
+            request.method.decode("ascii"),
+            url,
+            headers=headers,
+            data=body or None,
+            reactor=self.reactor,
+            timeout=self.timeout,
+            persistent=False,
+        )
+        finished = {"done": False}
+        request.notifyFinish().addBoth(lambda _: finished.update(done=True))
+
+        def answered(response: Any) -> Any:
+            def send(content: bytes) -> None:
+                if finished["done"]:
+                    return
+                request.setResponseCode(response.code, response.phrase)
+                for name, values in response.headers.getAllRawHeaders():
+                    if name.lower() not in _HOP_BY_HOP:
+                        request.responseHeaders.setRawHeaders(name, values)
+                request.setHeader(b"content-length", str(len(content)).encode())
+                request.write(content)
+                request.finish()
+
+            return treq.content(response).addCallback(send)
+
+        def failed(failure: Failure) -> None:
+            _log.info(
+                "Forwarding {method} {path} to the leader failed: {reason}",
+                method=request.method,
+                path=request.path,
+                reason=failure.getErrorMessage(),
+            )
+            if finished["done"]:
+                return
+            request.setResponseCode(503, b"Server Is Not Ready")
+            request.setHeader(b"content-length", b"0")
+            request.finish()
+
+        d.addCallback(answered).addErrback(failed)
+        return NOT_DONE_YET
+
+
+def leader_http_of(store: Any) -> Callable[[], Optional[tuple[str, int]]]:
+    """
+    The leader's external HTTP endpoint as the store's write refusal tells
+    it (L{NodeReplication} sets it), for L{LeaderForwardingResource}.
+    """
+    from estwisted.errors import NotLeader
+
+    def leader_http() -> Optional[tuple[str, int]]:
+        refusal = getattr(store, "writes_refused", None)
+        if isinstance(refusal, NotLeader):
+            return refusal.http
+        return None
+
+    return leader_http
+
+
 __all__ = [
     "Ack",
     "Assignment",
     "Committed",
     "Data",
     "InternalTcpFactory",
+    "LeaderForwardingResource",
+    "leader_http_of",
     "NodeReplication",
     "attach_replication",
     "ProtocolError",

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.test.iosim import FakeTransport, IOPump, connect
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from estwisted.errors import CommitTimeout, NotReady
 from estwisted.framing import frame
@@ -26,6 +26,7 @@ from estwisted.replprotocol import (
     Committed,
     Data,
     InternalTcpFactory,
+    LeaderForwardingResource,
     ProtocolError,
     ReplicationFollower,
     ReplicationLeader,
@@ -651,3 +652,100 @@ class NotMasterTests(SynchronousTestCase):
         )
         # nothing reached the log
         self.assertEqual((log.end_position, log.pending_position), (end, end))
+
+
+class LeaderForwardingTests(TestCase):
+    """
+    L{LeaderForwardingResource} over real loopback sockets: a follower's
+    HTTP write is answered by the leader; reads, C{ES-RequireMaster: True}
+    and already-forwarded requests stay local.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        self.reactor = reactor
+        self.seen: list[tuple[bytes, bytes, bytes, Optional[bytes]]] = []
+        test = self
+
+        class Leader(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                test.seen.append(
+                    (
+                        request.method,
+                        request.uri,
+                        request.content.read(),
+                        request.getHeader(b"x-forwarded-host"),
+                    )
+                )
+                request.setResponseCode(201, b"Created")
+                request.setHeader(b"location", b"/streams/s/0")
+                return b"leader"
+
+        class Local(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                return b"local"
+
+        leader_port = reactor.listenTCP(0, Site(Leader()), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(leader_port.stopListening)
+        self.target: Optional[tuple[str, int]] = ("127.0.0.1", leader_port.getHost().port)
+        root = LeaderForwardingResource(Local(), lambda: self.target, reactor)
+        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"
+
+    async def _call(self, method: str, path: str, **kw: Any) -> tuple[int, bytes, Any]:
+        import treq
+
+        response = await treq.request(
+            method, self.url + path, reactor=self.reactor, persistent=False, **kw
+        )
+        body = await treq.content(response)
+        return response.code, body, response.headers
+
+    async def _test_forwarded(self) -> None:
+        code, body, headers = await self._call(
+            "POST",
+            "/streams/s?x=1",
+            data=b'{"a":1}',
+            headers={"Content-Type": ["application/json"]},
+        )
+        self.assertEqual((code, body), (201, b"leader"))
+        self.assertEqual(headers.getRawHeaders(b"location"), [b"/streams/s/0"])
+        self.assertEqual(self.seen[0][:3], (b"POST", b"/streams/s?x=1", b'{"a":1}'))
+        self.assertIsNotNone(self.seen[0][3])
+
+    def test_forwarded(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._test_forwarded())
+
+    async def _test_local(self) -> None:
+        self.assertEqual((await self._call("GET", "/streams/s"))[:2], (200, b"local"))
+        code, body, _ = await self._call(
+            "POST", "/streams/s", data=b"{}", headers={"ES-RequireMaster": ["True"]}
+        )
+        self.assertEqual(body, b"local")
+        code, body, _ = await self._call(
+            "POST", "/streams/s", data=b"{}", headers={"X-Estwisted-Forwarded": ["1"]}
+        )
+        self.assertEqual(body, b"local")
+        self.target = None
+        code, body, _ = await self._call("POST", "/streams/s", data=b"{}")
+        self.assertEqual(body, b"local")
+        self.assertEqual(self.seen, [])
+
+    def test_local(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._test_local())
+
+    async def _test_leader_down(self) -> None:
+        self.target = ("127.0.0.1", 1)
+        code, _, _ = await self._call("POST", "/streams/s", data=b"{}")
+        self.assertEqual(code, 503)
+
+    def test_leader_down(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._test_leader_down())
