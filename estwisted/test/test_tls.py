@@ -139,6 +139,29 @@ class DnsNameMatchesTests(SynchronousTestCase):
         if extra:
             self.assertFalse(dns_name_matches(pattern, ".".join([*extra, first, *rest])))
 
+    @given(
+        st.booleans(),
+        st.lists(st.sampled_from(["a", "b", "node1", "x-1"]), min_size=1, max_size=4),
+        st.lists(st.sampled_from(["a", "b", "node1", "x-1"]), min_size=1, max_size=4),
+    )
+    def test_agreesWithServiceIdentity(
+        self, wildcard: bool, pattern_labels: list[str], host_labels: list[str]
+    ) -> None:
+        """
+        On well-formed names our rule agrees with service_identity's (which
+        Twisted's C{optionsForClientTLS} uses); patterns it rejects as
+        invalid never match for us either.
+        """
+        from service_identity.hazmat import DNS_ID, DNSPattern
+
+        pattern = ".".join((["*"] if wildcard else []) + pattern_labels)
+        host = ".".join(host_labels)
+        try:
+            theirs = DNS_ID(host).verify(DNSPattern.from_bytes(pattern.encode()))
+        except Exception:
+            theirs = False
+        self.assertEqual(dns_name_matches(pattern, host), theirs, (pattern, host))
+
     @given(names, names)
     def test_differentNamesDoNotMatch(self, a: str, b: str) -> None:
         """
