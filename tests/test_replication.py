@@ -283,6 +283,59 @@ class ThreeNodeTests(ReplicationTestCase):
         )
 
 
+class HttpForwardingTests(ReplicationTestCase):
+    def test_http_write_through_a_follower(self) -> None:
+        """
+        An HTTP write sent to a follower is answered as the leader answered
+        (201) and the event is on the leader; with C{ES-RequireMaster: True}
+        the follower does not take it.
+        """
+        import base64
+        import json
+        import urllib.error
+        import urllib.request
+
+        nodes = self.make_nodes(3, mem_db=True)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        event_id = str(uuid.uuid4())
+        body = json.dumps([{"eventId": event_id, "eventType": "t", "data": {"a": 1}}])
+        auth = "Basic " + base64.b64encode(b"admin:changeit").decode()
+        request = urllib.request.Request(
+            f"{follower.http_url}/streams/http-fwd",
+            data=body.encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/vnd.eventstore.events+json",
+                "Authorization": auth,
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            self.assertEqual(response.status, 201)
+        self.assertEqual(read_all_ids(leader, "http-fwd"), [uuid.UUID(event_id).bytes])
+        self.assert_has_exactly(follower, "http-fwd", [uuid.UUID(event_id).bytes])
+        request = urllib.request.Request(
+            f"{follower.http_url}/streams/http-fwd",
+            data=json.dumps(
+                [{"eventId": str(uuid.uuid4()), "eventType": "t", "data": {"a": 2}}]
+            ).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/vnd.eventstore.events+json",
+                "Authorization": auth,
+                "ES-RequireMaster": "True",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        self.assertNotEqual(status, 201)
+        self.assertEqual(len(read_all_ids(leader, "http-fwd")), 1)
+
+
 class FiveNodeTests(ReplicationTestCase):
     def test_two_down_writes_three_down_refuses(self) -> None:
         nodes = self.make_nodes(5, mem_db=True)
