@@ -376,6 +376,8 @@ class ReplicationLeader:
         self._flush = flush or log.flush
         self.on_no_quorum = on_no_quorum
         self.chunk_size = chunk_size or int(getattr(log, "chunk_size", 0))
+        #: called after an epoch was added to L{epochs}
+        self.epochs_changed: Optional[Callable[[], None]] = None
         self.state: Optional[LeaderState] = None
         self.waiters: CommitWaiters[tuple[Deferred[None], Optional[IDelayedCall]]] = CommitWaiters()
         self._connections: dict[bytes, _ReplicationProtocol] = {}
@@ -413,6 +415,8 @@ class ReplicationLeader:
         end = self._flush()
         epoch = Epoch(position, epoch_number, fields["event_id"])
         self.epochs.append(epoch)
+        if self.epochs_changed is not None:
+            self.epochs_changed()
         self.state = LeaderState.create(
             self.cluster_size,
             end,
@@ -649,6 +653,8 @@ class ReplicationFollower:
         self.epochs = epochs if epochs is not None else scan_epochs(log)
         self.resubscribe_delay = resubscribe_delay
         self.chunk_size = chunk_size or int(getattr(log, "chunk_size", 0))
+        #: called after L{epochs} changed (an epoch received, a truncation)
+        self.epochs_changed: Optional[Callable[[], None]] = None
         self.leader_id: Optional[bytes] = None
         self.state = FollowerState(end=log.end_position)
         self.protocol: Optional[_ReplicationProtocol] = None
@@ -777,6 +783,8 @@ class ReplicationFollower:
         self.log.truncate(position)
         self.epochs[:] = [e for e in self.epochs if e.position < position]
         self.truncated(position)
+        if self.epochs_changed is not None:
+            self.epochs_changed()
 
     def _data(self, message: Data) -> None:
         state = self.state
@@ -794,13 +802,17 @@ class ReplicationFollower:
             self.protocol.abort(f"bad replicated records: {e}")
             return
         count = 0
+        new_epoch = False
         for record in decode_frames(message.position, message.frames):
             if record.flags & FLAG_SYSTEM:
                 epoch = parse_epoch(record)
                 if epoch is not None:
                     self.epochs.append(epoch)
+                    new_epoch = True
             else:
                 count += 1
+        if new_epoch and self.epochs_changed is not None:
+            self.epochs_changed()
         # read back: positions past the first are the log's own
         client = self.log.read_forward(message.position, count) if count else []
         acked = state.written(end)
@@ -929,6 +941,15 @@ class NodeReplication:
             epochs=self.epochs,
         )
         store.writes_refused = NotReady("The node has not joined the cluster yet")
+        #: called with the newest epoch of the log (C{None}: none) whenever
+        #: it changes, to advertise it in gossip (elections compare it)
+        self.on_epoch: Optional[Callable[[Optional[Epoch]], None]] = None
+        self.leader.epochs_changed = self._epochs_changed
+        self.follower.epochs_changed = self._epochs_changed
+
+    def _epochs_changed(self) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(self.epochs[-1] if self.epochs else None)
 
     def _connect(self, factory: Factory) -> Deferred[Any]:
         if self._target is None:
@@ -1034,6 +1055,30 @@ def attach_replication(
             _log.failure("Replication could not follow the node state")
 
     controller.on_state = on_state
+
+    def on_epoch(epoch: Optional[Epoch]) -> None:
+        # Elections compare epochs first (cluster.md 3.4): advertise the
+        # log's newest epoch in our gossip record.
+        import uuid as _uuid
+
+        from attrs import evolve
+
+        machine = controller.machine
+        own = machine.own
+        if epoch is None:
+            changed = evolve(own, epoch_number=-1, epoch_position=-1, epoch_id=_uuid.UUID(int=0))
+        else:
+            changed = evolve(
+                own,
+                epoch_number=epoch.number,
+                epoch_position=epoch.position,
+                epoch_id=_uuid.UUID(bytes=epoch.epoch_id),
+            )
+        machine._set_own(changed, reactor.seconds())
+
+    replication.on_epoch = on_epoch
+    if replication.epochs:
+        on_epoch(replication.epochs[-1])
     reactor.addSystemEventTrigger("before", "shutdown", replication.stop)
     wiring_replication = InternalTcpFactory(clients, replication.leader)
     wiring_replication.replication = replication  # type: ignore[attr-defined]

@@ -186,10 +186,14 @@ class LeaderFollowerTests(SynchronousTestCase):
         assert cluster.leader is not None
         cluster.leader.start(0)
         replica = _Replica(cluster, b"A" * 16)
+        changes: list[int] = []
+        replica.follower.epochs_changed = lambda: changes.append(len(replica.epochs))
         replica.follower.start(b"L" * 16)
         cluster.pump()
         # a fresh replica's first system record is resent from 0
         self.assertEqual(replica.truncations, [0])
+        # told of the truncation (no epochs) and of the leader's epoch
+        self.assertEqual(changes, [0, 1])
         end = cluster.write(50)
         waiting = cluster.leader.wait_committed(end)
         self.assertFalse(waiting.called)
@@ -666,7 +670,7 @@ class LeaderForwardingTests(TestCase):
         from twisted.web.resource import Resource
         from twisted.web.server import Site
 
-        self.reactor = reactor
+        self.reactor: Any = reactor
         self.seen: list[tuple[bytes, bytes, bytes, Optional[bytes]]] = []
         test = self
 
@@ -692,11 +696,12 @@ class LeaderForwardingTests(TestCase):
             def render(self, request: Any) -> bytes:
                 return b"local"
 
-        leader_port = reactor.listenTCP(0, Site(Leader()), interface="127.0.0.1")  # type: ignore[attr-defined]
+        r: Any = reactor
+        leader_port = r.listenTCP(0, Site(Leader()), interface="127.0.0.1")
         self.addCleanup(leader_port.stopListening)
         self.target: Optional[tuple[str, int]] = ("127.0.0.1", leader_port.getHost().port)
         root = LeaderForwardingResource(Local(), lambda: self.target, reactor)
-        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")  # type: ignore[attr-defined]
+        port = r.listenTCP(0, Site(root), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.url = f"http://127.0.0.1:{port.getHost().port}"
 
