@@ -1,0 +1,163 @@
+"""
+Quorum replication benchmark: a 3-node cluster on loopback (every node on
+disk, so each acknowledged write was fsync'ed by the leader and at least one
+follower) beside a single node, in the same run.
+
+    python benchmarks/replication.py [--seconds 3] [--failovers 3] [--quick]
+
+Measures appends/s and p50/p99 latency with 1, 8 and 64 connections
+(single-event and 100-event writes, one request in flight per connection),
+with the C load client of C{benchmarks/tcp.py}; then the time from a
+leader's SIGKILL to the first write acknowledged by the new leader.  Prints
+a table and writes C{benchmarks/results/replication.json}.  Only talks to
+127.0.0.1; every phase is bounded in time; every node is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+RESULTS = os.path.join(HERE, "results", "replication.json")
+
+
+def loads(binary: str, port: int, seconds: float, quick: bool) -> list[dict[str, Any]]:
+    from tcp import run_load  # type: ignore[import-not-found]
+
+    shapes = [(1, 1), (8, 1), (64, 1), (8, 100)]
+    if quick:
+        shapes = [(1, 1), (64, 1)]
+    out = []
+    for conns, events in shapes:
+        r = run_load(binary, port, "write", conns, 1, events, seconds)
+        out.append(r)
+        print(
+            f"  {conns:>3} conns x {events:>3} events: {r['events_per_s']:>9.0f} events/s"
+            f"  p50 {r.get('p50_us', 0):>7.0f} us  p99 {r.get('p99_us', 0):>7.0f} us",
+            flush=True,
+        )
+    return out
+
+
+def cluster_nodes(base: str, count: int) -> list[Any]:
+    from tests.harness import NodeProcess, free_port
+    from tests.test_cluster_membership import FAST
+
+    ports = [
+        {name: free_port() for name in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
+        for _ in range(count)
+    ]
+    seeds = ",".join(f"127.0.0.1:{p['int_http']}" for p in ports)
+    args = ["--cluster-size", str(count), "--discover-via-dns", "false", "--gossip-seed", seeds]
+    return [
+        NodeProcess(os.path.join(base, f"node{i}"), ports=ports[i], extra_args=args + FAST)
+        for i in range(count)
+    ]
+
+
+def time_to_write(nodes: list[Any], budget: float = 30.0) -> float:
+    """
+    Seconds from now until a write is acknowledged by whoever leads.
+    """
+    from tests.test_cluster_membership import masters
+    from tests.test_replication import TcpClient
+
+    start = time.monotonic()
+    while time.monotonic() - start < budget:
+        for leader in masters(nodes):
+            try:
+                client = TcpClient(leader.host, leader.ext_tcp_port, timeout=2.0)
+            except OSError:
+                continue
+            try:
+                outcome, _ = client.write("failover", -2, [uuid.uuid4().bytes])
+            except (OSError, ConnectionError):
+                outcome = "error"
+            finally:
+                client.close()
+            if outcome == "ok":
+                return time.monotonic() - start
+        time.sleep(0.01)
+    return float("inf")
+
+
+def main() -> None:
+    from tcp import build_load_client
+
+    from tests.harness import NodeProcess
+    from tests.test_cluster_membership import running, start_all, wait_for_leader
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--failovers", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args()
+    base = tempfile.mkdtemp(prefix="estw-replbench-")
+    binary = build_load_client(base)
+    results: dict[str, Any] = {"seconds": options.seconds}
+
+    print("single node (on disk):", flush=True)
+    single = NodeProcess(os.path.join(base, "single"))
+    try:
+        single.start()
+        results["single"] = loads(binary, single.ext_tcp_port, options.seconds, options.quick)
+    finally:
+        single.stop()
+
+    print("3-node cluster (on disk), writes to the leader:", flush=True)
+    nodes = cluster_nodes(os.path.join(base, "cluster"), 3)
+    try:
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        time_to_write(nodes)
+        results["cluster"] = loads(binary, leader.ext_tcp_port, options.seconds, options.quick)
+        failovers = []
+        for _ in range(options.failovers):
+            leader = wait_for_leader(nodes)
+            time_to_write(nodes)
+            leader.kill()
+            took = time_to_write(nodes)
+            failovers.append(took)
+            print(f"  leader SIGKILL -> write accepted after {took:.2f} s", flush=True)
+            leader.start()
+            wait_for_leader(nodes, timeout=30)
+        results["failover_seconds"] = failovers
+        if failovers:
+            results["failover_median_s"] = statistics.median(failovers)
+            results["failover_max_s"] = max(failovers)
+        results["cluster_nodes_running"] = len(running(nodes))
+    finally:
+        for n in nodes:
+            n.stop()
+
+    ratios = []
+    for s, c in zip(results.get("single", []), results.get("cluster", []), strict=False):
+        ratios.append(
+            {
+                "conns": c["conns"],
+                "events": c["events_per_request"],
+                "cluster_over_single": c["events_per_s"] / s["events_per_s"],
+            }
+        )
+    results["ratios"] = ratios
+    print(json.dumps({"ratios": ratios, "failover_seconds": results.get("failover_seconds")}))
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
