@@ -27,14 +27,29 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+# this directory holds http.py, which would shadow the standard library
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
 
 RESULTS = os.path.join(HERE, "results", "replication.json")
 
 
+def _tcp_benchmark() -> Any:
+    """
+    C{benchmarks/tcp.py} as a module (not on C{sys.path}: its neighbour
+    C{http.py} would shadow the standard library).
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tcp_bench", os.path.join(HERE, "tcp.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def loads(binary: str, port: int, seconds: float, quick: bool) -> list[dict[str, Any]]:
-    from tcp import run_load  # type: ignore[import-not-found]
+    run_load = _tcp_benchmark().run_load
 
     shapes = [(1, 1), (8, 1), (64, 1), (8, 100)]
     if quick:
@@ -94,8 +109,6 @@ def time_to_write(nodes: list[Any], budget: float = 30.0) -> float:
 
 
 def main() -> None:
-    from tcp import build_load_client
-
     from tests.harness import NodeProcess
     from tests.test_cluster_membership import running, start_all, wait_for_leader
 
@@ -105,7 +118,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     options = parser.parse_args()
     base = tempfile.mkdtemp(prefix="estw-replbench-")
-    binary = build_load_client(base)
+    binary = _tcp_benchmark().build_load_client(base)
     results: dict[str, Any] = {"seconds": options.seconds}
 
     print("single node (on disk):", flush=True)

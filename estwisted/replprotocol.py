@@ -292,6 +292,13 @@ class _ReplicationProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.connected_ = True
+        # small messages (acks, live bulks) must not wait for Nagle
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
         self.handler.connection_made(self)
 
     def send(self, message: Message) -> None:
@@ -309,20 +316,25 @@ class _ReplicationProtocol(Protocol):
         self._handle(packages)
 
     def _handle(self, packages: list[bytes]) -> None:
-        for package in packages:
-            if not self.connected_:
-                return
-            try:
-                message = decode_message(package)
-            except ProtocolError as e:
-                self.abort(str(e))
-                return
-            try:
-                self.handler.message_received(self, message)
-            except Exception:
-                _log.failure("Replication message {message!r} failed", message=type(message))
-                self.abort("internal error")
-                return
+        try:
+            for package in packages:
+                if not self.connected_:
+                    return
+                try:
+                    message = decode_message(package)
+                except ProtocolError as e:
+                    self.abort(str(e))
+                    return
+                try:
+                    self.handler.message_received(self, message)
+                except Exception:
+                    _log.failure("Replication message {message!r} failed", message=type(message))
+                    self.abort("internal error")
+                    return
+        finally:
+            done = getattr(self.handler, "batch_done", None)
+            if done is not None:
+                done()
 
     def abort(self, reason: str) -> None:
         _log.warn("Closing a replication connection: {reason}", reason=reason)
@@ -653,6 +665,7 @@ class ReplicationFollower:
         self.epochs = epochs if epochs is not None else scan_epochs(log)
         self.resubscribe_delay = resubscribe_delay
         self.chunk_size = chunk_size or int(getattr(log, "chunk_size", 0))
+        self._batch: list[Data] = []
         #: called after L{epochs} changed (an epoch received, a truncation)
         self.epochs_changed: Optional[Callable[[], None]] = None
         self.leader_id: Optional[bytes] = None
@@ -720,6 +733,10 @@ class ReplicationFollower:
     def _subscribe(self) -> None:
         protocol = self.protocol
         assert protocol is not None and self.leader_id is not None
+        if self._batch or self.log.pending_position != self.log.end_position:
+            # bulks of an older subscription not yet flushed: resent anyway
+            self._batch = []
+            self.log.discard()
         self.state = FollowerState(end=self.log.end_position)
         sid = new_id()
         self.state.subscription_id = sid
@@ -787,6 +804,10 @@ class ReplicationFollower:
             self.epochs_changed()
 
     def _data(self, message: Data) -> None:
+        """
+        Append a bulk (not yet flushed: L{batch_done} flushes once for every
+        bulk that arrived in the same read).
+        """
         state = self.state
         if not state.accepts(message.subscription_id, message.position):
             return
@@ -795,26 +816,53 @@ class ReplicationFollower:
             return
         try:
             self.log.append_raw(message.position, message.frames)
-            end = self.log.flush()
         except CorruptRecord as e:
+            self._abandon_batch(f"bad replicated records: {e}")
+            return
+        state.position = self.log.pending_position
+        self._batch.append(message)
+
+    def _abandon_batch(self, reason: str) -> None:
+        self.log.discard()
+        self._batch = []
+        self.state.position = self.log.end_position
+        if self.protocol is not None:
+            self.protocol.abort(reason)
+
+    def batch_done(self) -> None:
+        """
+        Every package of one read was handled: make the appended bulks
+        durable, apply them and acknowledge once.
+        """
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        state = self.state
+        try:
+            end = self.log.flush()
+        except Exception as e:
+            _log.failure("Flushing replicated records failed")
+            self._batch = []
             self.log.discard()
-            assert self.protocol is not None
-            self.protocol.abort(f"bad replicated records: {e}")
+            self.state.position = self.log.end_position
+            if self.protocol is not None:
+                self.protocol.abort(f"cannot flush: {e}")
             return
         count = 0
         new_epoch = False
-        for record in decode_frames(message.position, message.frames):
-            if record.flags & FLAG_SYSTEM:
-                epoch = parse_epoch(record)
-                if epoch is not None:
-                    self.epochs.append(epoch)
-                    new_epoch = True
-            else:
-                count += 1
+        for message in batch:
+            for record in decode_frames(message.position, message.frames):
+                if record.flags & FLAG_SYSTEM:
+                    epoch = parse_epoch(record)
+                    if epoch is not None:
+                        self.epochs.append(epoch)
+                        new_epoch = True
+                else:
+                    count += 1
         if new_epoch and self.epochs_changed is not None:
             self.epochs_changed()
         # read back: positions past the first are the log's own
-        client = self.log.read_forward(message.position, count) if count else []
+        client = self.log.read_forward(batch[0].position, count) if count else []
         acked = state.written(end)
         if client:
             try:
@@ -917,6 +965,7 @@ class NodeReplication:
     ) -> None:
         self.store = store
         self.log = log
+        self.clock = clock
         self.epochs = scan_epochs(log)
         self._connect_to = connect
         self._target: Optional[tuple[str, int]] = None
@@ -1005,8 +1054,21 @@ class NodeReplication:
     def _step_down(self) -> None:
         if self.leader.active:
             self.leader.stop(NotReady("The leader stepped down before the write was replicated"))
-            self.store.set_commit_gate(None)
+            # Writes still buffered in the store flush later: they must fail
+            # too, never be acknowledged without the quorum.
+            self.store.set_commit_gate(self._refuse)
             self.store.release_gated()
+
+    def _refuse(self, end: int) -> Deferred[None]:
+        """
+        The commit gate of a node that stopped leading: the batch fails; its
+        records (in our log) are indexed right after, and a truncation
+        removes them if the new leader does not have them.
+        """
+        self.clock.callLater(0, self.store.release_gated)
+        d: Deferred[None] = Deferred()
+        d.errback(NotReady("The leader stepped down before the write was replicated"))
+        return d
 
     def stop(self) -> None:
         self._step_down()

@@ -754,3 +754,70 @@ class LeaderForwardingTests(TestCase):
 
     def test_leader_down(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._test_leader_down())
+
+
+class NodeReplicationTests(SynchronousTestCase):
+    """
+    L{NodeReplication} follows node states: leader in Master (writes gated
+    by the quorum), follower otherwise (writes refused); a step-down fails
+    waiting and still-buffered writes.
+    """
+
+    def test_states(self) -> None:
+        import uuid
+        from types import SimpleNamespace
+
+        from estwisted.cluster import StateChanged
+        from estwisted.errors import NotLeader
+        from estwisted.gossip import Endpoint, VNodeState
+        from estwisted.model import NewEvent
+        from estwisted.replprotocol import NodeReplication
+        from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
+
+        clock = Clock()
+        log = MemoryLog()
+        store = StreamStore(log, StreamIndex(), clock)
+        connects: list[tuple[str, int]] = []
+
+        def connect(host: str, port: int, factory: Factory) -> Deferred[Any]:
+            connects.append((host, port))
+            return Deferred()
+
+        node = NodeReplication(store, log, clock, b"N" * 16, 3, connect)
+        epochs: list[Any] = []
+        node.on_epoch = epochs.append
+
+        def write() -> Deferred[Any]:
+            event = NewEvent(uuid.uuid4().bytes, "t", b"{}", b"", True)
+            return store.append("s", -2, [event], SYSTEM_PRINCIPAL)
+
+        self.failureResultOf(write(), NotReady)
+        node.on_state(StateChanged(VNodeState.Unknown, VNodeState.Master), 4)
+        self.assertTrue(node.leader.active)
+        self.assertEqual([e.number for e in epochs], [4])
+        first = write()
+        clock.advance(0)
+        self.assertNoResult(first)
+        second = write()  # buffered, not flushed yet
+        leader = SimpleNamespace(
+            instance_id=uuid.UUID(int=7),
+            external_tcp=Endpoint("127.0.0.5", 1113),
+            external_http=Endpoint("127.0.0.5", 2113),
+            internal_tcp=Endpoint("127.0.0.5", 1112),
+        )
+        node.on_state(StateChanged(VNodeState.Master, VNodeState.Slave, leader))  # type: ignore[arg-type]
+        self.failureResultOf(first, NotReady)
+        clock.advance(0)
+        self.failureResultOf(second, NotReady)
+        clock.advance(0)
+        # the records are in the log and indexed (a truncation may remove them)
+        result = store.read_stream("s", 0, 10, True, False, SYSTEM_PRINCIPAL)
+        self.assertEqual(len(result.events), 2)
+        refusal = self.failureResultOf(write(), NotLeader).value
+        self.assertEqual(refusal.http, ("127.0.0.5", 2113))
+        self.assertEqual(connects, [("127.0.0.5", 1112)])
+        self.assertEqual(node.follower.leader_id, uuid.UUID(int=7).bytes)
+        node.on_state(StateChanged(VNodeState.Slave, VNodeState.Unknown))
+        self.assertIsNone(node.follower.leader_id)
+        f = self.failureResultOf(write(), NotReady)
+        self.assertNotIsInstance(f.value, NotLeader)
