@@ -11,6 +11,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -38,7 +47,14 @@ from estwisted.model import (
 )
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
-from estwisted.streams import MAX_EVENT_SIZE, StreamStore
+from estwisted.streams import (
+    MAX_EVENT_SIZE,
+    StreamMetadata,
+    StreamStore,
+    min_visible,
+    parse_link,
+    parse_metadata,
+)
 
 ADMIN = Principal("admin", frozenset({"$admins"}))
 ALICE = Principal("alice", frozenset({"readers"}))
@@ -488,6 +504,68 @@ class MoreWriteTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual(self.store.last_commit_position, page.events[-1].original.position)
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+metadata_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "$maxCount": json_values,
+        "$maxAge": json_values,
+        "$tb": json_values,
+        "$cacheControl": json_values,
+        "$acl": json_values,
+        "x": json_values,
+    },
+)
+
+
+class ParseTests(SynchronousTestCase):
+    @given(st.binary(max_size=50), st.booleans(), st.integers(-1, 5))
+    def test_metadata_never_raises(self, data: bytes, is_json: bool, version: int) -> None:
+        meta = parse_metadata(data, is_json, version)
+        self.assertEqual((meta.raw, meta.version), (data, version))
+
+    @given(metadata_objects)
+    def test_metadata_keys(self, value: dict[str, Any]) -> None:
+        """
+        Numeric keys are kept only when they are integers in range; other
+        keys survive in C{data}.
+        """
+        meta = parse_metadata(json.dumps(value).encode(), True, 0)
+        self.assertEqual(meta.data, value)
+
+        def expected(key: str, minimum: int) -> Optional[int]:
+            v = value.get(key)
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+            return v if ok else None
+
+        self.assertEqual(meta.max_count, expected("$maxCount", 1))
+        self.assertEqual(meta.max_age, expected("$maxAge", 1))
+        self.assertEqual(meta.truncate_before, expected("$tb", 0))
+        self.assertEqual(meta.cache_control, expected("$cacheControl", 1))
+        self.assertEqual(meta.acl is None, not isinstance(value.get("$acl"), dict))
+
+    @given(st.integers(0, 2**63 - 1), st.text(min_size=1, max_size=10))
+    def test_link_round_trip(self, number: int, stream: str) -> None:
+        self.assertEqual(parse_link(f"{number}@{stream}".encode()), (number, stream))
+
+    @given(st.binary(max_size=30))
+    def test_link_never_raises(self, data: bytes) -> None:
+        result = parse_link(data)
+        if result is not None:
+            self.assertTrue(result[1])
+
+    def test_min_visible(self) -> None:
+        self.assertEqual(min_visible(9, StreamMetadata(max_count=3)), 7)
+        self.assertEqual(min_visible(9, StreamMetadata(max_count=3, truncate_before=8)), 8)
+        self.assertEqual(min_visible(1, StreamMetadata(max_count=5)), 0)
+
+
 class UsersInStoreTests(StoreTestMixin, SynchronousTestCase):
     def test_default_users(self) -> None:
         self.settle(self.store.users.ensure_default_users())
@@ -871,15 +949,6 @@ class TransactionTests(StoreTestMixin, SynchronousTestCase):
 
 # -- the rule-based state machine --------------------------------------------
 
-from hypothesis import settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import (  # noqa: E402
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    rule,
-    run_state_machine_as_test,
-)
 
 STREAMS = ("a", "b", "c")
 
