@@ -576,9 +576,12 @@ class StreamStore:
     def check_access(self, principal: Optional[Principal], stream: str, operation: str) -> bool:
         """
         C{operation} is one of C{"$r"}, C{"$w"}, C{"$d"}, C{"$mr"}, C{"$mw"}.
+        An empty C{stream} means C{$all} (as in subscription requests).
         """
         if principal is not None and "$admins" in principal.groups:
             return True
+        if not stream:
+            stream = acl.ALL_STREAM
         settings = self._settings
         if settings is None:
             settings = self._settings = self._load_settings()

@@ -866,6 +866,10 @@ class AccessTests(StoreTestMixin, SynchronousTestCase):
         self.settle(self.store.delete_stream("$settings", EXPECTED_ANY, False, ADMIN))
         self.write("s", EXPECTED_ANY, events(1))
 
+    def test_empty_stream_is_all(self) -> None:
+        self.assertFalse(self.store.check_access(None, "", "$r"))
+        self.assertTrue(self.store.check_access(ADMIN, "", "$r"))
+
     def test_all_stream_acl(self) -> None:
         self.settle(
             self.store.set_metadata("$all", EXPECTED_ANY, acl_meta(**{"$r": "$all"}), ADMIN)
