@@ -6,12 +6,16 @@ service that drives it with a clock and a peer transport.
 
 Layers, bottom to top:
 
-  - L{NodeMachine} (pure): owns a L{GossipMachine} and an
-    L{ElectionMachine} and decides the node state (cluster.md sections 1.4,
-    1.5): C{Initializing} -> C{Unknown} (discovering: listening to gossip
-    for an existing leader) -> elections -> C{PreMaster}/C{Master}, or
-    C{Slave} of another leader; read-only replicas go
-    C{ReadOnlyLeaderless} -> C{ReadOnlyReplica}; C{ShuttingDown} on stop.
+  - L{NodeMachine} (pure): owns a L{GossipMachine}, an L{ElectionMachine}
+    and the node role machine L{estwisted.elections.NodeController}, which
+    decides the node state (cluster.md sections 1.4, 1.5):
+    C{Initializing} -> C{Unknown} (first discovering: listening to gossip
+    for an existing leader, 20.6+) -> elections -> C{PreMaster} ->
+    C{Master}, or C{PreReplica} -> C{CatchingUp} -> C{Slave} of another
+    leader; read-only replicas go C{ReadOnlyLeaderless} ->
+    C{PreReadOnlyReplica} -> C{ReadOnlyReplica}; C{ShuttingDown} on stop.
+    NodeMachine adds what the network needs around it: discovery, seeds,
+    failure detection, no-quorum timing, and performing the role effects.
     Every input takes C{now} and returns effects (data).
   - L{ClusterController} (Twisted service): a L{LoopingCall} on an injected
     L{IReactorTime} ticks the machine; it performs the effects through an
@@ -32,8 +36,10 @@ even our leader.  The leader counts the voting peers it heard from
 recently; without C{ClusterSize // 2} of them for L{NO_QUORUM_TIMEOUT} it
 steps down to C{Unknown}.
 
-Followers do not receive data yet: a follower is C{Slave} as soon as a
-leader is elected, and its positions are those of its own store.
+Followers do not receive data yet: the role machine's C{SubscribeTo} is
+taken as accepted at once (L{NodeMachine._subscribe}, the place where
+replication plugs in), so a follower is C{Slave} as soon as a leader is
+elected, and its positions are those of its own store.
 """
 
 from __future__ import annotations
@@ -55,22 +61,35 @@ from zope.interface import Attribute, Interface
 from estwisted.elections import (
     BecomeLeader,
     Broadcast,
+    ChaserCaughtUp,
+    ConfirmAlive,
     ElectionMachine,
     ElectionState,
     ElectionsTimedOut,
+    GossipChanged,
     GossipUpdated,
     LeaderElected,
+    LeaderNotLeading,
     Message,
+    NodeController,
+    NoQuorum,
+    ReplicaSubscribed,
     ScheduleTimeout,
     SendTo,
     SendViewChangeProof,
+    ShutdownRequested,
+    SlaveAssigned,
     StartElections,
     StepDown,
+    SubscribeTo,
+    SystemStart,
     ViewChange,
-    needs_election,
+    WaitForChaser,
+    WriteEpoch,
 )
 from estwisted.elections import Effect as ElectionEffect
 from estwisted.elections import Shutdown as ElectionShutdown
+from estwisted.elections import StateChanged as RoleChanged
 from estwisted.gossip import (
     ClusterInfo,
     ClusterView,
@@ -231,7 +250,9 @@ class NodeMachine:
     """
     The cluster side of one node, without I/O (see the module docstring).
 
-    @ivar leader_id: the leader this node follows (set while a follower).
+    @ivar roles: the node role machine (L{estwisted.elections.NodeController}):
+        it decides the node state; this machine feeds it and performs its
+        effects.
     @ivar discovering: still listening for an existing leader.
     @ivar last_contact: when each peer (by internal HTTP endpoint) last
         reached us or answered us.
@@ -243,8 +264,7 @@ class NodeMachine:
     gossip: GossipMachine
     elections: Optional[ElectionMachine]
     rng: random.Random
-    state: VNodeState = VNodeState.Initializing
-    leader_id: Optional[uuid.UUID] = None
+    roles: NodeController
     discovering: bool = False
     discover_until: float = 0.0
     next_gossip_at: float = 0.0
@@ -258,6 +278,7 @@ class NodeMachine:
     held: list[Message] = field(factory=list)
     held_until: float = 0.0
     stopped: bool = False
+    _followed: Optional[uuid.UUID] = None
 
     @classmethod
     def create(
@@ -281,6 +302,7 @@ class NodeMachine:
             gossip=gossip,
             elections=elections,
             rng=rng or random.Random(),
+            roles=NodeController(own_id=own.instance_id, read_only=settings.read_only),
         )
 
     # -- queries --
@@ -288,6 +310,19 @@ class NodeMachine:
     @property
     def view(self) -> ClusterView:
         return self.gossip.view
+
+    @property
+    def state(self) -> VNodeState:
+        return self.roles.state
+
+    @property
+    def leader_id(self) -> Optional[uuid.UUID]:
+        """
+        The leader this node follows (C{None} while it leads or knows none).
+        """
+        if self.roles.state in _LEADING_STATES:
+            return None
+        return self.roles.leader_id
 
     def cluster_info(self) -> ClusterInfo:
         """
@@ -328,25 +363,76 @@ class NodeMachine:
             now,
         )
 
-    def _set_state(
-        self, state: VNodeState, leader_id: Optional[uuid.UUID], now: float
-    ) -> list[NodeEffect]:
-        old = self.state
-        changed_leader = leader_id != self.leader_id
-        self.state = state
-        self.leader_id = leader_id
-        self.gossip.leader_id = None if state in _LEADING_STATES else leader_id
-        self.probe_pending = False
-        self.next_probe_at = now
-        if changed_leader:
+    def _feed(self, event: Any, now: float) -> list[NodeEffect]:
+        """
+        Give the role machine one input and perform what it asks.
+        """
+        if self.stopped:
+            return []
+        effects: list[NodeEffect] = []
+        for effect in self.roles.handle(event):
+            if isinstance(effect, RoleChanged):
+                effects += self._state_changed(effect.previous, effect.state, now)
+            elif isinstance(effect, StartElections):
+                if not self.discovering:
+                    effects += self._start_elections(now)
+            elif isinstance(effect, WaitForChaser):
+                # One process, one log: nothing to chase.
+                effects += self._feed(ChaserCaughtUp(), now)
+            elif isinstance(effect, WriteEpoch):
+                self._write_epoch(now)
+            elif isinstance(effect, SubscribeTo):
+                effects += self._subscribe(effect.leader, now)
+            elif isinstance(effect, ConfirmAlive):
+                effects += self._probe(now, at_once=True)
+        return effects
+
+    def _subscribe(self, leader: MemberInfo, now: float) -> list[NodeEffect]:
+        """
+        The role machine wants to replicate from C{leader}.  Replication
+        does not exist yet (issue 6): the subscription is taken as accepted
+        at once and a voting node is made a Slave, so that the node states
+        in gossip are the ones clients expect.  Only liveness is checked
+        (the probes).
+        """
+        effects = self._feed(ReplicaSubscribed(), now)
+        if not self.settings.read_only:
+            effects += self._feed(SlaveAssigned(), now)
+        return effects
+
+    def _state_changed(self, old: VNodeState, state: VNodeState, now: float) -> list[NodeEffect]:
+        following = self.leader_id
+        self.gossip.leader_id = following
+        if following != self._followed:
+            self._followed = following
             self.followed_at = now
+            self.probe_pending = False
+            self.next_probe_at = now
         if state is VNodeState.Master and old is not VNodeState.Master:
             self.had_quorum_at = now
         self._set_own(evolve(self.own, state=state), now)
-        if old is state and not changed_leader:
-            return []
-        leader = self.view.by_instance(leader_id) if leader_id is not None else None
+        leader = self.view.by_instance(following) if following is not None else None
         return [StateChanged(old, state, leader)]
+
+    def _write_epoch(self, now: float) -> None:
+        """
+        We lead: a new epoch at the end of our log.  Epoch numbers grow with
+        every leadership; followers do not replicate epochs yet, so the
+        highest number seen in gossip counts too: a later leader always has
+        a higher epoch than an earlier one.
+        """
+        o = self.own
+        seen = max((m.epoch_number for m in self.view.members), default=-1)
+        self._set_own(
+            evolve(
+                o,
+                epoch_number=max(o.epoch_number, seen) + 1,
+                epoch_position=max(o.writer_checkpoint, 0),
+                epoch_id=uuid.UUID(int=self.rng.getrandbits(128), version=4),
+            ),
+            now,
+        )
+        self.gossip.elected(o.instance_id, now)
 
     # -- start and stop --
 
@@ -358,11 +444,7 @@ class NodeMachine:
         self.next_gossip_at = now
         self.discovering = True
         self.discover_until = now + self.settings.discover_window
-        if self.settings.read_only:
-            effects = self._set_state(VNodeState.ReadOnlyLeaderless, None, now)
-        else:
-            effects = self._set_state(VNodeState.Unknown, None, now)
-        return effects + self._gossip_changed(now)
+        return self._feed(SystemStart(), now) + self._gossip_changed(now)
 
     def shutdown(self, now: float) -> list[NodeEffect]:
         """
@@ -371,7 +453,7 @@ class NodeMachine:
         """
         if self.stopped:
             return []
-        effects = self._set_state(VNodeState.ShuttingDown, None, now)
+        effects = self._feed(ShutdownRequested(), now)
         self.stopped = True
         if self.elections is not None:
             self.elections.handle(ElectionShutdown(), now)
@@ -464,8 +546,7 @@ class NodeMachine:
                 f"{self.settings.no_quorum_timeout:g}s; stepping down",
             )
         ]
-        effects += self._set_state(VNodeState.Unknown, None, now)
-        return effects + self._start_elections(now)
+        return effects + self._feed(NoQuorum(), now)
 
     # -- discovery --
 
@@ -486,8 +567,8 @@ class NodeMachine:
         if machine is not None and machine.state is ElectionState.Idle:
             machine.state = ElectionState.NonLeader
             machine.leader = machine.last_elected_leader = leader.instance_id
-        state = VNodeState.ReadOnlyReplica if self.settings.read_only else VNodeState.Slave
-        return self._set_state(state, leader.instance_id, now)
+        return self._feed(LeaderElected(machine.last_installed_view if machine else -1, leader),
+                          now)
 
     # -- gossip --
 
@@ -523,6 +604,7 @@ class NodeMachine:
         """
         if self.stopped:
             return self.cluster_info(), []
+        info = ClusterInfo(self._without_stale(info.members, info.server), info.server)
         reply, result = self.gossip.on_gossip(info, now)
         if result.rejected is not None:
             return None, [self._skew_line(result.rejected)]
@@ -531,6 +613,32 @@ class NodeMachine:
         if info.server is not None:
             effects += self._seed_answered(info.server)
         return reply, effects + self._gossip_changed(now)
+
+    def _without_stale(
+        self, members: Sequence[MemberInfo], peer: Optional[Endpoint]
+    ) -> tuple[MemberInfo, ...]:
+        """
+        Leave out third-party records of a I{former} process at an address
+        where we know a different one at least as recent.  The merge rule
+        ranks records by epoch and writer checkpoint first, which is right
+        for one process but would let a stale record of a node's previous
+        run (higher epoch, more data, perhaps dead) replace the record of
+        the process now running there, again and again.  Between two
+        processes at one address the newer record wins.
+        """
+        out = []
+        for m in members:
+            existing = self.view.get(m.key)
+            if (
+                existing is not None
+                and not existing.is_seed_placeholder
+                and existing.instance_id != m.instance_id
+                and (peer is None or peer not in m.endpoints())
+                and m.timestamp <= existing.timestamp
+            ):
+                continue
+            out.append(m)
+        return tuple(out)
 
     def _skew_line(self, skew: Any) -> LogLine:
         return LogLine(
@@ -550,6 +658,7 @@ class NodeMachine:
             return []
         if probe:
             self.probe_pending = False
+        info = ClusterInfo(self._without_stale(info.members, peer), info.server)
         result = self.gossip.on_response(peer, info, now)
         if result.rejected is not None:
             return [self._skew_line(result.rejected)]
@@ -568,7 +677,7 @@ class NodeMachine:
                 effects.append(
                     LogLine("info", f"Leader {peer} is {leader.state.value} now; new election")
                 )
-                effects += self._start_elections(now)
+                effects += self._feed(LeaderNotLeading(), now)
         if probe:
             effects += self._release(now)
         return effects
@@ -630,7 +739,7 @@ class NodeMachine:
             return []
         view = self.view
         if self.settings.read_only:
-            return self._read_only_follow(now)
+            return self._feed(GossipChanged(view.members), now)
         assert self.elections is not None
         self.elections.handle(GossipUpdated(view.members), now)
         if self.discovering:
@@ -651,20 +760,7 @@ class NodeMachine:
             if not leaders and len(voters) >= self.settings.quorum:
                 return self._end_discovery(now, f"{len(voters)} nodes alive and no leader")
             return []
-        if needs_election(view.members, self.own, self.state, self.leader_id):
-            return self._start_elections(now)
-        return []
-
-    def _read_only_follow(self, now: float) -> list[NodeEffect]:
-        leaders = [m for m in self.view.alive_leaders() if not m.is_read_only_replica]
-        if len(leaders) == 1:
-            if self.leader_id != leaders[0].instance_id:
-                self.discovering = False
-                return self._set_state(VNodeState.ReadOnlyReplica, leaders[0].instance_id, now)
-            return []
-        if self.state is not VNodeState.ReadOnlyLeaderless:
-            return self._set_state(VNodeState.ReadOnlyLeaderless, None, now)
-        return []
+        return self._feed(GossipChanged(view.members), now)
 
     # -- elections --
 
@@ -731,8 +827,9 @@ class NodeMachine:
             elif isinstance(effect, BecomeLeader):
                 out += self._become_leader(effect, now)
             elif isinstance(effect, StepDown):
-                out += self._set_state(VNodeState.Unknown, None, now)
-                out += self._start_elections(now)
+                # Resigned with a quorum's consent: like a lost quorum, the
+                # leader becomes Unknown and elections start.
+                out += self._feed(NoQuorum(), now)
             else:
                 out.append(effect)
         return out
@@ -742,37 +839,20 @@ class NodeMachine:
         self.discovering = False
         self.gossip.elected(leader.instance_id, now)
         if leader.instance_id == self.own.instance_id:
-            return [LogLine("info", f"Elected leader in view {effect.view}")]
-        line = LogLine(
-            "info", f"Elections done in view {effect.view}: leader is {leader.internal_http}"
-        )
-        return [line] + self._set_state(VNodeState.Slave, leader.instance_id, now)
+            line = LogLine("info", f"Elected leader in view {effect.view}")
+        else:
+            line = LogLine(
+                "info", f"Elections done in view {effect.view}: leader is {leader.internal_http}"
+            )
+        return [line] + self._feed(effect, now)
 
     def _become_leader(self, effect: BecomeLeader, now: float) -> list[NodeEffect]:
         """
-        We won: PreMaster, then (nothing to chase: the store is ours) a new
-        epoch at the end of our log and Master.
+        The election machine's word that we won: the role machine already
+        made us PreMaster then Master and wrote the epoch on
+        L{LeaderElected}; nothing more to do.
         """
-        effects: list[NodeEffect] = []
-        if self.state is not VNodeState.Master:
-            effects += self._set_state(VNodeState.PreMaster, None, now)
-        o = self.own
-        # Epoch numbers grow with every leadership.  Followers do not
-        # replicate epochs yet, so the highest number seen in gossip counts
-        # too: a later leader always has a higher epoch than an earlier one.
-        seen = max((m.epoch_number for m in self.view.members), default=-1)
-        self._set_own(
-            evolve(
-                o,
-                epoch_number=max(effect.epoch_number, o.epoch_number + 1, seen + 1),
-                epoch_position=max(o.writer_checkpoint, 0),
-                epoch_id=uuid.UUID(int=self.rng.getrandbits(128), version=4),
-            ),
-            now,
-        )
-        effects += self._set_state(VNodeState.Master, None, now)
-        self.gossip.elected(o.instance_id, now)
-        return effects
+        return []
 
 
 # --- The transport seam -------------------------------------------------------------
