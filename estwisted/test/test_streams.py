@@ -1237,6 +1237,28 @@ class StreamStoreMachine(RuleBasedStateMachine):
         self.check_write(d1, outcome1)
         self.check_write(d2, outcome2)
 
+    @rule(
+        name=st.sampled_from(STREAMS),
+        choice=EXPECTED_CHOICES,
+        sizes=st.lists(st.integers(0, 2), max_size=3),
+        data=st.data(),
+    )
+    def transaction(self, name: str, choice: Any, sizes: list[int], data: st.DataObject) -> None:
+        """
+        A transaction decides like one write of all its events, at commit.
+        """
+        expected = self.resolve_expected(name, choice)
+        tid = self.store.start_transaction(name, expected, None)
+        ids: list[bytes] = []
+        for size in sizes:
+            chunk = self.pick_ids(name, data, size)
+            ids += chunk
+            self.store.transaction_write(tid, [NewEvent(i, "t") for i in chunk], None)
+        d = self.store.commit_transaction(tid, None)
+        outcome = self.model.append(name, expected, ids)
+        self.clock.advance(0)
+        self.check_write(d, outcome)
+
     @rule(name=st.sampled_from(STREAMS), choice=EXPECTED_CHOICES, hard=st.booleans())
     def delete(self, name: str, choice: Any, hard: bool) -> None:
         if hard and self.model.streams[name].hard_deleted is False and len(STREAMS) > 1:
