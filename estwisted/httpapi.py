@@ -89,6 +89,8 @@ from estwisted.model import (
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 #: Largest event (data + metadata) accepted.
 MAX_EVENT_SIZE = 4 * 1024 * 1024
+#: Bytes of rendered feed pages kept (the cache is emptied when full).
+PAGE_CACHE_BYTES = 32 * 1024 * 1024
 #: Seconds a request may take before it is answered with 408.
 REQUEST_TIMEOUT = 10.0
 #: Longest long poll honoured, in seconds.
@@ -886,6 +888,8 @@ class HttpApi:
         self._negotiated: dict[tuple[Optional[str], tuple[str, ...]], Any] = {}
         self._entry_cache = atom.EntryCache()
         self._base_urls: dict[tuple[Any, ...], str] = {}
+        self._pages: dict[tuple[Any, ...], tuple[bytes, bool, int]] = {}
+        self._pages_bytes = 0
 
     # -- serving -------------------------------------------------------------
 
@@ -1548,19 +1552,34 @@ class HttpApi:
         embed = atom.parse_embed(self._query(request, b"embed"))
 
         def execute() -> bytes:
-            if forward:
-                assert number is not None
-                sl = self.store.read_stream(stream, number, count, True, resolve, principal)
+            urls = self._urls(request)
+            key = None if meta else self._page_key(stream, number, count, forward, resolve, embed,
+                                                   media, urls.base)
+            hit = self._pages.get(key) if key is not None else None
+            if hit is not None:
+                # Same stream version, same metadata, no links, no $maxAge:
+                # the page is what a read would render; the ACL is still
+                # checked for this caller.
+                if not self.store.check_access(principal, stream, "$r"):
+                    raise unauthorized()
+                body, cacheable, version = hit
             else:
-                start = -1 if number is None else number
-                sl = self.store.read_stream(stream, start, count, False, resolve, principal)
-            self._read_status(sl.status, sl.error)
-            page = atom.stream_feed(
-                sl, stream, self._urls(request), number, count, forward, embed
-            )
-            if self._cache(request, page.cacheable, page.version, media, stream):
+                if forward:
+                    assert number is not None
+                    sl = self.store.read_stream(stream, number, count, True, resolve, principal)
+                else:
+                    start = -1 if number is None else number
+                    sl = self.store.read_stream(stream, start, count, False, resolve, principal)
+                self._read_status(sl.status, sl.error)
+                page = atom.stream_feed(sl, stream, urls, number, count, forward, embed)
+                body = page.render(media, urls, self._entry_cache)
+                cacheable, version = page.cacheable, page.version
+                if key is not None and not any(
+                    e.link is not None or e.original.event_type == "$>" for e in sl.events
+                ):
+                    self._remember_page(key, (body, cacheable, version))
+            if self._cache(request, cacheable, version, media, stream):
                 return self._not_modified(request)
-            body = page.render(media, self._urls(request), self._entry_cache)
             return self._ok(request, body, _feed_type(media))
 
         if long_poll is not None and number is not None:
@@ -1568,6 +1587,40 @@ class HttpApi:
             if last != DELETED_STREAM and number > last:
                 return self._long_poll(request, stream, long_poll, execute)
         return execute()
+
+    def _page_key(
+        self,
+        stream: str,
+        number: Optional[int],
+        count: int,
+        forward: bool,
+        resolve: bool,
+        embed: atom.Embed,
+        media: str,
+        base: str,
+    ) -> Optional[tuple[Any, ...]]:
+        """
+        The rendered-page cache key, or C{None} when the page may change
+        without the stream's last event number or metadata changing
+        (C{$maxAge}) or the store cannot tell.
+        """
+        lookup = getattr(self.store, "stream_metadata", None)
+        if lookup is None or stream.startswith("$$"):
+            return None
+        metadata = lookup(stream)
+        if getattr(metadata, "max_age", None) is not None:
+            return None
+        last = self.store.last_event_number(stream)
+        version = getattr(metadata, "version", None)
+        return (stream, last, version, number, count, forward, resolve, embed, media, base)
+
+    def _remember_page(self, key: tuple[Any, ...], page: tuple[bytes, bool, int]) -> None:
+        size = len(page[0])
+        if self._pages_bytes + size > PAGE_CACHE_BYTES:
+            self._pages.clear()
+            self._pages_bytes = 0
+        self._pages[key] = page
+        self._pages_bytes += size
 
     def read_all_feed(
         self,

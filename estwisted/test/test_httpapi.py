@@ -631,6 +631,87 @@ class LeanPathTests(ApiTestMixin, SynchronousTestCase):
                 )
 
 
+class PageCacheTests(ApiTestMixin, SynchronousTestCase):
+    """
+    Rendered feed pages are reused only while they cannot have changed.
+    """
+
+    def set_metadata(self, stream: str, metadata: dict[str, Any]) -> None:
+        headers = {**ADMIN, "Content-Type": "application/json", "ES-EventId": new_id()}
+        reply = self.request(
+            "POST", f"/streams/{stream}/metadata", headers, json.dumps(metadata).encode()
+        )
+        self.assertEqual(reply.code, 201)
+
+    def titles(self, path: str, headers: Optional[dict[str, str]] = None) -> list[str]:
+        reply = self.request("GET", path, {**ADMIN, "Accept": ATOM_JSON, **(headers or {})})
+        self.assertEqual(reply.code, 200)
+        return [e["title"] for e in reply.json()["entries"]]
+
+    def test_newEventsShow(self) -> None:
+        """
+        A cached head page is not served after a write.
+        """
+        self.write("s", {"a": 1})
+        self.assertEqual(self.titles("/streams/s"), ["0@s"])
+        self.assertEqual(self.titles("/streams/s"), ["0@s"])
+        self.assertTrue(self.api._pages)
+        self.write("s", {"a": 2})
+        self.assertEqual(self.titles("/streams/s"), ["1@s", "0@s"])
+
+    def test_deletesAndTruncation(self) -> None:
+        """
+        Soft deletes and $tb metadata take effect at once.
+        """
+        self.write("s", {"a": 1}, {"a": 2})
+        self.assertEqual(self.titles("/streams/s/0/forward/5"), ["1@s", "0@s"])
+        self.set_metadata("s", {"$tb": 1})
+        self.assertEqual(self.titles("/streams/s/0/forward/5"), ["1@s"])
+        self.request("DELETE", "/streams/s", ADMIN)
+        self.assertEqual(self.get("/streams/s/0/forward/5", ATOM_JSON).code, 404)
+
+    def test_aclCheckedOnHits(self) -> None:
+        """
+        A page cached for an admin is refused to a caller without read
+        access.
+        """
+        self.write("secret", {"a": 1})
+        self.set_metadata("secret", {"$acl": {"$r": "$admins"}})
+        self.assertEqual(self.titles("/streams/secret"), ["0@secret"])
+        self.assertEqual(self.titles("/streams/secret"), ["0@secret"])
+        denied = self.request("GET", "/streams/secret", {**OPS, "Accept": ATOM_JSON})
+        self.assertEqual(denied.code, 401)
+
+    def test_maxAgeNotCached(self) -> None:
+        """
+        Streams with $maxAge are never served from the cache (events age
+        out without any write).
+        """
+        self.write("aging", {"a": 1})
+        self.set_metadata("aging", {"$maxAge": 60})
+        self.api._pages.clear()
+        self.titles("/streams/aging")
+        self.assertEqual(self.api._pages, {})
+
+    def test_linksNotCached(self) -> None:
+        """
+        Pages holding links are not cached (their targets may change).
+        """
+        self.write("target", {"a": 1})
+        headers = {
+            **ADMIN,
+            "Content-Type": "application/octet-stream",
+            "ES-EventType": "$>",
+            "ES-EventId": new_id(),
+        }
+        self.request("POST", "/streams/links", headers, b"0@target")
+        self.api._pages.clear()
+        self.assertEqual(self.titles("/streams/links"), ["0@target"])
+        self.assertEqual(self.api._pages, {})
+        self.request("DELETE", "/streams/target", {**ADMIN, "ES-HardDelete": "true"})
+        self.assertNotEqual(self.titles("/streams/links"), ["0@target"])
+
+
 class LongPollTests(ApiTestMixin, SynchronousTestCase):
     """
     C{ES-LongPoll} on forward feeds.
