@@ -12,14 +12,14 @@ subscription checkpoints, flush and close storage.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from estwisted.streams import StreamStore
 
@@ -132,8 +132,9 @@ class NodeService(MultiService):
             heartbeat_timeout=c.int_tcp_heartbeat_timeout / 1000.0,
         )
         info = NodeInfo.from_config(c, shutdown=self._shutdown)
-        site = Site(HttpApi(self.store, self.hub, self.persistent, self.reactor, info).resource())
-        site.displayTracebacks = False
+        # The API's own Site refuses oversized bodies before buffering them
+        # and writes no access-log line per request.
+        site = HttpApi(self.store, self.hub, self.persistent, self.reactor, info).site()
         int_site = site
         if c.cluster_size > 1:
             # Gossip, elections and node states (estwisted.cluster).
