@@ -66,7 +66,7 @@ def loads(binary: str, port: int, seconds: float, quick: bool) -> list[dict[str,
     return out
 
 
-def cluster_nodes(base: str, count: int) -> list[Any]:
+def cluster_nodes(base: str, count: int, mem_db: bool = False) -> list[Any]:
     from tests.harness import NodeProcess, free_port
     from tests.test_cluster_membership import FAST
 
@@ -77,7 +77,9 @@ def cluster_nodes(base: str, count: int) -> list[Any]:
     seeds = ",".join(f"127.0.0.1:{p['int_http']}" for p in ports)
     args = ["--cluster-size", str(count), "--discover-via-dns", "false", "--gossip-seed", seeds]
     return [
-        NodeProcess(os.path.join(base, f"node{i}"), ports=ports[i], extra_args=args + FAST)
+        NodeProcess(
+            os.path.join(base, f"node{i}"), ports=ports[i], extra_args=args + FAST, mem_db=mem_db
+        )
         for i in range(count)
     ]
 
@@ -116,21 +118,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--failovers", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--mem-db", action="store_true", help="nodes in memory (no fsync): protocol costs only"
+    )
     options = parser.parse_args()
     base = tempfile.mkdtemp(prefix="estw-replbench-")
     binary = _tcp_benchmark().build_load_client(base)
-    results: dict[str, Any] = {"seconds": options.seconds}
+    results: dict[str, Any] = {"seconds": options.seconds, "mem_db": options.mem_db}
 
-    print("single node (on disk):", flush=True)
-    single = NodeProcess(os.path.join(base, "single"))
+    where = "in memory" if options.mem_db else "on disk"
+    print(f"single node ({where}):", flush=True)
+    single = NodeProcess(os.path.join(base, "single"), mem_db=options.mem_db)
     try:
         single.start()
         results["single"] = loads(binary, single.ext_tcp_port, options.seconds, options.quick)
     finally:
         single.stop()
 
-    print("3-node cluster (on disk), writes to the leader:", flush=True)
-    nodes = cluster_nodes(os.path.join(base, "cluster"), 3)
+    print(f"3-node cluster ({where}), writes to the leader:", flush=True)
+    nodes = cluster_nodes(os.path.join(base, "cluster"), 3, options.mem_db)
     try:
         start_all(nodes)
         leader = wait_for_leader(nodes)

@@ -850,15 +850,21 @@ class ReplicationFollower:
             return
         count = 0
         new_epoch = False
+        head = codec.SCAN_HEAD
         for message in batch:
-            for record in decode_frames(message.position, message.frames):
-                if record.flags & FLAG_SYSTEM:
-                    epoch = parse_epoch(record)
+            # frame headers only; system records (epochs) decoded in full
+            frames = message.frames
+            offset = 0
+            while offset < len(frames):
+                size, pos, _, flags, _, _, _, _ = head.unpack_from(frames, offset)
+                if flags & FLAG_SYSTEM:
+                    epoch = parse_epoch(codec.decode(frames, offset, offset + size, pos))
                     if epoch is not None:
                         self.epochs.append(epoch)
                         new_epoch = True
                 else:
                     count += 1
+                offset += size
         if new_epoch and self.epochs_changed is not None:
             self.epochs_changed()
         # read back: positions past the first are the log's own
