@@ -1018,10 +1018,26 @@ class StreamStore:
             return
         index = self._index
         system: set[str] = set()
+        # remembered for idempotency, as local writes are: a client that
+        # retries on a new leader with the same event ids must not write
+        # them twice
+        recent = self._recent
+        ring = self._recent_ring
+        ring_size = len(ring)
+        slot = self._recent_next
         for r in records:
             index.add(r.stream, r.event_number, r.position)
             if r.stream and r.stream[0] == "$":
                 system.add(r.stream)
+            old = ring[slot]
+            if old is not None:
+                recent.pop(old, None)
+            ring[slot] = r.event_id
+            slot += 1
+            if slot == ring_size:
+                slot = 0
+            recent[r.event_id] = (r.stream, r.event_number)
+        self._recent_next = slot
         self._last_commit_position = records[-1].position
         if system:
             self._invalidate(system)
