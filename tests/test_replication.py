@@ -336,6 +336,68 @@ class HttpForwardingTests(ReplicationTestCase):
         self.assertEqual(len(read_all_ids(leader, "http-fwd")), 1)
 
 
+class NodeClientFailoverTests(ReplicationTestCase):
+    def test_gossip_seeded_client_survives_leader_kill(self) -> None:
+        """
+        node-eventstore-client 0.2.19 with the three gossip seeds writes
+        10 lanes x 1,000 events while the leader is SIGKILLed; every write
+        it saw acknowledged is on every surviving node exactly once and in
+        lane order, and on the killed node after it rejoins.
+        """
+        import json
+        import shutil
+        import subprocess
+
+        from tests.harness import REPO_ROOT
+
+        node_binary = shutil.which("node")
+        js_dir = os.path.join(REPO_ROOT, "tests", "js")
+        if node_binary is None or not os.path.isdir(
+            os.path.join(js_dir, "node_modules", "node-eventstore-client")
+        ):
+            from twisted.trial.unittest import SkipTest
+
+            raise SkipTest("node or tests/js/node_modules missing")
+        nodes = self.make_nodes(3, mem_db=True)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        out = os.path.abspath(self.mktemp())
+        seeds = ",".join(str(n.ext_http_port) for n in nodes)
+        script = subprocess.Popen(
+            [
+                node_binary,
+                os.path.join(js_dir, "replication_failover.js"),
+                seeds,
+                "10",
+                "1000",
+                out,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: script.poll() is None and script.kill())
+        time.sleep(3.0)
+        leader.kill()
+        try:
+            stdout, stderr = script.communicate(timeout=170)
+        except subprocess.TimeoutExpired:
+            script.kill()
+            raise
+        self.assertEqual(script.returncode, 0, (stdout[-2000:], stderr[-2000:]))
+        result = json.loads(stdout.decode().strip().splitlines()[-1])
+        self.assertEqual(result["total"], 10_000)
+        # the leader died while the client was writing
+        self.assertGreater(result["seconds"], 3.0, result)
+        with open(out) as f:
+            lanes = [[uuid.UUID(i).bytes for i in lane] for lane in json.load(f)]
+        for node in running(nodes):
+            for i, acknowledged in enumerate(lanes):
+                self.assert_has_exactly(node, f"lane-{i}", acknowledged)
+        leader.start()
+        for i, acknowledged in enumerate(lanes):
+            self.assert_has_exactly(leader, f"lane-{i}", acknowledged, timeout=60)
+
+
 class FiveNodeTests(ReplicationTestCase):
     def test_two_down_writes_three_down_refuses(self) -> None:
         nodes = self.make_nodes(5, mem_db=True)

@@ -821,3 +821,35 @@ class NodeReplicationTests(SynchronousTestCase):
         self.assertIsNone(node.follower.leader_id)
         f = self.failureResultOf(write(), NotReady)
         self.assertNotIsInstance(f.value, NotLeader)
+
+
+class ReplicatedIdempotencyTests(SynchronousTestCase):
+    def test_retry_on_new_leader(self) -> None:
+        """
+        A write replicated to a follower but never acknowledged, retried by
+        the client on the follower once it leads (same event id, expected
+        version Any), is not written twice.
+        """
+        from estwisted.model import NewEvent
+        from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
+
+        clock = Clock()
+        leader_log = MemoryLog()
+        leader = StreamStore(leader_log, StreamIndex(), clock)
+        event = NewEvent(b"e" * 16, "t", b"{}", b"", True)
+        leader.append("s", -2, [event], SYSTEM_PRINCIPAL)
+        clock.advance(0)
+        follower_log = MemoryLog()
+        follower = StreamStore(follower_log, StreamIndex(), clock)
+        start, frames, _ = leader_log.read_raw(follower_log.end_position, 1 << 20)
+        follower_log.append_raw(start, frames)
+        follower_log.flush()
+        follower.apply_replicated(follower_log.read_forward(start, 10))
+        end = follower_log.end_position
+        result = self.successResultOf_(follower.append("s", -2, [event], SYSTEM_PRINCIPAL), clock)
+        self.assertEqual((result.first_event_number, result.last_event_number), (0, 0))
+        self.assertEqual(follower_log.end_position, end)
+
+    def successResultOf_(self, d: Deferred[Any], clock: Clock) -> Any:
+        clock.advance(0)
+        return self.successResultOf(d)
