@@ -930,6 +930,27 @@ class ClusterController(Service):
         self._refresh()
         return self.machine.cluster_info()
 
+    def role(self) -> tuple[str, Optional[tuple[str, int]]]:
+        """
+        For the HTTP API (L{estwisted.httpapi.NodeInfo.role}): our v5 state
+        name and the leader's external HTTP C{(host, port)} when one is
+        known.
+        """
+        leader = self.machine.leader()
+        http = None
+        if leader is not None:
+            http = (leader.external_http.host, leader.external_http.port)
+        return self.machine.state.v5_name, http
+
+    def gossip_document(self) -> dict[str, Any]:
+        """
+        The C{/gossip} document as a JSON-ready dict
+        (L{estwisted.httpapi.NodeInfo.gossip_view}).
+        """
+        from estwisted.gossip import cluster_to_json
+
+        return cluster_to_json(self.cluster_info())
+
     def handle_gossip(self, info: ClusterInfo) -> Optional[ClusterInfo]:
         """
         C{POST /gossip}: merge and return our table (C{None}: rejected).

@@ -542,6 +542,24 @@ class ControllerTests(SynchronousTestCase):
         self.assertIn("Node state Initializing -> Unknown", text)
         self.assertIn("Node state PreMaster -> Master", text)
 
+    def test_role_for_http_api(self) -> None:
+        """
+        C{role()} gives the v5 state name and the leader's external HTTP
+        endpoint; C{gossip_document()} the /gossip JSON.
+        """
+        c = Cluster(3)
+        c.start()
+        self.assertEqual(c.controllers[0].role(), ("Unknown", None))
+        leader = c.wait_leader(3.0)
+        assert leader is not None
+        follower = next(i for i in range(3) if i != leader)
+        http = c.members[leader].external_http
+        self.assertEqual(c.controllers[leader].role(), ("Master", (http.host, http.port)))
+        self.assertEqual(c.controllers[follower].role(), ("Slave", (http.host, http.port)))
+        doc = c.controllers[follower].gossip_document()
+        self.assertEqual(doc["serverIp"], c.endpoint(follower).host)
+        self.assertEqual(len(doc["members"]), 3)
+
     def test_positions_reach_gossip(self) -> None:
         c = Cluster(3)
         c.positions[c.endpoint(0)] = (1234, 2345)
