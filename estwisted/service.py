@@ -131,7 +131,15 @@ class NodeService(MultiService):
             heartbeat_interval=c.int_tcp_heartbeat_interval / 1000.0,
             heartbeat_timeout=c.int_tcp_heartbeat_timeout / 1000.0,
         )
-        info = NodeInfo.from_config(c, shutdown=self._shutdown)
+        extra: dict[str, Any] = {}
+        if c.cluster_size > 1:
+            # Node state, leader and gossip come from the cluster controller
+            # (built below; looked up on each request).
+            extra = {
+                "role": lambda: self.cluster.controller.role(),
+                "gossip_view": lambda: self.cluster.controller.gossip_document(),
+            }
+        info = NodeInfo.from_config(c, shutdown=self._shutdown, **extra)
         # The API's own Site refuses oversized bodies before buffering them
         # and writes no access-log line per request.
         site = HttpApi(self.store, self.hub, self.persistent, self.reactor, info).site()
@@ -157,7 +165,19 @@ class NodeService(MultiService):
                 c, self.reactor, self.store, self.log, wiring, int_tcp
             )
             wiring.service.setServiceParent(self)
-            site, int_site = wiring.external_site, wiring.internal_site
+            # Same Site settings as the API's own (body limit, no access log).
+            from estwisted.httpapi import QuietSite, limited_request_factory
+
+            def serve(root: Any) -> Any:
+                quiet = QuietSite(
+                    root,
+                    requestFactory=limited_request_factory(info.max_body_size),
+                    parsePOSTFormSubmission=False,
+                )
+                quiet.displayTracebacks = False
+                return quiet
+
+            site, int_site = serve(wiring.external_root), serve(wiring.internal_root)
         return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, int_site)
 
     def _listen(
