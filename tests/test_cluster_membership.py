@@ -227,11 +227,16 @@ class SeedClusterTests(ClusterTestCase):
     def test_gossip_document_shape(self) -> None:
         """
         C{/gossip} on the external and internal ports lists the three nodes
-        with the v5 fields, whatever the Host header says.
+        with the v5 fields, whatever the Host header says; C{/info} tells
+        each node's state.
         """
         nodes = self.nodes()
         start_all(nodes)
-        wait_for_leader(nodes)
+        leader = wait_for_leader(nodes)
+        for n in nodes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{n.ext_http_port}/info") as response:
+                info = json.loads(response.read())
+            self.assertEqual(info["state"], "master" if n is leader else "slave")
         node = nodes[0]
         for port in (node.ext_http_port, node.int_http_port):
             request = urllib.request.Request(
