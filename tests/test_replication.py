@@ -97,6 +97,9 @@ class TcpClient:
         )
         self.sock.sendall(self._frame(0xB2, os.urandom(16), message.SerializeToString()))
         package = self._receive()
+        if package.command != 0xB3:
+            # NotHandled while the node starts: the caller retries
+            raise ConnectionError(f"answered with command {package.command:#x}")
         completed = pb.ReadStreamEventsCompleted.FromString(package.data)
         return [uuid.UUID(bytes_le=e.event.event_id).bytes for e in completed.events]
 
