@@ -664,6 +664,7 @@ class FaultyNetworkTests(SynchronousTestCase):
 class MachineTests(SynchronousTestCase):
     def machine(self, i: int = 0, **kw: Any) -> NodeMachine:
         seeds = [member(j).internal_http for j in range(3) if j != i]
+        kw.setdefault("rng", random.Random(i))
         m = NodeMachine.create(member(i), seeds, FAST, 1000.0, **kw)
         m.start(1000.0)
         return m
