@@ -150,6 +150,47 @@ def start_all(nodes: Sequence[NodeProcess]) -> None:
             future.result()
 
 
+def failover_scenario(test: TestCase, nodes: list[NodeProcess]) -> None:
+    """
+    On a running three-node cluster: one leader; killing it elects
+    another; the killed node rejoins as a follower; losing a follower keeps
+    the leader; with two of three down there is no leader; once they are
+    back there is a leader again.
+    """
+    leader = wait_for_leader(nodes)
+
+    # Kill the leader: the two others elect a new one.
+    leader.kill()
+    second = wait_for_leader(nodes)
+    test.assertIsNot(second, leader)
+
+    # The killed node comes back and follows the new leader.
+    leader.start()
+    test.assertIs(wait_for_leader(nodes), second)
+
+    # Kill a follower: the remaining two keep their leader.
+    follower = next(n for n in nodes if n is not second and n is not leader)
+    follower.kill()
+    time.sleep(1.0)
+    test.assertIs(wait_for_leader(nodes), second)
+
+    # Kill a second node: the survivor is alone, a minority: no leader.
+    second.kill()
+    survivor = running(nodes)
+    test.assertEqual(len(survivor), 1)
+    deadline = time.monotonic() + 10
+    while masters(nodes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    test.assertEqual(masters(nodes), [])
+    time.sleep(1.5)
+    test.assertEqual(masters(nodes), [], "a minority elected a leader")
+
+    # Restart both: a leader again.
+    start_all([follower, second])
+    wait_for_leader(nodes)
+    test.assertEqual(len(masters(nodes)), 1)
+
+
 class ClusterTestCase(TestCase):
     timeout = 170
 
@@ -191,38 +232,7 @@ class SeedClusterTests(ClusterTestCase):
         """
         nodes = self.nodes()
         start_all(nodes)
-        leader = wait_for_leader(nodes)
-
-        # Kill the leader: the two others elect a new one.
-        leader.kill()
-        second = wait_for_leader(nodes)
-        self.assertIsNot(second, leader)
-
-        # The killed node comes back and follows the new leader.
-        leader.start()
-        self.assertIs(wait_for_leader(nodes), second)
-
-        # Kill a follower: the remaining two keep their leader.
-        follower = next(n for n in nodes if n is not second and n is not leader)
-        follower.kill()
-        time.sleep(1.0)
-        self.assertIs(wait_for_leader(nodes), second)
-
-        # Kill a second node: the survivor is alone, a minority: no leader.
-        second.kill()
-        survivor = running(nodes)
-        self.assertEqual(len(survivor), 1)
-        deadline = time.monotonic() + 10
-        while masters(nodes) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual(masters(nodes), [])
-        time.sleep(1.5)
-        self.assertEqual(masters(nodes), [], "a minority elected a leader")
-
-        # Restart both: a leader again.
-        start_all([follower, second])
-        wait_for_leader(nodes)
-        self.assertEqual(len(masters(nodes)), 1)
+        failover_scenario(self, nodes)
 
     def test_gossip_document_shape(self) -> None:
         """
@@ -312,7 +322,7 @@ class DnsClusterTests(ClusterTestCase):
     def test_dns_discovery_failover(self) -> None:
         """
         Nodes find each other through the DNS name's A records and elect a
-        leader; killing it elects another.
+        leader; then the failover scenario of the seed cluster.
         """
         hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
         dns_port = self.dns_server(hosts)
@@ -324,10 +334,8 @@ class DnsClusterTests(ClusterTestCase):
         self.assertEqual(
             sorted(m["internalHttpIp"] for m in doc["members"] if m["state"] != "Manager"), hosts
         )
-        leader.kill()
-        second = wait_for_leader(nodes)
-        self.assertIsNot(second, leader)
-        self.assertIn("DNS discovery: cluster.estore.test resolves to", second.log())
+        self.assertIn("DNS discovery: cluster.estore.test resolves to", leader.log())
+        failover_scenario(self, nodes)
 
     def test_dns_finds_nothing_is_logged(self) -> None:
         """
