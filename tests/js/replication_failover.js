@@ -3,8 +3,8 @@
 // Connects with the three gossip seeds (external HTTP ports), writes LANES
 // streams of PER_LANE events each (one write in flight per lane, expected
 // version Any), retrying a failed write with the same event id, and writes
-// the acknowledged event ids per lane to OUT_FILE as JSON.  The test kills
-// the leader while this runs.
+// the acknowledged event ids per lane to OUT_FILE as JSON.  Half-way it
+// creates OUT_FILE.half: the test then kills the leader.
 'use strict';
 
 const fs = require('fs');
@@ -37,6 +37,7 @@ conn.on('error', () => {});
 const acked = [];
 for (let i = 0; i < lanes; i++) acked.push([]);
 let retries = 0;
+let total = 0;
 
 async function lane(i) {
   const stream = 'lane-' + i;
@@ -48,6 +49,8 @@ async function lane(i) {
         const event = client.createJsonEventData(id, { n }, null, 'lane-event');
         await conn.appendToStream(stream, client.expectedVersion.any, [event]);
         acked[i].push(id);
+        total++;
+        if (total === Math.floor((lanes * perLane) / 2)) fs.writeFileSync(out + '.half', '');
         break;
       } catch (e) {
         retries++;
@@ -63,10 +66,8 @@ async function lane(i) {
   const all = [];
   for (let i = 0; i < lanes; i++) all.push(lane(i));
   await Promise.all(all);
-  const total = acked.reduce((a, l) => a + l.length, 0);
   check('every write acknowledged', total === lanes * perLane, total);
   fs.writeFileSync(out, JSON.stringify(acked));
   conn.close();
   finish({ total, retries, seconds: (Date.now() - started) / 1000 });
-  // (seconds counts from the connection, before the leader is killed)
 })().catch(fail);
