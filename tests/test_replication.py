@@ -255,6 +255,47 @@ class ThreeNodeTests(ReplicationTestCase):
         for node in nodes:
             self.assert_has_exactly(node, "repl", acknowledged)
 
+    def test_deposed_leader_truncates_unreplicated_tail(self) -> None:
+        """
+        The followers are killed while the leader takes writes it cannot
+        replicate (never acknowledged, but in its log); the leader is
+        killed, the followers restart and elect a new leader that takes
+        more writes; the old leader restarts, truncates its unreplicated
+        tail and ends with exactly the new leader's history.
+        """
+        nodes = self.make_nodes(3)
+        start_all(nodes)
+        old = wait_for_leader(nodes)
+        followers = [n for n in nodes if n is not old]
+        acknowledged: list[bytes] = []
+        self.write_until(nodes, "tail", 20, acknowledged)
+        for n in followers:
+            n.kill()
+        client = TcpClient(old.host, old.ext_tcp_port, timeout=10)
+        lost = [uuid.uuid4().bytes for _ in range(3)]
+        try:
+            for event_id in lost:
+                outcome, _ = client.write("tail", -2, [event_id])
+                self.assertNotEqual(outcome, "ok")
+        finally:
+            client.close()
+        old.kill()
+        start_all(followers)
+        new = wait_for_leader(followers, timeout=30)
+        self.write_until(followers, "tail", 20, acknowledged)
+        old.start()
+        self.assert_has_exactly(old, "tail", acknowledged, timeout=30)
+        self.assertEqual(read_all_ids(old, "tail"), read_all_ids(new, "tail"))
+        for event_id in lost:
+            self.assertNotIn(event_id, read_all_ids(old, "tail"))
+        import re
+
+        cuts = [
+            int(m.group(1))
+            for m in re.finditer(r"Truncating the log from \d+ to (\d+) \(", old.log())
+        ]
+        self.assertTrue([c for c in cuts if c > 0], f"no truncation of the tail: {cuts}")
+
     def test_follower_restarts_and_catches_up(self) -> None:
         nodes = self.make_nodes(3)
         start_all(nodes)
