@@ -129,7 +129,13 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 class ReplicationTestCase(TestCase):
     timeout = 240
 
-    def make_nodes(self, count: int, mem_db: bool = False) -> list[NodeProcess]:
+    def make_nodes(
+        self,
+        count: int,
+        mem_db: bool = False,
+        cluster_size: int = 0,
+        read_only: Sequence[int] = (),
+    ) -> list[NodeProcess]:
         ports = [
             {name: free_port() for name in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
             for _ in range(count)
@@ -140,12 +146,14 @@ class ReplicationTestCase(TestCase):
         for i in range(count):
             args = [
                 "--cluster-size",
-                str(count),
+                str(cluster_size or count),
                 "--discover-via-dns",
                 "false",
                 "--gossip-seed",
                 seeds,
             ] + FAST
+            if i in read_only:
+                args += ["--read-only-replica", "true"]
             nodes.append(
                 NodeProcess(
                     os.path.join(base, f"node{i}"), ports=ports[i], extra_args=args, mem_db=mem_db
@@ -444,6 +452,28 @@ class NodeClientFailoverTests(ReplicationTestCase):
         leader.start()
         for i, acknowledged in enumerate(lanes):
             self.assert_has_exactly(leader, f"lane-{i}", acknowledged, timeout=60)
+
+
+class ReadOnlyReplicaTests(ReplicationTestCase):
+    def test_read_only_replica_receives_everything(self) -> None:
+        """
+        Three voting nodes and a read-only replica: the replica receives
+        every write, never leads, and the cluster keeps writing with one
+        voting node down (the replica is never counted in the quorum).
+        """
+        nodes = self.make_nodes(4, mem_db=True, cluster_size=3, read_only=(3,))
+        start_all(nodes)
+        voting, replica = nodes[:3], nodes[3]
+        leader = wait_for_leader(voting)
+        acknowledged: list[bytes] = []
+        self.write_until(voting, "ro", 50, acknowledged)
+        self.assert_has_exactly(replica, "ro", acknowledged)
+        follower = next(n for n in voting if n is not leader)
+        follower.kill()
+        self.write_until(voting, "ro", 50, acknowledged)
+        self.assert_has_exactly(replica, "ro", acknowledged)
+        self.assertNotIn(replica, masters(nodes))
+        self.assertNotIn("-> Master", replica.log())
 
 
 class FiveNodeTests(ReplicationTestCase):
