@@ -5,6 +5,8 @@ Tests for L{estwisted.replication}: the pure replication decisions.
 
 from __future__ import annotations
 
+from typing import Any
+
 from attrs import define, field
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
@@ -498,9 +500,9 @@ class RawLogTestsMixin:
 
     def test_read_raw_at_end(self: object) -> None:
         log = self.make_log()  # type: ignore[attr-defined]
-        self.assertEqual(
-            log.read_raw(log.end_position, 100), (log.end_position, b"", log.end_position)
-        )  # type: ignore[attr-defined]
+        end = log.end_position
+        t: Any = self
+        t.assertEqual(log.read_raw(end, 100), (end, b"", end))
 
     def test_read_raw_one_record_at_least(self: object) -> None:
         log = self.make_log()  # type: ignore[attr-defined]
