@@ -732,8 +732,20 @@ class TcpClientProtocol(Protocol):
 
     # -- reads -------------------------------------------------------------
 
+    def _check_master(self, require_master: bool) -> None:
+        """
+        A read that requires the master on a cluster node that is not the
+        leader (cluster.md 6.1): NotHandled (NotMaster with the leader, or
+        NotReady), raised through L{_answer_error}.
+        """
+        if require_master:
+            refusal = getattr(self.store, "writes_refused", None)
+            if refusal is not None:
+                raise refusal
+
     def _read_event(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         message = tcpcodec.parse(pb.ReadEvent, data)
+        self._check_master(message.require_master)
         result = self.store.read_event(
             message.event_stream_id, message.event_number, message.resolve_link_tos, principal
         )
@@ -743,6 +755,7 @@ class TcpClientProtocol(Protocol):
         self, reply: int, forward: bool, corr: bytes, data: bytes, principal: Optional[Principal]
     ) -> None:
         message = tcpcodec.parse(pb.ReadStreamEvents, data)
+        self._check_master(message.require_master)
         result = self.store.read_stream(
             message.event_stream_id,
             message.from_event_number,
@@ -767,6 +780,7 @@ class TcpClientProtocol(Protocol):
         self, reply: int, forward: bool, corr: bytes, data: bytes, principal: Optional[Principal]
     ) -> None:
         message = tcpcodec.parse(pb.ReadAllEvents, data)
+        self._check_master(message.require_master)
         # Our events' commit and prepare positions are the same number.
         position = message.commit_position
         result = self.store.read_all(
