@@ -853,3 +853,47 @@ class ReplicatedIdempotencyTests(SynchronousTestCase):
     def successResultOf_(self, d: Deferred[Any], clock: Clock) -> Any:
         clock.advance(0)
         return self.successResultOf(d)
+
+
+class RequireMasterReadTests(SynchronousTestCase):
+    """
+    On a follower, reads with C{require_master} get C{NotHandled}
+    (NotMaster with the leader, NotReady without one); others are served.
+    """
+
+    def _read(self, store: Any, require_master: bool) -> Any:
+        from twisted.internet.testing import StringTransport
+
+        from estwisted import messages_pb2 as pb
+        from estwisted.tcpcodec import decode_package, encode_package
+        from estwisted.tcpserver import TcpClientFactory
+
+        factory = TcpClientFactory(store, None, None, Clock())  # type: ignore[arg-type]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        message = pb.ReadStreamEvents(
+            event_stream_id="s",
+            from_event_number=0,
+            max_count=10,
+            resolve_link_tos=False,
+            require_master=require_master,
+        )
+        protocol.dataReceived(frame(encode_package(0xB2, b"r" * 16, message.SerializeToString())))
+        return decode_package(transport.value()[4:])
+
+    def test_reads(self) -> None:
+        from estwisted import messages_pb2 as pb
+        from estwisted.errors import NotLeader
+        from estwisted.streams import StreamStore
+
+        store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
+        self.assertEqual(self._read(store, True).command, 0xB3)
+        store.writes_refused = NotLeader(tcp=("127.0.0.9", 1113), http=("127.0.0.9", 2113))
+        answer = self._read(store, True)
+        self.assertEqual(answer.command, 0xF1)
+        self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotMaster)
+        self.assertEqual(self._read(store, False).command, 0xB3)
+        store.writes_refused = NotReady("no leader")
+        answer = self._read(store, True)
+        self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotReady)
