@@ -24,6 +24,12 @@ from twisted.logger import Logger
 from estwisted.streams import StreamStore
 
 
+class StartupError(Exception):
+    """
+    The node cannot start; the message is the one line to show.
+    """
+
+
 class NodeService(MultiService):
     """
     A single node: storage, core, subscriptions and listeners.
@@ -51,25 +57,43 @@ class NodeService(MultiService):
 
     # -- start -------------------------------------------------------------
 
-    def startService(self) -> None:
-        from estwisted.tls import CertificateError, install_reload_signal, node_tls_from_config
+    def prepare(self) -> None:
+        """
+        Load the certificates and open the database, before anything
+        listens.  C{twistd} calls this through C{makeService}, so a node that
+        cannot start exits non-zero with one line; L{startService} calls it
+        too (a no-op the second time).
+
+        @raise StartupError: a certificate or the database is unusable.
+        """
+        if self.store is not None:
+            return
+        from estwisted.tls import CertificateError, node_tls_from_config
 
         try:
             self.tls = node_tls_from_config(self.config, self.reactor)
         except CertificateError as e:
-            self._log.error("{reason}", reason=str(e))
+            raise StartupError(str(e)) from None
+        try:
+            self._open_core()
+        except Exception as e:
+            where = "memory" if self.config.mem_db else self.config.db
+            self._log.failure("The node could not open its database in {where}", where=where)
+            raise StartupError(f"cannot open the database in {where}: {e}") from None
+
+    def startService(self) -> None:
+        from estwisted.tls import install_reload_signal
+
+        try:
+            self.prepare()
+        except StartupError as e:
+            self._log.error("{reason}; stopping.", reason=str(e))
             self._stop_reactor()
             return
         if self.tls is not None:
             self.reactor.addSystemEventTrigger(
                 "after", "shutdown", install_reload_signal(self.reactor, self.tls.reload)
             )
-        try:
-            self._open_core()
-        except Exception:
-            self._log.failure("The node could not open its database; stopping.")
-            self._stop_reactor()
-            return
         super().startService()
         listens = [
             self._listen(name, host, port, factory)

@@ -133,7 +133,12 @@ def makeService(options: Any) -> IService:
     """
     from twisted.internet import reactor
 
-    from estwisted.service import make_node_service
+    from estwisted.service import StartupError, make_node_service
 
-    service: IService = make_node_service(options.config, reactor)
+    service = make_node_service(options.config, reactor)
+    try:
+        service.prepare()
+    except StartupError as e:
+        # Nothing listens yet: exit non-zero with the reason on one line.
+        raise SystemExit(f"estore: {e}") from None
     return service

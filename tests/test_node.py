@@ -192,3 +192,34 @@ def free_port_taken(port: int) -> bool:
 
 
 __all__ = ["free_port"]
+
+
+class StartupRefusalTests(TestCase):
+    """
+    A node that cannot open its database exits non-zero with one clear line
+    and listens on nothing.
+    """
+
+    def test_databaseInUse(self) -> None:
+        """
+        A second node on the same data directory is refused: the directory is
+        locked by the first.
+        """
+        import subprocess
+
+        first = start_node(self)
+        second = NodeProcess(first.directory + "-second")
+        second_command = second.command()
+        db = os.path.join(first.directory, "data")
+        second_command[second_command.index("--db") + 1] = db
+        result = subprocess.run(
+            second_command,
+            cwd=second.directory,
+            capture_output=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"estore: cannot open the database in {db}", result.stderr.decode())
+        # The first node still serves.
+        write_event(first, "still-here", 0)

@@ -274,7 +274,13 @@ class MakeServiceTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         calls: list[tuple[Any, Any]] = []
-        built = Service()
+        prepared: list[bool] = []
+
+        class Built(Service):
+            def prepare(self) -> None:
+                prepared.append(True)
+
+        built = Built()
 
         def fake(config: Any, given_reactor: Any) -> IService:
             calls.append((config, given_reactor))
@@ -286,6 +292,24 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIs(tap.makeService(options), built)
         self.assertEqual(calls, [(options.config, reactor)])
         self.assertTrue(calls[0][0].mem_db)
+        self.assertEqual(prepared, [True])
+
+    def test_startupErrorExits(self) -> None:
+        """
+        A L{StartupError} while preparing the node becomes C{SystemExit} with
+        one line, before anything listens.
+        """
+        from estwisted.service import StartupError
+
+        class Broken(Service):
+            def prepare(self) -> None:
+                raise StartupError("cannot open the database in x: locked")
+
+        self.patch(estwisted.service, "make_node_service", lambda c, r: Broken())
+        options = tap.Options(environ={})
+        options.parseOptions(["--mem-db"])
+        e = self.assertRaises(SystemExit, tap.makeService, options)
+        self.assertEqual(str(e), "estore: cannot open the database in x: locked")
 
     def test_buildsRealService(self) -> None:
         """
