@@ -36,6 +36,20 @@ def twistd_command() -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+def node_environment(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """
+    The environment a node process runs with: ours, plus C{extra}, with this
+    checkout first on C{PYTHONPATH} so the node runs the code under test.
+    """
+    env = dict(os.environ)
+    env.update(extra or {})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    return env
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """
     A TCP port that is free on C{host} right now.
@@ -45,7 +59,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float, process: Optional[subprocess.Popen[bytes]] = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, process: Optional[subprocess.Popen[bytes]] = None
+) -> None:
     """
     Wait until something accepts TCP connections on C{host}:C{port}.
 
@@ -54,7 +70,9 @@ def wait_for_port(host: str, port: int, timeout: float, process: Optional[subpro
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening on {port}"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -159,12 +177,7 @@ class NodeProcess:
         """
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("node already running")
-        env = dict(os.environ)
-        env.update(self.env or {})
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env["PYTHONPATH"] = os.pathsep.join(
-            [REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        )
+        env = node_environment(self.env)
         log = open(self.log_path, "ab")
         self._log_file = log
         self.process = subprocess.Popen(

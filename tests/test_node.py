@@ -17,7 +17,14 @@ import uuid
 
 from twisted.trial.unittest import TestCase
 
-from tests.harness import NodeProcess, free_port, start_node, twistd_command, wait_for_port
+from tests.harness import (
+    NodeProcess,
+    free_port,
+    node_environment,
+    start_node,
+    twistd_command,
+    wait_for_port,
+)
 
 ADMIN = "Basic " + base64.b64encode(b"admin:changeit").decode()
 
@@ -66,7 +73,8 @@ def read_numbers(node: NodeProcess, stream: str) -> list[int]:
     )
     assert status == 200, (status, body)
     entries = json.loads(body)["entries"]
-    return sorted(json.loads(e["data"])["n"] if isinstance(e["data"], str) else e["data"]["n"] for e in entries)
+    data = [json.loads(e["data"]) if isinstance(e["data"], str) else e["data"] for e in entries]
+    return sorted(d["n"] for d in data)
 
 
 class SingleNodeTests(TestCase):
@@ -146,7 +154,8 @@ class SingleNodeTests(TestCase):
                 raise self.skipTest(f"default port {port} is in use")
         directory = self.mktemp()
         os.makedirs(directory)
-        node = NodeProcess(directory, ports={"ext_tcp": 1113, "int_tcp": 1112, "ext_http": 2113, "int_http": 2112})
+        defaults = {"ext_tcp": 1113, "int_tcp": 1112, "ext_http": 2113, "int_http": 2112}
+        node = NodeProcess(directory, ports=defaults)
         node.command = lambda: twistd_command() + ["-n", "--pidfile=", "estore"]  # type: ignore[method-assign]
         self.addCleanup(node.stop)
         node.start()
@@ -173,8 +182,11 @@ class SingleNodeTests(TestCase):
         import subprocess
 
         code = subprocess.run(
-            node.command(), cwd=node.directory, capture_output=True, timeout=60,
-            env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+            node.command(),
+            cwd=node.directory,
+            capture_output=True,
+            timeout=60,
+            env=node_environment(),
         )
         output = code.stdout.decode() + code.stderr.decode()
         self.assertIn(f"Cannot listen for external HTTP on 127.0.0.1:{taken}", output)
@@ -217,7 +229,7 @@ class StartupRefusalTests(TestCase):
             cwd=second.directory,
             capture_output=True,
             timeout=60,
-            env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+            env=node_environment(),
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn(f"estore: cannot open the database in {db}", result.stderr.decode())
