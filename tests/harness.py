@@ -20,7 +20,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Optional
 
 #: The checkout this harness belongs to: nodes run its code.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,7 +171,7 @@ class NodeProcess:
             args.append("--mem-db")
         return args + self.extra_args
 
-    def start(self, timeout: float = START_TIMEOUT) -> "NodeProcess":
+    def start(self, timeout: float = START_TIMEOUT) -> NodeProcess:
         """
         Start the process and wait until its external TCP and HTTP ports
         listen.
@@ -244,7 +245,7 @@ class NodeProcess:
         self._close_log()
         return code
 
-    def restart(self, timeout: float = START_TIMEOUT) -> "NodeProcess":
+    def restart(self, timeout: float = START_TIMEOUT) -> NodeProcess:
         """
         Stop (SIGTERM) if running, then start again with the same ports and
         data.
@@ -276,7 +277,7 @@ class NodeProcess:
         if log is not None:
             log.close()  # type: ignore[attr-defined]
 
-    def __enter__(self) -> "NodeProcess":
+    def __enter__(self) -> NodeProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -303,7 +304,7 @@ class Cluster:
     def __init__(self, nodes: Iterable[NodeProcess]) -> None:
         self.nodes = list(nodes)
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         try:
             for node in self.nodes:
                 node.start()
