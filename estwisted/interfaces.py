@@ -56,7 +56,7 @@ class IEventLog(Interface):
         Drop every buffered, unflushed record.
         """
 
-    def read(position: int) -> "estwisted.model.EventRecord":  # type: ignore[name-defined]  # noqa: F821
+    def read(position: int) -> estwisted.model.EventRecord:  # type: ignore[name-defined]  # noqa: F821
         """
         Read the record at C{position}.
 

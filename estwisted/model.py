@@ -15,7 +15,8 @@ Conventions:
 from __future__ import annotations
 
 import enum
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from attrs import field, frozen
 
