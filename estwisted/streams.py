@@ -498,11 +498,15 @@ class StreamStore:
                 if position < 0:
                     position = 0
                 records = log.read_forward(position, max_count)
+                if self._commit_gate is not None:
+                    records = self._committed_only(records)
                 next_position = records[-1].next_position if records else position
             else:
                 if position < 0 or position > log.end_position:
                     position = log.end_position
                 records = log.read_backward(position, max_count)
+                if self._commit_gate is not None:
+                    records = self._committed_only(records)
                 next_position = records[-1].position if records else position
             if resolve_links:
                 events = [self._resolve(r, principal) for r in records]
@@ -977,6 +981,16 @@ class StreamStore:
         (the default, a single node) publishes at once.
         """
         self._commit_gate = gate
+
+    def _committed_only(self, records: list[EventRecord]) -> list[EventRecord]:
+        """
+        A clustered leader's C{$all} reads stop at the last record the
+        quorum has (the log holds later ones that may still be lost).
+        """
+        limit = self._last_commit_position
+        if records and max(records[0].position, records[-1].position) > limit:
+            return [r for r in records if r.position <= limit]
+        return records
 
     def _publish_through(self, entry: list[Any]) -> None:
         found = [i for i, e in enumerate(self._gated) if e is entry]
