@@ -548,6 +548,19 @@ class StoreGateTests(SynchronousTestCase):
         events = [NewEvent(os_urandom(), "t", b"{}", b"", True) for _ in range(n)]
         return self.store.append(stream, expected, events, self.principal)
 
+    def _read_all(self, stream: str) -> tuple[list[int], list[int]]:
+        """
+        Event numbers of C{stream} in C{$all}, forward and backward.
+        """
+        out = []
+        for forward in (True, False):
+            result = self.store.read_all(
+                -1 if not forward else 0, 100, forward, False, self.principal
+            )
+            records = [e.event for e in result.events if e.event is not None]
+            out.append([r.event_number for r in records if r.stream == stream])
+        return out[0], out[1]
+
     def _read(self, store: Any, stream: str) -> list[int]:
         result = store.read_stream(stream, 0, 100, True, False, self.principal)
         return [e.event.event_number for e in result.events]
@@ -559,8 +572,10 @@ class StoreGateTests(SynchronousTestCase):
         self.cluster.clock.advance(0)
         self.assertNoResult(d)
         self.assertEqual(self._read(self.store, "s"), [])
+        self.assertEqual(self._read_all("s"), ([], []))
         self.assertEqual(self.seen, [])
         self.cluster.pump()
+        self.assertEqual(self._read_all("s"), ([0, 1, 2], [2, 1, 0]))
         result = self.successResultOf(d)
         self.assertEqual((result.first_event_number, result.last_event_number), (0, 2))
         self.assertEqual(self._read(self.store, "s"), [0, 1, 2])
