@@ -915,6 +915,8 @@ class TcpClientProtocol(Protocol):
 
     def _create_persistent(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         message = tcpcodec.parse(pb.CreatePersistentSubscription, data)
+        # persistent subscriptions live on the leader (cluster.md 6.1)
+        self._check_master(True)
         d = self.factory.persistent.create(
             message.event_stream_id,
             message.subscription_group_name,
@@ -927,6 +929,8 @@ class TcpClientProtocol(Protocol):
 
     def _update_persistent(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         message = tcpcodec.parse(pb.UpdatePersistentSubscription, data)
+        # persistent subscriptions live on the leader (cluster.md 6.1)
+        self._check_master(True)
         d = self.factory.persistent.update(
             message.event_stream_id,
             message.subscription_group_name,
@@ -939,6 +943,8 @@ class TcpClientProtocol(Protocol):
 
     def _delete_persistent(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         message = tcpcodec.parse(pb.DeletePersistentSubscription, data)
+        # persistent subscriptions live on the leader (cluster.md 6.1)
+        self._check_master(True)
         d = self.factory.persistent.delete(
             message.event_stream_id, message.subscription_group_name, principal
         )
@@ -948,6 +954,8 @@ class TcpClientProtocol(Protocol):
 
     def _connect_persistent(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         message = tcpcodec.parse(pb.ConnectToPersistentSubscription, data)
+        # persistent subscriptions live on the leader (cluster.md 6.1)
+        self._check_master(True)
         self._forget(corr)
         subscriber = _PersistentSubscriber(self, corr)
         peer = self.transport.getPeer() if self.transport is not None else None
