@@ -912,3 +912,28 @@ class RequireMasterReadTests(SynchronousTestCase):
         store.writes_refused = NotReady("no leader")
         answer = self._read(store, True)
         self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotReady)
+
+
+class PersistentOnFollowerTests(RequireMasterReadTests):
+    def test_connect_persistent(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from estwisted import messages_pb2 as pb
+        from estwisted.errors import NotLeader
+        from estwisted.streams import StreamStore
+        from estwisted.tcpcodec import decode_package, encode_package
+        from estwisted.tcpserver import TcpClientFactory
+
+        store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
+        store.writes_refused = NotLeader(tcp=("127.0.0.9", 1113), http=("127.0.0.9", 2113))
+        factory = TcpClientFactory(store, None, None, Clock())  # type: ignore[arg-type]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        message = pb.ConnectToPersistentSubscription(
+            subscription_id="g", event_stream_id="s", allowed_in_flight_messages=10
+        )
+        protocol.dataReceived(frame(encode_package(0xC5, b"p" * 16, message.SerializeToString())))
+        answer = decode_package(transport.value()[4:])
+        self.assertEqual(answer.command, 0xF1)
+        self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotMaster)
