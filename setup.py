@@ -22,7 +22,7 @@ setup(
         "attrs>=23.1,<27",
         "pyopenssl>=24.0,<27",
         "service-identity>=24.1,<27",
-        "protobuf>=5.28,<8",
+        "protobuf>=7.35.1,<8",
     ],
     extras_require={
         "test": [
