@@ -1095,6 +1095,20 @@ class PersistentSubscriptions:
         done: Deferred[Any] = DeferredList(writes, consumeErrors=True)
         return done.addCallback(lambda _: None)
 
+    def reload(self) -> None:
+        """
+        Leadership moved to this cluster node: forget the groups (their
+        consumers are dropped, no checkpoint is written) and load them again
+        from the replicated C{$persistentSubscriptionConfig} and checkpoint
+        streams, as L{start} does.
+        """
+        for group in list(self._groups.values()):
+            group.close(DropReason.UNSUBSCRIBED)
+        self._groups.clear()
+        self._by_stream.clear()
+        self._started = False
+        self.start()
+
     # -- management ---------------------------------------------------------
 
     def create(
