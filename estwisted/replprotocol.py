@@ -996,6 +996,9 @@ class NodeReplication:
             epochs=self.epochs,
         )
         store.writes_refused = NotReady("The node has not joined the cluster yet")
+        #: the node's L{estwisted.persistent.PersistentSubscriptions}, reloaded
+        #: when this node becomes leader
+        self.persistent: Any = None
         #: called with the newest epoch of the log (C{None}: none) whenever
         #: it changes, to advertise it in gossip (elections compare it)
         self.on_epoch: Optional[Callable[[Optional[Epoch]], None]] = None
@@ -1033,6 +1036,14 @@ class NodeReplication:
             if not self.leader.active:
                 self.leader.start(epoch_number)
                 self.store.set_commit_gate(self._gate)
+                self.store.writes_refused = None
+                if self.persistent is not None:
+                    # groups and checkpoints written by the previous leader
+                    # arrived as events: serve them from here now
+                    try:
+                        self.persistent.reload()
+                    except Exception:
+                        _log.failure("Could not reload the persistent subscriptions")
             self.store.writes_refused = None
             return
         self._step_down()
@@ -1082,7 +1093,13 @@ class NodeReplication:
 
 
 def attach_replication(
-    config: Any, reactor: Any, store: Any, log: Any, wiring: Any, clients: Factory
+    config: Any,
+    reactor: Any,
+    store: Any,
+    log: Any,
+    wiring: Any,
+    clients: Factory,
+    persistent: Any = None,
 ) -> InternalTcpFactory:
     """
     Wire replication into a clustered node built by
@@ -1112,6 +1129,7 @@ def attach_replication(
         commit_timeout=int(getattr(config, "commit_timeout_ms", 2000)) / 1000.0,
         read_only=bool(getattr(config, "read_only_replica", False)),
     )
+    replication.persistent = persistent
     previous = controller.on_state
 
     def on_state(effect: Any) -> None:

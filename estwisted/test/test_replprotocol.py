@@ -801,6 +801,8 @@ class NodeReplicationTests(SynchronousTestCase):
         node = NodeReplication(store, log, clock, b"N" * 16, 3, connect)
         epochs: list[Any] = []
         node.on_epoch = epochs.append
+        reloads: list[int] = []
+        node.persistent = SimpleNamespace(reload=lambda: reloads.append(1))
 
         def write() -> Deferred[Any]:
             event = NewEvent(uuid.uuid4().bytes, "t", b"{}", b"", True)
@@ -810,6 +812,7 @@ class NodeReplicationTests(SynchronousTestCase):
         node.on_state(StateChanged(VNodeState.Unknown, VNodeState.Master), 4)
         self.assertTrue(node.leader.active)
         self.assertEqual([e.number for e in epochs], [4])
+        self.assertEqual(reloads, [1])
         first = write()
         clock.advance(0)
         self.assertNoResult(first)
@@ -937,3 +940,34 @@ class PersistentOnFollowerTests(RequireMasterReadTests):
         answer = decode_package(transport.value()[4:])
         self.assertEqual(answer.command, 0xF1)
         self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotMaster)
+
+
+class PersistentReloadTests(SynchronousTestCase):
+    def test_group_created_on_the_leader_known_after_reload(self) -> None:
+        """
+        A group created on the leader reaches a follower as events; once
+        the follower leads, L{PersistentSubscriptions.reload} finds it.
+        """
+        from estwisted.persistent import PersistentSettings, PersistentSubscriptions
+        from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
+
+        clock = Clock()
+        leader_log = MemoryLog()
+        leader = StreamStore(leader_log, StreamIndex(), clock)
+        leader_groups = PersistentSubscriptions(leader, clock)
+        leader_groups.start()
+        d = leader_groups.create("s", "g", PersistentSettings(), SYSTEM_PRINCIPAL)
+        clock.advance(0)
+        self.successResultOf(d)
+        follower_log = MemoryLog()
+        follower_log.truncate(0)
+        follower = StreamStore(follower_log, StreamIndex(), clock)
+        follower_groups = PersistentSubscriptions(follower, clock)
+        follower_groups.start()
+        start, frames, _ = leader_log.read_raw(0, 1 << 20)
+        follower_log.append_raw(start, frames)
+        follower_log.flush()
+        follower.apply_replicated(follower_log.read_forward(0, 1000))
+        self.assertEqual(follower_groups.list_groups(), [])
+        follower_groups.reload()
+        self.assertEqual([(g.stream, g.group) for g in follower_groups.list_groups()], [("s", "g")])
