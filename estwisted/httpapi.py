@@ -590,6 +590,10 @@ class NodeInfo:
 
     @ivar shutdown: called by C{POST /admin/shutdown}.
     @ivar scavenge: called by C{POST /admin/scavenge}; may return a Deferred.
+    @ivar reload_certificates: called by C{POST /admin/reloadcertificates};
+        re-reads the node's certificate files and returns an object with
+        C{ok} and C{message} (L{estwisted.tls.ReloadOutcome}); C{None} when
+        the node has no TLS.
     @ivar first_level_auth: the 5.0.2+ route authorization levels
         (C{DisableFirstLevelHttpAuthorization} turns them off).
     @ivar role: in a cluster, returns the node's v5 state name
@@ -615,6 +619,7 @@ class NodeInfo:
     projections_mode: str = "None"
     shutdown: Optional[Callable[[], Any]] = None
     scavenge: Optional[Callable[[], Any]] = None
+    reload_certificates: Optional[Callable[[], Any]] = None
     first_level_auth: bool = True
     enable_trusted_auth: bool = False
     max_body_size: int = DEFAULT_MAX_BODY
@@ -2318,6 +2323,26 @@ class HttpApi:
         request.setResponseCode(200, b"OK")
         return b""
 
+    def reload_certificates(self, request: Any) -> bytes:
+        """
+        C{POST /admin/reloadcertificates} (ops): read the node's certificate
+        files again, as SIGHUP does.  200 with the outcome's message when the
+        new files are in use; 400 with the reason when they are broken (the
+        node keeps its previous certificate) or when the node has no TLS.
+        """
+        self._principal(request, "ops")
+        hook = self.node_info.reload_certificates
+        if hook is None:
+            message = "TLS is not configured on this node"
+            raise HttpError(400, message, body=message.encode(), content_type=atom.TEXT_PLAIN)
+        outcome = hook()
+        body = str(outcome.message).encode("utf-8")
+        if not outcome.ok:
+            raise HttpError(
+                400, "Certificate reload failed", body=body, content_type=atom.TEXT_PLAIN
+            )
+        return self._ok(request, body, atom.TEXT_PLAIN)
+
     def scavenge(self, request: Any) -> Union[bytes, Deferred[bytes]]:
         self._principal(request, "ops")
         for name in (b"startFromChunk", b"threads"):
@@ -2570,6 +2595,10 @@ class HttpApi:
     @app.route("/admin/shutdown", methods=["POST"])
     def _r_shutdown(self, request: Any) -> Any:
         return self._run(request, self.shutdown)
+
+    @app.route("/admin/reloadcertificates", methods=["POST"])
+    def _r_reload_certificates(self, request: Any) -> Any:
+        return self._run(request, self.reload_certificates)
 
     @app.route("/admin/scavenge", methods=["POST"])
     def _r_scavenge(self, request: Any) -> Any:

@@ -163,6 +163,9 @@ class NodeService(MultiService):
                 "role": lambda: self.cluster.controller.role(),
                 "gossip_view": lambda: self.cluster.controller.gossip_document(),
             }
+        if self.tls is not None:
+            # POST /admin/reloadcertificates does what SIGHUP does.
+            extra["reload_certificates"] = self.tls.reload
         info = NodeInfo.from_config(c, shutdown=self._shutdown, **extra)
         # The API's own Site refuses oversized bodies before buffering them
         # and writes no access-log line per request.

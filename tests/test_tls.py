@@ -299,6 +299,51 @@ class TLSNodeTests(TestCase):
         self.assertNotEqual(before, after)
         self.assertIn("DNS renewed.cluster", self.node.log())
 
+    def test_reloadOverHttp(self) -> None:
+        """
+        C{POST /admin/reloadcertificates} (ops) makes the node serve the new
+        certificate files; when they are broken it answers 400 with the
+        reason and keeps serving the previous certificate.
+        """
+        import base64
+        import http.client
+
+        def post(credentials: Optional[bytes]) -> tuple[int, bytes]:
+            headers = {"Content-Length": "0"}
+            if credentials is not None:
+                headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1", self.node.ext_http_port, context=self.trusting, timeout=10
+            )
+            try:
+                connection.request("POST", "/admin/reloadcertificates", headers=headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        def served() -> bytes:
+            with socket.create_connection(("127.0.0.1", self.node.ext_tcp_port), timeout=10) as r:
+                with self.trusting.wrap_socket(r, server_hostname="127.0.0.1") as t:
+                    der = t.getpeercert(binary_form=True)
+                    assert der is not None
+                    return der
+
+        before = served()
+        self.assertEqual(post(None)[0], 401)
+        self.pki.node("node1", ips="127.0.0.1", dns="localhost,renewed.cluster", force=True)
+        status, body = post(b"ops:changeit")
+        self.assertEqual((status, body), (200, b"reloaded CN=eventstoredb-node"))
+        renewed = served()
+        self.assertNotEqual(before, renewed)
+
+        with open(self.pki.path("node1", "node.key"), "wb") as f:
+            f.write(b"not a key\n")
+        status, body = post(b"admin:changeit")
+        self.assertEqual(status, 400)
+        self.assertIn(b"previous certificate kept", body)
+        self.assertEqual(served(), renewed)
+
 
 #: node-eventstore-client over TLS, validating the server: append two events
 #: and read them back.  Prints one JSON line; exits 0 when all went well.

@@ -1065,6 +1065,47 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
         bad = self.request("POST", "/admin/scavenge?threads=0", ADMIN)
         self.assertEqual(bad.code, 400)
 
+    def test_reloadCertificatesWithoutTls(self) -> None:
+        """
+        C{POST /admin/reloadcertificates} on a node without TLS answers 400
+        with the reason; anonymous callers get 401.
+        """
+        self.assertEqual(self.request("POST", "/admin/reloadcertificates").code, 401)
+        reply = self.request("POST", "/admin/reloadcertificates", OPS)
+        self.assertEqual(reply.code, 400)
+        self.assertEqual(reply.body, b"TLS is not configured on this node")
+
+    def test_reloadCertificates(self) -> None:
+        """
+        C{POST /admin/reloadcertificates} calls the node's reload hook (ops
+        level): 200 with its message when the new files are in use, 400 with
+        its message when they are broken.
+        """
+        from estwisted.tls import ReloadOutcome
+
+        outcomes = [
+            ReloadOutcome(True, "reloaded CN=eventstoredb-node"),
+            ReloadOutcome(False, "reload failed, previous certificate kept: bad key"),
+        ]
+        calls: list[int] = []
+
+        def reload() -> ReloadOutcome:
+            calls.append(1)
+            return outcomes[len(calls) - 1]
+
+        self.store, self.persistent, self.api = make_node(
+            self.clock, NodeInfo(reload_certificates=reload)
+        )
+        self.stub = StubTreq(self.api.resource())
+        self.assertEqual(self.request("POST", "/admin/reloadcertificates").code, 401)
+        self.assertEqual(calls, [])
+        ok = self.request("POST", "/admin/reloadcertificates", OPS)
+        self.assertEqual((ok.code, ok.body), (200, b"reloaded CN=eventstoredb-node"))
+        broken = self.request("POST", "/admin/reloadcertificates", ADMIN)
+        self.assertEqual(broken.code, 400)
+        self.assertEqual(broken.body, b"reload failed, previous certificate kept: bad key")
+        self.assertEqual(calls, [1, 1])
+
     def test_mergeIndexesAndOptions(self) -> None:
         """
         Ops-level admin extras answer JSON; anonymous callers get 401.
