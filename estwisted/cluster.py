@@ -363,6 +363,19 @@ class NodeMachine:
             now,
         )
 
+    def set_epoch(self, position: int, number: int, epoch_id: uuid.UUID, now: float) -> None:
+        """
+        The log's newest epoch changed (written here or replicated from the
+        leader): advertise it in our gossip record, which elections compare
+        first (cluster.md 3.4).  C{(-1, -1, UUID(int=0))} means no epoch.
+        """
+        o = self.own
+        if (o.epoch_position, o.epoch_number, o.epoch_id) == (position, number, epoch_id):
+            return
+        self._set_own(
+            evolve(o, epoch_number=number, epoch_position=position, epoch_id=epoch_id), now
+        )
+
     def _feed(self, event: Any, now: float) -> list[NodeEffect]:
         """
         Give the role machine one input and perform what it asks.
@@ -965,6 +978,13 @@ class ClusterController(Service):
         C{POST /elections/<route>}.
         """
         self._run(self.machine.on_election_message(message, self.clock.seconds()))
+
+    def set_epoch(self, position: int, number: int, epoch_id: uuid.UUID) -> None:
+        """
+        Advertise the log's newest epoch in our gossip record (see
+        L{NodeMachine.set_epoch}).
+        """
+        self.machine.set_epoch(position, number, epoch_id, self.clock.seconds())
 
     def add_seeds(self, seeds: Iterable[Endpoint]) -> None:
         self._run(self.machine.add_seeds(seeds, self.clock.seconds()))

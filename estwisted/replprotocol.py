@@ -1147,20 +1147,10 @@ def attach_replication(
         # log's newest epoch in our gossip record.
         import uuid as _uuid
 
-        from attrs import evolve
-
-        machine = controller.machine
-        own = machine.own
         if epoch is None:
-            changed = evolve(own, epoch_number=-1, epoch_position=-1, epoch_id=_uuid.UUID(int=0))
+            controller.set_epoch(-1, -1, _uuid.UUID(int=0))
         else:
-            changed = evolve(
-                own,
-                epoch_number=epoch.number,
-                epoch_position=epoch.position,
-                epoch_id=_uuid.UUID(bytes=epoch.epoch_id),
-            )
-        machine._set_own(changed, reactor.seconds())
+            controller.set_epoch(epoch.position, epoch.number, _uuid.UUID(bytes=epoch.epoch_id))
 
     replication.on_epoch = on_epoch
     if replication.epochs:

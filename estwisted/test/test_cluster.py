@@ -569,6 +569,33 @@ class ControllerTests(SynchronousTestCase):
         assert record is not None
         self.assertEqual((record.last_commit_position, record.writer_checkpoint), (1234, 2345))
 
+    def test_epoch_reaches_gossip(self) -> None:
+        """
+        C{set_epoch} puts the log's newest epoch in our own record, and
+        peers see it through gossip; C{(-1, -1, zero id)} clears it.
+        """
+        c = Cluster(3)
+        c.start()
+        leader = c.wait_leader(3.0)
+        assert leader is not None
+        # A follower: a leader writes its own epochs on election.
+        node = next(i for i in range(3) if i != leader)
+        epoch_id = uuid.UUID(int=7, version=4)
+        c.controllers[node].set_epoch(4096, 3, epoch_id)
+        own = c.controllers[node].machine.own
+        self.assertEqual((own.epoch_position, own.epoch_number, own.epoch_id), (4096, 3, epoch_id))
+        c.run(1.0)
+        record = c.controllers[leader].machine.view.get(c.endpoint(node))
+        assert record is not None
+        self.assertEqual(
+            (record.epoch_position, record.epoch_number, record.epoch_id), (4096, 3, epoch_id)
+        )
+        c.controllers[node].set_epoch(-1, -1, uuid.UUID(int=0))
+        own = c.controllers[node].machine.own
+        self.assertEqual(
+            (own.epoch_position, own.epoch_number, own.epoch_id), (-1, -1, uuid.UUID(int=0))
+        )
+
     @settings(max_examples=40)
     @given(
         size=st.sampled_from([3, 5]),
