@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -108,6 +108,23 @@ def wait_for_leader(nodes: Sequence[NodeProcess], timeout: float = LEADER_WAIT) 
         time.sleep(0.05)
     states = {n.int_http_port: _states(n) for n in running(nodes)}
     raise AssertionError(f"no agreed leader after {timeout}s: {states}")
+
+
+def eventually(check: Callable[[], None], timeout: float, interval: float = 0.1) -> None:
+    """
+    Run C{check} until it passes (raises no L{AssertionError} or
+    L{OSError}) or C{timeout} seconds have passed; then raise its last
+    error.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except (AssertionError, OSError):
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
 
 
 def _states(node: NodeProcess) -> Any:
@@ -239,29 +256,44 @@ class SeedClusterTests(ClusterTestCase):
         C{/gossip} on the external and internal ports lists the three nodes
         with the v5 fields, whatever the Host header says; C{/info} tells
         each node's state.
+
+        An agreed leader does not mean every table already has every
+        member's full record, and under load a follower may still be
+        settling: the checks are polled until they hold (bounded).
         """
         nodes = self.nodes()
         start_all(nodes)
-        leader = wait_for_leader(nodes)
-        for n in nodes:
-            with urllib.request.urlopen(f"http://127.0.0.1:{n.ext_http_port}/info") as response:
-                info = json.loads(response.read())
-            self.assertEqual(info["state"], "master" if n is leader else "slave")
+        wait_for_leader(nodes)
+
+        def states_agree() -> None:
+            leader = agreed_leader(nodes)
+            assert leader is not None, "no agreed leader"
+            for n in nodes:
+                url = f"http://127.0.0.1:{n.ext_http_port}/info"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    info = json.loads(response.read())
+                self.assertEqual(info["state"], "master" if n is leader else "slave")
+
+        eventually(states_agree, LEADER_WAIT)
         node = nodes[0]
-        for port in (node.ext_http_port, node.int_http_port):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/gossip", headers={"Host": "cluster.example.com:80"}
-            )
-            with urllib.request.urlopen(request, timeout=5) as response:
-                self.assertEqual(response.status, 200)
-                doc = json.loads(response.read())
-            self.assertEqual(doc["serverIp"], "127.0.0.1")
-            self.assertEqual(doc["serverPort"], node.int_http_port)
-            ports = sorted(m["externalHttpPort"] for m in doc["members"])
-            self.assertEqual(ports, [1114, 2114, 3114])
-            self.assertEqual(
-                list(doc["members"][0])[:4], ["instanceId", "timeStamp", "state", "isAlive"]
-            )
+
+        def document_shape() -> None:
+            for port in (node.ext_http_port, node.int_http_port):
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/gossip", headers={"Host": "cluster.example.com:80"}
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    self.assertEqual(response.status, 200)
+                    doc = json.loads(response.read())
+                self.assertEqual(doc["serverIp"], "127.0.0.1")
+                self.assertEqual(doc["serverPort"], node.int_http_port)
+                ports = sorted(m["externalHttpPort"] for m in doc["members"])
+                self.assertEqual(ports, [1114, 2114, 3114])
+                self.assertEqual(
+                    list(doc["members"][0])[:4], ["instanceId", "timeStamp", "state", "isAlive"]
+                )
+
+        eventually(document_shape, LEADER_WAIT)
 
 
 class DnsClusterTests(ClusterTestCase):
