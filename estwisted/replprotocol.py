@@ -1100,12 +1100,16 @@ def attach_replication(
     wiring: Any,
     clients: Factory,
     persistent: Any = None,
+    tls: Any = None,
 ) -> InternalTcpFactory:
     """
     Wire replication into a clustered node built by
     L{estwisted.cluster.make_cluster_service}: follow the controller's state
     changes, and serve replicas on the internal TCP port beside clients.
 
+    @param tls: the node's L{estwisted.tls.NodeTLS}, or C{None}: with it,
+        replicas dial the leader's internal TCP port over mutual TLS (the
+        leader's certificate must match the address dialled).
     @return: the factory to listen with on the internal TCP port.
     """
     from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -1113,7 +1117,8 @@ def attach_replication(
     controller = wiring.controller
 
     def connect(host: str, port: int, factory: Factory) -> Deferred[Any]:
-        return TCP4ClientEndpoint(reactor, host, port, timeout=2).connect(factory)
+        wrapped: Any = factory if tls is None else tls.client_factory(factory, host)
+        return TCP4ClientEndpoint(reactor, host, port, timeout=2).connect(wrapped)
 
     commit_count = max(
         int(getattr(config, "commit_count", -1)), int(getattr(config, "prepare_count", -1))

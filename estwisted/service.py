@@ -189,7 +189,8 @@ class NodeService(MultiService):
             from estwisted.replprotocol import attach_replication
 
             int_tcp = attach_replication(  # type: ignore[assignment]
-                c, self.reactor, self.store, self.log, wiring, int_tcp, persistent=self.persistent
+                c, self.reactor, self.store, self.log, wiring, int_tcp,
+                persistent=self.persistent, tls=self.tls,
             )
             wiring.service.setServiceParent(self)
             # Same Site settings as the API's own (body limit, no access log).

@@ -36,7 +36,10 @@ def estore(*args: str) -> str:
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "estwisted.cli", *args],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     if result.returncode != 0:
         raise AssertionError(f"estore {' '.join(args)} failed: {result.stderr}")
@@ -64,13 +67,27 @@ class PKI:
         return os.path.join(self.directory, *parts)
 
     def node(
-        self, name: str, ips: str = "127.0.0.1", dns: str = "localhost", ca: str = "ca",
-        common_name: Optional[str] = None, force: bool = False,
+        self,
+        name: str,
+        ips: str = "127.0.0.1",
+        dns: str = "localhost",
+        ca: str = "ca",
+        common_name: Optional[str] = None,
+        force: bool = False,
     ) -> tuple[str, str]:
         args = [
-            "certs", "create-node",
-            "--ca-certificate", self.path(ca, "ca.crt"), "--ca-key", self.path(ca, "ca.key"),
-            "--ip-addresses", ips, "--dns-names", dns, "--out", self.path(name),
+            "certs",
+            "create-node",
+            "--ca-certificate",
+            self.path(ca, "ca.crt"),
+            "--ca-key",
+            self.path(ca, "ca.key"),
+            "--ip-addresses",
+            ips,
+            "--dns-names",
+            dns,
+            "--out",
+            self.path(name),
         ]
         if common_name:
             args += ["--common-name", common_name]
@@ -96,8 +113,12 @@ class PKI:
     def node_args(self, name: str) -> list[str]:
         cert, key = self.path(name, "node.crt"), self.path(name, "node.key")
         return [
-            "--certificate-file", cert, "--certificate-private-key-file", key,
-            "--trusted-root-certificates-path", self.path("roots"),
+            "--certificate-file",
+            cert,
+            "--certificate-private-key-file",
+            key,
+            "--trusted-root-certificates-path",
+            self.path("roots"),
         ]
 
 
@@ -206,9 +227,7 @@ class TLSNodeTests(TestCase):
         with open(self.pki.ca_cert, "rb") as f:
             ca = Certificate.loadPEM(f.read())
         pool = HTTPConnectionPool(reactor, persistent=False)
-        agent = Agent(
-            reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=ca), pool=pool
-        )
+        agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=ca), pool=pool)
         client = treq.client.HTTPClient(agent)
         response = await client.get(f"https://localhost:{self.node.ext_http_port}/info")
         self.assertEqual(response.code, 200)
@@ -403,7 +422,10 @@ class TLSClientTests(TestCase):
         def run(ca: str) -> dict[str, Any]:
             result = subprocess.run(
                 [node_bin, "-e", NODE_TLS_CLIENT, str(node.ext_tcp_port)],
-                cwd=js, capture_output=True, text=True, timeout=60,
+                cwd=js,
+                capture_output=True,
+                text=True,
+                timeout=60,
                 env=dict(os.environ, NODE_EXTRA_CA_CERTS=ca),
             )
             lines = result.stdout.strip().splitlines()
@@ -431,7 +453,10 @@ class RefuseToStartTests(TestCase):
             ports += [flag, str(free_port())]
         command = twistd_command() + ["-n", "--pidfile=", "estore", "--mem-db", *ports, *args]
         result = subprocess.run(
-            command, cwd=directory, capture_output=True, timeout=60,
+            command,
+            cwd=directory,
+            capture_output=True,
+            timeout=60,
             env=dict(os.environ, PYTHONPATH=REPO_ROOT),
         )
         return result.stdout.decode() + result.stderr.decode()
@@ -459,16 +484,26 @@ class RefuseToStartTests(TestCase):
         cert, _ = pki.node("a")
         _, other_key = pki.node("b")
         output = self.run_node(
-            "--certificate-file", cert, "--certificate-private-key-file", other_key,
-            "--trusted-root-certificates-path", pki.path("roots"),
+            "--certificate-file",
+            cert,
+            "--certificate-private-key-file",
+            other_key,
+            "--trusted-root-certificates-path",
+            pki.path("roots"),
         )
         self.assertIn("Refusing to start: key doesn't match certificate", output)
         self.assertNotIn("Listening for", output)
 
 
 #: Fast gossip and elections for the cluster tests.
-FAST = ["--gossip-interval-ms", "100", "--gossip-timeout-ms", "500",
-        "--leader-election-timeout-ms", "500"]
+FAST = [
+    "--gossip-interval-ms",
+    "100",
+    "--gossip-timeout-ms",
+    "500",
+    "--leader-election-timeout-ms",
+    "500",
+]
 
 
 def https_json(node: NodeProcess, path: str, context: ssl.SSLContext) -> Optional[Any]:
@@ -484,9 +519,34 @@ def https_json(node: NodeProcess, path: str, context: ssl.SSLContext) -> Optiona
         return None
 
 
-def https_get_host(
-    host: str, port: int, path: str, context: ssl.SSLContext
+def https_request(
+    node: NodeProcess,
+    method: str,
+    path: str,
+    context: ssl.SSLContext,
+    body: Optional[bytes] = None,
+    headers: Optional[dict[str, str]] = None,
 ) -> tuple[int, bytes]:
+    """
+    One HTTPS request to the node's external HTTP port, as admin.
+    """
+    import base64
+    import http.client
+
+    connection = http.client.HTTPSConnection(
+        node.host, node.ext_http_port, context=context, timeout=10
+    )
+    all_headers = {"Authorization": "Basic " + base64.b64encode(b"admin:changeit").decode()}
+    all_headers.update(headers or {})
+    try:
+        connection.request(method, path, body=body, headers=all_headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def https_get_host(host: str, port: int, path: str, context: ssl.SSLContext) -> tuple[int, bytes]:
     import http.client
 
     connection = http.client.HTTPSConnection(host, port, context=context, timeout=2)
@@ -522,10 +582,20 @@ class TLSClusterTests(TestCase):
             seeds = ",".join(
                 f"{other}:{ports[i]['int_http']}" for i, other in enumerate(hosts) if other != host
             )
-            self.nodes.append(self.make_node(f"node{n}", host, ports[n - 1], [
-                "--config", os.path.join(REPO_ROOT, "etc", "tls", f"node{n}.yaml"),
-                "--gossip-seed", seeds, *FAST,
-            ]))
+            self.nodes.append(
+                self.make_node(
+                    f"node{n}",
+                    host,
+                    ports[n - 1],
+                    [
+                        "--config",
+                        os.path.join(REPO_ROOT, "etc", "tls", f"node{n}.yaml"),
+                        "--gossip-seed",
+                        seeds,
+                        *FAST,
+                    ],
+                )
+            )
 
     def make_node(
         self, name: str, host: str, ports: dict[str, int], args: list[str]
@@ -581,6 +651,47 @@ class TLSClusterTests(TestCase):
             self.assertIn("Listening for internal HTTP (TLS)", log)
             self.assertNotIn("Refused the certificate", log)
 
+    def test_replicatesOverMutualTls(self) -> None:
+        """
+        A write to the leader is acknowledged only once a quorum has it, so
+        its acknowledgement shows that replication runs over the mutual-TLS
+        internal TCP port; the followers then serve the event.
+        """
+        for node in self.nodes:
+            node.start()
+        states = self.wait_for_leader()
+        leader = next(n for n in self.nodes if states[n.host] == "Master")
+        followers = [n for n in self.nodes if n is not leader]
+        status, body = https_request(
+            leader,
+            "POST",
+            "/streams/over-tls",
+            self.context,
+            b'{"n": 1}',
+            {
+                "Content-Type": "application/json",
+                "ES-EventType": "tested",
+                "ES-EventId": str(uuid.uuid4()),
+            },
+        )
+        self.assertEqual(status, 201, body)
+        for follower in followers:
+            deadline = time.monotonic() + 20
+            got: tuple[int, bytes] = (0, b"")
+            while time.monotonic() < deadline:
+                got = https_request(
+                    follower,
+                    "GET",
+                    "/streams/over-tls/0",
+                    self.context,
+                    headers={"Accept": "application/json", "ES-RequireMaster": "False"},
+                )
+                if got[0] == 200:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(got, (200, b'{"n": 1}'))
+            self.assertNotIn("Refused the certificate", follower.log())
+
     def start_intruder(self, name: str, trusted: list[str]) -> NodeProcess:
         """
         Start a node on 127.0.0.4 with a certificate from the other CA,
@@ -594,13 +705,26 @@ class TLSClusterTests(TestCase):
                 dst.write(src.read())
         host = "127.0.0.4"
         ports = {n: free_port(host) for n in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
-        intruder = self.make_node(name, host, ports, [
-            "--cluster-size", "3", "--discover-via-dns", "false",
-            "--gossip-seed", f"127.0.0.1:{self.nodes[0].int_http_port}",
-            "--certificate-file", self.pki.path(name, "node.crt"),
-            "--certificate-private-key-file", self.pki.path(name, "node.key"),
-            "--trusted-root-certificates-path", roots, *FAST,
-        ])
+        intruder = self.make_node(
+            name,
+            host,
+            ports,
+            [
+                "--cluster-size",
+                "3",
+                "--discover-via-dns",
+                "false",
+                "--gossip-seed",
+                f"127.0.0.1:{self.nodes[0].int_http_port}",
+                "--certificate-file",
+                self.pki.path(name, "node.crt"),
+                "--certificate-private-key-file",
+                self.pki.path(name, "node.key"),
+                "--trusted-root-certificates-path",
+                roots,
+                *FAST,
+            ],
+        )
         return intruder.start()
 
     def test_foreignNodeRefused(self) -> None:
@@ -618,8 +742,11 @@ class TLSClusterTests(TestCase):
         self.wait_for_leader()
         first = self.start_intruder("intruder1", [self.pki.other_ca_cert])
         log = wait_for_log(first, "unknown CA: its chain ends at CN=estore CA", 20)
-        self.assertIn(f"Refused the certificate of the peer 127.0.0.1 (127.0.0.1:"
-                      f"{self.nodes[0].int_http_port}) on https://127.0.0.1:", log)
+        self.assertIn(
+            f"Refused the certificate of the peer 127.0.0.1 (127.0.0.1:"
+            f"{self.nodes[0].int_http_port}) on https://127.0.0.1:",
+            log,
+        )
         wait_for_log(self.nodes[0], "the peer does not trust this node's certificate", 20)
         first.stop()
 
@@ -629,8 +756,9 @@ class TLSClusterTests(TestCase):
         time.sleep(1)  # ten gossip rounds
         self.assertEqual(self.nodes[0].log().count("unknown CA: its chain ends at CN=other CA"), 1)
         self.assertTrue(second.process is not None and second.process.poll() is None)
-        self.assertEqual(sorted(str(s) for s in self.states().values()),
-                         ["Master", "Slave", "Slave"])
+        self.assertEqual(
+            sorted(str(s) for s in self.states().values()), ["Master", "Slave", "Slave"]
+        )
 
     def test_wrongSanRefusedByDialler(self) -> None:
         """
@@ -646,11 +774,21 @@ class TLSClusterTests(TestCase):
         self.pki.node("liar", ips="127.0.0.9", dns="node9.estore.local")
         host = "127.0.0.5"
         ports = {n: free_port(host) for n in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
-        liar = self.make_node("liar", host, ports, [
-            "--cluster-size", "3", "--discover-via-dns", "false",
-            "--gossip-seed", f"127.0.0.1:{self.nodes[0].int_http_port}",
-            *self.pki.node_args("liar"), *FAST,
-        ])
+        liar = self.make_node(
+            "liar",
+            host,
+            ports,
+            [
+                "--cluster-size",
+                "3",
+                "--discover-via-dns",
+                "false",
+                "--gossip-seed",
+                f"127.0.0.1:{self.nodes[0].int_http_port}",
+                *self.pki.node_args("liar"),
+                *FAST,
+            ],
+        )
         liar.start()
         wait_for_log(liar, "does not cover 127.0.0.5 (IntIp as advertised)")
         log = wait_for_log(self.nodes[0], "SAN mismatch", 20)
