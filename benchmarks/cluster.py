@@ -3,13 +3,13 @@ Quorum replication benchmark: a 3-node cluster on loopback (every node on
 disk, so each acknowledged write was fsync'ed by the leader and at least one
 follower) beside a single node, in the same run.
 
-    python benchmarks/replication.py [--seconds 3] [--failovers 3] [--quick]
+    python benchmarks/cluster.py [--seconds 3] [--failovers 3] [--quick]
 
 Measures appends/s and p50/p99 latency with 1, 8 and 64 connections
 (single-event and 100-event writes, one request in flight per connection),
 with the C load client of C{benchmarks/tcp.py}; then the time from a
 leader's SIGKILL to the first write acknowledged by the new leader.  Prints
-a table and writes C{benchmarks/results/replication.json}.  Only talks to
+a table and writes C{benchmarks/results/cluster.json}.  Only talks to
 127.0.0.1; every phase is bounded in time; every node is stopped.
 """
 
@@ -31,7 +31,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, ROOT)
 
-RESULTS = os.path.join(HERE, "results", "replication.json")
+RESULTS = os.path.join(HERE, "results", "cluster.json")
 
 
 def _tcp_benchmark() -> Any:
