@@ -1810,17 +1810,9 @@ class HttpApi:
         """
         C{PUT /subscriptions/{stream}/{group}}.
         """
-        stream, group = self._subscription_names(raw_stream, raw_group)
-        principal = self._principal(request, "ops")
-        settings = self._settings_from_body(request)
-        location = self._urls(request).subscription(stream, group)
-
-        def created(_: Any) -> bytes:
-            set_header(request, b"location", location.encode("ascii"))
-            return self._subscription_reply(request, 201, b"Subscription Created", "Success")
-
-        d: Deferred[Any] = self.persistent.create(stream, group, settings, principal)
-        return d.addCallback(created)
+        return self._save_subscription(
+            request, raw_stream, raw_group, self.persistent.create, 201, b"Subscription Created"
+        )
 
     def update_subscription(
         self, request: Any, raw_stream: str, raw_group: str
@@ -1828,17 +1820,33 @@ class HttpApi:
         """
         C{POST /subscriptions/{stream}/{group}}.
         """
+        return self._save_subscription(
+            request, raw_stream, raw_group, self.persistent.update, 200, b"Subscription Updated"
+        )
+
+    def _save_subscription(
+        self,
+        request: Any,
+        raw_stream: str,
+        raw_group: str,
+        save: Callable[..., Deferred[Any]],
+        code: int,
+        reason: bytes,
+    ) -> Deferred[bytes]:
+        """
+        Create or update a group from the request's settings body and answer
+        with its location.
+        """
         stream, group = self._subscription_names(raw_stream, raw_group)
         principal = self._principal(request, "ops")
         settings = self._settings_from_body(request)
         location = self._urls(request).subscription(stream, group)
 
-        def updated(_: Any) -> bytes:
+        def saved(_: Any) -> bytes:
             set_header(request, b"location", location.encode("ascii"))
-            return self._subscription_reply(request, 200, b"Subscription Updated", "Success")
+            return self._subscription_reply(request, code, reason, "Success")
 
-        d: Deferred[Any] = self.persistent.update(stream, group, settings, principal)
-        return d.addCallback(updated)
+        return save(stream, group, settings, principal).addCallback(saved)
 
     def delete_subscription(
         self, request: Any, raw_stream: str, raw_group: str
