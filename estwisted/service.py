@@ -21,6 +21,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import Logger
 
+from estwisted.errors import StorageError
 from estwisted.streams import StreamStore
 
 
@@ -74,10 +75,13 @@ class NodeService(MultiService):
             self.tls = node_tls_from_config(self.config, self.reactor)
         except CertificateError as e:
             raise StartupError(str(e)) from None
+        where = "memory" if self.config.mem_db else self.config.db
         try:
             self._open_core()
+        except StorageError as e:
+            # Expected (locked, unreadable, damaged): the reason says it all.
+            raise StartupError(f"cannot open the database in {where}: {e}") from None
         except Exception as e:
-            where = "memory" if self.config.mem_db else self.config.db
             self._log.failure("The node could not open its database in {where}", where=where)
             raise StartupError(f"cannot open the database in {where}: {e}") from None
 

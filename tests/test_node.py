@@ -233,5 +233,7 @@ class StartupRefusalTests(TestCase):
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn(f"estore: cannot open the database in {db}", result.stderr.decode())
+        # An expected refusal is one line, not a traceback.
+        self.assertNotIn("Traceback", result.stdout.decode() + result.stderr.decode())
         # The first node still serves.
         write_event(first, "still-here", 0)
