@@ -289,6 +289,7 @@ class StreamStore:
         self.writes_refused: Optional[EstoreError] = None
         last = log.read_backward(log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
+        self._rebuild_recent()
         if password_iterations is None:
             self.users = UserManager(self)
         else:
@@ -922,9 +923,13 @@ class StreamStore:
                 d.errback(e)
             return
         gate = self._commit_gate
-        if gate is not None and batch:
+        if gate is not None and (batch or waiters):
             # Clustered leader: publish (index, acknowledge, notify) only
-            # once a quorum has the records.
+            # once a quorum has the records.  An idempotent repeat (no
+            # records of its own) waits too: the records it matched may be
+            # in the log but on no quorum yet (issue 11: a retry answered
+            # early was a lost acknowledged write).  Everything it can have
+            # matched lies before the log's end.
             entry: list[Any] = [batch, waiters, system]
             self._gated.append(entry)
             gate(self._log.end_position).addCallbacks(
@@ -1074,11 +1079,41 @@ class StreamStore:
         self._pending_meta.clear()
         self._meta_cache.clear()
         self._settings = None
-        self._recent.clear()
-        self._recent_ring = [None] * len(self._recent_ring)
-        self._recent_next = 0
+        self._rebuild_recent()
         last = self._log.read_backward(self._log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
+
+    def _rebuild_recent(self) -> None:
+        """
+        Fill the idempotency cache with the event ids of the log's last
+        records (as many as it holds), oldest first: a restart or a
+        truncation does not shorten the window in which a client's retry
+        is recognised (issue 11, item 2).
+        """
+        size = len(self._recent_ring)
+        found: list[tuple[bytes, str, int]] = []
+        log = self._log
+        position = log.end_position
+        for _ in range(size // 500 + 2):
+            if len(found) >= size or position <= 0:
+                break
+            page = log.read_backward(position, 1000)
+            if not page:
+                break
+            for r in page:
+                if r.stream and r.event_number >= 0:
+                    found.append((r.event_id, r.stream, r.event_number))
+            position = page[-1].position
+        del found[size:]
+        found.reverse()
+        recent: dict[bytes, tuple[str, int]] = {}
+        ring: list[Optional[bytes]] = [None] * size
+        for slot, (event_id, stream, number) in enumerate(found):
+            ring[slot] = event_id
+            recent[event_id] = (stream, number)
+        self._recent = recent
+        self._recent_ring = ring
+        self._recent_next = len(found) % size
 
     def _invalidate(self, streams: set[str]) -> None:
         """

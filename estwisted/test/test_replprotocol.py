@@ -617,6 +617,96 @@ class StoreGateTests(SynchronousTestCase):
         self.assertEqual(self._read(self.store, "s"), [])
 
 
+    def _same(self, stream: str, expected: int, event_id: bytes) -> Deferred[Any]:
+        from estwisted.model import NewEvent
+
+        event = NewEvent(event_id, "t", b"{}", b"", True)
+        return self.store.append(stream, expected, [event], self.principal)
+
+    def test_retry_of_unreplicated_write_waits_for_the_quorum(self) -> None:
+        """
+        Issue 11, the path that lost acknowledged writes: a write times out
+        without a quorum; the client retries the same event id on the same
+        node.  The retry matches the record in the leader's log, which no
+        quorum holds: it is not acknowledged until one does.
+        """
+        ids = {expected: os_urandom() for expected in (-2, -1)}
+        firsts = [self._same(f"s{e}", e, i) for e, i in ids.items()]
+        self.cluster.clock.advance(0)
+        self.cluster.clock.advance(2.1)
+        for first in firsts:
+            self.failureResultOf(first, CommitTimeout)
+        retries = [self._same(f"s{e}", e, i) for e, i in ids.items()]
+        self.cluster.clock.advance(0)
+        for retry in retries:
+            self.assertNoResult(retry)
+        self.replica.follower.start(b"L" * 16)
+        self.cluster.pump()
+        for retry in retries:
+            result = self.successResultOf(retry)
+            self.assertEqual((result.first_event_number, result.last_event_number), (0, 0))
+        self.assertEqual(self._read(self.store, "s-2"), [0])
+        self.assertEqual(self._read(self.store, "s-1"), [0])
+        self.assertEqual(self._read(self.replica_store, "s-2"), [0])
+
+    def test_retry_of_unreplicated_write_times_out(self) -> None:
+        """
+        Still no quorum: the retry fails as the first attempt did.
+        """
+        event_id = os_urandom()
+        first = self._same("s", -2, event_id)
+        self.cluster.clock.advance(0)
+        self.cluster.clock.advance(2.1)
+        self.failureResultOf(first, CommitTimeout)
+        retry = self._same("s", -2, event_id)
+        self.cluster.clock.advance(0)
+        self.cluster.clock.advance(2.1)
+        self.failureResultOf(retry, CommitTimeout)
+
+    def test_retry_after_step_down_fails(self) -> None:
+        """
+        The leader stepped down with the record unreplicated (the gate now
+        refuses, as L{NodeReplication} sets it): a retry that matches the
+        record fails; it is never acknowledged.
+        """
+        event_id = os_urandom()
+        first = self._same("s", -2, event_id)
+        self.cluster.clock.advance(0)
+        self.leader.stop()
+        self.failureResultOf(first, NotReady)
+
+        def refuse(end: int) -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            d.errback(NotReady("stepped down"))
+            return d
+
+        self.store.set_commit_gate(refuse)
+        self.store.release_gated()
+        for expected in (-2, -1):
+            retry = self._same("s", expected, event_id)
+            self.cluster.clock.advance(0)
+            self.failureResultOf(retry, NotReady)
+
+    def test_retry_of_committed_write_acknowledged(self) -> None:
+        """
+        A retry of a write the quorum holds is acknowledged with the
+        original event numbers and writes nothing.
+        """
+        self.replica.follower.start(b"L" * 16)
+        self.cluster.pump()
+        event_id = os_urandom()
+        first = self._same("s", -2, event_id)
+        self.cluster.clock.advance(0)
+        self.cluster.pump()
+        self.successResultOf(first)
+        end = self.cluster.log.end_position
+        retry = self._same("s", -2, event_id)
+        self.cluster.clock.advance(0)
+        self.cluster.pump()
+        self.assertEqual(self.successResultOf(retry).first_event_number, 0)
+        self.assertEqual(self.cluster.log.end_position, end)
+
+
 def os_urandom() -> bytes:
     import os
 
@@ -867,6 +957,38 @@ class ReplicatedIdempotencyTests(SynchronousTestCase):
         result = self.successResultOf_(follower.append("s", -2, [event], SYSTEM_PRINCIPAL), clock)
         self.assertEqual((result.first_event_number, result.last_event_number), (0, 0))
         self.assertEqual(follower_log.end_position, end)
+
+    def test_window_rebuilt_on_restart_and_truncation(self) -> None:
+        """
+        The idempotency window comes back from the log: after a restart
+        (a new store over the same log) and after a truncation of a later
+        tail, a retry of an earlier write with expected version Any is
+        recognised and writes nothing.
+        """
+        from estwisted.model import NewEvent
+        from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
+        from estwisted.test.test_streams import rebuild_index
+
+        clock = Clock()
+        log = MemoryLog()
+        store = StreamStore(log, StreamIndex(), clock)
+        kept = NewEvent(b"k" * 16, "t", b"{}", b"", True)
+        self.successResultOf_(store.append("s", -2, [kept], SYSTEM_PRINCIPAL), clock)
+        cut = log.end_position
+        self.successResultOf_(
+            store.append("s", -2, [NewEvent(b"x" * 16, "t", b"{}", b"", True)], SYSTEM_PRINCIPAL),
+            clock,
+        )
+        restarted = StreamStore(log, rebuild_index(log), clock)
+        end = log.end_position
+        result = self.successResultOf_(restarted.append("s", -2, [kept], SYSTEM_PRINCIPAL), clock)
+        self.assertEqual((result.first_event_number, result.position), (0, -1))
+        self.assertEqual(log.end_position, end)
+        log.truncate(cut)
+        restarted.truncated(cut)
+        result = self.successResultOf_(restarted.append("s", -2, [kept], SYSTEM_PRINCIPAL), clock)
+        self.assertEqual((result.first_event_number, result.position), (0, -1))
+        self.assertEqual(log.end_position, cut)
 
     def successResultOf_(self, d: Deferred[Any], clock: Clock) -> Any:
         clock.advance(0)
