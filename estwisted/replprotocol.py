@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -1199,6 +1199,13 @@ class LeaderForwardingResource:
 
     @param leader_http: returns the leader's external HTTP C{(host, port)}
         when this node follows a known leader, else C{None}.
+    @param https_policy: in a TLS cluster, the node's peer policy
+        (L{estwisted.tls.NodeTLS.https_policy}, the one gossip uses): the
+        request goes to the leader over HTTPS and the leader's certificate
+        is checked against the trusted roots and its SAN (issue 11 item 4).
+        C{None}: plain HTTP.
+    @param client: the treq L{HTTPClient} to send with (tests); by default
+        one over L{estwisted.gossiphttp.PeerEndpointFactory}.
     """
 
     isLeaf = True
@@ -1209,11 +1216,40 @@ class LeaderForwardingResource:
         leader_http: Callable[[], Optional[tuple[str, int]]],
         reactor: Any,
         timeout: float = 10.0,
+        https_policy: Optional[Any] = None,
+        client: Optional[Any] = None,
     ) -> None:
         self.inner = inner
         self.leader_http = leader_http
         self.reactor = reactor
         self.timeout = timeout
+        self.scheme = "https" if https_policy is not None else "http"
+        if client is None:
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            from estwisted.gossiphttp import PeerEndpointFactory
+
+            # a few kept-alive connections to the leader: forwarding does
+            # not pay a (TLS) handshake per request
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool.maxPersistentPerHost = 8
+            pool.cachedConnectionTimeout = 30
+            pool.retryAutomatically = False
+            factory = PeerEndpointFactory(reactor, timeout, https_policy)
+            client = HTTPClient(Agent.usingEndpointFactory(reactor, factory, pool=pool))
+            self._pool: Optional[Any] = pool
+        else:
+            self._pool = None
+        self.client = client
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the kept-alive connections to the leader.
+        """
+        if self._pool is None:
+            return succeed(None)
+        return self._pool.closeCachedConnections()  # type: ignore[no-any-return]
 
     def getChildWithDefault(self, name: bytes, request: Any) -> Any:
         return self
@@ -1244,7 +1280,8 @@ class LeaderForwardingResource:
         from twisted.web.server import NOT_DONE_YET
 
         host, port = target
-        url = f"http://{host}:{port}{request.uri.decode('latin-1')}"
+        netloc = f"[{host}]" if ":" in host else host
+        url = f"{self.scheme}://{netloc}:{port}{request.uri.decode('latin-1')}"
         from twisted.web.http_headers import Headers
 
         headers = Headers()
@@ -1256,14 +1293,12 @@ class LeaderForwardingResource:
             headers.setRawHeaders(b"X-Forwarded-Host", [forwarded_host])
         headers.setRawHeaders(FORWARDED_HEADER, [b"1"])
         body = request.content.read() if request.content is not None else b""
-        d = treq.request(
+        d = self.client.request(
             request.method.decode("ascii"),
             url,
             headers=headers,
             data=body or None,
-            reactor=self.reactor,
             timeout=self.timeout,
-            persistent=False,
         )
         finished = {"done": False}
         request.notifyFinish().addBoth(lambda _: finished.update(done=True))

@@ -183,8 +183,12 @@ class NodeService(MultiService):
             # (estwisted.replprotocol.LeaderForwardingResource).
             from estwisted.replprotocol import LeaderForwardingResource, leader_http_of
 
+            forward_tls = self.tls is not None and not c.insecure
             api_root = LeaderForwardingResource(
-                site.resource, leader_http_of(self.store), self.reactor
+                site.resource,
+                leader_http_of(self.store),
+                self.reactor,
+                https_policy=self.tls.https_policy() if forward_tls and self.tls else None,
             )
             wiring = make_cluster_service(c, self.reactor, self.store, api_root, self.tls)
             self.cluster = wiring

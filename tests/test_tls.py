@@ -692,6 +692,51 @@ class TLSClusterTests(TestCase):
             self.assertEqual(got, (200, b'{"n": 1}'))
             self.assertNotIn("Refused the certificate", follower.log())
 
+    def test_writesAndReadsThroughEveryNode(self) -> None:
+        """
+        Issue 11 item 4: an HTTPS write to any node is answered 201 (a
+        follower forwards it to the leader over HTTPS, checking the leader's
+        certificate), and every node then serves all the writes in order.
+        """
+        for node in self.nodes:
+            node.start()
+        self.wait_for_leader()
+        for i, node in enumerate(self.nodes):
+            status, body = https_request(
+                node,
+                "POST",
+                "/streams/every-node",
+                self.context,
+                json.dumps({"n": i}).encode(),
+                {
+                    "Content-Type": "application/json",
+                    "ES-EventType": "tested",
+                    "ES-EventId": str(uuid.uuid4()),
+                },
+            )
+            self.assertEqual(status, 201, (node.host, body, node.log()[-2000:]))
+        for node in self.nodes:
+            deadline = time.monotonic() + 20
+            got: list[int] = []
+            while time.monotonic() < deadline:
+                got = []
+                for n in range(3):
+                    status, body = https_request(
+                        node,
+                        "GET",
+                        f"/streams/every-node/{n}",
+                        self.context,
+                        headers={"Accept": "application/json", "ES-RequireMaster": "False"},
+                    )
+                    if status != 200:
+                        break
+                    got.append(json.loads(body)["n"])
+                if got == [0, 1, 2]:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(got, [0, 1, 2], node.host)
+            self.assertNotIn("Refused the certificate", node.log())
+
     def start_intruder(self, name: str, trusted: list[str]) -> NodeProcess:
         """
         Start a node on 127.0.0.4 with a certificate from the other CA,

@@ -808,6 +808,7 @@ class LeaderForwardingTests(TestCase):
         root = LeaderForwardingResource(Local(), lambda: self.target, reactor)
         port = r.listenTCP(0, Site(root), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
+        self.addCleanup(root.close)
         self.url = f"http://127.0.0.1:{port.getHost().port}"
 
     async def _call(self, method: str, path: str, **kw: Any) -> tuple[int, bytes, Any]:
