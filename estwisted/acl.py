@@ -42,6 +42,10 @@ ROLE_ALL = "$all"
 ROLE_ADMINS = "$admins"
 ROLE_OPS = "$ops"
 
+#: The principal of the node's own writes (users, settings, persistent
+#: subscription checkpoints ...).
+SYSTEM_PRINCIPAL = Principal("$system", frozenset({ROLE_ADMINS, "$system"}))
+
 ALL_STREAM = "$all"
 SETTINGS_STREAM = "$settings"
 

@@ -600,6 +600,12 @@ class NodeConfig:
         INT, 1_000_000, "Index entries kept in memory before a table is written.",
         check=at_least(1),
     )
+    idempotency_window: int = option(
+        INT, 100_000,
+        "Event ids remembered (rebuilt from the log on start) so that a client's retry "
+        "with expected version Any is not written twice.",
+        check=at_least(1),
+    )
     unsafe_ignore_hard_delete: bool = option(
         BOOL, False, "Let hard-deleted streams be written again.", implemented=False
     )

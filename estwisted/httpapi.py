@@ -88,7 +88,7 @@ from estwisted.model import (
 #: are read.
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 #: Largest event (data + metadata) accepted.
-MAX_EVENT_SIZE = 4 * 1024 * 1024
+MAX_HTTP_EVENT_SIZE = 4 * 1024 * 1024
 #: Bytes of rendered feed pages kept (the cache is emptied when full).
 PAGE_CACHE_BYTES = 32 * 1024 * 1024
 #: Seconds a request may take before it is answered with 408.
@@ -451,7 +451,7 @@ def _json_body(value: Any) -> tuple[bytes, bool]:
 
 
 def _check_size(data: bytes, metadata: bytes) -> None:
-    if len(data) + len(metadata) > MAX_EVENT_SIZE:
+    if len(data) + len(metadata) > MAX_HTTP_EVENT_SIZE:
         raise HttpError(413, "Too large events received. Limit is 4mb")
 
 

@@ -118,3 +118,18 @@ class IReplicableLog(IEventLog):
         Drop every record at or past C{position} (a record boundary), on
         disk too, and discard the buffer.  The caller fixes the index.
         """
+
+
+class ICommitGate(Interface):
+    """
+    What a clustered node's group commit waits for before it publishes a
+    batch: the quorum (L{estwisted.replprotocol.NodeReplication} provides
+    it; a single node has none).
+    """
+
+    def commit(end: int) -> twisted.internet.defer.Deferred:  # type: ignore[name-defined]  # noqa: F821
+        """
+        The log was flushed up to C{end}: fire once a quorum holds every
+        record before C{end}; fail (L{estwisted.errors.CommitTimeout},
+        L{estwisted.errors.NotReady}) when that cannot be known.
+        """

@@ -74,6 +74,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
+from estwisted.acl import SYSTEM_PRINCIPAL
 from estwisted.errors import (
     AccessDenied,
     AlreadyExists,
@@ -211,7 +212,6 @@ class GroupInfo:
 
 #: The identity under which the subscription machinery reads and writes
 #: (system streams need C{$admins}).
-SYSTEM_PRINCIPAL = Principal("$system", frozenset({"$admins", "$system"}))
 
 # Message states.
 _BUFFERED = 0

@@ -59,9 +59,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from estwisted.errors import CommitTimeout, CorruptRecord, NotReady
 from estwisted.framing import Framer, FramingError, frame
+from estwisted.interfaces import ICommitGate
 from estwisted.model import FLAG_SYSTEM, EventRecord
 from estwisted.replication import (
     BULK_SIZE,
@@ -944,6 +946,20 @@ class InternalTcpFactory(Factory):
 # --- Wiring into a clustered node ---------------------------------------------------------
 
 
+@implementer(ICommitGate)
+class _CallableGate:
+    """
+    An L{ICommitGate} that asks C{commit(end)} of a callable: the
+    leader's quorum wait, or the refusal of a node that stopped leading.
+    """
+
+    def __init__(self, commit: Callable[[int], Deferred[None]]) -> None:
+        self._commit = commit
+
+    def commit(self, end: int) -> Deferred[None]:
+        return self._commit(end)
+
+
 class NodeReplication:
     """
     Replication of one clustered node, driven by its node state
@@ -1035,7 +1051,7 @@ class NodeReplication:
             self._target = None
             if not self.leader.active:
                 self.leader.start(epoch_number)
-                self.store.set_commit_gate(self._gate)
+                self.store.set_commit_gate(_CallableGate(self._gate))
                 self.store.writes_refused = None
                 if self.persistent is not None:
                     # groups and checkpoints written by the previous leader
@@ -1073,7 +1089,7 @@ class NodeReplication:
             self.leader.stop(NotReady("The leader stepped down before the write was replicated"))
             # Writes still buffered in the store flush later: they must fail
             # too, never be acknowledged without the quorum.
-            self.store.set_commit_gate(self._refuse)
+            self.store.set_commit_gate(_CallableGate(self._refuse))
             self.store.release_gated()
 
     def _refuse(self, end: int) -> Deferred[None]:

@@ -125,14 +125,14 @@ class NodeService(MultiService):
             # Save the index now and then so a restart after a crash only
             # indexes a short tail of the log.
             index_saver(close, self.reactor).setServiceParent(self)
-        self.store = StreamStore(log, index, self.reactor)
+        self.store = StreamStore(
+            log, index, self.reactor, recent_event_ids=config.idempotency_window
+        )
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.reactor)
-        users = getattr(self.store, "users", None)
-        if users is not None:
-            users.ensure_default_users().addErrback(
-                lambda f: self._log.failure("Could not create default users", f)
-            )
+        self.store.users.ensure_default_users().addErrback(
+            lambda f: self._log.failure("Could not create default users", f)
+        )
         self.persistent.start().addErrback(
             lambda f: self._log.failure("Could not load persistent subscriptions", f)
         )
@@ -272,9 +272,7 @@ class NodeService(MultiService):
         if self.persistent is not None:
             await self.persistent.stop()
         if self.store is not None:
-            flush = getattr(self.store, "flush_now", None)
-            if flush is not None:
-                flush()
+            self.store.flush_now()
         if self._close_storage is not None:
             self._close_storage()
             self._close_storage = None

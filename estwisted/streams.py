@@ -45,12 +45,12 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional, Union, overload
 
-from attrs import frozen
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from estwisted import acl
+from estwisted.acl import SYSTEM_PRINCIPAL
 from estwisted.errors import (
     AccessDenied,
     BadRequest,
@@ -58,14 +58,22 @@ from estwisted.errors import (
     InvalidTransaction,
     StorageError,
     StreamDeleted,
-    WrongExpectedVersion,
 )
-from estwisted.interfaces import IEventLog
+from estwisted.groupcommit import GroupCommit, PendingWrite
+from estwisted.interfaces import ICommitGate, IEventLog
+from estwisted.metadata import (
+    LINK_EVENT_TYPE,
+    METADATA_EVENT_TYPE,
+    METASTREAM_METADATA,
+    NO_METADATA,
+    TOMBSTONE_EVENT_TYPE,
+    StreamMetadata,
+    min_visible,
+    parse_link,
+    parse_metadata,
+)
 from estwisted.model import (
     DELETED_STREAM,
-    EXPECTED_ANY,
-    EXPECTED_NO_STREAM,
-    EXPECTED_STREAM_EXISTS,
     FLAG_JSON,
     FLAG_TOMBSTONE,
     MAX_READ_COUNT,
@@ -83,123 +91,41 @@ from estwisted.model import (
     ticks_from_unix,
 )
 from estwisted.storage.index import StreamIndex
+from estwisted.writerules import (
+    EMPTY_ID,
+    MAX_EVENT_SIZE,
+    RECENT_EVENT_IDS,
+    RecentIds,
+    Repeat,
+    check_delete,
+    decide_write,
+    validate_event,
+)
+
+__all__ = [
+    "LINK_EVENT_TYPE",
+    "MAX_EVENT_SIZE",
+    "METADATA_EVENT_TYPE",
+    "NO_METADATA",
+    "RECENT_EVENT_IDS",
+    "SYSTEM_PRINCIPAL",
+    "TOMBSTONE_EVENT_TYPE",
+    "CommitListener",
+    "StreamMetadata",
+    "StreamStore",
+    "min_visible",
+    "parse_link",
+    "parse_metadata",
+]
 
 CommitListener = Callable[[Sequence[EventRecord]], None]
 
 _log = Logger()
 
-#: The principal of the node's own writes (users, settings ...).
-SYSTEM_PRINCIPAL = Principal("$system", frozenset({acl.ROLE_ADMINS}))
-
-#: Largest C{len(data) + len(metadata) + 2 * len(event_type)} of one event.
-MAX_EVENT_SIZE = 16 * 1024 * 1024 - 10_000
-
-#: How many recently written event ids are remembered for idempotency of
-#: C{Any}/C{StreamExists} writes (tcp-protocol.md 6.2 step 3).
-RECENT_EVENT_IDS = 50_000
-
 #: Above this many cached metadata entries the cache is dropped.
 METADATA_CACHE_LIMIT = 200_000
 
-#: Event types written by the store itself.
-METADATA_EVENT_TYPE = "$metadata"
-TOMBSTONE_EVENT_TYPE = "$streamDeleted"
-LINK_EVENT_TYPE = "$>"
-
-_EMPTY_ID = b"\x00" * 16
 _TICKS_PER_SECOND = 10_000_000
-
-
-@frozen
-class StreamMetadata:
-    """
-    Parsed stream metadata (tcp-protocol.md 6.11).  Numeric keys are
-    C{None} when absent, invalid or not positive.
-
-    @ivar version: the metastream's last event number, -1 if none.
-    @ivar raw: the latest metadata event's data (C{b""} if none).
-    @ivar data: the decoded JSON object, C{None} if none or unparseable.
-    """
-
-    version: int = -1
-    raw: bytes = b""
-    data: Optional[dict[str, Any]] = None
-    max_count: Optional[int] = None
-    max_age: Optional[int] = None
-    truncate_before: Optional[int] = None
-    cache_control: Optional[int] = None
-    acl: Optional[acl.StreamAcl] = None
-
-    @property
-    def is_soft_deleted(self) -> bool:
-        return self.truncate_before == DELETED_STREAM
-
-
-NO_METADATA = StreamMetadata()
-
-#: What every metastream behaves as having.
-METASTREAM_METADATA = StreamMetadata(max_count=1)
-
-
-def _positive_int(value: object, minimum: int = 1) -> Optional[int]:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if value >= minimum else None
-
-
-def parse_metadata(data: bytes, is_json: bool, version: int) -> StreamMetadata:
-    """
-    Parse a metadata event's body; a non-JSON, empty or unparseable body
-    means no metadata (but C{version} and C{raw} are kept).
-    """
-    if not is_json or not data:
-        return StreamMetadata(version=version, raw=data)
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return StreamMetadata(version=version, raw=data)
-    if not isinstance(value, dict):
-        return StreamMetadata(version=version, raw=data)
-    return StreamMetadata(
-        version=version,
-        raw=data,
-        data=value,
-        max_count=_positive_int(value.get("$maxCount")),
-        max_age=_positive_int(value.get("$maxAge")),
-        truncate_before=_positive_int(value.get("$tb"), 0),
-        cache_control=_positive_int(value.get("$cacheControl")),
-        acl=acl.parse_acl(value.get("$acl")),
-    )
-
-
-def min_visible(last: int, metadata: StreamMetadata) -> int:
-    """
-    The lowest visible event number of a stream whose last event is
-    C{last}.
-    """
-    lowest = 0
-    if metadata.max_count is not None:
-        lowest = max(lowest, last - metadata.max_count + 1)
-    if metadata.truncate_before is not None:
-        lowest = max(lowest, metadata.truncate_before)
-    return lowest
-
-
-def parse_link(data: bytes) -> Optional[tuple[int, str]]:
-    """
-    Parse a link event's body C{"<number>@<stream>"}.
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    number, sep, stream = text.partition("@")
-    if not sep or not stream:
-        return None
-    try:
-        return int(number), stream
-    except ValueError:
-        return None
 
 
 def _error_slice(
@@ -231,11 +157,6 @@ class _Transaction:
         self.events: list[NewEvent] = []
 
 
-#: One buffered write: stream, first event number, events, their positions,
-#: their next positions, created, whether it is a hard-delete tombstone.
-_Write = tuple[str, int, Sequence[NewEvent], list[int], list[int], int, bool]
-
-
 class StreamStore:
     """
     See the module docstring.
@@ -263,33 +184,24 @@ class StreamStore:
         self._log = log
         self._index = index
         self._clock = clock
-        # Group commit state.
-        self._flush_call: Optional[IDelayedCall] = None
-        self._batch: list[_Write] = []
-        self._waiters: list[tuple[Deferred[WriteResult], WriteResult]] = []
-        self._batch_system: set[str] = set()
+        # Group commit, and the state of writes buffered but not committed.
+        self._commit = GroupCommit(log, clock, self)
         self._pending_last: dict[str, int] = {}
         self._pending_meta: dict[str, StreamMetadata] = {}
-        # Idempotency cache: event id -> (stream, number), bounded by a ring.
-        self._recent: dict[bytes, tuple[str, int]] = {}
-        self._recent_ring: list[Optional[bytes]] = [None] * max(1, recent_event_ids)
-        self._recent_next = 0
+        # The idempotency window, rebuilt from the log's tail.
+        self._recent = RecentIds(recent_event_ids)
+        self._recent.rebuild(log)
         # Caches of committed state.
         self._meta_cache: dict[str, StreamMetadata] = {}
         self._settings: Optional[acl.SystemSettings] = None
         self._listeners: list[CommitListener] = []
         self._transactions: dict[int, _Transaction] = {}
         self._next_transaction = 0
-        # Replication (estwisted.replprotocol): flushed batches waiting for
-        # the quorum before they are indexed and acknowledged.
-        self._commit_gate: Optional[Callable[[int], Deferred[None]]] = None
-        self._gated: list[list[Any]] = []
         #: When set (a cluster node that is not the leader), every write
         #: fails with it before touching the log.
         self.writes_refused: Optional[EstoreError] = None
         last = log.read_backward(log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
-        self._rebuild_recent()
         if password_iterations is None:
             self.users = UserManager(self)
         else:
@@ -312,11 +224,11 @@ class StreamStore:
                 event_type = event.event_type
                 if (
                     len(event_id) != 16
-                    or event_id == _EMPTY_ID
+                    or event_id == EMPTY_ID
                     or not event_type
                     or len(event.data) + len(event.metadata) + 2 * len(event_type) > MAX_EVENT_SIZE
                 ):
-                    _validate_event(event)
+                    validate_event(event)
             if self.writes_refused is not None:
                 raise self.writes_refused
             if not self.check_access(principal, stream, acl.WRITE):
@@ -395,7 +307,7 @@ class StreamStore:
         if not self.check_access(principal, transaction.stream, acl.WRITE):
             raise AccessDenied(f"Write access denied for stream {transaction.stream!r}")
         for event in events:
-            _validate_event(event)
+            validate_event(event)
         transaction.events.extend(events)
 
     def commit_transaction(
@@ -499,14 +411,14 @@ class StreamStore:
                 if position < 0:
                     position = 0
                 records = log.read_forward(position, max_count)
-                if self._commit_gate is not None:
+                if self._commit.gated:
                     records = self._committed_only(records)
                 next_position = records[-1].next_position if records else position
             else:
                 if position < 0 or position > log.end_position:
                     position = log.end_position
                 records = log.read_backward(position, max_count)
-                if self._commit_gate is not None:
+                if self._commit.gated:
                     records = self._committed_only(records)
                 next_position = records[-1].position if records else position
             if resolve_links:
@@ -656,8 +568,8 @@ class StreamStore:
             if metadata is None:
                 metadata = self._metadata(stream)
         decision = self._decide(stream, expected_version, events, current, metadata)
-        if isinstance(decision, WriteResult):
-            return self._wait(decision)
+        if isinstance(decision, Repeat):
+            return self._repeat(decision)
         created = UNIX_EPOCH_TICKS + int(self._clock.seconds() * _TICKS_PER_SECOND)
         result = self._buffer(stream, decision, events, created)
         if metadata.truncate_before == DELETED_STREAM and events:
@@ -672,8 +584,8 @@ class StreamStore:
             raise StreamDeleted(f"Stream {original!r} is deleted")
         current = self._current(stream)
         decision = self._decide(stream, expected_version, events, current, METASTREAM_METADATA)
-        if isinstance(decision, WriteResult):
-            return self._wait(decision)
+        if isinstance(decision, Repeat):
+            return self._repeat(decision)
         created = ticks_from_unix(self._clock.seconds())
         original_metadata = self._write_metadata(original)
         if original_metadata.is_soft_deleted and events:
@@ -694,55 +606,26 @@ class StreamStore:
         events: Sequence[NewEvent],
         current: int,
         metadata: StreamMetadata,
-    ) -> Union[int, WriteResult]:
+    ) -> Union[int, Repeat]:
         """
-        Decide a write: the first event number to append at, or the
-        L{WriteResult} of an idempotent repeat.
+        L{decide_write} against this store's index and idempotency window.
+        """
+        return decide_write(
+            stream,
+            expected,
+            events,
+            current,
+            metadata,
+            self._recent,
+            lambda number, event_id: self._has_event_id(stream, number, event_id),
+            lambda: self._current("$$" + stream) >= 0,
+        )
 
-        @raise StreamDeleted: hard-deleted, or soft-deleted and
-            C{StreamExists} expected.
-        @raise WrongExpectedVersion: the check failed.
+    def _repeat(self, decision: Repeat) -> Deferred[WriteResult]:
         """
-        if current == DELETED_STREAM:
-            raise StreamDeleted(f"Stream {stream!r} is deleted")
-        soft_deleted = metadata.is_soft_deleted
-        if expected == EXPECTED_STREAM_EXISTS:
-            if soft_deleted:
-                raise StreamDeleted(f"Stream {stream!r} is deleted")
-            if current == -1 and self._current("$$" + stream) < 0:
-                raise WrongExpectedVersion(stream, current)
-        if expected == EXPECTED_ANY or expected == EXPECTED_STREAM_EXISTS:
-            if not events:
-                return current + 1
-            recent = self._recent
-            first = recent.get(events[0].event_id)
-            if first is None or first[0] != stream:
-                return current + 1
-            last = first
-            for event in events:
-                known = recent.get(event.event_id)
-                if known is None or known[0] != stream:
-                    raise WrongExpectedVersion(
-                        stream, current, "Corrupted idempotency: partially known events"
-                    )
-                last = known
-            return WriteResult(first[1], last[1], -1)
-        if expected < EXPECTED_NO_STREAM:
-            raise BadRequest(f"Invalid expected version {expected}")
-        if expected < current:
-            if not events:
-                raise WrongExpectedVersion(stream, current)
-            number = expected + 1
-            for i, event in enumerate(events):
-                if number > current or not self._has_event_id(stream, number, event.event_id):
-                    if i == 0 and expected == EXPECTED_NO_STREAM and soft_deleted:
-                        return current + 1
-                    raise WrongExpectedVersion(stream, current)
-                number += 1
-            return WriteResult(expected + 1, expected + len(events), -1)
-        if expected > current:
-            raise WrongExpectedVersion(stream, current)
-        return current + 1
+        Answer an idempotent repeat once what it matched is committed.
+        """
+        return self._commit.wait(WriteResult(decision.first, decision.last, -1))
 
     def _has_event_id(self, stream: str, number: int, event_id: bytes) -> bool:
         known = self._recent.get(event_id)
@@ -763,10 +646,6 @@ class StreamStore:
             return WriteResult(first, first - 1, -1)
         log = self._log
         log_append = log.append
-        recent = self._recent
-        ring = self._recent_ring
-        ring_size = len(ring)
-        slot = self._recent_next
         number = first
         positions: list[int] = []
         nexts: list[int] = []
@@ -774,12 +653,11 @@ class StreamStore:
         add_next = nexts.append
         try:
             for event in events:
-                event_id = event.event_id
                 add_position(
                     log_append(
                         stream,
                         number,
-                        event_id,
+                        event.event_id,
                         event.event_type,
                         FLAG_JSON if event.is_json else 0,
                         event.data,
@@ -788,30 +666,19 @@ class StreamStore:
                     )
                 )
                 add_next(log.pending_position)
-                old = ring[slot]
-                if old is not None:
-                    recent.pop(old, None)
-                ring[slot] = event_id
-                slot += 1
-                if slot == ring_size:
-                    slot = 0
-                recent[event_id] = (stream, number)
                 number += 1
         except Exception as e:
-            self._recent_next = slot
-            self._batch_failed = True
-            self._batch.append((stream, first, events, positions, nexts, created, False))
-            if self._flush_call is None:
-                self._flush_call = self._clock.callLater(0, self._flush)
+            self._commit.append_failed(
+                PendingWrite(stream, first, events, positions, nexts, created)
+            )
             if isinstance(e, EstoreError):
                 raise
             raise StorageError(f"Cannot append to the log: {e}") from e
-        self._recent_next = slot
         # A copy: the caller may reuse its list before the flush.
-        self._batch.append((stream, first, tuple(events), positions, nexts, created, False))
+        copied = tuple(events)
+        self._recent.add(stream, first, [event.event_id for event in copied])
+        self._commit.buffered(PendingWrite(stream, first, copied, positions, nexts, created))
         self._pending_last[stream] = number - 1
-        if stream[0] == "$":
-            self._batch_system.add(stream)
         return WriteResult(first, number - 1, positions[0])
 
     def _buffer_undelete(
@@ -833,21 +700,9 @@ class StreamStore:
     def _delete(self, stream: str, expected: int, hard: bool) -> Deferred[WriteResult]:
         current = self._current(stream)
         metadata = self._write_metadata(stream)
-        if current == DELETED_STREAM:
-            raise StreamDeleted(f"Stream {stream!r} is deleted")
-        if expected == EXPECTED_STREAM_EXISTS:
-            if metadata.is_soft_deleted:
-                raise StreamDeleted(f"Stream {stream!r} is deleted")
-            if current == -1 and self._current("$$" + stream) < 0:
-                raise WrongExpectedVersion(stream, current)
-        elif expected == EXPECTED_NO_STREAM:
-            if current != -1 and not metadata.is_soft_deleted:
-                raise WrongExpectedVersion(stream, current)
-        elif expected != EXPECTED_ANY:
-            if expected < EXPECTED_NO_STREAM:
-                raise BadRequest(f"Invalid expected version {expected}")
-            if expected != current:
-                raise WrongExpectedVersion(stream, current)
+        check_delete(
+            stream, expected, current, metadata, lambda: self._current("$$" + stream) >= 0
+        )
         created = ticks_from_unix(self._clock.seconds())
         if hard:
             tombstone = NewEvent(uuid.uuid4().bytes, TOMBSTONE_EVENT_TYPE)
@@ -861,19 +716,18 @@ class StreamStore:
                 b"",
                 created,
             )
-            self._batch.append(
-                (
+            self._commit.buffered(
+                PendingWrite(
                     stream,
                     DELETED_STREAM,
-                    [tombstone],
+                    (tombstone,),
                     [position],
                     [self._log.pending_position],
                     created,
-                    True,
+                    tombstone=True,
                 )
             )
             self._pending_last[stream] = DELETED_STREAM
-            self._batch_system.add(stream)
             return self._wait(WriteResult(DELETED_STREAM, DELETED_STREAM, position))
         raw = json.dumps({"$tb": DELETED_STREAM}, separators=(",", ":")).encode("utf-8")
         metastream = "$$" + stream
@@ -884,88 +738,42 @@ class StreamStore:
         return self._wait(result)
 
     def _wait(self, result: WriteResult) -> Deferred[WriteResult]:
-        d: Deferred[WriteResult] = Deferred()
-        self._waiters.append((d, result))
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self._flush)
-        return d
+        return self._commit.wait(result)
 
-    _batch_failed = False
+    def flush_now(self) -> None:
+        """
+        Make buffered writes durable now (the node is stopping).
+        """
+        self._commit.flush_now()
 
-    def _flush(self) -> None:
-        """
-        Group commit: make the batch durable, index it, then acknowledge it.
-        """
-        self._flush_call = None
-        batch = self._batch
-        waiters = self._waiters
-        system = self._batch_system
-        self._batch = []
-        self._waiters = []
-        self._batch_system = set()
-        try:
-            if self._batch_failed:
-                raise StorageError("Appending to the log failed")
-            if batch:
-                self._log.flush()
-        except Exception as e:
-            self._batch_failed = False
-            self._log.discard()
-            self._pending_last.clear()
-            self._pending_meta.clear()
-            recent = self._recent
-            for stream, first, events, _, _, _, _ in batch:
-                for number, event in enumerate(events, first):
-                    if recent.get(event.event_id) == (stream, number):
-                        del recent[event.event_id]
-            _log.failure("Group commit of {count} writes failed", count=len(batch))
-            for d, _ in waiters:
-                d.errback(e)
-            return
-        gate = self._commit_gate
-        if gate is not None and (batch or waiters):
-            # Clustered leader: publish (index, acknowledge, notify) only
-            # once a quorum has the records.  An idempotent repeat (no
-            # records of its own) waits too: the records it matched may be
-            # in the log but on no quorum yet (issue 11: a retry answered
-            # early was a lost acknowledged write).  Everything it can have
-            # matched lies before the log's end.
-            entry: list[Any] = [batch, waiters, system]
-            self._gated.append(entry)
-            gate(self._log.end_position).addCallbacks(
-                lambda _: self._publish_through(entry),
-                lambda f: self._gate_failed(entry, f),
-            )
-            return
-        if not self._gated:
-            self._pending_last.clear()
-            self._pending_meta.clear()
-        self._publish(batch, waiters, system)
+    # -- group commit (estwisted.groupcommit.CommitSink) -------------------
 
-    def _publish(
-        self,
-        batch: list[_Write],
-        waiters: list[tuple[Deferred[WriteResult], WriteResult]],
-        system: set[str],
-    ) -> None:
+    def index_batch(self, batch: list[PendingWrite]) -> None:
         """
-        Index a flushed batch, acknowledge its writes, notify listeners.
+        Index a committed batch (before its writes are acknowledged).
         """
+        system: set[str] = set()
         index = self._index
         add = index.add
         extend = index.extend
-        for stream, first, _, positions, _, _, _ in batch:
+        for write in batch:
+            positions = write.positions
             if len(positions) == 1:
-                add(stream, first, positions[0])
+                add(write.stream, write.first, positions[0])
             else:
-                extend(stream, first, array("q", positions))
+                extend(write.stream, write.first, array("q", positions))
+            if write.stream[0] == "$":
+                system.add(write.stream)
         if batch:
-            self._last_commit_position = batch[-1][3][-1]
+            self._last_commit_position = batch[-1].positions[-1]
         if system:
             self._invalidate(system)
-        for d, result in waiters:
-            d.callback(result)
-        if batch and self._listeners:
+
+    def notify_batch(self, batch: list[PendingWrite]) -> None:
+        """
+        Tell the commit listeners about a committed batch.
+        """
+        if self._listeners:
             records = _BatchRecords(batch)
             for listener in list(self._listeners):
                 try:
@@ -973,19 +781,29 @@ class StreamStore:
                 except Exception:
                     _log.failure("Commit listener {listener!r} failed", listener=listener)
 
+    def pending_settled(self) -> None:
+        self._pending_last.clear()
+        self._pending_meta.clear()
+
+    def batch_failed(self, batch: list[PendingWrite]) -> None:
+        self.pending_settled()
+        for write in batch:
+            self._recent.forget(write.stream, write.first, [e.event_id for e in write.events])
+
     # -- replication hooks (estwisted.replprotocol) ------------------------
 
-    def set_commit_gate(self, gate: Optional[Callable[[int], Deferred[None]]]) -> None:
+    def set_commit_gate(self, gate: Optional[ICommitGate]) -> None:
         """
         Make writes wait for replication: after each group commit,
-        C{gate(end)} returns a Deferred that fires when a quorum has the log
-        up to C{end}; only then are the writes indexed (visible to stream
-        reads and subscriptions) and acknowledged.  When it fails, the
-        batch's writes fail with its error (the records stay in the log and
-        are indexed with a later batch or by L{release_gated}).  C{None}
-        (the default, a single node) publishes at once.
+        C{gate.commit(end)} returns a Deferred that fires when a quorum has
+        the log up to C{end}; only then are the writes indexed (visible to
+        stream reads and subscriptions) and acknowledged.  When it fails,
+        the batch's writes fail with its error (the records stay in the log
+        and are indexed with a later batch or by L{release_gated}).  An
+        idempotent repeat waits for the gate too.  C{None} (the default, a
+        single node) publishes at once.
         """
-        self._commit_gate = gate
+        self._commit.set_gate(gate)
 
     def _committed_only(self, records: list[EventRecord]) -> list[EventRecord]:
         """
@@ -997,36 +815,13 @@ class StreamStore:
             return [r for r in records if r.position <= limit]
         return records
 
-    def _publish_through(self, entry: list[Any]) -> None:
-        found = [i for i, e in enumerate(self._gated) if e is entry]
-        if not found:
-            return
-        done = self._gated[: found[0] + 1]
-        del self._gated[: len(done)]
-        if not self._gated and not self._batch:
-            # before any callback can buffer a new write
-            self._pending_last.clear()
-            self._pending_meta.clear()
-        for batch, waiters, system in done:
-            self._publish(batch, waiters, system)
-
-    def _gate_failed(self, entry: list[Any], failure: Any) -> None:
-        waiters, entry[1] = entry[1], []
-        for d, _ in waiters:
-            d.errback(failure)
-
     def release_gated(self) -> None:
         """
         Leadership ended: index the batches still waiting for the quorum
         (their writes failed already); a later truncation removes what the
         new leader does not have.
         """
-        for entry in self._gated:
-            waiters, entry[1] = entry[1], []
-            for d, _ in waiters:
-                d.errback(EstoreError("The leader stepped down before the write was replicated"))
-        if self._gated:
-            self._publish_through(self._gated[-1])
+        self._commit.release_gated()
 
     def apply_replicated(self, records: Sequence[EventRecord]) -> None:
         """
@@ -1040,23 +835,12 @@ class StreamStore:
         # remembered for idempotency, as local writes are: a client that
         # retries on a new leader with the same event ids must not write
         # them twice
-        recent = self._recent
-        ring = self._recent_ring
-        ring_size = len(ring)
-        slot = self._recent_next
+        add_recent = self._recent.add
         for r in records:
             index.add(r.stream, r.event_number, r.position)
             if r.stream and r.stream[0] == "$":
                 system.add(r.stream)
-            old = ring[slot]
-            if old is not None:
-                recent.pop(old, None)
-            ring[slot] = r.event_id
-            slot += 1
-            if slot == ring_size:
-                slot = 0
-            recent[r.event_id] = (r.stream, r.event_number)
-        self._recent_next = slot
+            add_recent(r.stream, r.event_number, (r.event_id,))
         self._last_commit_position = records[-1].position
         if system:
             self._invalidate(system)
@@ -1069,51 +853,18 @@ class StreamStore:
     def truncated(self, position: int) -> None:
         """
         The log was cut at C{position} (a replica dropping a deposed
-        leader's tail): forget index entries and cached state past it.
+        leader's tail): forget index entries and cached state past it; the
+        idempotency window is rebuilt from what the log still holds.
         """
         self._index.truncate_from(position)
-        self._gated = []
-        self._batch = []
-        self._waiters = []
+        self._commit.reset()
         self._pending_last.clear()
         self._pending_meta.clear()
         self._meta_cache.clear()
         self._settings = None
-        self._rebuild_recent()
+        self._recent.rebuild(self._log)
         last = self._log.read_backward(self._log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
-
-    def _rebuild_recent(self) -> None:
-        """
-        Fill the idempotency cache with the event ids of the log's last
-        records (as many as it holds), oldest first: a restart or a
-        truncation does not shorten the window in which a client's retry
-        is recognised (issue 11, item 2).
-        """
-        size = len(self._recent_ring)
-        found: list[tuple[bytes, str, int]] = []
-        log = self._log
-        position = log.end_position
-        for _ in range(size // 500 + 2):
-            if len(found) >= size or position <= 0:
-                break
-            page = log.read_backward(position, 1000)
-            if not page:
-                break
-            for r in page:
-                if r.stream and r.event_number >= 0:
-                    found.append((r.event_id, r.stream, r.event_number))
-            position = page[-1].position
-        del found[size:]
-        found.reverse()
-        recent: dict[bytes, tuple[str, int]] = {}
-        ring: list[Optional[bytes]] = [None] * size
-        for slot, (event_id, stream, number) in enumerate(found):
-            ring[slot] = event_id
-            recent[event_id] = (stream, number)
-        self._recent = recent
-        self._recent_ring = ring
-        self._recent_next = len(found) % size
 
     def _invalidate(self, streams: set[str]) -> None:
         """
@@ -1310,15 +1061,19 @@ class StreamStore:
         return ResolvedEvent(result.event.event, record)
 
 
-def _records_of(batch: list[_Write]) -> list[EventRecord]:
+def _records_of(batch: list[PendingWrite]) -> list[EventRecord]:
     """
     The L{EventRecord}s of a flushed batch, built from what was appended.
     """
     records: list[EventRecord] = []
     add = records.append
-    for stream, first, events, positions, nexts, created, tombstone in batch:
-        if tombstone:
-            event = events[0]
+    for write in batch:
+        stream = write.stream
+        positions = write.positions
+        nexts = write.nexts
+        created = write.created
+        if write.tombstone:
+            event = write.events[0]
             add(
                 EventRecord(
                     positions[0],
@@ -1334,8 +1089,8 @@ def _records_of(batch: list[_Write]) -> list[EventRecord]:
                 )
             )
             continue
-        number = first
-        for i, event in enumerate(events):
+        number = write.first
+        for i, event in enumerate(write.events):
             add(
                 EventRecord(
                     positions[i],
@@ -1362,7 +1117,7 @@ class _BatchRecords(Sequence[EventRecord]):
 
     __slots__ = ("_batch", "_records")
 
-    def __init__(self, batch: list[_Write]) -> None:
+    def __init__(self, batch: list[PendingWrite]) -> None:
         self._batch = batch
         self._records: Optional[list[EventRecord]] = None
 
@@ -1389,15 +1144,3 @@ class _BatchRecords(Sequence[EventRecord]):
 
     def __repr__(self) -> str:
         return f"_BatchRecords({self._materialize()!r})"
-
-
-def _validate_event(event: NewEvent) -> None:
-    """
-    @raise BadRequest: empty or malformed event id, empty type, too big.
-    """
-    if len(event.event_id) != 16 or event.event_id == _EMPTY_ID:
-        raise BadRequest("Empty or malformed event id")
-    if not event.event_type:
-        raise BadRequest("Empty event type")
-    if len(event.data) + len(event.metadata) + 2 * len(event.event_type) > MAX_EVENT_SIZE:
-        raise BadRequest("Event too big")

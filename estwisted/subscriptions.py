@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from zope.interface import Interface
 
 from estwisted.errors import AccessDenied
+from estwisted.metadata import LINK_EVENT_TYPE, parse_link
 from estwisted.model import (
     FLAG_SYSTEM,
     EventRecord,
@@ -54,6 +55,7 @@ from estwisted.streams import StreamStore
 
 __all__ = [
     "ALL_STREAM",
+    "LINK_EVENT_TYPE",
     "DropReason",
     "ISubscriber",
     "SubscriptionHub",
@@ -64,9 +66,6 @@ __all__ = [
 
 #: The name of the all-events "stream".
 ALL_STREAM = "$all"
-
-#: Event type of a link event.
-LINK_EVENT_TYPE = "$>"
 
 _log = Logger()
 
@@ -100,25 +99,6 @@ class ISubscriber(Interface):
         """
         The subscription ended; nothing more will be pushed.
         """
-
-
-def parse_link(data: bytes) -> Optional[tuple[int, str]]:
-    """
-    Parse a link event's data C{b"<event number>@<stream>"}.
-
-    @return: C{(event_number, stream)} or C{None} when it is not a link.
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    number, sep, stream = text.partition("@")
-    if not sep or not stream:
-        return None
-    number = number.strip()
-    if not number or not (number.isdigit() or (number[0] == "-" and number[1:].isdigit())):
-        return None
-    return int(number), stream
 
 
 def resolve_record(

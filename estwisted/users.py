@@ -204,7 +204,7 @@ class UserManager:
     # -- lookups -----------------------------------------------------------
 
     def _system(self) -> Principal:
-        from estwisted.streams import SYSTEM_PRINCIPAL
+        from estwisted.acl import SYSTEM_PRINCIPAL
 
         return SYSTEM_PRINCIPAL
 

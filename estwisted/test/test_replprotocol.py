@@ -522,7 +522,9 @@ class StoreGateTests(SynchronousTestCase):
         self.store = StreamStore(self.cluster.log, StreamIndex(), self.cluster.clock)
         leader._flush = self._flush_store
         leader.start(0)
-        self.store.set_commit_gate(self._gate)
+        from estwisted.replprotocol import _CallableGate
+
+        self.store.set_commit_gate(_CallableGate(self._gate))
         self.seen: list[EventRecord] = []
         self.store.add_commit_listener(self.seen.extend)
         replica_log = MemoryLog()
@@ -680,7 +682,9 @@ class StoreGateTests(SynchronousTestCase):
             d.errback(NotReady("stepped down"))
             return d
 
-        self.store.set_commit_gate(refuse)
+        from estwisted.replprotocol import _CallableGate
+
+        self.store.set_commit_gate(_CallableGate(refuse))
         self.store.release_gated()
         for expected in (-2, -1):
             retry = self._same("s", expected, event_id)
