@@ -1,0 +1,152 @@
+# -*- test-case-name: estwisted.manager.test.test_service -*-
+"""
+Wiring of a manager node: L{make_manager_service} builds one
+L{MultiService} with
+
+  - the watchdog (L{WatchdogService}) when C{EnableWatchdog} is true;
+  - the gossip loop and seed discovery (L{GossipService});
+  - one HTTP listener on C{IntIp:IntHttpPort} and one on
+    C{ExtIp:ExtHttpPort}, both serving L{ManagerResource}.
+
+Start order: the listeners (a port that cannot be bound fails the start
+before any node is started), gossip, the watchdog.  Stop order is the
+reverse: the watchdog stops its nodes and waits for their processes to
+end, then gossip stops and the listeners close.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+from estwisted.gossip import Endpoint, GossipSettings
+from estwisted.gossiphttp import ClusterSite
+from estwisted.manager.config import ManagerConfig
+from estwisted.manager.gossip import ManagerGossip, manager_member
+from estwisted.manager.http import ManagerResource
+from estwisted.manager.supervision import RestartPolicy
+from estwisted.manager.watchdog import NodeRunner, WatchdogService, node_command
+from estwisted.manager.watchdogfile import NodeSpec
+
+__all__ = ["GossipService", "make_manager_service"]
+
+
+class GossipService(Service):
+    """
+    Starts seed discovery and the gossip loop; stops them.
+    """
+
+    def __init__(self, gossip: ManagerGossip, discovery: Any, transport: Any) -> None:
+        self.gossip = gossip
+        self.discovery = discovery
+        self.transport = transport
+
+    def startService(self) -> None:
+        super().startService()
+        if self.discovery is not None:
+            self.discovery.start()
+        self.gossip.start()
+
+    def stopService(self) -> Optional[Deferred[None]]:
+        super().stopService()
+        if self.discovery is not None:
+            self.discovery.stop()
+        self.gossip.stop()
+        close = getattr(self.transport, "close", None)
+        return close() if close is not None else None
+
+
+def _listen(reactor: Any, ip: str, port: int, site: Any) -> StreamServerEndpointService:
+    kind = TCP6ServerEndpoint if ":" in ip else TCP4ServerEndpoint
+    service = StreamServerEndpointService(kind(reactor, port, interface=ip), site)
+    # A port that cannot be bound fails the start instead of being logged.
+    service._raiseSynchronously = True
+    return service
+
+
+def make_manager_service(
+    config: ManagerConfig,
+    nodes: Sequence[NodeSpec],
+    reactor: Any,
+    transport: Any = None,
+    discovery: Any = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> MultiService:
+    """
+    Build the manager's service tree.
+
+    @param nodes: the parsed watchdog file (empty when the watchdog is off).
+    @param reactor: provides IReactorTime, IReactorTCP, IReactorProcess.
+    @param transport: the gossip transport; default HTTP through C{reactor}.
+    @param discovery: the seed discovery; default from C{config}.
+    """
+    top = MultiService()
+    log_dir = os.path.abspath(config.log)
+
+    watchdog = WatchdogService([])
+    if config.enable_watchdog:
+        os.makedirs(log_dir, exist_ok=True)
+        policy = RestartPolicy(
+            count=config.watchdog_failure_count,
+            window=float(config.watchdog_failure_time_window),
+            grace=config.watchdog_stop_grace_ms / 1000,
+        )
+        pid = os.getpid()
+        watchdog.runners = [
+            NodeRunner(
+                spec,
+                node_command(spec, log_dir, pid),
+                os.path.join(log_dir, f"node-{spec.index}.log"),
+                policy,
+                reactor,
+                environ=environ,
+            )
+            for spec in nodes
+        ]
+
+    if transport is None:
+        from estwisted.gossiphttp import HttpPeerTransport
+
+        transport = HttpPeerTransport.create(reactor, config.gossip_timeout_ms / 1000)
+    settings = GossipSettings.from_options(
+        gossip_interval_ms=config.gossip_interval_ms,
+        gossip_timeout_ms=config.gossip_timeout_ms,
+        gossip_allowed_difference_ms=config.gossip_allowed_difference_ms,
+        dead_member_removal_period_sec=config.dead_member_removal_period_sec,
+    )
+    own = manager_member(
+        uuid.uuid4(),
+        Endpoint(config.advertised_int_ip, config.int_http_port),
+        Endpoint(config.advertised_ext_ip, config.ext_http_port),
+        reactor.seconds(),
+    )
+    gossip = ManagerGossip(own, (), settings, reactor, transport)
+    found: list[Endpoint] = []
+
+    def add_seeds(seeds: list[Endpoint]) -> None:
+        for seed in seeds:
+            if seed not in found:
+                found.append(seed)
+        gossip.set_seeds(found)
+
+    if discovery is None:
+        from estwisted.discovery import SeedDiscovery
+
+        discovery = SeedDiscovery.from_config(config, reactor, add_seeds)
+
+    resource = ManagerResource(gossip, watchdog.status)
+    site = ClusterSite(resource)
+    _listen(reactor, config.int_ip, config.int_http_port, site).setServiceParent(top)
+    _listen(reactor, config.ext_ip, config.ext_http_port, site).setServiceParent(top)
+    GossipService(gossip, discovery, transport).setServiceParent(top)
+    watchdog.setServiceParent(top)
+    top.watchdog = watchdog  # type: ignore[attr-defined]
+    top.gossip = gossip  # type: ignore[attr-defined]
+    return top
