@@ -183,11 +183,10 @@ class Supervision:
     def start(self, now: float) -> list[Effect]:
         """
         Start the node (at manager start, or an operator's start after it
-        was given up).
+        was given up or stopped): past failures are forgotten.
         """
         if self.state in (State.STOPPED, State.GAVE_UP):
-            if self.state is State.GAVE_UP:
-                self.failures = []
+            self.failures = []
             self.state = State.RUNNING
             self.pid = None
             self.started_at = now
@@ -249,6 +248,7 @@ class Supervision:
             return [CancelTimer()]
         if self.state is State.GAVE_UP:
             self.state = State.STOPPED
+            self.failures = []
         return []
 
     def kill_due(self, now: float) -> list[Effect]:
