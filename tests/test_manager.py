@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -362,6 +363,45 @@ class ManagerClusterTests(ManagerTestCase):
         self.assertLess(elapsed, 15)
         self.wait_for_cluster(machines)
 
+    def test_client_writes_through_managers_across_kill(self) -> None:
+        """
+        node-eventstore-client, given only the managers' external endpoints
+        as gossip seeds, finds the leader and keeps writing while the
+        leader's database node is SIGKILLed (and restarted by its
+        watchdog); every acknowledged event is read back once, in order.
+        """
+        node = shutil.which("node")
+        if node is None:
+            raise SkipTest("node is not installed")
+        if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "node-eventstore-client")):
+            raise SkipTest("tests/js/node_modules missing: run npm ci --prefix tests/js")
+        machines = self.seed_machines()
+        for m in machines:
+            m.start()
+        doc = self.wait_for_cluster(machines)
+        (leader,) = [x for x in doc["members"] if x["state"] == "Master"]
+        victim = next(m for m in machines if m.host == leader["internalHttpIp"])
+        half = os.path.abspath(self.mktemp())
+        seeds = ",".join(f"{m.host}:{m.ports['manager_ext']}" for m in machines)
+        count = 200
+        writer = subprocess.Popen(
+            [node, "-e", WRITER, seeds, str(count), half],
+            cwd=JS_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        self.addCleanup(lambda: writer.poll() is None and writer.kill())
+        eventually(lambda: self.assertTrue(os.path.exists(half) or writer.poll() is not None),
+                   60)
+        os.kill(victim.node_pid(), signal.SIGKILL)
+        out, err = writer.communicate(timeout=170)
+        lines = [line for line in out.decode("utf-8", "replace").splitlines() if line]
+        self.assertTrue(lines, f"writer printed nothing: {err.decode()[-2000:]}")
+        result = json.loads(lines[-1])
+        self.assertTrue(result["ok"], result)
+        # Retried writes carry the same event id: each n appears once.
+        self.assertEqual(result["ns"], list(range(count)))
+        self.assertEqual(victim.watchdog_status()[0]["restarts"], 1)
+
     def test_sigterm_stops_node_cleanly(self) -> None:
         """
         SIGTERM to a manager stops its node with SIGTERM (the node shuts
@@ -433,6 +473,70 @@ class ManagerClusterTests(ManagerTestCase):
         self.assertEqual(machine.output().count("node-1 started"), 3)
         time.sleep(1.5)
         self.assertEqual(machine.output().count("node-1 started"), 3)
+
+
+JS_DIR = os.path.join(REPO_ROOT, "tests", "js")
+
+#: A node-eventstore-client writer given the managers as gossip seeds:
+#: node -e WRITER SEEDS COUNT HALF_FILE (SEEDS = host:port,...).  It writes
+#: COUNT events one at a time, retrying a failed write with the same event
+#: id, creates HALF_FILE half-way, then reads the stream back and prints one
+#: JSON line.
+WRITER = r"""
+'use strict';
+const fs = require('fs');
+const client = require('node-eventstore-client');
+const uuid = require('uuid');
+const [seedsArg, countArg, half] = process.argv.slice(1);
+const seeds = seedsArg.split(',').map((s) => {
+  const [host, port] = s.split(':');
+  return new client.GossipSeed({ host, port: parseInt(port, 10) });
+});
+const conn = client.createConnection({
+  log: { debug() {}, info() {}, error() {} },
+  maxReconnections: -1, reconnectionDelay: 100, operationTimeout: 3000, maxRetries: 10,
+  maxDiscoverAttempts: 100, discoverDelay: 200, gossipTimeout: 500,
+  defaultUserCredentials: new client.UserCredentials('admin', 'changeit'),
+}, seeds, 'manager-writer');
+conn.on('error', () => {});
+setTimeout(() => {
+  console.log(JSON.stringify({ ok: false, error: 'deadline' }));
+  process.exit(1);
+}, 150000);
+(async () => {
+  await conn.connect();
+  const count = parseInt(countArg, 10);
+  let retries = 0;
+  for (let n = 0; n < count; n++) {
+    const id = uuid.v4();
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 300) throw new Error('write ' + n + ' never acknowledged');
+      try {
+        await conn.appendToStream('through-managers', client.expectedVersion.any,
+          [client.createJsonEventData(id, { n }, null, 'manager-test')]);
+        break;
+      } catch (e) {
+        retries++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    if (n === Math.floor(count / 2)) fs.writeFileSync(half, '');
+  }
+  let read = null;
+  for (let attempt = 0; attempt < 100 && read === null; attempt++) {
+    try {
+      read = await conn.readStreamEventsForward('through-managers', 0, 4096, true);
+    } catch (e) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const ns = read.events.map((e) => JSON.parse(e.event.data.toString()).n);
+  console.log(JSON.stringify({ ok: true, retries, written: count, ns }));
+  conn.close();
+  process.exit(0);
+})().catch((e) => { console.log(JSON.stringify({ ok: false, error: String(e.stack || e) }));
+  process.exit(1); });
+"""
 
 
 def _cmdline_has(pid: int, text: str) -> bool:
