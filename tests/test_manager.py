@@ -446,6 +446,44 @@ class ManagerClusterTests(ManagerTestCase):
             int(p), machine.database_yaml)]
         self.assertEqual(copies, [str(new_pid)])
 
+    def test_daemon(self) -> None:
+        """
+        C{twistd --pidfile … --logfile … estore-manager --config …}
+        daemonizes: the command returns, the manager runs from its pid file
+        and starts its node; SIGTERM to that pid stops both.
+        """
+        (machine,) = self.single_machines(1)
+        pidfile = os.path.join(machine.directory, "manager.pid")
+        logfile = os.path.join(machine.directory, "manager.log")
+
+        def cleanup() -> None:
+            for path in (pidfile, machine.node_pid_file):
+                try:
+                    with open(path) as f:
+                        os.kill(int(f.read().strip()), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+
+        self.addCleanup(cleanup)
+        completed = subprocess.run(
+            twistd_command() + [f"--pidfile={pidfile}", f"--logfile={logfile}",
+                                "estore-manager", "--config", machine.manager_yaml],
+            cwd=machine.directory, env=node_environment(), capture_output=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr.decode())
+        eventually(lambda: self.assertTrue(os.path.exists(pidfile)), 30)
+        with open(pidfile) as f:
+            manager_pid = int(f.read().strip())
+        eventually(lambda: self.assertFalse(port_free(machine.host, machine.ports["ext_http"])),
+                   40)
+        node_pid = machine.node_pid()
+        os.kill(manager_pid, signal.SIGTERM)
+        eventually(lambda: self.assertFalse(pid_alive(manager_pid)), 30)
+        self.assertFalse(pid_alive(node_pid))
+        with open(logfile) as f:
+            self.assertIn("node-1 (pid", f.read())
+
     def test_failing_node_given_up(self) -> None:
         """
         A node whose command fails at once (its port is taken) is restarted

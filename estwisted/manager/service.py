@@ -98,11 +98,12 @@ def make_manager_service(
             window=float(config.watchdog_failure_time_window),
             grace=config.watchdog_stop_grace_ms / 1000,
         )
-        pid = os.getpid()
         watchdog.runners = [
             NodeRunner(
                 spec,
-                node_command(spec, log_dir, pid),
+                # The pid is read at each start: twistd daemonizes (forks)
+                # after this tree is built.
+                lambda spec=spec: node_command(spec, log_dir, os.getpid()),  # type: ignore[misc]
                 os.path.join(log_dir, f"node-{spec.index}.log"),
                 policy,
                 reactor,

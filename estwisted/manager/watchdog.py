@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Union
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -108,7 +108,7 @@ class NodeRunner:
     def __init__(
         self,
         spec: NodeSpec,
-        command: Sequence[str],
+        command: Union[Sequence[str], Callable[[], Sequence[str]]],
         log_path: str,
         policy: RestartPolicy,
         reactor: Any,
@@ -117,11 +117,15 @@ class NodeRunner:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """
+        @param command: the node's argument vector, or a function that
+            returns it, called at each start (the manager's pid is part of
+            it, and twistd daemonizes after the service is built).
         @param reactor: provides L{IReactorTime} and L{IReactorProcess}.
         @param wall_clock: Unix time for the status document.
         """
         self.spec = spec
-        self.command = list(command)
+        self._command_for = command if callable(command) else (lambda: command)
+        self.command = list(self._command_for())
         self.log_path = log_path
         self.supervision = Supervision(policy)
         self._clock: IReactorTime = reactor
@@ -223,6 +227,7 @@ class NodeRunner:
         self._timer = None
 
     def _spawn(self) -> None:
+        self.command = list(self._command_for())
         if self._output is None:
             self._output = open(self.log_path, "ab")
         protocol = _NodeProcessProtocol(self._output, self._ended)

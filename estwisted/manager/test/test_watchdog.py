@@ -84,6 +84,23 @@ class NodeRunnerTests(SynchronousTestCase):
              "/etc/estore/database.yaml"],
         )
 
+    def test_commandBuiltAtEachStart(self) -> None:
+        """
+        A command function is called at each start (the manager's pid
+        changes when twistd daemonizes after building the service).
+        """
+        reactor = FakeProcessReactor()
+        pids = iter(["10", "20", "30"])
+        runner = NodeRunner(SPEC, lambda: ["python", next(pids)], self.mktemp(),
+                            RestartPolicy(), reactor, environ={})
+        self.addCleanup(runner._close_output)
+        runner.start()
+        reactor.end()
+        reactor.advance(1)
+        self.assertEqual([args for _, args, _ in reactor.spawned],
+                         [["python", "20"], ["python", "30"]])
+        self.assertEqual(runner.status()["command"], ["python", "30"])
+
     def test_startAndOutput(self) -> None:
         """
         Starting spawns the command; its output goes to the log file.
