@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -68,9 +69,10 @@ def same_ports_everywhere(names: Sequence[str], hosts: Sequence[str]) -> dict[st
     raise SkipTest("no ports free on every loopback address")
 
 
-def get_json(url: str, timeout: float = 1.0) -> Optional[Any]:
+def get_json(url: str, timeout: float = 1.0, context: Optional[ssl.SSLContext] = None
+             ) -> Optional[Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return json.loads(response.read())
     except (OSError, urllib.error.URLError, ValueError):
         return None
@@ -152,11 +154,21 @@ class Machine:
         }
         self.manager_yaml = write_yaml(os.path.join(self.directory, "manager.yaml"), manager)
         self.process: Optional[subprocess.Popen[bytes]] = None
+        #: Set for a TLS cluster: HTTPS with this context.
+        self.ssl_context: Optional[ssl.SSLContext] = None
         self.output_path = os.path.join(self.directory, "manager.out")
 
     @property
+    def base_url(self) -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.ports['manager_ext']}"
+
+    @property
     def gossip_url(self) -> str:
-        return f"http://{self.host}:{self.ports['manager_ext']}/gossip"
+        return self.base_url + "/gossip"
+
+    def gossip(self) -> Optional[dict[str, Any]]:
+        return get_json(self.gossip_url, context=self.ssl_context)  # type: ignore[no-any-return]
 
     @property
     def node_pid_file(self) -> str:
@@ -215,7 +227,7 @@ class Machine:
             return ""
 
     def watchdog_status(self) -> list[dict[str, Any]]:
-        doc = get_json(f"http://{self.host}:{self.ports['manager_ext']}/watchdog")
+        doc = get_json(self.base_url + "/watchdog", context=self.ssl_context)
         assert doc is not None, "manager does not answer /watchdog"
         return doc["nodes"]  # type: ignore[no-any-return]
 
@@ -254,7 +266,8 @@ class ManagerTestCase(TestCase):
     timeout = 240
 
     def machines(self, manager_extra: Callable[[str], dict[str, Any]],
-                 database_extra: Optional[dict[str, Any]] = None) -> list[Machine]:
+                 database_extra: Optional[Callable[[str], dict[str, Any]]] = None
+                 ) -> list[Machine]:
         for host in HOSTS:
             if not port_free(host, 0):
                 raise SkipTest(f"cannot bind {host}")
@@ -265,7 +278,7 @@ class ManagerTestCase(TestCase):
         base = self.mktemp()
         machines = [
             Machine(os.path.join(base, f"machine{i + 1}"), host, dict(ports),
-                    manager_extra(host), database_extra)
+                    manager_extra(host), database_extra(host) if database_extra else None)
             for i, host in enumerate(HOSTS)
         ]
         for m in machines:
@@ -292,7 +305,7 @@ class ManagerTestCase(TestCase):
         def check() -> dict[str, Any]:
             doc: dict[str, Any] = {}
             for m in machines:
-                doc = get_json(m.gossip_url) or {}
+                doc = m.gossip() or {}
                 assert doc, f"{m.host} manager does not answer"
                 alive = [x for x in doc["members"] if x["isAlive"]]
                 states = sorted(x["state"] for x in alive)
@@ -310,7 +323,7 @@ class ManagerTestCase(TestCase):
                         manager_extra: Optional[dict[str, Any]] = None) -> list[Machine]:
         machines = self.machines(
             lambda host: {"DiscoverViaDns": False, **(manager_extra or {})},
-            {"ClusterSize": 1, "GossipSeed": []},
+            lambda host: {"ClusterSize": 1, "GossipSeed": []},
         )
         return machines[:count]
 
@@ -337,14 +350,14 @@ class ManagerClusterTests(ManagerTestCase):
                          [(h, self.ports["manager_ext"]) for h in HOSTS])
 
         victim = machines[1]
-        before = victim.own_node(get_json(victim.gossip_url))  # type: ignore[arg-type]
+        before = victim.own_node(victim.gossip())  # type: ignore[arg-type]
         assert before is not None
         pid = victim.node_pid()
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
 
         def back() -> float:
-            doc = get_json(machines[0].gossip_url)
+            doc = machines[0].gossip()
             assert doc is not None
             record = victim.own_node(doc)
             assert record is not None and record["isAlive"], record
@@ -629,3 +642,45 @@ class DnsManagerTests(ManagerTestCase):
         for m in machines:
             m.start()
         self.wait_for_cluster(machines)
+
+
+class TLSManagerTests(ManagerTestCase):
+    """
+    A TLS cluster: managers and nodes with node certificates of one cluster
+    CA; the managers serve and gossip over HTTPS with the same checks.
+    """
+
+    def test_tls_cluster(self) -> None:
+        """
+        Managers with certificates gossip over HTTPS with each other and
+        with their nodes; the cluster forms and C{/gossip} is served over
+        TLS to a client trusting the CA.
+        """
+        from tests.test_tls import PKI
+
+        pki = PKI(self.mktemp())
+        for host in HOSTS:
+            pki.node(host, ips=host, dns="localhost")
+
+        def tls(host: str) -> dict[str, Any]:
+            return {
+                "CertificateFile": pki.path(host, "node.crt"),
+                "CertificatePrivateKeyFile": pki.path(host, "node.key"),
+                "TrustedRootCertificatesPath": pki.path("roots"),
+            }
+
+        def manager(host: str) -> dict[str, Any]:
+            return {
+                "DiscoverViaDns": False,
+                "GossipSeed": [f"{h}:{self.ports['manager_int']}" for h in HOSTS if h != host],
+                **tls(host),
+            }
+
+        machines = self.machines(manager, tls)
+        context = ssl.create_default_context(cafile=pki.ca_cert)
+        for m in machines:
+            m.ssl_context = context
+            m.start()
+        self.wait_for_cluster(machines)
+        # Plain HTTP is not served.
+        self.assertIsNone(get_json(f"http://{HOSTS[0]}:{self.ports['manager_ext']}/gossip"))

@@ -162,24 +162,27 @@ class ManagerConfig:
         check=at_least(1),
     )
 
-    # --- TLS (accepted; managers gossip over plain HTTP for now)
+    # --- TLS (as on a database node: estwisted.tls)
     certificate_file: Optional[str] = option(
-        PATH, None, "Manager certificate.", implemented=False
+        PATH, None, "Manager certificate: PKCS#12, or PEM with CertificatePrivateKeyFile "
+        "(a node certificate of the cluster CA)."
     )
     certificate_private_key_file: Optional[str] = option(
-        PATH, None, "Private key (PEM) for a PEM CertificateFile.", implemented=False
+        PATH, None, "Private key (PEM) for a PEM CertificateFile."
     )
     certificate_password: Optional[str] = option(
-        STR, None, "Password of a PKCS#12 CertificateFile.", secret=True, implemented=False
+        STR, None, "Password of a PKCS#12 CertificateFile.", secret=True
     )
     trusted_root_certificates_path: Optional[str] = option(
-        PATH, None, "Directory of trusted root CA certificates.", implemented=False
+        PATH, None, "Directory of trusted root CA certificates."
     )
     certificate_reserved_node_common_name: str = option(
-        STR, "eventstoredb-node", "Certificate CN that identifies cluster nodes.",
-        check=not_empty, implemented=False,
+        STR, "eventstoredb-node", "Certificate CN that identifies cluster members.",
+        check=not_empty,
     )
-    insecure: bool = option(BOOL, False, "Disable TLS everywhere.", implemented=False)
+    insecure: bool = option(
+        BOOL, False, "Serve and gossip in plaintext, also on non-loopback addresses."
+    )
 
     # --- bookkeeping (not options)
     sources: Mapping[str, Source] = field(factory=dict, eq=False)
@@ -406,6 +409,8 @@ def _check(config: ManagerConfig) -> None:
             f"{where('ExtHttpPort')}: endpoint {config.ext_ip}:{config.ext_http_port} is "
             f"also used by {where('IntHttpPort')}"
         )
+    if config.certificate_private_key_file and not config.certificate_file:
+        raise ConfigError(f"{where('CertificatePrivateKeyFile')}: needs CertificateFile")
     if config.enable_watchdog and not config.watchdog_config:
         raise ConfigError(
             f"{where('WatchdogConfig')}: EnableWatchdog is true "

@@ -35,7 +35,7 @@ from estwisted.manager.supervision import RestartPolicy
 from estwisted.manager.watchdog import NodeRunner, WatchdogService, node_command
 from estwisted.manager.watchdogfile import NodeSpec
 
-__all__ = ["GossipService", "make_manager_service"]
+__all__ = ["GossipService", "StartupError", "make_manager_service"]
 
 
 class GossipService(Service):
@@ -71,6 +71,13 @@ def _listen(reactor: Any, ip: str, port: int, site: Any) -> StreamServerEndpoint
     return service
 
 
+class StartupError(Exception):
+    """
+    The manager cannot start (a certificate is unusable, plaintext on a
+    public address); the message is one line.
+    """
+
+
 def make_manager_service(
     config: ManagerConfig,
     nodes: Sequence[NodeSpec],
@@ -82,11 +89,26 @@ def make_manager_service(
     """
     Build the manager's service tree.
 
+    With C{CertificateFile} set (and not C{Insecure}) both HTTP ports speak
+    TLS with the node certificate (mutual TLS on the internal one) and the
+    manager gossips over HTTPS, with the CA and SAN checks of a database
+    node (L{estwisted.tls}).  Without a certificate, plaintext is refused on
+    a non-loopback address unless C{Insecure} is set, as on a node.
+
     @param nodes: the parsed watchdog file (empty when the watchdog is off).
     @param reactor: provides IReactorTime, IReactorTCP, IReactorProcess.
-    @param transport: the gossip transport; default HTTP through C{reactor}.
+    @param transport: the gossip transport; default HTTP(S) through
+        C{reactor}.
     @param discovery: the seed discovery; default from C{config}.
+    @raise StartupError: one line.
     """
+    from estwisted.tls import CertificateError, node_tls_from_config
+
+    try:
+        node_tls = node_tls_from_config(config, reactor)
+    except CertificateError as e:
+        raise StartupError(str(e)) from None
+    use_tls = node_tls is not None and not config.insecure
     top = MultiService()
     log_dir = os.path.abspath(config.log)
 
@@ -115,7 +137,11 @@ def make_manager_service(
     if transport is None:
         from estwisted.gossiphttp import HttpPeerTransport
 
-        transport = HttpPeerTransport.create(reactor, config.gossip_timeout_ms / 1000)
+        transport = HttpPeerTransport.create(
+            reactor,
+            config.gossip_timeout_ms / 1000,
+            https_policy=node_tls.https_policy() if use_tls and node_tls is not None else None,
+        )
     settings = GossipSettings.from_options(
         gossip_interval_ms=config.gossip_interval_ms,
         gossip_timeout_ms=config.gossip_timeout_ms,
@@ -144,8 +170,13 @@ def make_manager_service(
 
     resource = ManagerResource(gossip, watchdog.status)
     site = ClusterSite(resource)
-    _listen(reactor, config.int_ip, config.int_http_port, site).setServiceParent(top)
-    _listen(reactor, config.ext_ip, config.ext_http_port, site).setServiceParent(top)
+    int_factory: Any = site
+    ext_factory: Any = site
+    if use_tls and node_tls is not None:
+        int_factory = node_tls.server_factory(site, "internal HTTP", True, True)
+        ext_factory = node_tls.server_factory(site, "external HTTP", False, True)
+    _listen(reactor, config.int_ip, config.int_http_port, int_factory).setServiceParent(top)
+    _listen(reactor, config.ext_ip, config.ext_http_port, ext_factory).setServiceParent(top)
     GossipService(gossip, discovery, transport).setServiceParent(top)
     watchdog.setServiceParent(top)
     top.watchdog = watchdog  # type: ignore[attr-defined]

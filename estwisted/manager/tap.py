@@ -157,6 +157,10 @@ def makeService(options: Any) -> IService:
     """
     from twisted.internet import reactor
 
-    from estwisted.manager.service import make_manager_service
+    from estwisted.manager.service import StartupError, make_manager_service
 
-    return make_manager_service(options.config, options.nodes, reactor)
+    try:
+        return make_manager_service(options.config, options.nodes, reactor)
+    except StartupError as e:
+        # Nothing listens and no node was started: exit non-zero, one line.
+        raise SystemExit(f"estore-manager: {e}") from None
