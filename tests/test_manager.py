@@ -366,13 +366,27 @@ class ManagerClusterTests(ManagerTestCase):
                                        "Unknown"), record
             return time.monotonic() - killed_at
 
+        def respawned() -> float:
+            (node,) = victim.watchdog_status()
+            assert node["pid"] not in (None, pid), node
+            return time.monotonic() - killed_at
+
+        def listening() -> float:
+            assert not port_free(victim.host, victim.ports["int_http"])
+            return time.monotonic() - killed_at
+
+        spawned_after = eventually(respawned, 30, interval=0.02)
+        listening_after = eventually(listening, 30, interval=0.02)
         elapsed = eventually(back, 30, interval=0.05)
         status = victim.watchdog_status()[0]
         self.assertEqual((status["restarts"], status["lastExit"], status["state"]),
                          (1, "killed by signal 9", "running"))
         self.assertNotEqual(status["pid"], pid)
         # Log the measured time: the issue aims at 3 s or less with defaults.
-        sys.stderr.write(f"\nnode back in gossip {elapsed:.2f}s after SIGKILL\n")
+        sys.stderr.write(
+            f"\nafter SIGKILL: respawned {spawned_after:.2f}s, listening {listening_after:.2f}s,"
+            f" back in gossip {elapsed:.2f}s\n"
+        )
         self.assertLess(elapsed, 15)
         self.wait_for_cluster(machines)
 
