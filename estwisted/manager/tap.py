@@ -33,6 +33,7 @@ from estwisted.manager.config import (
     load_manager_config,
     render_manager_options,
 )
+from estwisted.manager.watchdog import node_environment
 from estwisted.manager.watchdogfile import NodeSpec, read_watchdog_file
 
 __all__ = ["Options", "check_node_arguments", "makeService"]
@@ -134,7 +135,7 @@ class Options(usage.Options):
                 path = self.config.watchdog_config
                 self.nodes = read_watchdog_file(path)
                 for spec in self.nodes:
-                    check_node_arguments(spec, path, self._environ)
+                    check_node_arguments(spec, path, node_environment(self._environ))
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         if self.config.what_if:

@@ -9,8 +9,9 @@ Each node runs as::
     python -m estwisted.manager.child <manager pid> -n --pidfile=<Log>/node-N.pid \\
         estore <options from the watchdog file>
 
-in the manager's working directory, its output (stdout and stderr) appended
-to C{<Log>/node-N.log}.  L{estwisted.manager.child} asks the kernel to send
+in the manager's working directory and environment (without the manager's
+C{EVENTSTORE_*} variables, see L{node_environment}), its output (stdout and
+stderr) appended to C{<Log>/node-N.log}.  L{estwisted.manager.child} asks the kernel to send
 the node SIGTERM when the manager dies, so a SIGKILLed manager takes its
 nodes with it, and starts them again when it comes back; the twistd pid
 file refuses a second copy of a node whose first copy is still shutting
@@ -33,6 +34,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from estwisted.config import ENV_PREFIX
 from estwisted.manager.supervision import (
     CancelTimer,
     Effect,
@@ -48,7 +50,17 @@ from estwisted.manager.supervision import (
 )
 from estwisted.manager.watchdogfile import NodeSpec
 
-__all__ = ["NodeRunner", "WatchdogService", "node_command"]
+__all__ = ["NodeRunner", "WatchdogService", "node_command", "node_environment"]
+
+
+def node_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """
+    The environment a node runs with: the manager's, without its
+    C{EVENTSTORE_*} variables.  Those configure the manager (for example
+    C{EVENTSTORE_INT_HTTP_PORT}); passed on, they would override the node's
+    own YAML file.  A node is configured by its watchdog line and its file.
+    """
+    return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
 
 
 def node_command(
@@ -130,7 +142,7 @@ class NodeRunner:
         self.supervision = Supervision(policy)
         self._clock: IReactorTime = reactor
         self._processes: IReactorProcess = reactor
-        self._environ = dict(os.environ if environ is None else environ)
+        self._environ = node_environment(os.environ if environ is None else environ)
         self._cwd = cwd
         self._wall_clock = wall_clock
         self._timer: Optional[IDelayedCall] = None

@@ -37,12 +37,14 @@ class FakeProcessReactor(Clock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[Any, list[str], FakeTransport]] = []
+        self.envs: list[Any] = []
         self.fail = False
 
     def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: Any = None,
                      path: Any = None, usePTY: bool = False, **kw: Any) -> FakeTransport:  # noqa: N803
         if self.fail:
             raise OSError("no such file")
+        self.envs.append(env)
         transport = FakeTransport(1000 + len(self.spawned))
         self.spawned.append((protocol, list(args), transport))
         protocol.makeConnection(transport)
@@ -100,6 +102,18 @@ class NodeRunnerTests(SynchronousTestCase):
         self.assertEqual([args for _, args, _ in reactor.spawned],
                          [["python", "20"], ["python", "30"]])
         self.assertEqual(runner.status()["command"], ["python", "30"])
+
+    def test_managerVariablesNotPassedOn(self) -> None:
+        """
+        The node gets the manager's environment without C{EVENTSTORE_*}
+        (the manager's own options).
+        """
+        reactor = FakeProcessReactor()
+        runner = NodeRunner(SPEC, ["python"], self.mktemp(), RestartPolicy(), reactor,
+                            environ={"PATH": "/bin", "EVENTSTORE_INT_HTTP_PORT": "30777"})
+        self.addCleanup(runner._close_output)
+        runner.start()
+        self.assertEqual(reactor.envs, [{"PATH": "/bin"}])
 
     def test_startAndOutput(self) -> None:
         """
