@@ -24,6 +24,7 @@ from typing import IO, Optional
 from cryptography import x509
 
 from estwisted import certs
+from estwisted.manager.systemd import ServiceError, add_service_parser, run_service
 
 __all__ = ["main"]
 
@@ -95,10 +96,14 @@ def _parser() -> argparse.ArgumentParser:
 
     show = actions.add_parser("show", help="describe a PEM certificate")
     show.add_argument("certificate")
+    add_service_parser(commands)
     return parser
 
 
 def _run(args: argparse.Namespace, out: IO[str]) -> None:
+    if args.command == "service":
+        run_service(args, out)
+        return
     action = args.action
     if action == "show":
         try:
@@ -159,7 +164,7 @@ def main(
         return int(e.code or 0)
     try:
         _run(args, out)
-    except certs.CertsError as e:
+    except (certs.CertsError, ServiceError) as e:
         err.write(f"estore {args.command} {args.action}: error: {e}\n")
         return 1
     return 0

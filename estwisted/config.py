@@ -790,18 +790,24 @@ class NodeConfig:
         BOOL, True, "Verify peers' certificates on internal TLS."
     )
 
-    # --- manager / watchdog (commercial Event Store; accepted, not implemented)
+    # --- manager / watchdog: accepted on a database node for v5 compatibility, with
+    # no effect there; they take effect in a manager (twistd estore-manager,
+    # estwisted/manager/config.py)
     enable_watchdog: bool = option(
-        BOOL, True, "Manager: supervise the nodes in WatchdogConfig.", implemented=False
+        BOOL, True, "Manager: supervise the nodes in WatchdogConfig (a twistd "
+        "estore-manager option; no effect on a node).", implemented=False
     )
     watchdog_config: Optional[str] = option(
-        PATH, None, "Manager: file listing the nodes to supervise.", implemented=False
+        PATH, None, "Manager: file listing the nodes to supervise (a twistd estore-manager option; "
+        "no effect on a node).", implemented=False
     )
     watchdog_failure_time_window: int = option(
-        INT, -1, "Manager: window for counting node failures.", implemented=False
+        INT, -1, "Manager: window for counting node failures (a twistd estore-manager option; "
+        "no effect on a node).", implemented=False
     )
     watchdog_failure_count: int = option(
-        INT, -1, "Manager: node failures allowed within the window.", implemented=False
+        INT, -1, "Manager: node failures allowed within the window (a twistd "
+        "estore-manager option; no effect on a node).", implemented=False
     )
 
     # --- bookkeeping (not options)
