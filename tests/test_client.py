@@ -225,3 +225,168 @@ class SingleNodeTests(TestCase):
         self.assertEqual(reason, "Unsubscribed")
         await ps.stop()
         await c.delete_persistent_subscription("subs", "group")
+
+
+#: Leader kills in the failover test (the issue asks for 10; set
+#: ESTWISTED_CLIENT_KILLS=10 for the long run).
+KILLS = int(os.environ.get("ESTWISTED_CLIENT_KILLS", "3"))
+HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+class ClusterFailoverTests(TestCase):
+    """
+    A three-node cluster on 127.0.0.1-3 (same ports, gossip seeds): writers
+    and subscribers run through leader SIGKILLs.
+    """
+
+    timeout = 600
+
+    def make_nodes(self) -> list[NodeProcess]:
+        for host in HOSTS:
+            if not port_free(host, 0):
+                raise SkipTest(f"cannot bind {host}")
+        for _ in range(20):
+            ports = {n: free_port() for n in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
+            if all(port_free(h, p) for h in HOSTS for p in ports.values()):
+                break
+        else:
+            raise SkipTest("no common free ports")
+        seeds = ",".join(f"{h}:{ports['int_http']}" for h in HOSTS)
+        args = ["--cluster-size=3", "--discover-via-dns=false", f"--gossip-seed={seeds}"] + FAST
+        base = self.mktemp()
+        nodes = [
+            NodeProcess(os.path.join(base, h), host=h, ports=dict(ports), extra_args=args)
+            for h in HOSTS
+        ]
+        for n in nodes:
+            self.addCleanup(n.stop)
+        return nodes
+
+    def test_leader_killed_while_writing_and_subscribing(self) -> Deferred[None]:
+        """
+        Four writers append single events through one connection while a
+        catch-up and a persistent subscriber on another connection read the
+        stream; the leader is SIGKILLed (then restarted) several times.
+        Every acknowledged append is in the stream exactly once, in each
+        writer's order; each subscriber handled every acknowledged event
+        and none twice.
+        """
+        return run(self._failover())
+
+    async def _failover(self) -> None:
+        from twisted.internet.threads import deferToThread
+
+        nodes = self.make_nodes()
+        start_all(nodes)
+        wait_for_leader(nodes)
+        cluster = ClusterSettings(
+            gossip_seeds=[(h, nodes[0].ext_http_port) for h in HOSTS], gossip_timeout=0.5
+        )
+        settings = ConnectionSettings(
+            keep_reconnecting=True,
+            operation_timeout=2.0,
+            max_retries=100,
+            reconnection_delay=0.1,
+            max_reconnection_delay=0.5,
+            default_user_credentials=ADMIN,
+            heartbeat_interval=0.5,
+            heartbeat_timeout=1.0,
+        )
+        writer = EventStoreConnection.create(reactor, settings, cluster)
+        reader = EventStoreConnection.create(reactor, settings, cluster)
+        self.addCleanup(writer.close)
+        self.addCleanup(reader.close)
+        reconnections: list[object] = []
+        writer.on("connected", reconnections.append)
+        await writer.connect()
+        await reader.connect()
+        stream = "failover"
+        await writer.create_persistent_subscription(
+            stream,
+            "workers",
+            PersistentSubscriptionSettings(
+                start_from=0, checkpoint_after_ms=500, checkpoint_min_count=5,
+                checkpoint_max_count=50, message_timeout_ms=10_000,
+            ),
+        )
+
+        caught_up: list[uuid.UUID] = []
+        handled: list[uuid.UUID] = []
+
+        def on_catch_up(sub: object, e: ResolvedEvent) -> None:
+            caught_up.append(e.original_event.event_id)
+
+        def on_persistent(sub: object, e: ResolvedEvent, retry_count: int) -> None:
+            handled.append(e.original_event.event_id)
+
+        catch_up = reader.subscribe_to_stream_from(stream, None, on_catch_up, read_batch_size=100)
+        persistent = await reader.connect_to_persistent_subscription(
+            stream, "workers", on_persistent, buffer_size=50
+        )
+
+        stop = [False]
+        acknowledged: dict[int, list[uuid.UUID]] = {i: [] for i in range(4)}
+        failures: list[BaseException] = []
+
+        async def write(i: int) -> None:
+            n = 0
+            while not stop[0]:
+                e = event(n)
+                n += 1
+                try:
+                    await writer.append_to_stream(stream, ExpectedVersion.ANY, [e])
+                except Exception as error:
+                    failures.append(error)
+                    return
+                acknowledged[i].append(e.event_id)
+
+        writers = [run(write(i)) for i in range(4)]
+        killed: Optional[NodeProcess] = None
+        for _ in range(KILLS):
+            await sleep(1.5)
+            leader = await deferToThread(wait_for_leader, nodes, 30.0)
+            before = sum(len(a) for a in acknowledged.values())
+            await deferToThread(leader.kill)
+            killed = leader
+            await sleep(3.0)
+            after = sum(len(a) for a in acknowledged.values())
+            self.assertGreater(after, before, "no write acknowledged after the leader died")
+            await deferToThread(killed.start)
+            await deferToThread(wait_for_leader, nodes, 30.0)
+        await sleep(1.0)
+        stop[0] = True
+        await DeferredList(writers)
+        self.assertEqual(failures, [])
+        every = [i for a in acknowledged.values() for i in a]
+        self.assertGreater(len(every), 100)
+
+        await wait_until(
+            lambda: set(every) <= set(caught_up) and set(every) <= set(handled),
+            60,
+            "the subscribers to see every acknowledged event",
+        )
+
+        # The stream as stored: each acknowledged id once, in each writer's order.
+        stored: list[uuid.UUID] = []
+        start = 0
+        while True:
+            page = await writer.read_stream_events_forward(stream, start, 4096)
+            stored += [e.original_event.event_id for e in page.events]
+            if page.is_end_of_stream:
+                break
+            start = page.next_event_number
+        self.assertEqual(len(stored), len(set(stored)), "an event is stored twice")
+        missing = set(every) - set(stored)
+        self.assertEqual(missing, set(), f"{len(missing)} acknowledged writes missing")
+        positions = {event_id: n for n, event_id in enumerate(stored)}
+        for ids in acknowledged.values():
+            self.assertEqual([positions[i] for i in ids], sorted(positions[i] for i in ids))
+
+        self.assertEqual(len(caught_up), len(set(caught_up)), "catch-up delivered twice")
+        self.assertEqual(caught_up, stored[: len(caught_up)], "catch-up out of order or gap")
+        self.assertEqual(len(handled), len(set(handled)), "persistent delivered twice")
+        self.assertLessEqual(set(handled), set(stored))
+        self.assertGreaterEqual(len(reconnections), 1 + KILLS - 1)
+        self.assertEqual(len(running(nodes)), 3)
+        await catch_up.stop()
+        await persistent.stop()
