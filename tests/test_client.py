@@ -388,5 +388,10 @@ class ClusterFailoverTests(TestCase):
         self.assertLessEqual(set(handled), set(stored))
         self.assertGreaterEqual(len(reconnections), 1 + KILLS - 1)
         self.assertEqual(len(running(nodes)), 3)
+        print(
+            f"\nfailover: {len(every)} appends acknowledged, {len(stored)} stored, "
+            f"{len(reconnections)} writer connections, "
+            f"{persistent.redeliveries_suppressed} persistent redeliveries suppressed"
+        )
         await catch_up.stop()
         await persistent.stop()
