@@ -165,6 +165,7 @@ class EventStoreConnection:
         self._timer: Optional[IDelayedCall] = None
         self._discovery: Optional[Deferred[Optional[NodeEndpoints]]] = None
         self._waiting: deque[_Pending] = deque()
+        self._delayed: dict[_Pending, IDelayedCall] = {}
         self._in_flight: dict[bytes, _Pending] = {}
         self._sequence = itertools.count()
         self._subscriptions: list[SubscriptionBase] = []
@@ -499,6 +500,11 @@ class EventStoreConnection:
         else:
             error = errors.CannotEstablishConnection(reason)
         pending = sorted(self._in_flight.values(), key=lambda p: p.sequence) + list(self._waiting)
+        for p, call in list(self._delayed.items()):
+            if call.active():
+                call.cancel()
+            pending.append(p)
+        self._delayed.clear()
         self._in_flight.clear()
         self._waiting.clear()
         for p in pending:
@@ -543,7 +549,10 @@ class EventStoreConnection:
             self._pump()
             pending.deferred.errback(decision.error)
             return
-        self._retry(pending, decision.reason)
+        if isinstance(decision, Reconnect):
+            self._retry(pending, decision.reason)
+        else:
+            self._retry(pending, decision.reason, self.settings.reconnection_delay)
         if isinstance(decision, Reconnect):
             self._log.info(
                 "{reason}: reconnecting to {node}", reason=decision.reason, node=decision.endpoints
@@ -578,6 +587,9 @@ class EventStoreConnection:
                 pass
             if pending.correlation_id is not None:
                 self._in_flight.pop(pending.correlation_id, None)
+            call = self._delayed.pop(pending, None)
+            if call is not None and call.active():
+                call.cancel()
             self._cancel_timeout(pending)
 
         d: Deferred[Any] = Deferred(cancel)
@@ -633,9 +645,24 @@ class EventStoreConnection:
             )
         self._pump()
 
-    def _retry(self, pending: _Pending, reason: str) -> None:
+    def _retry(self, pending: _Pending, reason: str, delay: float = 0.0) -> None:
+        """
+        Send C{pending} again (after C{delay} seconds: C{NotReady} and
+        C{TooBusy} are not hammered), unless its retries are spent.
+        """
         if can_retry(pending.attempts, self.settings.max_retries):
-            self._waiting.appendleft(pending)
+            if delay <= 0:
+                self._waiting.appendleft(pending)
+                return
+
+            def again() -> None:
+                self._delayed.pop(pending, None)
+                pending.timeout = None
+                if not pending.deferred.called:
+                    self._waiting.appendleft(pending)
+                    self._pump()
+
+            self._delayed[pending] = self._clock.callLater(delay, again)
         else:
             self._fail(
                 pending,

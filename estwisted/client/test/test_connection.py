@@ -292,12 +292,13 @@ class OperationTests(SynchronousTestCase):
 
     def test_not_ready_retried(self) -> None:
         """
-        C{NotHandled(NotReady)} is retried up to C{max_retries}, then
-        fails with L{RetriesLimitReached}.
+        C{NotHandled(NotReady)} is retried after C{reconnection_delay} up
+        to C{max_retries}, then fails with L{RetriesLimitReached}.
         """
         connection, clock, network = self.connected(ConnectionSettings(max_retries=1))
         d = connection.read_event("s", 0)
         for _ in range(2):
+            clock.advance(0.1)
             (read,) = [p for p in network.last.packages() if p.command == TcpCommand.ReadEvent]
             network.last.send(
                 TcpCommand.NotHandled,
