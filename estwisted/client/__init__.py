@@ -12,7 +12,11 @@ A Twisted client of Event Store v5 nodes and clusters (and of estwisted).
 See C{docs/client.md}.
 """
 
-from estwisted.client._connection import CONNECTION_EVENTS, EventStoreConnection
+from estwisted.client._connection import (
+    CONNECTION_EVENTS,
+    EventStoreConnection,
+    EventStoreTransaction,
+)
 from estwisted.client._discovery import NodeEndpoints, choose_node
 from estwisted.client._errors import (
     AccessDenied,
@@ -81,6 +85,7 @@ __all__ = [
     "EventReadStatus",
     "EventStoreClientError",
     "EventStoreConnection",
+    "EventStoreTransaction",
     "ExpectedVersion",
     "InvalidTransaction",
     "NakAction",

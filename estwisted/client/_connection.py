@@ -63,6 +63,9 @@ from estwisted.client._operations import (
     ReadEvent,
     ReadStreamEvents,
     Reconnect,
+    TransactionCommit,
+    TransactionStart,
+    TransactionWrite,
     can_retry,
 )
 from estwisted.client._protocol import ClientFactory, ClientProtocol
@@ -771,6 +774,46 @@ class EventStoreConnection:
                            credentials)
         )
 
+    def start_transaction(
+        self,
+        stream: str,
+        expected_version: int,
+        credentials: Optional[UserCredentials] = None,
+    ) -> Deferred[EventStoreTransaction]:
+        """
+        Start a transaction on C{stream}: write to it any number of times,
+        then C{commit()}.  (A transaction lives on one node: it does not
+        survive a failover.)
+        """
+        _check_stream(stream)
+        d = self._submit(
+            TransactionStart(stream, expected_version, self.settings.require_master, credentials)
+        )
+        return d.addCallback(lambda tid: EventStoreTransaction(self, tid, credentials))
+
+    def continue_transaction(
+        self, transaction_id: int, credentials: Optional[UserCredentials] = None
+    ) -> EventStoreTransaction:
+        """
+        A transaction started earlier (by its id).
+        """
+        return EventStoreTransaction(self, transaction_id, credentials)
+
+    def _transaction_write(
+        self, transaction_id: int, events: Sequence[EventData],
+        credentials: Optional[UserCredentials],
+    ) -> Deferred[None]:
+        return self._submit(
+            TransactionWrite(transaction_id, events, self.settings.require_master, credentials)
+        )
+
+    def _transaction_commit(
+        self, transaction_id: int, credentials: Optional[UserCredentials]
+    ) -> Deferred[WriteResult]:
+        return self._submit(
+            TransactionCommit(transaction_id, self.settings.require_master, credentials)
+        )
+
     def delete_stream(
         self,
         stream: str,
@@ -1080,6 +1123,40 @@ class EventStoreConnection:
         )
         self._add_subscription(subscription)
         return subscription.confirmed
+
+
+class EventStoreTransaction:
+    """
+    A transaction: C{write} events, then C{commit} (or C{rollback}, which
+    only forgets it: the server drops uncommitted transactions itself).
+    """
+
+    def __init__(
+        self,
+        connection: EventStoreConnection,
+        transaction_id: int,
+        credentials: Optional[UserCredentials],
+    ) -> None:
+        self._connection = connection
+        self.transaction_id = transaction_id
+        self._credentials = credentials
+        self._done = False
+
+    def write(self, events: Sequence[EventData]) -> Deferred[None]:
+        if self._done:
+            raise errors.InvalidTransaction("the transaction is committed or rolled back")
+        return self._connection._transaction_write(
+            self.transaction_id, list(events), self._credentials
+        )
+
+    def commit(self) -> Deferred[WriteResult]:
+        if self._done:
+            raise errors.InvalidTransaction("the transaction is committed or rolled back")
+        self._done = True
+        return self._connection._transaction_commit(self.transaction_id, self._credentials)
+
+    def rollback(self) -> None:
+        self._done = True
 
 
 def _check_stream(stream: str) -> None:

@@ -575,3 +575,90 @@ class PersistentGroupOperation(Operation):
 
 def _direction(forward: bool) -> ReadDirection:
     return ReadDirection.FORWARD if forward else ReadDirection.BACKWARD
+
+
+class TransactionStart(Operation):
+    command = _C.TransactionStart
+    reply = _C.TransactionStartCompleted
+    name = "start transaction"
+
+    def __init__(
+        self,
+        stream: str,
+        expected_version: int,
+        require_master: bool,
+        credentials: Optional[UserCredentials],
+    ) -> None:
+        self.credentials = credentials
+        self._payload = pb.TransactionStart(
+            event_stream_id=stream, expected_version=expected_version,
+            require_master=require_master,
+        ).SerializeToString()
+
+    def payload(self) -> bytes:
+        return self._payload
+
+    def inspect(self, data: bytes) -> Decision:
+        message = parse(pb.TransactionStartCompleted, data)
+        if message.result == pb.Success:
+            return Complete(message.transaction_id)
+        return _write_error(message.result, message.message, None)
+
+
+class TransactionWrite(Operation):
+    command = _C.TransactionWrite
+    reply = _C.TransactionWriteCompleted
+    name = "transaction write"
+
+    def __init__(
+        self,
+        transaction_id: int,
+        events: Sequence[EventData],
+        require_master: bool,
+        credentials: Optional[UserCredentials],
+    ) -> None:
+        self.credentials = credentials
+        message = pb.TransactionWrite(transaction_id=transaction_id, require_master=require_master)
+        for event in events:
+            new_event_to_proto(event, message.events.add())
+        self._payload = message.SerializeToString()
+
+    def payload(self) -> bytes:
+        return self._payload
+
+    def inspect(self, data: bytes) -> Decision:
+        message = parse(pb.TransactionWriteCompleted, data)
+        if message.result == pb.Success:
+            return Complete(None)
+        return _write_error(message.result, message.message, None)
+
+
+class TransactionCommit(Operation):
+    command = _C.TransactionCommit
+    reply = _C.TransactionCommitCompleted
+    name = "transaction commit"
+
+    def __init__(
+        self, transaction_id: int, require_master: bool, credentials: Optional[UserCredentials]
+    ) -> None:
+        self.credentials = credentials
+        self._payload = pb.TransactionCommit(
+            transaction_id=transaction_id, require_master=require_master
+        ).SerializeToString()
+
+    def payload(self) -> bytes:
+        return self._payload
+
+    def inspect(self, data: bytes) -> Decision:
+        message = parse(pb.TransactionCommitCompleted, data)
+        if message.result == pb.Success:
+            return Complete(
+                WriteResult(
+                    message.last_event_number,
+                    Position(
+                        message.commit_position if message.HasField("commit_position") else -1,
+                        message.prepare_position if message.HasField("prepare_position") else -1,
+                    ),
+                )
+            )
+        return _write_error(message.result, message.message, None)

@@ -120,6 +120,15 @@ async def operations_suite(self: Any, c: EventStoreConnection) -> None:
     with self.assertRaises(NotAuthenticated):
         await c.read_event("orders-1", 0, credentials=UserCredentials("admin", "wrong"))
 
+    # a transaction
+    transaction = await c.start_transaction("tx", ExpectedVersion.NO_STREAM)
+    await transaction.write([event(0), event(1)])
+    await c.continue_transaction(transaction.transaction_id).write([event(2)])
+    committed = await transaction.commit()
+    self.assertEqual(committed.next_expected_version, 2)
+    tx_read = await c.read_stream_events_forward("tx", 0, 10)
+    self.assertEqual(len(tx_read.events), 3)
+
     # soft delete: the stream can be written again; hard delete: not.
     await c.append_to_stream("soft", ExpectedVersion.ANY, [event(0)])
     await c.delete_stream("soft", ExpectedVersion.ANY)
