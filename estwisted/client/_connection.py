@@ -383,7 +383,11 @@ class EventStoreConnection:
         self._attempt += 1
         attempt = self._attempt
         factory = ClientFactory(
-            self, self._clock, self.settings.heartbeat_interval, self.settings.heartbeat_timeout
+            self,
+            self._clock,
+            self.settings.heartbeat_interval,
+            self.settings.heartbeat_timeout,
+            attempt,
         )
         try:
             d = self._endpoint_factory(node).connect(factory)
@@ -406,7 +410,11 @@ class EventStoreConnection:
         d.addCallbacks(made, failed)
 
     def tcp_connected(self, protocol: ClientProtocol) -> None:
-        if self._machine.phase is not Phase.CONNECTING or self._protocol is not None:
+        if (
+            self._machine.phase is not Phase.CONNECTING
+            or self._protocol is not None
+            or protocol.attempt != self._attempt
+        ):
             protocol.abort()
             return
         self._protocol = protocol
@@ -502,6 +510,9 @@ class EventStoreConnection:
             error = errors.ConnectionClosed("Connection closed.")
         else:
             error = errors.CannotEstablishConnection(reason)
+        for subscription in list(self._subscriptions):
+            subscription.drop("ConnectionClosed", error)
+        self._subscriptions.clear()
         pending = sorted(self._in_flight.values(), key=lambda p: p.sequence) + list(self._waiting)
         for p, call in list(self._delayed.items()):
             if call.active():
@@ -513,9 +524,6 @@ class EventStoreConnection:
         for p in pending:
             self._cancel_timeout(p)
             self._fail(p, error)
-        for subscription in list(self._subscriptions):
-            subscription.drop("ConnectionClosed", error)
-        self._subscriptions.clear()
         waiters, self._connect_waiters = self._connect_waiters, []
         for waiter in waiters:
             waiter.errback(error)
@@ -701,8 +709,13 @@ class EventStoreConnection:
         protocol = self._protocol
         if protocol is None or not self.is_connected or subscription.is_dropped:
             return
+        if subscription.retry_call is not None:
+            if subscription.retry_call.active():
+                subscription.retry_call.cancel()
+            subscription.retry_call = None
         if subscription.correlation_id is not None:
-            self._subscription_by_corr.pop(subscription.correlation_id, None)
+            # still subscribed on this connection: nothing to do
+            return
         corr = os.urandom(16)
         subscription.correlation_id = corr
         self._subscription_by_corr[corr] = subscription
@@ -724,6 +737,8 @@ class EventStoreConnection:
             if subscription in self._subscriptions:
                 self._send_subscribe(subscription)
 
+        if subscription.retry_call is not None and subscription.retry_call.active():
+            subscription.retry_call.cancel()
         subscription.retry_call = self._clock.callLater(delay, again)
 
     def _send_on_subscription(

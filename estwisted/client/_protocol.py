@@ -67,6 +67,8 @@ class ClientProtocol(Protocol):
         self._probe: Optional[IDelayedCall] = None
         self.lost: Deferred[None] = Deferred()
         self.closed = False
+        #: which connect attempt of the owner made this protocol
+        self.attempt = 0
 
     def connectionMade(self) -> None:
         self._last_received = self._clock.seconds()
@@ -162,11 +164,15 @@ class ClientFactory(Factory):
         clock: IReactorTime,
         heartbeat_interval: float,
         heartbeat_timeout: float,
+        attempt: int = 0,
     ) -> None:
         self._handler = handler
         self._clock = clock
         self._interval = heartbeat_interval
         self._timeout = heartbeat_timeout
+        self._attempt = attempt
 
     def buildProtocol(self, addr: object) -> ClientProtocol:
-        return ClientProtocol(self._handler, self._clock, self._interval, self._timeout)
+        protocol = ClientProtocol(self._handler, self._clock, self._interval, self._timeout)
+        protocol.attempt = self._attempt
+        return protocol

@@ -130,12 +130,16 @@ class SubscriptionBase:
             self.confirmed.errback(
                 error or errors.SubscriptionDropped(f"Subscription dropped: {reason}", reason)
             )
+        self._dropped_before_ready(reason, error)
         if self._dropped_callback is not None:
             try:
                 self._dropped_callback(self, reason, error)
             except Exception:
                 self._log.failure("subscription_dropped callback failed")
         self.dropped.callback((reason, error))
+
+    def _dropped_before_ready(self, reason: str, error: Optional[Exception]) -> None:
+        pass
 
     def _common(self, package: TcpPackage) -> bool:
         """
@@ -300,7 +304,7 @@ class VolatileSubscription(_StreamSubscription):
 class CatchUpSubscription(_StreamSubscription):
     """
     @ivar live: fires (with the subscription) when live processing started
-        the first time.
+        the first time; fails if the subscription is dropped before.
     """
 
     def __init__(
@@ -331,6 +335,14 @@ class CatchUpSubscription(_StreamSubscription):
         self._buffer: list[ResolvedEvent] = []
         self.is_live = False
         self.live: Deferred[CatchUpSubscription] = Deferred()
+        # The application watches live and dropped, not confirmed.
+        self.confirmed.addErrback(lambda _: None)
+
+    def _dropped_before_ready(self, reason: str, error: Optional[Exception]) -> None:
+        if not self.live.called:
+            self.live.errback(
+                error or errors.SubscriptionDropped(f"Subscription dropped: {reason}", reason)
+            )
 
     @property
     def last_processed_event_number(self) -> Optional[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -597,3 +598,89 @@ class SubscriptionTests(SynchronousTestCase):
         self.assertEqual(
             [uuid.UUID(bytes_le=a.processed_event_ids[0]) for a in acks], [ids[0], ids[1], ids[2]]
         )
+
+
+class SubscriptionEdgeTests(SynchronousTestCase):
+    def test_not_ready_then_reconnect_subscribes_once(self) -> None:
+        """
+        A subscription refused with C{NotReady} waits to subscribe again;
+        if the connection is replaced meanwhile it subscribes once on the
+        new one, not a second time when the wait is over.
+        """
+        connection, clock, network = make(ConnectionSettings(reconnection_delay=0.5))
+        connection.connect()
+        network.last.identify()
+        connection.subscribe_to_stream("s", lambda sub, e: None)
+        (request,) = [
+            p for p in network.last.packages() if p.command == TcpCommand.SubscribeToStream
+        ]
+        network.last.send(
+            TcpCommand.NotHandled,
+            request.correlation_id,
+            pb.NotHandled(reason=pb.NotHandled.NotReady).SerializeToString(),
+        )
+        network.last.drop()
+        clock.advance(0.5)
+        network.last.identify()
+        clock.advance(5)
+        network.last.packages()
+        subscribes = [
+            p for p in network.last.received if p.command == TcpCommand.SubscribeToStream
+        ]
+        self.assertEqual(len(subscribes), 1)
+
+    def test_catch_up_dropped_before_live(self) -> None:
+        """
+        A catch-up subscription the server refuses fails its C{live}
+        Deferred and calls C{subscription_dropped}.
+        """
+        connection, clock, network = make()
+        connection.connect()
+        network.last.identify()
+        dropped: list[str] = []
+        subscription = connection.subscribe_to_stream_from(
+            "s", None, lambda sub, e: None,
+            subscription_dropped=lambda sub, reason, error: dropped.append(reason),
+        )
+        (request,) = [
+            p for p in network.last.packages() if p.command == TcpCommand.SubscribeToStream
+        ]
+        network.last.send(
+            TcpCommand.SubscriptionDropped,
+            request.correlation_id,
+            pb.SubscriptionDropped(reason=pb.SubscriptionDropped.AccessDenied).SerializeToString(),
+        )
+        self.failureResultOf(subscription.live)
+        self.assertEqual(dropped, ["AccessDenied"])
+
+    def test_stale_connection_not_adopted(self) -> None:
+        """
+        A connection attempt overtaken by a C{NotMaster} redirect is closed
+        when it completes, not adopted.
+        """
+        pending: list[tuple[Any, Deferred[Any]]] = []
+
+        class SlowEndpoint:
+            def __init__(self, node: NodeEndpoints) -> None:
+                self.node = node
+
+            def connect(self, factory: Any) -> Deferred[Any]:
+                d: Deferred[Any] = Deferred()
+                pending.append((factory, d))
+                return d
+
+        clock = Clock()
+        connection = EventStoreConnection.create(
+            clock, ConnectionSettings(operation_timeout=1.0), SingleNode("10.0.0.1", 1113),
+            endpoint_factory=SlowEndpoint,
+        )
+        connection.connect()
+        factory, d = pending[0]
+        # identify times out on nothing; the attempt is abandoned by a new one
+        connection._drop_tcp()
+        protocol = factory.buildProtocol(None)
+        server = FakeServerConnection(NODE, protocol)
+        protocol.makeConnection(server.transport)
+        d.callback(protocol)
+        self.assertTrue(server.closed)
+        self.assertIsNone(connection._protocol)
