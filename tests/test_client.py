@@ -305,3 +305,110 @@ class ClusterFailoverTests(TestCase):
         )
         await catch_up.stop()
         await persistent.stop()
+
+
+class DnsDiscoveryTests(TestCase):
+    """
+    A cluster found through a DNS name (a twisted.names server on loopback
+    with one A record per node, nodes on 127.0.0.1-3).
+    """
+
+    timeout = 300
+    name = "cluster.estore.test"
+
+    def dns_server(self, addresses: list[str]) -> int:
+        import subprocess
+        import sys
+
+        from tests.harness import REPO_ROOT
+
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster_dns", str(port), self.name, *addresses],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+        def stop() -> None:
+            process.kill()
+            process.wait(10)
+            assert process.stdout is not None
+            process.stdout.close()
+
+        self.addCleanup(stop)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if b"ready" not in line:
+            raise AssertionError(f"DNS server did not start: {line!r}")
+        return port
+
+    def test_dns_discovery_and_failover(self) -> Deferred[None]:
+        """
+        The client resolves the cluster name, gossips to the addresses,
+        connects to the leader, and after the leader is killed writes on
+        the new one; every acknowledged append is stored once.
+        """
+        return run(self._dns())
+
+    async def _dns(self) -> None:
+        from twisted.internet.threads import deferToThread
+        from twisted.names import client as dns_client
+
+        for host in HOSTS:
+            if not port_free(host, 0):
+                raise SkipTest(f"cannot bind {host}")
+        ports = {n: free_port() for n in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
+        if not all(port_free(h, p) for h in HOSTS for p in ports.values()):
+            raise SkipTest("ports taken")
+        dns_port = self.dns_server(HOSTS)
+        args = [
+            "--cluster-size=3",
+            f"--cluster-dns={self.name}",
+            f"--cluster-gossip-port={ports['int_http']}",
+            f"--cluster-dns-server=127.0.0.1:{dns_port}",
+        ] + FAST
+        base = self.mktemp()
+        nodes = [
+            NodeProcess(os.path.join(base, h), host=h, ports=dict(ports), extra_args=args,
+                        mem_db=True)
+            for h in HOSTS
+        ]
+        for n in nodes:
+            self.addCleanup(n.stop)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        resolver = dns_client.Resolver(servers=[("127.0.0.1", dns_port)])
+
+        async def resolve(name: str) -> list[str]:
+            answers, _, _ = await resolver.lookupAddress(name)
+            return [a.payload.dottedQuad() for a in answers if a.type == 1]
+
+        connection = EventStoreConnection.create(
+            reactor,
+            ConnectionSettings(
+                keep_reconnecting=True, operation_timeout=2.0, max_retries=100,
+                default_user_credentials=ADMIN,
+            ),
+            ClusterSettings(cluster_dns=self.name, gossip_port=ports["ext_http"],
+                            gossip_timeout=0.5),
+            resolve=resolve,
+        )
+        self.addCleanup(connection.close)
+        await connection.connect()
+        assert connection.connected_to is not None
+        self.assertEqual(connection.connected_to.host, leader.host)
+        acknowledged: list[uuid.UUID] = []
+        for i in range(50):
+            e = event(i)
+            await connection.append_to_stream("dns", ExpectedVersion.ANY, [e])
+            acknowledged.append(e.event_id)
+        await deferToThread(leader.kill)
+        for i in range(50):
+            e = event(i)
+            await connection.append_to_stream("dns", ExpectedVersion.ANY, [e])
+            acknowledged.append(e.event_id)
+        assert connection.connected_to is not None
+        self.assertNotEqual(connection.connected_to.host, leader.host)
+        page = await connection.read_stream_events_forward("dns", 0, 4096)
+        self.assertEqual([e.original_event.event_id for e in page.events], acknowledged)

@@ -71,6 +71,9 @@ class ClientProtocol(Protocol):
         self.attempt = 0
 
     def connectionMade(self) -> None:
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
         self._last_received = self._clock.seconds()
         self._idle = self._clock.callLater(self._interval, self._check_idle)
         self._handler.tcp_connected(self)
