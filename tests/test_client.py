@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_client -*-
 """
 System tests of L{estwisted.client} against real node processes on
-loopback: the operations on one node, and a three-node cluster (on
-127.0.0.1-3) whose leader is SIGKILLed while writers and subscribers run.
+loopback: the shared suite (L{estwisted.client.test.suite}) on one node, a
+client started before its node, DNS discovery, and three-node clusters (on
+127.0.0.1-3) whose leader is SIGKILLed or SIGSTOPped while writers and
+subscribers run.
 """
 
 from __future__ import annotations
