@@ -23,6 +23,7 @@ resubscription never delivers an event twice:
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -464,6 +465,10 @@ class PersistentSubscription(SubscriptionBase):
         self._buffer_size = buffer_size
         self._auto_ack = auto_ack
         self._handled = HandledSet(handled_capacity)
+        # How each handed-over event was settled: None (acknowledged) or a
+        # NakAction; absent while the application still holds it.
+        self._settled: OrderedDict[uuid.UUID, Optional[tuple[int, str]]] = OrderedDict()
+        self._settled_capacity = handled_capacity
         self.subscription_id = ""
         self.redeliveries_suppressed = 0
 
@@ -518,21 +523,50 @@ class PersistentSubscription(SubscriptionBase):
     def _event(self, event: ResolvedEvent, retry_count: int) -> None:
         event_id = event.original_event.event_id
         if not self._handled.add(event_id):
-            # Already handed over (before a failover): acknowledge again.
+            # Already handed over (before a failover, or the server's message
+            # timeout ran out): never to the handler again.  Settle it again
+            # as the application did; if it still holds it, its own ack or
+            # nak will come.
             self.redeliveries_suppressed += 1
-            self._ack([event_id])
+            if event_id in self._settled:
+                nak = self._settled[event_id]
+                if nak is None:
+                    self._send_ack([event_id])
+                else:
+                    self._send_nak([event_id], nak[0], nak[1])
             return
         if not self._deliver(self._event_appeared, event, retry_count):
             return
         if self._auto_ack:
             self._ack([event_id])
 
+    def _settle(self, ids: Iterable[uuid.UUID], how: Optional[tuple[int, str]]) -> None:
+        for i in ids:
+            self._settled[i] = how
+            self._settled.move_to_end(i)
+        while len(self._settled) > self._settled_capacity:
+            self._settled.popitem(last=False)
+
     def _ack(self, ids: Iterable[uuid.UUID]) -> None:
+        ids = list(ids)
+        self._settle(ids, None)
+        self._send_ack(ids)
+
+    def _send_ack(self, ids: list[uuid.UUID]) -> None:
         payload = pb.PersistentSubscriptionAckEvents(
             subscription_id=self.subscription_id,
             processed_event_ids=[i.bytes_le for i in ids],
         ).SerializeToString()
         self._connection._send_on_subscription(self, _C.PersistentSubscriptionAckEvents, payload)
+
+    def _send_nak(self, ids: list[uuid.UUID], action: int, reason: str) -> None:
+        payload = pb.PersistentSubscriptionNakEvents(
+            subscription_id=self.subscription_id,
+            processed_event_ids=[i.bytes_le for i in ids],
+            message=reason,
+            action=action,  # type: ignore[arg-type]
+        ).SerializeToString()
+        self._connection._send_on_subscription(self, _C.PersistentSubscriptionNakEvents, payload)
 
     def acknowledge(self, events: Union[ResolvedEvent, Iterable[ResolvedEvent]]) -> None:
         """
@@ -548,20 +582,17 @@ class PersistentSubscription(SubscriptionBase):
     ) -> None:
         """
         Tell the group these events could not be processed: C{action} is a
-        L{NakAction} (park, retry, skip, stop).  A retried event may be
-        handed over again.
+        L{NakAction} (park, retry, skip, stop).  An event failed with
+        C{RETRY} may be handed over again.
         """
         ids = [e.original_event.event_id for e in _events(events)]
         if action == NakAction.RETRY:
             for i in ids:
                 self._handled.forget(i)
-        payload = pb.PersistentSubscriptionNakEvents(
-            subscription_id=self.subscription_id,
-            processed_event_ids=[i.bytes_le for i in ids],
-            message=reason,
-            action=action,  # type: ignore[arg-type]
-        ).SerializeToString()
-        self._connection._send_on_subscription(self, _C.PersistentSubscriptionNakEvents, payload)
+                self._settled.pop(i, None)
+        else:
+            self._settle(ids, (action, reason))
+        self._send_nak(ids, action, reason)
 
 
 def _events(events: Union[ResolvedEvent, Iterable[ResolvedEvent]]) -> list[ResolvedEvent]:

@@ -684,3 +684,56 @@ class SubscriptionEdgeTests(SynchronousTestCase):
         d.callback(protocol)
         self.assertTrue(server.closed)
         self.assertIsNone(connection._protocol)
+
+
+class PersistentManualAckTests(SynchronousTestCase):
+    def test_redelivery_of_held_event(self) -> None:
+        """
+        With explicit acknowledgement, an event handed over and redelivered
+        (the server's message timeout) is neither handed over again nor
+        acknowledged by the client while the application holds it; once the
+        application acknowledged it, a redelivery is acknowledged again.
+        """
+        connection, clock, network = make()
+        connection.connect()
+        network.last.identify()
+        held: list[Any] = []
+        d = connection.connect_to_persistent_subscription(
+            "s", "g", lambda sub, e, retry: held.append(e), auto_ack=False
+        )
+        server = network.last
+        (request,) = [
+            p for p in server.packages()
+            if p.command == TcpCommand.ConnectToPersistentSubscription
+        ]
+        server.send(
+            TcpCommand.PersistentSubscriptionConfirmation,
+            request.correlation_id,
+            pb.PersistentSubscriptionConfirmation(
+                last_commit_position=0, subscription_id="s::g"
+            ).SerializeToString(),
+        )
+        subscription = self.successResultOf(d)
+        event_id = uuid.uuid4()
+
+        def deliver() -> list[Any]:
+            server.send(
+                TcpCommand.PersistentSubscriptionStreamEventAppeared,
+                request.correlation_id,
+                pb.PersistentSubscriptionStreamEventAppeared(
+                    event=pb.ResolvedIndexedEvent(event=record("s", 0, event_id)), retryCount=1
+                ).SerializeToString(),
+            )
+            return [
+                p for p in server.packages()
+                if p.command == TcpCommand.PersistentSubscriptionAckEvents
+            ]
+
+        self.assertEqual(deliver(), [])
+        self.assertEqual(deliver(), [])
+        self.assertEqual(len(held), 1)
+        subscription.acknowledge(held[0])
+        self.assertEqual(len(server.packages()), 1)
+        self.assertEqual(len(deliver()), 1)
+        self.assertEqual(len(held), 1)
+        self.assertEqual(subscription.redeliveries_suppressed, 2)
