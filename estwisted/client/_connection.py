@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar, Union
@@ -952,8 +953,6 @@ class EventStoreConnection:
         if stream.startswith("$$"):
             raise ValueError(f"{stream!r} is a metadata stream: it has no metadata")
         raw = metadata.to_json() if isinstance(metadata, StreamMetadata) else bytes(metadata)
-        import uuid
-
         return self.append_to_stream(
             "$$" + stream,
             expected_metastream_version,

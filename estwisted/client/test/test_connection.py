@@ -10,6 +10,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -737,3 +739,71 @@ class PersistentManualAckTests(SynchronousTestCase):
         self.assertEqual(len(deliver()), 1)
         self.assertEqual(len(held), 1)
         self.assertEqual(subscription.redeliveries_suppressed, 2)
+
+
+class RetryPropertyTests(SynchronousTestCase):
+    @given(
+        st.lists(st.sampled_from(["timeout", "drop", "not_ready", "too_busy", "not_master"]),
+                 max_size=12),
+        st.integers(0, 6),
+    )
+    def test_append_retries(self, failures: list[str], max_retries: int) -> None:
+        """
+        Whatever goes wrong with each attempt (a timeout, a lost
+        connection, C{NotReady}, C{TooBusy}, C{NotMaster}), an append is
+        sent at most C{max_retries + 1} times, every time with the same
+        bytes; it succeeds if an attempt within that budget is answered,
+        and fails otherwise.
+        """
+        connection, clock, network = make(
+            ConnectionSettings(
+                max_retries=max_retries, operation_timeout=1.0, reconnection_delay=0.1,
+                max_reconnection_delay=0.1, heartbeat_interval=100, heartbeat_timeout=100,
+                keep_reconnecting=True,
+            )
+        )
+        connection.connect()
+        network.last.identify()
+        d = connection.append_to_stream("s", ExpectedVersion.ANY, [event(), event()])
+        sent: list[bytes] = []
+        steps = list(failures) + ["answer"]
+        for step in steps:
+            for _ in range(5):
+                server = network.last
+                if not server.closed and connection.is_connected:
+                    break
+                clock.advance(0.1)
+                if not network.last.closed and not connection.is_connected:
+                    network.last.identify()
+            mine = writes(network.last)
+            if not mine:
+                clock.advance(0.1)
+                mine = writes(network.last)
+            if d.called:
+                break
+            self.assertEqual(len(mine), 1)
+            write = mine[0]
+            sent.append(write.data)
+            server = network.last
+            if step == "answer":
+                server.answer_write(write, 1)
+            elif step == "timeout":
+                clock.advance(1.0)
+            elif step == "drop":
+                server.drop()
+            elif step == "not_master":
+                server.not_master(write, NodeEndpoints("10.0.0.2", 1113))
+            else:
+                reason = pb.NotHandled.NotReady if step == "not_ready" else pb.NotHandled.TooBusy
+                server.send(
+                    TcpCommand.NotHandled,
+                    write.correlation_id,
+                    pb.NotHandled(reason=reason).SerializeToString(),
+                )
+        self.assertEqual(len(sent), min(len(steps), max_retries + 1))
+        self.assertEqual(len(set(sent)), 1)
+        if len(failures) <= max_retries:
+            self.assertEqual(self.successResultOf(d).next_expected_version, 1)
+        else:
+            self.failureResultOf(d, RetriesLimitReached, OperationTimedOut)
+        connection.close()
