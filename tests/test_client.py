@@ -414,3 +414,58 @@ class DnsDiscoveryTests(TestCase):
         self.assertNotEqual(connection.connected_to.host, leader.host)
         page = await connection.read_stream_events_forward("dns", 0, 4096)
         self.assertEqual([e.original_event.event_id for e in page.events], acknowledged)
+
+
+class TlsTests(TestCase):
+    """
+    The client over TLS to a node whose every listener speaks TLS.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        from tests.test_tls import PKI
+
+        self.pki = PKI(self.mktemp())
+        self.pki.node("node1", ips="127.0.0.1", dns="localhost")
+        self.node = start_node(self, mem_db=True, extra_args=self.pki.node_args("node1"))
+
+    def connection(self, ca_file: str, **kwargs: Any) -> EventStoreConnection:
+        connection = EventStoreConnection.create(
+            reactor,
+            ConnectionSettings(
+                use_tls=True, target_host="localhost", ca_file=ca_file,
+                default_user_credentials=ADMIN, **kwargs,
+            ),
+            SingleNode("127.0.0.1", self.node.ext_tcp_port),
+        )
+        self.addCleanup(connection.close)
+        return connection
+
+    def test_operations_over_tls(self) -> Deferred[None]:
+        """
+        With the cluster CA trusted, the operations suite passes over TLS.
+        """
+
+        async def go() -> None:
+            connection = self.connection(self.pki.ca_cert)
+            await connection.connect()
+            await operations_suite(self, connection)
+
+        return run(go())
+
+    def test_untrusted_server_refused(self) -> Deferred[None]:
+        """
+        A node whose certificate another CA signed is not connected to.
+        """
+        from estwisted.client import CannotEstablishConnection
+
+        async def go() -> None:
+            connection = self.connection(
+                self.pki.other_ca_cert, max_reconnections=1, reconnection_delay=0.1
+            )
+            with self.assertRaises(CannotEstablishConnection):
+                await connection.connect()
+            self.assertFalse(connection.is_connected)
+
+        return run(go())
