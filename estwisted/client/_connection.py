@@ -419,7 +419,14 @@ class EventStoreConnection:
             protocol.abort()
             return
         self._protocol = protocol
-        self._dropping.append(protocol.lost)
+        lost = protocol.lost
+        self._dropping.append(lost)
+
+        def forget(_: object) -> None:
+            if lost in self._dropping:
+                self._dropping.remove(lost)
+
+        lost.addBoth(forget)
         self._run(self._machine.tcp_connected())
 
     def _send_identify(self) -> None:
