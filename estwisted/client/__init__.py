@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_exports -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 A Twisted client of Event Store v5 nodes and clusters (and of estwisted).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_discovery -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 Cluster discovery: which node to connect to, from gossip documents.
 

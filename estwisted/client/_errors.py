@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_operations -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 The client's exception hierarchy.  Every failure an operation's Deferred
 can fire with is an L{EventStoreClientError}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_machine -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 The connection lifecycle as a pure state machine.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_operations -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 Operations as pure request/answer objects: each one knows the package it
 sends and turns the server's answer into a L{Decision} (complete, fail,

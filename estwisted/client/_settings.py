@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_settings -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 Settings of a connection: L{ConnectionSettings} (behaviour),
 L{ClusterSettings} (how to find the nodes), L{SingleNode} (one fixed node),

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_subscriptions -*-
+# -*- test-case-name: estwisted.client.test.test_connection -*-
 """
 Subscriptions that outlive connections.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_tracking -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 What a subscription already handed to the application, so that a
 resubscription after a failover (or the overlap between the catch-up read

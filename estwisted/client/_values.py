@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.client.test.test_values -*-
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 Values of the client API: what an application writes (L{EventData}), what
 it reads back (L{RecordedEvent}, L{ResolvedEvent}, slices, results), log

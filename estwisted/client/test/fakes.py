@@ -1,3 +1,4 @@
+# -*- test-case-name: estwisted.client.test.test_connection -*-
 """
 Test doubles for the client's unit tests: endpoints that hand out
 protocols connected to L{FakeServerConnection}s (a C{StringTransport} plus

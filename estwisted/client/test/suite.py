@@ -1,3 +1,4 @@
+# -*- test-case-name: estwisted.client.test.test_testing -*-
 """
 Tests shared by the real client against a real node (C{tests.test_client})
 and against the in-memory node of L{estwisted.client.testing}

@@ -1,3 +1,4 @@
+# -*- test-case-name: estwisted.client.test.test_connection -*-
 """
 Tests for L{estwisted.client._connection} and L{estwisted.client._protocol}:
 the connection lifecycle, operation timeouts and retries, failover to the

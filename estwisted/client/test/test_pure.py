@@ -1,3 +1,4 @@
+# -*- test-case-name: estwisted.client.test.test_pure -*-
 """
 Tests for the pure parts of L{estwisted.client}: settings and connection
 strings, node selection from gossip, the connection state machine, answer

@@ -1,3 +1,4 @@
+# -*- test-case-name: estwisted.client.test.test_testing -*-
 """
 Tests for L{estwisted.client.testing}: the in-memory node passes the same
 suite as a real node (L{estwisted.client.test.suite}), driven by a
