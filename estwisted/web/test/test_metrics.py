@@ -250,3 +250,18 @@ class NodeMetricsTests(SynchronousTestCase):
         docs.pop(0)
         got = scrape(self.metrics)
         self.assertEqual(got[("estore_leader_changes_total", ())], 1)
+
+
+class HistogramTests(SynchronousTestCase):
+    def test_buckets_cumulative(self) -> None:
+        """
+        Bounds are inclusive (Prometheus C{le}); counts are cumulative and
+        end with C{+Inf}.
+        """
+        from estwisted.metrics import Histogram
+
+        h = Histogram((1, 5))
+        for value in (0.5, 1, 3, 7):
+            h.observe(value)
+        self.assertEqual(h.buckets(), [("1.0", 2.0), ("5.0", 3.0), ("+Inf", 4.0)])
+        self.assertEqual(h.sum, 11.5)
