@@ -122,18 +122,32 @@ def export(revision: str, directory: str) -> str:
     return target
 
 
+def cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU time of process C{pid} so far (Linux C{/proc}).
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     binary: str, node: NodeProcess, scrape: bool, seconds: float
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     scraper: Optional[Scraper] = None
+    assert node.process is not None
+    pid = node.process.pid
     if scrape:
         scraper = Scraper(f"http://127.0.0.1:{node.ext_http_port}/metrics")
         scraper.start()
     try:
         for label, conns, inflight, events in LOADS:
+            before = cpu_seconds(pid)
             r = run_load(binary, node.ext_tcp_port, "write", conns, inflight, events, seconds)
+            used = cpu_seconds(pid) - before
             out[label] = r["events_per_s"]
+            out[f"{label} cpu_us_per_event"] = used / max(1, r["events"]) * 1e6
     finally:
         if scraper is not None:
             scraper.stop()
@@ -185,6 +199,9 @@ def main() -> None:
         summary[key] = {
             label: statistics.median(r[label] for r in runs) for label, _, _, _ in LOADS
         }
+        for label, _, _, _ in LOADS:
+            cpu = f"{label} cpu_us_per_event"
+            summary[key][cpu] = statistics.median(r[cpu] for r in runs)
         scrapes = [r for r in runs if "scrapes" in r]
         if scrapes:
             summary[key]["scrapes_per_run"] = statistics.median(r["scrapes"] for r in scrapes)
@@ -199,6 +216,14 @@ def main() -> None:
         for label, _, _, _ in LOADS:
             change = (values[label] / base[label] - 1) * 100 if base[label] else 0.0
             cells.append(f"{values[label]:>22,.0f} ev/s ({change:+5.1f}%)")
+        print(f"{key:<32} " + "  ".join(cells))
+    print("node CPU per event (µs; less sensitive than throughput to other load)")
+    for key, values in summary.items():
+        cells = []
+        for label, _, _, _ in LOADS:
+            cpu = f"{label} cpu_us_per_event"
+            change = (values[cpu] / base[cpu] - 1) * 100 if base[cpu] else 0.0
+            cells.append(f"{values[cpu]:>24.1f} µs ({change:+5.1f}%)")
         print(f"{key:<32} " + "  ".join(cells))
     print("(percentages relative to the metrics node without a scraper; "
           f"{options.rounds} interleaved rounds of {options.seconds:g} s, medians)")

@@ -301,3 +301,34 @@ class WebUITests(TestCase):
             self.assertIn("estore_events_committed_total", text)
             self.assertIn('estore_gossip_members{alive="true",state="Master"} 1.0', text)
             self.assertIn("process_resident_memory_bytes", text)
+
+
+class JsonLogNode(NodeProcess):
+    """
+    A node started with twistd's C{--logger estwisted.jsonlog.observer}.
+    """
+
+    def command(self) -> list[str]:
+        args = super().command()
+        at = args.index("estore")
+        return args[:at] + ["--logger", "estwisted.jsonlog.observer"] + args[at:]
+
+
+class JsonLogTests(TestCase):
+    timeout = 120
+
+    def test_json_lines(self) -> None:
+        """
+        Every line a node logs is a JSON object with the event's fields.
+        """
+        node = JsonLogNode(self.mktemp(), mem_db=True)
+        self.addCleanup(node.stop)
+        node.start()
+        node.stop()
+        lines = [line for line in node.log().splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines]
+        listening = [r for r in records if r["message"].startswith("Listening for external HTTP")]
+        self.assertEqual(len(listening), 1, lines[:20])
+        self.assertEqual(listening[0]["port"], node.ext_http_port)
+        self.assertEqual(listening[0]["namespace"], "estwisted.service.NodeService")
+        self.assertTrue(all({"time", "level", "message"} <= set(r) for r in records))
