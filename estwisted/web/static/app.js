@@ -264,9 +264,10 @@ async function dashboardPage() {
     ]);
     const samples = parseMetrics(text);
     const now = performance.now() / 1000;
-    const events = metricSum(samples, "estore_events_committed_total");
+    const events = metricSum(samples, "estore_events_committed_total") ?? 0;
+    // Kinds never requested are not exported: none counts as zero.
     const reads = metricSum(samples, "estore_http_request_duration_seconds_count",
-      (l) => l.kind && l.kind.startsWith("read"));
+      (l) => l.kind && l.kind.startsWith("read")) ?? 0;
     let writeRate = "–", readRate = "–";
     if (previous) {
       const dt = now - previous.t;
