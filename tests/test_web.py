@@ -229,6 +229,17 @@ class WebUITests(TestCase):
         self.assertIn("leader: ", b.by_id("cluster-members").text)
         b.screenshot("cluster")
 
+        # Every node's /metrics (external and internal port) sees the same.
+        for node in nodes:
+            for port in (node.ext_http_port, node.int_http_port):
+                url = f"http://{node.host}:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    text = r.read().decode()
+                self.assertIn("estore_cluster_has_leader 1.0", text, url)
+                self.assertIn('estore_gossip_members{alive="true",state="Slave"} 2.0', text, url)
+                state = "Master" if node is leader else "Slave"
+                self.assertIn(f'estore_node_state{{state="{state}"}} 1.0', text, url)
+
         # Streams: the test's stream is among the recent ones; open it.
         d.get(base + "/web/#/streams")
         link = b.wait(
