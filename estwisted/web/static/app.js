@@ -422,7 +422,8 @@ async function streamPage(name, query) {
     const entries = (feed && feed.entries) || [];
     const rows = entries.map((e) => [
       num(e.eventNumber),
-      h("a", { href: `#/event/${enc(name)}/${e.positionEventNumber ?? e.eventNumber}`, class: "event-link" }, e.title || e.eventNumber),
+      // The event itself (for a link or a $all entry, the event it points at).
+      h("a", { href: `#/event/${enc(e.streamId ?? name)}/${e.eventNumber}`, class: "event-link" }, e.title || e.eventNumber),
       e.eventType || "", e.updated ? new Date(e.updated).toLocaleString() : "",
       h("code", {}, (pretty(e.data) || "").slice(0, 160)),
     ]);
