@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["estwisted", "estwisted.*"]) + ["twisted.plugins"],
-    package_data={"estwisted": ["py.typed", "*.proto"]},
+    package_data={"estwisted": ["py.typed", "*.proto"], "estwisted.web": ["static/*"]},
     include_package_data=True,
     install_requires=[
         "twisted[tls]>=24.3,<27",
@@ -23,11 +23,13 @@ setup(
         "pyopenssl>=24.0,<27",
         "service-identity>=24.1,<27",
         "protobuf>=7.35.1,<8",
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         "test": [
             "hypothesis>=6.100,<7",
             "photon-pump==0.9.5.2",
+            "selenium>=4.20,<5",
         ],
         "dev": [
             "tox>=4,<5",

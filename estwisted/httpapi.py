@@ -83,6 +83,7 @@ from estwisted.model import (
     ReadStatus,
     ResolvedEvent,
 )
+from estwisted.web import is_web_path
 
 #: Largest request body accepted (bytes); larger ones get 413 before they
 #: are read.
@@ -895,6 +896,11 @@ class HttpApi:
         self._base_urls: dict[tuple[Any, ...], str] = {}
         self._pages: dict[tuple[Any, ...], tuple[bytes, bool, int]] = {}
         self._pages_bytes = 0
+        #: Serves C{/}, C{/web/...} and C{/metrics} when set
+        #: (L{estwisted.web.WebResource}).
+        self.web: Optional[Resource] = None
+        #: Times requests when set (L{estwisted.metrics.NodeMetrics}).
+        self.metrics: Any = None
 
     # -- serving -------------------------------------------------------------
 
@@ -2628,6 +2634,9 @@ class HttpApi:
 
 _UNAUTHENTICATED: Any = object()
 
+#: First path segments of L{estwisted.web.WebResource}'s paths.
+_WEB_SEGMENTS = frozenset({b"", b"web", b"metrics"})
+
 #: Single-event media types whose body has no URLs in it.
 _DATA_ONLY = frozenset(
     {atom.JSON, atom.OCTET_STREAM, atom.EVENT_JSON, atom.TEXT_XML, atom.APP_XML, atom.EVENT_XML}
@@ -2711,6 +2720,12 @@ class ApiRoot(Resource):
         self._klein = api.app.resource()
 
     def render(self, request: Any) -> Any:
+        metrics = self._api.metrics
+        if metrics is not None:
+            request.notifyFinish().addBoth(metrics.http_request(request.method, request.path))
+        return self._render(request)
+
+    def _render(self, request: Any) -> Any:
         api = self._api
         path: bytes = request.path
         method: bytes = request.method
@@ -2733,6 +2748,9 @@ class ApiRoot(Resource):
                     tail == [b"metadata"] and method in (b"GET", b"POST")
                 ):
                     return api._run(request, api._redirect_slash)
+        if api.web is not None and parts[1] in _WEB_SEGMENTS and is_web_path(path):
+            # The admin UI and /metrics (estwisted.web): anonymous, as /stats.
+            return api.web.render(request)
         if method == b"OPTIONS":
             return self._options(request)
         try:

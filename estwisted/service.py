@@ -55,6 +55,8 @@ class NodeService(MultiService):
         self.tls: Any = None
         #: The L{estwisted.cluster.ClusterWiring} when C{ClusterSize > 1}.
         self.cluster: Any = None
+        #: The L{estwisted.metrics.NodeMetrics} served at C{/metrics}.
+        self.metrics: Any = None
 
     # -- start -------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class NodeService(MultiService):
         )
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.reactor)
+        self._watch_metrics(log, index)
         self.store.users.ensure_default_users().addErrback(
             lambda f: self._log.failure("Could not create default users", f)
         )
@@ -173,7 +176,9 @@ class NodeService(MultiService):
         info = NodeInfo.from_config(c, shutdown=self._shutdown, **extra)
         # The API's own Site refuses oversized bodies before buffering them
         # and writes no access-log line per request.
-        site = HttpApi(self.store, self.hub, self.persistent, self.reactor, info).site()
+        api = HttpApi(self.store, self.hub, self.persistent, self.reactor, info)
+        self._serve_web(api)
+        site = api.site()
         int_site = site
         if c.cluster_size > 1:
             # Gossip, elections and node states (estwisted.cluster).
@@ -214,7 +219,38 @@ class NodeService(MultiService):
                 return quiet
 
             site, int_site = serve(wiring.external_root), serve(wiring.internal_root)
+        if self.metrics is not None:
+            self.metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
         return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, int_site)
+
+    def _watch_metrics(self, log: Any, index: Any) -> None:
+        """
+        Build the node's metrics (L{estwisted.metrics}) over its open parts.
+        """
+        from estwisted.metrics import NodeMetrics, NodeSources
+
+        sources = NodeSources(
+            store=self.store,
+            log=log,
+            index=index,
+            db_path=None if self.config.mem_db else self.config.db,
+            hub=self.hub,
+            persistent=self.persistent,
+        )
+        self.metrics = NodeMetrics(sources)
+        self.metrics.watch_store(self.store)
+        self.metrics.watch_gc()
+
+    def _serve_web(self, api: Any) -> None:
+        """
+        Serve the admin UI and C{/metrics} from C{api}'s root (L{estwisted.web}).
+        """
+        from estwisted.web import WebResource
+
+        api.web = WebResource(self.metrics)
+        if self.metrics is not None:
+            api.metrics = self.metrics
+            self.metrics.sources.http_api = api
 
     def _listen(
         self, name: str, host: str, port: int, factory: IProtocolFactory
@@ -273,6 +309,8 @@ class NodeService(MultiService):
             await self.persistent.stop()
         if self.store is not None:
             self.store.flush_now()
+        if self.metrics is not None:
+            self.metrics.close()
         if self._close_storage is not None:
             self._close_storage()
             self._close_storage = None

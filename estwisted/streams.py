@@ -774,7 +774,7 @@ class StreamStore:
         Tell the commit listeners about a committed batch.
         """
         if self._listeners:
-            records = _BatchRecords(batch)
+            records = BatchRecords(batch)
             for listener in list(self._listeners):
                 try:
                     listener(records)
@@ -1109,7 +1109,7 @@ def _records_of(batch: list[PendingWrite]) -> list[EventRecord]:
     return records
 
 
-class _BatchRecords(Sequence[EventRecord]):
+class BatchRecords(Sequence[EventRecord]):
     """
     The records of one flush for commit listeners, built on first use (a
     flush nobody subscribed to builds none).
@@ -1127,6 +1127,13 @@ class _BatchRecords(Sequence[EventRecord]):
             records = self._records = _records_of(self._batch)
         return records
 
+    def counts(self) -> tuple[int, int]:
+        """
+        C{(writes, events)} of the batch, without building its records.
+        """
+        batch = self._batch
+        return len(batch), sum([len(write.events) for write in batch])
+
     def __len__(self) -> int:
         return len(self._materialize())
 
@@ -1143,4 +1150,4 @@ class _BatchRecords(Sequence[EventRecord]):
         return iter(self._materialize())
 
     def __repr__(self) -> str:
-        return f"_BatchRecords({self._materialize()!r})"
+        return f"BatchRecords({self._materialize()!r})"

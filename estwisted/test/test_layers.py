@@ -51,7 +51,12 @@ LAYERS: dict[str, int] = {
     "estwisted.gossiphttp": 4,
     "estwisted.cluster": 4,
     "estwisted.replprotocol": 4,
+    "estwisted.metrics": 4,
+    "estwisted.web": 4,
     # wiring and tools
+    "estwisted.jsonlog": 5,
+    "estwisted.client": 5,
+    "estwisted.manager": 5,
     "estwisted.service": 5,
     "estwisted.tap": 5,
     "estwisted.cli": 5,
