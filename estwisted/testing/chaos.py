@@ -34,7 +34,7 @@ in both directions while clients still reach it; one node cut from
 another in one direction only; a follower restarted with its clock
 (C{time.time}) ahead by more than C{GossipAllowedDifferenceMs} (the node
 has no clock-offset option, so the run patches the clock in the node
-process before Twisted starts); a follower's disk filled; a follower
+process before Twisted starts); a node's disk filled (leader or follower); a follower
 restarted with a delay in every C{fsync}/C{fdatasync} (patched the same
 way).
 
@@ -56,6 +56,7 @@ import itertools
 import json
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -107,6 +108,10 @@ _ROOT_FAULTS = {"partition_leader", "partition_one_way", "full_disk"}
 
 #: Clock offset given to a skewed node, beyond the default allowed 60 s.
 SKEW_SECONDS = 90.0
+
+#: Chunk size of the nodes: small, so that chunks are created (and a full
+#: disk is noticed) during the run.
+CHUNK_SIZE = 256 << 10
 
 #: Delay added to every fsync on a slow-fsync node.
 FSYNC_DELAY = 0.05
@@ -582,6 +587,28 @@ class TcpConnection:
         return ids, bool(completed.is_end_of_stream)
 
 
+    def read_all_forward(self, commit: int, prepare: int, count: int) -> tuple[
+            list[tuple[str, str]], int, int]:
+        """
+        One page of C{$all}: C{(stream, event id)} pairs and the next
+        position.
+        """
+        from estwisted import messages_pb2 as pb
+
+        message = pb.ReadAllEvents(commit_position=commit, prepare_position=prepare,
+                                   max_count=count, resolve_link_tos=False,
+                                   require_master=False)
+        package = self.request(0xB6, message.SerializeToString())
+        if package.command != 0xB7:
+            raise ConnectionError(f"read $all answered with {package.command:#x}")
+        completed = pb.ReadAllEventsCompleted.FromString(package.data)
+        if completed.result != pb.ReadAllEventsCompleted.Success:
+            raise ConnectionError(f"read $all result {completed.result}")
+        events = [(e.event.event_stream_id, str(uuid.UUID(bytes_le=e.event.event_id)))
+                  for e in completed.events]
+        return events, completed.next_commit_position, completed.next_prepare_position
+
+
 def http_write(port: int, stream: str, event_id: str, expected: int,
                timeout: float) -> tuple[int, dict[str, str]]:
     """
@@ -804,7 +831,7 @@ class ChaosRun:
             host, ports = layout[i]
             seeds = ",".join(f"{h}:{p['int_http']}" for j, (h, p) in enumerate(layout) if j != i)
             args = ["--cluster-size", str(n), "--discover-via-dns", "false",
-                    "--gossip-seed", seeds, "--chunk-size", str(4 << 20)] + FAST
+                    "--gossip-seed", seeds, "--chunk-size", str(CHUNK_SIZE)] + FAST
             directory = os.path.join(self.workdir, f"node{i + 1}")
             data = os.path.join(directory, "data")
             os.makedirs(data, exist_ok=True)
@@ -999,8 +1026,9 @@ class ChaosRun:
             self._restart(follower)
         elif kind == "full_disk":
             hold = rng.uniform(3, 6)
-            self._note(kind, victims=[follower.name], leader=leader_name, down=round(hold, 2))
-            filler = os.path.join(follower.directory, "data", "chaos-filler")
+            victim = rng.choice(self.nodes)
+            self._note(kind, victims=[victim.name], leader=leader_name, down=round(hold, 2))
+            filler = os.path.join(victim.directory, "data", "chaos-filler")
             try:
                 with open(filler, "wb") as f:
                     block = b"\0" * (1 << 20)
@@ -1014,9 +1042,9 @@ class ChaosRun:
                 os.unlink(filler)
             except OSError:
                 pass
-            if not follower.alive():
+            if not victim.alive():
                 self.observations["full_disk_node_died"] += 1
-                self._restart(follower)
+                self._restart(victim)
         elif kind == "slow_fsync":
             hold = rng.uniform(4, 8)
             self._note(kind, victims=[follower.name], leader=leader_name, down=round(hold, 2),
@@ -1044,6 +1072,36 @@ class ChaosRun:
 
     def read_all(self, streams: Sequence[str]) -> dict[str, dict[str, list[str]]]:
         return {n.name: {s: self.read_stream(n, s) for s in streams} for n in self.nodes}
+
+    def read_dollar_all(self, node: ChaosNode, streams: set[str]) -> list[str]:
+        """
+        The ids of the events of C{streams}, in C{$all} order on C{node}.
+        """
+        conn = TcpConnection(node.client_tcp_port, 10.0)
+        try:
+            ids: list[str] = []
+            commit = prepare = 0
+            for _ in range(100000):
+                events, next_commit, next_prepare = conn.read_all_forward(commit, prepare,
+                                                                          4096)
+                ids += [event_id for stream, event_id in events if stream in streams]
+                if not events or (next_commit, next_prepare) == (commit, prepare):
+                    return ids
+                commit, prepare = next_commit, next_prepare
+            raise RuntimeError("$all too long")
+        finally:
+            conn.close()
+
+    def log_epochs(self) -> dict[int, list[str]]:
+        """
+        From the node logs: which nodes said they led which epoch.
+        """
+        led: dict[int, list[str]] = {}
+        for node in self.nodes:
+            for match in re.finditer(r"Leader of epoch (\d+) at position (\d+)", node.log()):
+                led.setdefault(int(match.group(1)), []).append(
+                    f"{node.name}@{match.group(2)}")
+        return led
 
     def converge(self, streams: Sequence[str], timeout: float) -> tuple[
             bool, dict[str, dict[str, list[str]]]]:
@@ -1097,6 +1155,17 @@ class ChaosRun:
         with self.claims_lock:
             claims = list(self.claims)
         result = check_history(records, stored, claims)
+        # $all: the same checks with every event taken as one stream
+        try:
+            wanted = set(streams)
+            in_all = {n.name: {"$all": self.read_dollar_all(n, wanted)} for n in self.nodes}
+            all_records = [WriteRecord(r.writer, "$all", r.event_id, r.sent, r.acked,
+                                       ANY, r.acked_by) for r in records]
+            all_result: Optional[Any] = check_history(all_records, in_all)
+        except (OSError, ConnectionError, RuntimeError) as e:
+            all_result = None
+            self.observations[f"read_all_failed {e}"[:80]] += 1
+        led = self.log_epochs()
         with open(os.path.join(self.workdir, "history.json"), "w") as f:
             json.dump({
                        "records": [[r.writer, r.stream, r.event_id, r.sent, r.acked,
@@ -1111,6 +1180,12 @@ class ChaosRun:
             "nodes": self.count,
             "mode": "netns" if self.use_namespaces else "loopback",
             **result.counts(),
+            "all_lost": all_result.lost if all_result else -1,
+            "all_duplicated": all_result.duplicated if all_result else -1,
+            "all_reordered": all_result.reordered if all_result else -1,
+            "all_divergent": all_result.divergent_streams if all_result else -1,
+            "epochs_led_twice_in_logs": {str(k): v for k, v in sorted(led.items())
+                                         if len({x.split("@")[0] for x in v}) > 1},
             "converged": converged,
             "settled": settled,
             "faults": dict(Counter(e["kind"] for e in self.schedule)),
@@ -1122,6 +1197,8 @@ class ChaosRun:
             "duration_s": round(time.time() - self.started, 1),
             "workdir": self.workdir,
             "examples": {k: list(v)[:3] for k, v in result.examples.items()},
+            "all_examples": ({k: list(v)[:3] for k, v in all_result.examples.items()
+                              if k != "phantoms"} if all_result else {}),
         }
         if result.violations:
             summary["schedule"] = self.schedule
@@ -1161,7 +1238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     code = 2
     try:
         summary = run.execute()
-        bad = summary["violations"] or not summary["converged"]
+        bad = (summary["violations"] or not summary["converged"]
+               or any(summary[k] != 0 for k in ("all_lost", "all_duplicated",
+                                                  "all_reordered", "all_divergent")))
         code = 1 if bad else 0
         summary["ok"] = not bad
     except Exception as e:  # noqa: BLE001 - reported in the summary line
