@@ -807,6 +807,8 @@ class ChaosRun:
         self.tcp_writers = tcp_writers
         self.ev_writers = ev_writers
         self.observations: Counter[str] = Counter()
+        #: event ids written by probes (not checked: their stream is not read)
+        self.probes: list[str] = []
 
     # -- setup and teardown
 
@@ -1004,6 +1006,7 @@ class ChaosRun:
                 self.proxy.cut(leader.name, other.name)
                 self.proxy.cut(other.name, leader.name)
             time.sleep(cut)
+            self._probe_cut_leader(leader)
             self.proxy.heal()
         elif kind == "partition_one_way":
             cut = rng.uniform(3, 8)
@@ -1017,12 +1020,17 @@ class ChaosRun:
             hold = rng.uniform(4, 8)
             self._note(kind, victims=[follower.name], leader=leader_name, down=round(hold, 2),
                        offset=SKEW_SECONDS)
+            others_list = [n for n in self.nodes if n is not follower]
             before = follower.log().count("clock differs")
+            others_before = sum(n.log().count("clock differs") for n in others_list)
             self._restart(follower, clock_offset=SKEW_SECONDS)
             time.sleep(hold)
-            others = sum(n.log().count("clock differs") for n in followers if n is not follower)
-            if follower.log().count("clock differs") > before or others:
-                self.observations["clock_skew_refused_logged"] += 1
+            own = follower.log().count("clock differs") - before
+            others = sum(n.log().count("clock differs") for n in others_list) - others_before
+            if own and others:
+                self.observations["clock_skew_refused_logged_both_sides"] += 1
+            self.observations["clock_skew_log_lines_skewed_node"] += own
+            self.observations["clock_skew_log_lines_other_nodes"] += others
             self._restart(follower)
         elif kind == "full_disk":
             hold = rng.uniform(3, 6)
@@ -1037,7 +1045,9 @@ class ChaosRun:
                         f.flush()
             except OSError:
                 self.observations["disk_filled"] += 1
-            time.sleep(hold)
+            time.sleep(hold / 2)
+            self._probe_full_disk(victim, victim is leader and leader_name is not None)
+            time.sleep(hold / 2)
             try:
                 os.unlink(filler)
             except OSError:
@@ -1054,6 +1064,52 @@ class ChaosRun:
             self._restart(follower)
         else:
             raise ValueError(kind)
+
+    def _probe_full_disk(self, victim: ChaosNode, is_leader: bool) -> None:
+        """
+        Item 6 of issue 11: a node with a full disk stays readable and
+        answers writes with a clear error.  Noted in the observations.
+        """
+        role = "leader" if is_leader else "follower"
+        try:
+            conn = TcpConnection(victim.client_tcp_port, 3.0)
+            try:
+                conn.read_stream(f"{self.prefix}-http0", 0, 10)
+            finally:
+                conn.close()
+            self.observations[f"full_disk_{role}_read_ok"] += 1
+        except (OSError, ConnectionError):
+            self.observations[f"full_disk_{role}_read_failed"] += 1
+        probe = str(uuid.uuid4())
+        status, headers = http_write(victim.client_http_port, f"{self.prefix}-probe", probe,
+                                     ANY, 5.0)
+        self.observations[f"full_disk_{role}_write {status} {headers.get(':reason', '')}"] += 1
+        self.probes.append(probe)
+
+    def _probe_cut_leader(self, leader: ChaosNode) -> None:
+        """
+        Item 6 of issue 11: a leader cut from its followers steps down (its
+        own gossip) and sends a client that requires the master elsewhere.
+        """
+        doc = self.gossip(leader)
+        me = self.own_state(leader, doc) if doc else None
+        state = me.get("state") if me else None
+        self.observations[f"cut_leader_state_at_heal {state}"] += 1
+        conn = http.client.HTTPConnection("127.0.0.1", leader.client_http_port, timeout=3)
+        try:
+            conn.request("POST", f"/streams/{self.prefix}-probe",
+                         body=json.dumps([{"eventId": str(uuid.uuid4()), "eventType": "p",
+                                           "data": {}}]),
+                         headers={"Content-Type": "application/vnd.eventstore.events+json",
+                                  "Authorization": _AUTH, "ES-RequireMaster": "True"})
+            response = conn.getresponse()
+            response.read()
+            where = "with location" if response.getheader("Location") else "no location"
+            self.observations[f"cut_leader_requiremaster {response.status} {where}"] += 1
+        except (OSError, http.client.HTTPException):
+            self.observations["cut_leader_requiremaster no answer"] += 1
+        finally:
+            conn.close()
 
     # -- reading back
 
