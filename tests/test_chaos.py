@@ -122,6 +122,28 @@ class ChaosRunTests(SynchronousTestCase):
         self.assertZero("divergent_streams")
         self.assertZero("phantoms")
 
+    def test_persistent_subscription_receives_everything(self) -> None:
+        """
+        The persistent-subscription consumer receives every acknowledged
+        event of its stream.
+        """
+        self.assertZero("sub_missing")
+
+    def test_persistent_subscription_no_redelivery_after_ack(self) -> None:
+        """
+        The consumer never receives again an event whose ack the server
+        accepted (202), whatever failed over in between.
+        """
+        self.assertZero("sub_redelivered_after_ack")
+
+    # Known bug (found by this suite, reported on issue 11 item 5): after the
+    # leader is killed, the new leader redelivers events whose acks the old
+    # leader had accepted but not yet checkpointed (estwisted/persistent.py:
+    # the group checkpoint trails the acks; the new leader resumes from it).
+    test_persistent_subscription_no_redelivery_after_ack.todo = (  # type: ignore[attr-defined]
+        "acked events redelivered after failover: checkpoint trails acks"
+    )
+
     def test_exit_code(self) -> None:
         """
         The module exits 0 exactly when it found nothing.

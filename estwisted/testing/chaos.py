@@ -633,6 +633,121 @@ def http_write(port: int, stream: str, event_id: str, expected: int,
         conn.close()
 
 
+def http_call(port: int, method: str, path: str, body: Optional[bytes] = None,
+              headers: Optional[dict[str, str]] = None,
+              timeout: float = 5.0) -> tuple[int, bytes]:
+    """
+    One HTTP request as admin; the status (0: no answer) and the body.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers={"Authorization": _AUTH,
+                                                       **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+    finally:
+        conn.close()
+
+
+class PersistentConsumer:
+    """
+    A competing consumer over HTTP on one stream: pulls from the leader,
+    acks what it got, and notes an event delivered again after its ack was
+    accepted (202).
+    """
+
+    def __init__(self, run: ChaosRun, stream: str, group: str = "chaos") -> None:
+        self.run = run
+        self.stream = stream
+        self.group = group
+        self.received: list[str] = []
+        self.acked: set[str] = set()
+        self.redelivered_after_ack: list[str] = []
+        self.outcomes: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._loop, name="chaos-consumer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _node(self) -> ChaosNode:
+        leader = self.run.current_leader
+        return leader if leader is not None else random.choice(self.run.nodes)
+
+    def _create(self) -> bool:
+        body = json.dumps({"startFrom": 0, "messageTimeoutMilliseconds": 10000,
+                           "resolveLinktos": False}).encode()
+        status, _ = http_call(self._node().client_http_port, "PUT",
+                              f"/subscriptions/{self.stream}/{self.group}", body,
+                              {"Content-Type": "application/json"})
+        self.outcomes[f"create:{status}"] += 1
+        return status in (201, 409)
+
+    def _loop(self) -> None:
+        created = False
+        while not self.stop.is_set():
+            if not created:
+                created = self._create()
+                if not created:
+                    self.stop.wait(0.5)
+                    continue
+            port = self._node().client_http_port
+            status, body = http_call(
+                port, "GET", f"/subscriptions/{self.stream}/{self.group}/20?embed=body",
+                headers={"Accept": "application/vnd.eventstore.competingatom+json"})
+            self.outcomes[f"pull:{status}"] += 1
+            if status != 200:
+                self.stop.wait(0.2)
+                continue
+            try:
+                ids = [e["eventId"] for e in json.loads(body).get("entries", [])]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                self.outcomes["pull:unparsable"] += 1
+                continue
+            if not ids:
+                self.stop.wait(0.2)
+                continue
+            with self.lock:
+                for event_id in ids:
+                    if event_id in self.acked:
+                        self.redelivered_after_ack.append(event_id)
+                    self.received.append(event_id)
+            status, _ = http_call(port, "POST",
+                                  f"/subscriptions/{self.stream}/{self.group}/ack?ids="
+                                  + ",".join(ids))
+            self.outcomes[f"ack:{status}"] += 1
+            if status == 202:
+                with self.lock:
+                    self.acked.update(ids)
+
+    def finish(self, expected: set[str], timeout: float) -> dict[str, Any]:
+        """
+        Keep consuming until every id in C{expected} arrived (bounded), then
+        stop and report.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if expected <= set(self.received):
+                    break
+            time.sleep(0.5)
+        self.stop.set()
+        self.thread.join(10)
+        with self.lock:
+            missing = expected - set(self.received)
+            return {
+                "sub_received": len(self.received),
+                "sub_missing": len(missing),
+                "sub_redelivered_after_ack": len(self.redelivered_after_ack),
+                "sub_examples": {"missing": sorted(missing)[:3],
+                                 "redelivered_after_ack": self.redelivered_after_ack[:3]},
+                "sub_outcomes": dict(sorted(self.outcomes.items())),
+            }
+
+
 class Workload:
     """
     The writer threads and the history they record.
@@ -783,7 +898,7 @@ class ChaosRun:
 
     def __init__(self, rounds: int, seed: int, nodes: int, workdir: str,
                  faults: Sequence[str], use_namespaces: bool, http_writers: int = 4,
-                 tcp_writers: int = 1, ev_writers: int = 2) -> None:
+                 tcp_writers: int = 1, ev_writers: int = 2, consume: bool = True) -> None:
         self.rounds = rounds
         self.seed = seed
         self.count = nodes
@@ -807,6 +922,9 @@ class ChaosRun:
         self.tcp_writers = tcp_writers
         self.ev_writers = ev_writers
         self.observations: Counter[str] = Counter()
+        #: the node last seen claiming leadership (for the consumer)
+        self.current_leader: Optional[ChaosNode] = None
+        self.consume = consume
         #: event ids written by probes (not checked: their stream is not read)
         self.probes: list[str] = []
 
@@ -917,6 +1035,7 @@ class ChaosRun:
                     continue
                 me = self.own_state(node, doc)
                 if me is not None and me.get("state") == "Master":
+                    self.current_leader = node
                     with self.claims_lock:
                         self.claims.append(LeaderClaim(
                             node.name, int(me.get("epochNumber", -1)), time.time(),
@@ -1188,6 +1307,10 @@ class ChaosRun:
             raise RuntimeError("no leader elected at start")
         workload = Workload(self, random.Random(self.rng.getrandbits(32)))
         workload.start(self.http_writers, self.tcp_writers, self.ev_writers)
+        consumer: Optional[PersistentConsumer] = None
+        if self.consume and self.http_writers:
+            consumer = PersistentConsumer(self, f"{self.prefix}-http0")
+            consumer.start()
         time.sleep(2.0)
         for _ in range(self.rounds):
             time.sleep(self.rng.uniform(1, 3))
@@ -1203,6 +1326,12 @@ class ChaosRun:
         workload.finish(60.0)
         streams = sorted(workload.streams)
         converged, stored = self.converge(streams, 90.0)
+        sub: dict[str, Any] = {}
+        if consumer is not None:
+            with workload.lock:
+                expected = {r.event_id for r in workload.records.values()
+                            if r.stream == consumer.stream and r.acked is not None}
+            sub = consumer.finish(expected, 60.0)
         self.poll_stop.set()
         poller.join(5)
         with workload.lock:
@@ -1250,6 +1379,7 @@ class ChaosRun:
             "observations": dict(self.observations),
             "leaders": [f"{node}@{epoch}" for epoch, node in epochs],
             "proxy_bytes": self.proxy.bytes,
+            **sub,
             "duration_s": round(time.time() - self.started, 1),
             "workdir": self.workdir,
             "examples": {k: list(v)[:3] for k, v in result.examples.items()},
@@ -1280,6 +1410,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--http-writers", type=int, default=4)
     parser.add_argument("--tcp-writers", type=int, default=1)
     parser.add_argument("--ev-writers", type=int, default=2)
+    parser.add_argument("--no-consumer", action="store_true",
+                        help="no persistent-subscription consumer")
     args = parser.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
     unknown = sorted(set(faults) - set(FAULTS))
@@ -1290,13 +1422,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="estchaos-")
     os.makedirs(workdir, exist_ok=True)
     run = ChaosRun(args.rounds, args.seed, args.nodes, os.path.abspath(workdir), faults, use_ns,
-                   args.http_writers, args.tcp_writers, args.ev_writers)
+                   args.http_writers, args.tcp_writers, args.ev_writers,
+                   not args.no_consumer)
     code = 2
     try:
         summary = run.execute()
         bad = (summary["violations"] or not summary["converged"]
                or any(summary[k] != 0 for k in ("all_lost", "all_duplicated",
-                                                  "all_reordered", "all_divergent")))
+                                                  "all_reordered", "all_divergent"))
+               or any(summary.get(k, 0) != 0 for k in ("sub_missing",
+                                                         "sub_redelivered_after_ack")))
         code = 1 if bad else 0
         summary["ok"] = not bad
     except Exception as e:  # noqa: BLE001 - reported in the summary line
