@@ -41,8 +41,11 @@ way).
 Workload: HTTP writers (one event per request, expected version any, to a
 random node, retrying the same event id after any failure until answered
 201), a TCP writer doing the same, and HTTP writers sharing one stream
-with expected versions.  Gossip is polled on every node for leadership
-claims (split brain).
+with expected versions, and an HTTP persistent-subscription consumer on
+one writer's stream that acks what it gets.  Gossip is polled on every
+node for leadership claims (split brain).  Afterwards every stream and
+C{$all} are read from every node; the summary also carries what the
+probes of issue 11 item 6 saw (full disk, a cut leader, clock skew).
 """
 # -*- test-case-name: tests.test_chaos -*-
 
