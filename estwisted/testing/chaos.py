@@ -901,7 +901,8 @@ class ChaosRun:
 
     def __init__(self, rounds: int, seed: int, nodes: int, workdir: str,
                  faults: Sequence[str], use_namespaces: bool, http_writers: int = 4,
-                 tcp_writers: int = 1, ev_writers: int = 2, consume: bool = True) -> None:
+                 tcp_writers: int = 1, ev_writers: int = 2, consume: bool = True,
+                 fast: bool = True) -> None:
         self.rounds = rounds
         self.seed = seed
         self.count = nodes
@@ -928,6 +929,7 @@ class ChaosRun:
         #: the node last seen claiming leadership (for the consumer)
         self.current_leader: Optional[ChaosNode] = None
         self.consume = consume
+        self.fast = fast
         #: event ids written by probes (not checked: their stream is not read)
         self.probes: list[str] = []
 
@@ -954,7 +956,8 @@ class ChaosRun:
             host, ports = layout[i]
             seeds = ",".join(f"{h}:{p['int_http']}" for j, (h, p) in enumerate(layout) if j != i)
             args = ["--cluster-size", str(n), "--discover-via-dns", "false",
-                    "--gossip-seed", seeds, "--chunk-size", str(CHUNK_SIZE)] + FAST
+                    "--gossip-seed", seeds, "--chunk-size", str(CHUNK_SIZE)]
+            args += FAST if self.fast else []
             directory = os.path.join(self.workdir, f"node{i + 1}")
             data = os.path.join(directory, "data")
             os.makedirs(data, exist_ok=True)
@@ -1367,6 +1370,7 @@ class ChaosRun:
             "rounds": self.rounds,
             "nodes": self.count,
             "mode": "netns" if self.use_namespaces else "loopback",
+            "timings": "fast" if self.fast else "default",
             **result.counts(),
             "all_lost": all_result.lost if all_result else -1,
             "all_duplicated": all_result.duplicated if all_result else -1,
@@ -1413,6 +1417,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--http-writers", type=int, default=4)
     parser.add_argument("--tcp-writers", type=int, default=1)
     parser.add_argument("--ev-writers", type=int, default=2)
+    parser.add_argument("--timings", choices=("fast", "default"), default="fast",
+                        help="fast: 100 ms gossip, 500 ms timeouts; default: the node's")
     parser.add_argument("--no-consumer", action="store_true",
                         help="no persistent-subscription consumer")
     args = parser.parse_args(argv)
@@ -1426,7 +1432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(workdir, exist_ok=True)
     run = ChaosRun(args.rounds, args.seed, args.nodes, os.path.abspath(workdir), faults, use_ns,
                    args.http_writers, args.tcp_writers, args.ev_writers,
-                   not args.no_consumer)
+                   not args.no_consumer, args.timings == "fast")
     code = 2
     try:
         summary = run.execute()
