@@ -667,7 +667,9 @@ class PersistentConsumer:
         self.group = group
         self.received: list[str] = []
         self.acked: set[str] = set()
-        self.redelivered_after_ack: list[str] = []
+        #: when each id's ack was accepted, and by which node
+        self.acked_at: dict[str, tuple[float, str]] = {}
+        self.redelivered_after_ack: list[dict[str, Any]] = []
         self.outcomes: Counter[str] = Counter()
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -697,7 +699,8 @@ class PersistentConsumer:
                 if not created:
                     self.stop.wait(0.5)
                     continue
-            port = self._node().client_http_port
+            node = self._node()
+            port = node.client_http_port
             status, body = http_call(
                 port, "GET", f"/subscriptions/{self.stream}/{self.group}/20?embed=body",
                 headers={"Accept": "application/vnd.eventstore.competingatom+json"})
@@ -716,7 +719,11 @@ class PersistentConsumer:
             with self.lock:
                 for event_id in ids:
                     if event_id in self.acked:
-                        self.redelivered_after_ack.append(event_id)
+                        at, by = self.acked_at[event_id]
+                        self.redelivered_after_ack.append({
+                            "event_id": event_id, "acked_at": round(at, 3), "acked_by": by,
+                            "redelivered_at": round(time.time(), 3),
+                            "redelivered_by": node.name})
                     self.received.append(event_id)
             status, _ = http_call(port, "POST",
                                   f"/subscriptions/{self.stream}/{self.group}/ack?ids="
@@ -725,6 +732,8 @@ class PersistentConsumer:
             if status == 202:
                 with self.lock:
                     self.acked.update(ids)
+                    for event_id in ids:
+                        self.acked_at.setdefault(event_id, (time.time(), node.name))
 
     def finish(self, expected: set[str], timeout: float) -> dict[str, Any]:
         """
