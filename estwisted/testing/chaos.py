@@ -1443,6 +1443,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    args.http_writers, args.tcp_writers, args.ev_writers,
                    not args.no_consumer, args.timings == "fast")
     code = 2
+
+    def terminated(signum: int, frame: Any) -> None:
+        # SIGTERM (a timeout): unwind so that the finally clause below stops
+        # the nodes, the proxy, the mounts and the namespaces.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         summary = run.execute()
         bad = (summary["violations"] or not summary["converged"]
