@@ -1995,7 +1995,7 @@ class HttpApi:
 
     def ack_messages(
         self, request: Any, raw_stream: str, raw_group: str, raw_id: Optional[str] = None
-    ) -> bytes:
+    ) -> Union[bytes, Deferred[bytes]]:
         """
         C{POST /subscriptions/{s}/{g}/ack/{id}} and C{.../ack?ids=...}.
         """
@@ -2003,10 +2003,16 @@ class HttpApi:
         principal = self._principal(request)
         text = raw_id if raw_id is not None else (self._query(request, b"ids") or "")
         ids = self._ids(text)
-        if ids:
-            self.persistent.ack_ids(stream, group, ids, principal)
-        request.setResponseCode(202, b"Accepted")
-        return b""
+
+        def accepted(_: object) -> bytes:
+            request.setResponseCode(202, b"Accepted")
+            return b""
+
+        if not ids:
+            return accepted(None)
+        # 202 once the acknowledgement is durable: a subscriber is never
+        # sent an event again after its ack was accepted (issue 11)
+        return self.persistent.ack_ids(stream, group, ids, principal).addCallback(accepted)
 
     def nack_messages(
         self, request: Any, raw_stream: str, raw_group: str, raw_id: Optional[str] = None

@@ -80,6 +80,7 @@ from estwisted.errors import (
     AlreadyExists,
     BadRequest,
     NotFound,
+    NotReady,
     OperationError,
 )
 from estwisted.model import (
@@ -294,12 +295,16 @@ class PersistentConnection(_Consumer):
         self.last_event_number = last_event_number
         self.active = True
 
-    def ack(self, event_ids: Sequence[bytes]) -> None:
+    def ack(self, event_ids: Sequence[bytes]) -> Deferred[None]:
         """
         The messages were processed: they are never delivered again.
+
+        @return: fires once the acknowledgement is durable (in the group's
+            checkpoint, on a quorum in a cluster).
         """
         if self.active:
-            self._group.ack(event_ids, self)
+            return self._group.ack(event_ids, self)
+        return succeed(None)
 
     def nak(self, event_ids: Sequence[bytes], action: NakAction, message: str = "") -> None:
         """
@@ -407,6 +412,8 @@ class _Group:
         self._parks_waiters: list[Deferred[None]] = []
         self._processed_since_checkpoint = 0
         self._checkpoint_writing = False
+        #: checkpoint writes that failed (an ack waiting on one fails too)
+        self.checkpoint_failures = 0
         self._checkpoint_again = False
         self._checkpoint_waiters: list[Deferred[None]] = []
         self._timer: Optional[IDelayedCall] = None
@@ -652,13 +659,19 @@ class _Group:
             return message
         return None
 
-    def ack(self, event_ids: Sequence[bytes], consumer: Optional[_Consumer]) -> None:
+    def ack(self, event_ids: Sequence[bytes], consumer: Optional[_Consumer]) -> Deferred[None]:
         """
         Finish the messages, wherever they are (in flight with any consumer
-        or waiting for a retry): an acked message never comes back.
+        or waiting for a retry): an acked message never comes back, not even
+        after a crash or a failover, since the checkpoint (with the done
+        ranges) is written before the returned Deferred fires (issue 11:
+        a subscriber never receives an event it already acked).  Checkpoint
+        writes are coalesced (one in flight per group), so acks arriving
+        together share one.
         """
         if not self.active:
-            return
+            return succeed(None)
+        finished = False
         for event_id in event_ids:
             message = self._take(event_id)
             if message is None:
@@ -666,7 +679,17 @@ class _Group:
             if consumer is not None:
                 consumer.total_items_processed += 1
             self._finish(message)
+            finished = True
         self.pump()
+        if not (finished or self._changed):
+            return succeed(None)
+        failures = self.checkpoint_failures
+
+        def check(_: object) -> None:
+            if self.checkpoint_failures != failures:
+                raise NotReady("The acknowledgement could not be made durable; ack again")
+
+        return self.write_checkpoint().addCallback(check)
 
     def nak(
         self,
@@ -878,6 +901,9 @@ class _Group:
                 self.last_checkpoint = value
 
         def failed(failure: Failure) -> None:
+            # written again by the next acknowledgement or timer
+            self._changed = True
+            self.checkpoint_failures += 1
             _log.failure("could not write the checkpoint of {key}", failure, key=self.key)
 
         def release(_: object, waiter: Deferred[None]) -> None:
@@ -1253,9 +1279,13 @@ class PersistentSubscriptions:
 
     def ack_ids(
         self, stream: str, group: str, event_ids: Sequence[bytes], principal: Optional[Principal]
-    ) -> None:
+    ) -> Deferred[None]:
+        """
+        Acknowledge over HTTP; the Deferred fires once the acknowledgement
+        is durable.
+        """
         found = self._checked_group(stream, group, principal)
-        found.ack(event_ids, found.pull_consumer)
+        return found.ack(event_ids, found.pull_consumer)
 
     def nak_ids(
         self,

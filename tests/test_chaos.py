@@ -136,13 +136,6 @@ class ChaosRunTests(SynchronousTestCase):
         """
         self.assertZero("sub_redelivered_after_ack")
 
-    # Known bug (found by this suite, reported on issue 11 item 5): after the
-    # leader is killed, the new leader redelivers events whose acks the old
-    # leader had accepted but not yet checkpointed (estwisted/persistent.py:
-    # the group checkpoint trails the acks; the new leader resumes from it).
-    test_persistent_subscription_no_redelivery_after_ack.todo = (  # type: ignore[attr-defined]
-        "acked events redelivered after failover: checkpoint trails acks"
-    )
 
     def test_exit_code(self) -> None:
         """

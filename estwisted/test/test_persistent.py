@@ -876,10 +876,11 @@ class CheckpointTests(PersistentTestCase):
         self.clock.advance(0)
         self.assertEqual(self.checkpoints()[len(initial) :], [1, 5])
 
-    def test_checkpoint_after_time(self) -> None:
+    def test_checkpoint_at_every_ack(self) -> None:
         """
-        After C{checkpoint_after_ms}, a checkpoint is written if at least
-        C{checkpoint_min_count} messages were processed.
+        Every acknowledgement is made durable in the checkpoint before the
+        ack's Deferred fires (issue 11: an acked event never comes again),
+        whatever C{checkpoint_min_count} and C{checkpoint_after_ms} say.
         """
         self.write(count=5)
         self.create(
@@ -887,15 +888,17 @@ class CheckpointTests(PersistentTestCase):
                 checkpoint_after_ms=1000, checkpoint_min_count=2, checkpoint_max_count=100
             )
         )
-        before = len(self.checkpoints())
         consumer = self.connect()
         assert consumer.connection is not None
-        consumer.connection.ack(consumer.ids()[:1])
-        self.clock.advance(1)
-        self.assertEqual(len(self.checkpoints()), before)
-        consumer.connection.ack(consumer.ids()[1:3])
-        self.clock.advance(1)
+        first = consumer.connection.ack(consumer.ids()[:1])
+        self.assertNoResult(first)
         self.clock.advance(0)
+        self.successResultOf(first)
+        self.assertEqual(self.checkpoints()[-1], 0)
+        second = consumer.connection.ack(consumer.ids()[1:3])
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.successResultOf(second)
         self.assertEqual(self.checkpoints()[-1], 2)
 
     def test_restart_resumes_where_acked(self) -> None:
@@ -1030,21 +1033,47 @@ class CheckpointTests(PersistentTestCase):
         self.successResultOf(d)
         self.assertEqual(self.connect().numbers(), [0, 2])
 
-    def test_crash_resumes_from_last_checkpoint(self) -> None:
+    def test_crash_after_ack_does_not_redeliver(self) -> None:
         """
-        Without a clean stop the group resumes from the last written
-        checkpoint: nothing is lost (some acked messages may come again).
+        Without a clean stop the group resumes from the checkpoint, which
+        every acknowledgement wrote: nothing acked comes again, nothing is
+        lost.
         """
         self.write(count=6)
-        self.create(settings=fast(checkpoint_max_count=2))
+        self.create(settings=fast(checkpoint_max_count=100))
         consumer = self.connect()
         assert consumer.connection is not None
-        consumer.connection.ack(consumer.ids()[:3])
+        acked = consumer.connection.ack(consumer.ids()[:3])
         self.clock.advance(0)
+        self.clock.advance(0)
+        self.successResultOf(acked)
         restarted = PersistentSubscriptions(self.store, self.clock)
         restarted.start()
         again = self.connect(subs=restarted)
-        self.assertEqual(again.numbers(), [2, 3, 4, 5])
+        self.assertEqual(again.numbers(), [3, 4, 5])
+
+    def test_failed_checkpoint_fails_the_ack(self) -> None:
+        """
+        An ack whose checkpoint cannot be written (the node stopped leading)
+        fails; acking again writes it once the store takes writes.
+        """
+        from estwisted.errors import NotReady
+
+        self.write(count=2)
+        self.create(settings=fast(checkpoint_max_count=100))
+        consumer = self.connect()
+        assert consumer.connection is not None
+        self.store.writes_refused = NotReady("No leader")
+        failed = consumer.connection.ack(consumer.ids()[:1])
+        self.clock.advance(0)
+        self.failureResultOf(failed, NotReady)
+        self.store.writes_refused = None
+        again = consumer.connection.ack(consumer.ids()[:1])
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.successResultOf(again)
+        self.assertEqual(self.checkpoints()[-1], 0)
+        self.assertEqual(len(self.flushLoggedErrors(NotReady)), 1)
 
     def test_start_from_end_survives_restart(self) -> None:
         """
