@@ -99,7 +99,13 @@ class _Replica:
     A replica node: log, index, follower; connects through the cluster.
     """
 
-    def __init__(self, cluster: _Cluster, name: bytes, log: Optional[Any] = None) -> None:
+    def __init__(
+        self,
+        cluster: _Cluster,
+        name: bytes,
+        log: Optional[Any] = None,
+        report: Optional[Any] = None,
+    ) -> None:
         self.cluster = cluster
         self.name = name
         self.log = log if log is not None else MemoryLog()
@@ -115,6 +121,7 @@ class _Replica:
             self.apply,
             self.truncated,
             epochs=self.epochs,
+            report=report,
         )
 
     def lead(self, size: int = 3) -> ReplicationLeader:
@@ -207,6 +214,43 @@ class LeaderFollowerTests(SynchronousTestCase):
         self.assertEqual(replica.follower.committed, end)
         self.assertEqual(replica.follower.epochs, cluster.leader.epochs)
         self.assertEqual(replica.follower.role, "Follower")
+
+    def test_reports_role_events(self) -> None:
+        """
+        The follower reports what the role machine decides on: the leader
+        accepted the subscription, then assigned clone and follower; a lost
+        link is reported, a link closed by L{ReplicationFollower.stop} is
+        not.
+        """
+        from estwisted.elections import (
+            CloneAssigned,
+            LeaderLinkLost,
+            ReplicaSubscribed,
+            SlaveAssigned,
+        )
+
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        events: list[Any] = []
+        replica = _Replica(cluster, b"A" * 16, report=events.append)
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        self.assertEqual(events, [ReplicaSubscribed(), CloneAssigned(), SlaveAssigned()])
+        del events[:]
+        protocol = replica.follower.protocol
+        assert protocol is not None
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        cluster.pump()
+        self.assertEqual(events, [LeaderLinkLost()])
+        del events[:]
+        cluster.clock.advance(0.5)
+        cluster.pump()
+        self.assertEqual(events, [ReplicaSubscribed(), CloneAssigned(), SlaveAssigned()])
+        del events[:]
+        replica.follower.stop()
+        cluster.pump()
+        self.assertEqual(events, [])
 
     def test_bulk_catch_up_then_live(self) -> None:
         cluster = _Cluster()
@@ -863,18 +907,17 @@ class LeaderForwardingTests(TestCase):
 
 class NodeReplicationTests(SynchronousTestCase):
     """
-    L{NodeReplication} follows node states: leader in Master (writes gated
-    by the quorum), follower otherwise (writes refused); a step-down fails
-    waiting and still-buffered writes.
+    L{NodeReplication} performs the role machine's decisions: lead (writes
+    gated by the quorum), follow or stand by (writes refused); a step-down
+    fails waiting and still-buffered writes.
     """
 
     def test_states(self) -> None:
         import uuid
         from types import SimpleNamespace
 
-        from estwisted.cluster import StateChanged
         from estwisted.errors import NotLeader
-        from estwisted.gossip import Endpoint, VNodeState
+        from estwisted.gossip import Endpoint
         from estwisted.model import NewEvent
         from estwisted.replprotocol import NodeReplication
         from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
@@ -899,7 +942,7 @@ class NodeReplicationTests(SynchronousTestCase):
             return store.append("s", -2, [event], SYSTEM_PRINCIPAL)
 
         self.failureResultOf(write(), NotReady)
-        node.on_state(StateChanged(VNodeState.Unknown, VNodeState.Master), 4)
+        node.lead(4)
         self.assertTrue(node.leader.active)
         self.assertEqual([e.number for e in epochs], [4])
         self.assertEqual(reloads, [1])
@@ -913,7 +956,7 @@ class NodeReplicationTests(SynchronousTestCase):
             external_http=Endpoint("127.0.0.5", 2113),
             internal_tcp=Endpoint("127.0.0.5", 1112),
         )
-        node.on_state(StateChanged(VNodeState.Master, VNodeState.Slave, leader))  # type: ignore[arg-type]
+        node.follow(leader)
         self.failureResultOf(first, NotReady)
         clock.advance(0)
         self.failureResultOf(second, NotReady)
@@ -925,10 +968,36 @@ class NodeReplicationTests(SynchronousTestCase):
         self.assertEqual(refusal.http, ("127.0.0.5", 2113))
         self.assertEqual(connects, [("127.0.0.5", 1112)])
         self.assertEqual(node.follower.leader_id, uuid.UUID(int=7).bytes)
-        node.on_state(StateChanged(VNodeState.Slave, VNodeState.Unknown))
+        node.stand_by()
         self.assertIsNone(node.follower.leader_id)
         f = self.failureResultOf(write(), NotReady)
         self.assertNotIsInstance(f.value, NotLeader)
+
+
+    def test_no_quorum_reported(self) -> None:
+        """
+        Leading without replicas for the no-quorum period is reported once
+        to the role machine (the node's only no-quorum detector).
+        """
+        from estwisted.elections import NoQuorum
+        from estwisted.replication import NO_QUORUM_TIMEOUT
+        from estwisted.replprotocol import NodeReplication
+        from estwisted.streams import StreamStore
+
+        clock = Clock()
+        log = MemoryLog()
+        store = StreamStore(log, StreamIndex(), clock)
+        events: list[Any] = []
+        node = NodeReplication(
+            store, log, clock, b"N" * 16, 3, lambda h, p, f: Deferred(), report=events.append
+        )
+        node.lead(1)
+        clock.advance(NO_QUORUM_TIMEOUT)
+        self.assertEqual(events, [])
+        for _ in range(5):
+            clock.advance(1.0)
+        self.assertEqual(events, [NoQuorum()])
+        node.stop()
 
 
 class ReplicatedIdempotencyTests(SynchronousTestCase):
