@@ -106,6 +106,7 @@ from estwisted.gossip import (
     MemberInfo,
     VNodeState,
 )
+from estwisted.leadership import Leadership, LeadershipView
 
 #: 20.6+: how long a starting node listens to gossip for an existing leader
 #: before it runs elections (it stops listening earlier once a quorum of
@@ -274,8 +275,24 @@ class StandBy:
 
 ReplicationEffect = Union[Lead, Follow, StandBy]
 
+
+@frozen
+class EpochWritten:
+    """
+    Replication, told to L{Lead}, wrote and flushed the epoch record
+    C{number} at C{position} and gates writes on the quorum: this node
+    takes writes now.
+    """
+
+    position: int
+    number: int
+    epoch_id: uuid.UUID
+
+
 #: What replication reports to the role machine (L{NodeMachine.on_replication}).
-ReplicationEvent = Union[ReplicaSubscribed, CloneAssigned, SlaveAssigned, LeaderLinkLost, NoQuorum]
+ReplicationEvent = Union[
+    ReplicaSubscribed, CloneAssigned, SlaveAssigned, LeaderLinkLost, NoQuorum, EpochWritten
+]
 
 NodeEffect = Union[
     SendTo, Broadcast, ScheduleTimeout, GossipTo, StateChanged, LogLine, Lead, Follow, StandBy
@@ -295,6 +312,8 @@ class NodeMachine:
         effects.
     @ivar discovering: still listening for an existing leader.
     @ivar answered: seeds and members that answered at least once.
+    @ivar writable: replication reported our epoch written
+        (L{EpochWritten}) since we last became Master.
     """
 
     settings: ClusterSettings
@@ -314,6 +333,7 @@ class NodeMachine:
     held: list[Message] = field(factory=list)
     held_until: float = 0.0
     stopped: bool = False
+    writable: bool = False
     _followed: Optional[uuid.UUID] = None
 
     @classmethod
@@ -359,6 +379,17 @@ class NodeMachine:
         if self.roles.state in _LEADING_STATES:
             return None
         return self.roles.leader_id
+
+    def leadership(self) -> LeadershipView:
+        """
+        The read model of our role: state, epoch, the leader's endpoints,
+        whether we take writes (Master, and replication wrote our epoch).
+        """
+        takes_writes = self.writable and self.state is VNodeState.Master
+        leader = None
+        if not takes_writes and self.state in _FOLLOWER_STATES:
+            leader = self.roles.leader
+        return LeadershipView.of(self.own, self.state, leader, takes_writes)
 
     def cluster_info(self) -> ClusterInfo:
         """
@@ -443,8 +474,13 @@ class NodeMachine:
         leader accepted our subscription (L{ReplicaSubscribed}), assigned
         us a role (L{CloneAssigned}, L{SlaveAssigned}), our link to it
         closed (L{LeaderLinkLost}), or, leading, we kept too few replicas
-        for too long (L{NoQuorum}).
+        for too long (L{NoQuorum}) or wrote our epoch (L{EpochWritten}).
         """
+        if isinstance(event, EpochWritten):
+            self.set_epoch(event.position, event.number, event.epoch_id, now)
+            if self.state is VNodeState.Master and not self.stopped:
+                self.writable = True
+            return []
         effects: list[NodeEffect] = []
         if isinstance(event, NoQuorum) and self.state is VNodeState.Master:
             effects.append(
@@ -461,6 +497,7 @@ class NodeMachine:
             self.followed_at = now
             self.probe_pending = False
             self.next_probe_at = now
+        self.writable = False
         self._set_own(evolve(self.own, state=state), now)
         leader = self.view.by_instance(following) if following is not None else None
         effects: list[NodeEffect] = [StateChanged(old, state, leader)]
@@ -937,6 +974,8 @@ class ClusterController(Service):
     @ivar on_state: called with every L{StateChanged}.
     @ivar replication: performs the L{Lead}, L{Follow} and L{StandBy}
         effects (see L{drive}); without one they are dropped.
+    @ivar leadership: where the machine's L{LeadershipView} is published
+        after every change, for the edges and replication to read.
     """
 
     _log = Logger()
@@ -948,8 +987,11 @@ class ClusterController(Service):
         clock: IReactorTime,
         positions: Optional[Callable[[], tuple[int, int]]] = None,
         on_state: Optional[Callable[[StateChanged], None]] = None,
+        leadership: Optional[Leadership] = None,
     ) -> None:
         self.machine = machine
+        self.leadership = leadership or Leadership(machine.leadership())
+        self.leadership.publish(machine.leadership())
         self.transport = transport
         self.clock = clock
         self.positions = positions
@@ -969,18 +1011,6 @@ class ClusterController(Service):
     def cluster_info(self) -> ClusterInfo:
         self._refresh()
         return self.machine.cluster_info()
-
-    def role(self) -> tuple[str, Optional[tuple[str, int]]]:
-        """
-        For the HTTP API (L{estwisted.httpapi.NodeInfo.role}): our v5 state
-        name and the leader's external HTTP C{(host, port)} when one is
-        known.
-        """
-        leader = self.machine.leader()
-        http = None
-        if leader is not None:
-            http = (leader.external_http.host, leader.external_http.port)
-        return self.machine.state.v5_name, http
 
     def gossip_document(self) -> dict[str, Any]:
         """
@@ -1012,6 +1042,7 @@ class ClusterController(Service):
         L{NodeMachine.set_epoch}).
         """
         self.machine.set_epoch(position, number, epoch_id, self.clock.seconds())
+        self._publish()
 
     def add_seeds(self, seeds: Iterable[Endpoint]) -> None:
         self._run(self.machine.add_seeds(seeds, self.clock.seconds()))
@@ -1113,7 +1144,14 @@ class ClusterController(Service):
                 continue
             if d is not None:
                 started.append(d)
+        self._publish()
         return started
+
+    def _publish(self) -> None:
+        try:
+            self.leadership.publish(self.machine.leadership())
+        except Exception:
+            self._log.failure("Publishing the leadership view failed")
 
     def _perform(self, effect: NodeEffect) -> Optional[Deferred[Any]]:
         if isinstance(effect, GossipTo):
@@ -1238,6 +1276,7 @@ def make_cluster_service(
     tls: Any = None,
     instance_id: Optional[uuid.UUID] = None,
     on_state: Optional[Callable[[StateChanged], None]] = None,
+    leadership: Optional[Leadership] = None,
 ) -> ClusterWiring:
     """
     Build the cluster machinery of a node with C{ClusterSize > 1}.
@@ -1249,8 +1288,9 @@ def make_cluster_service(
         C{/gossip} and C{/elections/*} is delegated to it.
     @param tls: the node's L{estwisted.tls.NodeTLS}, if any: peers are then
         reached over HTTPS with the node certificate.
-    @param on_state: called with every L{StateChanged} (e.g. to show the
-        state in C{/info}: C{change.new.v5_name.lower()}).
+    @param on_state: called with every L{StateChanged} (for the log).
+    @param leadership: where the node's L{LeadershipView} is published (the
+        edges built before the cluster read it); a new one if C{None}.
     """
     from estwisted.discovery import SeedDiscovery
     from estwisted.gossiphttp import ClusterResource, ClusterSite, HttpPeerTransport
@@ -1271,7 +1311,7 @@ def make_cluster_service(
         writer = int(log.end_position) if log is not None else commit
         return commit, writer
 
-    controller = ClusterController(machine, transport, reactor, positions, on_state)
+    controller = ClusterController(machine, transport, reactor, positions, on_state, leadership)
     discovery = SeedDiscovery.from_config(config, reactor, controller.add_seeds)
     service = _ClusterService(controller, discovery, transport)
     external = ClusterResource(

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
@@ -60,10 +61,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from estwisted.cluster import EpochWritten
 from estwisted.elections import CloneAssigned, LeaderLinkLost, ReplicaSubscribed, SlaveAssigned
 from estwisted.elections import NoQuorum as QuorumLost
 from estwisted.errors import CommitTimeout, CorruptRecord, NotReady
 from estwisted.framing import Framer, FramingError, frame
+from estwisted.gossip import VNodeState
+from estwisted.leadership import Leadership, LeadershipView
 from estwisted.model import FLAG_SYSTEM, EventRecord
 from estwisted.replication import (
     BULK_SIZE,
@@ -974,14 +978,19 @@ class NodeReplication:
     machine decides (L{estwisted.cluster.IRoleReplication}: L{lead},
     L{follow}, L{stand_by}) and reporting what it observes back to it
     (C{report}: the leader accepted our subscription, assigned us a role,
-    our link to it closed, or, leading, the quorum was lost).  Writes are
-    refused (L{estwisted.errors.NotLeader} with the leader's external
-    endpoints, or L{NotReady}) except on the leader, where they wait for the
-    quorum (L{StreamStore.set_commit_gate}).
+    our link to it closed, or, leading, our epoch was written or the quorum
+    was lost).  Writes are refused as the published leadership view says
+    (L{estwisted.leadership.LeadershipView.refusal}:
+    L{estwisted.errors.NotLeader} with the leader's external endpoints, or
+    L{NotReady}) except on the leader, where they wait for the quorum
+    (L{StreamStore.set_commit_gate}).
 
     @param connect: C{connect(host, port, factory)} opens a connection to a
         leader's internal TCP endpoint.
     @param report: called with every L{estwisted.cluster.ReplicationEvent}.
+    @param leadership: the node's published L{estwisted.leadership.Leadership}
+        (its write refusal is applied to the store); without one writes are
+        refused until L{lead}.
     @param on_epoch: called with the newest epoch of the log (C{None}:
         none) whenever it changes (written here as leader, received or cut
         off as follower), to advertise it in gossip: elections compare it.
@@ -1000,6 +1009,7 @@ class NodeReplication:
         read_only: bool = False,
         report: Optional[Callable[[Any], None]] = None,
         on_epoch: Optional[Callable[[Optional[Epoch]], None]] = None,
+        leadership: Optional[Leadership] = None,
     ) -> None:
         self.store = store
         self.log = log
@@ -1031,7 +1041,12 @@ class NodeReplication:
             epochs=self.epochs,
             report=self._follower_event,
         )
-        store.writes_refused = NotReady("The node has not joined the cluster yet")
+        if leadership is None:
+            leadership = Leadership(LeadershipView(VNodeState.Initializing))
+        self.leadership = leadership
+        # The only writer of the store's refusal: what the view says.
+        store.writes_refused = leadership.view.refusal()
+        leadership.subscribe(self._leadership_changed)
         #: the node's L{estwisted.persistent.PersistentSubscriptions}, reloaded
         #: when this node becomes leader
         self.persistent: Any = None
@@ -1045,6 +1060,9 @@ class NodeReplication:
     def _emit(self, event: Any) -> None:
         if self._report is not None:
             self._report(event)
+
+    def _leadership_changed(self, view: LeadershipView) -> None:
+        self.store.writes_refused = view.refusal()
 
     def _no_quorum(self) -> None:
         self._emit(QuorumLost())
@@ -1073,39 +1091,32 @@ class NodeReplication:
         """
         self.follower.stop()
         self._target = None
-        if not self.leader.active:
-            self.leader.start(epoch_number)
-            self.store.set_commit_gate(self._gate)
-            if self.persistent is not None:
-                # groups and checkpoints written by the previous leader
-                # arrived as events: serve them from here now
-                try:
-                    self.persistent.reload()
-                except Exception:
-                    _log.failure("Could not reload the persistent subscriptions")
-        self.store.writes_refused = None
+        if self.leader.active:
+            return
+        epoch = self.leader.start(epoch_number)
+        self.store.set_commit_gate(self._gate)
+        if self.persistent is not None:
+            # groups and checkpoints written by the previous leader
+            # arrived as events: serve them from here now
+            try:
+                self.persistent.reload()
+            except Exception:
+                _log.failure("Could not reload the persistent subscriptions")
+        self._emit(EpochWritten(epoch.position, epoch.number, uuid.UUID(bytes=epoch.epoch_id)))
 
     def follow(self, leader: Any) -> None:
         """
         Replicate from C{leader} (an L{estwisted.gossip.MemberInfo}).
         """
-        from estwisted.errors import NotLeader
-
         self._step_down()
-        self.store.writes_refused = NotLeader(
-            "Not the leader",
-            tcp=(leader.external_tcp.host, leader.external_tcp.port),
-            http=(leader.external_http.host, leader.external_http.port),
-        )
         self._target = (leader.internal_tcp.host, leader.internal_tcp.port)
         self.follower.start(leader.instance_id.bytes)
 
     def stand_by(self) -> None:
         """
-        Neither lead nor follow: writes are refused (no leader).
+        Neither lead nor follow.
         """
         self._step_down()
-        self.store.writes_refused = NotReady("No leader")
         self._target = None
         self.follower.stop()
 
@@ -1154,8 +1165,6 @@ def attach_replication(
         leader's certificate must match the address dialled).
     @return: the factory to listen with on the internal TCP port.
     """
-    import uuid
-
     from twisted.internet.endpoints import TCP4ClientEndpoint
 
     controller = wiring.controller
@@ -1187,6 +1196,7 @@ def attach_replication(
         read_only=bool(getattr(config, "read_only_replica", False)),
         report=controller.replication_event,
         on_epoch=on_epoch,
+        leadership=controller.leadership,
     )
     replication.persistent = persistent
     controller.drive(replication)
@@ -1331,18 +1341,14 @@ class LeaderForwardingResource:
         return NOT_DONE_YET
 
 
-def leader_http_of(store: Any) -> Callable[[], Optional[tuple[str, int]]]:
+def leader_http_of(leadership: Leadership) -> Callable[[], Optional[tuple[str, int]]]:
     """
-    The leader's external HTTP endpoint as the store's write refusal tells
-    it (L{NodeReplication} sets it), for L{LeaderForwardingResource}.
+    The leader's external HTTP endpoint while this node follows one, as the
+    published leadership view tells it, for L{LeaderForwardingResource}.
     """
-    from estwisted.errors import NotLeader
 
     def leader_http() -> Optional[tuple[str, int]]:
-        refusal = getattr(store, "writes_refused", None)
-        if isinstance(refusal, NotLeader):
-            return refusal.http
-        return None
+        return leadership.view.forward_http()
 
     return leader_http
 

@@ -138,11 +138,18 @@ class NodeService(MultiService):
         )
 
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
+        from estwisted.gossip import VNodeState
         from estwisted.httpapi import HttpApi, NodeInfo
+        from estwisted.leadership import Leadership, LeadershipView
         from estwisted.tcpserver import TcpClientFactory
         from estwisted.tls import tls_listeners
 
         c = self.config
+        # Who leads: published by the cluster's node role machine (built
+        # below), read by every edge.  A single node always leads.
+        leadership = None
+        if c.cluster_size > 1:
+            leadership = Leadership(LeadershipView(VNodeState.Initializing))
         tcp = TcpClientFactory(
             self.store,
             self.hub,
@@ -150,6 +157,7 @@ class NodeService(MultiService):
             self.reactor,
             heartbeat_interval=c.ext_tcp_heartbeat_interval / 1000.0,
             heartbeat_timeout=c.ext_tcp_heartbeat_timeout / 1000.0,
+            leadership=leadership,
         )
         int_tcp = TcpClientFactory(
             self.store,
@@ -158,13 +166,14 @@ class NodeService(MultiService):
             self.reactor,
             heartbeat_interval=c.int_tcp_heartbeat_interval / 1000.0,
             heartbeat_timeout=c.int_tcp_heartbeat_timeout / 1000.0,
+            leadership=leadership,
         )
         extra: dict[str, Any] = {}
-        if c.cluster_size > 1:
-            # Node state, leader and gossip come from the cluster controller
-            # (built below; looked up on each request).
+        if leadership is not None:
+            # Gossip comes from the cluster controller (built below; looked
+            # up on each request).
             extra = {
-                "role": lambda: self.cluster.controller.role(),
+                "leadership": leadership,
                 "gossip_view": lambda: self.cluster.controller.gossip_document(),
             }
         if self.tls is not None:
@@ -175,7 +184,7 @@ class NodeService(MultiService):
         # and writes no access-log line per request.
         site = HttpApi(self.store, self.hub, self.persistent, self.reactor, info).site()
         int_site = site
-        if c.cluster_size > 1:
+        if leadership is not None:
             # Gossip, elections and node states (estwisted.cluster).
             from estwisted.cluster import make_cluster_service
 
@@ -184,9 +193,11 @@ class NodeService(MultiService):
             from estwisted.replprotocol import LeaderForwardingResource, leader_http_of
 
             api_root = LeaderForwardingResource(
-                site.resource, leader_http_of(self.store), self.reactor
+                site.resource, leader_http_of(leadership), self.reactor
             )
-            wiring = make_cluster_service(c, self.reactor, self.store, api_root, self.tls)
+            wiring = make_cluster_service(
+                c, self.reactor, self.store, api_root, self.tls, leadership=leadership
+            )
             self.cluster = wiring
             # Quorum replication (estwisted.replprotocol): replicas share
             # the internal TCP port with clients.

@@ -26,6 +26,7 @@ from zope.interface.verify import verifyObject
 from estwisted.cluster import (
     ClusterController,
     ClusterSettings,
+    EpochWritten,
     Follow,
     GossipTo,
     IPeerTransport,
@@ -53,6 +54,7 @@ from estwisted.gossip import (
     MemberInfo,
     VNodeState,
 )
+from estwisted.leadership import LeadershipView
 from estwisted.replication import NO_QUORUM_TIMEOUT
 
 FAST = ClusterSettings(
@@ -179,7 +181,7 @@ class MemoryReplication:
     is up while the leader's node runs, can be reached and leads
     (L{ReplicaSubscribed}, then L{SlaveAssigned} for a voting node), and is
     lost when that stops (L{LeaderLinkLost}).  Leading writes an epoch
-    (reported with C{set_epoch}); a leader with fewer than
+    (L{EpochWritten}); a leader with fewer than
     C{ClusterSize // 2} voting followers linked for longer than
     C{no_quorum_timeout} reports L{NoQuorum} once.
     """
@@ -215,7 +217,8 @@ class MemoryReplication:
         self.leading, self.short_since, self.reported = True, None, False
         own = self.controller.machine.own
         epoch_id = uuid.UUID(int=own.instance_id.int ^ epoch_number)
-        self.controller.set_epoch(max(own.writer_checkpoint, 0), epoch_number, epoch_id)
+        position = max(own.writer_checkpoint, 0)
+        self.controller.replication_event(EpochWritten(position, epoch_number, epoch_id))
 
     def follow(self, leader: MemberInfo) -> None:
         self.leading = False
@@ -673,20 +676,44 @@ class ControllerTests(SynchronousTestCase):
         self.assertIn("Node state Initializing -> Unknown", text)
         self.assertIn("Node state PreMaster -> Master", text)
 
-    def test_role_for_http_api(self) -> None:
+    def test_leadership_view_published(self) -> None:
         """
-        C{role()} gives the v5 state name and the leader's external HTTP
-        endpoint; C{gossip_document()} the /gossip JSON.
+        Every controller publishes its role machine's leadership view: our
+        state and epoch, the leader's endpoints, whether we take writes (the
+        leader once replication wrote its epoch); followers are refused
+        with the leader named.  C{gossip_document()} gives the /gossip JSON.
         """
+        from estwisted.errors import NotLeader, NotReady
+
         c = Cluster(3)
+        views: list[LeadershipView] = []
+        c.controllers[0].leadership.subscribe(views.append)
         c.start()
-        self.assertEqual(c.controllers[0].role(), ("Unknown", None))
+        view = c.controllers[0].leadership.view
+        self.assertEqual((view.v5_state, view.takes_writes, view.forward_http()),
+                         ("Unknown", False, None))
+        self.assertIsInstance(view.refusal(), NotReady)
         leader = c.wait_leader(3.0)
         assert leader is not None
         follower = next(i for i in range(3) if i != leader)
-        http = c.members[leader].external_http
-        self.assertEqual(c.controllers[leader].role(), ("Master", (http.host, http.port)))
-        self.assertEqual(c.controllers[follower].role(), ("Slave", (http.host, http.port)))
+        m = c.members[leader]
+        mine = c.controllers[leader].leadership.view
+        self.assertEqual((mine.v5_state, mine.takes_writes, mine.refusal()), ("Master", True, None))
+        self.assertEqual(mine.leader_id, m.instance_id)
+        own = c.controllers[leader].machine.own
+        self.assertEqual((mine.epoch_number, mine.epoch_id), (own.epoch_number, own.epoch_id))
+        theirs = c.controllers[follower].leadership.view
+        self.assertEqual((theirs.v5_state, theirs.takes_writes), ("Slave", False))
+        self.assertEqual(
+            (theirs.leader_internal_tcp, theirs.leader_internal_http,
+             theirs.leader_external_tcp, theirs.leader_external_http),
+            (m.internal_tcp, m.internal_http, m.external_tcp, m.external_http),
+        )
+        self.assertEqual(theirs.forward_http(), (m.external_http.host, m.external_http.port))
+        refusal = theirs.refusal()
+        assert isinstance(refusal, NotLeader)
+        self.assertEqual(refusal.tcp, (m.external_tcp.host, m.external_tcp.port))
+        self.assertEqual(views[-1], c.controllers[0].leadership.view)
         doc = c.controllers[follower].gossip_document()
         self.assertEqual(doc["serverIp"], c.endpoint(follower).host)
         self.assertEqual(len(doc["members"]), 3)
@@ -886,8 +913,10 @@ class MachineTests(SynchronousTestCase):
         """
         Elected, the node asks replication to lead with an epoch above any
         seen; the epoch in its gossip record only changes when replication
-        reports the one it wrote.  Replication's L{NoQuorum} makes it
-        Unknown and replication stands by (alone, it is elected again).
+        reports the one it wrote (L{EpochWritten}), and only then does it
+        take writes.  Replication's L{NoQuorum} makes it Unknown and
+        replication stands by (alone, it is elected again, and does not take
+        writes until replication writes a new epoch).
         """
         m = NodeMachine.create(member(0), [], evolve(FAST, cluster_size=1), 1000.0,
                                random.Random(0))
@@ -897,10 +926,19 @@ class MachineTests(SynchronousTestCase):
         self.assertEqual(m.state, VNodeState.Master)
         self.assertEqual([e for e in effects if isinstance(e, Lead)], [Lead(5)])
         self.assertEqual(m.own.epoch_number, 4)
+        self.assertFalse(m.leadership().takes_writes)
+        self.assertEqual(m.on_replication(EpochWritten(200, 5, uuid.UUID(int=10)), 1004.0), [])
+        self.assertEqual(
+            (m.own.epoch_position, m.own.epoch_number, m.own.epoch_id), (200, 5, uuid.UUID(int=10))
+        )
+        view = m.leadership()
+        self.assertTrue(view.takes_writes)
+        self.assertEqual((view.epoch_number, view.leader_id), (5, m.own.instance_id))
         effects = m.on_replication(NoQuorum(), 1005.0)
         changes = [e for e in effects if isinstance(e, StateChanged)]
         self.assertEqual((changes[0].old, changes[0].new), (VNodeState.Master, VNodeState.Unknown))
         self.assertEqual(effects[effects.index(changes[0]) + 1], StandBy())
+        self.assertFalse(m.leadership().takes_writes)
         self.assertTrue(
             any(isinstance(e, LogLine) and "stepping down" in e.text for e in effects)
         )

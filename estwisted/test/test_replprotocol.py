@@ -913,11 +913,18 @@ class NodeReplicationTests(SynchronousTestCase):
     """
 
     def test_states(self) -> None:
+        """
+        Leading writes an epoch and reports it (L{EpochWritten}); writes
+        are refused as the published view says; following fails waiting
+        and buffered writes and connects to the leader; standing by stops.
+        """
         import uuid
         from types import SimpleNamespace
 
+        from estwisted.cluster import EpochWritten
         from estwisted.errors import NotLeader
-        from estwisted.gossip import Endpoint
+        from estwisted.gossip import Endpoint, VNodeState
+        from estwisted.leadership import Leadership, LeadershipView
         from estwisted.model import NewEvent
         from estwisted.replprotocol import NodeReplication
         from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
@@ -931,9 +938,13 @@ class NodeReplicationTests(SynchronousTestCase):
             connects.append((host, port))
             return Deferred()
 
-        node = NodeReplication(store, log, clock, b"N" * 16, 3, connect)
+        leadership = Leadership(LeadershipView(VNodeState.Initializing))
+        reports: list[Any] = []
         epochs: list[Any] = []
-        node.on_epoch = epochs.append
+        node = NodeReplication(
+            store, log, clock, b"N" * 16, 3, connect, report=reports.append,
+            on_epoch=epochs.append, leadership=leadership,
+        )
         reloads: list[int] = []
         node.persistent = SimpleNamespace(reload=lambda: reloads.append(1))
 
@@ -945,7 +956,13 @@ class NodeReplicationTests(SynchronousTestCase):
         node.lead(4)
         self.assertTrue(node.leader.active)
         self.assertEqual([e.number for e in epochs], [4])
+        (written,) = reports
+        assert isinstance(written, EpochWritten)
+        self.assertEqual((written.position, written.number), (epochs[0].position, 4))
+        self.assertEqual(written.epoch_id, uuid.UUID(bytes=epochs[0].epoch_id))
         self.assertEqual(reloads, [1])
+        self.failureResultOf(write(), NotReady)  # until the view says so
+        leadership.publish(LeadershipView(VNodeState.Master, takes_writes=True))
         first = write()
         clock.advance(0)
         self.assertNoResult(first)
@@ -964,15 +981,22 @@ class NodeReplicationTests(SynchronousTestCase):
         # the records are in the log and indexed (a truncation may remove them)
         result = store.read_stream("s", 0, 10, True, False, SYSTEM_PRINCIPAL)
         self.assertEqual(len(result.events), 2)
+        leadership.publish(
+            LeadershipView(
+                VNodeState.PreReplica,
+                leader_external_tcp=leader.external_tcp,
+                leader_external_http=leader.external_http,
+            )
+        )
         refusal = self.failureResultOf(write(), NotLeader).value
         self.assertEqual(refusal.http, ("127.0.0.5", 2113))
         self.assertEqual(connects, [("127.0.0.5", 1112)])
         self.assertEqual(node.follower.leader_id, uuid.UUID(int=7).bytes)
         node.stand_by()
+        leadership.publish(LeadershipView(VNodeState.Unknown))
         self.assertIsNone(node.follower.leader_id)
         f = self.failureResultOf(write(), NotReady)
         self.assertNotIsInstance(f.value, NotLeader)
-
 
     def test_no_quorum_reported(self) -> None:
         """
@@ -992,6 +1016,7 @@ class NodeReplicationTests(SynchronousTestCase):
             store, log, clock, b"N" * 16, 3, lambda h, p, f: Deferred(), report=events.append
         )
         node.lead(1)
+        del events[:]  # EpochWritten
         clock.advance(NO_QUORUM_TIMEOUT)
         self.assertEqual(events, [])
         for _ in range(5):
@@ -1064,20 +1089,36 @@ class ReplicatedIdempotencyTests(SynchronousTestCase):
         return self.successResultOf(d)
 
 
+def following_view() -> Any:
+    """
+    The leadership view of a Slave of the leader at 127.0.0.9.
+    """
+    from estwisted.gossip import Endpoint, VNodeState
+    from estwisted.leadership import LeadershipView
+
+    return LeadershipView(
+        VNodeState.Slave,
+        leader_external_tcp=Endpoint("127.0.0.9", 1113),
+        leader_external_http=Endpoint("127.0.0.9", 2113),
+    )
+
+
 class RequireMasterReadTests(SynchronousTestCase):
     """
     On a follower, reads with C{require_master} get C{NotHandled}
     (NotMaster with the leader, NotReady without one); others are served.
     """
 
-    def _read(self, store: Any, require_master: bool) -> Any:
+    def _read(self, store: Any, require_master: bool, leadership: Any = None) -> Any:
         from twisted.internet.testing import StringTransport
 
         from estwisted import messages_pb2 as pb
         from estwisted.tcpcodec import decode_package, encode_package
         from estwisted.tcpserver import TcpClientFactory
 
-        factory = TcpClientFactory(store, None, None, Clock())  # type: ignore[arg-type]
+        factory = TcpClientFactory(
+            store, None, None, Clock(), leadership=leadership  # type: ignore[arg-type]
+        )
         protocol = factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
@@ -1092,19 +1133,26 @@ class RequireMasterReadTests(SynchronousTestCase):
         return decode_package(transport.value()[4:])
 
     def test_reads(self) -> None:
+        """
+        The leadership view decides: a leader (or a single node) serves, a
+        follower names the leader, a node without one is not ready.
+        """
         from estwisted import messages_pb2 as pb
-        from estwisted.errors import NotLeader
+        from estwisted.gossip import VNodeState
+        from estwisted.leadership import STANDALONE, Leadership, LeadershipView
         from estwisted.streams import StreamStore
 
         store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
         self.assertEqual(self._read(store, True).command, 0xB3)
-        store.writes_refused = NotLeader(tcp=("127.0.0.9", 1113), http=("127.0.0.9", 2113))
-        answer = self._read(store, True)
+        leadership = Leadership(STANDALONE)
+        self.assertEqual(self._read(store, True, leadership).command, 0xB3)
+        leadership.publish(following_view())
+        answer = self._read(store, True, leadership)
         self.assertEqual(answer.command, 0xF1)
         self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotMaster)
-        self.assertEqual(self._read(store, False).command, 0xB3)
-        store.writes_refused = NotReady("no leader")
-        answer = self._read(store, True)
+        self.assertEqual(self._read(store, False, leadership).command, 0xB3)
+        leadership.publish(LeadershipView(VNodeState.Unknown))
+        answer = self._read(store, True, leadership)
         self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotReady)
 
 
@@ -1113,14 +1161,15 @@ class PersistentOnFollowerTests(RequireMasterReadTests):
         from twisted.internet.testing import StringTransport
 
         from estwisted import messages_pb2 as pb
-        from estwisted.errors import NotLeader
+        from estwisted.leadership import Leadership
         from estwisted.streams import StreamStore
         from estwisted.tcpcodec import decode_package, encode_package
         from estwisted.tcpserver import TcpClientFactory
 
         store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
-        store.writes_refused = NotLeader(tcp=("127.0.0.9", 1113), http=("127.0.0.9", 2113))
-        factory = TcpClientFactory(store, None, None, Clock())  # type: ignore[arg-type]
+        factory = TcpClientFactory(
+            store, None, None, Clock(), leadership=Leadership(following_view())  # type: ignore[arg-type]
+        )
         protocol = factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)

@@ -1070,7 +1070,7 @@ class MachineClusterSimulator:
             self._perform(target, m.on_election_message(payload, self.now))
 
     def _perform(self, i: int, effects: list[Any]) -> None:
-        from estwisted.cluster import Follow, GossipTo, Lead, StandBy
+        from estwisted.cluster import EpochWritten, Follow, GossipTo, Lead, StandBy
 
         m = self.machines[i]
         r = self.replication[i]
@@ -1081,7 +1081,8 @@ class MachineClusterSimulator:
                     r.leading, r.short_since, r.reported = True, None, False
                     epoch_id = uuid.UUID(int=m.own.instance_id.int ^ e.epoch_number)
                     position = max(m.own.writer_checkpoint, 0)
-                    m.set_epoch(position, e.epoch_number, epoch_id, self.now)
+                    written = EpochWritten(position, e.epoch_number, epoch_id)
+                    self._perform(i, m.on_replication(written, self.now))
             elif isinstance(e, Follow):
                 r.leading = False
                 if r.following is None or r.following.instance_id != e.leader.instance_id:
