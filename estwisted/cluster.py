@@ -25,21 +25,26 @@ Layers, bottom to top:
   - L{make_cluster_service}: the wiring entry point for
     L{estwisted.service}.
 
-Failure detection.  v5 lets the replication link decide whether the
-leader is alive.  Replication does not exist yet (issue 6), so a follower
-probes its leader instead: every C{probe_interval} it posts its gossip
-straight to the leader; a refused connection, an error or no answer within
+Failure detection.  Replication decides: a follower's replication
+link reports L{LeaderLinkLost} when it closes, and the leader's replication
+detector reports L{NoQuorum} when too few replicas stayed subscribed
+(L{estwisted.replication.NO_QUORUM_TIMEOUT}).  Besides, a follower probes
+its leader: every C{probe_interval} it posts its gossip straight to the
+leader; a refused connection, an error or no answer within
 C{GossipTimeoutMs} marks the leader dead, and a leader whose own record no
 longer says Master makes the follower start elections.  Any refused
 connection (a killed peer refuses at once) marks that peer dead at once,
-even our leader.  The leader counts the voting peers it heard from
-recently; without C{ClusterSize // 2} of them for L{NO_QUORUM_TIMEOUT} it
-steps down to C{Unknown}.
+even our leader.
 
-Followers do not receive data yet: the role machine's C{SubscribeTo} is
-taken as accepted at once (L{NodeMachine._subscribe}, the place where
-replication plugs in), so a follower is C{Slave} as soon as a leader is
-elected, and its positions are those of its own store.
+Replication.  The role machine's decisions reach replication as effects
+(L{Lead}, L{Follow}, L{StandBy}), performed by the controller through an
+L{IRoleReplication} (L{estwisted.replprotocol.NodeReplication}); what
+replication observes comes back as role inputs through
+L{ClusterController.replication_event}: L{ReplicaSubscribed} (the leader
+accepted our subscription), L{CloneAssigned} and L{SlaveAssigned} (the
+leader's role assignments), L{LeaderLinkLost} and L{NoQuorum}.  The epoch
+in our gossip record is the one the replication leader wrote in the log
+(L{ClusterController.set_epoch}), never made up here.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from estwisted.elections import (
     BecomeLeader,
     Broadcast,
     ChaserCaughtUp,
+    CloneAssigned,
     ConfirmAlive,
     ElectionMachine,
     ElectionState,
@@ -69,6 +75,7 @@ from estwisted.elections import (
     GossipChanged,
     GossipUpdated,
     LeaderElected,
+    LeaderLinkLost,
     LeaderNotLeading,
     Message,
     NodeController,
@@ -99,9 +106,8 @@ from estwisted.gossip import (
     MemberInfo,
     VNodeState,
 )
+from estwisted.leadership import Leadership, LeadershipView
 
-#: v5: a leader without a quorum of replicas for this long steps down.
-NO_QUORUM_TIMEOUT = 3.0
 #: 20.6+: how long a starting node listens to gossip for an existing leader
 #: before it runs elections (it stops listening earlier once a quorum of
 #: voting members is known alive and none of them leads).
@@ -141,7 +147,6 @@ class ClusterSettings:
     gossip: GossipSettings = GossipSettings()
     election_timeout: float = 1.0
     probe_interval: float = 0.7
-    no_quorum_timeout: float = NO_QUORUM_TIMEOUT
     discover_window: float = DISCOVER_WINDOW
     read_only: bool = False
 
@@ -239,7 +244,59 @@ class LogLine:
     text: str
 
 
-NodeEffect = Union[SendTo, Broadcast, ScheduleTimeout, GossipTo, StateChanged, LogLine]
+@frozen
+class Lead:
+    """
+    The role machine made us leader: replication writes a new epoch
+    numbered C{epoch_number} (or higher, after the log's newest) at the end
+    of the log and starts serving replicas.
+    """
+
+    epoch_number: int
+
+
+@frozen
+class Follow:
+    """
+    The role machine wants us to replicate from C{leader} (a no-op when we
+    already follow it: the link reconnects by itself).
+    """
+
+    leader: MemberInfo
+
+
+@frozen
+class StandBy:
+    """
+    Neither lead nor follow (no leader known, or elections, or stopping):
+    replication stops; writes waiting for the quorum fail.
+    """
+
+
+ReplicationEffect = Union[Lead, Follow, StandBy]
+
+
+@frozen
+class EpochWritten:
+    """
+    Replication, told to L{Lead}, wrote and flushed the epoch record
+    C{number} at C{position} and gates writes on the quorum: this node
+    takes writes now.
+    """
+
+    position: int
+    number: int
+    epoch_id: uuid.UUID
+
+
+#: What replication reports to the role machine (L{NodeMachine.on_replication}).
+ReplicationEvent = Union[
+    ReplicaSubscribed, CloneAssigned, SlaveAssigned, LeaderLinkLost, NoQuorum, EpochWritten
+]
+
+NodeEffect = Union[
+    SendTo, Broadcast, ScheduleTimeout, GossipTo, StateChanged, LogLine, Lead, Follow, StandBy
+]
 
 
 # --- The pure node machine -------------------------------------------------------
@@ -254,9 +311,9 @@ class NodeMachine:
         it decides the node state; this machine feeds it and performs its
         effects.
     @ivar discovering: still listening for an existing leader.
-    @ivar last_contact: when each peer (by internal HTTP endpoint) last
-        reached us or answered us.
     @ivar answered: seeds and members that answered at least once.
+    @ivar writable: replication reported our epoch written
+        (L{EpochWritten}) since we last became Master.
     """
 
     settings: ClusterSettings
@@ -271,13 +328,12 @@ class NodeMachine:
     next_probe_at: float = 0.0
     probe_pending: bool = False
     followed_at: float = 0.0
-    had_quorum_at: float = 0.0
-    last_contact: dict[Endpoint, float] = field(factory=dict)
     answered: set[Endpoint] = field(factory=set)
     seed_logged: dict[Endpoint, float] = field(factory=dict)
     held: list[Message] = field(factory=list)
     held_until: float = 0.0
     stopped: bool = False
+    writable: bool = False
     _followed: Optional[uuid.UUID] = None
 
     @classmethod
@@ -323,6 +379,17 @@ class NodeMachine:
         if self.roles.state in _LEADING_STATES:
             return None
         return self.roles.leader_id
+
+    def leadership(self) -> LeadershipView:
+        """
+        The read model of our role: state, epoch, the leader's endpoints,
+        whether we take writes (Master, and replication wrote our epoch).
+        """
+        takes_writes = self.writable and self.state is VNodeState.Master
+        leader = None
+        if not takes_writes and self.state in _FOLLOWER_STATES:
+            leader = self.roles.leader
+        return LeadershipView.of(self.own, self.state, leader, takes_writes)
 
     def cluster_info(self) -> ClusterInfo:
         """
@@ -393,25 +460,34 @@ class NodeMachine:
                 # One process, one log: nothing to chase.
                 effects += self._feed(ChaserCaughtUp(), now)
             elif isinstance(effect, WriteEpoch):
-                self._write_epoch(now)
+                effects.append(self._lead(now))
             elif isinstance(effect, SubscribeTo):
-                effects += self._subscribe(effect.leader, now)
+                # The link reconnects by itself after a loss (its own delay).
+                effects.append(Follow(effect.leader))
             elif isinstance(effect, ConfirmAlive):
                 effects += self._probe(now, at_once=True)
         return effects
 
-    def _subscribe(self, leader: MemberInfo, now: float) -> list[NodeEffect]:
+    def on_replication(self, event: ReplicationEvent, now: float) -> list[NodeEffect]:
         """
-        The role machine wants to replicate from C{leader}.  Replication
-        does not exist yet (issue 6): the subscription is taken as accepted
-        at once and a voting node is made a Slave, so that the node states
-        in gossip are the ones clients expect.  Only liveness is checked
-        (the probes).
+        Replication observed something the role machine decides on: the
+        leader accepted our subscription (L{ReplicaSubscribed}), assigned
+        us a role (L{CloneAssigned}, L{SlaveAssigned}), our link to it
+        closed (L{LeaderLinkLost}), or, leading, we kept too few replicas
+        for too long (L{NoQuorum}) or wrote our epoch (L{EpochWritten}).
         """
-        effects = self._feed(ReplicaSubscribed(), now)
-        if not self.settings.read_only:
-            effects += self._feed(SlaveAssigned(), now)
-        return effects
+        if isinstance(event, EpochWritten):
+            self.set_epoch(event.position, event.number, event.epoch_id, now)
+            if self.state is VNodeState.Master and not self.stopped:
+                self.writable = True
+            return []
+        effects: list[NodeEffect] = []
+        if isinstance(event, NoQuorum) and self.state is VNodeState.Master:
+            effects.append(
+                LogLine("warn", f"Leader without a quorum of {self.settings.quorum} nodes; "
+                        "stepping down")
+            )
+        return effects + self._feed(event, now)
 
     def _state_changed(self, old: VNodeState, state: VNodeState, now: float) -> list[NodeEffect]:
         following = self.leader_id
@@ -421,31 +497,25 @@ class NodeMachine:
             self.followed_at = now
             self.probe_pending = False
             self.next_probe_at = now
-        if state is VNodeState.Master and old is not VNodeState.Master:
-            self.had_quorum_at = now
+        self.writable = False
         self._set_own(evolve(self.own, state=state), now)
         leader = self.view.by_instance(following) if following is not None else None
-        return [StateChanged(old, state, leader)]
+        effects: list[NodeEffect] = [StateChanged(old, state, leader)]
+        if state is not VNodeState.Master and state not in _FOLLOWER_STATES:
+            effects.append(StandBy())
+        return effects
 
-    def _write_epoch(self, now: float) -> None:
+    def _lead(self, now: float) -> Lead:
         """
-        We lead: a new epoch at the end of our log.  Epoch numbers grow with
-        every leadership; followers do not replicate epochs yet, so the
-        highest number seen in gossip counts too: a later leader always has
-        a higher epoch than an earlier one.
+        We lead: replication writes a new epoch at the end of our log (and
+        reports it back through L{set_epoch}).  Epoch numbers grow with
+        every leadership: the next one is above ours and above the highest
+        seen in gossip, so a later leader always has a higher epoch than an
+        earlier one.
         """
-        o = self.own
         seen = max((m.epoch_number for m in self.view.members), default=-1)
-        self._set_own(
-            evolve(
-                o,
-                epoch_number=max(o.epoch_number, seen) + 1,
-                epoch_position=max(o.writer_checkpoint, 0),
-                epoch_id=uuid.UUID(int=self.rng.getrandbits(128), version=4),
-            ),
-            now,
-        )
-        self.gossip.elected(o.instance_id, now)
+        self.gossip.elected(self.own.instance_id, now)
+        return Lead(max(self.own.epoch_number, seen) + 1)
 
     # -- start and stop --
 
@@ -495,7 +565,7 @@ class NodeMachine:
     def tick(self, now: float) -> list[NodeEffect]:
         """
         The periodic part: gossip rounds, the end of discovery, probes of
-        the leader, the no-quorum check and overdue gossip answers.
+        the leader and overdue gossip answers.
         """
         if self.stopped or self.state is VNodeState.Initializing:
             return []
@@ -517,7 +587,6 @@ class NodeMachine:
         effects += self._probe(now)
         if self.held and (now >= self.held_until or not self.probe_pending):
             effects += self._release(now)
-        effects += self._check_quorum(now)
         return effects
 
     def _probe(self, now: float, at_once: bool = False) -> list[NodeEffect]:
@@ -532,34 +601,6 @@ class NodeMachine:
         self.next_probe_at = now + self.settings.probe_interval
         self.gossip.view = self.view.refresh_own(self.own, now)
         return [GossipTo(leader.key, self.cluster_info(), probe=True)]
-
-    def _recent_voters(self, now: float) -> int:
-        window = 2 * self.settings.probe_interval + self.settings.gossip.timeout
-        count = 0
-        for m in self.view.members:
-            if m.key == self.own.key or m.is_read_only_replica or m.is_seed_placeholder:
-                continue
-            seen = self.last_contact.get(m.key)
-            if m.is_alive and seen is not None and now - seen <= window:
-                count += 1
-        return count
-
-    def _check_quorum(self, now: float) -> list[NodeEffect]:
-        if self.state is not VNodeState.Master:
-            return []
-        if self._recent_voters(now) >= self.settings.cluster_size // 2:
-            self.had_quorum_at = now
-            return []
-        if now - self.had_quorum_at < self.settings.no_quorum_timeout:
-            return []
-        effects: list[NodeEffect] = [
-            LogLine(
-                "warn",
-                f"Leader without a quorum of {self.settings.quorum} nodes for "
-                f"{self.settings.no_quorum_timeout:g}s; stepping down",
-            )
-        ]
-        return effects + self._feed(NoQuorum(), now)
 
     # -- discovery --
 
@@ -584,10 +625,6 @@ class NodeMachine:
                           now)
 
     # -- gossip --
-
-    def _contact(self, peer: Optional[Endpoint], now: float) -> None:
-        if peer is not None:
-            self.last_contact[peer] = now
 
     def _seed_answered(self, peer: Endpoint) -> list[NodeEffect]:
         if peer in self.answered:
@@ -621,7 +658,6 @@ class NodeMachine:
         reply, result = self.gossip.on_gossip(info, now)
         if result.rejected is not None:
             return None, [self._skew_line(result.rejected)]
-        self._contact(info.server, now)
         effects: list[NodeEffect] = []
         if info.server is not None:
             effects += self._seed_answered(info.server)
@@ -675,7 +711,6 @@ class NodeMachine:
         result = self.gossip.on_response(peer, info, now)
         if result.rejected is not None:
             return [self._skew_line(result.rejected)]
-        self._contact(peer, now)
         effects = self._seed_answered(peer)
         effects += self._gossip_changed(now)
         if probe and self.leader_id is not None and self.state in _FOLLOWER_STATES:
@@ -788,7 +823,6 @@ class NodeMachine:
         """
         if self.elections is None or self.stopped:
             return []
-        self._contact(getattr(message, "server_http", None), now)
         if self.held or self._should_hold(message):
             # Someone starts an election while we think our leader is
             # fine: ask the leader first, so that we enter the election
@@ -899,6 +933,33 @@ class IPeerTransport(Interface):
         """
 
 
+class IRoleReplication(Interface):
+    """
+    What the node controller asks of replication (the L{Lead}, L{Follow}
+    and L{StandBy} effects).  Implemented by
+    L{estwisted.replprotocol.NodeReplication}; replication reports back
+    through L{ClusterController.replication_event} and
+    L{ClusterController.set_epoch}.
+    """
+
+    def lead(epoch_number: int) -> None:  # noqa: N805
+        """
+        Write a new epoch (numbered at least C{epoch_number}) and serve
+        replicas; a no-op while already leading.
+        """
+
+    def follow(leader: MemberInfo) -> None:  # noqa: N805
+        """
+        Stop leading (failing writes that wait for the quorum) and
+        replicate from C{leader}; a no-op while already following it.
+        """
+
+    def stand_by() -> None:  # noqa: N805
+        """
+        Neither lead nor follow.
+        """
+
+
 # --- The Twisted driver -----------------------------------------------------------------
 
 
@@ -911,6 +972,10 @@ class ClusterController(Service):
     @ivar positions: returns C{(last_commit_position, writer_checkpoint)}
         of the local store; read on every tick.
     @ivar on_state: called with every L{StateChanged}.
+    @ivar replication: performs the L{Lead}, L{Follow} and L{StandBy}
+        effects (see L{drive}); without one they are dropped.
+    @ivar leadership: where the machine's L{LeadershipView} is published
+        after every change, for the edges and replication to read.
     """
 
     _log = Logger()
@@ -922,12 +987,16 @@ class ClusterController(Service):
         clock: IReactorTime,
         positions: Optional[Callable[[], tuple[int, int]]] = None,
         on_state: Optional[Callable[[StateChanged], None]] = None,
+        leadership: Optional[Leadership] = None,
     ) -> None:
         self.machine = machine
+        self.leadership = leadership or Leadership(machine.leadership())
+        self.leadership.publish(machine.leadership())
         self.transport = transport
         self.clock = clock
         self.positions = positions
         self.on_state = on_state
+        self.replication: Optional[IRoleReplication] = None
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self._timers: set[IDelayedCall] = set()
@@ -942,18 +1011,6 @@ class ClusterController(Service):
     def cluster_info(self) -> ClusterInfo:
         self._refresh()
         return self.machine.cluster_info()
-
-    def role(self) -> tuple[str, Optional[tuple[str, int]]]:
-        """
-        For the HTTP API (L{estwisted.httpapi.NodeInfo.role}): our v5 state
-        name and the leader's external HTTP C{(host, port)} when one is
-        known.
-        """
-        leader = self.machine.leader()
-        http = None
-        if leader is not None:
-            http = (leader.external_http.host, leader.external_http.port)
-        return self.machine.state.v5_name, http
 
     def gossip_document(self) -> dict[str, Any]:
         """
@@ -985,9 +1042,25 @@ class ClusterController(Service):
         L{NodeMachine.set_epoch}).
         """
         self.machine.set_epoch(position, number, epoch_id, self.clock.seconds())
+        self._publish()
 
     def add_seeds(self, seeds: Iterable[Endpoint]) -> None:
         self._run(self.machine.add_seeds(seeds, self.clock.seconds()))
+
+    # -- replication --
+
+    def drive(self, replication: IRoleReplication) -> None:
+        """
+        Perform the role machine's replication effects with
+        C{replication} from now on (set once, before L{startService}).
+        """
+        self.replication = replication
+
+    def replication_event(self, event: ReplicationEvent) -> None:
+        """
+        Replication observed C{event} (see L{NodeMachine.on_replication}).
+        """
+        self._guard(self.machine.on_replication, event, self.clock.seconds())
 
     # -- lifecycle --
 
@@ -1071,7 +1144,14 @@ class ClusterController(Service):
                 continue
             if d is not None:
                 started.append(d)
+        self._publish()
         return started
+
+    def _publish(self) -> None:
+        try:
+            self.leadership.publish(self.machine.leadership())
+        except Exception:
+            self._log.failure("Publishing the leadership view failed")
 
     def _perform(self, effect: NodeEffect) -> Optional[Deferred[Any]]:
         if isinstance(effect, GossipTo):
@@ -1088,6 +1168,13 @@ class ClusterController(Service):
         elif isinstance(effect, LogLine):
             emit = getattr(self._log, effect.level, self._log.info)
             emit("{text}", text=effect.text)
+        elif self.replication is not None:
+            if isinstance(effect, Lead):
+                self.replication.lead(effect.epoch_number)
+            elif isinstance(effect, Follow):
+                self.replication.follow(effect.leader)
+            elif isinstance(effect, StandBy):
+                self.replication.stand_by()
         return None
 
     def _state_changed(self, effect: StateChanged) -> None:
@@ -1189,6 +1276,7 @@ def make_cluster_service(
     tls: Any = None,
     instance_id: Optional[uuid.UUID] = None,
     on_state: Optional[Callable[[StateChanged], None]] = None,
+    leadership: Optional[Leadership] = None,
 ) -> ClusterWiring:
     """
     Build the cluster machinery of a node with C{ClusterSize > 1}.
@@ -1200,8 +1288,9 @@ def make_cluster_service(
         C{/gossip} and C{/elections/*} is delegated to it.
     @param tls: the node's L{estwisted.tls.NodeTLS}, if any: peers are then
         reached over HTTPS with the node certificate.
-    @param on_state: called with every L{StateChanged} (e.g. to show the
-        state in C{/info}: C{change.new.v5_name.lower()}).
+    @param on_state: called with every L{StateChanged} (for the log).
+    @param leadership: where the node's L{LeadershipView} is published (the
+        edges built before the cluster read it); a new one if C{None}.
     """
     from estwisted.discovery import SeedDiscovery
     from estwisted.gossiphttp import ClusterResource, ClusterSite, HttpPeerTransport
@@ -1222,7 +1311,7 @@ def make_cluster_service(
         writer = int(log.end_position) if log is not None else commit
         return commit, writer
 
-    controller = ClusterController(machine, transport, reactor, positions, on_state)
+    controller = ClusterController(machine, transport, reactor, positions, on_state, leadership)
     discovery = SeedDiscovery.from_config(config, reactor, controller.add_seeds)
     service = _ClusterService(controller, discovery, transport)
     external = ClusterResource(
@@ -1266,11 +1355,15 @@ __all__ = [
     "ClusterController",
     "ClusterSettings",
     "ClusterWiring",
+    "Follow",
     "GossipTo",
     "IPeerTransport",
+    "IRoleReplication",
+    "Lead",
     "LogLine",
     "NodeMachine",
     "PeerRefusedError",
+    "StandBy",
     "StateChanged",
     "make_cluster_service",
     "own_member_from_config",

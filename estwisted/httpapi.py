@@ -74,6 +74,7 @@ from estwisted.errors import (
     StreamDeleted,
     WrongExpectedVersion,
 )
+from estwisted.leadership import Leadership
 from estwisted.model import (
     DELETED_STREAM,
     MAX_READ_COUNT,
@@ -597,10 +598,10 @@ class NodeInfo:
         the node has no TLS.
     @ivar first_level_auth: the 5.0.2+ route authorization levels
         (C{DisableFirstLevelHttpAuthorization} turns them off).
-    @ivar role: in a cluster, returns the node's v5 state name
-        (C{"Master"}, C{"Slave"}, ...) and the master's external HTTP
-        C{(host, port)} if known; C{None} means a single node, always
-        C{state}.
+    @ivar leadership: in a cluster, the node's published
+        L{estwisted.leadership.Leadership} (its view gives the state and
+        the leader's external HTTP endpoint); C{None} means a single node,
+        always C{state}.
     @ivar gossip_view: in a cluster, returns the C{/gossip} document
         (C{{"members", "serverIp", "serverPort"}}); C{None} answers the
         single-node view.
@@ -627,7 +628,7 @@ class NodeInfo:
     advertise_host: Optional[str] = None
     advertise_port: Optional[int] = None
     options: tuple[tuple[str, str], ...] = ()
-    role: Optional[Callable[[], tuple[str, Optional[tuple[str, int]]]]] = None
+    leadership: Optional[Leadership] = None
     gossip_view: Optional[Callable[[], dict[str, Any]]] = None
 
     @classmethod
@@ -1177,21 +1178,23 @@ class HttpApi:
         required = parse_bool_header(
             self._header(request, b"es-requiremaster"), "ES-RequireMaster", False
         )
-        if not required or self.node_info.role is None:
+        leadership = self.node_info.leadership
+        if not required or leadership is None:
             return
-        state, master = self.node_info.role()
-        if state == "Master":
+        view = leadership.view
+        if view.takes_writes:
             return
+        master = view.leader_external_http
         if master is None:
             raise HttpError(503, "Server Is Not Ready")
-        host, port = master
+        host, port = master.host, master.port
         scheme = "https" if request.isSecure() else "http"
         location = f"{scheme}://{host}:{port}{request.uri.decode('ascii', 'replace')}"
         raise HttpError(307, "Temporary Redirect", {"Location": location})
 
     def _state(self) -> str:
-        if self.node_info.role is not None:
-            return self.node_info.role()[0]
+        if self.node_info.leadership is not None:
+            return self.node_info.leadership.view.v5_state
         return self.node_info.state
 
     def _resolve_links(self, request: Any) -> bool:

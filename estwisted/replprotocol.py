@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
@@ -61,9 +62,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from estwisted.cluster import EpochWritten
+from estwisted.elections import CloneAssigned, LeaderLinkLost, ReplicaSubscribed, SlaveAssigned
+from estwisted.elections import NoQuorum as QuorumLost
 from estwisted.errors import CommitTimeout, CorruptRecord, NotReady
 from estwisted.framing import Framer, FramingError, frame
+from estwisted.gossip import VNodeState
 from estwisted.interfaces import ICommitGate
+from estwisted.leadership import Leadership, LeadershipView
 from estwisted.model import FLAG_SYSTEM, EventRecord
 from estwisted.replication import (
     BULK_SIZE,
@@ -640,6 +646,12 @@ class ReplicationFollower:
         log order (index them, notify subscriptions).
     @param truncated: called with the position the log was cut at, so the
         caller drops index entries and caches past it.
+    @param report: called with what the node role machine decides on:
+        L{estwisted.elections.ReplicaSubscribed} when the leader accepted
+        the subscription, L{estwisted.elections.CloneAssigned} and
+        L{estwisted.elections.SlaveAssigned} for its role assignments,
+        L{estwisted.elections.LeaderLinkLost} when the link closed (not
+        when L{stop} closed it).
     @ivar committed: the leader's commit position, as last told.
     """
 
@@ -655,11 +667,13 @@ class ReplicationFollower:
         epochs: Optional[list[Epoch]] = None,
         resubscribe_delay: float = 0.5,
         chunk_size: int = 0,
+        report: Optional[Callable[[Any], None]] = None,
     ) -> None:
         self.log = log
         self.clock = clock
         self.node_id = node_id
         self.connect = connect
+        self._report = report
         self.apply = apply
         self.truncated = truncated
         self.promotable = promotable
@@ -731,6 +745,12 @@ class ReplicationFollower:
             self.protocol = None
             self.role = None
             self._schedule()
+            if self.leader_id is not None:
+                self._emit(LeaderLinkLost())
+
+    def _emit(self, event: Any) -> None:
+        if self._report is not None:
+            self._report(event)
 
     def _subscribe(self) -> None:
         protocol = self.protocol
@@ -767,11 +787,18 @@ class ReplicationFollower:
         elif isinstance(message, Assignment):
             if message.subscription_id == self.state.subscription_id:
                 self.role = message.role
+                self._assigned(message.role)
         elif isinstance(message, Retry):
             _log.info("Leader asks to subscribe again: {reason}", reason=message.reason)
             protocol.abort("retry")
         else:
             protocol.abort(f"unexpected {type(message).__name__} from the leader")
+
+    def _assigned(self, role: str) -> None:
+        if role == ReplicaRole.Clone.value:
+            self._emit(CloneAssigned())
+        elif role == ReplicaRole.Follower.value:
+            self._emit(SlaveAssigned())
 
     def _subscribed(self, message: Subscribed) -> None:
         if message.subscription_id != self.state.subscription_id:
@@ -779,6 +806,7 @@ class ReplicationFollower:
         decision = self.state.subscribed(message.subscription_id, message.position)
         if isinstance(decision, Continue):
             _log.info("Replicating from position {position}", position=message.position)
+            self._emit(ReplicaSubscribed())
             return
         if isinstance(decision, Fatal):
             _log.error("Replication refused: {reason}", reason=decision.reason)
@@ -962,15 +990,26 @@ class _CallableGate:
 
 class NodeReplication:
     """
-    Replication of one clustered node, driven by its node state
-    (L{estwisted.cluster.StateChanged}): leader in C{Master}, replica of the
-    announced leader in the follower and read-only states, neither
-    otherwise.  Writes are refused (L{estwisted.errors.NotLeader} with the
-    leader's external endpoints, or L{NotReady}) except on the leader, where
-    they wait for the quorum (L{StreamStore.set_commit_gate}).
+    Replication of one clustered node, performing what the node role
+    machine decides (L{estwisted.cluster.IRoleReplication}: L{lead},
+    L{follow}, L{stand_by}) and reporting what it observes back to it
+    (C{report}: the leader accepted our subscription, assigned us a role,
+    our link to it closed, or, leading, our epoch was written or the quorum
+    was lost).  Writes are refused as the published leadership view says
+    (L{estwisted.leadership.LeadershipView.refusal}:
+    L{estwisted.errors.NotLeader} with the leader's external endpoints, or
+    L{NotReady}) except on the leader, where they wait for the quorum
+    (L{StreamStore.set_commit_gate}).
 
     @param connect: C{connect(host, port, factory)} opens a connection to a
         leader's internal TCP endpoint.
+    @param report: called with every L{estwisted.cluster.ReplicationEvent}.
+    @param leadership: the node's published L{estwisted.leadership.Leadership}
+        (its write refusal is applied to the store); without one writes are
+        refused until L{lead}.
+    @param on_epoch: called with the newest epoch of the log (C{None}:
+        none) whenever it changes (written here as leader, received or cut
+        off as follower), to advertise it in gossip: elections compare it.
     """
 
     def __init__(
@@ -984,6 +1023,9 @@ class NodeReplication:
         commit_count: int = -1,
         commit_timeout: float = 2.0,
         read_only: bool = False,
+        report: Optional[Callable[[Any], None]] = None,
+        on_epoch: Optional[Callable[[Optional[Epoch]], None]] = None,
+        leadership: Optional[Leadership] = None,
     ) -> None:
         self.store = store
         self.log = log
@@ -992,6 +1034,8 @@ class NodeReplication:
         self._connect_to = connect
         self._target: Optional[tuple[str, int]] = None
         self.read_only = read_only
+        self._report = report
+        self.on_epoch = on_epoch
         self.leader = ReplicationLeader(
             log,
             clock,
@@ -1000,6 +1044,7 @@ class NodeReplication:
             commit_count=commit_count,
             commit_timeout=commit_timeout,
             epochs=self.epochs,
+            on_no_quorum=self._no_quorum,
         )
         self.follower = ReplicationFollower(
             log,
@@ -1010,20 +1055,37 @@ class NodeReplication:
             store.truncated,
             promotable=not read_only,
             epochs=self.epochs,
+            report=self._follower_event,
         )
-        store.writes_refused = NotReady("The node has not joined the cluster yet")
+        if leadership is None:
+            leadership = Leadership(LeadershipView(VNodeState.Initializing))
+        self.leadership = leadership
+        # The only writer of the store's refusal: what the view says.
+        store.writes_refused = leadership.view.refusal()
+        leadership.subscribe(self._leadership_changed)
         #: the node's L{estwisted.persistent.PersistentSubscriptions}, reloaded
         #: when this node becomes leader
         self.persistent: Any = None
-        #: called with the newest epoch of the log (C{None}: none) whenever
-        #: it changes, to advertise it in gossip (elections compare it)
-        self.on_epoch: Optional[Callable[[Optional[Epoch]], None]] = None
         self.leader.epochs_changed = self._epochs_changed
         self.follower.epochs_changed = self._epochs_changed
 
     def _epochs_changed(self) -> None:
         if self.on_epoch is not None:
             self.on_epoch(self.epochs[-1] if self.epochs else None)
+
+    def _emit(self, event: Any) -> None:
+        if self._report is not None:
+            self._report(event)
+
+    def _leadership_changed(self, view: LeadershipView) -> None:
+        self.store.writes_refused = view.refusal()
+
+    def _no_quorum(self) -> None:
+        self._emit(QuorumLost())
+
+    def _follower_event(self, event: Any) -> None:
+        if self.follower.leader_id is not None:
+            self._emit(event)
 
     def _connect(self, factory: Factory) -> Deferred[Any]:
         if self._target is None:
@@ -1036,53 +1098,43 @@ class NodeReplication:
         self.leader.flushed(end)
         return d
 
-    def on_state(self, effect: Any, epoch_number: int = -1) -> None:
-        """
-        The node state changed (C{effect} is a
-        L{estwisted.cluster.StateChanged}).
-        """
-        from estwisted.errors import NotLeader
-        from estwisted.gossip import VNodeState
+    # -- IRoleReplication --
 
-        new = effect.new
-        leader = effect.leader
-        if new is VNodeState.Master:
-            self.follower.stop()
-            self._target = None
-            if not self.leader.active:
-                self.leader.start(epoch_number)
-                self.store.set_commit_gate(_CallableGate(self._gate))
-                self.store.writes_refused = None
-                if self.persistent is not None:
-                    # groups and checkpoints written by the previous leader
-                    # arrived as events: serve them from here now
-                    try:
-                        self.persistent.reload()
-                    except Exception:
-                        _log.failure("Could not reload the persistent subscriptions")
-            self.store.writes_refused = None
+    def lead(self, epoch_number: int) -> None:
+        """
+        Become the replication leader: write an epoch (numbered at least
+        C{epoch_number}), gate writes on the quorum and take them.
+        """
+        self.follower.stop()
+        self._target = None
+        if self.leader.active:
             return
+        epoch = self.leader.start(epoch_number)
+        self.store.set_commit_gate(_CallableGate(self._gate))
+        if self.persistent is not None:
+            # groups and checkpoints written by the previous leader
+            # arrived as events: serve them from here now
+            try:
+                self.persistent.reload()
+            except Exception:
+                _log.failure("Could not reload the persistent subscriptions")
+        self._emit(EpochWritten(epoch.position, epoch.number, uuid.UUID(bytes=epoch.epoch_id)))
+
+    def follow(self, leader: Any) -> None:
+        """
+        Replicate from C{leader} (an L{estwisted.gossip.MemberInfo}).
+        """
         self._step_down()
-        following = new in (
-            VNodeState.PreReplica,
-            VNodeState.CatchingUp,
-            VNodeState.Clone,
-            VNodeState.Slave,
-            VNodeState.PreReadOnlyReplica,
-            VNodeState.ReadOnlyReplica,
-        )
-        if following and leader is not None:
-            self.store.writes_refused = NotLeader(
-                "Not the leader",
-                tcp=(leader.external_tcp.host, leader.external_tcp.port),
-                http=(leader.external_http.host, leader.external_http.port),
-            )
-            self._target = (leader.internal_tcp.host, leader.internal_tcp.port)
-            self.follower.start(leader.instance_id.bytes)
-        else:
-            self.store.writes_refused = NotReady("No leader")
-            self._target = None
-            self.follower.stop()
+        self._target = (leader.internal_tcp.host, leader.internal_tcp.port)
+        self.follower.start(leader.instance_id.bytes)
+
+    def stand_by(self) -> None:
+        """
+        Neither lead nor follow.
+        """
+        self._step_down()
+        self._target = None
+        self.follower.stop()
 
     def _step_down(self) -> None:
         if self.leader.active:
@@ -1120,8 +1172,9 @@ def attach_replication(
 ) -> InternalTcpFactory:
     """
     Wire replication into a clustered node built by
-    L{estwisted.cluster.make_cluster_service}: follow the controller's state
-    changes, and serve replicas on the internal TCP port beside clients.
+    L{estwisted.cluster.make_cluster_service}: the controller drives it
+    (L{estwisted.cluster.IRoleReplication}) and hears what it observes; it
+    serves replicas on the internal TCP port beside clients.
 
     @param tls: the node's L{estwisted.tls.NodeTLS}, or C{None}: with it,
         replicas dial the leader's internal TCP port over mutual TLS (the
@@ -1136,6 +1189,14 @@ def attach_replication(
         wrapped: Any = factory if tls is None else tls.client_factory(factory, host)
         return TCP4ClientEndpoint(reactor, host, port, timeout=2).connect(wrapped)
 
+    def on_epoch(epoch: Optional[Epoch]) -> None:
+        # Elections compare epochs first (cluster.md 3.4): advertise the
+        # log's newest epoch in our gossip record.
+        if epoch is None:
+            controller.set_epoch(-1, -1, uuid.UUID(int=0))
+        else:
+            controller.set_epoch(epoch.position, epoch.number, uuid.UUID(bytes=epoch.epoch_id))
+
     commit_count = max(
         int(getattr(config, "commit_count", -1)), int(getattr(config, "prepare_count", -1))
     )
@@ -1149,31 +1210,12 @@ def attach_replication(
         commit_count=commit_count,
         commit_timeout=int(getattr(config, "commit_timeout_ms", 2000)) / 1000.0,
         read_only=bool(getattr(config, "read_only_replica", False)),
+        report=controller.replication_event,
+        on_epoch=on_epoch,
+        leadership=controller.leadership,
     )
     replication.persistent = persistent
-    previous = controller.on_state
-
-    def on_state(effect: Any) -> None:
-        if previous is not None:
-            previous(effect)
-        try:
-            replication.on_state(effect, controller.machine.own.epoch_number)
-        except Exception:
-            _log.failure("Replication could not follow the node state")
-
-    controller.on_state = on_state
-
-    def on_epoch(epoch: Optional[Epoch]) -> None:
-        # Elections compare epochs first (cluster.md 3.4): advertise the
-        # log's newest epoch in our gossip record.
-        import uuid as _uuid
-
-        if epoch is None:
-            controller.set_epoch(-1, -1, _uuid.UUID(int=0))
-        else:
-            controller.set_epoch(epoch.position, epoch.number, _uuid.UUID(bytes=epoch.epoch_id))
-
-    replication.on_epoch = on_epoch
+    controller.drive(replication)
     if replication.epochs:
         on_epoch(replication.epochs[-1])
     reactor.addSystemEventTrigger("before", "shutdown", replication.stop)
@@ -1350,18 +1392,14 @@ class LeaderForwardingResource:
         return NOT_DONE_YET
 
 
-def leader_http_of(store: Any) -> Callable[[], Optional[tuple[str, int]]]:
+def leader_http_of(leadership: Leadership) -> Callable[[], Optional[tuple[str, int]]]:
     """
-    The leader's external HTTP endpoint as the store's write refusal tells
-    it (L{NodeReplication} sets it), for L{LeaderForwardingResource}.
+    The leader's external HTTP endpoint while this node follows one, as the
+    published leadership view tells it, for L{LeaderForwardingResource}.
     """
-    from estwisted.errors import NotLeader
 
     def leader_http() -> Optional[tuple[str, int]]:
-        refusal = getattr(store, "writes_refused", None)
-        if isinstance(refusal, NotLeader):
-            return refusal.http
-        return None
+        return leadership.view.forward_http()
 
     return leader_http
 

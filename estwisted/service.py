@@ -141,11 +141,18 @@ class NodeService(MultiService):
         )
 
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
+        from estwisted.gossip import VNodeState
         from estwisted.httpapi import HttpApi, NodeInfo
+        from estwisted.leadership import Leadership, LeadershipView
         from estwisted.tcpserver import TcpClientFactory
         from estwisted.tls import tls_listeners
 
         c = self.config
+        # Who leads: published by the cluster's node role machine (built
+        # below), read by every edge.  A single node always leads.
+        leadership = None
+        if c.cluster_size > 1:
+            leadership = Leadership(LeadershipView(VNodeState.Initializing))
         tcp = TcpClientFactory(
             self.store,
             self.hub,
@@ -153,6 +160,7 @@ class NodeService(MultiService):
             self.reactor,
             heartbeat_interval=c.ext_tcp_heartbeat_interval / 1000.0,
             heartbeat_timeout=c.ext_tcp_heartbeat_timeout / 1000.0,
+            leadership=leadership,
         )
         int_tcp = TcpClientFactory(
             self.store,
@@ -161,13 +169,14 @@ class NodeService(MultiService):
             self.reactor,
             heartbeat_interval=c.int_tcp_heartbeat_interval / 1000.0,
             heartbeat_timeout=c.int_tcp_heartbeat_timeout / 1000.0,
+            leadership=leadership,
         )
         extra: dict[str, Any] = {}
-        if c.cluster_size > 1:
-            # Node state, leader and gossip come from the cluster controller
-            # (built below; looked up on each request).
+        if leadership is not None:
+            # Gossip comes from the cluster controller (built below; looked
+            # up on each request).
             extra = {
-                "role": lambda: self.cluster.controller.role(),
+                "leadership": leadership,
                 "gossip_view": lambda: self.cluster.controller.gossip_document(),
             }
         if self.tls is not None:
@@ -180,7 +189,7 @@ class NodeService(MultiService):
         self._serve_web(api)
         site = api.site()
         int_site = site
-        if c.cluster_size > 1:
+        if leadership is not None:
             # Gossip, elections and node states (estwisted.cluster).
             from estwisted.cluster import make_cluster_service
 
@@ -191,11 +200,13 @@ class NodeService(MultiService):
             forward_tls = self.tls is not None and not c.insecure
             api_root = LeaderForwardingResource(
                 site.resource,
-                leader_http_of(self.store),
+                leader_http_of(leadership),
                 self.reactor,
                 https_policy=self.tls.https_policy() if forward_tls and self.tls else None,
             )
-            wiring = make_cluster_service(c, self.reactor, self.store, api_root, self.tls)
+            wiring = make_cluster_service(
+                c, self.reactor, self.store, api_root, self.tls, leadership=leadership
+            )
             self.cluster = wiring
             # Quorum replication (estwisted.replprotocol): replicas share
             # the internal TCP port with clients.

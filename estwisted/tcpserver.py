@@ -48,6 +48,7 @@ from zope.interface import implementer
 from estwisted import errors, tcpcodec
 from estwisted import messages_pb2 as pb
 from estwisted.framing import DEFAULT_MAX_PACKAGE_SIZE, Framer, FramingError
+from estwisted.leadership import Leadership
 from estwisted.model import Principal, ResolvedEvent, WriteResult
 from estwisted.persistent import (
     IPersistentSubscriber,
@@ -736,10 +737,12 @@ class TcpClientProtocol(Protocol):
         """
         A read that requires the master on a cluster node that is not the
         leader (cluster.md 6.1): NotHandled (NotMaster with the leader, or
-        NotReady), raised through L{_answer_error}.
+        NotReady) as the published leadership view says, raised through
+        L{_answer_error}.
         """
-        if require_master:
-            refusal = getattr(self.store, "writes_refused", None)
+        leadership = self.factory.leadership
+        if require_master and leadership is not None:
+            refusal = leadership.view.refusal()
             if refusal is not None:
                 raise refusal
 
@@ -1044,6 +1047,9 @@ class TcpClientFactory(Factory):
     @ivar ready: while false every operation is answered C{NotHandled}
         (C{NotReady}); heartbeats, ping, identify and authenticate still work.
     @ivar connections: the open connections.
+    @ivar leadership: on a cluster node, the published
+        L{estwisted.leadership.Leadership} (reads that require the master
+        are refused as its view says); C{None} on a single node.
     """
 
     protocol = TcpClientProtocol  # type: ignore[assignment]
@@ -1060,6 +1066,7 @@ class TcpClientFactory(Factory):
         max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE,
         max_pending_packages: int = MAX_PENDING_PACKAGES,
         max_pending_bytes: int = MAX_PENDING_BYTES,
+        leadership: Optional[Leadership] = None,
     ) -> None:
         if store is None:
             raise ValueError("TcpClientFactory needs an open StreamStore")
@@ -1072,6 +1079,8 @@ class TcpClientFactory(Factory):
         self.max_package_size = max_package_size
         self.max_pending_packages = max_pending_packages
         self.max_pending_bytes = max_pending_bytes
+        #: who leads, on a cluster node (C{None}: a single node, it leads)
+        self.leadership = leadership
         self.ready = True
         self.connections: set[TcpClientProtocol] = set()
 

@@ -136,7 +136,6 @@ class ChaosRunTests(SynchronousTestCase):
         """
         self.assertZero("sub_redelivered_after_ack")
 
-
     def test_exit_code(self) -> None:
         """
         The module exits 0 exactly when it found nothing.

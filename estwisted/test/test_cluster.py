@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import TimeoutError
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, LoopingCall
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -26,15 +26,27 @@ from zope.interface.verify import verifyObject
 from estwisted.cluster import (
     ClusterController,
     ClusterSettings,
+    EpochWritten,
+    Follow,
     GossipTo,
     IPeerTransport,
+    IRoleReplication,
+    Lead,
     LogLine,
     NodeMachine,
     PeerRefusedError,
+    StandBy,
     StateChanged,
     own_member_from_config,
 )
-from estwisted.elections import Message, ViewChange
+from estwisted.elections import (
+    LeaderLinkLost,
+    Message,
+    NoQuorum,
+    ReplicaSubscribed,
+    SlaveAssigned,
+    ViewChange,
+)
 from estwisted.gossip import (
     ClusterInfo,
     Endpoint,
@@ -42,6 +54,8 @@ from estwisted.gossip import (
     MemberInfo,
     VNodeState,
 )
+from estwisted.leadership import LeadershipView
+from estwisted.replication import NO_QUORUM_TIMEOUT
 
 FAST = ClusterSettings(
     cluster_size=3,
@@ -159,9 +173,121 @@ class MemoryTransport:
         return self._call(target, lambda c: c.handle_election(message))
 
 
+@implementer(IRoleReplication)
+class MemoryReplication:
+    """
+    Plays replication for one controller of a L{Cluster}, reporting what
+    real replication would to the controller: a link to the followed leader
+    is up while the leader's node runs, can be reached and leads
+    (L{ReplicaSubscribed}, then L{SlaveAssigned} for a voting node), and is
+    lost when that stops (L{LeaderLinkLost}).  Leading writes an epoch
+    (L{EpochWritten}); a leader with fewer than
+    C{ClusterSize // 2} voting followers linked for longer than
+    C{no_quorum_timeout} reports L{NoQuorum} once.
+    """
+
+    def __init__(
+        self, cluster: Cluster, controller: ClusterController, no_quorum_timeout: float
+    ) -> None:
+        self.cluster = cluster
+        self.controller = controller
+        self.no_quorum_timeout = no_quorum_timeout
+        self.running = True
+        self.leading = False
+        self.following: Optional[MemberInfo] = None
+        self.linked = False
+        self.short_since: Optional[float] = None
+        self.reported = False
+        self.loop = LoopingCall(self.check)
+        self.loop.clock = cluster.clock
+        self.loop.start(0.05, now=False)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.controller.machine.own.internal_http
+
+    @property
+    def instance_id(self) -> uuid.UUID:
+        return self.controller.machine.own.instance_id
+
+    def lead(self, epoch_number: int) -> None:
+        self.following, self.linked = None, False
+        if self.leading:
+            return
+        self.leading, self.short_since, self.reported = True, None, False
+        own = self.controller.machine.own
+        epoch_id = uuid.UUID(int=own.instance_id.int ^ epoch_number)
+        position = max(own.writer_checkpoint, 0)
+        self.controller.replication_event(EpochWritten(position, epoch_number, epoch_id))
+
+    def follow(self, leader: MemberInfo) -> None:
+        self.leading = False
+        if self.following is None or self.following.instance_id != leader.instance_id:
+            self.following, self.linked = leader, False
+
+    def stand_by(self) -> None:
+        self.leading, self.following, self.linked = False, None, False
+
+    def crash(self) -> None:
+        self.running = False
+        self.stand_by()
+        if self.loop.running:
+            self.loop.stop()
+
+    def _reaches(self, other: MemoryReplication) -> bool:
+        net = self.cluster.network
+        return (
+            other.running
+            and other.endpoint not in net.down
+            and net.can_talk(self.endpoint, other.endpoint)
+        )
+
+    def check(self) -> None:
+        following = self.following
+        if following is not None:
+            leader = next(
+                (
+                    r
+                    for r in self.cluster.replications
+                    if r.instance_id == following.instance_id and r.running
+                ),
+                None,
+            )
+            up = leader is not None and leader.leading and self._reaches(leader)
+            if up and not self.linked:
+                self.linked = True
+                self.controller.replication_event(ReplicaSubscribed())
+                if not self.controller.machine.settings.read_only:
+                    self.controller.replication_event(SlaveAssigned())
+            elif not up and self.linked:
+                self.linked = False
+                self.controller.replication_event(LeaderLinkLost())
+        if self.leading:
+            settings = self.controller.machine.settings
+            voters = sum(
+                1
+                for r in self.cluster.replications
+                if r is not self
+                and r.linked
+                and r.following is not None
+                and r.following.instance_id == self.instance_id
+                and not r.controller.machine.settings.read_only
+                and self._reaches(r)
+            )
+            now = self.cluster.clock.seconds()
+            if voters >= settings.cluster_size // 2:
+                self.short_since, self.reported = None, False
+            elif self.short_since is None:
+                self.short_since = now
+            elif now - self.short_since > self.no_quorum_timeout and not self.reported:
+                self.reported = True
+                self.controller.replication_event(NoQuorum())
+
+
 class Cluster:
     """
-    N controllers on one clock and one memory network.
+    N controllers on one clock and one memory network, each driving a
+    L{MemoryReplication}.
     """
 
     def __init__(
@@ -172,8 +298,10 @@ class Cluster:
         read_only: tuple[int, ...] = (),
         cluster_size: Optional[int] = None,
         seed: int = 0,
+        no_quorum_timeout: float = NO_QUORUM_TIMEOUT,
     ) -> None:
         self.seed = seed
+        self.no_quorum_timeout = no_quorum_timeout
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.network = MemoryNetwork(self.clock)
@@ -183,6 +311,7 @@ class Cluster:
         self.members = [member(i, read_only=i in read_only) for i in range(size)]
         self.positions = {m.internal_http: (0, 0) for m in self.members}
         self.controllers: list[ClusterController] = []
+        self.replications: list[MemoryReplication] = []
         self.states: list[StateChanged] = []
         for i in range(size):
             self.controllers.append(self._make(i))
@@ -195,7 +324,6 @@ class Cluster:
             gossip=self.settings.gossip,
             election_timeout=self.settings.election_timeout,
             probe_interval=self.settings.probe_interval,
-            no_quorum_timeout=self.settings.no_quorum_timeout,
             discover_window=self.settings.discover_window,
             read_only=i in self.read_only,
         )
@@ -210,6 +338,12 @@ class Cluster:
             positions=lambda: self.positions[ep],
             on_state=self.states.append,
         )
+        replication = MemoryReplication(self, controller, self.no_quorum_timeout)
+        controller.drive(replication)
+        if i < len(self.replications):
+            self.replications[i] = replication
+        else:
+            self.replications.append(replication)
         self.network.controllers[ep] = controller
         return controller
 
@@ -232,6 +366,7 @@ class Cluster:
         c.machine.stopped = True
         if c._loop.running:
             c._loop.stop()
+        self.replications[i].crash()
         self.network.down.add(self.endpoint(i))
 
     def restart(self, i: int) -> None:
@@ -354,7 +489,7 @@ class ControllerTests(SynchronousTestCase):
         c.run(1.0)
         self.assertEqual(c.leader(), first)
         c.crash(next(i for i in range(3) if i not in (first, follower)))
-        c.run(FAST.no_quorum_timeout + 2.0)
+        c.run(NO_QUORUM_TIMEOUT + 2.0)
         self.assertEqual(c.masters(), [])
         c.run(5.0)
         self.assertEqual(c.masters(), [])
@@ -448,9 +583,8 @@ class ControllerTests(SynchronousTestCase):
             gossip=FAST.gossip,
             election_timeout=0.5,
             probe_interval=0.1,
-            no_quorum_timeout=1000.0,
         )
-        c = Cluster(3, settings=settings)
+        c = Cluster(3, settings=settings, no_quorum_timeout=1000.0)
         c.start()
         old = c.wait_leader(3.0)
         assert old is not None
@@ -542,20 +676,44 @@ class ControllerTests(SynchronousTestCase):
         self.assertIn("Node state Initializing -> Unknown", text)
         self.assertIn("Node state PreMaster -> Master", text)
 
-    def test_role_for_http_api(self) -> None:
+    def test_leadership_view_published(self) -> None:
         """
-        C{role()} gives the v5 state name and the leader's external HTTP
-        endpoint; C{gossip_document()} the /gossip JSON.
+        Every controller publishes its role machine's leadership view: our
+        state and epoch, the leader's endpoints, whether we take writes (the
+        leader once replication wrote its epoch); followers are refused
+        with the leader named.  C{gossip_document()} gives the /gossip JSON.
         """
+        from estwisted.errors import NotLeader, NotReady
+
         c = Cluster(3)
+        views: list[LeadershipView] = []
+        c.controllers[0].leadership.subscribe(views.append)
         c.start()
-        self.assertEqual(c.controllers[0].role(), ("Unknown", None))
+        view = c.controllers[0].leadership.view
+        self.assertEqual((view.v5_state, view.takes_writes, view.forward_http()),
+                         ("Unknown", False, None))
+        self.assertIsInstance(view.refusal(), NotReady)
         leader = c.wait_leader(3.0)
         assert leader is not None
         follower = next(i for i in range(3) if i != leader)
-        http = c.members[leader].external_http
-        self.assertEqual(c.controllers[leader].role(), ("Master", (http.host, http.port)))
-        self.assertEqual(c.controllers[follower].role(), ("Slave", (http.host, http.port)))
+        m = c.members[leader]
+        mine = c.controllers[leader].leadership.view
+        self.assertEqual((mine.v5_state, mine.takes_writes, mine.refusal()), ("Master", True, None))
+        self.assertEqual(mine.leader_id, m.instance_id)
+        own = c.controllers[leader].machine.own
+        self.assertEqual((mine.epoch_number, mine.epoch_id), (own.epoch_number, own.epoch_id))
+        theirs = c.controllers[follower].leadership.view
+        self.assertEqual((theirs.v5_state, theirs.takes_writes), ("Slave", False))
+        self.assertEqual(
+            (theirs.leader_internal_tcp, theirs.leader_internal_http,
+             theirs.leader_external_tcp, theirs.leader_external_http),
+            (m.internal_tcp, m.internal_http, m.external_tcp, m.external_http),
+        )
+        self.assertEqual(theirs.forward_http(), (m.external_http.host, m.external_http.port))
+        refusal = theirs.refusal()
+        assert isinstance(refusal, NotLeader)
+        self.assertEqual(refusal.tcp, (m.external_tcp.host, m.external_tcp.port))
+        self.assertEqual(views[-1], c.controllers[0].leadership.view)
         doc = c.controllers[follower].gossip_document()
         self.assertEqual(doc["serverIp"], c.endpoint(follower).host)
         self.assertEqual(len(doc["members"]), 3)
@@ -725,24 +883,64 @@ class MachineTests(SynchronousTestCase):
     def test_discovery_follows_single_leader(self) -> None:
         """
         While discovering, a table with exactly one alive Master makes the
-        node its follower at once.
+        node its follower at once (PreReplica, replication told to follow
+        it); replication's reports make it CatchingUp then Slave.
         """
         m = self.machine()
         leader = evolve(member(1), timestamp=1000.0, state=VNodeState.Master)
         effects = m.on_gossip_response(
             leader.internal_http, ClusterInfo((leader,), leader.internal_http), 1000.1
         )
-        self.assertEqual(m.state, VNodeState.Slave)
+        self.assertEqual(m.state, VNodeState.PreReplica)
         self.assertEqual(m.leader_id, leader.instance_id)
         record = m.view.get(leader.internal_http)
-        # No replication yet: the subscription counts as accepted at once.
+        assert record is not None
+        self.assertEqual(
+            [e for e in effects if isinstance(e, (StateChanged, Follow, StandBy, Lead))],
+            [StateChanged(VNodeState.Unknown, VNodeState.PreReplica, record), Follow(record)],
+        )
+        effects = m.on_replication(ReplicaSubscribed(), 1000.2)
+        effects += m.on_replication(SlaveAssigned(), 1000.2)
         self.assertEqual(
             [e for e in effects if isinstance(e, StateChanged)],
             [
-                StateChanged(VNodeState.Unknown, VNodeState.PreReplica, record),
                 StateChanged(VNodeState.PreReplica, VNodeState.CatchingUp, record),
                 StateChanged(VNodeState.CatchingUp, VNodeState.Slave, record),
             ],
+        )
+
+    def test_leading_asks_replication_for_an_epoch(self) -> None:
+        """
+        Elected, the node asks replication to lead with an epoch above any
+        seen; the epoch in its gossip record only changes when replication
+        reports the one it wrote (L{EpochWritten}), and only then does it
+        take writes.  Replication's L{NoQuorum} makes it Unknown and
+        replication stands by (alone, it is elected again, and does not take
+        writes until replication writes a new epoch).
+        """
+        m = NodeMachine.create(member(0), [], evolve(FAST, cluster_size=1), 1000.0,
+                               random.Random(0))
+        m.set_epoch(100, 4, uuid.UUID(int=9), 1000.0)
+        effects = m.start(1000.0)
+        effects += m.tick(1000.0 + FAST.discover_window)
+        self.assertEqual(m.state, VNodeState.Master)
+        self.assertEqual([e for e in effects if isinstance(e, Lead)], [Lead(5)])
+        self.assertEqual(m.own.epoch_number, 4)
+        self.assertFalse(m.leadership().takes_writes)
+        self.assertEqual(m.on_replication(EpochWritten(200, 5, uuid.UUID(int=10)), 1004.0), [])
+        self.assertEqual(
+            (m.own.epoch_position, m.own.epoch_number, m.own.epoch_id), (200, 5, uuid.UUID(int=10))
+        )
+        view = m.leadership()
+        self.assertTrue(view.takes_writes)
+        self.assertEqual((view.epoch_number, view.leader_id), (5, m.own.instance_id))
+        effects = m.on_replication(NoQuorum(), 1005.0)
+        changes = [e for e in effects if isinstance(e, StateChanged)]
+        self.assertEqual((changes[0].old, changes[0].new), (VNodeState.Master, VNodeState.Unknown))
+        self.assertEqual(effects[effects.index(changes[0]) + 1], StandBy())
+        self.assertFalse(m.leadership().takes_writes)
+        self.assertTrue(
+            any(isinstance(e, LogLine) and "stepping down" in e.text for e in effects)
         )
 
     def test_discovery_times_out_into_elections(self) -> None:
@@ -834,6 +1032,8 @@ class HoldTests(SynchronousTestCase):
         leader = evolve(member(1), timestamp=1000.0, state=VNodeState.Master)
         m.on_gossip_response(leader.internal_http, ClusterInfo((leader,), leader.internal_http),
                              1000.0)
+        m.on_replication(ReplicaSubscribed(), 1000.0)
+        m.on_replication(SlaveAssigned(), 1000.0)
         self.assertEqual(m.state, VNodeState.Slave)
         return m, leader
 

@@ -469,7 +469,10 @@ class OverHttpTests(SynchronousTestCase):
                 stub.flush()
         (first,) = leaders()
         followers = [c for i, c in enumerate(nodes) if i != first]
-        self.assertEqual({c.state for c in followers}, {VNodeState.Slave})
+        # No replication here: followers wait for their subscription.
+        self.assertEqual({c.state for c in followers}, {VNodeState.PreReplica})
+        leader_id = nodes[first].machine.own.instance_id
+        self.assertEqual({c.machine.leader_id for c in followers}, {leader_id})
         # The leader's process dies: its port refuses.
         nodes[first].machine.stopped = True
         nodes[first]._loop.stop()

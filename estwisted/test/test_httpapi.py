@@ -1140,13 +1140,22 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
 
     def test_requireMasterOnReplica(self) -> None:
         """
-        With a cluster role hook, ES-RequireMaster on a replica redirects to
-        the master (307) or is 503 with no master; /info and /gossip use
-        the hooks.
+        On a cluster node, ES-RequireMaster on a replica redirects to the
+        master named by the leadership view (307) or is 503 with no master;
+        /info takes the state from the view, /gossip uses the hook.
         """
-        role: list[Any] = [("Slave", ("127.0.0.9", 2113))]
+        from estwisted.gossip import Endpoint, VNodeState
+        from estwisted.leadership import Leadership, LeadershipView
+
+        leadership = Leadership(
+            LeadershipView(
+                VNodeState.Slave,
+                leader_external_tcp=Endpoint("127.0.0.9", 1113),
+                leader_external_http=Endpoint("127.0.0.9", 2113),
+            )
+        )
         view = {"members": [], "serverIp": "127.0.0.1", "serverPort": 2112}
-        info = NodeInfo(role=lambda: role[0], gossip_view=lambda: view)
+        info = NodeInfo(leadership=leadership, gossip_view=lambda: view)
         api = HttpApi(self.store, None, self.persistent, self.clock, info)
         stub = StubTreq(api.resource())
 
@@ -1166,13 +1175,16 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
             response.headers.getRawHeaders("location"),
             ["http://127.0.0.9:2113/streams/s/0?embed=body"],
         )
-        role[0] = ("Slave", None)
+        leadership.publish(LeadershipView(VNodeState.Slave))
         self.assertEqual(call("GET", "/streams/s/0", headers).code, 503)
         self.write("s", {"a": 1})
         headers["ES-RequireMaster"] = "False"
         self.assertEqual(call("GET", "/streams/s/0", headers).code, 200)
         body = self.successResultOf(treq.json_content(call("GET", "/info", {})))
         self.assertEqual(body["state"], "slave")
+        leadership.publish(LeadershipView(VNodeState.Master, takes_writes=True))
+        headers["ES-RequireMaster"] = "True"
+        self.assertEqual(call("GET", "/streams/s/0", headers).code, 200)
         gossip = self.successResultOf(treq.json_content(call("GET", "/gossip", {})))
         self.assertEqual(gossip, view)
 

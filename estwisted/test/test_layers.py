@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "estwisted.elections": 1,
     "estwisted.replication": 1,
     "estwisted.writerules": 1,
+    "estwisted.leadership": 1,
     "estwisted.storage": 1,
     # the core over the log
     "estwisted.groupcommit": 2,

@@ -99,7 +99,13 @@ class _Replica:
     A replica node: log, index, follower; connects through the cluster.
     """
 
-    def __init__(self, cluster: _Cluster, name: bytes, log: Optional[Any] = None) -> None:
+    def __init__(
+        self,
+        cluster: _Cluster,
+        name: bytes,
+        log: Optional[Any] = None,
+        report: Optional[Any] = None,
+    ) -> None:
         self.cluster = cluster
         self.name = name
         self.log = log if log is not None else MemoryLog()
@@ -115,6 +121,7 @@ class _Replica:
             self.apply,
             self.truncated,
             epochs=self.epochs,
+            report=report,
         )
 
     def lead(self, size: int = 3) -> ReplicationLeader:
@@ -207,6 +214,43 @@ class LeaderFollowerTests(SynchronousTestCase):
         self.assertEqual(replica.follower.committed, end)
         self.assertEqual(replica.follower.epochs, cluster.leader.epochs)
         self.assertEqual(replica.follower.role, "Follower")
+
+    def test_reports_role_events(self) -> None:
+        """
+        The follower reports what the role machine decides on: the leader
+        accepted the subscription, then assigned clone and follower; a lost
+        link is reported, a link closed by L{ReplicationFollower.stop} is
+        not.
+        """
+        from estwisted.elections import (
+            CloneAssigned,
+            LeaderLinkLost,
+            ReplicaSubscribed,
+            SlaveAssigned,
+        )
+
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        events: list[Any] = []
+        replica = _Replica(cluster, b"A" * 16, report=events.append)
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        self.assertEqual(events, [ReplicaSubscribed(), CloneAssigned(), SlaveAssigned()])
+        del events[:]
+        protocol = replica.follower.protocol
+        assert protocol is not None
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        cluster.pump()
+        self.assertEqual(events, [LeaderLinkLost()])
+        del events[:]
+        cluster.clock.advance(0.5)
+        cluster.pump()
+        self.assertEqual(events, [ReplicaSubscribed(), CloneAssigned(), SlaveAssigned()])
+        del events[:]
+        replica.follower.stop()
+        cluster.pump()
+        self.assertEqual(events, [])
 
     def test_bulk_catch_up_then_live(self) -> None:
         cluster = _Cluster()
@@ -868,18 +912,24 @@ class LeaderForwardingTests(TestCase):
 
 class NodeReplicationTests(SynchronousTestCase):
     """
-    L{NodeReplication} follows node states: leader in Master (writes gated
-    by the quorum), follower otherwise (writes refused); a step-down fails
-    waiting and still-buffered writes.
+    L{NodeReplication} performs the role machine's decisions: lead (writes
+    gated by the quorum), follow or stand by (writes refused); a step-down
+    fails waiting and still-buffered writes.
     """
 
     def test_states(self) -> None:
+        """
+        Leading writes an epoch and reports it (L{EpochWritten}); writes
+        are refused as the published view says; following fails waiting
+        and buffered writes and connects to the leader; standing by stops.
+        """
         import uuid
         from types import SimpleNamespace
 
-        from estwisted.cluster import StateChanged
+        from estwisted.cluster import EpochWritten
         from estwisted.errors import NotLeader
         from estwisted.gossip import Endpoint, VNodeState
+        from estwisted.leadership import Leadership, LeadershipView
         from estwisted.model import NewEvent
         from estwisted.replprotocol import NodeReplication
         from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
@@ -893,9 +943,13 @@ class NodeReplicationTests(SynchronousTestCase):
             connects.append((host, port))
             return Deferred()
 
-        node = NodeReplication(store, log, clock, b"N" * 16, 3, connect)
+        leadership = Leadership(LeadershipView(VNodeState.Initializing))
+        reports: list[Any] = []
         epochs: list[Any] = []
-        node.on_epoch = epochs.append
+        node = NodeReplication(
+            store, log, clock, b"N" * 16, 3, connect, report=reports.append,
+            on_epoch=epochs.append, leadership=leadership,
+        )
         reloads: list[int] = []
         node.persistent = SimpleNamespace(reload=lambda: reloads.append(1))
 
@@ -904,10 +958,16 @@ class NodeReplicationTests(SynchronousTestCase):
             return store.append("s", -2, [event], SYSTEM_PRINCIPAL)
 
         self.failureResultOf(write(), NotReady)
-        node.on_state(StateChanged(VNodeState.Unknown, VNodeState.Master), 4)
+        node.lead(4)
         self.assertTrue(node.leader.active)
         self.assertEqual([e.number for e in epochs], [4])
+        (written,) = reports
+        assert isinstance(written, EpochWritten)
+        self.assertEqual((written.position, written.number), (epochs[0].position, 4))
+        self.assertEqual(written.epoch_id, uuid.UUID(bytes=epochs[0].epoch_id))
         self.assertEqual(reloads, [1])
+        self.failureResultOf(write(), NotReady)  # until the view says so
+        leadership.publish(LeadershipView(VNodeState.Master, takes_writes=True))
         first = write()
         clock.advance(0)
         self.assertNoResult(first)
@@ -918,7 +978,7 @@ class NodeReplicationTests(SynchronousTestCase):
             external_http=Endpoint("127.0.0.5", 2113),
             internal_tcp=Endpoint("127.0.0.5", 1112),
         )
-        node.on_state(StateChanged(VNodeState.Master, VNodeState.Slave, leader))  # type: ignore[arg-type]
+        node.follow(leader)
         self.failureResultOf(first, NotReady)
         clock.advance(0)
         self.failureResultOf(second, NotReady)
@@ -926,14 +986,48 @@ class NodeReplicationTests(SynchronousTestCase):
         # the records are in the log and indexed (a truncation may remove them)
         result = store.read_stream("s", 0, 10, True, False, SYSTEM_PRINCIPAL)
         self.assertEqual(len(result.events), 2)
+        leadership.publish(
+            LeadershipView(
+                VNodeState.PreReplica,
+                leader_external_tcp=leader.external_tcp,
+                leader_external_http=leader.external_http,
+            )
+        )
         refusal = self.failureResultOf(write(), NotLeader).value
         self.assertEqual(refusal.http, ("127.0.0.5", 2113))
         self.assertEqual(connects, [("127.0.0.5", 1112)])
         self.assertEqual(node.follower.leader_id, uuid.UUID(int=7).bytes)
-        node.on_state(StateChanged(VNodeState.Slave, VNodeState.Unknown))
+        node.stand_by()
+        leadership.publish(LeadershipView(VNodeState.Unknown))
         self.assertIsNone(node.follower.leader_id)
         f = self.failureResultOf(write(), NotReady)
         self.assertNotIsInstance(f.value, NotLeader)
+
+    def test_no_quorum_reported(self) -> None:
+        """
+        Leading without replicas for the no-quorum period is reported once
+        to the role machine (the node's only no-quorum detector).
+        """
+        from estwisted.elections import NoQuorum
+        from estwisted.replication import NO_QUORUM_TIMEOUT
+        from estwisted.replprotocol import NodeReplication
+        from estwisted.streams import StreamStore
+
+        clock = Clock()
+        log = MemoryLog()
+        store = StreamStore(log, StreamIndex(), clock)
+        events: list[Any] = []
+        node = NodeReplication(
+            store, log, clock, b"N" * 16, 3, lambda h, p, f: Deferred(), report=events.append
+        )
+        node.lead(1)
+        del events[:]  # EpochWritten
+        clock.advance(NO_QUORUM_TIMEOUT)
+        self.assertEqual(events, [])
+        for _ in range(5):
+            clock.advance(1.0)
+        self.assertEqual(events, [NoQuorum()])
+        node.stop()
 
 
 class ReplicatedIdempotencyTests(SynchronousTestCase):
@@ -1000,20 +1094,36 @@ class ReplicatedIdempotencyTests(SynchronousTestCase):
         return self.successResultOf(d)
 
 
+def following_view() -> Any:
+    """
+    The leadership view of a Slave of the leader at 127.0.0.9.
+    """
+    from estwisted.gossip import Endpoint, VNodeState
+    from estwisted.leadership import LeadershipView
+
+    return LeadershipView(
+        VNodeState.Slave,
+        leader_external_tcp=Endpoint("127.0.0.9", 1113),
+        leader_external_http=Endpoint("127.0.0.9", 2113),
+    )
+
+
 class RequireMasterReadTests(SynchronousTestCase):
     """
     On a follower, reads with C{require_master} get C{NotHandled}
     (NotMaster with the leader, NotReady without one); others are served.
     """
 
-    def _read(self, store: Any, require_master: bool) -> Any:
+    def _read(self, store: Any, require_master: bool, leadership: Any = None) -> Any:
         from twisted.internet.testing import StringTransport
 
         from estwisted import messages_pb2 as pb
         from estwisted.tcpcodec import decode_package, encode_package
         from estwisted.tcpserver import TcpClientFactory
 
-        factory = TcpClientFactory(store, None, None, Clock())  # type: ignore[arg-type]
+        factory = TcpClientFactory(
+            store, None, None, Clock(), leadership=leadership  # type: ignore[arg-type]
+        )
         protocol = factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
@@ -1028,19 +1138,26 @@ class RequireMasterReadTests(SynchronousTestCase):
         return decode_package(transport.value()[4:])
 
     def test_reads(self) -> None:
+        """
+        The leadership view decides: a leader (or a single node) serves, a
+        follower names the leader, a node without one is not ready.
+        """
         from estwisted import messages_pb2 as pb
-        from estwisted.errors import NotLeader
+        from estwisted.gossip import VNodeState
+        from estwisted.leadership import STANDALONE, Leadership, LeadershipView
         from estwisted.streams import StreamStore
 
         store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
         self.assertEqual(self._read(store, True).command, 0xB3)
-        store.writes_refused = NotLeader(tcp=("127.0.0.9", 1113), http=("127.0.0.9", 2113))
-        answer = self._read(store, True)
+        leadership = Leadership(STANDALONE)
+        self.assertEqual(self._read(store, True, leadership).command, 0xB3)
+        leadership.publish(following_view())
+        answer = self._read(store, True, leadership)
         self.assertEqual(answer.command, 0xF1)
         self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotMaster)
-        self.assertEqual(self._read(store, False).command, 0xB3)
-        store.writes_refused = NotReady("no leader")
-        answer = self._read(store, True)
+        self.assertEqual(self._read(store, False, leadership).command, 0xB3)
+        leadership.publish(LeadershipView(VNodeState.Unknown))
+        answer = self._read(store, True, leadership)
         self.assertEqual(pb.NotHandled.FromString(answer.data).reason, pb.NotHandled.NotReady)
 
 
@@ -1049,14 +1166,15 @@ class PersistentOnFollowerTests(RequireMasterReadTests):
         from twisted.internet.testing import StringTransport
 
         from estwisted import messages_pb2 as pb
-        from estwisted.errors import NotLeader
+        from estwisted.leadership import Leadership
         from estwisted.streams import StreamStore
         from estwisted.tcpcodec import decode_package, encode_package
         from estwisted.tcpserver import TcpClientFactory
 
         store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
-        store.writes_refused = NotLeader(tcp=("127.0.0.9", 1113), http=("127.0.0.9", 2113))
-        factory = TcpClientFactory(store, None, None, Clock())  # type: ignore[arg-type]
+        factory = TcpClientFactory(
+            store, None, None, Clock(), leadership=Leadership(following_view())  # type: ignore[arg-type]
+        )
         protocol = factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)

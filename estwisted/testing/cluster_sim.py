@@ -79,6 +79,7 @@ from estwisted.gossip import (
     MemberInfo,
     VNodeState,
 )
+from estwisted.replication import NO_QUORUM_TIMEOUT
 
 #: Start of simulated time (a plausible Unix time, so gossip timestamps look
 #: real).
@@ -246,7 +247,7 @@ class ClusterSimulator:
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 1.0
-    no_quorum_timeout: float = 3.0
+    no_quorum_timeout: float = NO_QUORUM_TIMEOUT
     now: float = EPOCH
     faults: Faults = RELIABLE
     nodes: list[SimNode] = field(factory=list)
@@ -802,14 +803,43 @@ class _MachineReply:
 
 
 @define
+class _SimReplication:
+    """
+    The replication stand-in of one node of L{MachineClusterSimulator}
+    (what L{estwisted.replprotocol.NodeReplication} does for a real node),
+    told what to do by the machine's L{estwisted.cluster.Lead},
+    L{estwisted.cluster.Follow} and L{estwisted.cluster.StandBy} effects.
+
+    @ivar linked: our replication link to C{following} is up (subscribed).
+    @ivar short_since: when, leading, we last had a quorum of linked
+        followers (C{None}: we have one).
+    """
+
+    leading: bool = False
+    following: Optional[MemberInfo] = None
+    linked: bool = False
+    short_since: Optional[float] = None
+    reported: bool = False
+
+
+@define
 class MachineClusterSimulator:
     """
     The same network, clock and fault model as L{ClusterSimulator}, driving
     the production node machine L{estwisted.cluster.NodeMachine} (gossip,
-    elections, leader probes, no-quorum), as its Twisted controller would:
-    a tick every C{settings.tick}, every gossip post answered or failed
-    (timeout C{GossipTimeoutMs}; a crashed node refuses at once, a
+    elections, leader probes, the role machine), as its Twisted controller
+    would: a tick every C{settings.tick}, every gossip post answered or
+    failed (timeout C{GossipTimeoutMs}; a crashed node refuses at once, a
     partition stays silent), election timers fed back.
+
+    Replication is played on every tick, reporting to the machine what real
+    replication reports: a follower's link to its leader is up while the
+    leader runs, can be reached and leads (L{ReplicaSubscribed}, then
+    L{SlaveAssigned} for a voting node; the follower takes over the
+    leader's epoch), and is lost when that stops (L{LeaderLinkLost}); a
+    leader writes its epoch when told to lead, and one with fewer than
+    C{ClusterSize // 2} voting followers linked for longer than
+    C{no_quorum_timeout} gets L{NoQuorum}.
 
     Decisions are recorded as in L{ClusterSimulator}, so the same
     properties can be checked.
@@ -826,6 +856,8 @@ class MachineClusterSimulator:
     _queue: list[tuple[float, int, str, Any]] = field(factory=list)
     _seq: int = 0
     _outstanding: dict[int, tuple[int, Endpoint, bool]] = field(factory=dict)
+    replication: list[_SimReplication] = field(factory=list)
+    no_quorum_timeout: float = NO_QUORUM_TIMEOUT
 
     @classmethod
     def random_cluster(
@@ -853,6 +885,7 @@ class MachineClusterSimulator:
                     recorder=functools.partial(sim._record, i),
                 )
             sim.machines.append(m)
+            sim.replication.append(_SimReplication())
         return sim
 
     def _record(self, i: int, e: LeaderElected) -> None:
@@ -926,7 +959,58 @@ class MachineClusterSimulator:
             return
         m = self.machines[i]
         self._perform(i, m.tick(self.now))
+        self._replicate(i)
         self._push(self.now + m.settings.tick, "tick", i)
+
+    def _reaches(self, i: int, j: int) -> bool:
+        return j not in self.crashed and self.can_talk(
+            self.machines[i].own.key, self.machines[j].own.key
+        )
+
+    def _replicate(self, i: int) -> None:
+        """
+        Play node C{i}'s replication (see the class docstring).
+        """
+        m, r = self.machines[i], self.replication[i]
+        if r.following is not None:
+            j = next(
+                (
+                    j
+                    for j, other in enumerate(self.machines)
+                    if other.own.instance_id == r.following.instance_id
+                ),
+                None,
+            )
+            up = j is not None and self.replication[j].leading and self._reaches(i, j)
+            if up and j is not None:
+                leader = self.machines[j].own
+                m.set_epoch(leader.epoch_position, leader.epoch_number, leader.epoch_id, self.now)
+            if up and not r.linked:
+                r.linked = True
+                self._perform(i, m.on_replication(ReplicaSubscribed(), self.now))
+                if not m.settings.read_only:
+                    self._perform(i, m.on_replication(SlaveAssigned(), self.now))
+            elif not up and r.linked:
+                r.linked = False
+                self._perform(i, m.on_replication(LeaderLinkLost(), self.now))
+        if r.leading:
+            voters = sum(
+                1
+                for j, other in enumerate(self.replication)
+                if j != i
+                and other.linked
+                and other.following is not None
+                and other.following.instance_id == m.own.instance_id
+                and not self.machines[j].settings.read_only
+                and self._reaches(i, j)
+            )
+            if voters >= self.cluster_size // 2:
+                r.short_since, r.reported = None, False
+            elif r.short_since is None:
+                r.short_since = self.now
+            elif self.now - r.short_since > self.no_quorum_timeout and not r.reported:
+                r.reported = True
+                self._perform(i, m.on_replication(NoQuorum(), self.now))
 
     def _do_timer(self, data: tuple[int, Any]) -> None:
         i, event = data
@@ -986,10 +1070,25 @@ class MachineClusterSimulator:
             self._perform(target, m.on_election_message(payload, self.now))
 
     def _perform(self, i: int, effects: list[Any]) -> None:
-        from estwisted.cluster import GossipTo
+        from estwisted.cluster import EpochWritten, Follow, GossipTo, Lead, StandBy
 
         m = self.machines[i]
+        r = self.replication[i]
         for e in effects:
+            if isinstance(e, Lead):
+                r.following, r.linked = None, False
+                if not r.leading:
+                    r.leading, r.short_since, r.reported = True, None, False
+                    epoch_id = uuid.UUID(int=m.own.instance_id.int ^ e.epoch_number)
+                    position = max(m.own.writer_checkpoint, 0)
+                    written = EpochWritten(position, e.epoch_number, epoch_id)
+                    self._perform(i, m.on_replication(written, self.now))
+            elif isinstance(e, Follow):
+                r.leading = False
+                if r.following is None or r.following.instance_id != e.leader.instance_id:
+                    r.following, r.linked = e.leader, False
+            elif isinstance(e, StandBy):
+                r.leading, r.following, r.linked = False, None, False
             if isinstance(e, GossipTo):
                 self._seq += 1
                 request = self._seq
