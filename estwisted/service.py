@@ -47,6 +47,8 @@ class NodeService(MultiService):
         self.store: Optional[StreamStore] = None
         self.hub: Any = None
         self.persistent: Any = None
+        #: The L{estwisted.projections.SystemProjectionsService}, when run.
+        self.projections: Any = None
         self._close_storage: Optional[Callable[[], None]] = None
         self._ports: list[IListeningPort] = []
         self.listening: Deferred[None] = Deferred()
@@ -136,6 +138,24 @@ class NodeService(MultiService):
         self.persistent.start().addErrback(
             lambda f: self._log.failure("Could not load persistent subscriptions", f)
         )
+        self._start_projections()
+
+    def _start_projections(self) -> None:
+        """
+        The standard system projections (issue 16), with C{RunProjections}
+        System or All and C{StartStandardProjections}.
+        """
+        config = self.config
+        if str(config.run_projections).lower() == "none":
+            return
+        if str(config.run_projections).lower() == "all":
+            self._log.warn("RunProjections All: user projections are not supported yet.")
+        if not config.start_standard_projections:
+            return
+        from estwisted.projections import SystemProjectionsService
+
+        self.projections = SystemProjectionsService(self.store, self.reactor)
+        self.projections.setServiceParent(self)
 
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
         from estwisted.httpapi import HttpApi, NodeInfo
