@@ -113,3 +113,45 @@ class StandardProjectionsTests(ClientScriptMixin, SynchronousTestCase):
         time.sleep(1.0)
         status, _ = read_stream(node, "$ce-order")
         self.assertEqual(status, 404)
+
+
+class ClusterProjectionsTests(SynchronousTestCase):
+    """
+    Three nodes with the standard projections: only the leader emits; after
+    a leader kill the new leader resumes from the replicated checkpoint and
+    emits no link twice.
+    """
+
+    def test_leader_kill_no_duplicate_links(self) -> None:
+        from tests.harness import free_port
+        from tests.test_cluster_membership import FAST, start_all, wait_for_leader
+
+        ports = [
+            {name: free_port() for name in ("int_tcp", "ext_tcp", "int_http", "ext_http")}
+            for _ in range(3)
+        ]
+        seeds = ",".join(f"127.0.0.1:{p['int_http']}" for p in ports)
+        base = self.mktemp()
+        nodes = []
+        for i in range(3):
+            args = ["--cluster-size", "3", "--discover-via-dns", "false",
+                    "--gossip-seed", seeds] + FAST + PROJECTIONS
+            node = NodeProcess(f"{base}/node{i}", ports=ports[i], extra_args=args)
+            self.addCleanup(node.stop)
+            nodes.append(node)
+        start_all(nodes)
+        leader = wait_for_leader(nodes)
+        for n in range(10):
+            write_event(leader, f"cart-{n % 3}", n)
+        wait_for_count(leader, "$ce-cart", 10)
+        leader.kill()
+        second = wait_for_leader(nodes)
+        self.assertIsNot(second, leader)
+        for n in range(10, 15):
+            write_event(second, f"cart-{n % 3}", n)
+        wait_for_count(second, "$ce-cart", 15, timeout=30)
+        time.sleep(1.5)
+        _, entries = read_stream(second, "$ce-cart")
+        targets = [(e["streamId"], e["eventNumber"]) for e in entries]
+        self.assertEqual(len(targets), 15)
+        self.assertEqual(len(set(targets)), 15)
