@@ -18,8 +18,8 @@ makes the write fail instead of doubling a link.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
-import uuid
 from collections.abc import Sequence
 from typing import Optional
 
@@ -35,8 +35,6 @@ CHECKPOINT_EVENT_TYPE = "$ProjectionCheckpoint"
 #: The C{$v} version tag written with emitted events and checkpoints
 #: (projection id, epoch, version, projections subsystem version).
 PROJECTION_VERSION_TAG = "1:-1:1:3"
-
-_EVENT_ID_NAMESPACE = uuid.UUID("6f1d3a52-4e0b-4c53-9b8e-0d1c2f3a4b5c")
 
 
 class SystemProjection(enum.Enum):
@@ -98,15 +96,11 @@ class Emit:
         source's commit and prepare positions, the original stream and the
         causing event.
         """
-        return json.dumps(
-            {
-                "$v": PROJECTION_VERSION_TAG,
-                "$c": self.source,
-                "$p": self.source,
-                "$o": self.original_stream,
-                "$causedBy": str(uuid.UUID(bytes=self.caused_by)),
-            },
-            separators=(",", ":"),
+        h = self.caused_by.hex()
+        return (
+            f'{{"$v":"{PROJECTION_VERSION_TAG}","$c":{self.source},"$p":{self.source},'
+            f'"$o":{json.dumps(self.original_stream)},'
+            f'"$causedBy":"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"}}'
         ).encode()
 
     def new_event(self, projection: str) -> NewEvent:
@@ -115,8 +109,18 @@ class Emit:
         output stream and the source position (a retry carries the same id).
         """
         key = f"{projection}\x00{self.stream}\x00{self.source}"
-        event_id = uuid.uuid5(_EVENT_ID_NAMESPACE, key).bytes
-        return NewEvent(event_id, self.event_type, self.data, self.metadata(), False)
+        return NewEvent(derived_id(key), self.event_type, self.data, self.metadata(), False)
+
+
+def derived_id(key: str) -> bytes:
+    """
+    A deterministic 16-byte event id for C{key}: a hash of it, shaped as
+    an RFC 4122 version 5 UUID.
+    """
+    raw = bytearray(hashlib.blake2b(key.encode(), digest_size=16).digest())
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return bytes(raw)
 
 
 def emit_for(
@@ -182,7 +186,7 @@ def checkpoint_event(projection: str, position: int) -> NewEvent:
     tag = json.dumps(
         {"$v": PROJECTION_VERSION_TAG, "$c": position, "$p": position}, separators=(",", ":")
     ).encode()
-    event_id = uuid.uuid5(_EVENT_ID_NAMESPACE, f"{projection}\x00checkpoint\x00{position}").bytes
+    event_id = derived_id(f"{projection}\x00checkpoint\x00{position}")
     return NewEvent(event_id, CHECKPOINT_EVENT_TYPE, b"", tag, False)
 
 
@@ -229,12 +233,16 @@ class Projector:
     position: int = -1
     separator: str = "-"
     _outputs: dict[str, OutputState] = field(factory=dict)
+    _cached: Optional[tuple[Sequence[EventRecord], int, list[Emit]]] = None
 
     @property
     def name(self) -> str:
         return self.projection.value
 
     def _emits(self, records: Sequence[EventRecord]) -> list[Emit]:
+        cached = self._cached
+        if cached is not None and cached[0] is records and cached[1] == self.position:
+            return cached[2]
         emits = []
         for record in records:
             if record.position <= self.position:
@@ -242,6 +250,7 @@ class Projector:
             emit = emit_for(self.projection, record, self.separator)
             if emit is not None:
                 emits.append(emit)
+        self._cached = (records, self.position, emits)
         return emits
 
     def unknown_outputs(self, records: Sequence[EventRecord]) -> list[str]:
@@ -287,6 +296,7 @@ class Projector:
             )
         if records:
             self.position = max(self.position, records[-1].position)
+        self._cached = None
         return writes
 
 
