@@ -150,11 +150,13 @@ class NodeService(MultiService):
             return
         if str(config.run_projections).lower() == "all":
             self._log.warn("RunProjections All: user projections are not supported yet.")
-        if not config.start_standard_projections:
-            return
         from estwisted.projections import SystemProjectionsService
 
-        self.projections = SystemProjectionsService(self.store, self.reactor)
+        # With StartStandardProjections off they exist, stopped, and can be
+        # enabled over HTTP (not remembered across restarts yet).
+        self.projections = SystemProjectionsService(
+            self.store, self.reactor, enabled=bool(config.start_standard_projections)
+        )
         self.projections.setServiceParent(self)
 
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
@@ -190,6 +192,9 @@ class NodeService(MultiService):
         if self.tls is not None:
             # POST /admin/reloadcertificates does what SIGHUP does.
             extra["reload_certificates"] = self.tls.reload
+        if self.projections is not None:
+            extra["projections"] = self.projections
+            extra["projections_mode"] = str(c.run_projections).capitalize()
         info = NodeInfo.from_config(c, shutdown=self._shutdown, **extra)
         # The API's own Site refuses oversized bodies before buffering them
         # and writes no access-log line per request.

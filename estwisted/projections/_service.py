@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from estwisted.acl import SYSTEM_PRINCIPAL
 from estwisted.errors import NotReady
 from estwisted.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
+from estwisted.projections import _status
 from estwisted.projections._system import (
     STANDARD_PROJECTIONS,
     Projector,
@@ -81,6 +82,13 @@ class ProjectionRunner:
         return self.projection.value
 
     @property
+    def checkpoint(self) -> int:
+        """
+        The position of the last checkpoint read or written, -1 when none.
+        """
+        return self._checkpointed
+
+    @property
     def position(self) -> int:
         """
         The last source position processed, -1 when none or not loaded.
@@ -91,6 +99,7 @@ class ProjectionRunner:
         if self._running:
             return
         self._running = True
+        self._projector = None
         self.status = "Running"
         self._remove_listener = self._store.add_commit_listener(self._committed)
         # First step on the next turn: a cluster node refuses writes only
@@ -256,15 +265,50 @@ class SystemProjectionsService(Service):
         clock: IReactorTime,
         projections: Sequence[SystemProjection] = STANDARD_PROJECTIONS,
         separator: str = "-",
+        enabled: bool = True,
     ) -> None:
         self.runners = {
             p.value: ProjectionRunner(store, clock, p, separator) for p in projections
         }
+        #: Names of the projections to run while the service runs.
+        self.enabled = set(self.runners) if enabled else set()
 
     def startService(self) -> None:
         super().startService()
-        for runner in self.runners.values():
+        for name in self.enabled:
+            self.runners[name].start()
+
+    def enable(self, name: str) -> None:
+        """
+        Run projection C{name} (C{POST /projection/{name}/command/enable}).
+
+        @raise KeyError: no such projection.
+        """
+        runner = self.runners[name]
+        self.enabled.add(name)
+        if self.running:
             runner.start()
+
+    def disable(self, name: str) -> Deferred[None]:
+        """
+        Stop projection C{name}; it resumes from its checkpoint when enabled.
+
+        @raise KeyError: no such projection.
+        """
+        runner = self.runners[name]
+        self.enabled.discard(name)
+        return runner.stop()
+
+    def statistics(self, name: str, base_url: str) -> dict[str, Any]:
+        """
+        The v5 statistics of C{name}.
+
+        @raise KeyError: no such projection.
+        """
+        r = self.runners[name]
+        return _status.statistics(
+            name, r.status, r.position, r.checkpoint, r.processed, r.last_error, base_url
+        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
