@@ -88,6 +88,14 @@ class StandardProjectionsTests(ClientScriptMixin, SynchronousTestCase):
             write_event(node, f"order-{n % 2}", n)
         self.run_js(node, "projections_read.js", "order", "6")
 
+    def test_projections_manager(self) -> None:
+        """
+        node-eventstore-client's ProjectionsManager lists, inspects,
+        disables and enables the standard projections over HTTP.
+        """
+        node = start_node(self, extra_args=PROJECTIONS)
+        self.run_js(node, "projections_manager.js", str(node.ext_http_port))
+
     def test_restart_emits_no_link_twice(self) -> None:
         node = start_node(self, extra_args=PROJECTIONS)
         for n in range(10):
