@@ -2699,11 +2699,8 @@ class HttpApi:
         self._principal(request, "ops")
         service = self._projections(name)
         body = atom.dumps({"name": name})
-        if command == "enable":
-            service.enable(name)
-            return self._ok(request, body, atom.JSON)
-        if command in ("disable", "abort"):
-            d = service.disable(name)
+        if command in ("enable", "disable", "abort"):
+            d = service.enable(name) if command == "enable" else service.disable(name)
             return d.addCallback(lambda _: self._ok(request, body, atom.JSON))
         raise HttpError(400, f"Unsupported command {command!r} for a system projection")
 

@@ -25,12 +25,16 @@ from estwisted.errors import NotReady
 from estwisted.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
 from estwisted.projections import _status
 from estwisted.projections._system import (
+    PROJECTION_UPDATED_EVENT_TYPE,
     STANDARD_PROJECTIONS,
     Projector,
     SystemProjection,
     checkpoint_event,
     checkpoint_stream,
+    definition_event,
+    definition_stream,
     parse_checkpoint,
+    parse_enabled,
     source_position_of,
 )
 
@@ -270,34 +274,83 @@ class SystemProjectionsService(Service):
         self.runners = {
             p.value: ProjectionRunner(store, clock, p, separator) for p in projections
         }
-        #: Names of the projections to run while the service runs.
+        self._store = store
+        self._remove_listener: Optional[Callable[[], None]] = None
+        #: Names of the projections to run while the service runs (the
+        #: default for those with no persisted definition).
         self.enabled = set(self.runners) if enabled else set()
 
     def startService(self) -> None:
         super().startService()
+        for name in self.runners:
+            persisted = self._persisted_enabled(name)
+            if persisted is True:
+                self.enabled.add(name)
+            elif persisted is False:
+                self.enabled.discard(name)
+        self._remove_listener = self._store.add_commit_listener(self._committed)
         for name in self.enabled:
             self.runners[name].start()
 
-    def enable(self, name: str) -> None:
+    def _persisted_enabled(self, name: str) -> Optional[bool]:
+        result = self._store.read_stream(
+            definition_stream(name), -1, 1, False, False, SYSTEM_PRINCIPAL
+        )
+        if result.status != ReadStatus.SUCCESS or not result.events:
+            return None
+        event = result.events[0].event
+        return None if event is None else parse_enabled(event.data)
+
+    def _committed(self, records: Sequence[EventRecord]) -> None:
         """
-        Run projection C{name} (C{POST /projection/{name}/command/enable}).
+        Apply definition events as they commit, here or replicated from
+        the leader, so every node knows which projections run.
+        """
+        for record in records:
+            if (
+                record.event_type == PROJECTION_UPDATED_EVENT_TYPE
+                and record.stream.startswith("$projections-")
+            ):
+                name = record.stream[len("$projections-"):]
+                enabled = parse_enabled(record.data)
+                if name in self.runners and enabled is not None:
+                    self._apply(name, enabled)
+
+    def _apply(self, name: str, enabled: bool) -> None:
+        runner = self.runners[name]
+        if enabled:
+            self.enabled.add(name)
+            if self.running:
+                runner.start()
+        else:
+            self.enabled.discard(name)
+            runner.stop()
+
+    def enable(self, name: str) -> Deferred[None]:
+        """
+        Run projection C{name} (C{POST /projection/{name}/command/enable}):
+        record it in C{$projections-{name}}; it applies when committed.
 
         @raise KeyError: no such projection.
         """
-        runner = self.runners[name]
-        self.enabled.add(name)
-        if self.running:
-            runner.start()
+        return self._set_enabled(name, True)
 
     def disable(self, name: str) -> Deferred[None]:
         """
-        Stop projection C{name}; it resumes from its checkpoint when enabled.
+        Stop projection C{name}, recorded as L{enable} is; it resumes from
+        its checkpoint when enabled again.
 
         @raise KeyError: no such projection.
         """
+        return self._set_enabled(name, False)
+
+    def _set_enabled(self, name: str, enabled: bool) -> Deferred[None]:
         runner = self.runners[name]
-        self.enabled.discard(name)
-        return runner.stop()
+        event = definition_event(
+            runner.projection, enabled, _status.SYSTEM_QUERIES.get(name, "")
+        )
+        d = self._store.append(definition_stream(name), EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
+        return d.addCallback(lambda _: self._apply(name, enabled))
 
     def statistics(self, name: str, base_url: str) -> dict[str, Any]:
         """
@@ -312,6 +365,9 @@ class SystemProjectionsService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
         from twisted.internet.defer import gatherResults
 
         d = gatherResults([r.stop() for r in self.runners.values()], consumeErrors=True)

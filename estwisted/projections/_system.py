@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Optional
 
@@ -32,6 +33,8 @@ from estwisted.model import DELETED_STREAM, EventRecord, NewEvent
 STREAM_REFERENCE_EVENT_TYPE = "$@"
 #: Event type of a checkpoint in C{$projections-{name}-checkpoint}.
 CHECKPOINT_EVENT_TYPE = "$ProjectionCheckpoint"
+#: Event type of a projection's definition in C{$projections-{name}}.
+PROJECTION_UPDATED_EVENT_TYPE = "$ProjectionUpdated"
 #: The C{$v} version tag written with emitted events and checkpoints
 #: (projection id, epoch, version, projections subsystem version).
 PROJECTION_VERSION_TAG = "1:-1:1:3"
@@ -56,6 +59,55 @@ def checkpoint_stream(name: str) -> str:
     The checkpoint stream of projection C{name}, as v5 names it.
     """
     return f"$projections-{name}-checkpoint"
+
+
+#: v5's handler type of each standard projection.
+_NATIVE = "native:EventStore.Projections.Core.Standard."
+HANDLER_TYPES = {
+    SystemProjection.BY_CATEGORY: _NATIVE + "CategorizeEventsByStreamPath",
+    SystemProjection.BY_EVENT_TYPE: _NATIVE + "IndexEventsByEventType",
+    SystemProjection.STREAM_BY_CATEGORY: _NATIVE + "CategorizeStreamByPath",
+    SystemProjection.STREAMS: _NATIVE + "IndexStreams",
+}
+
+
+def definition_stream(name: str) -> str:
+    """
+    The stream of projection C{name}'s persisted definition, as v5 names it.
+    """
+    return f"$projections-{name}"
+
+
+def definition_event(projection: SystemProjection, enabled: bool, query: str) -> NewEvent:
+    """
+    A C{$ProjectionUpdated} event recording whether C{projection} runs.
+    """
+    body = {
+        "handlerType": HANDLER_TYPES[projection],
+        "query": query,
+        "mode": "Continuous",
+        "enabled": enabled,
+        "emitEnabled": True,
+        "checkpointsDisabled": False,
+        "trackEmittedStreams": False,
+        "runAs": {"name": "$system", "roles": ["$admins"]},
+    }
+    return NewEvent(
+        uuid.uuid4().bytes, PROJECTION_UPDATED_EVENT_TYPE, json.dumps(body).encode(), b"", True
+    )
+
+
+def parse_enabled(data: bytes) -> Optional[bool]:
+    """
+    The C{enabled} flag of a definition event, C{None} when unreadable.
+    """
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("enabled"), bool):
+        return None
+    return bool(value["enabled"])
 
 
 def category_of(stream: str, separator: str = "-") -> Optional[str]:

@@ -175,3 +175,40 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(resolved[0].link.data, b"0@order-1")
         self.assertEqual(resolved[1].event.stream, "order-2")
         self.successResultOf(service.stopService())
+
+    def test_enabled_state_is_persisted(self) -> None:
+        store, clock = make_store()
+        service = SystemProjectionsService(store, clock)
+        service.startService()
+        settle(clock)
+        d = service.disable("$streams")
+        settle(clock)
+        self.successResultOf(d)
+        self.assertEqual(service.runners["$streams"].status, "Stopped")
+        self.successResultOf(service.stopService())
+        write(store, clock, "order-1")
+        # a new service (a restart) keeps it disabled, whatever its default
+        again = SystemProjectionsService(store, clock, enabled=True)
+        again.startService()
+        settle(clock)
+        self.assertEqual(again.runners["$streams"].status, "Stopped")
+        self.assertEqual(datas(store, "$streams"), [])
+        self.assertEqual(datas(store, "$ce-order"), [b"0@order-1"])
+        d = again.enable("$streams")
+        settle(clock)
+        self.successResultOf(d)
+        self.assertEqual(datas(store, "$streams"), [b"0@order-1"])
+        self.successResultOf(again.stopService())
+
+    def test_definition_replicated_from_leader_applies(self) -> None:
+        store, clock = make_store()
+        service = SystemProjectionsService(store, clock, enabled=False)
+        service.startService()
+        # a definition event committed by someone else (the leader's, replicated)
+        from estwisted.projections._system import definition_event
+
+        store.append("$projections-$by_category", EXPECTED_ANY,
+                     [definition_event(SystemProjection.BY_CATEGORY, True, "")], SYSTEM_PRINCIPAL)
+        settle(clock)
+        self.assertEqual(service.runners["$by_category"].status, "Running")
+        self.successResultOf(service.stopService())
