@@ -152,8 +152,9 @@ class NodeService(MultiService):
             self._log.warn("RunProjections All: user projections are not supported yet.")
         from estwisted.projections import SystemProjectionsService
 
-        # With StartStandardProjections off they exist, stopped, and can be
-        # enabled over HTTP (not remembered across restarts yet).
+        # StartStandardProjections is the default for projections with no
+        # persisted definition yet; off, they exist stopped and can be
+        # enabled over HTTP (recorded in $projections-{name}).
         self.projections = SystemProjectionsService(
             self.store, self.reactor, enabled=bool(config.start_standard_projections)
         )
