@@ -2694,15 +2694,21 @@ class HttpApi:
 
     def projection_command(self, request: Any, name: str, command: str) -> Any:
         """
-        C{POST /projection/{name}/command/{enable|disable|abort}} ($ops).
+        C{POST /projection/{name}/command/{enable|disable|abort|reset}}
+        ($ops).
         """
         self._principal(request, "ops")
         service = self._projections(name)
         body = atom.dumps({"name": name})
-        if command in ("enable", "disable", "abort"):
-            d = service.enable(name) if command == "enable" else service.disable(name)
-            return d.addCallback(lambda _: self._ok(request, body, atom.JSON))
-        raise HttpError(400, f"Unsupported command {command!r} for a system projection")
+        if command == "enable":
+            d = service.enable(name)
+        elif command in ("disable", "abort"):
+            d = service.disable(name)
+        elif command == "reset":
+            d = service.reset(name)
+        else:
+            raise HttpError(404, "Not Found")
+        return d.addCallback(lambda _: self._ok(request, body, atom.JSON))
 
 
 

@@ -96,6 +96,22 @@ class StandardProjectionsTests(ClientScriptMixin, SynchronousTestCase):
         node = start_node(self, extra_args=PROJECTIONS)
         self.run_js(node, "projections_manager.js", str(node.ext_http_port))
 
+    def test_geteventstore_promise(self) -> None:
+        """
+        geteventstore-promise's projection calls: list, info with config,
+        config, state, result, stop/start, disableAll/enableAll, reset; then
+        no link was emitted twice.
+        """
+        node = start_node(self, extra_args=PROJECTIONS)
+        for n in range(4):
+            write_event(node, f"order-{n % 2}", n)
+        wait_for_count(node, "$ce-order", 4)
+        self.run_js(node, "projections_http_client.js", str(node.ext_http_port))
+        write_event(node, "order-9", 4)
+        wait_for_count(node, "$ce-order", 5)
+        time.sleep(1.0)
+        self.assertEqual(len(read_stream(node, "$ce-order")[1]), 5)
+
     def test_restart_emits_no_link_twice(self) -> None:
         node = start_node(self, extra_args=PROJECTIONS)
         for n in range(10):

@@ -344,6 +344,28 @@ class SystemProjectionsService(Service):
         """
         return self._set_enabled(name, False)
 
+    def reset(self, name: str) -> Deferred[None]:
+        """
+        Start projection C{name} again from the log start (a checkpoint at
+        -1).  Exactly-once holds across a reset, so nothing is emitted
+        twice; the output streams stay as they are.
+
+        @raise KeyError: no such projection.
+        """
+        runner = self.runners[name]
+        d = self._store.append(
+            checkpoint_stream(name), EXPECTED_ANY, [checkpoint_event(name, -1)], SYSTEM_PRINCIPAL
+        )
+
+        def restart(_: object) -> Deferred[None]:
+            was = runner.status != "Stopped"
+            stopped = runner.stop()
+            if was and name in self.enabled and self.running:
+                stopped.addCallback(lambda _: runner.start())
+            return stopped
+
+        return d.addCallback(restart)
+
     def _set_enabled(self, name: str, enabled: bool) -> Deferred[None]:
         runner = self.runners[name]
         event = definition_event(

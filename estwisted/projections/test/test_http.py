@@ -61,8 +61,23 @@ class ProjectionsApiTests(ApiTestMixin, SynchronousTestCase):
         self.assertEqual(reply.code, 200)
         self.assertEqual(self.get("/projection/$by_category").json()["status"], "Stopped")
         self.assertEqual(
-            self.request("POST", "/projection/$by_category/command/reset", ADMIN).code, 400
+            self.request("POST", "/projection/$by_category/command/nonsense", ADMIN).code, 404
         )
+
+    def test_reset_emits_nothing_twice(self) -> None:
+        self.write("order-1", {"a": 1})
+        self.request("POST", "/projection/$by_category/command/enable", ADMIN)
+        self.pump()
+        self.pump()
+        reply = self.request("POST", "/projection/$by_category/command/reset", ADMIN)
+        self.assertEqual(reply.code, 200)
+        for _ in range(5):
+            self.pump()
+        self.write("order-1", {"a": 2})
+        for _ in range(5):
+            self.pump()
+        self.assertEqual(self.store.last_event_number("$ce-order"), 1)
+        self.assertEqual(self.get("/projection/$by_category").json()["status"], "Running")
 
     def test_commands_need_ops(self) -> None:
         reply = self.request("POST", "/projection/$by_category/command/enable")
