@@ -25,7 +25,6 @@ from estwisted.errors import NotReady
 from estwisted.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
 from estwisted.projections import _status
 from estwisted.projections._system import (
-    PROJECTION_UPDATED_EVENT_TYPE,
     STANDARD_PROJECTIONS,
     Projector,
     SystemProjection,
@@ -276,6 +275,7 @@ class SystemProjectionsService(Service):
         }
         self._store = store
         self._remove_listener: Optional[Callable[[], None]] = None
+        self._definition_versions: dict[str, int] = {}
         #: Names of the projections to run while the service runs (the
         #: default for those with no persisted definition).
         self.enabled = set(self.runners) if enabled else set()
@@ -283,6 +283,9 @@ class SystemProjectionsService(Service):
     def startService(self) -> None:
         super().startService()
         for name in self.runners:
+            self._definition_versions[name] = self._store.last_event_number(
+                definition_stream(name)
+            )
             persisted = self._persisted_enabled(name)
             if persisted is True:
                 self.enabled.add(name)
@@ -304,17 +307,20 @@ class SystemProjectionsService(Service):
     def _committed(self, records: Sequence[EventRecord]) -> None:
         """
         Apply definition events as they commit, here or replicated from
-        the leader, so every node knows which projections run.
+        the leader, so every node knows which projections run.  Only the
+        definition streams' last event numbers are looked at (the batch's
+        records are never built for this).
         """
-        for record in records:
-            if (
-                record.event_type == PROJECTION_UPDATED_EVENT_TYPE
-                and record.stream.startswith("$projections-")
-            ):
-                name = record.stream[len("$projections-"):]
-                enabled = parse_enabled(record.data)
-                if name in self.runners and enabled is not None:
-                    self._apply(name, enabled)
+        store = self._store
+        versions = self._definition_versions
+        for name in self.runners:
+            version = store.last_event_number(definition_stream(name))
+            if versions.get(name, -1) == version:
+                continue
+            versions[name] = version
+            enabled = self._persisted_enabled(name)
+            if enabled is not None:
+                self._apply(name, enabled)
 
     def _apply(self, name: str, enabled: bool) -> None:
         runner = self.runners[name]
