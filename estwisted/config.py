@@ -559,10 +559,9 @@ class NodeConfig:
         "None",
         "Projections to run: None, System or All.",
         check=one_of("None", "System", "All"),
-        implemented=False,
     )
     start_standard_projections: bool = option(
-        BOOL, False, "Start the standard projections.", implemented=False
+        BOOL, False, "Start the standard projections (with RunProjections System or All)."
     )
     stats_period_sec: int = option(
         INT, 30, "Seconds between statistics collections.", check=at_least(1),

@@ -47,6 +47,8 @@ class NodeService(MultiService):
         self.store: Optional[StreamStore] = None
         self.hub: Any = None
         self.persistent: Any = None
+        #: The L{estwisted.projections.SystemProjectionsService}, when run.
+        self.projections: Any = None
         self._close_storage: Optional[Callable[[], None]] = None
         self._ports: list[IListeningPort] = []
         self.listening: Deferred[None] = Deferred()
@@ -139,6 +141,27 @@ class NodeService(MultiService):
         self.persistent.start().addErrback(
             lambda f: self._log.failure("Could not load persistent subscriptions", f)
         )
+        self._start_projections()
+
+    def _start_projections(self) -> None:
+        """
+        The standard system projections (issue 16), with C{RunProjections}
+        System or All and C{StartStandardProjections}.
+        """
+        config = self.config
+        if str(config.run_projections).lower() == "none":
+            return
+        if str(config.run_projections).lower() == "all":
+            self._log.warn("RunProjections All: user projections are not supported yet.")
+        from estwisted.projections import SystemProjectionsService
+
+        # StartStandardProjections is the default for projections with no
+        # persisted definition yet; off, they exist stopped and can be
+        # enabled over HTTP (recorded in $projections-{name}).
+        self.projections = SystemProjectionsService(
+            self.store, self.reactor, enabled=bool(config.start_standard_projections)
+        )
+        self.projections.setServiceParent(self)
 
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
         from estwisted.gossip import VNodeState
@@ -182,6 +205,9 @@ class NodeService(MultiService):
         if self.tls is not None:
             # POST /admin/reloadcertificates does what SIGHUP does.
             extra["reload_certificates"] = self.tls.reload
+        if self.projections is not None:
+            extra["projections"] = self.projections
+            extra["projections_mode"] = str(c.run_projections).capitalize()
         info = NodeInfo.from_config(c, shutdown=self._shutdown, **extra)
         # The API's own Site refuses oversized bodies before buffering them
         # and writes no access-log line per request.

@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     # subscriptions over the core
     "estwisted.subscriptions": 3,
     "estwisted.persistent": 3,
+    "estwisted.projections": 3,
     # edges: protocols, resources, peers
     "estwisted.tls": 4,
     "estwisted.tcpserver": 4,
