@@ -453,6 +453,20 @@ class StreamStore:
         """
         return self._metadata(stream)
 
+    def scavenger(self) -> Optional[Any]:
+        """
+        The L{estwisted.scavenger.Scavenger} of this store's log, created on
+        first use; C{None} when the log cannot be scavenged (in memory).
+        """
+        existing = getattr(self, "_scavenger", None)
+        if existing is None and hasattr(self._log, "replace_chunk"):
+            from estwisted.scavenger import Scavenger
+
+            existing = self._scavenger = Scavenger(
+                self, self._log, self._index, self._clock  # type: ignore[arg-type]
+            )
+        return existing
+
     # -- state -------------------------------------------------------------
 
     @property
@@ -632,9 +646,13 @@ class StreamStore:
         if known is not None and known[0] == stream and known[1] == number:
             return True
         position = self._index.get(stream, number)
-        if position is None:
+        if position is None or position < 0:
             return False
-        return self._log.read(position).event_id == event_id
+        try:
+            return self._log.read(position).event_id == event_id
+        except KeyError:
+            # removed by a scavenge
+            return False
 
     def _buffer(
         self, stream: str, first: int, events: Sequence[NewEvent], created: int
@@ -961,9 +979,13 @@ class StreamStore:
         if event_number < min_visible(last, metadata) or event_number > last:
             return ReadEventResult(ReadStatus.NOT_FOUND)
         position = self._index.get(stream, event_number)
-        if position is None:
+        if position is None or position < 0:
             return ReadEventResult(ReadStatus.NOT_FOUND)
-        record = self._log.read(position)
+        try:
+            record = self._log.read(position)
+        except KeyError:
+            # removed by a scavenge (an index entry persisted before it)
+            return ReadEventResult(ReadStatus.NOT_FOUND)
         if metadata.max_age is not None and record.created < self._age_threshold(metadata):
             return ReadEventResult(ReadStatus.NOT_FOUND)
         if resolve_links:
@@ -1027,7 +1049,19 @@ class StreamStore:
         if first > last:
             return []
         read = self._log.read
-        records = [read(p) for p in self._index.positions(stream, first, last)]
+        positions = self._index.positions(stream, first, last)
+        try:
+            records = [read(p) for p in positions]
+        except KeyError:
+            # some were removed by a scavenge (-1 in the index, or an entry
+            # persisted before the scavenge): skip them
+            records = []
+            for p in positions:
+                if p >= 0:
+                    try:
+                        records.append(read(p))
+                    except KeyError:
+                        pass
         if metadata.max_age is not None:
             threshold = self._age_threshold(metadata)
             records = [r for r in records if r.created >= threshold]
