@@ -21,7 +21,7 @@ L{encode_scavenged} builds its bytes (for tests; the rewrite streams them).
 The rewrite
 ===========
 L{rewrite_chunk} is a generator: each C{next()} does a bounded slice of work
-(a few thousand records planned or about one MiB copied), so a caller on the
+(a thousand records planned or 256 KiB copied), so a caller on the
 reactor thread can interleave it with other work.  It writes the survivors
 to C{chunk-NNNNNN.VVVVVV.<random>.scavenge.tmp} (removed on open if a crash
 leaves it), C{fsync}s it, renames it to the next version of the chunk's name
@@ -60,9 +60,9 @@ from estwisted.storage.records import HEAD
 
 TICKS_PER_SECOND = 10_000_000
 #: Records planned per slice of L{rewrite_chunk}.
-PLAN_SLICE = 4096
+PLAN_SLICE = 1024
 #: Bytes copied per slice of L{rewrite_chunk}.
-COPY_SLICE = 1 << 20
+COPY_SLICE = 256 * 1024
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -239,6 +239,8 @@ def rewrite_chunk(
             pending += size
             if pending >= COPY_SLICE:
                 written += _write_all(fd, b"".join(out), written)
+                # sync as we go, so that the final fsync is short
+                os.fdatasync(fd)
                 out = []
                 pending = 0
                 yield None

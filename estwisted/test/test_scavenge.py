@@ -309,3 +309,58 @@ class ScavengerTests(SynchronousTestCase):
         self.assertEqual(types[0], "$scavengeStarted")
         self.assertEqual(types[-1], "$scavengeCompleted")
         self.assertIn("$scavengeChunksCompleted", types)
+
+    def populate(self) -> None:
+        for _ in range(10):
+            self.write("gone", 10)
+            self.write("kept", 10)
+        self.settle(self.store.delete_stream("gone", EXPECTED_ANY, True, None))
+        self.write("tail", 60)
+
+    def test_stop(self) -> None:
+        """
+        A stopped scavenge ends with C{Stopped}, leaves no temporary file
+        and the log readable; another can start afterwards.
+        """
+        self.populate()
+        before = self.store.read_stream("kept", 0, 1000, True, False, None)
+        scavenger = self.store.scavenger()
+        assert scavenger is not None
+        scavenge_id, done = scavenger.start()
+        self.assertTrue(scavenger.stop(scavenge_id))
+        self.assertFalse(scavenger.stop("other"))
+        body = self.settle(done)
+        self.assertEqual(body["result"], "Stopped")
+        self.assertFalse([n for n in os.listdir(self.directory) if n.endswith(".tmp")])
+        self.assertEqual(
+            self.store.read_stream("kept", 0, 1000, True, False, None).events, before.events
+        )
+        _, again = scavenger.start()
+        self.assertEqual(self.settle(again)["result"], "Success")
+
+    def test_disk_full(self) -> None:
+        """
+        No space for the new chunk file: the scavenge fails cleanly, the old
+        chunk stays in use and no temporary file is left.
+        """
+        import errno
+
+        from estwisted.storage import scavenge
+
+        self.populate()
+        before = self.store.read_stream("kept", 0, 1000, True, False, None)
+
+        def full(fd: int, data: bytes, offset: int) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(scavenge, "_write_all", full)
+        scavenger = self.store.scavenger()
+        assert scavenger is not None
+        _, done = scavenger.start()
+        body = self.settle(done)
+        self.assertEqual(body["result"], "Failed")
+        self.assertIn("disk full", body["error"])
+        self.assertFalse([n for n in os.listdir(self.directory) if n.endswith(".tmp")])
+        self.assertEqual(
+            self.store.read_stream("kept", 0, 1000, True, False, None).events, before.events
+        )
