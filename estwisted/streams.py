@@ -393,7 +393,9 @@ class StreamStore:
         principal: Optional[Principal],
     ) -> AllSlice:
         """
-        C{position} -1 with C{forward=False} means from the end.
+        C{position} -1 means from the end, in both directions (v5's
+        C{Position.End}): forwards it reads nothing and answers the end, so
+        a catch-up subscription from the end goes live at once.
         """
         if max_count > MAX_READ_COUNT or max_count < 0:
             return AllSlice(
@@ -409,7 +411,7 @@ class StreamStore:
         try:
             if forward:
                 if position < 0:
-                    position = 0
+                    position = self._committed_end()
                 records = log.read_forward(position, max_count)
                 if self._commit.gated:
                     records = self._committed_only(records)
@@ -431,6 +433,17 @@ class StreamStore:
             _log.failure("Reading $all failed")
             return AllSlice(ReadStatus.ERROR, (), position, position, str(e))
         return AllSlice(ReadStatus.SUCCESS, events, position, next_position)
+
+    def _committed_end(self) -> int:
+        """
+        The position just past the last committed record (records written
+        but still waiting for the quorum are after it).
+        """
+        log = self._log
+        if not self._commit.gated:
+            return log.end_position
+        last = self._committed_only(log.read_forward(self._last_commit_position, 1))
+        return last[0].next_position if last else self._last_commit_position
 
     def get_metadata(self, stream: str, principal: Optional[Principal]) -> MetadataResult:
         """
