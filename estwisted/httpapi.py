@@ -2377,6 +2377,18 @@ class HttpApi:
                 minimum = 0 if name == b"startFromChunk" else 1
                 if not (value.isdigit() and value.isascii()) or int(value) < minimum:
                     raise HttpError(400, f"Invalid {name.decode()} parameter.")
+        make = getattr(self.store, "scavenger", None)
+        scavenger = make() if make is not None and self.node_info.scavenge is None else None
+        if scavenger is not None:
+            from estwisted.scavenger import ScavengeInProgress
+
+            first = self._query(request, b"startFromChunk")
+            try:
+                scavenge_id, _ = scavenger.start(int(first) if first else 0)
+            except ScavengeInProgress as e:
+                raise HttpError(400, "Scavenge already running.") from e
+            self._scavenges[scavenge_id] = scavenger
+            return self._ok(request, atom.dumps({"scavengeId": scavenge_id}), atom.JSON)
         if any(v is not None for v in self._scavenges.values()):
             raise HttpError(400, "Scavenge already running.")
         scavenge_id = str(uuid.uuid4())
@@ -2426,6 +2438,9 @@ class HttpApi:
         self._principal(request, "ops")
         if scavenge_id not in self._scavenges:
             raise HttpError(404, "Not Found")
+        running = self._scavenges[scavenge_id]
+        if running is not None and hasattr(running, "stop"):
+            running.stop(scavenge_id)
         return self._ok(request, atom.dumps(scavenge_id), atom.JSON)
 
     # -- Klein routes ------------------------------------------------------------------

@@ -393,7 +393,9 @@ class StreamStore:
         principal: Optional[Principal],
     ) -> AllSlice:
         """
-        C{position} -1 with C{forward=False} means from the end.
+        C{position} -1 means from the end, in both directions (v5's
+        C{Position.End}): forwards it reads nothing and answers the end, so
+        a catch-up subscription from the end goes live at once.
         """
         if max_count > MAX_READ_COUNT or max_count < 0:
             return AllSlice(
@@ -409,7 +411,7 @@ class StreamStore:
         try:
             if forward:
                 if position < 0:
-                    position = 0
+                    position = self._committed_end()
                 records = log.read_forward(position, max_count)
                 if self._commit.gated:
                     records = self._committed_only(records)
@@ -432,6 +434,17 @@ class StreamStore:
             return AllSlice(ReadStatus.ERROR, (), position, position, str(e))
         return AllSlice(ReadStatus.SUCCESS, events, position, next_position)
 
+    def _committed_end(self) -> int:
+        """
+        The position just past the last committed record (records written
+        but still waiting for the quorum are after it).
+        """
+        log = self._log
+        if not self._commit.gated:
+            return log.end_position
+        last = self._committed_only(log.read_forward(self._last_commit_position, 1))
+        return last[0].next_position if last else self._last_commit_position
+
     def get_metadata(self, stream: str, principal: Optional[Principal]) -> MetadataResult:
         """
         @raise AccessDenied: no C{$mr} right.
@@ -452,6 +465,20 @@ class StreamStore:
         The parsed committed metadata of C{stream} (no ACL check).
         """
         return self._metadata(stream)
+
+    def scavenger(self) -> Optional[Any]:
+        """
+        The L{estwisted.scavenger.Scavenger} of this store's log, created on
+        first use; C{None} when the log cannot be scavenged (in memory).
+        """
+        existing = getattr(self, "_scavenger", None)
+        if existing is None and hasattr(self._log, "replace_chunk"):
+            from estwisted.scavenger import Scavenger
+
+            existing = self._scavenger = Scavenger(
+                self, self._log, self._index, self._clock  # type: ignore[arg-type]
+            )
+        return existing
 
     # -- state -------------------------------------------------------------
 
@@ -632,9 +659,13 @@ class StreamStore:
         if known is not None and known[0] == stream and known[1] == number:
             return True
         position = self._index.get(stream, number)
-        if position is None:
+        if position is None or position < 0:
             return False
-        return self._log.read(position).event_id == event_id
+        try:
+            return self._log.read(position).event_id == event_id
+        except KeyError:
+            # removed by a scavenge
+            return False
 
     def _buffer(
         self, stream: str, first: int, events: Sequence[NewEvent], created: int
@@ -961,9 +992,13 @@ class StreamStore:
         if event_number < min_visible(last, metadata) or event_number > last:
             return ReadEventResult(ReadStatus.NOT_FOUND)
         position = self._index.get(stream, event_number)
-        if position is None:
+        if position is None or position < 0:
             return ReadEventResult(ReadStatus.NOT_FOUND)
-        record = self._log.read(position)
+        try:
+            record = self._log.read(position)
+        except KeyError:
+            # removed by a scavenge (an index entry persisted before it)
+            return ReadEventResult(ReadStatus.NOT_FOUND)
         if metadata.max_age is not None and record.created < self._age_threshold(metadata):
             return ReadEventResult(ReadStatus.NOT_FOUND)
         if resolve_links:
@@ -1027,7 +1062,19 @@ class StreamStore:
         if first > last:
             return []
         read = self._log.read
-        records = [read(p) for p in self._index.positions(stream, first, last)]
+        positions = self._index.positions(stream, first, last)
+        try:
+            records = [read(p) for p in positions]
+        except KeyError:
+            # some were removed by a scavenge (-1 in the index, or an entry
+            # persisted before the scavenge): skip them
+            records = []
+            for p in positions:
+                if p >= 0:
+                    try:
+                        records.append(read(p))
+                    except KeyError:
+                        pass
         if metadata.max_age is not None:
             threshold = self._age_threshold(metadata)
             records = [r for r in records if r.created >= threshold]

@@ -26,8 +26,9 @@ Connection-level behaviour:
     does;
   - on close every subscription of the connection is dropped server-side.
 
-A real scavenge is out of scope: C{ScavengeDatabase} is answered
-C{Started} with a fresh id (or C{Unauthorized}) and nothing else happens.
+C{ScavengeDatabase} starts the store's scavenger
+(L{estwisted.scavenger}) and answers C{Started} with its id,
+C{InProgress} with the running one's, or C{Unauthorized}.
 """
 
 from __future__ import annotations
@@ -1025,15 +1026,25 @@ class TcpClientProtocol(Protocol):
 
     def _scavenge(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         if principal is not None and principal.is_ops:
-            scavenge_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
-            self._log.info(
-                "Scavenge {id} requested by {user} (not implemented: nothing is removed)",
-                id=scavenge_id,
-                user=principal.login,
-            )
-            response = pb.ScavengeDatabaseResponse(
-                result=pb.ScavengeDatabaseResponse.Started, scavengeId=scavenge_id
-            )
+            make = getattr(self.store, "scavenger", None)
+            scavenger = make() if make is not None else None
+            result = pb.ScavengeDatabaseResponse.Started
+            if scavenger is None:
+                scavenge_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
+                self._log.info(
+                    "Scavenge {id} requested by {user} (this log cannot be scavenged)",
+                    id=scavenge_id,
+                    user=principal.login,
+                )
+            else:
+                from estwisted.scavenger import ScavengeInProgress
+
+                try:
+                    scavenge_id, _ = scavenger.start(0)
+                except ScavengeInProgress as e:
+                    scavenge_id = e.scavenge_id
+                    result = pb.ScavengeDatabaseResponse.InProgress
+            response = pb.ScavengeDatabaseResponse(result=result, scavengeId=scavenge_id)
         else:
             response = pb.ScavengeDatabaseResponse(result=pb.ScavengeDatabaseResponse.Unauthorized)
         self.send(frame_package(0xD1, corr, response.SerializePartialToString()))

@@ -19,6 +19,23 @@ ongoing chunk's footer is all zeros.
 The logical position of data-area offset C{o} of chunk C{n} is
 C{n * chunk_size + o}.  Reads go through a read-only memory map of the file;
 writes use C{pwrite} on the file descriptor.
+
+Scavenged chunks
+================
+A scavenged chunk (header flag L{HEADER_SCAVENGED}, written by
+L{estwisted.storage.scavenge}) holds only the records that survived, packed::
+
+    [header][kept records: physical B][run map: 12 B per run][footer]
+
+A I{run} is a maximal sequence of kept records that were contiguous in the
+original chunk; its map entry is C{(physical offset, logical local offset,
+length)} as three u32 (offsets in the data area).  Records keep their
+logical positions (and the position stored in each frame), so a record of
+logical local offset C{l} inside the run starting at C{(p, l0, n)} lies at
+data-area offset C{p + l - l0}.  The footer's flags carry
+L{FLAG_SCAVENGED}, its data size is the I{logical} data size of the
+original chunk, followed by the physical size (i64) and the run count
+(i64).  The footer is always the last 128 bytes of the file.
 """
 
 from __future__ import annotations
@@ -41,9 +58,13 @@ FORMAT_VERSION = 1
 HEADER_MAGIC = b"ESTWCHNK"
 FOOTER_MAGIC = b"ESTWFOOT"
 FLAG_COMPLETED = 1
+FLAG_SCAVENGED = 2
+HEADER_SCAVENGED = 1
 
 _HEADER = struct.Struct("<8sHHqq16s")
 _FOOTER = struct.Struct("<8sIq")
+_FOOTER_SCAVENGED = struct.Struct("<8sIqqq")
+RUN = struct.Struct("<III")
 _CRC = struct.Struct("<I")
 
 CHUNK_NAME = re.compile(r"^chunk-(\d{6})\.(\d{6})$")
@@ -66,8 +87,8 @@ def storage_error(e: OSError, what: str) -> StorageError:
     return StorageError(f"{what}: {e}")
 
 
-def encode_header(chunk_size: int, number: int, chunk_id: bytes) -> bytes:
-    head = _HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, 0, chunk_size, number, chunk_id)
+def encode_header(chunk_size: int, number: int, chunk_id: bytes, flags: int = 0) -> bytes:
+    head = _HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, flags, chunk_size, number, chunk_id)
     head = head.ljust(HEADER_SIZE - 4, b"\x00")
     return head + _CRC.pack(crc32(head))
 
@@ -87,6 +108,40 @@ def decode_header(raw: bytes) -> tuple[int, int, bytes]:
     if version != FORMAT_VERSION:
         raise StorageError(f"unsupported chunk format {version}")
     return chunk_size, number, chunk_id
+
+
+def header_flags(raw: bytes) -> int:
+    """
+    The flags of a header L{decode_header} accepted (L{HEADER_SCAVENGED}).
+    """
+    return int(_HEADER.unpack_from(raw, 0)[2])
+
+
+def encode_scavenged_footer(data_size: int, physical_size: int, run_count: int) -> bytes:
+    """
+    The footer of a scavenged chunk (see the module docstring).
+    """
+    foot = _FOOTER_SCAVENGED.pack(
+        FOOTER_MAGIC, FLAG_COMPLETED | FLAG_SCAVENGED, data_size, physical_size, run_count
+    ).ljust(FOOTER_SIZE - 4, b"\x00")
+    return foot + _CRC.pack(crc32(foot))
+
+
+def decode_scavenged_footer(raw: bytes) -> Optional[tuple[int, int, int]]:
+    """
+    @return: logical data size, physical size and run count of a scavenged
+        chunk's footer, or C{None} if C{raw} is not one.
+    """
+    if decode_footer(raw) is None:
+        return None
+    magic, flags, data_size, physical, runs = _FOOTER_SCAVENGED.unpack_from(raw, 0)
+    if not flags & FLAG_SCAVENGED:
+        return None
+    return int(data_size), int(physical), int(runs)
+
+
+def scavenged_file_size(physical_size: int, run_count: int) -> int:
+    return HEADER_SIZE + physical_size + RUN.size * run_count + FOOTER_SIZE
 
 
 def encode_footer(data_size: int) -> bytes:
@@ -123,13 +178,21 @@ class Chunk:
 
     BOUNDARY_STRIDE = 64
 
-    def __init__(self, path: str, number: int, chunk_size: int, fd: int) -> None:
+    def __init__(
+        self, path: str, number: int, chunk_size: int, fd: int, size: Optional[int] = None
+    ) -> None:
         self.path = path
         self.number = number
         self.chunk_size = chunk_size
         self.fd = fd
         self.data_size: Optional[int] = None
-        self.view = mmap.mmap(fd, file_size(chunk_size), mmap.MAP_SHARED, mmap.PROT_READ)
+        #: For a scavenged chunk: the runs as three arrays (physical data
+        #: offset, logical local offset, length); C{None} otherwise.
+        self.runs: Optional[tuple[array[int], array[int], array[int]]] = None
+        self.physical_size = 0
+        if size is None:
+            size = file_size(chunk_size)
+        self.view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         self._closed = False
         self.boundaries = array("q", [0])
         self.walked_to = 0
@@ -191,7 +254,27 @@ class Chunk:
         try:
             head = os.pread(fd, HEADER_SIZE, 0)
             chunk_size, number, _ = decode_header(head)
-            if os.fstat(fd).st_size != file_size(chunk_size):
+            actual = os.fstat(fd).st_size
+            if header_flags(head) & HEADER_SCAVENGED:
+                foot = os.pread(fd, FOOTER_SIZE, actual - FOOTER_SIZE)
+                scavenged = decode_scavenged_footer(foot)
+                if scavenged is None:
+                    raise StorageError("scavenged chunk without a valid footer")
+                data_size, physical, count = scavenged
+                if actual != scavenged_file_size(physical, count):
+                    raise StorageError("size does not match its scavenged footer")
+                chunk = cls(path, number, chunk_size, fd, actual)
+                chunk.physical_size = physical
+                raw = bytes(chunk.view[HEADER_SIZE + physical : actual - FOOTER_SIZE])
+                phys, logical, lengths = array("q"), array("q"), array("q")
+                for p, lo, n in RUN.iter_unpack(raw):
+                    phys.append(p)
+                    logical.append(lo)
+                    lengths.append(n)
+                chunk.runs = (phys, logical, lengths)
+                chunk.data_size = data_size
+                return chunk
+            if actual != file_size(chunk_size):
                 raise StorageError(f"{path}: size does not match its chunk size {chunk_size}")
             chunk = cls(path, number, chunk_size, fd)
         except (StorageError, OSError, ValueError) as e:
@@ -201,6 +284,15 @@ class Chunk:
             raise StorageError(f"{path}: {e}") from e
         chunk.data_size = decode_footer(chunk.read_footer())
         return chunk
+
+    def run_list(self, data_end: int) -> tuple[array[int], array[int], array[int]]:
+        """
+        The chunk's runs (see the module docstring); an unscavenged chunk is
+        one run of C{data_end} bytes.
+        """
+        if self.runs is not None:
+            return self.runs
+        return array("q", [0]), array("q", [0]), array("q", [data_end])
 
     @property
     def data_offset(self) -> int:

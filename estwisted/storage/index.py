@@ -45,6 +45,15 @@ class StreamIndex:
             )
         positions.append(position)
 
+    def forget(self, stream: str, event_number: int) -> None:
+        """
+        Mark event C{event_number} of C{stream} as removed by a scavenge: its
+        position becomes -1 (the stream's last event number is unchanged).
+        """
+        positions = self._streams.get(stream)
+        if positions is not None and 0 <= event_number < len(positions) - 1:
+            positions[event_number] = -1
+
     def last_event_number(self, stream: str) -> int:
         """
         The stream's last event number, -1 if it has none (the tombstone does
@@ -61,7 +70,7 @@ class StreamIndex:
 
     def get(self, stream: str, event_number: int) -> Optional[int]:
         """
-        The position of one event, or C{None}.
+        The position of one event, or C{None} (-1 if it was scavenged).
         """
         positions = self._streams.get(stream)
         if positions is None or not 0 <= event_number < len(positions):
@@ -71,7 +80,7 @@ class StreamIndex:
     def positions(self, stream: str, first: int, last: int) -> array[int]:
         """
         Positions of events C{first} to C{last} inclusive (clamped to what
-        exists), ascending.
+        exists), ascending; -1 for a scavenged event.
         """
         positions = self._streams.get(stream)
         if positions is None:

@@ -366,6 +366,9 @@ def _index_segments(segments: Any, index: StreamIndex, end: int, verify_from: in
                         continue
                     entry = new[name] = (array("q"), last_event_number(str(name, "utf-8")) + 1)
                 positions, first = entry
+                if number > first + len(positions) and number != deleted:
+                    # events removed by a scavenge: their positions are -1
+                    positions.extend(array("q", [-1]) * (number - first - len(positions)))
                 if number != first + len(positions):
                     if number != deleted:
                         raise ValueError(

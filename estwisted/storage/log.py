@@ -232,6 +232,10 @@ class ChunkedLog:
 
         @return: the data offset just past the last intact record.
         """
+        if chunk.runs is not None:
+            # scavenged chunks are completed and were checked when written
+            assert chunk.data_size is not None
+            return chunk.data_size
         view = chunk.view
         base = chunk.number * self.chunk_size
         limit = HEADER_SIZE + self.chunk_size
@@ -316,6 +320,10 @@ class ChunkedLog:
         zeroed = 0
         clean = chk.shutdown.value == end and not torn_footer
         if not clean:
+            if end_chunk.runs is not None:
+                raise StorageError(
+                    f"{end_chunk.path}: cannot cut the log inside a scavenged chunk (at {end})"
+                )
             zeroed = end_chunk.zero_from(local)
         if end != writer:
             chk.writer.write_and_sync(end)
@@ -574,8 +582,16 @@ class ChunkedLog:
             raise KeyError(position)
         c, local = divmod(position, self.chunk_size)
         chunk = self._chunks[c]
-        limit = HEADER_SIZE + self._data_end(c)
-        off = HEADER_SIZE + local
+        if chunk.runs is not None:
+            phys, logical, lengths = chunk.runs
+            j = bisect_right(logical, local) - 1
+            if j < 0 or local >= logical[j] + lengths[j]:
+                raise KeyError(position)
+            off = HEADER_SIZE + phys[j] + local - logical[j]
+            limit = HEADER_SIZE + phys[j] + lengths[j]
+        else:
+            limit = HEADER_SIZE + self._data_end(c)
+            off = HEADER_SIZE + local
         if not frame_at(chunk.view, off, limit, position):
             raise KeyError(position)
         return decode(chunk.view, off, limit, position)
@@ -597,6 +613,8 @@ class ChunkedLog:
             return (c + 1) * size
         chunk = self._chunks[c]
         view = chunk.view
+        if chunk.runs is not None:
+            return self._scavenged_boundary(chunk, local)
         if frame_at(view, HEADER_SIZE + local, HEADER_SIZE + data_end, position):
             return position
         # extend the sparse map of record starts, then walk from the nearest
@@ -624,6 +642,72 @@ class ChunkedLog:
             return (c + 1) * size
         return c * size + q
 
+    def _scavenged_boundary(self, chunk: Chunk, local: int) -> int:
+        """
+        L{_boundary} inside a scavenged chunk: the first kept record at or
+        after data offset C{local}.
+        """
+        assert chunk.runs is not None
+        phys, logical, lengths = chunk.runs
+        base = chunk.number * self.chunk_size
+        view = chunk.view
+        j = bisect_right(logical, local) - 1
+        if j >= 0 and local < logical[j] + lengths[j]:
+            start = HEADER_SIZE + phys[j]
+            limit = start + lengths[j]
+            off = start + local - logical[j]
+            if frame_at(view, off, limit, base + local):
+                return base + local
+            q = start
+            while q < off:
+                n = _SIZE.unpack_from(view, q)[0]
+                if n < OVERHEAD:
+                    raise CorruptRecord(f"bad record length in {chunk.path}")
+                q += n
+            if q < limit:
+                return base + logical[j] + q - start
+        j += 1
+        if j < len(logical):
+            return base + logical[j]
+        return base + self.chunk_size
+
+    def _runs_from(self, c: int, local: int) -> Iterator[tuple[mmap.mmap, int, int, int]]:
+        """
+        The stored runs of records of chunk C{c} from the record boundary
+        C{local} on: C{(view, start, limit, base)}, records in
+        C{view[start:limit]}, the one at offset C{o} having position
+        C{base + o}.
+        """
+        chunk = self._chunks[c]
+        phys, logical, lengths = chunk.run_list(self._data_end(c))
+        view = chunk.view
+        origin = c * self.chunk_size
+        for j in range(max(0, bisect_right(logical, local) - 1), len(logical)):
+            lo = logical[j]
+            n = lengths[j]
+            if lo + n <= local:
+                continue
+            start = max(local, lo)
+            p = HEADER_SIZE + phys[j]
+            yield view, p + start - lo, p + n, origin + lo - p
+
+    def _runs_back(self, c: int, local: int) -> Iterator[tuple[mmap.mmap, int, int, int]]:
+        """
+        L{_runs_from} backwards: the runs before C{local}, last first, as
+        C{(view, start, stop, base)} with records in C{view[start:stop]}.
+        """
+        chunk = self._chunks[c]
+        phys, logical, lengths = chunk.run_list(self._data_end(c))
+        view = chunk.view
+        origin = c * self.chunk_size
+        for j in range(bisect_right(logical, local) - 1, -1, -1):
+            lo = logical[j]
+            if lo >= local:
+                continue
+            stop = min(local, lo + lengths[j])
+            p = HEADER_SIZE + phys[j]
+            yield view, p, p + stop - lo, origin + lo - p
+
     def read_forward(self, position: int, max_count: int) -> list[EventRecord]:
         result: list[EventRecord] = []
         end = self.end_position
@@ -631,20 +715,18 @@ class ChunkedLog:
         p = self._boundary(position)
         while p < end and len(result) < max_count:
             c, local = divmod(p, size)
-            data_end = self._data_end(c)
-            if local >= data_end:
+            if local >= self._data_end(c):
                 p = (c + 1) * size
                 continue
-            view = self._chunks[c].view
-            limit = HEADER_SIZE + data_end
-            off = HEADER_SIZE + local
-            while off < limit and len(result) < max_count:
-                record = decode(view, off, limit, p)
-                if not record.flags & FLAG_SYSTEM:
-                    result.append(record)
-                n = record.next_position - p
-                off += n
-                p += n
+            for view, off, limit, base in self._runs_from(c, local):
+                while off < limit and len(result) < max_count:
+                    record = decode(view, off, limit, base + off)
+                    if not record.flags & FLAG_SYSTEM:
+                        result.append(record)
+                    off += record.next_position - record.position
+                if len(result) >= max_count:
+                    break
+            p = (c + 1) * size
         return result
 
     def read_backward(self, position: int, max_count: int) -> list[EventRecord]:
@@ -658,17 +740,18 @@ class ChunkedLog:
                 local = self._data_end(c)
                 p = c * size + local
                 continue
-            view = self._chunks[c].view
-            base = c * size
-            while local > 0 and len(result) < max_count:
-                n = size_before(view, HEADER_SIZE + local)
-                if not n:
-                    raise CorruptRecord(f"bad record length suffix before {base + local}")
-                local -= n
-                record = decode(view, HEADER_SIZE + local, HEADER_SIZE + local + n, base + local)
-                if not record.flags & FLAG_SYSTEM:
-                    result.append(record)
-            p = base + local
+            for view, start, off, base in self._runs_back(c, local):
+                while off > start and len(result) < max_count:
+                    n = size_before(view, off)
+                    if not n or off - n < start:
+                        raise CorruptRecord(f"bad record length suffix before {base + off}")
+                    off -= n
+                    record = decode(view, off, off + n, base + off)
+                    if not record.flags & FLAG_SYSTEM:
+                        result.append(record)
+                if len(result) >= max_count:
+                    break
+            p = c * size
         return result
 
     def segments(self, position: int) -> Iterator[tuple[mmap.mmap, int, int, int]]:
@@ -682,12 +765,7 @@ class ChunkedLog:
         p = self._boundary(position)
         while p < self.end_position:
             c, local = divmod(p, size)
-            yield (
-                self._chunks[c].view,
-                HEADER_SIZE + local,
-                HEADER_SIZE + self._data_end(c),
-                c * size - HEADER_SIZE,
-            )
+            yield from self._runs_from(c, local)
             p = (c + 1) * size
 
     # -- replication (IReplicableLog) ----------------------------------------
@@ -702,20 +780,15 @@ class ChunkedLog:
         size = self.chunk_size
         while p < end:
             c, local = divmod(p, size)
-            data_end = self._data_end(c)
-            if local >= data_end:
-                p = (c + 1) * size
-                continue
-            view = self._chunks[c].view
-            start = HEADER_SIZE + local
-            limit = HEADER_SIZE + data_end
-            off = start
-            while off < limit and (off == start or off - start < max_bytes):
-                n = _SIZE.unpack_from(view, off)[0]
-                if n < OVERHEAD or off + n > limit:
-                    raise CorruptRecord(f"bad record length at {c * size + off - HEADER_SIZE}")
-                off += n
-            return p, bytes(view[start:off]), p + off - start
+            for view, start, limit, base in self._runs_from(c, local):
+                off = start
+                while off < limit and (off == start or off - start < max_bytes):
+                    n = _SIZE.unpack_from(view, off)[0]
+                    if n < OVERHEAD or off + n > limit:
+                        raise CorruptRecord(f"bad record length at {base + off}")
+                    off += n
+                return base + start, bytes(view[start:off]), base + off
+            p = (c + 1) * size
         return end, b"", end
 
     def append_raw(self, position: int, frames: bytes) -> int:
@@ -784,6 +857,64 @@ class ChunkedLog:
         self._chunks = []
         self._open_chunks()
         self._reset_buffer()
+
+    # -- scavenging ----------------------------------------------------------
+
+    @property
+    def completed_chunks(self) -> int:
+        """
+        The number of completed chunks (those before the current one): the
+        chunks a scavenge may rewrite.
+        """
+        return self._end_chunk
+
+    def chunk(self, number: int) -> Chunk:
+        """
+        The open chunk C{number} (for the scavenger, which reads it).
+        """
+        return self._chunks[number]
+
+    def chunk_runs(self, number: int) -> list[tuple[mmap.mmap, int, int, int]]:
+        """
+        The stored runs of records of completed chunk C{number}, as
+        L{segments} yields them.
+        """
+        return list(self._runs_from(number, 0))
+
+    def replace_chunk(self, number: int, path: str) -> int:
+        """
+        Put the scavenged chunk file C{path} (already durable under its final
+        name, a higher version than the current file) in place of chunk
+        C{number}, and delete the old file.  Reads are synchronous, so no
+        reader holds the old map when it is closed here.
+
+        @return: the bytes of disk space given back.
+        @raise StorageError: C{number} is not a completed chunk or C{path}
+            is not a chunk of the same logical range.
+        """
+        if not 0 <= number < self._end_chunk:
+            raise StorageError(f"chunk {number} is not a completed chunk")
+        old = self._chunks[number]
+        new = Chunk.open(path, writable=False)
+        if (
+            new.number != number
+            or new.chunk_size != self.chunk_size
+            or new.data_size != old.data_size
+        ):
+            new.close()
+            raise StorageError(f"{path} does not replace chunk {number}")
+        new.release_fd()
+        before = os.stat(old.path).st_size
+        after = os.stat(new.path).st_size
+        self._chunks[number] = new
+        old.close()
+        if old.path != new.path:
+            try:
+                os.unlink(old.path)
+            except FileNotFoundError:
+                pass
+            fsync_directory(self.path)
+        return max(0, before - after)
 
     # -- closing -------------------------------------------------------------
 

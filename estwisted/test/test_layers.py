@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "estwisted.streams": 2,
     "estwisted.users": 2,
     "estwisted.discovery": 2,
+    "estwisted.scavenger": 2,
     # subscriptions over the core
     "estwisted.subscriptions": 3,
     "estwisted.persistent": 3,

@@ -394,6 +394,21 @@ class ReadTests(StoreTestMixin, SynchronousTestCase):
             [("a", 1), ("a", 0)],
         )
 
+    def test_read_all_forward_from_end(self) -> None:
+        """
+        C{$all} forwards from -1 (the end, as a catch-up subscription from
+        the end asks) gives no historical event and the end as the next
+        position; events written afterwards are read from there.
+        """
+        self.write("a", EXPECTED_ANY, events(3))
+        end = self.store.read_all(-1, 100, True, False, ADMIN)
+        self.assertEqual(end.status, ReadStatus.SUCCESS)
+        self.assertEqual(list(end.events), [])
+        self.assertEqual(end.next_position, self.log.end_position)
+        self.write("b", EXPECTED_ANY, events(1))
+        live = self.store.read_all(end.next_position, 100, True, False, ADMIN)
+        self.assertEqual([e.original.stream for e in live.events], ["b"])
+
 
 class MoreWriteTests(StoreTestMixin, SynchronousTestCase):
     def test_recent_id_cache_is_bounded(self) -> None:

@@ -1,0 +1,193 @@
+"""
+Scavenge benchmark: prints figures and writes them as JSON to
+C{benchmarks/results/scavenge.json}.
+
+A log of C{--events} events (default 1M, 100-byte data) in 1,000 streams of
+which half are hard-deleted or truncated (C{$tb}), then one scavenge of
+every completed chunk by L{estwisted.scavenger.Scavenger} on a
+L{StreamStore}, in process with a deterministic clock standing in for the
+reactor (each clock step runs one bounded slice, as one reactor turn does):
+
+  - scavenge time and bytes of chunk files reclaimed;
+  - append throughput (batches of 10 events, group commit per batch) and
+    stream read throughput (pages of 100) in one loop, before the scavenge
+    and while it runs with one scavenge slice per loop turn (as a reactor
+    runs one slice per turn), and the longest slice (the latency a
+    scavenge adds to one reactor turn).
+
+Usage: C{python benchmarks/scavenge.py [--events N] [--dir D]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+from twisted.internet.task import Clock  # noqa: E402
+
+from estwisted.acl import SYSTEM_PRINCIPAL  # noqa: E402
+from estwisted.model import EXPECTED_ANY, NewEvent  # noqa: E402
+from estwisted.storage.index import StreamIndex  # noqa: E402
+from estwisted.storage.log import ChunkedLog  # noqa: E402
+from estwisted.streams import StreamStore  # noqa: E402
+
+STREAMS = 1000
+CHUNK_SIZE = 16 * 1024 * 1024
+
+
+def chunk_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if "chunk-" in n)
+
+
+def settle(clock: Clock, d: Any) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    for _ in range(1000):
+        if out:
+            break
+        clock.advance(0.002)
+    return out[0]
+
+
+def populate(store: StreamStore, clock: Clock, events: int) -> None:
+    per_stream = max(1, events // STREAMS)
+    batch = 100
+    for first in range(0, per_stream, batch):
+        for s in range(STREAMS):
+            new = [
+                NewEvent(uuid.uuid4().bytes, "t", b"x" * 100)
+                for _ in range(min(batch, per_stream - first))
+            ]
+            store.append(f"s-{s}", EXPECTED_ANY, new, SYSTEM_PRINCIPAL)
+        clock.advance(0.002)
+    for s in range(0, STREAMS, 4):
+        settle(clock, store.delete_stream(f"s-{s}", EXPECTED_ANY, True, SYSTEM_PRINCIPAL))
+    meta = json.dumps({"$tb": per_stream - 1}).encode()
+    for s in range(2, STREAMS, 4):
+        settle(clock, store.set_metadata(f"s-{s}", EXPECTED_ANY, meta, SYSTEM_PRINCIPAL))
+
+
+class OneSliceClock:
+    """
+    The scavenger's clock: C{callLater(0, ...)} calls wait until L{step}
+    runs one, as a reactor runs them one turn later (a L{Clock} would run
+    the whole chain in one C{advance}).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.pending: list[Any] = []
+
+    def seconds(self) -> float:
+        return self._clock.seconds()
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N802
+        self.pending.append((f, args, kwargs))
+
+    def step(self) -> bool:
+        if not self.pending:
+            return False
+        f, args, kwargs = self.pending.pop(0)
+        f(*args, **kwargs)
+        return True
+
+
+def mixed_rate(
+    store: StreamStore, clock: Clock, seconds: float, step: Any = None
+) -> tuple[float, float, float]:
+    """
+    Loop: one append batch of 10 events (group commit), one read page of
+    100 events, and (during the scavenge) one scavenge slice.
+
+    @return: appends/s, events read/s, the longest slice in seconds.
+    """
+    appended = read = 0
+    s = 1
+    longest = 0.0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        new = [NewEvent(uuid.uuid4().bytes, "t", b"y" * 100) for _ in range(10)]
+        settle(clock, store.append("bench-append", EXPECTED_ANY, new, SYSTEM_PRINCIPAL))
+        appended += 10
+        page = store.read_stream(f"s-{s}", 0, 100, True, False, SYSTEM_PRINCIPAL)
+        read += len(page.events)
+        s = s + 2 if s + 2 < STREAMS else 1
+        if step is not None:
+            t = time.perf_counter()
+            more = step()
+            longest = max(longest, time.perf_counter() - t)
+            if not more:
+                break
+    took = time.perf_counter() - began
+    return appended / took, read / took, longest
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--dir", default=None)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    options = parser.parse_args()
+    base = tempfile.mkdtemp(prefix="estw-scav-bench-", dir=options.dir)
+    try:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        log = ChunkedLog(os.path.join(base, "db"), chunk_size=CHUNK_SIZE)
+        store = StreamStore(log, StreamIndex(), clock, password_iterations=10)
+        began = time.perf_counter()
+        populate(store, clock, options.events)
+        # close the current chunk: scavenging needs completed chunks
+        log.flush()
+        print(f"populated {options.events} events in {time.perf_counter() - began:.1f} s")
+        results: dict[str, Any] = {"events": options.events, "chunk_size": CHUNK_SIZE}
+        appends, reads, _ = mixed_rate(store, clock, options.seconds)
+        results["append_per_s_before"] = appends
+        results["read_per_s_before"] = reads
+        before = chunk_bytes(log.path)
+        from estwisted.scavenger import Scavenger
+
+        slices = OneSliceClock(clock)
+        scavenger = Scavenger(store, log, store._index, slices)  # type: ignore[arg-type]
+        _, done = scavenger.start()
+        finished: list[Any] = []
+        done.addBoth(finished.append)
+
+        def step() -> bool:
+            slices.step()
+            return not finished
+
+        began = time.perf_counter()
+        appends, reads, longest = mixed_rate(store, clock, 3600.0, step)
+        results["scavenge_seconds"] = time.perf_counter() - began
+        results["append_per_s_during"] = appends
+        results["read_per_s_during"] = reads
+        results["longest_slice_ms"] = longest * 1000
+        result = finished[0]
+        results["result"] = result["result"]
+        results["space_saved"] = result["spaceSaved"]
+        results["chunk_bytes_before"] = before
+        results["chunk_bytes_after"] = chunk_bytes(log.path)
+        log.close()
+        for key, value in results.items():
+            print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
+        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "scavenge.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
