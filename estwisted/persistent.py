@@ -102,6 +102,9 @@ CONFIG_STREAM = "$persistentSubscriptionConfig"
 CONFIG_EVENT_TYPE = "PersistentConfig1"
 CHECKPOINT_EVENT_TYPE = "SubscriptionCheckpoint"
 
+#: How many event ids acked before they were handed out are remembered.
+EARLY_ACKS = 10_000
+
 STRATEGIES = ("RoundRobin", "DispatchToSingle", "Pinned")
 
 
@@ -414,6 +417,9 @@ class _Group:
         self._checkpoint_writing = False
         #: checkpoint writes that failed (an ack waiting on one fails too)
         self.checkpoint_failures = 0
+        #: ids acked before this node handed them out (a consumer acking
+        #: what an earlier leader sent it): finished when they come up
+        self._early_acks: dict[bytes, None] = {}
         self._checkpoint_again = False
         self._checkpoint_waiters: list[Deferred[None]] = []
         self._timer: Optional[IDelayedCall] = None
@@ -585,7 +591,7 @@ class _Group:
         for queue in (self.retry, self.buffer):
             while queue and self.active:
                 head = queue[0]
-                if head.state == _DONE:
+                if head.state == _DONE or (self._early_acks and self._acked_early(head)):
                     queue.popleft()
                     continue
                 if head.event_id in self.in_flight:
@@ -607,7 +613,7 @@ class _Group:
             if not any(c.available > 0 for c in consumers):
                 break
             message = queue.popleft()
-            if message.state == _DONE:
+            if message.state == _DONE or (self._early_acks and self._acked_early(message)):
                 continue
             if message.event_id in self.in_flight:
                 kept.append(message)
@@ -643,6 +649,23 @@ class _Group:
 
     # -- answers ------------------------------------------------------------
 
+    def _remember_early_ack(self, event_id: bytes) -> None:
+        early = self._early_acks
+        early[event_id] = None
+        if len(early) > EARLY_ACKS:
+            del early[next(iter(early))]
+
+    def _acked_early(self, message: _Message) -> bool:
+        """
+        Whether C{message} was acked before it was handed out here; it is
+        then finished instead of sent.
+        """
+        if message.event_id not in self._early_acks:
+            return False
+        del self._early_acks[message.event_id]
+        self._finish(message)
+        return True
+
     def _take(self, event_id: bytes) -> Optional[_Message]:
         """
         Remove a handed-out message from in-flight (or the retry queue).
@@ -675,6 +698,7 @@ class _Group:
         for event_id in event_ids:
             message = self._take(event_id)
             if message is None:
+                self._remember_early_ack(event_id)
                 continue
             if consumer is not None:
                 consumer.total_items_processed += 1
@@ -833,7 +857,9 @@ class _Group:
             for queue in (self.retry, self.buffer):
                 while queue and len(handed) < count:
                     message = queue.popleft()
-                    if message.state == _DONE:
+                    if message.state == _DONE or (
+                        self._early_acks and self._acked_early(message)
+                    ):
                         continue
                     if message.event_id in self.in_flight:
                         queue.appendleft(message)

@@ -1112,6 +1112,16 @@ class PullTests(PersistentTestCase):
         self.clock.advance(1)
         self.assertEqual(self.pulled(10), [(1, 1), (2, 1), (3, 0)])
 
+    def test_ack_before_pull(self) -> None:
+        """
+        An event acked before this node handed it out (the consumer got it
+        from an earlier leader) is never handed out here.
+        """
+        second = self.store.read_event("s", 1, False, None).event
+        assert second is not None
+        self.successResultOf(self.subs.ack_ids("s", "g", [second.original.event_id], None))
+        self.assertEqual([n for n, _ in self.pulled(10)], [0, 2, 3])
+
     def test_pull_nak(self) -> None:
         """
         Nacked pulled messages are retried or parked.
