@@ -681,6 +681,12 @@ class NodeConfig:
     disable_http_caching: bool = option(
         BOOL, False, "Send no HTTP caching headers.", implemented=False
     )
+    disable_first_level_http_authorization: bool = option(
+        BOOL,
+        False,
+        "Let only stream ACLs decide over HTTP (anonymous reads and writes of ordinary "
+        "streams, as before Event Store 5.0.2).",
+    )
 
     # --- cluster
     cluster_size: int = option(INT, 1, "Number of database nodes in the cluster.",

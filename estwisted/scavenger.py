@@ -46,6 +46,8 @@ COMPLETED = "$scavengeCompleted"
 LINK = "$>"
 #: v5's default C{ScavengeHistoryMaxAge}, in days.
 DEFAULT_HISTORY_MAX_AGE = 30
+#: Index entries marked per slice after a chunk swap.
+FORGET_SLICE = 8192
 
 _log = Logger()
 
@@ -203,8 +205,13 @@ class Scavenger:
                         break
                 if outcome.path is not None and not self._stop_requested:
                     saved = log.replace_chunk(number, outcome.path)
-                    for name, event_number in outcome.removed:
-                        self._index.forget(name, event_number)
+                    # in slices too; reads skip what is not marked yet
+                    forget = self._index.forget
+                    removed = outcome.removed
+                    for i, (name, event_number) in enumerate(removed):
+                        forget(name, event_number)
+                        if i % FORGET_SLICE == FORGET_SLICE - 1:
+                            yield None
             except (StorageError, OSError, ValueError) as e:
                 chunk_error = str(e)
                 result = "Failed"

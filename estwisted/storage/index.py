@@ -49,9 +49,17 @@ class StreamIndex:
         """
         Mark event C{event_number} of C{stream} as removed by a scavenge: its
         position becomes -1 (the stream's last event number is unchanged).
+        Only a prefix of a stream is marked, so that its positions stay
+        ascending (the index files bisect them); a removed event after a
+        kept one keeps its entry, and reads skip it as they skip any
+        position the log no longer has.
         """
         positions = self._streams.get(stream)
-        if positions is not None and 0 <= event_number < len(positions) - 1:
+        if (
+            positions is not None
+            and 0 <= event_number < len(positions) - 1
+            and (event_number == 0 or positions[event_number - 1] < 0)
+        ):
             positions[event_number] = -1
 
     def last_event_number(self, stream: str) -> int:

@@ -1104,3 +1104,22 @@ class SampleFileTests(SynchronousTestCase):
         """
         config = _load(["--config", self.etc().child("node.yaml").path])
         self.assertEqual(attrs.evolve(config, config=None), NodeConfig())
+
+
+class FirstLevelAuthorizationOptionTests(SynchronousTestCase):
+    def test_names(self) -> None:
+        """
+        C{DisableFirstLevelHttpAuthorization} is off by default and set by
+        its flag, its environment variable and its YAML key.
+        """
+        self.assertFalse(_load().disable_first_level_http_authorization)
+        self.assertTrue(
+            _load(["--disable-first-level-http-authorization"]).disable_first_level_http_authorization
+        )
+        env = {"EVENTSTORE_DISABLE_FIRST_LEVEL_HTTP_AUTHORIZATION": "true"}
+        self.assertTrue(_load(environ=env).disable_first_level_http_authorization)
+        config = load_config(
+            command_line={"Config": "/x.yaml"},
+            read_file=lambda path, source: "DisableFirstLevelHttpAuthorization: true\n",
+        )
+        self.assertTrue(config.disable_first_level_http_authorization)

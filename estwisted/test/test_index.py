@@ -552,3 +552,20 @@ class PersistenceMachineTests(SynchronousTestCase):
         run_state_machine_as_test(
             PersistenceMachine, settings=settings(max_examples=25, stateful_step_count=20)
         )
+
+
+class ForgetTests(SynchronousTestCase):
+    def test_forget_prefix(self) -> None:
+        """
+        L{StreamIndex.forget} marks a scavenged prefix with -1, never the
+        last event, and keeps the positions ascending.
+        """
+        index = StreamIndex()
+        for n in range(5):
+            index.add("s", n, 100 + n)
+        index.forget("s", 2)
+        self.assertEqual(list(index.positions("s", 0, 4)), [100, 101, 102, 103, 104])
+        for n in range(5):
+            index.forget("s", n)
+        self.assertEqual(list(index.positions("s", 0, 4)), [-1, -1, -1, -1, 104])
+        self.assertEqual(index.last_event_number("s"), 4)
