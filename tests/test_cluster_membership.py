@@ -361,11 +361,20 @@ class DnsClusterTests(ClusterTestCase):
         nodes = self.nodes(dns_port, hosts)
         start_all(nodes)
         leader = wait_for_leader(nodes)
-        doc = gossip(leader)
-        assert doc is not None
-        self.assertEqual(
-            sorted(m["internalHttpIp"] for m in doc["members"] if m["state"] != "Manager"), hosts
-        )
+        # a leader can be agreed by two nodes before the third is in its
+        # gossip: wait (bounded) until every A record's node is a member
+        members: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            doc = gossip(leader)
+            if doc is not None:
+                members = sorted(
+                    m["internalHttpIp"] for m in doc["members"] if m["state"] != "Manager"
+                )
+                if members == hosts:
+                    break
+            time.sleep(0.1)
+        self.assertEqual(members, hosts)
         self.assertIn("DNS discovery: cluster.estore.test resolves to", leader.log())
         failover_scenario(self, nodes)
 
