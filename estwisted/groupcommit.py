@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.errors import EstoreError, StorageError
+from estwisted.errors import DiskFull, EstoreError, StorageError
 from estwisted.interfaces import ICommitGate, IEventLog
 from estwisted.model import NewEvent, WriteResult
 
@@ -196,7 +196,16 @@ class GroupCommit:
             self._failed = False
             self._log.discard()
             self._sink.batch_failed(batch)
-            _log.failure("Group commit of {count} writes failed", count=len(batch))
+            if isinstance(e, DiskFull):
+                # one line, not a traceback per batch: the disk stays full
+                # until an operator frees space
+                _log.error(
+                    "Group commit of {count} writes refused: the disk is full ({error})",
+                    count=len(batch),
+                    error=e,
+                )
+            else:
+                _log.failure("Group commit of {count} writes failed", count=len(batch))
             for d, _ in waiters:
                 d.errback(e)
             return

@@ -65,6 +65,7 @@ from estwisted.errors import (
     AlreadyExists,
     BadRequest,
     CommitTimeout,
+    DiskFull,
     InvalidTransaction,
     NotAuthenticated,
     NotFound,
@@ -243,6 +244,8 @@ def error_for(error: BaseException) -> Optional[HttpError]:
         return HttpError(500, "Invalid transaction")
     if isinstance(error, NotReady):
         return HttpError(503, "Server Is Not Ready")
+    if isinstance(error, DiskFull):
+        return HttpError(507, "Insufficient Storage: the node's disk is full; reads still work")
     if isinstance(error, StorageError):
         return HttpError(500, "Storage error")
     if isinstance(error, OperationError):

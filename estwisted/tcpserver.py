@@ -596,7 +596,9 @@ class TcpClientProtocol(Protocol):
         if result is None:
             self._answer_error(corr, error)
             return
-        if result == pb.CommitTimeout and isinstance(error, errors.StorageError):
+        if isinstance(error, errors.DiskFull):
+            pass  # logged once per batch by the group commit
+        elif result == pb.CommitTimeout and isinstance(error, errors.StorageError):
             self._log.failure("Write failed in storage", failure)
         current = getattr(error, "current_version", -1)
         self.send(

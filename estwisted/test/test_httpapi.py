@@ -1568,3 +1568,20 @@ class GuidTests(SynchronousTestCase):
             self.assertRaises(ValueError, parse_guid, text)
         else:
             self.assertEqual(parse_guid(text), expected)
+
+
+class DiskFullAnswerTests(SynchronousTestCase):
+    def test_disk_full_is_507(self) -> None:
+        """
+        A write refused because the disk is full says so (507), apart from
+        other storage errors (500).
+        """
+        from estwisted.errors import DiskFull, StorageError
+        from estwisted.httpapi import error_for
+
+        full = error_for(DiskFull("no space"))
+        other = error_for(StorageError("EIO"))
+        assert full is not None and other is not None
+        self.assertEqual(full.code, 507)
+        self.assertIn("disk is full", full.reason)
+        self.assertEqual(other.code, 500)
