@@ -37,7 +37,6 @@ from estwisted.storage.scavenge import ChunkResult, StreamState, rewrite_chunk
 
 if TYPE_CHECKING:
     from estwisted.storage.log import ChunkedLog
-    from estwisted.streams import StreamStore
 
 SCAVENGES_STREAM = "$scavenges"
 STARTED = "$scavengeStarted"
@@ -74,7 +73,7 @@ class Scavenger:
 
     def __init__(
         self,
-        store: StreamStore,
+        store: Any,
         log: ChunkedLog,
         index: StreamIndex,
         clock: IReactorTime,

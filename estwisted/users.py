@@ -31,7 +31,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
@@ -55,9 +55,6 @@ from estwisted.model import (
     WriteResult,
     unix_ms_from_ticks,
 )
-
-if TYPE_CHECKING:
-    from estwisted.streams import StreamStore
 
 _log = Logger()
 
@@ -195,7 +192,7 @@ class UserManager:
     @param iterations: PBKDF2 iterations for new password hashes.
     """
 
-    def __init__(self, store: StreamStore, iterations: int = DEFAULT_ITERATIONS) -> None:
+    def __init__(self, store: Any, iterations: int = DEFAULT_ITERATIONS) -> None:
         self._store = store
         self._iterations = iterations
         self._auth_cache: dict[tuple[str, bytes], Principal] = {}

@@ -28,8 +28,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import estwisted.client._errors as errors
 from estwisted import messages_pb2 as pb
-from estwisted.client import _errors as errors
 from estwisted.client._discovery import (
     Fetch,
     GossipDiscoverer,

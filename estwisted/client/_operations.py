@@ -18,8 +18,8 @@ from typing import Any, Optional, Union
 
 from attrs import frozen
 
+import estwisted.client._errors as errors
 from estwisted import messages_pb2 as pb
-from estwisted.client import _errors as errors
 from estwisted.client._discovery import NodeEndpoints
 from estwisted.client._values import (
     AllEventsSlice,

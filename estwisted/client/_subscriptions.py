@@ -25,14 +25,14 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+import estwisted.client._errors as errors
 from estwisted import messages_pb2 as pb
-from estwisted.client import _errors as errors
 from estwisted.client._operations import Fail, Reconnect, Retry, decide_common, resolved_from_proto
 from estwisted.client._tracking import AllTracker, HandledSet, StreamTracker
 from estwisted.client._values import (
@@ -43,8 +43,9 @@ from estwisted.client._values import (
 )
 from estwisted.tcpcodec import PayloadError, TcpCommand, TcpPackage, parse
 
-if TYPE_CHECKING:
-    from estwisted.client._connection import EventStoreConnection
+#: The owning L{estwisted.client._connection.EventStoreConnection} (not
+#: imported: that module imports this one).
+EventStoreConnection = Any
 
 _C = TcpCommand
 

@@ -84,22 +84,6 @@ def layer_of(module: str) -> int:
     return best[1]
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    """
-    Ids of the import nodes under C{if TYPE_CHECKING:} (types only).
-    """
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If):
-            test = node.test
-            name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
-            if name == "TYPE_CHECKING":
-                for inner in node.body:
-                    for sub in ast.walk(inner):
-                        skipped.add(id(sub))
-    return skipped
-
-
 def package_imports() -> dict[str, set[str]]:
     """
     Every module of the package (tests excluded) and the package modules
@@ -121,11 +105,9 @@ def package_imports() -> dict[str, set[str]]:
     for module, path in modules.items():
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), path)
-        skipped = _type_checking_nodes(tree)
+        # imports for types only count too: a cycle is a cycle
         deps: set[str] = set()
         for node in ast.walk(tree):
-            if id(node) in skipped:
-                continue
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 if node.module.split(".")[0] != "estwisted":
                     continue
