@@ -1175,13 +1175,18 @@ class HttpApi:
             set_header(request, b"content-type", media_type.encode() + b"; charset=utf-8")
         return body
 
-    def _require_master(self, request: Any) -> None:
+    def _require_master(self, request: Any, always: bool = False) -> None:
         """
         C{ES-RequireMaster: True} on a node that is not the master: 307 to
         the same URL on the master's external HTTP address, 503 when no
         master is known (http-api.md 12).
+
+        @param always: the request is served by the leader only, whatever
+            its header says (persistent subscriptions: a follower's groups
+            are not the ones consumers ack to; the HTTP edge forwards such
+            requests, so this answers only what could not be forwarded).
         """
-        required = parse_bool_header(
+        required = always or parse_bool_header(
             self._header(request, b"es-requiremaster"), "ES-RequireMaster", False
         )
         leadership = self.node_info.leadership
@@ -1852,6 +1857,7 @@ class HttpApi:
         Create or update a group from the request's settings body and answer
         with its location.
         """
+        self._require_master(request, always=True)
         stream, group = self._subscription_names(raw_stream, raw_group)
         principal = self._principal(request, "ops")
         settings = self._settings_from_body(request)
@@ -1869,6 +1875,7 @@ class HttpApi:
         """
         C{DELETE /subscriptions/{stream}/{group}}.
         """
+        self._require_master(request, always=True)
         stream, group = self._subscription_names(raw_stream, raw_group)
         principal = self._principal(request, "ops")
         d: Deferred[Any] = self.persistent.delete(stream, group, principal)
@@ -1899,6 +1906,7 @@ class HttpApi:
         """
         C{GET /subscriptions} and C{GET /subscriptions/{stream}}.
         """
+        self._require_master(request, always=True)
         stream = self._stream_name(raw_stream) if raw_stream is not None else None
         self._negotiate(request, JSON_ONLY)
         self._principal(request)
@@ -1914,6 +1922,7 @@ class HttpApi:
         """
         C{GET /subscriptions/{stream}/{group}/info}.
         """
+        self._require_master(request, always=True)
         stream, group = self._subscription_names(raw_stream, raw_group)
         self._negotiate(request, JSON_ONLY)
         self._principal(request)
@@ -1981,6 +1990,7 @@ class HttpApi:
         """
         C{GET /subscriptions/{stream}/{group}[/{count}]}: a competing feed.
         """
+        self._require_master(request, always=True)
         stream, group = self._subscription_names(raw_stream, raw_group)
         if not (raw_count.isdigit() and raw_count.isascii()) or not 1 <= int(raw_count) <= 100:
             raise HttpError(
@@ -2008,6 +2018,7 @@ class HttpApi:
         """
         C{POST /subscriptions/{s}/{g}/ack/{id}} and C{.../ack?ids=...}.
         """
+        self._require_master(request, always=True)
         stream, group = self._subscription_names(raw_stream, raw_group)
         principal = self._principal(request)
         text = raw_id if raw_id is not None else (self._query(request, b"ids") or "")
@@ -2029,6 +2040,7 @@ class HttpApi:
         """
         C{POST /subscriptions/{s}/{g}/nack/{id}} and C{.../nack?ids=...}.
         """
+        self._require_master(request, always=True)
         from estwisted.persistent import NakAction
 
         stream, group = self._subscription_names(raw_stream, raw_group)
@@ -2050,6 +2062,7 @@ class HttpApi:
         """
         C{POST /subscriptions/{s}/{g}/replayParked}.
         """
+        self._require_master(request, always=True)
         stream, group = self._subscription_names(raw_stream, raw_group)
         principal = self._principal(request)
         d: Deferred[Any] = self.persistent.replay_parked(stream, group, principal)

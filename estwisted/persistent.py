@@ -105,6 +105,10 @@ CHECKPOINT_EVENT_TYPE = "SubscriptionCheckpoint"
 #: How many event ids acked before they were handed out are remembered.
 EARLY_ACKS = 10_000
 
+#: How far past what a group has read an ack of a message it never handed
+#: out is looked for in the stream (events).
+ACK_LOOK_AHEAD = 10_000
+
 STRATEGIES = ("RoundRobin", "DispatchToSingle", "Pinned")
 
 
@@ -655,6 +659,79 @@ class _Group:
         if len(early) > EARLY_ACKS:
             del early[next(iter(early))]
 
+    def _finish_unsent(self, event_ids: Sequence[bytes]) -> bool:
+        """
+        Acks of messages this node has not handed out (the consumer got
+        them from an earlier leader).  One already read into the buffer is
+        finished there; one further ahead in the stream (up to
+        L{ACK_LOOK_AHEAD} events past what was read) is marked processed by
+        its event number.  Either way the checkpoint written before the ack
+        is answered carries it, so neither this node nor a later leader
+        hands it out again (issue 11).  An id found nowhere is only
+        remembered here.
+
+        @return: whether anything was marked processed.
+        """
+        wanted = set(event_ids)
+        changed = False
+        for message in self.buffer:
+            if message.event_id in wanted and message.state != _DONE:
+                wanted.discard(message.event_id)
+                self._finish(message)
+                changed = True
+        if wanted:
+            ahead = self._look_ahead(wanted)
+            if ahead:
+                self._mark_processed(ahead)
+                changed = True
+        for event_id in wanted:
+            self._remember_early_ack(event_id)
+        return changed
+
+    def _look_ahead(self, wanted: set[bytes]) -> list[int]:
+        """
+        The event numbers, at or past C{next_read}, of the events in
+        C{wanted} (found ones are removed from it).
+        """
+        found: list[int] = []
+        start = self.next_read
+        limit = start + ACK_LOOK_AHEAD
+        resolve = self.settings.resolve_link_tos
+        for _ in range(ACK_LOOK_AHEAD // 500 + 1):
+            if not wanted or start >= limit:
+                break
+            page = self.store.read_stream(
+                self.stream, start, min(500, limit - start), True, resolve, SYSTEM_PRINCIPAL
+            )
+            if page.status != ReadStatus.SUCCESS:
+                break
+            for event in page.events:
+                sequence = event.original.event_number
+                event_id = event.original.event_id  # as a _Message has it
+                if sequence >= start and event_id in wanted:
+                    wanted.discard(event_id)
+                    found.append(sequence)
+            if page.is_end_of_stream or page.next_event_number <= start:
+                break
+            start = page.next_event_number
+        return found
+
+    def _mark_processed(self, sequences: Sequence[int]) -> None:
+        """
+        Add not-yet-read event numbers to the processed ranges that reads
+        jump over and the checkpoint records.
+        """
+        ranges = sorted(list(self._skip) + [(n, n) for n in sequences])
+        merged: list[tuple[int, int]] = []
+        for first, last in ranges:
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        self._skip = deque(merged)
+        self.total_processed += len(sequences)
+        self._changed = True
+
     def _acked_early(self, message: _Message) -> bool:
         """
         Whether C{message} was acked before it was handed out here; it is
@@ -695,14 +772,17 @@ class _Group:
         if not self.active:
             return succeed(None)
         finished = False
+        unsent: list[bytes] = []
         for event_id in event_ids:
             message = self._take(event_id)
             if message is None:
-                self._remember_early_ack(event_id)
+                unsent.append(event_id)
                 continue
             if consumer is not None:
                 consumer.total_items_processed += 1
             self._finish(message)
+            finished = True
+        if unsent and self._finish_unsent(unsent):
             finished = True
         self.pump()
         if not (finished or self._changed):

@@ -1244,13 +1244,18 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _LOCAL_PREFIXES = (b"/gossip", b"/elections", b"/admin", b"/ping", b"/info")
+#: Reads served by the leader only: persistent subscription groups run
+#: there (a follower's copy would hand out what the leader's consumers
+#: already acked).
+_LEADER_ONLY_PREFIXES = (b"/subscriptions",)
 
 
 class LeaderForwardingResource:
     """
     Wraps the HTTP API root (a leaf resource) of a cluster node: a write
     (any method but C{GET}/C{HEAD}/C{OPTIONS}) received while the node is a
-    follower, without C{ES-RequireMaster: True}, is sent to the leader's
+    follower, and every persistent subscription request (their groups run
+    on the leader), without C{ES-RequireMaster: True}, is sent to the leader's
     HTTP endpoint with the same method, path, query, headers and body, and
     answered as the leader answered (cluster.md 6.4), so a load balancer in
     front of every node works.  Everything else is served locally.
@@ -1316,7 +1321,9 @@ class LeaderForwardingResource:
         self.inner.putChild(path, child)
 
     def _should_forward(self, request: Any) -> Optional[tuple[str, int]]:
-        if request.method in (b"GET", b"HEAD", b"OPTIONS"):
+        if request.method in (b"GET", b"HEAD", b"OPTIONS") and not request.path.startswith(
+            _LEADER_ONLY_PREFIXES
+        ):
             return None
         if request.getHeader(FORWARDED_HEADER) is not None:
             return None

@@ -1188,6 +1188,41 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
         gossip = self.successResultOf(treq.json_content(call("GET", "/gossip", {})))
         self.assertEqual(gossip, view)
 
+    def test_subscriptionsServedByTheLeaderOnly(self) -> None:
+        """
+        A persistent subscription request that reached a follower (the HTTP
+        edge forwards them; this one could not be) is never served from the
+        follower's own groups, header or not: 307 to the leader, or 503
+        when no leader is known.
+        """
+        from estwisted.gossip import Endpoint, VNodeState
+        from estwisted.leadership import Leadership, LeadershipView
+
+        leadership = Leadership(
+            LeadershipView(VNodeState.Slave, leader_external_http=Endpoint("127.0.0.9", 2113))
+        )
+        info = NodeInfo(leadership=leadership)
+        api = HttpApi(self.store, None, self.persistent, self.clock, info)
+        stub = StubTreq(api.resource())
+
+        def call(method: str, path: str) -> Any:
+            d = stub.request(  # type: ignore[attr-defined]
+                method, BASE + path, headers=ADMIN, allow_redirects=False
+            )
+            stub.flush()
+            self.clock.advance(0)
+            stub.flush()
+            return self.successResultOf(d)
+
+        response = call("GET", "/subscriptions/s/g/20")
+        self.assertEqual(response.code, 307)
+        self.assertEqual(
+            response.headers.getRawHeaders("location"), ["http://127.0.0.9:2113/subscriptions/s/g/20"]
+        )
+        self.assertEqual(call("POST", "/subscriptions/s/g/ack?ids=x").code, 307)
+        leadership.publish(LeadershipView(VNodeState.Slave))
+        self.assertEqual(call("GET", "/subscriptions").code, 503)
+
     def test_routingErrors(self) -> None:
         """
         Unknown routes are 404, known routes with other methods 405, both

@@ -1119,8 +1119,45 @@ class PullTests(PersistentTestCase):
         """
         second = self.store.read_event("s", 1, False, None).event
         assert second is not None
-        self.successResultOf(self.subs.ack_ids("s", "g", [second.original.event_id], None))
+        acked = self.subs.ack_ids("s", "g", [second.original.event_id], None)
+        self.clock.advance(0)
+        self.successResultOf(acked)
         self.assertEqual([n for n, _ in self.pulled(10)], [0, 2, 3])
+
+    def _failover(self) -> PersistentSubscriptions:
+        """
+        What the next leader runs: fresh groups over the same (replicated)
+        store, loaded from the checkpoint stream.
+        """
+        successor = PersistentSubscriptions(self.store, self.clock)
+        self.successResultOf(successor.start())
+        return successor
+
+    def test_ack_before_pull_survives_failover(self) -> None:
+        """
+        An ack of events this node never handed out (read into its buffer
+        or still ahead in the stream) is durable before it is answered: the
+        next leader does not hand them out either.  Before the fix the ack
+        was only remembered in this node's memory and the consumer got the
+        events again after one more failover (the chaos suite's
+        redelivery-after-ack).
+        """
+        self.write(count=6)
+        self.create(group="h", settings=fast(buffer_size=3, read_batch_size=3))
+        ids = []
+        for number in (1, 8):
+            found = self.store.read_event("s", number, False, None).event
+            assert found is not None
+            ids.append(found.original.event_id)
+        leader = self._failover()
+        acked = leader.ack_ids("s", "h", ids, None)
+        self.clock.advance(0)
+        self.successResultOf(acked)
+        successor = self._failover()
+        numbers: list[int] = []
+        for _ in range(5):
+            numbers += [e.original.event_number for e, _ in successor.pull("s", "h", 20, None)]
+        self.assertEqual(numbers, [0, 2, 3, 4, 5, 6, 7, 9])
 
     def test_pull_nak(self) -> None:
         """

@@ -883,6 +883,20 @@ class LeaderForwardingTests(TestCase):
     def test_forwarded(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._test_forwarded())
 
+    async def _test_subscription_reads_forwarded(self) -> None:
+        path = "/subscriptions/s/g/20?embed=body"
+        self.assertEqual((await self._call("GET", path))[:2], (201, b"leader"))
+        self.assertEqual(self.seen[0][:2], (b"GET", path.encode()))
+        self.assertEqual((await self._call("GET", "/streams/s"))[1], b"local")
+
+    def test_subscription_reads_forwarded(self) -> Deferred[None]:
+        """
+        A persistent subscription pull (a C{GET}) is served by the leader
+        too: a follower's stale groups would hand out what the leader's
+        consumers already acked (issue 11, found by the chaos suite).
+        """
+        return Deferred.fromCoroutine(self._test_subscription_reads_forwarded())
+
     async def _test_local(self) -> None:
         self.assertEqual((await self._call("GET", "/streams/s"))[:2], (200, b"local"))
         code, body, _ = await self._call(
