@@ -28,7 +28,7 @@ Layers, bottom to top:
 Failure detection.  Replication decides: a follower's replication
 link reports L{LeaderLinkLost} when it closes, and the leader's replication
 detector reports L{NoQuorum} when too few replicas stayed subscribed
-(L{estwisted.replication.NO_QUORUM_TIMEOUT}).  Besides, a follower probes
+(L{estwisted.replication.state.NO_QUORUM_TIMEOUT}).  Besides, a follower probes
 its leader: every C{probe_interval} it posts its gossip straight to the
 leader; a refused connection, an error or no answer within
 C{GossipTimeoutMs} marks the leader dead, and a leader whose own record no
@@ -38,7 +38,7 @@ even our leader.
 
 Replication.  The role machine's decisions reach replication as effects
 (L{Lead}, L{Follow}, L{StandBy}), performed by the controller through an
-L{IRoleReplication} (L{estwisted.replprotocol.NodeReplication}); what
+L{IRoleReplication} (L{estwisted.replication.node.NodeReplication}); what
 replication observes comes back as role inputs through
 L{ClusterController.replication_event}: L{ReplicaSubscribed} (the leader
 accepted our subscription), L{CloneAssigned} and L{SlaveAssigned} (the
@@ -937,7 +937,7 @@ class IRoleReplication(Interface):
     """
     What the node controller asks of replication (the L{Lead}, L{Follow}
     and L{StandBy} effects).  Implemented by
-    L{estwisted.replprotocol.NodeReplication}; replication reports back
+    L{estwisted.replication.node.NodeReplication}; replication reports back
     through L{ClusterController.replication_event} and
     L{ClusterController.set_epoch}.
     """

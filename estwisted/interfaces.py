@@ -123,7 +123,7 @@ class IReplicableLog(IEventLog):
 class ICommitGate(Interface):
     """
     What a clustered node's group commit waits for before it publishes a
-    batch: the quorum (L{estwisted.replprotocol.NodeReplication} provides
+    batch: the quorum (L{estwisted.replication.node.NodeReplication} provides
     it; a single node has none).
     """
 

@@ -220,8 +220,8 @@ class NodeService(MultiService):
             from estwisted.cluster import make_cluster_service
 
             # HTTP writes to a follower are answered by the leader
-            # (estwisted.replprotocol.LeaderForwardingResource).
-            from estwisted.replprotocol import LeaderForwardingResource, leader_http_of
+            # (estwisted.forwarding.LeaderForwardingResource).
+            from estwisted.forwarding import LeaderForwardingResource, leader_http_of
 
             forward_tls = self.tls is not None and not c.insecure
             api_root = LeaderForwardingResource(
@@ -234,9 +234,9 @@ class NodeService(MultiService):
                 c, self.reactor, self.store, api_root, self.tls, leadership=leadership
             )
             self.cluster = wiring
-            # Quorum replication (estwisted.replprotocol): replicas share
+            # Quorum replication (estwisted.replication): replicas share
             # the internal TCP port with clients.
-            from estwisted.replprotocol import attach_replication
+            from estwisted.replication.node import attach_replication
 
             int_tcp = attach_replication(  # type: ignore[assignment]
                 c, self.reactor, self.store, self.log, wiring, int_tcp,

@@ -821,7 +821,7 @@ class StreamStore:
         for write in batch:
             self._recent.forget(write.stream, write.first, [e.event_id for e in write.events])
 
-    # -- replication hooks (estwisted.replprotocol) ------------------------
+    # -- replication hooks (estwisted.replication) ------------------------
 
     def set_commit_gate(self, gate: Optional[ICommitGate]) -> None:
         """

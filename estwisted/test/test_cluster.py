@@ -55,7 +55,7 @@ from estwisted.gossip import (
     VNodeState,
 )
 from estwisted.leadership import LeadershipView
-from estwisted.replication import NO_QUORUM_TIMEOUT
+from estwisted.replication.state import NO_QUORUM_TIMEOUT
 
 FAST = ClusterSettings(
     cluster_size=3,

@@ -70,8 +70,6 @@ from estwisted.gossip import Endpoint, GossipFormatError, MemberInfo, VNodeState
 from estwisted.testing.cluster_sim import (
     ClusterSimulator,
     Faults,
-    GossipRequest,
-    MachineClusterSimulator,
     main,
     make_member,
     run_scenario,
@@ -739,7 +737,7 @@ class JsonTests(SynchronousTestCase):
 # --- The simulator ---------------------------------------------------------------
 
 
-def safe(sim: ClusterSimulator | MachineClusterSimulator) -> bool:
+def safe(sim: ClusterSimulator) -> bool:
     return all(len(leaders) <= 1 for leaders in sim.leaders_by_view().values())
 
 
@@ -757,7 +755,7 @@ class SimulatorTests(SynchronousTestCase):
             sim = ClusterSimulator.random_cluster(5, seed=42)
             sim.set_faults(Faults(drop=0.2, duplicate=0.2, max_delay=0.5))
             sim.start()
-            sim.run_for(20)
+            sim.run_for(40)
             return sim.decisions
 
         first = run()
@@ -770,19 +768,20 @@ class SimulatorTests(SynchronousTestCase):
         twice, and a partition cuts messages between groups.
         """
         sim = ClusterSimulator.random_cluster(3, seed=1)
-        a, b = sim.nodes[0].endpoint, sim.nodes[1].endpoint
-        info = sim.nodes[0].gossip.tick(sim.now, sim.rng)[0]
-        assert info is not None
+        a, b = sim.machines[0].own.key, sim.machines[1].own.key
+        message = object()
         sim.set_faults(Faults(drop=1.0))
-        sim.send(a, b, GossipRequest(info.info))
+        sim.send(a, b, message)
         sim.set_faults(Faults(duplicate=1.0))
-        sim.send(a, b, GossipRequest(info.info))
+        sim.send(a, b, message)
         sim.partition([[0], [1, 2]])
-        sim.send(a, b, GossipRequest(info.info))
+        sim.send(a, b, message)
+        queued = [data for _, _, kind, data in sim._queue if kind == "deliver"]
+        self.assertEqual(queued, [(a, b, message), (a, b, message)])
         sim.heal()
         sim.set_faults(Faults())
-        sim.run_for(1)
-        self.assertEqual(sim.delivered, 4)  # two copies, and their two replies
+        sim.send(a, b, message)
+        self.assertEqual(len(sim._queue), 3)
 
     def test_electsAndFollows(self) -> None:
         """
@@ -795,7 +794,7 @@ class SimulatorTests(SynchronousTestCase):
         leader = sim.stable_leader(range(3))
         assert leader is not None
         views = sim.leaders_by_view()
-        self.assertEqual(set().union(*views.values()), {leader.instance_id})
+        self.assertEqual(set().union(*views.values()), {leader.own.instance_id})
 
     def test_leaderKilled(self) -> None:
         """
@@ -806,13 +805,13 @@ class SimulatorTests(SynchronousTestCase):
         sim.run_for(5)
         first = sim.stable_leader(range(3))
         assert first is not None
-        i = sim.nodes.index(first)
+        i = sim.machines.index(first)
         sim.crash(i)
         sim.run_for(10)
         rest = [j for j in range(3) if j != i]
         second = sim.stable_leader(rest)
         assert second is not None
-        self.assertNotEqual(second.instance_id, first.instance_id)
+        self.assertNotEqual(second.own.instance_id, first.own.instance_id)
         self.assertTrue(safe(sim))
 
     def test_twoLeadersResolve(self) -> None:
@@ -827,7 +826,7 @@ class SimulatorTests(SynchronousTestCase):
         sim.run_for(5)
         old = sim.stable_leader(range(3))
         assert old is not None
-        i = sim.nodes.index(old)
+        i = sim.machines.index(old)
         rest = [j for j in range(3) if j != i]
         sim.partition([[i], rest])
         sim.run_for(10)
@@ -839,7 +838,7 @@ class SimulatorTests(SynchronousTestCase):
         sim.run_for(10)
         final = sim.stable_leader(range(3))
         assert final is not None
-        self.assertEqual(final.instance_id, new.instance_id)
+        self.assertEqual(final.own.instance_id, new.own.instance_id)
         self.assertEqual(old.state, VNodeState.Slave)
         self.assertTrue(safe(sim))
 
@@ -852,9 +851,11 @@ class SimulatorTests(SynchronousTestCase):
         sim.run_for(5)
         leader = sim.stable_leader(range(4))
         assert leader is not None
-        ro = sim.nodes[3]
+        ro = sim.machines[3]
         self.assertIsNone(ro.elections)
-        self.assertEqual((ro.state, ro.leader_id), (VNodeState.ReadOnlyReplica, leader.instance_id))
+        self.assertEqual(
+            (ro.state, ro.leader_id), (VNodeState.ReadOnlyReplica, leader.own.instance_id)
+        )
 
 
 @st.composite
@@ -903,9 +904,9 @@ class SimulatedElectionProperties(SynchronousTestCase):
     """
 
     def check_read_only(self, sim: ClusterSimulator, voters: int) -> None:
-        read_only = {n.instance_id for n in sim.nodes[voters:]}
+        read_only = set(sim.instance_ids()[voters:])
         self.assertFalse([d for d in sim.decisions if d.leader in read_only])
-        for n in sim.nodes[voters:]:
+        for n in sim.machines[voters:]:
             self.assertIsNot(n.state, VNodeState.Master)
 
     @settings(max_examples=40)
@@ -961,10 +962,10 @@ class SimulatedElectionProperties(SynchronousTestCase):
             sim.run_for(duration)
         sim.set_faults(Faults(max_delay=0.05))
         sim.run_for(20)
-        cut = {sim.nodes[i].instance_id for i in minority}
+        cut = {sim.machines[i].own.instance_id for i in minority}
         self.assertFalse([d for d in sim.decisions if d.node in cut or d.leader in cut])
         for i in minority:
-            self.assertIsNot(sim.nodes[i].state, VNodeState.Master)
+            self.assertIsNot(sim.machines[i].state, VNodeState.Master)
         self.assertIsNotNone(sim.stable_leader(majority + [voters]))
         self.assertTrue(safe(sim))
         self.check_read_only(sim, voters)
@@ -1215,50 +1216,3 @@ class SweepTests(SynchronousTestCase):
         self.assertEqual(main(["7", "1"], lines.append), 0)
         [summary] = lines
         self.assertIn("1 scenarios (0 skipped: no quorum left), 0 bad", summary)
-
-
-class ProductionMachineProperties(SynchronousTestCase):
-    """
-    The same chaos, driving the production node machine
-    (L{estwisted.cluster.NodeMachine}) through L{MachineClusterSimulator}.
-    """
-
-    @settings(max_examples=20)
-    @given(scenarios())
-    def test_safeAndLive(self, scenario: dict[str, Any]) -> None:
-        """
-        (a) one leader per view, (b) a healed quorum ends with one leader
-        followed by all its members, (d) read-only replicas never lead.
-        """
-        voters = scenario["voters"]
-        sim = MachineClusterSimulator.random_cluster(
-            voters, scenario["read_only"], seed=scenario["seed"]
-        )
-        sim.start()
-        for faults, groups, duration in scenario["phases"]:
-            sim.set_faults(faults)
-            if groups is None:
-                sim.heal()
-            else:
-                sim.partition(groups)
-            sim.run_for(duration)
-        sim.partition([scenario["healed"]])
-        sim.set_faults(Faults(max_delay=0.05))
-        sim.run_for(30)
-        self.assertTrue(safe(sim), sim.leaders_by_view())
-        self.assertIsNotNone(sim.stable_leader(scenario["healed"]))
-        read_only = set(sim.instance_ids()[voters:])
-        self.assertFalse([d for d in sim.decisions if d.leader in read_only])
-
-    def test_minority(self) -> None:
-        """
-        (c) A node cut off alone from the start never decides nor leads.
-        """
-        sim = MachineClusterSimulator.random_cluster(3, seed=11)
-        sim.partition([[0], [1, 2]])
-        sim.start()
-        sim.run_for(20)
-        cut = sim.instance_ids()[0]
-        self.assertFalse([d for d in sim.decisions if cut in (d.node, d.leader)])
-        self.assertIsNot(sim.machines[0].state, VNodeState.Master)
-        self.assertIsNotNone(sim.stable_leader([1, 2]))

@@ -647,17 +647,17 @@ class GossipConvergenceTests(SynchronousTestCase):
         sim.heal()
         sim.set_faults(Faults())
         sim.run_for(20)
-        everyone = {n.instance_id for n in sim.nodes}
-        for n in sim.nodes:
+        everyone = set(sim.instance_ids())
+        for n in sim.machines:
             view = n.gossip.view
             self.assertEqual({m.instance_id for m in view.members}, everyone)
             self.assertTrue(all(m.is_alive for m in view.members))
             masters = {m.instance_id for m in view.alive_leaders()}
-            self.assertEqual(masters, {m.instance_id for m in sim.leaders()})
+            self.assertEqual(masters, {m.own.instance_id for m in sim.leaders()})
         sim.crash(1)
         sim.run_for(10)
-        for i, n in enumerate(sim.nodes):
+        for i, n in enumerate(sim.machines):
             if i != 1:
-                gone = n.gossip.view.by_instance(sim.nodes[1].instance_id)
+                gone = n.gossip.view.by_instance(sim.machines[1].own.instance_id)
                 assert gone is not None
                 self.assertFalse(gone.is_alive)

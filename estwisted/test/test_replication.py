@@ -1,6 +1,6 @@
 # -*- test-case-name: estwisted.test.test_replication -*-
 """
-Tests for L{estwisted.replication}: the pure replication decisions.
+Tests for L{estwisted.replication.state}: the pure replication decisions.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.model import FLAG_SYSTEM, EventRecord
-from estwisted.replication import (
+from estwisted.replication.state import (
     LAST_EPOCHS,
     NO_QUORUM_TIMEOUT,
     Assign,

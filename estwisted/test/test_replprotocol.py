@@ -1,11 +1,14 @@
 # -*- test-case-name: estwisted.test.test_replprotocol -*-
 """
-Tests for L{estwisted.replprotocol}: the replication message codec, and a
+Tests for L{estwisted.replication} (codec, runners, node),
+L{estwisted.internaltcp} and L{estwisted.forwarding}: the replication
+message codec, and a
 leader and replicas talking over in-memory connections (iosim).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 from hypothesis import given
@@ -15,21 +18,20 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from estwisted.errors import CommitTimeout, NotReady
+from estwisted.forwarding import LeaderForwardingResource
 from estwisted.framing import frame
+from estwisted.interfaces import ICommitGate
+from estwisted.internaltcp import InternalTcpFactory
 from estwisted.model import EventRecord
-from estwisted.replication import Epoch
-from estwisted.replprotocol import (
+from estwisted.replication.codec import (
     Ack,
     Assignment,
     Committed,
     Data,
-    InternalTcpFactory,
-    LeaderForwardingResource,
     ProtocolError,
-    ReplicationFollower,
-    ReplicationLeader,
     Retry,
     Subscribe,
     Subscribed,
@@ -38,8 +40,22 @@ from estwisted.replprotocol import (
     encode_message,
     scan_epochs,
 )
+from estwisted.replication.follower import ReplicationFollower
+from estwisted.replication.leader import ReplicationLeader
+from estwisted.replication.state import Epoch
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
+
+
+@implementer(ICommitGate)
+class CallableGate:
+    """
+    A commit gate that asks a callable (the test's quorum wait or refusal).
+    """
+
+    def __init__(self, commit: Callable[[int], Deferred[None]]) -> None:
+        self.commit = commit
+
 
 _ids = st.binary(min_size=16, max_size=16)
 _pos = st.integers(-(2**63), 2**63 - 1)
@@ -566,9 +582,7 @@ class StoreGateTests(SynchronousTestCase):
         self.store = StreamStore(self.cluster.log, StreamIndex(), self.cluster.clock)
         leader._flush = self._flush_store
         leader.start(0)
-        from estwisted.replprotocol import _CallableGate
-
-        self.store.set_commit_gate(_CallableGate(self._gate))
+        self.store.set_commit_gate(CallableGate(self._gate))
         self.seen: list[EventRecord] = []
         self.store.add_commit_listener(self.seen.extend)
         replica_log = MemoryLog()
@@ -726,9 +740,7 @@ class StoreGateTests(SynchronousTestCase):
             d.errback(NotReady("stepped down"))
             return d
 
-        from estwisted.replprotocol import _CallableGate
-
-        self.store.set_commit_gate(_CallableGate(refuse))
+        self.store.set_commit_gate(CallableGate(refuse))
         self.store.release_gated()
         for expected in (-2, -1):
             retry = self._same("s", expected, event_id)
@@ -945,7 +957,7 @@ class NodeReplicationTests(SynchronousTestCase):
         from estwisted.gossip import Endpoint, VNodeState
         from estwisted.leadership import Leadership, LeadershipView
         from estwisted.model import NewEvent
-        from estwisted.replprotocol import NodeReplication
+        from estwisted.replication.node import NodeReplication
         from estwisted.streams import SYSTEM_PRINCIPAL, StreamStore
 
         clock = Clock()
@@ -1023,8 +1035,8 @@ class NodeReplicationTests(SynchronousTestCase):
         to the role machine (the node's only no-quorum detector).
         """
         from estwisted.elections import NoQuorum
-        from estwisted.replication import NO_QUORUM_TIMEOUT
-        from estwisted.replprotocol import NodeReplication
+        from estwisted.replication.node import NodeReplication
+        from estwisted.replication.state import NO_QUORUM_TIMEOUT
         from estwisted.streams import StreamStore
 
         clock = Clock()

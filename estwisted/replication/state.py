@@ -4,7 +4,8 @@ Quorum replication: the pure decisions (cluster.md sections 4 and 5).
 
 Nothing here does I/O or knows a reactor; every function and machine
 takes plain values (positions, epochs, "now") and returns data.  The
-wire protocol and the Twisted runners are in L{estwisted.replprotocol}.
+wire protocol and the Twisted runners are in the other modules of
+L{estwisted.replication}.
 
 Pieces, bottom to top:
 
