@@ -1015,7 +1015,7 @@ class ClusterController(Service):
     def gossip_document(self) -> dict[str, Any]:
         """
         The C{/gossip} document as a JSON-ready dict
-        (L{estwisted.httpapi.NodeInfo.gossip_view}).
+        (L{estwisted.http.info.NodeInfo.gossip_view}).
         """
         from estwisted.gossip import cluster_to_json
 

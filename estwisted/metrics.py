@@ -321,7 +321,7 @@ class NodeSources:
     @ivar tcp_factories: protocol name to a factory with C{connections}.
     @ivar hub: the volatile L{estwisted.subscriptions.SubscriptionHub}.
     @ivar persistent: the L{estwisted.persistent.PersistentSubscriptions}.
-    @ivar http_api: the L{estwisted.httpapi.HttpApi} (gossip document, long
+    @ivar http_api: the L{estwisted.http.api.HttpApi} (gossip document, long
         polls, scavenges).
     """
 

@@ -165,7 +165,8 @@ class NodeService(MultiService):
 
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
         from estwisted.gossip import VNodeState
-        from estwisted.httpapi import HttpApi, NodeInfo
+        from estwisted.http.api import HttpApi
+        from estwisted.http.info import NodeInfo
         from estwisted.leadership import Leadership, LeadershipView
         from estwisted.tcpserver import TcpClientFactory
         from estwisted.tls import tls_listeners
@@ -244,7 +245,7 @@ class NodeService(MultiService):
             )
             wiring.service.setServiceParent(self)
             # Same Site settings as the API's own (body limit, no access log).
-            from estwisted.httpapi import QuietSite, limited_request_factory
+            from estwisted.http.site import QuietSite, limited_request_factory
 
             def serve(root: Any) -> Any:
                 quiet = QuietSite(

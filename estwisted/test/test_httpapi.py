@@ -27,10 +27,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from estwisted import atom
-from estwisted.httpapi import (
-    HttpApi,
+from estwisted.http.api import HttpApi
+from estwisted.http.info import NodeInfo
+from estwisted.http.parsing import (
     HttpError,
-    NodeInfo,
     negotiate,
     parse_content_type,
     parse_events_json,
@@ -1568,7 +1568,7 @@ class LoopbackTests(TestCase):
 
 class GuidTests(SynchronousTestCase):
     """
-    L{estwisted.httpapi.parse_guid}.
+    L{estwisted.http.parsing.parse_guid}.
     """
 
     @given(st.uuids())
@@ -1577,7 +1577,7 @@ class GuidTests(SynchronousTestCase):
         Hyphenated (any case), bare, braced and parenthesised forms parse
         to the RFC 4122 bytes.
         """
-        from estwisted.httpapi import parse_guid
+        from estwisted.http.parsing import parse_guid
 
         for text in (
             str(value),
@@ -1593,7 +1593,7 @@ class GuidTests(SynchronousTestCase):
         """
         Anything else raises ValueError, never anything worse.
         """
-        from estwisted.httpapi import parse_guid
+        from estwisted.http.parsing import parse_guid
 
         try:
             expected = uuid.UUID(text.strip().strip("()")).bytes
@@ -1612,7 +1612,7 @@ class DiskFullAnswerTests(SynchronousTestCase):
         other storage errors (500).
         """
         from estwisted.errors import DiskFull, StorageError
-        from estwisted.httpapi import error_for
+        from estwisted.http.parsing import error_for
 
         full = error_for(DiskFull("no space"))
         other = error_for(StorageError("EIO"))
@@ -1620,3 +1620,48 @@ class DiskFullAnswerTests(SynchronousTestCase):
         self.assertEqual(full.code, 507)
         self.assertIn("disk is full", full.reason)
         self.assertEqual(other.code, 500)
+
+
+class RouteTableTests(ApiTestMixin, SynchronousTestCase):
+    """
+    L{estwisted.http.api.ROUTES} is the one route table: Klein routes it,
+    and the C{/streams/...} index compiled from it picks the same route
+    with the same parameters for every request Klein routes there.
+    """
+
+    @given(
+        st.sampled_from(["GET", "POST", "DELETE", "PUT"]),
+        st.lists(
+            st.sampled_from(
+                ["s", "$all", "metadata", "incoming", "forward", "backward", "0", "head", "20"]
+            ),
+            min_size=1,
+            max_size=5,
+        ),
+    )
+    def test_index_agrees_with_klein(self, method: str, segments: list[str]) -> None:
+        from werkzeug.exceptions import HTTPException
+
+        from estwisted.http.api import ROUTES, _SegmentIndex
+
+        index = _SegmentIndex(self.api, "streams")
+        found = index.match(method.encode(), segments)
+        adapter = self.api.app.url_map.bind("localhost")
+        try:
+            endpoint, values = adapter.match("/streams/" + "/".join(segments), method)
+        except HTTPException:
+            self.assertIsNone(found)
+            return
+        route = next(r for r in ROUTES if f"{r.method} {r.rule}" == endpoint)
+        assert found is not None
+        self.assertEqual(found[0], route)
+        self.assertEqual(found[2], [*[values[n] for n in route.parameters], *route.fixed])
+
+    def test_every_handler_exists(self) -> None:
+        """
+        Every route names a handler method of L{HttpApi}.
+        """
+        from estwisted.http.api import ROUTES
+
+        for route in ROUTES:
+            self.assertTrue(callable(getattr(self.api, route.handler)), route)

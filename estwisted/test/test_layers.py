@@ -51,7 +51,7 @@ LAYERS: dict[str, int] = {
     # edges: protocols, resources, peers
     "estwisted.tls": 4,
     "estwisted.tcpserver": 4,
-    "estwisted.httpapi": 4,
+    "estwisted.http": 4,
     "estwisted.gossiphttp": 4,
     "estwisted.cluster": 4,
     "estwisted.replication": 4,

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.httpapi import HttpApi, NodeInfo
+from estwisted.http.api import HttpApi
+from estwisted.http.info import NodeInfo
 from estwisted.metrics import (
     NodeMetrics,
     NodeSources,

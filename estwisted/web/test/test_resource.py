@@ -1,6 +1,6 @@
 """
 Tests for L{estwisted.web.WebResource} served through the HTTP API's root
-(L{estwisted.httpapi.ApiRoot}), with C{StubTreq}.
+(L{estwisted.http.api.ApiRoot}), with C{StubTreq}.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.httpapi import HttpApi, NodeInfo
+from estwisted.http.api import HttpApi
+from estwisted.http.info import NodeInfo
 from estwisted.metrics import NodeMetrics, NodeSources
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
