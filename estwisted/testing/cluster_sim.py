@@ -125,10 +125,10 @@ def make_member(
 # --- The simulator ---------------------------------------------------------
 
 
-@define
 class _RecordingElections(ElectionMachine):
     """
-    An election machine that also reports its decisions to the simulator.
+    An election machine that also reports its decisions to the simulator
+    (C{recorder}, set after construction).
     """
 
     recorder: Optional[Callable[[LeaderElected], None]] = None
@@ -255,12 +255,11 @@ class ClusterSimulator:
                 random.Random(seed * 1000 + i),
             )
             if m.elections is not None:
-                m.elections = _RecordingElections(
-                    own=m.elections.own,
-                    cluster_size=voters,
-                    timeout=settings.election_timeout,
-                    recorder=functools.partial(sim._record, i),
+                recording = _RecordingElections(
+                    own=m.elections.own, cluster_size=voters, timeout=settings.election_timeout
                 )
+                recording.recorder = functools.partial(sim._record, i)
+                m.elections = recording
             sim.machines.append(m)
             sim.replication.append(_SimReplication())
         return sim
