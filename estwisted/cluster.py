@@ -49,6 +49,7 @@ in our gossip record is the one the replication leader wrote in the log
 
 from __future__ import annotations
 
+import datetime
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -302,6 +303,14 @@ NodeEffect = Union[
 # --- The pure node machine -------------------------------------------------------
 
 
+def _utc(seconds: float) -> str:
+    """
+    A Unix time as an ISO 8601 UTC timestamp with milliseconds.
+    """
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 @define
 class NodeMachine:
     """
@@ -330,6 +339,7 @@ class NodeMachine:
     followed_at: float = 0.0
     answered: set[Endpoint] = field(factory=set)
     seed_logged: dict[Endpoint, float] = field(factory=dict)
+    skew_logged: dict[Endpoint, float] = field(factory=dict)
     held: list[Message] = field(factory=list)
     held_until: float = 0.0
     stopped: bool = False
@@ -657,7 +667,7 @@ class NodeMachine:
         info = ClusterInfo(self._without_stale(info.members, info.server), info.server)
         reply, result = self.gossip.on_gossip(info, now)
         if result.rejected is not None:
-            return None, [self._skew_line(result.rejected)]
+            return None, self._skew_line(result.rejected, now)
         effects: list[NodeEffect] = []
         if info.server is not None:
             effects += self._seed_answered(info.server)
@@ -689,13 +699,25 @@ class NodeMachine:
             out.append(m)
         return tuple(out)
 
-    def _skew_line(self, skew: Any) -> LogLine:
-        return LogLine(
-            "error",
-            f"Rejected gossip from {skew.peer}: its clock differs from ours by "
-            f"{skew.difference * 1000:.0f} ms (allowed "
-            f"{self.settings.gossip.allowed_difference * 1000:.0f} ms)",
-        )
+    def _skew_line(self, skew: Any, now: float) -> list[NodeEffect]:
+        """
+        One error line per peer (again at most every L{SEED_LOG_PERIOD})
+        naming both clocks, when gossip is refused for clock difference.
+        """
+        last = self.skew_logged.get(skew.peer)
+        if last is not None and now - last < SEED_LOG_PERIOD:
+            return []
+        self.skew_logged[skew.peer] = now
+        return [
+            LogLine(
+                "error",
+                f"Refused {skew.peer} as a cluster member: its clock says "
+                f"{_utc(skew.theirs)}, ours says {_utc(skew.ours)} "
+                f"({abs(skew.difference) * 1000:,.0f} ms apart, more than the allowed "
+                f"{self.settings.gossip.allowed_difference * 1000:,.0f} ms of "
+                f"GossipAllowedDifferenceMs)",
+            )
+        ]
 
     def on_gossip_response(
         self, peer: Endpoint, info: ClusterInfo, now: float, probe: bool = False
@@ -710,7 +732,7 @@ class NodeMachine:
         info = ClusterInfo(self._without_stale(info.members, peer), info.server)
         result = self.gossip.on_response(peer, info, now)
         if result.rejected is not None:
-            return [self._skew_line(result.rejected)]
+            return self._skew_line(result.rejected, now)
         effects = self._seed_answered(peer)
         effects += self._gossip_changed(now)
         if probe and self.leader_id is not None and self.state in _FOLLOWER_STATES:

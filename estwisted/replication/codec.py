@@ -25,6 +25,8 @@ Data          0x14   leader -> replica    subscription id, position (q), leader 
 Ack           0x11   replica -> leader    subscription id, durable end (q)
 Committed     0x17   leader -> replica    subscription id, leader commit position (q)
 Assignment    0x07   leader -> replica    subscription id, role (UTF-8)
+Heartbeat     0x01   both                 none (answered with 0x02 by the link)
+HeartbeatRe.  0x02   both                 none
 ============  =====  ===================  ==============================================
 
 Records travel as the bytes of the leader's log (L{IReplicableLog.read_raw})
@@ -54,8 +56,13 @@ DATA = 0x14
 ACK = 0x11
 COMMITTED = 0x17
 ASSIGNMENT = 0x07
+HEARTBEAT_REQUEST = 0x01
+HEARTBEAT_RESPONSE = 0x02
 
-#: Every replication command (all below the client commands' 0x80).
+#: The replication commands that open or carry a subscription (all below the
+#: client commands' 0x80; a replica's first package is always C{SUBSCRIBE}).
+#: Heartbeats (0x01, 0x02, as the client protocol's) are not among them, so
+#: the internal port never takes a client's heartbeat for a replica.
 COMMANDS = frozenset({SUBSCRIBE, SUBSCRIBED, RETRY, DATA, ACK, COMMITTED, ASSIGNMENT})
 
 _SUBSCRIBE = struct.Struct("<B16s16s16sqBqH")
@@ -120,7 +127,24 @@ class Assignment:
     role: str
 
 
-Message = Union[Subscribe, Subscribed, Retry, Data, Ack, Committed, Assignment]
+@frozen
+class Heartbeat:
+    """
+    Either side to the other after an interval of silence: answer with
+    L{HeartbeatReply}.  Handled by the link itself (L{ReplicationLink}).
+    """
+
+
+@frozen
+class HeartbeatReply:
+    """
+    The answer to a L{Heartbeat}.
+    """
+
+
+Message = Union[
+    Subscribe, Subscribed, Retry, Data, Ack, Committed, Assignment, Heartbeat, HeartbeatReply
+]
 
 
 def encode_message(message: Message) -> bytes:
@@ -134,6 +158,10 @@ def encode_message(message: Message) -> bytes:
         )
     if isinstance(message, Ack):
         return _SUB_POS.pack(ACK, message.subscription_id, message.position)
+    if isinstance(message, Heartbeat):
+        return bytes((HEARTBEAT_REQUEST,))
+    if isinstance(message, HeartbeatReply):
+        return bytes((HEARTBEAT_RESPONSE,))
     if isinstance(message, Committed):
         return _SUB_POS.pack(COMMITTED, message.subscription_id, message.position)
     if isinstance(message, Subscribed):
@@ -164,6 +192,10 @@ def decode_message(package: bytes) -> Message:
     if not package:
         raise ProtocolError("empty package")
     command = package[0]
+    if command in (HEARTBEAT_REQUEST, HEARTBEAT_RESPONSE):
+        if len(package) != 1:
+            raise ProtocolError(f"bad length {len(package)} for command {command:#x}")
+        return Heartbeat() if command == HEARTBEAT_REQUEST else HeartbeatReply()
     try:
         if command == DATA:
             _, sid, position, committed = _DATA.unpack_from(package)

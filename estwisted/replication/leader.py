@@ -139,7 +139,7 @@ class ReplicationLeader:
         if self._loop is None:
             self._loop = LoopingCall(self._tick)
             self._loop.clock = self.clock
-            self._loop.start(1.0, now=False)
+            self._loop.start(0.5, now=False)
         _log.info(
             "Leader of epoch {number} at position {position}",
             number=epoch_number,
@@ -223,6 +223,8 @@ class ReplicationLeader:
         if state is None:
             return
         self._effects(state.assign_roles())
+        for sid, protocol in self._connections.items():
+            state.heard(sid, protocol.last_received)
         for effect in state.check_quorum(self.clock.seconds()):
             if isinstance(effect, NoQuorum):
                 _log.warn("Leader without a quorum of replicas")

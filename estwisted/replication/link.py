@@ -6,14 +6,17 @@ handler (the leader or the follower runner).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from estwisted.framing import Framer, FramingError, frame
 from estwisted.replication.codec import (
+    Heartbeat,
+    HeartbeatReply,
     Message,
     ProtocolError,
     decode_message,
@@ -23,18 +26,48 @@ from estwisted.replication.codec import (
 _log = Logger()
 
 
+#: Seconds of silence (nothing received) before a heartbeat is sent, and
+#: seconds more without an answer before the connection is closed
+#: (C{IntTcpHeartbeatInterval}/C{IntTcpHeartbeatTimeout}, cluster.md 2.7).
+HEARTBEAT_INTERVAL = 0.7
+HEARTBEAT_TIMEOUT = 0.7
+
+
 class ReplicationLink(Protocol):
     """
     Frames and decodes packages; hands messages to C{handler}.
+
+    Heartbeats, as v5's internal TCP (cluster.md 2.7): after
+    C{heartbeat_interval} seconds without receiving anything (or without
+    sending anything) the link sends a L{Heartbeat}; the peer answers; with
+    still nothing received C{heartbeat_timeout} seconds later the link is
+    closed.  A peer cut off silently (packets dropped, no FIN) is noticed
+    within interval + timeout, on both sides.
+
+    @ivar last_received: C{handler.clock.seconds()} when something last
+        arrived (the leader counts a replica by it).
     """
 
-    def __init__(self, handler: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+    ) -> None:
         self.handler = handler
         self.framer = Framer()
         self.connected_ = False
+        self.clock: IReactorTime = handler.clock
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.last_received = self.clock.seconds()
+        self._last_sent = self.last_received
+        self._timer: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         self.connected_ = True
+        self.last_received = self._last_sent = self.clock.seconds()
+        self._schedule()
         # small messages (acks, live bulks) must not wait for Nagle
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -47,8 +80,27 @@ class ReplicationLink(Protocol):
     def send(self, message: Message) -> None:
         if self.transport is not None and self.connected_:
             self.transport.write(frame(encode_message(message)))
+            self._last_sent = self.clock.seconds()
+
+    def _schedule(self) -> None:
+        if self.connected_ and self.heartbeat_interval > 0:
+            self._timer = self.clock.callLater(self.heartbeat_interval / 2, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self.connected_:
+            return
+        now = self.clock.seconds()
+        silent = now - self.last_received
+        if silent >= self.heartbeat_interval + self.heartbeat_timeout:
+            self.abort(f"no answer for {silent:.1f} s (heartbeat timeout)")
+            return
+        if silent >= self.heartbeat_interval or now - self._last_sent >= self.heartbeat_interval:
+            self.send(Heartbeat())
+        self._schedule()
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_received = self.clock.seconds()
         try:
             packages = self.framer.feed(data)
         except FramingError as e:
@@ -68,6 +120,11 @@ class ReplicationLink(Protocol):
                 except ProtocolError as e:
                     self.abort(str(e))
                     return
+                if isinstance(message, Heartbeat):
+                    self.send(HeartbeatReply())
+                    continue
+                if isinstance(message, HeartbeatReply):
+                    continue
                 try:
                     self.handler.message_received(self, message)
                 except Exception:
@@ -87,4 +144,7 @@ class ReplicationLink(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected_ = False
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         self.handler.connection_lost(self)

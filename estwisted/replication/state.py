@@ -189,6 +189,8 @@ class ReplicaCursor:
     @ivar sent: position up to which records were sent.
     @ivar acked: position the replica says it has durable.
     @ivar promotable: a voting member (read-only replicas are not).
+    @ivar heard_at: when the leader last received anything from it (C{None}:
+        not reported; counted as heard now).
     """
 
     subscription_id: bytes
@@ -198,6 +200,7 @@ class ReplicaCursor:
     acked: int
     role: ReplicaRole = ReplicaRole.CatchingUp
     lag_count: int = 0
+    heard_at: Optional[float] = None
 
 
 @frozen
@@ -240,7 +243,7 @@ class LeaderState:
     committed: int = 0
     epoch_end: int = 0
     replicas: dict[bytes, ReplicaCursor] = field(factory=dict)
-    _short_since: Optional[float] = None
+    _quorum_at: Optional[float] = None
     _no_quorum_sent: bool = False
 
     @classmethod
@@ -356,22 +359,51 @@ class LeaderState:
     def voting_replicas(self) -> int:
         return sum(1 for c in self.replicas.values() if c.promotable)
 
+    def heard(self, subscription_id: bytes, at: float) -> None:
+        """
+        Something arrived from a replica at C{at} (an ack, a heartbeat).
+        """
+        cursor = self.replicas.get(subscription_id)
+        if cursor is not None and (cursor.heard_at is None or at > cursor.heard_at):
+            cursor.heard_at = at
+
     def check_quorum(self, now: float) -> list[NoQuorum]:
         """
         No-quorum detection (cluster.md 5.8): fewer than C{ClusterSize/2}
-        promotable subscriptions continuously for L{NO_QUORUM_TIMEOUT}.
+        promotable replicas for more than L{NO_QUORUM_TIMEOUT}, counted from
+        the last moment a quorum was complete: a replica counts until it was
+        last heard from (L{heard}), so a leader cut off silently (its
+        connections still open, nothing arriving) steps down
+        L{NO_QUORUM_TIMEOUT} after it last heard a quorum, not only once its
+        links time out and close.
         """
-        if self.voting_replicas() >= self.cluster_size // 2:
-            self._short_since = None
-            self._no_quorum_sent = False
+        needed = self.cluster_size // 2
+        if needed <= 0:
             return []
-        if self._short_since is None:
-            self._short_since = now
+        heard = sorted(
+            (
+                now if c.heard_at is None else c.heard_at
+                for c in self.replicas.values()
+                if c.promotable
+            ),
+            reverse=True,
+        )
+        if len(heard) >= needed:
+            # the last moment a quorum was complete
+            complete = heard[needed - 1]
+            if self._quorum_at is None or complete > self._quorum_at:
+                self._quorum_at = complete
+        elif self._quorum_at is None:
+            # never had one: count from now
+            self._quorum_at = now
+        if now - self._quorum_at <= NO_QUORUM_TIMEOUT:
+            if len(heard) >= needed:
+                self._no_quorum_sent = False
             return []
-        if now - self._short_since > NO_QUORUM_TIMEOUT and not self._no_quorum_sent:
-            self._no_quorum_sent = True
-            return [NoQuorum()]
-        return []
+        if self._no_quorum_sent:
+            return []
+        self._no_quorum_sent = True
+        return [NoQuorum()]
 
     def assign_roles(self) -> list[Assign]:
         """

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from estwisted.cluster import (
+    SEED_LOG_PERIOD,
     ClusterController,
     ClusterSettings,
     EpochWritten,
@@ -858,7 +859,8 @@ class MachineTests(SynchronousTestCase):
         """
         Gossip whose sender's own record is further from our clock than
         GossipAllowedDifferenceMs is rejected (no reply, table unchanged)
-        with an error line naming the peer.
+        with one error line naming the peer and both clocks, repeated at
+        most every SEED_LOG_PERIOD while the skew lasts.
         """
         m = self.machine()
         peer = member(1)
@@ -869,8 +871,19 @@ class MachineTests(SynchronousTestCase):
         self.assertEqual(m.view, before)
         (line,) = [e for e in effects if isinstance(e, LogLine)]
         self.assertEqual(line.level, "error")
-        self.assertIn("127.0.0.2:2112", line.text)
-        self.assertIn("61000 ms", line.text)
+        self.assertEqual(
+            line.text,
+            "Refused 127.0.0.2:2112 as a cluster member: its clock says "
+            "1970-01-01T00:17:41.000Z, ours says 1970-01-01T00:16:40.000Z (61,000 ms apart, "
+            "more than the allowed 60,000 ms of GossipAllowedDifferenceMs)",
+        )
+        again = evolve(peer, timestamp=1001.0 + 61, state=VNodeState.Unknown)
+        _, effects = m.on_gossip_request(ClusterInfo((again,), peer.internal_http), 1001.0)
+        self.assertEqual([e for e in effects if isinstance(e, LogLine)], [])
+        later = 1000.0 + SEED_LOG_PERIOD
+        late = evolve(peer, timestamp=later + 61, state=VNodeState.Unknown)
+        _, effects = m.on_gossip_request(ClusterInfo((late,), peer.internal_http), later)
+        self.assertEqual(len([e for e in effects if isinstance(e, LogLine)]), 1)
 
     def test_skew_within_limit_accepted(self) -> None:
         m = self.machine()

@@ -197,6 +197,40 @@ class LeaderStateTests(SynchronousTestCase):
         self.assertEqual(state.check_quorum(11.0), [])
         self.assertEqual(state.check_quorum(11.0 + NO_QUORUM_TIMEOUT + 0.1), [NoQuorum()])
 
+    def test_no_quorum_when_replicas_go_silent(self) -> None:
+        """
+        A leader whose replicas stay subscribed but go silent (a partition
+        that drops packets, no FIN) reports no quorum once it has heard no
+        quorum for L{NO_QUORUM_TIMEOUT}, counted from the last moment it
+        heard one; hearing them again re-arms the detector.
+        """
+        state = LeaderState.create(3, 0)
+        state.subscribe(b"a", b"A", 0)
+        state.subscribe(b"b", b"B", 0)
+        state.heard(b"a", 1.0)
+        state.heard(b"b", 2.0)
+        self.assertEqual(state.check_quorum(2.5), [])
+        # the quorum (one replica of three) was last complete at 2.0
+        self.assertEqual(state.check_quorum(2.0 + NO_QUORUM_TIMEOUT), [])
+        self.assertEqual(state.check_quorum(2.1 + NO_QUORUM_TIMEOUT), [NoQuorum()])
+        self.assertEqual(state.check_quorum(2.2 + NO_QUORUM_TIMEOUT), [])
+        state.heard(b"a", 9.0)
+        self.assertEqual(state.check_quorum(9.5), [])
+        self.assertEqual(state.check_quorum(9.1 + NO_QUORUM_TIMEOUT), [NoQuorum()])
+
+    def test_no_quorum_counts_from_the_last_contact(self) -> None:
+        """
+        A replica that was silent before its link closed does not buy the
+        leader a fresh L{NO_QUORUM_TIMEOUT} when it is dropped.
+        """
+        state = LeaderState.create(3, 0)
+        state.subscribe(b"a", b"A", 0)
+        state.heard(b"a", 5.0)
+        self.assertEqual(state.check_quorum(5.0), [])
+        state.unsubscribe(b"a")  # the heartbeat timeout closed it at 6.4
+        self.assertEqual(state.check_quorum(6.4), [])
+        self.assertEqual(state.check_quorum(5.1 + NO_QUORUM_TIMEOUT), [NoQuorum()])
+
     def test_send_window(self) -> None:
         state = LeaderState.create(3, 0)
         state.subscribe(b"a", b"A", 0)

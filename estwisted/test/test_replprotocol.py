@@ -31,6 +31,8 @@ from estwisted.replication.codec import (
     Assignment,
     Committed,
     Data,
+    Heartbeat,
+    HeartbeatReply,
     ProtocolError,
     Retry,
     Subscribe,
@@ -70,7 +72,68 @@ _messages = st.one_of(
     st.builds(Ack, _ids, _pos),
     st.builds(Committed, _ids, _pos),
     st.builds(Assignment, _ids, st.text()),
+    st.just(Heartbeat()),
+    st.just(HeartbeatReply()),
 )
+
+
+class HeartbeatTests(SynchronousTestCase):
+    """
+    L{ReplicationLink} heartbeats (cluster.md 2.7): a silent peer gets a
+    heartbeat after the interval and the link closes after the timeout; a
+    heartbeat is answered and never reaches the runner.
+    """
+
+    def _link(self) -> tuple[Any, Any, Clock]:
+        from twisted.internet.testing import StringTransport
+
+        from estwisted.replication.link import ReplicationLink
+
+        clock = Clock()
+        seen: list[Any] = []
+
+        class Handler:
+            def __init__(self) -> None:
+                self.clock = clock
+                self.lost = 0
+
+            def connection_made(self, protocol: Any) -> None:
+                pass
+
+            def message_received(self, protocol: Any, message: Any) -> None:
+                seen.append(message)
+
+            def connection_lost(self, protocol: Any) -> None:
+                self.lost += 1
+
+        link = ReplicationLink(Handler(), heartbeat_interval=0.7, heartbeat_timeout=0.7)
+        transport = StringTransport()
+        link.makeConnection(transport)
+        link.seen = seen  # type: ignore[attr-defined]
+        return link, transport, clock
+
+    def test_silent_peer_closed(self) -> None:
+        link, transport, clock = self._link()
+        clock.advance(0.35)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.35)
+        self.assertEqual(transport.value(), frame(encode_message(Heartbeat())))
+        clock.advance(0.35)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.35)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(link.connected_)
+
+    def test_answers_and_stays_open(self) -> None:
+        link, transport, clock = self._link()
+        for _ in range(10):
+            clock.advance(0.35)
+            link.dataReceived(frame(encode_message(HeartbeatReply())))
+        self.assertFalse(transport.disconnecting)
+        transport.clear()
+        link.dataReceived(frame(encode_message(Heartbeat())))
+        self.assertEqual(transport.value(), frame(encode_message(HeartbeatReply())))
+        self.assertEqual(link.seen, [])  # type: ignore[attr-defined]
 
 
 class CodecTests(SynchronousTestCase):

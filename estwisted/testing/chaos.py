@@ -111,6 +111,8 @@ _ROOT_FAULTS = {"partition_leader", "partition_one_way", "full_disk"}
 
 #: Clock offset given to a skewed node, beyond the default allowed 60 s.
 SKEW_SECONDS = 90.0
+#: What a node logs when it refuses a peer for clock difference.
+SKEW_LINE = "as a cluster member: its clock says"
 
 #: Chunk size of the nodes: small, so that chunks are created (and a full
 #: disk is noticed) during the run.
@@ -1155,12 +1157,12 @@ class ChaosRun:
             self._note(kind, victims=[follower.name], leader=leader_name, down=round(hold, 2),
                        offset=SKEW_SECONDS)
             others_list = [n for n in self.nodes if n is not follower]
-            before = follower.log().count("clock differs")
-            others_before = sum(n.log().count("clock differs") for n in others_list)
+            before = follower.log().count(SKEW_LINE)
+            others_before = sum(n.log().count(SKEW_LINE) for n in others_list)
             self._restart(follower, clock_offset=SKEW_SECONDS)
             time.sleep(hold)
-            own = follower.log().count("clock differs") - before
-            others = sum(n.log().count("clock differs") for n in others_list) - others_before
+            own = follower.log().count(SKEW_LINE) - before
+            others = sum(n.log().count(SKEW_LINE) for n in others_list) - others_before
             if own and others:
                 self.observations["clock_skew_refused_logged_both_sides"] += 1
             self.observations["clock_skew_log_lines_skewed_node"] += own
