@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 HTTP benchmark of an estwisted node (http-api.md; targets in
 shared/performance.md, T5 and T12).
@@ -160,11 +160,11 @@ def serve(port: int, directory: str, mem_db: bool, lifetime: float) -> None:
     """
     from twisted.internet import reactor
 
+    from estwisted.core.streams import StreamStore
     from estwisted.http.api import HttpApi
     from estwisted.http.info import NodeInfo
-    from estwisted.persistent import PersistentSubscriptions
     from estwisted.storage.open import open_storage
-    from estwisted.streams import StreamStore
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
 
     log, index, close = open_storage(None if mem_db else directory, mem_db=mem_db)
     store = StreamStore(log, index, reactor)

@@ -22,7 +22,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from estwisted.client._settings import ClusterSettings, NodePreference
-from estwisted.gossip import GossipFormatError, MemberInfo, VNodeState, decode_cluster_info
+from estwisted.cluster.gossip import GossipFormatError, MemberInfo, VNodeState, decode_cluster_info
 
 _log = Logger()
 

@@ -35,12 +35,12 @@ from twisted.python.failure import Failure
 from estwisted.client._connection import EventStoreConnection
 from estwisted.client._discovery import NodeEndpoints
 from estwisted.client._settings import ConnectionSettings, SingleNode
-from estwisted.persistent import PersistentSubscriptions
+from estwisted.core.streams import StreamStore
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
-from estwisted.streams import StreamStore
-from estwisted.subscriptions import SubscriptionHub
-from estwisted.tcpserver import TcpClientFactory
+from estwisted.subscriptions.persistent import PersistentSubscriptions
+from estwisted.subscriptions.volatile import SubscriptionHub
+from estwisted.tcp.server import TcpClientFactory
 
 __all__ = ["MemoryEventStore"]
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 Operational routes (http-api.md 10-11): C{/ping}, C{/info}, C{/stats},
 C{/gossip}, C{/admin/*} (shutdown, certificates, scavenge, merge indexes).
@@ -14,7 +14,6 @@ from typing import Any, Union
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from estwisted import atom
 from estwisted.http.base import HttpBase
 from estwisted.http.parsing import (
     ES_VERSION,
@@ -26,6 +25,7 @@ from estwisted.http.parsing import (
     iso_now,
     set_header,
 )
+from estwisted.wire import atom
 
 
 async def maybe_await(hook: Callable[[], Any]) -> Any:
@@ -183,7 +183,7 @@ class AdminRoutes(HttpBase):
         make = getattr(self.store, "scavenger", None)
         scavenger = make() if make is not None and self.node_info.scavenge is None else None
         if scavenger is not None:
-            from estwisted.scavenger import ScavengeInProgress
+            from estwisted.core.scavenger import ScavengeInProgress
 
             first = self._query(request, b"startFromChunk")
             try:

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 The external HTTP API (http-api.md): AtomPub/JSON over the same
 L{StreamStore} the TCP protocol uses.

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 The request pipeline every resource of the HTTP API shares
 (L{HttpBase}): running a handler with errors mapped to replies in one place,
@@ -17,9 +17,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
-from estwisted import atom
-from estwisted.errors import (
+from estwisted.core.errors import (
     NotAuthenticated,
+)
+from estwisted.core.model import (
+    EventRecord,
+    Principal,
 )
 from estwisted.http.info import NodeInfo
 from estwisted.http.parsing import (
@@ -41,10 +44,7 @@ from estwisted.http.parsing import (
     sized,
     unauthorized,
 )
-from estwisted.model import (
-    EventRecord,
-    Principal,
-)
+from estwisted.wire import atom
 
 Handler = Callable[..., Union[bytes, Deferred[bytes]]]
 
@@ -127,7 +127,7 @@ class HttpBase:
         #: Serves C{/}, C{/web/...} and C{/metrics} when set
         #: (L{estwisted.web.WebResource}).
         self.web: Optional[Resource] = None
-        #: Times requests when set (L{estwisted.metrics.NodeMetrics}).
+        #: Times requests when set (L{estwisted.web.metrics.NodeMetrics}).
         self.metrics: Any = None
 
     # -- the request pipeline ------------------------------------------------

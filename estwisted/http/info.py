@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 What the HTTP API tells about the node and the hooks it calls
 (L{NodeInfo}).
@@ -13,8 +13,8 @@ from typing import Any, Optional
 import attrs
 from attrs import field, frozen
 
+from estwisted.cluster.leadership import Leadership
 from estwisted.http.parsing import DEFAULT_MAX_BODY
-from estwisted.leadership import Leadership
 
 # -- node information ------------------------------------------------------------
 
@@ -29,12 +29,12 @@ class NodeInfo:
     @ivar scavenge: called by C{POST /admin/scavenge}; may return a Deferred.
     @ivar reload_certificates: called by C{POST /admin/reloadcertificates};
         re-reads the node's certificate files and returns an object with
-        C{ok} and C{message} (L{estwisted.tls.ReloadOutcome}); C{None} when
+        C{ok} and C{message} (L{estwisted.tls.contexts.ReloadOutcome}); C{None} when
         the node has no TLS.
     @ivar first_level_auth: the 5.0.2+ route authorization levels
         (C{DisableFirstLevelHttpAuthorization} turns them off).
     @ivar leadership: in a cluster, the node's published
-        L{estwisted.leadership.Leadership} (its view gives the state and
+        L{estwisted.cluster.leadership.Leadership} (its view gives the state and
         the leader's external HTTP endpoint); C{None} means a single node,
         always C{state}.
     @ivar gossip_view: in a cluster, returns the C{/gossip} document

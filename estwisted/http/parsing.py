@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 Content negotiation and request parsing of the HTTP API (http-api.md 1.3):
 media types per route, C{Accept} negotiation, header and body parsing
@@ -22,8 +22,7 @@ from xml.etree import ElementTree
 
 from twisted.web.http_headers import Headers
 
-from estwisted import atom
-from estwisted.errors import (
+from estwisted.core.errors import (
     AccessDenied,
     AlreadyExists,
     BadRequest,
@@ -38,11 +37,12 @@ from estwisted.errors import (
     StreamDeleted,
     WrongExpectedVersion,
 )
-from estwisted.model import (
+from estwisted.core.model import (
     DELETED_STREAM,
     MAX_READ_COUNT,
     NewEvent,
 )
+from estwisted.wire import atom
 
 #: Largest request body accepted (bytes); larger ones get 413 before they
 #: are read.

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 The standard projections' part of the v5 HTTP API (issue 16).
 """
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from estwisted import atom
 from estwisted.http.base import HttpBase
 from estwisted.http.parsing import HttpError
+from estwisted.wire import atom
 
 
 class ProjectionRoutes(HttpBase):

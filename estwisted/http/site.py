@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 The C{Site} of the HTTP API: requests that refuse oversized bodies before
 buffering them (L{LimitedRequest}), a site without a per-request access log

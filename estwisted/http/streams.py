@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 Streams over HTTP (http-api.md 3-6): appends (one event or a batch, the
 C{incoming} redirect target), metadata, deletes, single events, feed pages
@@ -17,9 +17,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
-from estwisted import atom
-from estwisted.errors import (
+from estwisted.core.errors import (
     WrongExpectedVersion,
+)
+from estwisted.core.model import (
+    DELETED_STREAM,
+    MAX_READ_COUNT,
+    NewEvent,
+    Principal,
+    ReadStatus,
+    ResolvedEvent,
 )
 from estwisted.http.base import HttpBase
 from estwisted.http.parsing import (
@@ -54,14 +61,7 @@ from estwisted.http.parsing import (
     set_header,
     unauthorized,
 )
-from estwisted.model import (
-    DELETED_STREAM,
-    MAX_READ_COUNT,
-    NewEvent,
-    Principal,
-    ReadStatus,
-    ResolvedEvent,
-)
+from estwisted.wire import atom
 
 
 class StreamRoutes(HttpBase):

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 Persistent subscriptions over HTTP (http-api.md 8): groups, competing
 feeds, acks and nacks, parked messages; served by the leader only.
@@ -14,7 +14,9 @@ from urllib.parse import unquote
 
 from twisted.internet.defer import Deferred
 
-from estwisted import atom
+from estwisted.core.model import (
+    DELETED_STREAM,
+)
 from estwisted.http.base import HttpBase
 from estwisted.http.parsing import (
     COMPETING_TYPES,
@@ -24,9 +26,7 @@ from estwisted.http.parsing import (
     parse_guid,
     set_header,
 )
-from estwisted.model import (
-    DELETED_STREAM,
-)
+from estwisted.wire import atom
 
 
 class SubscriptionRoutes(HttpBase):
@@ -44,7 +44,7 @@ class SubscriptionRoutes(HttpBase):
         return stream, group
 
     def _settings_from_body(self, request: Any) -> Any:
-        from estwisted.persistent import STRATEGIES, PersistentSettings
+        from estwisted.subscriptions.persistent import STRATEGIES, PersistentSettings
 
         self._body_type(request, (atom.JSON,))
         body = request.content.read() if request.content is not None else b""
@@ -332,7 +332,7 @@ class SubscriptionRoutes(HttpBase):
         C{POST /subscriptions/{s}/{g}/nack/{id}} and C{.../nack?ids=...}.
         """
         self._require_master(request, always=True)
-        from estwisted.persistent import NakAction
+        from estwisted.subscriptions.persistent import NakAction
 
         stream, group = self._subscription_names(raw_stream, raw_group)
         principal = self._principal(request)

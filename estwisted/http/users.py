@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 Users over HTTP (http-api.md 9).
 """
@@ -12,8 +12,7 @@ from urllib.parse import quote, unquote
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from estwisted import atom
-from estwisted.errors import (
+from estwisted.core.errors import (
     AccessDenied,
     AlreadyExists,
     NotAuthenticated,
@@ -21,6 +20,7 @@ from estwisted.errors import (
 )
 from estwisted.http.base import HttpBase
 from estwisted.http.parsing import JSON_ONLY, USER_BODY_TYPES, HttpError, set_header, unauthorized
+from estwisted.wire import atom
 
 
 class UserRoutes(HttpBase):

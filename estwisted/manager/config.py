@@ -2,17 +2,17 @@
 """
 Manager configuration: one declarative option table, four sources, one
 frozen L{ManagerConfig}, with the same rules as a database node
-(L{estwisted.config}).
+(L{estwisted.node.config}).
 
-The options are declared with L{estwisted.config.option} and the same value
+The options are declared with L{estwisted.node.config.option} and the same value
 kinds and validators, so a manager option gets its YAML key (PascalCase),
 its C{EVENTSTORE_*} variable and its command-line flags exactly as a node
 option does.  Precedence, lowest first: default < YAML file (C{--config}) <
 environment < command line; C{--what-if} prints every value with its
 source.  Unknown keys and bad values are refused with one line naming the
 key and its source.  The YAML parser, the file reader, the value kinds and
-the L{estwisted.config.Source} bookkeeping are reused from
-L{estwisted.config}; only the table differs.
+the L{estwisted.node.config.Source} bookkeeping are reused from
+L{estwisted.node.config}; only the table differs.
 
 Pure: reads the configuration file and nothing else.
 """
@@ -26,7 +26,8 @@ from typing import Any, Optional
 import attrs
 from attrs import field, frozen
 
-from estwisted.config import (
+from estwisted.core.errors import ConfigError
+from estwisted.node.config import (
     BOOL,
     ENDPOINT,
     ENDPOINTS,
@@ -47,7 +48,6 @@ from estwisted.config import (
     port,
     read_config_file,
 )
-from estwisted.errors import ConfigError
 
 __all__ = [
     "MANAGER_OPTIONS",
@@ -162,7 +162,7 @@ class ManagerConfig:
         check=at_least(1),
     )
 
-    # --- TLS (as on a database node: estwisted.tls)
+    # --- TLS (as on a database node: estwisted.tls.contexts)
     certificate_file: Optional[str] = option(
         PATH, None, "Manager certificate: PKCS#12, or PEM with CertificatePrivateKeyFile "
         "(a node certificate of the cluster CA)."
@@ -265,7 +265,7 @@ _PASS_THROUGH = {"help": "--help", "h": "--help", "?": "--help", "version": "--v
 def canonical_manager_arguments(args: Sequence[str]) -> list[str]:
     """
     Rewrite manager command-line arguments into C{--flag=value} form, with
-    the spellings a node accepts (L{estwisted.config.canonical_arguments}):
+    the spellings a node accepts (L{estwisted.node.config.canonical_arguments}):
     C{--int-ip v}, C{--int-ip=v}, C{--IntIp v}, C{-IntIp v}, bare booleans,
     C{--flag-}/C{--flag+}; list options accumulate.
 

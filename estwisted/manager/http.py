@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.web.resource import Resource
 
-from estwisted.gossip import GossipFormatError, decode_cluster_info, encode_cluster_info
+from estwisted.cluster.gossip import GossipFormatError, decode_cluster_info, encode_cluster_info
 from estwisted.manager.gossip import ManagerGossip
 
 __all__ = ["ManagerResource"]

@@ -24,8 +24,7 @@ from typing import IO, Any, Optional
 from twisted.application.service import IService
 from twisted.python import usage
 
-from estwisted.config import Option, canonical_arguments, load_config
-from estwisted.errors import ConfigError
+from estwisted.core.errors import ConfigError
 from estwisted.manager.config import (
     MANAGER_OPTIONS,
     ManagerConfig,
@@ -35,6 +34,7 @@ from estwisted.manager.config import (
 )
 from estwisted.manager.watchdog import node_environment
 from estwisted.manager.watchdogfile import NodeSpec, read_watchdog_file
+from estwisted.node.config import Option, canonical_arguments, load_config
 
 __all__ = ["Options", "check_node_arguments", "makeService"]
 

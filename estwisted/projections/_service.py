@@ -21,9 +21,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 import estwisted.projections._status as _status
-from estwisted.acl import SYSTEM_PRINCIPAL
-from estwisted.errors import NotReady
-from estwisted.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
+from estwisted.core.acl import SYSTEM_PRINCIPAL
+from estwisted.core.errors import NotReady
+from estwisted.core.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
 from estwisted.projections._system import (
     STANDARD_PROJECTIONS,
     Projector,

@@ -13,6 +13,6 @@ Quorum replication (cluster.md sections 4 and 5; docs/replication.md).
     role machine, and its wiring.
 
 The internal TCP port that replicas share with clients is
-L{estwisted.internaltcp}; HTTP forwarding to the leader is
-L{estwisted.forwarding}.
+L{estwisted.tcp.internal}; HTTP forwarding to the leader is
+L{estwisted.http.forwarding}.
 """

@@ -1,10 +1,10 @@
-# -*- test-case-name: estwisted.test.test_replprotocol -*-
+# -*- test-case-name: estwisted.replication.test.test_runners -*-
 """
 The replication messages and their codec (pure: no reactor).
 
 Wire format
 ===========
-Frames are those of the client protocol (L{estwisted.framing}: a 4-byte
+Frames are those of the client protocol (L{estwisted.wire.framing}: a 4-byte
 little-endian length, then the package).  A replication package is one
 command byte and a fixed little-endian payload; it is ours, not v5's
 protobuf (nodes of this implementation only talk to each other).  The
@@ -42,7 +42,7 @@ from typing import Any, Union
 
 from attrs import frozen
 
-from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.core.model import FLAG_SYSTEM, EventRecord
 from estwisted.replication.state import (
     Epoch,
     parse_epoch,

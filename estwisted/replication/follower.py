@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_replprotocol -*-
+# -*- test-case-name: estwisted.replication.test.test_runners -*-
 """
 The replica runner (Twisted): subscribes to the leader with its end and
 newest epochs, truncates when told to (then subscribes again), appends,
@@ -17,9 +17,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.elections import CloneAssigned, LeaderLinkLost, ReplicaSubscribed, SlaveAssigned
-from estwisted.errors import CorruptRecord
-from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.cluster.elections import (
+    CloneAssigned,
+    LeaderLinkLost,
+    ReplicaSubscribed,
+    SlaveAssigned,
+)
+from estwisted.core.errors import CorruptRecord
+from estwisted.core.model import FLAG_SYSTEM, EventRecord
 from estwisted.replication.codec import (
     Ack,
     Assignment,
@@ -60,10 +65,10 @@ class ReplicationFollower:
     @param truncated: called with the position the log was cut at, so the
         caller drops index entries and caches past it.
     @param report: called with what the node role machine decides on:
-        L{estwisted.elections.ReplicaSubscribed} when the leader accepted
-        the subscription, L{estwisted.elections.CloneAssigned} and
-        L{estwisted.elections.SlaveAssigned} for its role assignments,
-        L{estwisted.elections.LeaderLinkLost} when the link closed (not
+        L{estwisted.cluster.elections.ReplicaSubscribed} when the leader accepted
+        the subscription, L{estwisted.cluster.elections.CloneAssigned} and
+        L{estwisted.cluster.elections.SlaveAssigned} for its role assignments,
+        L{estwisted.cluster.elections.LeaderLinkLost} when the link closed (not
         when L{stop} closed it).
     @ivar committed: the leader's commit position, as last told.
     """

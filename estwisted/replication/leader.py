@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_replprotocol -*-
+# -*- test-case-name: estwisted.replication.test.test_runners -*-
 """
 The replication leader runner (Twisted): on a node that became leader,
 writes the epoch record, answers subscriptions
@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from estwisted.errors import CommitTimeout, NotReady
+from estwisted.core.errors import CommitTimeout, NotReady
 from estwisted.replication.codec import (
     Ack,
     Assignment,

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_replprotocol -*-
+# -*- test-case-name: estwisted.replication.test.test_runners -*-
 """
 One replication connection (both sides): frames in, messages out, to a
 handler (the leader or the follower runner).
@@ -13,7 +13,6 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.framing import Framer, FramingError, frame
 from estwisted.replication.codec import (
     Heartbeat,
     HeartbeatReply,
@@ -22,6 +21,7 @@ from estwisted.replication.codec import (
     decode_message,
     encode_message,
 )
+from estwisted.wire.framing import Framer, FramingError, frame
 
 _log = Logger()
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_replprotocol -*-
+# -*- test-case-name: estwisted.replication.test.test_runners -*-
 """
 Replication of one clustered node: performs what the node role machine
 decides (lead, follow, stand by), reports what it observes, gates the
@@ -17,13 +17,12 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from estwisted.cluster import EpochWritten
-from estwisted.elections import NoQuorum as QuorumLost
-from estwisted.errors import NotReady
-from estwisted.gossip import VNodeState
-from estwisted.interfaces import ICommitGate
-from estwisted.internaltcp import InternalTcpFactory
-from estwisted.leadership import Leadership, LeadershipView
+from estwisted.cluster.controller import EpochWritten
+from estwisted.cluster.elections import NoQuorum as QuorumLost
+from estwisted.cluster.gossip import VNodeState
+from estwisted.cluster.leadership import Leadership, LeadershipView
+from estwisted.core.errors import NotReady
+from estwisted.core.interfaces import ICommitGate
 from estwisted.replication.codec import (
     scan_epochs,
 )
@@ -32,6 +31,7 @@ from estwisted.replication.leader import ReplicationLeader
 from estwisted.replication.state import (
     Epoch,
 )
+from estwisted.tcp.internal import InternalTcpFactory
 
 _log = Logger()
 
@@ -40,20 +40,20 @@ _log = Logger()
 class NodeReplication:
     """
     Replication of one clustered node, performing what the node role
-    machine decides (L{estwisted.cluster.IRoleReplication}: L{lead},
+    machine decides (L{estwisted.cluster.controller.IRoleReplication}: L{lead},
     L{follow}, L{stand_by}) and reporting what it observes back to it
     (C{report}: the leader accepted our subscription, assigned us a role,
     our link to it closed, or, leading, our epoch was written or the quorum
     was lost).  Writes are refused as the published leadership view says
-    (L{estwisted.leadership.LeadershipView.refusal}:
-    L{estwisted.errors.NotLeader} with the leader's external endpoints, or
+    (L{estwisted.cluster.leadership.LeadershipView.refusal}:
+    L{estwisted.core.errors.NotLeader} with the leader's external endpoints, or
     L{NotReady}) except on the leader, where they wait for the quorum
     (it is the store's L{ICommitGate}: L{commit}).
 
     @param connect: C{connect(host, port, factory)} opens a connection to a
         leader's internal TCP endpoint.
-    @param report: called with every L{estwisted.cluster.ReplicationEvent}.
-    @param leadership: the node's published L{estwisted.leadership.Leadership}
+    @param report: called with every L{estwisted.cluster.controller.ReplicationEvent}.
+    @param leadership: the node's published L{estwisted.cluster.leadership.Leadership}
         (its write refusal is applied to the store); without one writes are
         refused until L{lead}.
     @param on_epoch: called with the newest epoch of the log (C{None}:
@@ -115,7 +115,7 @@ class NodeReplication:
         # This node's commits go through the quorum while it leads and fail
         # otherwise (never acknowledged without one).
         store.set_commit_gate(self)
-        #: the node's L{estwisted.persistent.PersistentSubscriptions}, reloaded
+        #: the node's L{estwisted.subscriptions.persistent.PersistentSubscriptions}, reloaded
         #: when this node becomes leader
         self.persistent: Any = None
         self.leader.epochs_changed = self._epochs_changed
@@ -183,7 +183,7 @@ class NodeReplication:
 
     def follow(self, leader: Any) -> None:
         """
-        Replicate from C{leader} (an L{estwisted.gossip.MemberInfo}).
+        Replicate from C{leader} (an L{estwisted.cluster.gossip.MemberInfo}).
         """
         self._step_down()
         self._target = (leader.internal_tcp.host, leader.internal_tcp.port)
@@ -232,11 +232,11 @@ def attach_replication(
 ) -> InternalTcpFactory:
     """
     Wire replication into a clustered node built by
-    L{estwisted.cluster.make_cluster_service}: the controller drives it
-    (L{estwisted.cluster.IRoleReplication}) and hears what it observes; it
+    L{estwisted.cluster.controller.make_cluster_service}: the controller drives it
+    (L{estwisted.cluster.controller.IRoleReplication}) and hears what it observes; it
     serves replicas on the internal TCP port beside clients.
 
-    @param tls: the node's L{estwisted.tls.NodeTLS}, or C{None}: with it,
+    @param tls: the node's L{estwisted.tls.contexts.NodeTLS}, or C{None}: with it,
         replicas dial the leader's internal TCP port over mutual TLS (the
         leader's certificate must match the address dialled).
     @return: the factory to listen with on the internal TCP port.

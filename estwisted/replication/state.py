@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_replication -*-
+# -*- test-case-name: estwisted.replication.test.test_replication -*-
 """
 Quorum replication: the pure decisions (cluster.md sections 4 and 5).
 
@@ -41,7 +41,7 @@ from typing import Any, Generic, Optional, TypeVar, Union
 
 from attrs import define, field, frozen
 
-from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.core.model import FLAG_SYSTEM, EventRecord
 
 #: Event type of an epoch record.
 EPOCH_EVENT_TYPE = "$epoch"

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_event_log -*-
+# -*- test-case-name: estwisted.storage.test.test_event_log -*-
 """
 L{ChunkedLog}: the durable L{IEventLog} in chunk files.
 
@@ -52,9 +52,9 @@ from zlib import crc32
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from estwisted.errors import CorruptRecord, StorageError
-from estwisted.interfaces import IEventLog, IReplicableLog
-from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.core.errors import CorruptRecord, StorageError
+from estwisted.core.interfaces import IEventLog, IReplicableLog
+from estwisted.core.model import FLAG_SYSTEM, EventRecord
 from estwisted.storage.checkpoints import Checkpoints, FileCheckpoint, fsync_directory
 from estwisted.storage.chunks import (
     CHUNK_NAME,

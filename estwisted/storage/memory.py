@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_event_log -*-
+# -*- test-case-name: estwisted.storage.test.test_event_log -*-
 """
 L{MemoryLog}: the in-memory L{IEventLog} used by C{MemDb: true} and by tests
 of everything above storage.
@@ -10,9 +10,9 @@ from bisect import bisect_left
 
 from zope.interface import implementer
 
-from estwisted.errors import CorruptRecord
-from estwisted.interfaces import IEventLog, IReplicableLog
-from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.core.errors import CorruptRecord
+from estwisted.core.interfaces import IEventLog, IReplicableLog
+from estwisted.core.model import FLAG_SYSTEM, EventRecord
 from estwisted.storage import records as codec
 
 #: Size the memory log pretends every record has, besides its payload, so

@@ -520,13 +520,13 @@ class TcpConnection:
         self.sock.close()
 
     def _frame(self, command: int, corr: bytes, data: bytes) -> bytes:
-        from estwisted.tcpcodec import encode_package
+        from estwisted.wire.tcpcodec import encode_package
 
         package = encode_package(command, corr, data, "admin", "changeit")
         return _LEN.pack(len(package)) + package
 
     def request(self, command: int, data: bytes) -> Any:
-        from estwisted.tcpcodec import decode_package
+        from estwisted.wire.tcpcodec import decode_package
 
         corr = os.urandom(16)
         self.sock.sendall(self._frame(command, corr, data))
@@ -551,7 +551,7 @@ class TcpConnection:
         """
         @return: C{"ok"}, C{"wrong_version"} or another failure word.
         """
-        from estwisted import messages_pb2 as pb
+        from estwisted.wire import messages_pb2 as pb
 
         message = pb.WriteEvents(event_stream_id=stream, expected_version=expected,
                                  require_master=False)
@@ -575,7 +575,7 @@ class TcpConnection:
         """
         @return: the event ids from C{start} and whether the end was reached.
         """
-        from estwisted import messages_pb2 as pb
+        from estwisted.wire import messages_pb2 as pb
 
         message = pb.ReadStreamEvents(event_stream_id=stream, from_event_number=start,
                                       max_count=count, resolve_link_tos=False,
@@ -598,7 +598,7 @@ class TcpConnection:
         One page of C{$all}: C{(stream, event id)} pairs and the next
         position.
         """
-        from estwisted import messages_pb2 as pb
+        from estwisted.wire import messages_pb2 as pb
 
         message = pb.ReadAllEvents(commit_position=commit, prepare_position=prepare,
                                    max_count=count, resolve_link_tos=False,

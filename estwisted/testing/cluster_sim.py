@@ -1,14 +1,14 @@
-# -*- test-case-name: estwisted.test.test_elections -*-
+# -*- test-case-name: estwisted.cluster.test.test_elections -*-
 """
 A deterministic in-memory cluster: N nodes, each running the production
-node machine (L{estwisted.cluster.NodeMachine}: gossip, elections, leader
+node machine (L{estwisted.cluster.controller.NodeMachine}: gossip, elections, leader
 probes and the node role machine), connected by a simulated network that
 can drop, duplicate, delay (and so reorder) messages and be partitioned,
 all driven by one fake clock and one seeded L{random.Random}.  The same seed
 and the same calls give the same run.
 
 The simulator drives each machine as its Twisted controller
-(L{estwisted.cluster.ClusterController}) would, and plays replication for
+(L{estwisted.cluster.controller.ClusterController}) would, and plays replication for
 it with the inputs real replication (L{estwisted.replication}) reports;
 see L{ClusterSimulator}.  Every election decision is recorded in
 L{ClusterSimulator.decisions} so tests can check safety (one leader per
@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from attrs import define, field, frozen
 
-from estwisted.cluster import (
+from estwisted.cluster.controller import (
     ClusterSettings,
     EpochWritten,
     Follow,
@@ -35,7 +35,7 @@ from estwisted.cluster import (
     NodeMachine,
     StandBy,
 )
-from estwisted.elections import (
+from estwisted.cluster.elections import (
     Broadcast,
     Effect,
     ElectionMachine,
@@ -47,7 +47,7 @@ from estwisted.elections import (
     SendTo,
     SlaveAssigned,
 )
-from estwisted.gossip import ClusterInfo, Endpoint, MemberInfo, VNodeState
+from estwisted.cluster.gossip import ClusterInfo, Endpoint, MemberInfo, VNodeState
 from estwisted.replication.state import NO_QUORUM_TIMEOUT
 
 #: Start of simulated time (a plausible Unix time, so gossip timestamps look
@@ -160,8 +160,8 @@ class _SimReplication:
     """
     The replication stand-in of one node of L{ClusterSimulator}
     (what L{estwisted.replication.node.NodeReplication} does for a real node),
-    told what to do by the machine's L{estwisted.cluster.Lead},
-    L{estwisted.cluster.Follow} and L{estwisted.cluster.StandBy} effects.
+    told what to do by the machine's L{estwisted.cluster.controller.Lead},
+    L{estwisted.cluster.controller.Follow} and L{estwisted.cluster.controller.StandBy} effects.
 
     @ivar linked: our replication link to C{following} is up (subscribed).
     @ivar short_since: when, leading, we last had a quorum of linked
@@ -179,7 +179,7 @@ class _SimReplication:
 class ClusterSimulator:
     """
     N nodes, one network, one clock, driving
-    the production node machine L{estwisted.cluster.NodeMachine} (gossip,
+    the production node machine L{estwisted.cluster.controller.NodeMachine} (gossip,
     elections, leader probes, the role machine), as its Twisted controller
     would: a tick every C{settings.tick}, every gossip post answered or
     failed (timeout C{GossipTimeoutMs}; a crashed node refuses at once, a

@@ -49,7 +49,7 @@ class WebResource(Resource):
     Answers the paths L{is_web_path} accepts; the HTTP API's root resource
     hands those requests here.
 
-    @param metrics: the node's L{estwisted.metrics.NodeMetrics}; C{None}
+    @param metrics: the node's L{estwisted.web.metrics.NodeMetrics}; C{None}
         answers C{/metrics} with 404.
     @param files: file name to content (defaults to the package's files).
     """
@@ -92,7 +92,7 @@ class WebResource(Resource):
         except Exception:
             self._log.failure("Rendering /metrics failed")
             return self._reply(request, 500, b"Internal Server Error", b"metrics unavailable\n")
-        from estwisted.metrics import CONTENT_TYPE
+        from estwisted.web.metrics import CONTENT_TYPE
 
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         request.setHeader(b"cache-control", b"no-cache")

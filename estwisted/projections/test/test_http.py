@@ -9,8 +9,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.http.info import NodeInfo
+from estwisted.http.test.test_api import ADMIN, ApiTestMixin, make_node
 from estwisted.projections import SystemProjectionsService
-from estwisted.test.test_httpapi import ADMIN, ApiTestMixin, make_node
 
 
 class ProjectionsApiTests(ApiTestMixin, SynchronousTestCase):
