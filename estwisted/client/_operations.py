@@ -187,7 +187,7 @@ def new_event_to_proto(event: EventData, out: pb.NewEvent) -> None:
 
 def _write_error(result: int, message: str, current_version: Optional[int]) -> Decision:
     if result in (pb.PrepareTimeout, pb.CommitTimeout, pb.ForwardTimeout):
-        return Retry(pb.OperationResult.Name(result))  # type: ignore[arg-type]
+        return Retry(pb.OperationResult.Name(result))
     if result == pb.WrongExpectedVersion:
         return Fail(
             errors.WrongExpectedVersion(message or "Wrong expected version.", current_version)

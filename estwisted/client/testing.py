@@ -54,7 +54,7 @@ class _PipeTransport(StringTransport):
     """
 
     def __init__(self, clock: IReactorTime, pipe: _Pipe, peer_port: int) -> None:
-        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", peer_port))
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", peer_port))  # type: ignore[no-untyped-call]
         self._clock = clock
         self._pipe = pipe
         self.other: Optional[_PipeTransport] = None
@@ -157,7 +157,7 @@ class MemoryEventStore:
                     server = memory.factory.buildProtocol(None)
                     pipe = _Pipe(memory.clock, client, server, memory)
                     memory._pipes.add(pipe)
-                    server.makeConnection(pipe.server_transport)
+                    server.makeConnection(pipe.server_transport)  # type: ignore[no-untyped-call]
                     client.makeConnection(pipe.client_transport)
                     d.callback(client)
 

@@ -1087,7 +1087,7 @@ class ClusterController(Service):
     # -- lifecycle --
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._refresh()
         self._run(self.machine.start(self.clock.seconds()))
         d = self._loop.start(self.machine.settings.tick, now=True)
@@ -1098,7 +1098,7 @@ class ClusterController(Service):
         Announce C{ShuttingDown} to the alive members (waiting at most the
         gossip timeout), stop ticking and cancel timers.
         """
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._loop.running:
             self._loop.stop()
         for timer in list(self._timers):
@@ -1341,7 +1341,7 @@ def make_cluster_service(
     )
     internal = ClusterResource(http_root, controller, internal=True)
     return ClusterWiring(
-        service, controller, external, internal, ClusterSite(external), ClusterSite(internal)
+        service, controller, external, internal, ClusterSite(external), ClusterSite(internal)  # type: ignore[no-untyped-call]
     )
 
 
@@ -1357,7 +1357,7 @@ class _ClusterService(Service):
         self.transport = transport
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.controller.startService()
         self.discovery.start()
 
@@ -1369,7 +1369,7 @@ class _ClusterService(Service):
             await close()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         return Deferred.fromCoroutine(self._stop())
 
 

@@ -232,7 +232,7 @@ class ClusterResource(Resource):
         internal: bool,
         gossip: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.inner = inner
         self.controller = controller
         self.internal = internal

@@ -141,7 +141,8 @@ class Scavenger:
 
     def _write(self, stream: str, event_type: str, body: dict[str, Any]) -> Deferred[Any]:
         event = NewEvent(uuid.uuid4().bytes, event_type, json.dumps(body).encode(), b"", True)
-        return self._store.append(stream, EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
+        written: Deferred[Any] = self._store.append(stream, EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
+        return written
 
     def _link(self, stream: str, written: Deferred[Any]) -> None:
         def link(result: Any) -> Any:

@@ -441,7 +441,8 @@ class StreamStore:
         """
         log = self._log
         if not self._commit.gated:
-            return log.end_position
+            end: int = log.end_position
+            return end
         last = self._committed_only(log.read_forward(self._last_commit_position, 1))
         return last[0].next_position if last else self._last_commit_position
 
@@ -662,7 +663,8 @@ class StreamStore:
         if position is None or position < 0:
             return False
         try:
-            return self._log.read(position).event_id == event_id
+            found: bool = self._log.read(position).event_id == event_id
+            return found
         except KeyError:
             # removed by a scavenge
             return False

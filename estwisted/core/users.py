@@ -328,7 +328,7 @@ class UserManager:
             self._system(),
         )
         self.invalidate(login)
-        return d
+        return d  # type: ignore[no-any-return]
 
     def create_user(
         self,
@@ -494,7 +494,7 @@ class UserManager:
                 return Failure(NotFound(f"User {login!r} not found"))
             return failure
 
-        return d.addCallbacks(done, missing)
+        return d.addCallbacks(done, missing)  # type: ignore[no-any-return]
 
     def ensure_default_users(self) -> Deferred[None]:
         """

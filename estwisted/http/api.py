@@ -180,7 +180,7 @@ class HttpApi(StreamRoutes, SubscriptionRoutes, UserRoutes, AdminRoutes, Project
         A C{Site} serving L{resource} whose requests refuse oversized bodies
         before buffering them.
         """
-        site = QuietSite(
+        site = QuietSite(  # type: ignore[no-untyped-call]
             self.resource(),
             requestFactory=limited_request_factory(self.node_info.max_body_size),
             # No route takes HTML form bodies; not checking for them saves a
@@ -251,7 +251,7 @@ class ApiRoot(Resource):
     isLeaf = True
 
     def __init__(self, api: HttpApi) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._api = api
         self._klein = api.app.resource()
         self._streams = _SegmentIndex(api, "streams")

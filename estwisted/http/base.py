@@ -285,14 +285,14 @@ class HttpBase:
         if principal is UNAUTHENTICATED:
             principal = self.authenticate(request)
         if not self.node_info.first_level_auth or level == "none":
-            return principal
+            return principal  # type: ignore[no-any-return]
         if principal is None:
             raise unauthorized()
         if level == "ops" and not principal.is_ops:
             raise unauthorized()
         if level == "admin" and not principal.is_admin:
             raise unauthorized()
-        return principal
+        return principal  # type: ignore[no-any-return]
 
     def base_url(self, request: Any) -> str:
         """

@@ -35,7 +35,7 @@ class LimitedRequest(Request):
         if length is None or length <= 100_000:
             self.content = BytesIO()
         else:
-            super().gotLength(length)
+            super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._rejected:
@@ -50,7 +50,7 @@ class LimitedRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._rejected:
             return
-        super().requestReceived(command, path, version)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
     def _reject(self) -> None:
         self._rejected = True

@@ -323,7 +323,8 @@ class SubscriptionRoutes(HttpBase):
             return accepted(None)
         # 202 once the acknowledgement is durable: a subscriber is never
         # sent an event again after its ack was accepted (issue 11)
-        return self.persistent.ack_ids(stream, group, ids, principal).addCallback(accepted)
+        acked: Deferred[bytes] = self.persistent.ack_ids(stream, group, ids, principal)
+        return acked.addCallback(accepted)
 
     def nack_messages(
         self, request: Any, raw_stream: str, raw_group: str, raw_id: Optional[str] = None

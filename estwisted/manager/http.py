@@ -40,7 +40,7 @@ class ManagerResource(Resource):
     isLeaf = True
 
     def __init__(self, gossip: ManagerGossip, watchdog_status: Callable[[], Any]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.gossip = gossip
         self.watchdog_status = watchdog_status
 

@@ -49,13 +49,13 @@ class GossipService(Service):
         self.transport = transport
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         if self.discovery is not None:
             self.discovery.start()
         self.gossip.start()
 
     def stopService(self) -> Optional[Deferred[None]]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self.discovery is not None:
             self.discovery.stop()
         self.gossip.stop()
@@ -169,7 +169,7 @@ def make_manager_service(
         discovery = SeedDiscovery.from_config(config, reactor, add_seeds)
 
     resource = ManagerResource(gossip, watchdog.status)
-    site = ClusterSite(resource)
+    site = ClusterSite(resource)  # type: ignore[no-untyped-call]
     int_factory: Any = site
     ext_factory: Any = site
     if use_tls and node_tls is not None:
@@ -177,8 +177,8 @@ def make_manager_service(
         ext_factory = node_tls.server_factory(site, "external HTTP", False, True)
     _listen(reactor, config.int_ip, config.int_http_port, int_factory).setServiceParent(top)
     _listen(reactor, config.ext_ip, config.ext_http_port, ext_factory).setServiceParent(top)
-    GossipService(gossip, discovery, transport).setServiceParent(top)
-    watchdog.setServiceParent(top)
+    GossipService(gossip, discovery, transport).setServiceParent(top)  # type: ignore[no-untyped-call]
+    watchdog.setServiceParent(top)  # type: ignore[no-untyped-call]
     top.watchdog = watchdog  # type: ignore[attr-defined]
     top.gossip = gossip  # type: ignore[attr-defined]
     return top

@@ -93,7 +93,7 @@ class Options(usage.Options):
         environ: Optional[Mapping[str, str]] = None,
         stdout: Optional[IO[str]] = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._environ = os.environ if environ is None else environ
         self._stdout = stdout
         self._failed = False
@@ -106,7 +106,7 @@ class Options(usage.Options):
                 canonical = canonical_manager_arguments(options)
             except ConfigError as e:
                 raise usage.UsageError(str(e)) from None
-            super().parseOptions(canonical)
+            super().parseOptions(canonical)  # type: ignore[no-untyped-call]
         except usage.UsageError:
             self._failed = True
             raise

@@ -302,12 +302,12 @@ class WatchdogService(Service):
         self.runners = list(runners)
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         for runner in self.runners:
             runner.start()
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         return DeferredList([runner.stop() for runner in self.runners])
 
     def status(self) -> list[dict[str, Any]]:

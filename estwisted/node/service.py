@@ -41,7 +41,7 @@ class NodeService(MultiService):
     _log = Logger()
 
     def __init__(self, config: Any, reactor: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.config = config
         self.reactor = reactor
         self.store: Optional[StreamStore] = None
@@ -102,7 +102,7 @@ class NodeService(MultiService):
             self.reactor.addSystemEventTrigger(
                 "after", "shutdown", install_reload_signal(self.reactor, self.tls.reload)
             )
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         listens = [
             self._listen(name, host, port, factory)
             for name, host, port, factory in self._listeners()
@@ -248,7 +248,7 @@ class NodeService(MultiService):
             from estwisted.http.site import QuietSite, limited_request_factory
 
             def serve(root: Any) -> Any:
-                quiet = QuietSite(
+                quiet = QuietSite(  # type: ignore[no-untyped-call]
                     root,
                     requestFactory=limited_request_factory(info.max_body_size),
                     parsePOSTFormSubmission=False,
@@ -317,7 +317,7 @@ class NodeService(MultiService):
             )
             return f
 
-        return d.addCallbacks(listening, failed)
+        return d.addCallbacks(listening, failed)  # type: ignore[no-any-return]
 
     def _listen_failed(self, failure: Any) -> None:
         self.listening.errback(failure)

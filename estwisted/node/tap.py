@@ -74,7 +74,7 @@ class Options(usage.Options):
             from; default C{os.environ}.
         @param stdout: where C{--what-if} prints; default C{sys.stdout}.
         """
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._environ = os.environ if environ is None else environ
         self._stdout = stdout
         self._failed = False
@@ -91,7 +91,7 @@ class Options(usage.Options):
                 canonical = canonical_arguments(options)
             except ConfigError as e:
                 raise usage.UsageError(str(e)) from None
-            super().parseOptions(canonical)
+            super().parseOptions(canonical)  # type: ignore[no-untyped-call]
         except usage.UsageError:
             self._failed = True
             raise

@@ -205,7 +205,7 @@ def decode_message(package: bytes) -> Message:
                 raise ProtocolError(f"bad length {len(package)} for command {command:#x}")
             _, sid, position = _SUB_POS.unpack(package)
             cls = {ACK: Ack, COMMITTED: Committed, SUBSCRIBED: Subscribed}[command]
-            return cls(sid, position)  # type: ignore[no-any-return, return-value]
+            return cls(sid, position)  # type: ignore[return-value]
         if command in (RETRY, ASSIGNMENT):
             _, sid = _SUB.unpack_from(package)
             text = bytes(package[_SUB.size :]).decode("utf-8")

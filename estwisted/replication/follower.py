@@ -136,7 +136,7 @@ class ReplicationFollower:
         self._retry = None
         if self.leader_id is None:
             return
-        d = self.connect(Factory.forProtocol(lambda: ReplicationLink(self)))  # type: ignore[arg-type]
+        d = self.connect(Factory.forProtocol(lambda: ReplicationLink(self)))
         d.addErrback(self._connect_failed)
 
     def _connect_failed(self, failure: Failure) -> None:

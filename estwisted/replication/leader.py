@@ -109,7 +109,7 @@ class ReplicationLeader:
         """
         A protocol factory for the replication connections of replicas.
         """
-        return Factory.forProtocol(lambda: ReplicationLink(self))  # type: ignore[arg-type]
+        return Factory.forProtocol(lambda: ReplicationLink(self))
 
     # -- leadership --
 

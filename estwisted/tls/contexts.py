@@ -747,7 +747,7 @@ class _HandshakeWatch(ProtocolWrapper):
         if not state.handshake_done and not state.refused and isinstance(reason.value, SSL.Error):
             address = self.transport.getPeer() if self.transport else None
             why = explain_handshake_failure(_ssl_error_text(reason.value), state.internal)
-            node_tls: NodeTLS = self.factory.node_tls  # type: ignore[attr-defined]
+            node_tls: NodeTLS = self.factory.node_tls
             repeats = node_tls.limiter.check(
                 ("handshake", state.listener, str(getattr(address, "host", "")), why),
                 node_tls.clock.seconds(),
@@ -793,7 +793,7 @@ class _WatchFactory(WrappingFactory):
     def __init__(
         self, wrapped: IProtocolFactory, listener: str, internal: bool, node_tls: NodeTLS
     ) -> None:
-        super().__init__(wrapped)
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self.listener = listener
         self.internal = internal
         self.node_tls = node_tls
@@ -877,7 +877,7 @@ class _TLSOnlyGate(Protocol):
             inner = self._factory.tls.buildProtocol(self._addr)
             if inner is None:
                 self._closed = True
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.transport.loseConnection()
                 return
             self._inner = inner
             state = getattr(getattr(inner, "wrappedProtocol", None), "tls_state", None)

@@ -58,7 +58,7 @@ class WebResource(Resource):
     _log = Logger()
 
     def __init__(self, metrics: Any = None, files: Optional[dict[str, bytes]] = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.metrics = metrics
         self.files = files if files is not None else _load_static()
 

@@ -523,7 +523,7 @@ class NodeMetrics:
         self.sources = sources if sources is not None else NodeSources()
         self.collector = NodeCollector(self.sources)
         self.registry.register(self.collector)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
         if process:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)

@@ -173,7 +173,7 @@ class _FileTestCase(SynchronousTestCase):
     def write_yaml(self, text: str) -> str:
         path = FilePath(self.mktemp())
         path.setContent(text.encode("utf-8"))
-        return path.path
+        return str(path.path)
 
 
 class TableTests(SynchronousTestCase):

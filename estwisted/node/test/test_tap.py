@@ -15,7 +15,7 @@ from twisted.application.service import IService, Service
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
-from twisted.scripts.twistd import ServerOptions
+from twisted.scripts.twistd import ServerOptions  # type: ignore[attr-defined]
 from twisted.trial.unittest import SynchronousTestCase
 
 import estwisted.node.service

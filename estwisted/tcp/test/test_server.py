@@ -462,12 +462,10 @@ class WriteReadTests(SynchronousTestCase):
         self.assertEqual(pb.TransactionStartCompleted.FromString(package.data).result, 7)
 
     def test_reply_that_cannot_be_built_is_still_answered(self) -> None:
-        from estwisted.tcp import server as tcpserver
-
         def broken(*args: object) -> bytes:
             raise RuntimeError("boom")
 
-        self.patch(tcpserver.tcpcodec, "write_completed_success", broken)
+        self.patch(tcpcodec, "write_completed_success", broken)
         message = pb.WriteEvents(event_stream_id="s", expected_version=-2)
         package = self.client.call(C.WriteEvents, C.BadRequest, message)
         self.assertIn(b"Internal error", package.data)

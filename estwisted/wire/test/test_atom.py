@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
@@ -62,7 +63,7 @@ def stream_slice(
     return StreamSlice(ReadStatus.SUCCESS, events, nxt, last, eos, 1000)
 
 
-def rels(feed: dict) -> dict[str, str]:
+def rels(feed: dict[str, Any]) -> dict[str, str]:
     return {link["relation"]: link["uri"] for link in feed["links"]}
 
 
