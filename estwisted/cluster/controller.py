@@ -1328,10 +1328,7 @@ def make_cluster_service(
     )
 
     def positions() -> tuple[int, int]:
-        log = getattr(store, "log", None)
-        commit = int(store.last_commit_position)
-        writer = int(log.end_position) if log is not None else commit
-        return commit, writer
+        return store.last_commit_position, store.writer_position
 
     controller = ClusterController(machine, transport, reactor, positions, on_state, leadership)
     discovery = SeedDiscovery.from_config(config, reactor, controller.add_seeds)

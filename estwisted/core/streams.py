@@ -490,6 +490,15 @@ class StreamStore:
         """
         return self._last_commit_position
 
+    @property
+    def writer_position(self) -> int:
+        """
+        The end of the log: what this node holds, committed or not (the
+        writer checkpoint that gossip advertises and elections compare).
+        """
+        end: int = self._log.end_position
+        return end
+
     def last_event_number(self, stream: str) -> int:
         """
         -1 when none, L{DELETED_STREAM} when hard-deleted.

@@ -1111,12 +1111,9 @@ class WiringTests(SynchronousTestCase):
             }
         )
 
-        class Log:
-            end_position = 4096
-
         class Store:
             last_commit_position = 4000
-            log = Log()
+            writer_position = 4096
 
         reactor = MemoryReactorClock()
         reactor.advance(NOW)

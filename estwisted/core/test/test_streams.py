@@ -508,6 +508,15 @@ class MoreWriteTests(StoreTestMixin, SynchronousTestCase):
             self.settle(self.store.set_metadata("s", 0, b"{}", None)).first_event_number, 1
         )
 
+    def test_writer_position(self) -> None:
+        """
+        The writer position (what gossip advertises) is the end of the log,
+        past the last committed record's start.
+        """
+        self.write("s", EXPECTED_ANY, events(2))
+        self.assertEqual(self.store.writer_position, self.log.end_position)
+        self.assertGreater(self.store.writer_position, self.store.last_commit_position)
+
     def test_last_commit_position(self) -> None:
         start = self.store.last_commit_position
         result = self.write("s", EXPECTED_ANY, events(2))
