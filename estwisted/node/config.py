@@ -70,7 +70,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import attrs
 import yaml
@@ -831,7 +831,7 @@ class NodeConfig:
         Where the effective value of option C{name} (PascalCase or
         snake_case) came from.
         """
-        opt = _lookup_option(name)
+        opt = TABLE.lookup(name)
         return self.sources.get(opt.name, DEFAULT_SOURCE)
 
     def not_implemented_in_use(self) -> list[str]:
@@ -882,123 +882,6 @@ class NodeConfig:
     @property
     def advertised_ext_secure_tcp_port(self) -> int:
         return self.ext_secure_tcp_port_advertise_as or self.ext_secure_tcp_port
-
-
-def _build_table() -> tuple[Option, ...]:
-    table = []
-    for f in attrs.fields(NodeConfig):
-        spec = f.metadata.get(_OPTION_KEY)
-        if spec is not None:
-            table.append(Option(attribute=f.name, **spec))
-    return tuple(table)
-
-
-#: The option table, in declaration order.
-OPTIONS: tuple[Option, ...] = _build_table()
-
-_BY_NAME = {opt.name: opt for opt in OPTIONS}
-_BY_KEY = {opt.name.lower(): opt for opt in OPTIONS}
-_BY_ENV = {opt.env: opt for opt in OPTIONS}
-for _opt in OPTIONS:
-    for _alias in _opt.env_aliases:
-        _BY_ENV[_alias] = _opt
-
-
-def _key(text: str) -> str:
-    """
-    The lookup key of a spelled option name: case and dashes/underscores
-    ignored.
-    """
-    return text.replace("-", "").replace("_", "").lower()
-
-
-def _lookup_option(name: str) -> Option:
-    opt = _BY_KEY.get(_key(name))
-    if opt is None:
-        raise KeyError(name)
-    return opt
-
-
-def _suggest(word: str, candidates: Iterable[str], key: Callable[[str], str] = _key) -> str:
-    """
-    " (did you mean X?)" for the nearest candidate, or "".
-    """
-    by_key = {key(c): c for c in candidates}
-    match = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
-    if match:
-        return f" (did you mean {by_key[match[0]]}?)"
-    return ""
-
-
-# --- command line ---------------------------------------------------------------
-
-_NEGATIVE_NUMBER = re.compile(r"^-\d")
-_PASS_THROUGH = {"help": "--help", "h": "--help", "?": "--help", "version": "--version"}
-
-
-def canonical_arguments(args: Sequence[str]) -> list[str]:
-    """
-    Rewrite command-line arguments into canonical C{--flag=value} form.
-
-    Accepts C{--int-ip value}, C{--int-ip=value}, C{--IntIp value},
-    C{-IntIp value}; bare booleans (C{--mem-db}), booleans followed by a
-    true/false word, C{--mem-db-}/C{--mem-db+}.  List options given more
-    than once accumulate.  C{--help} and C{--version} pass through.
-
-    @raise ConfigError: an unknown flag (with the nearest known one
-        suggested), a missing value, or a stray argument.
-    """
-    values: dict[str, str] = {}
-    order: list[str] = []
-    passed: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if not arg.startswith("-") or arg in ("-", "--"):
-            raise ConfigError(
-                f"unexpected argument {arg!r} on the command line "
-                "(options look like --int-ip 127.0.0.1)"
-            )
-        spelled, has_value, value = arg.lstrip("-").partition("=")
-        if spelled.lower() in _PASS_THROUGH and not has_value:
-            passed.append(_PASS_THROUGH[spelled.lower()])
-            continue
-        opt = None
-        if spelled[-1:] in ("+", "-") and not has_value:
-            opt = _BY_KEY.get(_key(spelled[:-1]))
-            if opt is not None and opt.kind.is_bool:
-                has_value, value = "=", "true" if spelled.endswith("+") else "false"
-            else:
-                opt = None
-        if opt is None:
-            opt = _BY_KEY.get(_key(spelled))
-        if opt is None:
-            suggestion = _suggest(spelled, ["--" + o.flag for o in OPTIONS])
-            raise ConfigError(
-                f"unknown option {arg.split('=')[0]} on the command line{suggestion}"
-            )
-        if not has_value:
-            if opt.kind.is_bool:
-                if i < len(args) and args[i].lower() in _BOOL_WORDS - {"+", "-"}:
-                    value = args[i]
-                    i += 1
-                else:
-                    value = "true"
-            elif i < len(args) and (
-                not args[i].startswith("-") or _NEGATIVE_NUMBER.match(args[i])
-            ):
-                value = args[i]
-                i += 1
-            else:
-                raise ConfigError(f"{opt.name} (command line --{opt.flag}): missing value")
-        if opt.name in values and opt.kind.is_list:
-            values[opt.name] = values[opt.name] + "," + value
-        else:
-            if opt.name not in values:
-                order.append(opt.name)
-            values[opt.name] = value
-    return passed + [f"--{_BY_NAME[name].flag}={values[name]}" for name in order]
 
 
 # --- YAML file ------------------------------------------------------------------------
@@ -1076,11 +959,298 @@ def parse_config_text(text: str, path: str) -> dict[str, tuple[object, int]]:
         loader.dispose()
 
 
-# --- merging ----------------------------------------------------------------------
+def _key(text: str) -> str:
+    """
+    The lookup key of a spelled option name: case and dashes/underscores
+    ignored.
+    """
+    return text.replace("-", "").replace("_", "").lower()
+
+
+def _suggest(word: str, candidates: Iterable[str], key: Callable[[str], str] = _key) -> str:
+    """
+    " (did you mean X?)" for the nearest candidate, or "".
+    """
+    by_key = {key(c): c for c in candidates}
+    match = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
+    if match:
+        return f" (did you mean {by_key[match[0]]}?)"
+    return ""
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d")
+_PASS_THROUGH = {"help": "--help", "h": "--help", "?": "--help", "version": "--version"}
+
+
+_Config = TypeVar("_Config")
 
 
 def _fail(opt: Option, source: Source, problem: str) -> ConfigError:
     return ConfigError(f"{opt.name} ({source}): {problem}")
+
+
+class OptionTable:
+    """
+    One declarative option table and everything that reads it: lookups by
+    name, spelling and C{EVENTSTORE_*} variable, the command-line
+    canonicalisation, the merge of the four sources (default < file <
+    environment < command line) and the C{--what-if} rendering.  A node
+    (L{NodeConfig}) and a manager (L{estwisted.manager.config}) each
+    declare their table with L{option}; the rules are these, once.
+
+    @param what: the word in "not a known ..." for an unknown file key.
+    @param key_aliases: other spellings of an option (spelling -> name).
+    @param env_aliases: other variables of an option (variable -> name),
+        besides each option's own C{env_aliases}.
+    """
+
+    def __init__(
+        self,
+        options: Sequence[Option],
+        what: str = "option",
+        key_aliases: Optional[Mapping[str, str]] = None,
+        env_aliases: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self.options = tuple(options)
+        self.what = what
+        self.by_name = {opt.name: opt for opt in self.options}
+        self.by_key = {_key(opt.name): opt for opt in self.options}
+        self.by_env = {opt.env: opt for opt in self.options}
+        for opt in self.options:
+            for alias in opt.env_aliases:
+                self.by_env[alias] = opt
+        for spelling, name in (key_aliases or {}).items():
+            self.by_key[_key(spelling)] = self.by_name[name]
+        for var, name in (env_aliases or {}).items():
+            self.by_env[var] = self.by_name[name]
+
+    @classmethod
+    def of(cls, config_class: type, **kwargs: Any) -> OptionTable:
+        """
+        The table of the options declared (with L{option}) on an attrs
+        configuration class, in declaration order.
+        """
+        table = []
+        for f in attrs.fields(config_class):
+            spec = f.metadata.get(_OPTION_KEY)
+            if spec is not None:
+                table.append(Option(attribute=f.name, **spec))
+        return cls(table, **kwargs)
+
+    def lookup(self, name: str) -> Option:
+        """
+        @raise KeyError: no option is spelled C{name}.
+        """
+        opt = self.by_key.get(_key(name))
+        if opt is None:
+            raise KeyError(name)
+        return opt
+
+    def canonical_arguments(self, args: Sequence[str]) -> list[str]:
+        """
+        Rewrite command-line arguments into canonical C{--flag=value} form.
+
+        Accepts C{--int-ip value}, C{--int-ip=value}, C{--IntIp value},
+        C{-IntIp value}; bare booleans (C{--mem-db}), booleans followed by
+        a true/false word, C{--mem-db-}/C{--mem-db+}.  List options given
+        more than once accumulate.  C{--help} and C{--version} pass
+        through.
+
+        @raise ConfigError: an unknown flag (with the nearest known one
+            suggested), a missing value, or a stray argument.
+        """
+        values: dict[str, str] = {}
+        order: list[str] = []
+        passed: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            i += 1
+            if not arg.startswith("-") or arg in ("-", "--"):
+                raise ConfigError(
+                    f"unexpected argument {arg!r} on the command line "
+                    "(options look like --int-ip 127.0.0.1)"
+                )
+            spelled, has_value, value = arg.lstrip("-").partition("=")
+            if spelled.lower() in _PASS_THROUGH and not has_value:
+                passed.append(_PASS_THROUGH[spelled.lower()])
+                continue
+            opt = None
+            if spelled[-1:] in ("+", "-") and not has_value:
+                opt = self.by_key.get(_key(spelled[:-1]))
+                if opt is not None and opt.kind.is_bool:
+                    has_value, value = "=", "true" if spelled.endswith("+") else "false"
+                else:
+                    opt = None
+            if opt is None:
+                opt = self.by_key.get(_key(spelled))
+            if opt is None:
+                suggestion = _suggest(spelled, ["--" + o.flag for o in self.options])
+                raise ConfigError(
+                    f"unknown option {arg.split('=')[0]} on the command line{suggestion}"
+                )
+            if not has_value:
+                if opt.kind.is_bool:
+                    if i < len(args) and args[i].lower() in _BOOL_WORDS - {"+", "-"}:
+                        value = args[i]
+                        i += 1
+                    else:
+                        value = "true"
+                elif i < len(args) and (
+                    not args[i].startswith("-") or _NEGATIVE_NUMBER.match(args[i])
+                ):
+                    value = args[i]
+                    i += 1
+                else:
+                    raise ConfigError(f"{opt.name} (command line --{opt.flag}): missing value")
+            if opt.name in values and opt.kind.is_list:
+                values[opt.name] = values[opt.name] + "," + value
+            else:
+                if opt.name not in values:
+                    order.append(opt.name)
+                values[opt.name] = value
+        return passed + [f"--{self.by_name[name].flag}={values[name]}" for name in order]
+
+    def merge(
+        self,
+        command_line: Optional[Mapping[str, str]] = None,
+        environ: Optional[Mapping[str, str]] = None,
+        read_file: Callable[[str, Source], str] = read_config_file,
+    ) -> tuple[dict[str, Any], dict[str, Source], tuple[str, ...]]:
+        """
+        Merge the four sources.
+
+        @param command_line: option name (PascalCase) -> raw text, as
+            produced from L{canonical_arguments} output.
+        @param environ: the environment (only C{EVENTSTORE_*} names are
+            looked at); by default none.
+        @param read_file: reads the C{Config} file; injectable for tests.
+        @return: the values by attribute, the source of each option set,
+            and the C{EVENTSTORE_*} variables that name no option.
+
+        @raise ConfigError: one line naming the option and its source.
+        """
+        command_line = command_line or {}
+        environ = environ or {}
+        chosen: dict[str, tuple[Any, Source]] = {}
+
+        def take(opt: Option, value: Any, source: Source) -> None:
+            current = chosen.get(opt.name)
+            if current is None or current[1].kind <= source.kind:
+                chosen[opt.name] = (value, source)
+
+        for name, text in command_line.items():
+            opt = self.lookup(name)
+            source = Source(SourceKind.COMMAND_LINE, f"--{opt.flag}")
+            try:
+                take(opt, opt.convert_text(text), source)
+            except ValueError as e:
+                raise _fail(opt, source, str(e)) from None
+
+        ignored: list[str] = []
+        for var in sorted(environ):
+            if not var.startswith(ENV_PREFIX):
+                continue
+            env_opt = self.by_env.get(var)
+            if env_opt is None:
+                ignored.append(var)
+                continue
+            source = Source(SourceKind.ENVIRONMENT, var)
+            try:
+                take(env_opt, env_opt.convert_text(environ[var]), source)
+            except ValueError as e:
+                raise _fail(env_opt, source, str(e)) from None
+
+        config_entry = chosen.get("Config")
+        if config_entry is not None and config_entry[0]:
+            path, path_source = config_entry
+            text = read_file(path, path_source)
+            for key, (raw, line) in parse_config_text(text, path).items():
+                source = Source(SourceKind.FILE, f"{path}, line {line}")
+                file_opt = self.by_key.get(_key(key))
+                if file_opt is None:
+                    names = [o.name for o in self.options if o.file_allowed]
+                    raise ConfigError(
+                        f"{key} (file {path}, line {line}): not a known {self.what}"
+                        f"{_suggest(key, names)}"
+                    )
+                if not file_opt.file_allowed:
+                    raise _fail(file_opt, source, "cannot be set in a configuration file")
+                try:
+                    take(file_opt, file_opt.convert_yaml(raw), source)
+                except ValueError as e:
+                    raise _fail(file_opt, source, str(e)) from None
+
+        values = {self.by_name[name].attribute: value for name, (value, _) in chosen.items()}
+        sources = {name: source for name, (_, source) in chosen.items()}
+        return values, sources, tuple(ignored)
+
+    def load(
+        self,
+        make: Callable[..., _Config],
+        check: Callable[[_Config], None],
+        command_line: Optional[Mapping[str, str]] = None,
+        environ: Optional[Mapping[str, str]] = None,
+        read_file: Callable[[str, Source], str] = read_config_file,
+    ) -> _Config:
+        """
+        L{merge}, build the configuration with C{make(**values, sources=...,
+        ignored_environment=...)} and validate it with C{check}.
+
+        @raise ConfigError: one line naming the option and its source.
+        """
+        values, sources, ignored = self.merge(command_line, environ, read_file)
+        config = make(**values, sources=sources, ignored_environment=ignored)
+        check(config)
+        return config
+
+    def suggest_variable(self, var: str) -> str:
+        """
+        " (did you mean EVENTSTORE_X?)" for a variable that names no option.
+        """
+        return _suggest(var, list(self.by_env), key=str.upper)
+
+    def render(self, config: Any) -> str:
+        """
+        The effective configuration, Event Store v5 style: C{MODIFIED
+        OPTIONS} then C{DEFAULT OPTIONS}, one C{NAME: value (source)} line
+        each (C{--what-if}).
+        """
+        modified, defaults = [], []
+        width = max(len(opt.title) for opt in self.options) + 2
+        for opt in self.options:
+            source = config.source_of(opt.name)
+            value = opt.show(getattr(config, opt.attribute))
+            line = f"    {(opt.title + ':').ljust(width)}{value} ({source})"
+            if source.kind == SourceKind.DEFAULT:
+                defaults.append(line)
+            else:
+                if not opt.implemented:
+                    line += " [accepted, not yet implemented]"
+                modified.append(line)
+        out = ["MODIFIED OPTIONS:", ""]
+        out += modified or ["    (none)"]
+        out += ["", "DEFAULT OPTIONS:", ""]
+        out += defaults or ["    (none)"]
+        if config.ignored_environment:
+            out += ["", "IGNORED ENVIRONMENT VARIABLES (not options):", ""]
+            for var in config.ignored_environment:
+                out.append(f"    {var}{self.suggest_variable(var)}")
+        return "\n".join(out) + "\n"
+
+
+#: The node's option table.
+TABLE = OptionTable.of(NodeConfig)
+
+#: The option table, in declaration order.
+OPTIONS: tuple[Option, ...] = TABLE.options
+
+#: Command-line arguments in canonical C{--flag=value} form
+#: (L{OptionTable.canonical_arguments}).
+canonical_arguments = TABLE.canonical_arguments
+
+
+# --- merging ----------------------------------------------------------------------
 
 
 def load_config(
@@ -1089,75 +1259,11 @@ def load_config(
     read_file: Callable[[str, Source], str] = read_config_file,
 ) -> NodeConfig:
     """
-    Merge the four sources and validate.
-
-    @param command_line: option name (PascalCase) -> raw text, as produced
-        from L{canonical_arguments} output.
-    @param environ: the environment (only C{EVENTSTORE_*} names are looked
-        at); by default none.
-    @param read_file: reads the C{Config} file; injectable for tests.
+    Merge the four sources and validate (L{OptionTable.load}).
 
     @raise ConfigError: one line naming the option and its source.
     """
-    command_line = command_line or {}
-    environ = environ or {}
-    chosen: dict[str, tuple[Any, Source]] = {}
-
-    def take(opt: Option, value: Any, source: Source) -> None:
-        current = chosen.get(opt.name)
-        if current is None or current[1].kind <= source.kind:
-            chosen[opt.name] = (value, source)
-
-    # command line
-    for name, text in command_line.items():
-        opt = _lookup_option(name)
-        source = Source(SourceKind.COMMAND_LINE, f"--{opt.flag}")
-        try:
-            take(opt, opt.convert_text(text), source)
-        except ValueError as e:
-            raise _fail(opt, source, str(e)) from None
-
-    # environment
-    ignored: list[str] = []
-    for var in sorted(environ):
-        if not var.startswith(ENV_PREFIX):
-            continue
-        env_opt = _BY_ENV.get(var)
-        if env_opt is None:
-            ignored.append(var)
-            continue
-        source = Source(SourceKind.ENVIRONMENT, var)
-        try:
-            take(env_opt, env_opt.convert_text(environ[var]), source)
-        except ValueError as e:
-            raise _fail(env_opt, source, str(e)) from None
-
-    # file
-    config_entry = chosen.get("Config")
-    if config_entry is not None and config_entry[0]:
-        path, path_source = config_entry
-        text = read_file(path, path_source)
-        for key, (raw, line) in parse_config_text(text, path).items():
-            source = Source(SourceKind.FILE, f"{path}, line {line}")
-            file_opt = _BY_KEY.get(_key(key))
-            if file_opt is None:
-                raise ConfigError(
-                    f"{key} (file {path}, line {line}): not a known option"
-                    f"{_suggest(key, [o.name for o in OPTIONS if o.file_allowed])}"
-                )
-            if not file_opt.file_allowed:
-                raise _fail(file_opt, source, "cannot be set in a configuration file")
-            try:
-                take(file_opt, file_opt.convert_yaml(raw), source)
-            except ValueError as e:
-                raise _fail(file_opt, source, str(e)) from None
-
-    values = {_BY_NAME[name].attribute: value for name, (value, _) in chosen.items()}
-    sources = {name: source for name, (_, source) in chosen.items()}
-
-    config = NodeConfig(**values, sources=sources, ignored_environment=tuple(ignored))
-    _check_config(config)
-    return config
+    return TABLE.load(NodeConfig, _check_config, command_line, environ, read_file)
 
 
 def _check_config(config: NodeConfig) -> None:
@@ -1255,34 +1361,13 @@ def startup_warnings(config: NodeConfig) -> list[str]:
     for var in config.ignored_environment:
         warnings.append(
             f"environment variable {var} names no option and is ignored"
-            f"{_suggest(var, list(_BY_ENV), key=str.upper)}"
+            f"{TABLE.suggest_variable(var)}"
         )
     return warnings
 
 
 def render_options(config: NodeConfig) -> str:
     """
-    The effective configuration, Event Store v5 style: C{MODIFIED OPTIONS}
-    then C{DEFAULT OPTIONS}, one C{NAME: value (source)} line each.
+    The effective configuration, Event Store v5 style (L{OptionTable.render}).
     """
-    modified, defaults = [], []
-    width = max(len(opt.title) for opt in OPTIONS) + 2
-    for opt in OPTIONS:
-        source = config.source_of(opt.name)
-        value = opt.show(getattr(config, opt.attribute))
-        line = f"    {(opt.title + ':').ljust(width)}{value} ({source})"
-        if source.kind == SourceKind.DEFAULT:
-            defaults.append(line)
-        else:
-            if not opt.implemented:
-                line += " [accepted, not yet implemented]"
-            modified.append(line)
-    out = ["MODIFIED OPTIONS:", ""]
-    out += modified or ["    (none)"]
-    out += ["", "DEFAULT OPTIONS:", ""]
-    out += defaults or ["    (none)"]
-    if config.ignored_environment:
-        out += ["", "IGNORED ENVIRONMENT VARIABLES (not options):", ""]
-        for var in config.ignored_environment:
-            out.append(f"    {var}{_suggest(var, list(_BY_ENV), key=str.upper)}")
-    return "\n".join(out) + "\n"
+    return TABLE.render(config)
