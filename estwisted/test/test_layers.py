@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "estwisted.framing": 0,
     "estwisted.certs": 0,
     "estwisted.messages_pb2": 0,
+    "estwisted.grpc.protos": 0,
     # pure logic: codecs, rules, state machines, storage
     "estwisted.acl": 1,
     "estwisted.metadata": 1,
@@ -37,6 +38,8 @@ LAYERS: dict[str, int] = {
     "estwisted.writerules": 1,
     "estwisted.leadership": 1,
     "estwisted.storage": 1,
+    "estwisted.grpc.framing": 1,
+    "estwisted.grpc.codec": 1,
     # the core over the log
     "estwisted.groupcommit": 2,
     "estwisted.streams": 2,
@@ -56,6 +59,7 @@ LAYERS: dict[str, int] = {
     "estwisted.replprotocol": 4,
     "estwisted.metrics": 4,
     "estwisted.web": 4,
+    "estwisted.grpc": 4,
     # wiring and tools
     "estwisted.jsonlog": 5,
     "estwisted.client": 5,
