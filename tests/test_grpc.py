@@ -1,0 +1,366 @@
+# -*- test-case-name: tests.test_grpc -*-
+"""
+System tests of the EventStoreDB 20+ gRPC API (estwisted.grpc): a real node
+process (C{twistd -n estore --insecure}, started by L{tests.harness}) on
+127.0.0.1 driven by the real Python client C{kurrentdbclient} (pinned in
+setup.py's test extra) and, for bad input, by raw sockets and grpcio's
+generic calls.  The same node's v5 HTTP API (HTTP/1.1 on the same port)
+reads what gRPC wrote and the other way round.
+
+The node runs C{Insecure}: EventStoreDB 20+ clients send no credentials
+without TLS, and an insecure node lets them act (docs/grpc.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any, Optional
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.harness import NodeProcess, start_node
+
+try:
+    import grpc
+    from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
+    from kurrentdbclient.exceptions import (
+        NotFoundError,
+        StreamIsDeletedError,
+        WrongCurrentVersionError,
+    )
+except ImportError:  # pragma: no cover
+    KurrentDBClient = None
+
+ADMIN = "Basic " + base64.b64encode(b"admin:changeit").decode()
+
+
+def _http(node: NodeProcess, method: str, path: str, body: Optional[bytes] = None,
+          headers: Optional[dict[str, str]] = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(node.http_url + path, data=body, method=method)
+    request.add_header("Authorization", ADMIN)
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class GrpcClientTests(SynchronousTestCase):
+    """
+    kurrentdbclient against one real node.
+    """
+
+    def setUp(self) -> None:
+        if KurrentDBClient is None:
+            raise SkipTest("kurrentdbclient is not installed (pip install -e '.[test]')")
+        self.node = start_node(self, mem_db=True, extra_args=["--insecure"])
+        self.client = KurrentDBClient(
+            f"kurrentdb://127.0.0.1:{self.node.ext_http_port}?Tls=false"
+        )
+        self.addCleanup(self.client.close)
+
+    def tearDown(self) -> None:
+        self.assertNotIn("Traceback", self.node.log())
+
+    def stream(self) -> str:
+        return "grpc-" + uuid.uuid4().hex
+
+    def test_appendWithExpectedRevisions(self) -> None:
+        """
+        C{no_stream}, an exact revision, C{any} and C{stream_exists} are
+        checked as the v5 API checks them; a wrong one raises the client's
+        C{WrongCurrentVersionError}; a repeated event id is idempotent.
+        """
+        stream = self.stream()
+        c = self.client
+        first = NewEvent(type="Created", data=b'{"n":1}')
+        position = c.append_to_stream(stream, events=[first], current_version=StreamState.NO_STREAM)
+        self.assertGreater(position, 0)
+        self.assertRaises(
+            WrongCurrentVersionError,
+            c.append_to_stream, stream, events=[NewEvent(type="X", data=b"{}")],
+            current_version=StreamState.NO_STREAM,
+        )
+        c.append_to_stream(stream, events=NewEvent(type="Two", data=b"{}"), current_version=0)
+        self.assertRaises(
+            WrongCurrentVersionError,
+            c.append_to_stream, stream, events=NewEvent(type="X", data=b"{}"), current_version=0,
+        )
+        c.append_to_stream(stream, events=[NewEvent(type="Three", data=b"{}")],
+                           current_version=StreamState.ANY)
+        c.append_to_stream(stream, events=[NewEvent(type="Four", data=b"{}")],
+                           current_version=StreamState.EXISTS)
+        self.assertRaises(
+            WrongCurrentVersionError,
+            c.append_to_stream, self.stream(), events=[NewEvent(type="X", data=b"{}")],
+            current_version=StreamState.EXISTS,
+        )
+        # the same event again: no second copy
+        c.append_to_stream(stream, events=[first], current_version=StreamState.ANY)
+        events = c.get_stream(stream)
+        self.assertEqual([e.type for e in events], ["Created", "Two", "Three", "Four"])
+        self.assertEqual([e.stream_position for e in events], [0, 1, 2, 3])
+        self.assertEqual(events[0].id, first.id)
+        self.assertEqual(events[0].data, b'{"n":1}')
+        self.assertEqual(events[0].commit_position, position)
+        self.assertEqual(c.get_current_version(stream), 3)
+
+    def test_readStreamAndAll(self) -> None:
+        """
+        Stream reads forwards and backwards from a revision with a limit,
+        and C{$all} reads in both directions, see the appended events at
+        their positions.
+        """
+        stream = self.stream()
+        c = self.client
+        c.append_to_stream(
+            stream,
+            events=[NewEvent(type=f"E{i}", data=b"{}") for i in range(10)],
+            current_version=StreamState.NO_STREAM,
+        )
+        forward = c.get_stream(stream, stream_position=3, limit=4)
+        self.assertEqual([e.stream_position for e in forward], [3, 4, 5, 6])
+        backward = c.get_stream(stream, backwards=True, limit=3)
+        self.assertEqual([e.stream_position for e in backward], [9, 8, 7])
+        ours = [e for e in c.read_all() if e.stream_name == stream]
+        self.assertEqual([e.type for e in ours], [f"E{i}" for i in range(10)])
+        positions = [e.commit_position for e in ours]
+        self.assertEqual(positions, sorted(positions))
+        last = list(c.read_all(backwards=True, limit=1))
+        self.assertEqual(last[0].id, ours[-1].id)
+        self.assertEqual(c.get_commit_position(), ours[-1].commit_position)
+        after = list(c.read_all(commit_position=ours[4].commit_position, limit=2))
+        self.assertEqual([e.id for e in after], [ours[4].id, ours[5].id])
+        self.assertRaises(NotFoundError, c.get_stream, self.stream())
+
+    def test_catchUpSubscriptionToAllWithFilter(self) -> None:
+        """
+        A filtered C{$all} subscription gets the history that matches, then
+        live events, and checkpoints.
+        """
+        c = self.client
+        prefix = "flt" + uuid.uuid4().hex[:8]
+        wanted, other = f"{prefix}-a", self.stream()
+        c.append_to_stream(wanted, events=[NewEvent(type="Old", data=b"{}")],
+                           current_version=StreamState.ANY)
+        c.append_to_stream(other, events=[NewEvent(type="Old", data=b"{}")],
+                           current_version=StreamState.ANY)
+        subscription = c.subscribe_to_all(
+            filter_include=[prefix + ".*"], filter_by_stream_name=True,
+            include_checkpoints=True, timeout=30,
+        )
+        self.addCleanup(subscription.stop)
+        seen: list[Any] = []
+        for item in subscription:
+            seen.append(item)
+            if getattr(item, "type", None) == "Old":
+                break
+        c.append_to_stream(other, events=[NewEvent(type="New", data=b"{}")],
+                           current_version=StreamState.ANY)
+        c.append_to_stream(wanted, events=[NewEvent(type="New", data=b"{}")],
+                           current_version=StreamState.ANY)
+        for item in subscription:
+            seen.append(item)
+            if getattr(item, "type", None) == "New":
+                break
+        events = [x for x in seen if type(x).__name__ == "RecordedEvent"]
+        self.assertEqual([(e.stream_name, e.type) for e in events],
+                         [(wanted, "Old"), (wanted, "New")])
+        checkpoints = [x for x in seen if type(x).__name__ == "Checkpoint"]
+        self.assertTrue(checkpoints, seen)
+
+    def test_catchUpSubscriptionToStream(self) -> None:
+        """
+        A stream subscription from the start gets the history then live
+        events; one from a revision starts after it.
+        """
+        c = self.client
+        stream = self.stream()
+        c.append_to_stream(stream, events=[NewEvent(type=f"H{i}", data=b"{}") for i in range(3)],
+                           current_version=StreamState.NO_STREAM)
+        subscription = c.subscribe_to_stream(stream, timeout=30)
+        self.addCleanup(subscription.stop)
+        later = c.subscribe_to_stream(stream, stream_position=1, timeout=30)
+        self.addCleanup(later.stop)
+        got = [next(subscription).type for _ in range(3)]
+        c.append_to_stream(stream, events=[NewEvent(type="Live", data=b"{}")],
+                           current_version=2)
+        got.append(next(subscription).type)
+        self.assertEqual(got, ["H0", "H1", "H2", "Live"])
+        self.assertEqual([next(later).type for _ in range(2)], ["H2", "Live"])
+
+    def test_deleteAndTombstone(self) -> None:
+        """
+        A deleted stream reads as not found and can be written again; a
+        tombstoned one raises C{StreamIsDeletedError} for reads and writes.
+        """
+        c = self.client
+        soft, hard = self.stream(), self.stream()
+        for stream in (soft, hard):
+            c.append_to_stream(stream, events=[NewEvent(type="A", data=b"{}")],
+                               current_version=StreamState.NO_STREAM)
+        self.assertRaises(WrongCurrentVersionError, c.delete_stream, soft, current_version=5)
+        c.delete_stream(soft, current_version=0)
+        self.assertRaises(NotFoundError, c.get_stream, soft)
+        c.tombstone_stream(hard, current_version=StreamState.ANY)
+        self.assertRaises(StreamIsDeletedError, c.get_stream, hard)
+        self.assertRaises(
+            StreamIsDeletedError,
+            c.append_to_stream, hard, events=[NewEvent(type="B", data=b"{}")],
+            current_version=StreamState.ANY,
+        )
+        c.append_to_stream(soft, events=[NewEvent(type="Again", data=b"{}")],
+                           current_version=StreamState.ANY)
+        self.assertEqual([e.type for e in c.get_stream(soft)], ["Again"])
+
+    def test_gossip(self) -> None:
+        """
+        C{Gossip.Read} names this node as the leader at its HTTP endpoint.
+        """
+        members = self.client.read_gossip()
+        self.assertEqual(len(members), 1)
+        self.assertEqual(members[0].state, "NODE_STATE_LEADER")
+        self.assertEqual((members[0].address, members[0].port),
+                         ("127.0.0.1", self.node.ext_http_port))
+
+    def test_grpcWriteReadOverHttp(self) -> None:
+        """
+        An event appended over gRPC is read over the v5 HTTP API on the
+        same port, with its id, type, data and number.
+        """
+        stream = self.stream()
+        event = NewEvent(type="ViaGrpc", data=b'{"x":42}', metadata=b'{"m":1}')
+        self.client.append_to_stream(stream, events=[event], current_version=StreamState.ANY)
+        status, body = _http(self.node, "GET", f"/streams/{stream}/0",
+                             headers={"Accept": "application/vnd.eventstore.atom+json"})
+        self.assertEqual(status, 200, body)
+        entry = json.loads(body)
+        self.assertEqual(entry["content"]["eventType"], "ViaGrpc")
+        self.assertEqual(entry["content"]["data"], {"x": 42})
+        self.assertEqual(entry["content"]["metadata"], {"m": 1})
+        self.assertEqual(entry["content"]["eventNumber"], 0)
+
+    def test_httpWriteReadOverGrpc(self) -> None:
+        """
+        An event written over the v5 HTTP API is read over gRPC, in its
+        stream and in C{$all}.
+        """
+        stream = self.stream()
+        event_id = str(uuid.uuid4())
+        body = json.dumps([{"eventId": event_id, "eventType": "ViaHttp", "data": {"y": 7}}])
+        status, reply = _http(self.node, "POST", f"/streams/{stream}", body.encode(),
+                              {"Content-Type": "application/vnd.eventstore.events+json"})
+        self.assertEqual(status, 201, reply)
+        events = self.client.get_stream(stream)
+        self.assertEqual([(str(e.id), e.type, json.loads(e.data)) for e in events],
+                         [(event_id, "ViaHttp", {"y": 7})])
+        self.assertEqual(events[0].content_type, "application/json")
+        in_all = [e for e in self.client.read_all() if e.stream_name == stream]
+        self.assertEqual([str(e.id) for e in in_all], [event_id])
+
+
+class GrpcBadInputTests(SynchronousTestCase):
+    """
+    Malformed HTTP/2 and gRPC input against a real node: a clean error,
+    no crash, no hang, no change to the data.
+    """
+
+    def setUp(self) -> None:
+        if KurrentDBClient is None:
+            raise SkipTest("kurrentdbclient is not installed (pip install -e '.[test]')")
+        self.node = start_node(self, mem_db=True, extra_args=["--insecure"])
+        self.target = f"127.0.0.1:{self.node.ext_http_port}"
+
+    def _frames_until_close(self, data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.node.ext_http_port), timeout=5) as s:
+            s.sendall(data)
+            received = b""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            return received
+
+    def test_garbageAfterPrefaceGetsGoaway(self) -> None:
+        """
+        The HTTP/2 preface followed by a DATA frame on stream 0 (a
+        connection error): the node answers GOAWAY and closes the
+        connection.
+        """
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        garbage = struct.pack(">I", 4)[1:] + b"\x00\x00" + b"\x00\x00\x00\x00" + b"abcd"
+        received = self._frames_until_close(preface + garbage)
+        types = []
+        offset = 0
+        while offset + 9 <= len(received):
+            length = int.from_bytes(received[offset:offset + 3], "big")
+            types.append(received[offset + 3])
+            offset += 9 + length
+        self.assertIn(7, types)  # GOAWAY
+
+    def test_malformedMessageIsInvalidArgument(self) -> None:
+        """
+        A request message that is not a valid protobuf ends the call with
+        C{INVALID_ARGUMENT}; an unknown method with C{UNIMPLEMENTED}.
+        """
+        channel = grpc.insecure_channel(self.target)
+        self.addCleanup(channel.close)
+        read = channel.unary_stream(
+            "/event_store.client.streams.Streams/Read",
+            request_serializer=lambda b: b, response_deserializer=lambda b: b,
+        )
+        with self.assertRaises(grpc.RpcError) as caught:
+            list(read(b"\x0a\xff\xff\xff\xff", timeout=10))
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        unknown = channel.unary_unary(
+            "/event_store.client.streams.Streams/Nothing",
+            request_serializer=lambda b: b, response_deserializer=lambda b: b,
+        )
+        with self.assertRaises(grpc.RpcError) as caught:
+            unknown(b"", timeout=10)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_nodeStillServesAfterBadInput(self) -> None:
+        """
+        After bad frames the node still serves gRPC and HTTP/1.1, and the
+        data is unchanged.
+        """
+        client = KurrentDBClient(f"kurrentdb://{self.target}?Tls=false")
+        self.addCleanup(client.close)
+        stream = "bad-" + uuid.uuid4().hex
+        client.append_to_stream(stream, events=[NewEvent(type="A", data=b"{}")],
+                                current_version=StreamState.NO_STREAM)
+        before = client.get_commit_position()
+        for junk in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
+                     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x01\x05\x00\x00\x00\x01abcd",
+                     b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"):
+            self._frames_until_close(junk)
+        self.assertEqual(client.get_commit_position(), before)
+        self.assertEqual([e.type for e in client.get_stream(stream)], ["A"])
+        status, _ = _http(self.node, "GET", "/info", headers={"Accept": "application/json"})
+        self.assertEqual(status, 200)
+        self.assertNotIn("Traceback", self.node.log())
