@@ -298,7 +298,7 @@ class GrpcBadInputTests(SynchronousTestCase):
             while time.monotonic() < deadline:
                 try:
                     chunk = s.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 if not chunk:
                     break
@@ -355,8 +355,9 @@ class GrpcBadInputTests(SynchronousTestCase):
         client.append_to_stream(stream, events=[NewEvent(type="A", data=b"{}")],
                                 current_version=StreamState.NO_STREAM)
         before = client.get_commit_position()
-        for junk in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
-                     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x01\x05\x00\x00\x00\x01abcd",
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        for junk in (preface + b"\xff" * 64,
+                     preface + b"\x00\x00\x04\x01\x05\x00\x00\x00\x01abcd",
                      b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"):
             self._frames_until_close(junk)
         self.assertEqual(client.get_commit_position(), before)
