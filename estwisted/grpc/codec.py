@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.grpc.test.test_codec -*-
+# -*- test-case-name: estwisted.test.test_grpc_services -*-
 """
 The gRPC API's messages to and from the store's values, and the store's
 errors to gRPC statuses with EventStoreDB's C{exception} trailers.  Pure:

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.grpc.test.test_framing -*-
+# -*- test-case-name: estwisted.test.test_grpc_framing -*-
 """
 gRPC over HTTP/2, the parts that know no socket and no reactor.
 
@@ -173,7 +173,7 @@ def format_timeout(seconds: float) -> str:
     ms = max(0, int(-(-seconds * 1000 // 1)))
     if ms < 10**8:
         return f"{ms}m"
-    return f"{min(ms // 1000, 10**8 - 1)}S"
+    return f"{min(-(-ms // 1000), 10**8 - 1)}S"
 
 
 _UNRESERVED = frozenset(range(0x20, 0x7F)) - {ord("%")}

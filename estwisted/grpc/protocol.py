@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.grpc.test.test_protocol -*-
+# -*- test-case-name: estwisted.test.test_grpc_protocol -*-
 """
 HTTP/2 for gRPC on the HTTP port: the sans-IO C{h2} state machine under a
 Twisted protocol, and the sniffer that shares the port with the HTTP/1.1

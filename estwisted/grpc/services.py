@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.grpc.test.test_services -*-
+# -*- test-case-name: estwisted.test.test_grpc_services -*-
 """
 The gRPC services over the one store: C{Streams}, C{Gossip} and
 C{ServerFeatures} (docs/grpc.md lists what each method serves).
