@@ -274,7 +274,9 @@ class NodeService(MultiService):
 
         members = node_members(self.config, self.reactor, lambda: self.cluster)
         anonymous = INSECURE_PRINCIPAL if self.config.insecure else None
-        server = GrpcServer(self.store, self.hub, self.reactor, members, refusal, anonymous)
+        server = GrpcServer(
+            self.store, self.hub, self.reactor, members, refusal, anonymous, self.persistent
+        )
         return GrpcSniffingFactory(server, site, self.reactor)
 
     def _watch_metrics(self, log: Any, index: Any) -> None:

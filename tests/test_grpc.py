@@ -64,6 +64,13 @@ def _wait(predicate: Any, timeout: float = 10.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
+def _safe_get(client: Any, stream: str) -> list[Any]:
+    try:
+        return list(client.get_stream(stream, resolve_links=False))
+    except NotFoundError:
+        return []
+
+
 class GrpcClientTests(SynchronousTestCase):
     """
     kurrentdbclient against one real node.
@@ -231,6 +238,43 @@ class GrpcClientTests(SynchronousTestCase):
         c.append_to_stream(soft, events=[NewEvent(type="Again", data=b"{}")],
                            current_version=StreamState.ANY)
         self.assertEqual([e.type for e in c.get_stream(soft)], ["Again"])
+
+    def test_persistentSubscriptionAckAndNack(self) -> None:
+        """
+        A persistent subscription group created over gRPC delivers the
+        stream's events; an acked event is not delivered again, a nacked
+        (retry) one comes back with a retry count, a parked one goes to the
+        parked stream; info, list and delete see the same group.
+        """
+        c = self.client
+        stream, group = self.stream(), "g-" + uuid.uuid4().hex[:6]
+        c.append_to_stream(stream, events=[NewEvent(type=f"P{i}", data=b"{}") for i in range(3)],
+                           current_version=StreamState.NO_STREAM)
+        c.create_subscription_to_stream(group, stream, max_retry_count=5, message_timeout=30)
+        subscription = c.read_subscription_to_stream(group, stream, timeout=30)
+        self.addCleanup(subscription.stop)
+        first = next(subscription)
+        self.assertEqual((first.type, first.retry_count), ("P0", 0))
+        subscription.ack(first)
+        second = next(subscription)
+        self.assertEqual(second.type, "P1")
+        subscription.nack(second, action="retry")
+        third = next(subscription)
+        self.assertEqual(third.type, "P2")
+        subscription.nack(third, action="park")
+        again = next(subscription)
+        self.assertEqual((again.type, again.retry_count), ("P1", 1))
+        subscription.ack(again)
+        parked = _wait(lambda: [
+            e for e in _safe_get(c, f"$persistentsubscription-{stream}::{group}-parked")
+        ])
+        self.assertEqual(len(parked), 1)
+        info = c.get_subscription_info(group, stream)
+        self.assertEqual((info.group_name, info.event_source), (group, stream))
+        self.assertIn(group, [i.group_name for i in c.list_subscriptions()])
+        subscription.stop()
+        c.delete_subscription(group, stream)
+        self.assertRaises(NotFoundError, c.get_subscription_info, group, stream)
 
     def test_gossip(self) -> None:
         """

@@ -84,6 +84,8 @@ class GrpcServer:
         http_port)} tuples.
     @param leader_refusal: returns the error a call with
         C{requires-leader: true} fails with, C{None} while we lead.
+    @param persistent: the L{estwisted.persistent.PersistentSubscriptions}
+        (C{None}: that service is not served).
     @param anonymous: the principal of a call without credentials: C{None}
         (the store's anonymous rights), or on an C{Insecure} node
         L{INSECURE_PRINCIPAL}, as EventStoreDB 20+ disables authorization
@@ -98,6 +100,7 @@ class GrpcServer:
         members: Callable[[], Sequence[tuple[uuid.UUID, float, str, bool, str, int]]],
         leader_refusal: Callable[[], Optional[Exception]] = lambda: None,
         anonymous: Optional[Principal] = None,
+        persistent: Any = None,
     ) -> None:
         self.anonymous = anonymous
         self.store = store
@@ -114,6 +117,10 @@ class GrpcServer:
             (GOSSIP, "Read"): self._gossip,
             (SERVER_FEATURES, "GetSupportedMethods"): self._features,
         }
+        if persistent is not None:
+            from estwisted.grpc.persistent import PersistentService
+
+            self.methods.update(PersistentService(persistent, self._unary).methods())
 
     # -- dispatch -------------------------------------------------------------
 
