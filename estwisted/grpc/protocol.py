@@ -124,14 +124,25 @@ class ServerCall:
     def writable(self) -> bool:
         return not self.finished and len(self._outbound) < HIGH_WATER
 
-    def send(self, message: Any) -> None:
+    def send(self, message: Any, flush: bool = True) -> None:
         """
         Send one response message (a protobuf message).
+
+        @param flush: hand the bytes to HTTP/2 now; a producer sending many
+            messages at once passes C{False} and calls L{flush} after them.
         """
         if self.finished:
             return
         self._outbound += encode_message(message.SerializeToString())
-        self._connection.flush_stream(self)
+        if flush:
+            self._connection.flush_stream(self)
+
+    def flush(self) -> None:
+        """
+        Hand the buffered messages to HTTP/2 (as far as the windows allow).
+        """
+        if not self.finished:
+            self._connection.flush_stream(self)
 
     def finish(self, status: GrpcStatus = OK) -> None:
         """
@@ -235,12 +246,28 @@ class GrpcConnection(Protocol):
         self._server = server
         self._clock = clock
         self._conn = H2Connection(
-            H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+            H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_inbound_headers=True,
+                # What we send is built here and valid: skip h2's checks.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         self._calls: dict[int, ServerCall] = {}
         self._closed = False
 
     def connectionMade(self) -> None:
+        # Small frames go out at once (Nagle would hold a response behind
+        # the WINDOW_UPDATE written for its request).
+        transport: Any = self.transport
+        for _ in range(4):
+            set_no_delay = getattr(transport, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                set_no_delay(True)
+                break
+            transport = getattr(transport, "transport", None)
         conn = self._conn
         conn.initiate_connection()
         conn.update_settings(

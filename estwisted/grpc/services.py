@@ -601,7 +601,8 @@ class Read(_Reader):
                         break
                     events, at_end = self.read_stream_page()
                 for resolved in events[: self.remaining]:
-                    call.send(self._event(resolved))
+                    call.send(self._event(resolved), flush=False)
+                call.flush()
                 self.remaining -= min(len(events), self.remaining)
                 if at_end:
                     break
@@ -684,7 +685,8 @@ class Subscription(_Reader):
                     before = self.scanned
                     events, at_end = self.read_all_page(PAGE)
                     for resolved in events:
-                        call.send(self._event(resolved))
+                        call.send(self._event(resolved), flush=False)
+                    call.flush()
                     if self._interval:
                         self._since_checkpoint += self.scanned - before
                         if self._since_checkpoint >= self._interval:
@@ -697,7 +699,8 @@ class Subscription(_Reader):
                         events, at_end = [], True
                         self.revision = max(self.revision, 0)
                     for resolved in events:
-                        call.send(self._event(resolved))
+                        call.send(self._event(resolved), flush=False)
+                    call.flush()
                 if at_end:
                     self._go_live()
                     return
