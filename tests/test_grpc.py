@@ -409,3 +409,62 @@ class GrpcBadInputTests(SynchronousTestCase):
         status, _ = _http(self.node, "GET", "/info", headers={"Accept": "application/json"})
         self.assertEqual(status, 200)
         self.assertNotIn("Traceback", self.node.log())
+
+
+class GrpcTlsTests(SynchronousTestCase):
+    """
+    A node with a certificate from the private CA: gRPC over ALPN C{h2}
+    with Basic credentials, HTTPS/1.1 on the same port.
+    """
+
+    def setUp(self) -> None:
+        if KurrentDBClient is None:
+            raise SkipTest("kurrentdbclient is not installed (pip install -e '.[test]')")
+        from tests.test_tls import PKI
+
+        self.pki = PKI(self.mktemp())
+        self.pki.node("node1")
+        self.node = start_node(self, mem_db=True, extra_args=self.pki.node_args("node1"))
+
+    def test_grpcAndHttpsOnOnePort(self) -> None:
+        """
+        kurrentdbclient writes and reads over TLS as admin; wrong
+        credentials are refused; an HTTPS/1.1 request on the same port
+        still gets the v5 API, and ALPN gives it HTTP/1.1.
+        """
+        import ssl
+
+        port = self.node.ext_http_port
+        uri = (f"kurrentdb://admin:changeit@localhost:{port}"
+               f"?Tls=true&TlsCaFile={self.pki.ca_cert}")
+        client = KurrentDBClient(uri)
+        self.addCleanup(client.close)
+        stream = "tls-" + uuid.uuid4().hex
+        client.append_to_stream(stream, events=[NewEvent(type="Secure", data=b"{}")],
+                                current_version=StreamState.NO_STREAM)
+        self.assertEqual([e.type for e in client.get_stream(stream)], ["Secure"])
+        # $all needs an admin: the credentials were checked and used.
+        self.assertTrue(any(e.stream_name == stream for e in client.read_all()))
+        bad = KurrentDBClient(f"kurrentdb://admin:wrong@localhost:{port}"
+                              f"?Tls=true&TlsCaFile={self.pki.ca_cert}")
+        self.addCleanup(bad.close)
+        from kurrentdbclient.exceptions import UnauthenticatedError
+
+        self.assertRaises(UnauthenticatedError, bad.get_stream, stream)
+        context = ssl.create_default_context(cafile=self.pki.ca_cert)
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                self.assertEqual(tls.selected_alpn_protocol(), "http/1.1")
+                tls.sendall(f"GET /streams/{stream}/0 HTTP/1.1\r\nHost: localhost\r\n"
+                            f"Accept: application/vnd.eventstore.atom+json\r\nAuthorization: {ADMIN}\r\n"
+                            "Connection: close\r\n\r\n".encode())
+                reply = b""
+                while True:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply[:200])
+        self.assertIn(b"Secure", reply)
+        self.assertNotIn("Traceback", self.node.log())
