@@ -457,8 +457,8 @@ class GrpcTlsTests(SynchronousTestCase):
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
                 self.assertEqual(tls.selected_alpn_protocol(), "http/1.1")
                 tls.sendall(f"GET /streams/{stream}/0 HTTP/1.1\r\nHost: localhost\r\n"
-                            f"Accept: application/vnd.eventstore.atom+json\r\nAuthorization: {ADMIN}\r\n"
-                            "Connection: close\r\n\r\n".encode())
+                            "Accept: application/vnd.eventstore.atom+json\r\n"
+                            f"Authorization: {ADMIN}\r\nConnection: close\r\n\r\n".encode())
                 reply = b""
                 while True:
                     chunk = tls.recv(65536)
