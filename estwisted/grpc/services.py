@@ -132,7 +132,7 @@ class GrpcServer:
                 StatusCode.UNIMPLEMENTED, f"Method {head.service}/{head.method} is not implemented"
             )
         principal = self._principal(head.get("authorization"))
-        if head.get("requires-leader").lower() == "true":
+        if head.service not in _ANY_NODE and head.get("requires-leader").lower() == "true":
             refusal = self.leader_refusal()
             if refusal is not None:
                 raise codec.status_of(refusal)
@@ -378,6 +378,10 @@ class GrpcServer:
                 entry.features.extend(["position", "events", "all", "stream", "filtered"])
         return out
 
+
+#: Services any node answers, whatever C{requires-leader} says (discovery
+#: asks followers for the gossip with it set).
+_ANY_NODE = frozenset({GOSSIP, SERVER_FEATURES})
 
 _GOSSIP_STATES = {
     "Initializing": gossip_pb2.MemberInfo.Initializing,

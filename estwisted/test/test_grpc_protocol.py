@@ -245,6 +245,25 @@ class ProtocolTests(SynchronousTestCase):
                              metadata=[("authorization", "Basic YWRtaW46bm9wZQ==")])
         self.assertEqual(self.pair.replies[sid].status, 16)
 
+    def test_requiresLeader(self) -> None:
+        """
+        On a node that does not lead, C{requires-leader: true} fails a read
+        with C{not-leader} naming the leader; gossip is served anyway.
+        """
+        from estwisted.errors import NotLeader
+
+        self.server.leader_refusal = lambda: NotLeader(http=("10.0.0.9", 2113))
+        metadata = [("requires-leader", "true")]
+        sid = self.pair.call(STREAMS, "Read", [read_request("s")], metadata=metadata)
+        reply = self.pair.replies[sid]
+        self.assertEqual(
+            (reply.status, reply.meta("exception"), reply.meta("leader-endpoint-host"),
+             reply.meta("leader-endpoint-port")),
+            (5, "not-leader", "10.0.0.9", "2113"),
+        )
+        sid = self.pair.call(GOSSIP, "Read", [shared_pb2.Empty()], metadata=metadata)
+        self.assertEqual(self.pair.replies[sid].status, 0)
+
     @given(st.binary(max_size=200))
     def test_fuzzFrames(self, junk: bytes) -> None:
         """
