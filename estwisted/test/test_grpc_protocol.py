@@ -252,14 +252,14 @@ class ProtocolTests(SynchronousTestCase):
         """
         from estwisted.errors import NotLeader
 
-        self.server.leader_refusal = lambda: NotLeader(http=("10.0.0.9", 2113))
+        self.server.leader_refusal = lambda: NotLeader(http=("127.0.0.9", 2113))
         metadata = [("requires-leader", "true")]
         sid = self.pair.call(STREAMS, "Read", [read_request("s")], metadata=metadata)
         reply = self.pair.replies[sid]
         self.assertEqual(
             (reply.status, reply.meta("exception"), reply.meta("leader-endpoint-host"),
              reply.meta("leader-endpoint-port")),
-            (5, "not-leader", "10.0.0.9", "2113"),
+            (5, "not-leader", "127.0.0.9", "2113"),
         )
         sid = self.pair.call(GOSSIP, "Read", [shared_pb2.Empty()], metadata=metadata)
         self.assertEqual(self.pair.replies[sid].status, 0)
