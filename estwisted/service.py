@@ -275,7 +275,8 @@ class NodeService(MultiService):
         members = node_members(self.config, self.reactor, lambda: self.cluster)
         anonymous = INSECURE_PRINCIPAL if self.config.insecure else None
         server = GrpcServer(
-            self.store, self.hub, self.reactor, members, refusal, anonymous, self.persistent
+            self.store, self.hub, self.reactor, members, refusal, anonymous, self.persistent,
+            self._shutdown_over_grpc,
         )
         return GrpcSniffingFactory(server, site, self.reactor)
 
@@ -350,6 +351,10 @@ class NodeService(MultiService):
 
     def _shutdown(self) -> None:
         self._log.info("Shutdown requested over HTTP.")
+        self._stop_reactor()
+
+    def _shutdown_over_grpc(self) -> None:
+        self._log.info("Shutdown requested over gRPC.")
         self._stop_reactor()
 
     # -- stop --------------------------------------------------------------

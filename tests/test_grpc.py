@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import struct
 import time
@@ -467,4 +468,57 @@ class GrpcTlsTests(SynchronousTestCase):
                     reply += chunk
         self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply[:200])
         self.assertIn(b"Secure", reply)
+        self.assertNotIn("Traceback", self.node.log())
+
+
+class EventStoreDbClientJsTests(SynchronousTestCase):
+    """
+    @eventstore/db-client 6.2.1 (Node, grpc-js; pinned in tests/js) against
+    a real node: C{tests/js/grpc_client.js}.
+    """
+
+    def setUp(self) -> None:
+        import shutil
+
+        from tests.harness import REPO_ROOT
+
+        self.js_dir = os.path.join(REPO_ROOT, "tests", "js")
+        self.node_binary = shutil.which("node")
+        if self.node_binary is None:
+            raise SkipTest("node is not installed")
+        if not os.path.isdir(os.path.join(self.js_dir, "node_modules", "@eventstore",
+                                          "db-client")):
+            raise SkipTest("tests/js/node_modules missing: run npm ci --prefix tests/js")
+        self.node = start_node(self, mem_db=True, extra_args=["--insecure"])
+
+    def test_client(self) -> None:
+        """
+        Appends with expected revisions, reads of streams and C{$all}, a
+        filtered C{$all} and a stream subscription, a persistent
+        subscription with ack, nack retry and park, delete and tombstone:
+        every check of the script passes.
+        """
+        import subprocess
+
+        completed = subprocess.run(
+            [self.node_binary, os.path.join(self.js_dir, "grpc_client.js"),
+             str(self.node.ext_http_port)],
+            cwd=self.js_dir, capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        lines = [x for x in completed.stdout.decode("utf-8", "replace").splitlines() if x]
+        try:
+            result: dict[str, Any] = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise AssertionError(
+                f"client printed no result (exit {completed.returncode}):\n"
+                f"{completed.stderr.decode('utf-8', 'replace')[-3000:]}\n"
+                f"--- node log ---\n{self.node.log()[-3000:]}"
+            ) from None
+        if not result.get("ok"):
+            raise AssertionError(
+                f"client checks failed: {json.dumps(result.get('failures'), indent=1)}\n"
+                f"--- node log ---\n{self.node.log()[-3000:]}"
+            )
+        self.assertGreaterEqual(len(result["checks"]), 18)
+        self.assertEqual(completed.returncode, 0)
         self.assertNotIn("Traceback", self.node.log())

@@ -64,6 +64,7 @@ _U64_MAX = 2**64 - 1
 STREAMS = "event_store.client.streams.Streams"
 GOSSIP = "event_store.client.gossip.Gossip"
 SERVER_FEATURES = "event_store.client.server_features.ServerFeatures"
+PERSISTENT_SERVICE = "event_store.client.persistent_subscriptions.PersistentSubscriptions"
 
 
 #: Who an anonymous call is on an C{Insecure} node.
@@ -86,6 +87,8 @@ class GrpcServer:
         C{requires-leader: true} fails with, C{None} while we lead.
     @param persistent: the L{estwisted.persistent.PersistentSubscriptions}
         (C{None}: that service is not served).
+    @param shutdown: stops the node (C{Operations.Shutdown}; C{None}: not
+        served).
     @param anonymous: the principal of a call without credentials: C{None}
         (the store's anonymous rights), or on an C{Insecure} node
         L{INSECURE_PRINCIPAL}, as EventStoreDB 20+ disables authorization
@@ -101,6 +104,7 @@ class GrpcServer:
         leader_refusal: Callable[[], Optional[Exception]] = lambda: None,
         anonymous: Optional[Principal] = None,
         persistent: Any = None,
+        shutdown: Optional[Callable[[], None]] = None,
     ) -> None:
         self.anonymous = anonymous
         self.store = store
@@ -121,6 +125,11 @@ class GrpcServer:
             from estwisted.grpc.persistent import PersistentService
 
             self.methods.update(PersistentService(persistent, self._unary).methods())
+        from estwisted.grpc.admin import MonitoringService, OperationsService, UsersService
+
+        self.methods.update(UsersService(store.users, self._unary).methods())
+        self.methods.update(OperationsService(store, shutdown, self._unary, clock).methods())
+        self.methods.update(MonitoringService(store, hub, clock, self._unary).methods())
 
     # -- dispatch -------------------------------------------------------------
 
@@ -376,12 +385,15 @@ class GrpcServer:
             entry.method_name = method.lower()
             if (service, method) == (STREAMS, "Read"):
                 entry.features.extend(["position", "events", "all", "stream", "filtered"])
+            elif service == PERSISTENT_SERVICE:
+                # Groups on streams only (docs/grpc.md).
+                entry.features.append("stream")
         return out
 
 
 #: Services any node answers, whatever C{requires-leader} says (discovery
 #: asks followers for the gossip with it set).
-_ANY_NODE = frozenset({GOSSIP, SERVER_FEATURES})
+_ANY_NODE = frozenset({GOSSIP, SERVER_FEATURES, "event_store.client.monitoring.Monitoring"})
 
 _GOSSIP_STATES = {
     "Initializing": gossip_pb2.MemberInfo.Initializing,

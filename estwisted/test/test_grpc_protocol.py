@@ -19,11 +19,22 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from estwisted.grpc.admin import MONITORING, OPERATIONS, USERS
 from estwisted.grpc.framing import MessageDecoder, encode_message
 from estwisted.grpc.protocol import PREFACE, GrpcConnection, GrpcSniffingFactory
-from estwisted.grpc.protos import gossip_pb2, serverfeatures_pb2, shared_pb2, streams_pb2
+from estwisted.grpc.protos import (
+    gossip_pb2,
+    monitoring_pb2,
+    operations_pb2,
+    persistent_pb2,
+    serverfeatures_pb2,
+    shared_pb2,
+    streams_pb2,
+    users_pb2,
+)
 from estwisted.grpc.services import (
     GOSSIP,
+    PERSISTENT_SERVICE,
     SERVER_FEATURES,
     STREAMS,
     GrpcServer,
@@ -119,13 +130,20 @@ class Pair:
         return sid
 
 
-def make_server(clock: Clock) -> tuple[GrpcServer, StreamStore]:
+def make_server(clock: Clock, anonymous: Optional[Principal] = ADMIN
+                ) -> tuple[GrpcServer, StreamStore]:
+    from estwisted.persistent import PersistentSubscriptions
+
     store = StreamStore(MemoryLog(), StreamIndex(), clock, password_iterations=1)
     hub = SubscriptionHub(store)
+    persistent = PersistentSubscriptions(store, clock)
+    persistent.start()
     server = GrpcServer(
         store, hub, clock,
         lambda: [(uuid.UUID(int=1), 1.0, "Master", True, "127.0.0.1", 2113)],
-        anonymous=ADMIN,
+        anonymous=anonymous,
+        persistent=persistent,
+        shutdown=lambda: None,
     )
     return server, store
 
@@ -285,7 +303,10 @@ class ProtocolTests(SynchronousTestCase):
     @given(
         st.sampled_from([(STREAMS, "Read"), (STREAMS, "Append"), (STREAMS, "BatchAppend"),
                          (STREAMS, "Delete"), (STREAMS, "Tombstone"), (GOSSIP, "Read"),
-                         (SERVER_FEATURES, "GetSupportedMethods")]),
+                         (SERVER_FEATURES, "GetSupportedMethods"), (USERS, "Create"),
+                         (USERS, "Details"), (OPERATIONS, "StartScavenge"),
+                         (MONITORING, "Stats"), (PERSISTENT_SERVICE, "Create"),
+                         (PERSISTENT_SERVICE, "Read"), (PERSISTENT_SERVICE, "List")]),
         st.lists(st.binary(max_size=60), max_size=3),
     )
     def test_fuzzMessages(self, method: tuple[str, str], bodies: list[bytes]) -> None:
@@ -419,6 +440,94 @@ class ServiceTests(SynchronousTestCase):
         methods = parse(serverfeatures_pb2.SupportedMethods, self.pair.replies[sid].messages[0])
         listed = {(m.service_name, m.method_name) for m in methods.methods}
         self.assertEqual(listed, {(s.lower(), m.lower()) for s, m in self.server.methods})
+
+
+class AdminServiceTests(SynchronousTestCase):
+    """
+    Users, Operations, Monitoring and PersistentSubscriptions over a memory
+    store.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server, self.store = make_server(self.clock)
+        self.pair = Pair(self.server, self.clock)
+
+    def test_users(self) -> None:
+        """
+        A user created over gRPC is listed by C{Details}, can be disabled
+        and deleted; details of a missing user are C{user-not-found}.
+        """
+        create = users_pb2.CreateReq()
+        create.options.login_name = "ann"
+        create.options.password = "pw"
+        create.options.full_name = "Ann"
+        create.options.groups.append("$ops")
+        sid = self.pair.call(USERS, "Create", [create])
+        self.assertEqual(self.pair.replies[sid].status, 0, self.pair.replies[sid].trailers)
+        disable = users_pb2.DisableReq()
+        disable.options.login_name = "ann"
+        sid = self.pair.call(USERS, "Disable", [disable])
+        self.assertEqual(self.pair.replies[sid].status, 0)
+        details = users_pb2.DetailsReq()
+        details.options.login_name = "ann"
+        sid = self.pair.call(USERS, "Details", [details])
+        got = parse(users_pb2.DetailsResp, self.pair.replies[sid].messages[0]).user_details
+        self.assertEqual((got.login_name, got.full_name, list(got.groups), got.disabled),
+                         ("ann", "Ann", ["$ops"], True))
+        delete = users_pb2.DeleteReq()
+        delete.options.login_name = "ann"
+        sid = self.pair.call(USERS, "Delete", [delete])
+        self.assertEqual(self.pair.replies[sid].status, 0)
+        sid = self.pair.call(USERS, "Details", [details])
+        reply = self.pair.replies[sid]
+        self.assertEqual((reply.status, reply.meta("exception")), (5, "user-not-found"))
+
+    def test_operationsNeedOps(self) -> None:
+        """
+        An anonymous scavenge is refused with C{access-denied}; an admin's
+        starts.
+        """
+        server, _ = make_server(self.clock, anonymous=None)
+        pair = Pair(server, self.clock)
+        sid = pair.call(OPERATIONS, "StartScavenge", [operations_pb2.StartScavengeReq()])
+        self.assertEqual(pair.replies[sid].status, 7)
+        sid = self.pair.call(OPERATIONS, "StartScavenge", [operations_pb2.StartScavengeReq()])
+        response = parse(operations_pb2.ScavengeResp, self.pair.replies[sid].messages[0])
+        self.assertEqual(response.scavenge_result, operations_pb2.ScavengeResp.Started)
+
+    def test_stats(self) -> None:
+        """
+        C{Stats} sends a map now and each refresh period until cancelled,
+        and leaves nothing scheduled.
+        """
+        sid = self.pair.call(MONITORING, "Stats",
+                             [monitoring_pb2.StatsReq(refresh_time_period_in_ms=200)])
+        self.clock.advance(0.2)
+        self.pair.pump()
+        reply = self.pair.replies[sid]
+        self.assertEqual(len(reply.messages), 2)
+        stats = parse(monitoring_pb2.StatsResp, reply.messages[0]).stats
+        self.assertIn("es-writer-lastCommitPosition", stats)
+        self.pair.client.reset_stream(sid)
+        self.pair.pump()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_persistentAll(self) -> None:
+        """
+        Groups on C{$all} are refused with C{UNIMPLEMENTED}; the supported
+        methods advertise groups on streams only.
+        """
+        create = persistent_pb2.CreateReq()
+        create.options.group_name = "g"
+        create.options.all.start.SetInParent()
+        sid = self.pair.call(PERSISTENT_SERVICE, "Create", [create])
+        self.assertEqual(self.pair.replies[sid].status, 12)
+        features = {
+            (m.service_name, m.method_name): list(m.features)
+            for m in self.server.supported_methods().methods
+        }
+        self.assertEqual(features[(PERSISTENT_SERVICE.lower(), "create")], ["stream"])
 
 
 class _Recorder(Protocol):
