@@ -522,3 +522,51 @@ class EventStoreDbClientJsTests(SynchronousTestCase):
         self.assertGreaterEqual(len(result["checks"]), 18)
         self.assertEqual(completed.returncode, 0)
         self.assertNotIn("Traceback", self.node.log())
+
+
+class GrpcAdminTests(SynchronousTestCase):
+    """
+    grpcio's C core calling Users, Operations, Monitoring and
+    ServerFeatures on a real node with credentials (C{tests/py/grpc_admin.py}
+    in its own process).
+    """
+
+    def setUp(self) -> None:
+        try:
+            import grpc  # noqa: F401
+        except ImportError:
+            raise SkipTest("grpcio is not installed (pip install -e '.[test]')") from None
+        # Not Insecure: credentials and ACLs are checked.
+        self.node = start_node(self, mem_db=True)
+
+    def test_adminServices(self) -> None:
+        """
+        Users are created, listed, re-passworded and deleted; only $ops may
+        scavenge; stats stream; the supported methods list the services.
+        """
+        import subprocess
+        import sys
+
+        from tests.harness import REPO_ROOT
+
+        completed = subprocess.run(
+            [sys.executable, os.path.join(REPO_ROOT, "tests", "py", "grpc_admin.py"),
+             str(self.node.ext_http_port)],
+            capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        )
+        lines = [x for x in completed.stdout.decode("utf-8", "replace").splitlines() if x]
+        try:
+            result: dict[str, Any] = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise AssertionError(
+                f"script printed no result (exit {completed.returncode}):\n"
+                f"{completed.stderr.decode('utf-8', 'replace')[-3000:]}"
+            ) from None
+        if not result.get("ok"):
+            raise AssertionError(
+                f"checks failed: {json.dumps(result.get('failures'), indent=1)}\n"
+                f"--- node log ---\n{self.node.log()[-3000:]}"
+            )
+        self.assertGreaterEqual(len(result["checks"]), 11)
+        self.assertNotIn("Traceback", self.node.log())
