@@ -163,6 +163,27 @@ def run_grpc(port: int, mode: str, concurrency: int, seconds: float,
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU seconds of process C{pid} so far (/proc).
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, run: Any) -> dict[str, Any]:
+    """
+    Run C{run()} and add the node's CPU microseconds per event to its result.
+    """
+    before = cpu_seconds(pid)
+    result: dict[str, Any] = run()
+    used = cpu_seconds(pid) - before
+    result["node_cpu_s"] = used
+    result["node_cpu_us_per_event"] = used / max(1, result["events"]) * 1e6
+    return result
+
+
 def main() -> None:
     import importlib.util
 
@@ -196,28 +217,45 @@ def main() -> None:
     try:
         write_events(node.ext_tcp_port, "bench-0", 10_000)
         tcp: dict[str, Any] = {}
+        pid = node.process.pid if node.process is not None else 0
         for conns in (1, 64):
-            r = run_load(binary, node.ext_tcp_port, "write", conns, 1, 1, seconds)
+            r = measured(pid, lambda c=conns: run_load(  # type: ignore[misc]
+                binary, node.ext_tcp_port, "write", c, 1, 1, seconds))
             tcp[f"append_{conns}"] = r
             report(f"TCP append 1 ev/write, {conns} in flight", r)
-        r = run_load(binary, node.ext_tcp_port, "readstream", 4, 16, 10_000, seconds)
+        r = measured(pid, lambda: run_load(
+            binary, node.ext_tcp_port, "readstream", 4, 16, 10_000, seconds))
         tcp["read"] = r
         report("TCP stream pages of 100, 4x16", r)
         grpc_results: dict[str, Any] = {}
         for concurrency, processes in ((1, 1), (64, 2)):
-            r = run_grpc(node.ext_http_port, "append", concurrency, seconds, processes)
+            r = measured(pid, lambda c=concurrency, p=processes: run_grpc(  # type: ignore[misc]
+                node.ext_http_port, "append", c, seconds, p))
             grpc_results[f"append_{concurrency}"] = r
             report(f"gRPC Append 1 ev/call, {concurrency} in flight", r)
-        r = run_grpc(node.ext_http_port, "read", 4, seconds, processes=2)
+        r = measured(pid, lambda: run_grpc(node.ext_http_port, "read", 4, seconds, processes=2))
         grpc_results["read"] = r
         print(f"{'gRPC Read of 10,000 events, 4 calls':<40} {r['events_per_s']:>10,.0f} ev/s")
         ratios = {
             key: grpc_results[key]["events_per_s"] / tcp[key]["events_per_s"]
             for key in ("append_1", "append_64", "read")
         }
+        # The load clients differ (C for TCP, grpcio from Python for gRPC)
+        # and share the two cores with the node: the node's own CPU per
+        # event compares the two paths without the clients' cost.
+        cpu_ratios = {
+            key: tcp[key]["node_cpu_us_per_event"] / grpc_results[key]["node_cpu_us_per_event"]
+            for key in ("append_64", "read")
+        }
         for key, value in ratios.items():
-            print(f"{'gRPC/TCP ' + key:<40} {value:>10.2f}x")
-        results.update(tcp=tcp, grpc=grpc_results, ratio=ratios)
+            print(f"{'gRPC/TCP ' + key + ' events/s':<40} {value:>10.2f}x")
+        for key, value in cpu_ratios.items():
+            print(
+                f"{'node CPU/event TCP/gRPC ' + key:<40} {value:>10.2f}x"
+                f"  ({tcp[key]['node_cpu_us_per_event']:,.0f} vs "
+                f"{grpc_results[key]['node_cpu_us_per_event']:,.0f} µs)"
+            )
+        results.update(tcp=tcp, grpc=grpc_results, ratio=ratios, node_cpu_ratio=cpu_ratios)
     finally:
         node.stop()
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)

@@ -249,7 +249,11 @@ class GrpcConnection(Protocol):
             H2Configuration(
                 client_side=False,
                 header_encoding=None,
-                validate_inbound_headers=True,
+                # Request headers are only looked up (parse_call_head checks
+                # what a call needs), never forwarded: h2's per-header
+                # checks cost ~15% of a small call.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
                 # What we send is built here and valid: skip h2's checks.
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
