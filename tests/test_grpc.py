@@ -160,6 +160,25 @@ class GrpcClientTests(SynchronousTestCase):
         self.assertEqual([e.id for e in after], [ours[4].id, ours[5].id])
         self.assertRaises(NotFoundError, c.get_stream, self.stream())
 
+    def test_resolveLinks(self) -> None:
+        """
+        A link event (C{$>}, C{"n@stream"}) read with C{resolve_links} is
+        its target, with the link beside it; without, the link itself.
+        """
+        c = self.client
+        target, links = self.stream(), self.stream()
+        c.append_to_stream(target, events=[NewEvent(type="Real", data=b'{"r":1}')],
+                           current_version=StreamState.NO_STREAM)
+        c.append_to_stream(links, events=[NewEvent(type="$>", data=f"0@{target}".encode(),
+                                                   content_type="application/octet-stream")],
+                           current_version=StreamState.NO_STREAM)
+        resolved = c.get_stream(links, resolve_links=True)
+        self.assertEqual([(e.type, e.stream_name, e.data) for e in resolved],
+                         [("Real", target, b'{"r":1}')])
+        self.assertEqual(resolved[0].link.stream_name, links)
+        plain = c.get_stream(links)
+        self.assertEqual([e.type for e in plain], ["$>"])
+
     def test_catchUpSubscriptionToAllWithFilter(self) -> None:
         """
         A filtered C{$all} subscription gets the history that matches, then
