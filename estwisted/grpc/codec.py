@@ -43,6 +43,7 @@ from estwisted.model import (
     EXPECTED_ANY,
     EXPECTED_NO_STREAM,
     EXPECTED_STREAM_EXISTS,
+    FLAG_JSON,
     UNIX_EPOCH_TICKS,
     EventRecord,
     NewEvent,
@@ -184,22 +185,45 @@ def created_since_epoch(record: EventRecord) -> str:
     return str(record.created - UNIX_EPOCH_TICKS)
 
 
+def uuid_text(event_id: bytes) -> str:
+    """
+    The hyphenated form of 16 id bytes (C{str(uuid.UUID(bytes=...))}).
+    """
+    h = event_id.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def fill_recorded(target: Any, record: EventRecord, structured_ids: bool) -> None:
+    """
+    Fill a C{RecordedEvent} message (of the streams or the persistent
+    subscriptions service: the fields are the same) in place.
+    """
+    if structured_ids:
+        ident = target.id.structured
+        event_id = record.event_id
+        ident.most_significant_bits = _signed64(event_id[:8])
+        ident.least_significant_bits = _signed64(event_id[8:])
+    else:
+        target.id.string = uuid_text(record.event_id)
+    target.stream_identifier.stream_name = record.stream.encode("utf-8")
+    target.stream_revision = record.event_number
+    target.prepare_position = record.position
+    target.commit_position = record.position
+    if record.metadata:
+        target.custom_metadata = record.metadata
+    if record.data:
+        target.data = record.data
+    metadata = target.metadata
+    metadata["type"] = record.event_type
+    metadata["content-type"] = JSON if record.flags & FLAG_JSON else OCTET_STREAM
+    metadata["created"] = str(record.created - UNIX_EPOCH_TICKS)
+
+
 def recorded_event(
     record: EventRecord, structured_ids: bool
 ) -> streams_pb2.ReadResp.ReadEvent.RecordedEvent:
-    recorded = streams_pb2.ReadResp.ReadEvent.RecordedEvent(
-        id=uuid_message(record.event_id, structured_ids),
-        stream_identifier=stream_identifier(record.stream),
-        stream_revision=record.event_number,
-        prepare_position=record.position,
-        commit_position=record.position,
-        custom_metadata=record.metadata,
-        data=record.data,
-    )
-    metadata = recorded.metadata
-    metadata["type"] = record.event_type
-    metadata["content-type"] = JSON if record.is_json else OCTET_STREAM
-    metadata["created"] = created_since_epoch(record)
+    recorded = streams_pb2.ReadResp.ReadEvent.RecordedEvent()
+    fill_recorded(recorded, record, structured_ids)
     return recorded
 
 
@@ -214,9 +238,9 @@ def read_event(
     out = streams_pb2.ReadResp()
     event = out.event
     if resolved.event is not None:
-        event.event.CopyFrom(recorded_event(resolved.event, structured_ids))
+        fill_recorded(event.event, resolved.event, structured_ids)
     if resolved.link is not None:
-        event.link.CopyFrom(recorded_event(resolved.link, structured_ids))
+        fill_recorded(event.link, resolved.link, structured_ids)
     if with_position:
         event.commit_position = resolved.original.position
     else:

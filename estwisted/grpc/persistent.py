@@ -364,9 +364,9 @@ class Consumer:
         response = persistent_pb2.ReadResp()
         read = response.event
         if event.event is not None:
-            _fill(read.event, codec.recorded_event(event.event, self.structured))
+            codec.fill_recorded(read.event, event.event, self.structured)
         if event.link is not None:
-            _fill(read.link, codec.recorded_event(event.link, self.structured))
+            codec.fill_recorded(read.link, event.link, self.structured)
         read.commit_position = event.original.position
         read.retry_count = retry_count
         self.call.send(response)
@@ -380,8 +380,4 @@ class Consumer:
         else:
             self.call.finish(GrpcStatus(StatusCode.CANCELLED, "Persistent subscription dropped"))
 
-
-def _fill(target: Any, recorded: Any) -> None:
-    # Same fields, different message types: copy through the wire form.
-    target.ParseFromString(recorded.SerializeToString())
 

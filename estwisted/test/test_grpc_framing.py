@@ -199,3 +199,38 @@ class CallHeadTests(SynchronousTestCase):
             with self.assertRaises(GrpcStatus) as caught:
                 parse_call_head(headers)
             self.assertEqual(caught.exception.code, code)
+
+
+class CodecTests(SynchronousTestCase):
+    """
+    L{estwisted.grpc.codec}: ids and recorded events.
+    """
+
+    @given(st.binary(min_size=16, max_size=16), st.booleans())
+    def test_uuidRoundTrip(self, event_id: bytes, structured: bool) -> None:
+        """
+        An id survives both C{UUID} forms; the string form is uuid's.
+        """
+        import uuid
+
+        from estwisted.grpc.codec import uuid_bytes, uuid_message, uuid_text
+
+        self.assertEqual(uuid_bytes(uuid_message(event_id, structured)), event_id)
+        self.assertEqual(uuid_text(event_id), str(uuid.UUID(bytes=event_id)))
+
+    def test_recordedEvent(self) -> None:
+        """
+        A record becomes a C{RecordedEvent} with its system metadata.
+        """
+        from estwisted.grpc.codec import recorded_event
+        from estwisted.model import FLAG_JSON, UNIX_EPOCH_TICKS, EventRecord
+
+        record = EventRecord(10, 20, "s", 3, b"\x01" * 16, "T", FLAG_JSON, b"{}", b"m",
+                             UNIX_EPOCH_TICKS + 5)
+        out = recorded_event(record, False)
+        self.assertEqual(
+            (out.stream_identifier.stream_name, out.stream_revision, out.commit_position,
+             out.prepare_position, out.data, out.custom_metadata, dict(out.metadata)),
+            (b"s", 3, 10, 10, b"{}", b"m",
+             {"type": "T", "content-type": "application/json", "created": "5"}),
+        )
