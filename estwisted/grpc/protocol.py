@@ -71,6 +71,16 @@ from estwisted.grpc.framing import (
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+
+def _as_bytes(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    # h2 takes bytes as they are; str would be checked and encoded per call.
+    return [(k.encode("latin-1"), v.encode("utf-8")) for k, v in headers]
+
+
+#: The fixed blocks, encoded once.
+_RESPONSE_HEADERS = _as_bytes(response_headers())
+_OK_TRAILERS = _as_bytes(trailers(OK))
+
 #: Above this many buffered outbound bytes a stream's producer pauses.
 HIGH_WATER = 1024 * 1024
 #: How long a connection may stay silent before its first bytes.
@@ -103,7 +113,7 @@ class ServerCall:
         self.head = head
         self._decoder = MessageDecoder()
         self._outbound = bytearray()
-        self._trailers: Optional[list[tuple[str, str]]] = None
+        self._trailers: Optional[list[tuple[bytes, bytes]]] = None
         self._headers_sent = False
         self.finished = False
         self.client_done = False
@@ -157,7 +167,7 @@ class ServerCall:
             self._trailers = []
             self._connection.send_trailers_only(self.stream_id, status)
             return
-        self._trailers = trailers(status)
+        self._trailers = _OK_TRAILERS if status == OK else _as_bytes(trailers(status))
         self._connection.flush_stream(self)
 
     # -- called by the connection -------------------------------------------
@@ -388,7 +398,9 @@ class GrpcConnection(Protocol):
     def send_trailers_only(self, stream_id: int, status: GrpcStatus, write: bool = True) -> None:
         self._calls.pop(stream_id, None)
         try:
-            self._conn.send_headers(stream_id, trailers_only(status), end_stream=True)
+            self._conn.send_headers(
+                stream_id, _as_bytes(trailers_only(status)), end_stream=True
+            )
         except (StreamClosedError, ProtocolError):
             return
         if write:
@@ -407,7 +419,7 @@ class GrpcConnection(Protocol):
         try:
             if not call._headers_sent:
                 call._headers_sent = True
-                conn.send_headers(sid, response_headers())
+                conn.send_headers(sid, _RESPONSE_HEADERS)
             out = call._outbound
             while out:
                 window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
