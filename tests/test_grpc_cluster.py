@@ -124,9 +124,16 @@ class GrpcClusterTests(SynchronousTestCase):
             "&DiscoveryInterval=200&GossipTimeout=2"
         )
         self.addCleanup(client.close)
-        members = client.read_gossip()
-        self.assertEqual(sorted(m.state for m in members),
-                         ["NODE_STATE_FOLLOWER", "NODE_STATE_FOLLOWER", "NODE_STATE_LEADER"])
+        # The table the client reads may still show a node catching up.
+        wanted = ["NODE_STATE_FOLLOWER", "NODE_STATE_FOLLOWER", "NODE_STATE_LEADER"]
+        states: list[str] = []
+        until = time.monotonic() + 20
+        while time.monotonic() < until:
+            states = sorted(m.state for m in client.read_gossip())
+            if states == wanted:
+                break
+            time.sleep(0.2)
+        self.assertEqual(states, wanted)
         stream = "kill-" + uuid.uuid4().hex
         first = NewEvent(type="Before", data=b"{}")
         client.append_to_stream(stream, events=[first], current_version=StreamState.NO_STREAM)
