@@ -352,18 +352,24 @@ class GrpcConnection(Protocol):
                 call._reset()
         elif isinstance(event, WindowUpdated):
             if event.stream_id == 0:
-                for call in list(self._calls.values()):
-                    self.flush_stream(call, write=False)
+                self._flush_waiting()
             else:
                 call = self._calls.get(event.stream_id)
-                if call is not None:
+                if call is not None and call._outbound:
                     self.flush_stream(call, write=False)
         elif isinstance(event, RemoteSettingsChanged):
-            for call in list(self._calls.values()):
-                self.flush_stream(call, write=False)
+            self._flush_waiting()
         elif isinstance(event, ConnectionTerminated):
             self._write()
             self._close()
+
+    def _flush_waiting(self) -> None:
+        """
+        A window opened: send for the calls whose bytes wait for it (most
+        open calls wait for the store and have nothing to send).
+        """
+        for call in [c for c in self._calls.values() if c._outbound]:
+            self.flush_stream(call, write=False)
 
     def _request(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
