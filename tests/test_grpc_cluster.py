@@ -158,3 +158,41 @@ class GrpcClusterTests(SynchronousTestCase):
             raise AssertionError(f"no append after the failover: {last!r}")
         events = client.get_stream(stream)
         self.assertEqual([e.type for e in events], ["Before", "After"])
+
+    def test_jsClientRidesThroughLeaderKill(self) -> None:
+        """
+        @eventstore/db-client discovers the leader through C{Gossip.Read}
+        on the three seeds, appends, and after a leader SIGKILL appends to
+        the new leader; the stream holds both events once.
+        """
+        import json
+        import shutil
+        import subprocess
+
+        from tests.harness import REPO_ROOT
+
+        js_dir = os.path.join(REPO_ROOT, "tests", "js")
+        node_binary = shutil.which("node")
+        if node_binary is None or not os.path.isdir(
+            os.path.join(js_dir, "node_modules", "@eventstore", "db-client")
+        ):
+            raise SkipTest("node or tests/js/node_modules missing (npm ci --prefix tests/js)")
+        hosts = ",".join(f"127.0.0.1:{n.ext_http_port}" for n in self.nodes)
+        stream = "jsfail-" + uuid.uuid4().hex
+        script = subprocess.Popen(
+            [node_binary, os.path.join(js_dir, "grpc_failover.js"), hosts, stream],
+            cwd=js_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: script.poll() is None and script.kill())
+        assert script.stdout is not None and script.stdin is not None
+        first = json.loads(script.stdout.readline() or b"{}")
+        self.assertEqual(first, {"ready": True})
+        old = self.leader
+        old.kill()
+        script.stdin.write(b"go\n")
+        script.stdin.flush()
+        out, err = script.communicate(timeout=90)
+        lines = [x for x in out.decode("utf-8", "replace").splitlines() if x]
+        result = json.loads(lines[-1]) if lines else {"ok": False, "error": err.decode()[-2000:]}
+        self.assertTrue(result.get("ok"), result)
+        self.assertEqual(result["types"], ["Before", "After"])
