@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import estwisted
-from estwisted.errors import NotAuthenticated
+from estwisted.errors import NotAuthenticated, NotReady
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import HIGH_WATER, ServerCall
@@ -286,6 +286,14 @@ class GrpcServer:
 
             def answer(result: Any) -> None:
                 outstanding[0] -= 1
+                if isinstance(result, Failure) and result.check(NotReady):
+                    # Not the leader (or none yet): the whole call ends with
+                    # not-leader / server-not-ready, as EventStoreDB ends it,
+                    # so the client reconnects instead of retrying here.
+                    call.finish(codec.status_of(_error(result)))
+                    return
+                if call.finished:
+                    return
                 response = streams_pb2.BatchAppendResp(
                     correlation_id=request.correlation_id,
                     stream_identifier=options.stream_identifier,

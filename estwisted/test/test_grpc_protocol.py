@@ -375,6 +375,31 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(result.wrong_expected_version.current_revision, 1)
         self.assertEqual(result.wrong_expected_version.expected_revision, 5)
 
+    def test_batchAppendOnFollower(self) -> None:
+        """
+        A BatchAppend on a node that does not lead ends the whole call with
+        C{not-leader} and the leader's endpoint (the client reconnects),
+        not with a per-batch error.
+        """
+        from estwisted.errors import NotLeader
+
+        self.store.writes_refused = NotLeader(http=("127.0.0.9", 2113))
+        request = streams_pb2.BatchAppendReq(is_final=True)
+        request.correlation_id.string = str(uuid.uuid4())
+        request.options.stream_identifier.stream_name = b"s"
+        request.options.any.SetInParent()
+        proposed = request.proposed_messages.add()
+        proposed.id.string = str(uuid.uuid4())
+        proposed.metadata["type"] = "T"
+        proposed.metadata["content-type"] = "application/json"
+        sid = self.pair.call(STREAMS, "BatchAppend", [request])
+        reply = self.pair.replies[sid]
+        self.assertEqual(
+            (reply.status, reply.meta("exception"), reply.meta("leader-endpoint-port")),
+            (5, "not-leader", "2113"),
+        )
+        self.assertEqual(reply.messages, [])
+
     def test_readNoStream(self) -> None:
         """
         Reading a stream that does not exist answers C{stream_not_found}.

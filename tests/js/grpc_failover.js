@@ -30,7 +30,7 @@ async function main() {
         { expectedRevision: ANY });
       appended = true;
     } catch (e) {
-      errors.push(e.type || e.message);
+      errors.push((e.type || '') + ': ' + (e.message || '').slice(0, 200));
       await new Promise((r) => setTimeout(r, 250));
     }
   }
