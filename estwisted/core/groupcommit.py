@@ -9,15 +9,40 @@ for the gate too, since the records it matched may be on no quorum yet.
 
 The store (L{estwisted.core.streams.StreamStore}) decides and buffers writes
 and is this object's L{CommitSink}.
+
+Flushing off the reactor thread
+===============================
+Without a flusher, the flush is C{log.flush()} on the reactor thread, as
+unit tests with a C{Clock} and a memory log want.  With a L{Flusher} (a
+node: L{ThreadFlusher}), the flush is split (L{estwisted.storage.flushing}):
+the reactor takes the batch (C{log.begin_flush()}), the flusher runs the
+C{pwrite}/C{fdatasync} in its thread with the GIL released, and meanwhile
+the reactor parses and decides the next batch, which forms behind.  At most
+one flush is in flight; when it returns, the next batch goes to the disk at
+once and only then is the returned one published.  Durability is as
+before: nothing is indexed, acknowledged or shown to readers before its
+flush returned (readers see the log only up to C{log.end_position}, which
+moves in C{end_flush} on the reactor thread), and a failed flush fails
+every write of its batch and of the batch formed behind it (whose records
+follow it in the log).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional, Protocol
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from queue import SimpleQueue
+from typing import Optional, Protocol, Union, cast
 
+from estwisted.storage.flushing import FlushJob
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorCore,
+    IReactorThreads,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -65,7 +90,24 @@ class PendingWrite:
         return f"PendingWrite({self.stream!r}, {self.first}, {len(self.events)} events)"
 
 
-Waiter = tuple["Deferred[WriteResult]", WriteResult]
+class WriteWaiter(Protocol):
+    """
+    Who is told a write's outcome: a L{Deferred}, or a lighter object of the
+    same two methods that never raises (the TCP write path).
+    """
+
+    def callback(self, result: WriteResult) -> None:
+        """
+        The write is committed.
+        """
+
+    def errback(self, fail: Optional[Union[Failure, BaseException]] = None) -> None:
+        """
+        The write failed.
+        """
+
+
+Waiter = tuple[WriteWaiter, WriteResult]
 
 
 class CommitSink(Protocol):
@@ -96,6 +138,110 @@ class CommitSink(Protocol):
         """
 
 
+class Flusher(Protocol):
+    """
+    Runs the blocking half of a flush.
+
+    @ivar inline_batch: a batch of at most this many writes, after another
+        such batch, is flushed in the reactor turn instead (a lone writer
+        would only wait for two thread wake-ups more).
+    """
+
+    inline_batch: int
+
+    def run(self, job: FlushJob, done: Callable[[FlushJob], None]) -> None:
+        """
+        Call C{job.run()} (which never raises), then C{done(job)} on the
+        reactor thread.
+        """
+
+
+class SynchronousFlusher:
+    """
+    A L{Flusher} that runs the job at once, in the caller's thread (tests).
+    """
+
+    inline_batch = 0
+
+    def run(self, job: FlushJob, done: Callable[[FlushJob], None]) -> None:
+        job.run()
+        done(job)
+
+
+_SYNCHRONOUS = SynchronousFlusher()
+
+
+class ThreadFlusher:
+    """
+    A L{Flusher} with one thread of its own, started on first use; C{done}
+    comes back through C{reactor.callFromThread}.  The thread stops when
+    the reactor shuts down (or at L{stop}).
+
+    @param switch_interval: the interpreter's thread switch interval is
+        lowered to this (seconds) when the thread starts.
+    @param inline_batch: see L{Flusher.inline_batch}.
+    """
+
+    def __init__(
+        self, reactor: IReactorThreads, switch_interval: float = 0.0005, inline_batch: int = 1
+    ) -> None:
+        self._reactor = reactor
+        self.inline_batch = inline_batch
+        self._switch_interval = switch_interval
+        self._queue: SimpleQueue[Optional[tuple[FlushJob, Callable[[FlushJob], None]]]] = (
+            SimpleQueue()
+        )
+        self._thread: Optional[threading.Thread] = None
+
+    def run(self, job: FlushJob, done: Callable[[FlushJob], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="estwisted-flush", daemon=True)
+            # The flush thread needs the GIL back when the disk returns;
+            # with the default 5 ms switch interval a busy reactor would
+            # hold it that long.
+            if sys.getswitchinterval() > self._switch_interval:
+                sys.setswitchinterval(self._switch_interval)
+            self._thread.start()
+            if IReactorCore.providedBy(self._reactor):
+                cast(IReactorCore, self._reactor).addSystemEventTrigger(
+                    "after", "shutdown", self.stop
+                )
+        self._queue.put((job, done))
+
+    def _work(self) -> None:
+        queue = self._queue
+        call = self._reactor.callFromThread
+        while True:
+            item = queue.get()
+            if item is None:
+                return
+            job, done = item
+            job.run()
+            call(done, job)
+
+    def stop(self) -> None:
+        """
+        Let the thread end once its queue is done.
+        """
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(10)
+
+
+class _InFlight:
+    """
+    A batch whose flush job is running.
+    """
+
+    __slots__ = ("job", "batch", "waiters")
+
+    def __init__(self, job: FlushJob, batch: list[PendingWrite], waiters: list[Waiter]) -> None:
+        self.job = job
+        self.batch = batch
+        self.waiters = waiters
+
+
 class _Gated:
     """
     A flushed batch waiting for the gate.
@@ -116,12 +262,26 @@ class GroupCommit:
     @param clock: schedules the flush (C{callLater(0)}) after the first
         write of a turn.
     @param sink: the store.
+    @param flusher: where the blocking half of a flush runs; C{None}: the
+        whole flush is C{log.flush()} in the reactor turn (see the module
+        docstring).
     """
 
-    def __init__(self, log: IEventLog, clock: IReactorTime, sink: CommitSink) -> None:
+    def __init__(
+        self,
+        log: IEventLog,
+        clock: IReactorTime,
+        sink: CommitSink,
+        flusher: Optional[Flusher] = None,
+    ) -> None:
         self._log = log
         self._clock = clock
         self._sink = sink
+        self._flusher = flusher
+        self._inflight: Optional[_InFlight] = None
+        self._completing = False
+        self._returned = False
+        self._last_small = False
         self._flush_call: Optional[IDelayedCall] = None
         self._batch: list[PendingWrite] = []
         self._waiters: list[Waiter] = []
@@ -156,26 +316,47 @@ class GroupCommit:
         self._schedule()
         return d
 
+    def wait_with(self, result: WriteResult, waiter: WriteWaiter) -> None:
+        """
+        L{wait}, telling C{waiter} instead of a new L{Deferred}.
+        """
+        self._waiters.append((waiter, result))
+        self._schedule()
+
     @property
     def busy(self) -> bool:
         """
         Whether writes are buffered or waiting for the gate.
         """
-        return bool(self._batch or self._gated)
+        return bool(self._batch or self._gated or self._inflight)
 
     def flush_now(self) -> None:
         """
         Flush what is buffered now rather than at the end of the turn (the
-        node is stopping).
+        node is stopping): wait for a flush in flight, then flush the rest in
+        this thread.
         """
         call, self._flush_call = self._flush_call, None
-        if call is not None:
-            if call.active():
-                call.cancel()
-            self.flush()
+        if call is not None and call.active():
+            call.cancel()
+        if self._flusher is None:
+            if call is not None:
+                self.flush()
+            return
+        flusher, self._flusher = self._flusher, SynchronousFlusher()
+        try:
+            inflight = self._inflight
+            if inflight is not None:
+                inflight.job.wait()
+                self._job_done(inflight.job)
+            if self._inflight is None:
+                self._start()
+        finally:
+            self._flusher = flusher
 
     def _schedule(self) -> None:
-        if self._flush_call is None:
+        # with a flush in flight, its end starts the next one
+        if self._flush_call is None and self._inflight is None:
             self._flush_call = self._clock.callLater(0, self.flush)
 
     # -- committing --
@@ -185,6 +366,10 @@ class GroupCommit:
         Make the batch durable, then publish it (through the gate, if any).
         """
         self._flush_call = None
+        if self._flusher is not None:
+            if self._inflight is None:
+                self._start()
+            return
         batch, self._batch = self._batch, []
         waiters, self._waiters = self._waiters, []
         try:
@@ -195,20 +380,106 @@ class GroupCommit:
         except Exception as e:
             self._failed = False
             self._log.discard()
-            self._sink.batch_failed(batch)
-            if isinstance(e, DiskFull):
-                # one line, not a traceback per batch: the disk stays full
-                # until an operator frees space
-                _log.error(
-                    "Group commit of {count} writes refused: the disk is full ({error})",
-                    count=len(batch),
-                    error=e,
-                )
-            else:
-                _log.failure("Group commit of {count} writes failed", count=len(batch))
-            for d, _ in waiters:
-                d.errback(e)
+            self._fail(batch, waiters, e)
             return
+        self._committed(batch, waiters)
+
+    def _fail(self, batch: list[PendingWrite], waiters: list[Waiter], e: Exception) -> None:
+        self._sink.batch_failed(batch)
+        if isinstance(e, DiskFull):
+            # one line, not a traceback per batch: the disk stays full
+            # until an operator frees space
+            _log.error(
+                "Group commit of {count} writes refused: the disk is full ({error})",
+                count=len(batch),
+                error=e,
+            )
+        else:
+            _log.failure(
+                "Group commit of {count} writes failed", count=len(batch), failure=Failure(e)
+            )
+        for d, _ in waiters:
+            d.errback(e)
+
+    def _start(self) -> None:
+        """
+        Hand the buffered batch to the flusher (nothing is in flight).
+        """
+        batch = self._batch
+        if not batch:
+            # only repeats wait: everything logged so far is durable
+            waiters, self._waiters = self._waiters, []
+            if waiters:
+                self._committed(batch, waiters)
+            return
+        self._batch = []
+        waiters, self._waiters = self._waiters, []
+        try:
+            if self._failed:
+                raise StorageError("Appending to the log failed")
+            job = self._log.begin_flush()
+        except Exception as e:
+            self._failed = False
+            self._log.discard()
+            self._fail(batch, waiters, e)
+            return
+        if job is None:
+            self._committed(batch, waiters)
+            return
+        self._inflight = _InFlight(job, batch, waiters)
+        flusher = self._flusher
+        assert flusher is not None
+        small = len(batch) <= flusher.inline_batch
+        if small and self._last_small:
+            # a lone writer: handing the flush to a thread would only add
+            # two thread wake-ups to its latency
+            flusher = _SYNCHRONOUS
+        self._last_small = small
+        flusher.run(job, self._job_done)
+
+    def _job_done(self, job: FlushJob) -> None:
+        """
+        The flusher returned C{job} (reactor thread): start the next batch's
+        flush, then publish this one.  A flusher that returns the next job
+        at once (synchronous) leaves it to the loop here, so that batches
+        are published in log order.
+        """
+        inflight = self._inflight
+        if inflight is None or inflight.job is not job:
+            return  # finished already by flush_now
+        if self._completing:
+            self._returned = True
+            return
+        self._completing = True
+        try:
+            while inflight is not None:
+                self._inflight = None
+                self._returned = False
+                try:
+                    self._log.end_flush(inflight.job)
+                except Exception as e:
+                    # the batch behind it follows it in the log: it fails
+                    # too (the log dropped its records)
+                    batch = inflight.batch + self._batch
+                    waiters = inflight.waiters + self._waiters
+                    self._batch = []
+                    self._waiters = []
+                    self._failed = False
+                    self._fail(batch, waiters, e)
+                    return
+                if self._batch:
+                    self._start()
+                self._committed(inflight.batch, inflight.waiters)
+                inflight = self._inflight if self._returned else None
+            if self._waiters and not self._batch and self._inflight is None:
+                self._start()
+        finally:
+            self._completing = False
+
+    def _committed(self, batch: list[PendingWrite], waiters: list[Waiter]) -> None:
+        """
+        C{batch} is durable: publish it, through the gate if any.
+        """
         gate = self._gate
         if gate is not None and (batch or waiters):
             # Everything a repeat can have matched lies before the log's end.
@@ -219,7 +490,7 @@ class GroupCommit:
                 lambda f: self._gate_failed(entry, f),
             )
             return
-        if not self._gated:
+        if not self._gated and not self._batch and self._inflight is None:
             self._sink.pending_settled()
         self._publish(batch, waiters)
 
@@ -237,7 +508,7 @@ class GroupCommit:
             return
         done = gated[:count]
         del gated[:count]
-        if not gated and not self._batch:
+        if not gated and not self._batch and self._inflight is None:
             # before any callback can buffer a new write
             self._sink.pending_settled()
         for e in done:
@@ -280,6 +551,10 @@ class GroupCommit:
         """
         The log was truncated: forget everything buffered or gated.
         """
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            for d, _ in inflight.waiters:
+                d.errback(EstoreError("The log was truncated before the write was committed"))
         self._gated = []
         self._batch = []
         self._waiters = []

@@ -5,6 +5,8 @@ Seams with more than one implementation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from zope.interface import Attribute, Interface
 
 
@@ -42,6 +44,19 @@ class IEventLog(Interface):
         @return: the position the record will have once flushed.
         """
 
+    def append_many(
+        stream: str,
+        first: int,
+        events: Sequence[estwisted.core.model.NewEvent],  # type: ignore[name-defined]  # noqa: F821
+        created: int,
+    ) -> tuple[list[int], list[int]]:
+        """
+        Buffer one record per event of C{events} (C{stream}, numbered from
+        C{first}, flags from C{is_json}), as L{append} would one by one.
+
+        @return: the records' positions and next positions.
+        """
+
     def flush() -> int:
         """
         Make every buffered record durable.
@@ -53,7 +68,29 @@ class IEventLog(Interface):
 
     def discard() -> None:
         """
-        Drop every buffered, unflushed record.
+        Drop every buffered, unflushed record (not those of a flush in
+        flight).
+        """
+
+    def begin_flush() -> Optional[estwisted.storage.flushing.FlushJob]:  # type: ignore[name-defined]  # noqa: F821
+        """
+        The first half of a flush whose blocking part may run in another
+        thread (L{estwisted.storage.flushing}): take every buffered record
+        into a L{estwisted.storage.flushing.FlushJob}; later appends form
+        the next batch behind it.  At most one job is in flight.
+
+        @return: the job, or C{None} when nothing is buffered.
+        @raise estwisted.core.errors.StorageError: a job is in flight already, or
+            the log failed.
+        """
+
+    def end_flush(job: estwisted.storage.flushing.FlushJob) -> int:  # type: ignore[name-defined]  # noqa: F821
+        """
+        The last half: after C{job.run()} returned, publish the new end; or,
+        when it failed, undo it, drop what was buffered behind it and raise.
+
+        @return: the new L{end_position}.
+        @raise estwisted.core.errors.StorageError: the job failed.
         """
 
     def read(position: int) -> estwisted.core.model.EventRecord:  # type: ignore[name-defined]  # noqa: F821

@@ -59,7 +59,7 @@ from estwisted.core.errors import (
     StorageError,
     StreamDeleted,
 )
-from estwisted.core.groupcommit import GroupCommit, PendingWrite
+from estwisted.core.groupcommit import Flusher, GroupCommit, PendingWrite, WriteWaiter
 from estwisted.core.interfaces import ICommitGate, IEventLog
 from estwisted.core.metadata import (
     LINK_EVENT_TYPE,
@@ -167,6 +167,9 @@ class StreamStore:
         time for C{created} stamps and C{$maxAge}.
     @param password_iterations: PBKDF2 iterations for new passwords.
     @param recent_event_ids: size of the idempotency cache.
+    @param flusher: where group commits do their C{pwrite}/C{fdatasync}
+        (L{estwisted.core.groupcommit.ThreadFlusher} on a node on disk);
+        C{None}: in the reactor turn.
 
     @ivar users: the L{estwisted.core.users.UserManager} of this store.
     """
@@ -178,6 +181,7 @@ class StreamStore:
         clock: IReactorTime,
         password_iterations: Optional[int] = None,
         recent_event_ids: int = RECENT_EVENT_IDS,
+        flusher: Optional[Flusher] = None,
     ) -> None:
         from estwisted.core.users import UserManager
 
@@ -185,7 +189,7 @@ class StreamStore:
         self._index = index
         self._clock = clock
         # Group commit, and the state of writes buffered but not committed.
-        self._commit = GroupCommit(log, clock, self)
+        self._commit = GroupCommit(log, clock, self, flusher)
         self._pending_last: dict[str, int] = {}
         self._pending_meta: dict[str, StreamMetadata] = {}
         # The idempotency window, rebuilt from the log's tail.
@@ -216,6 +220,22 @@ class StreamStore:
         events: Sequence[NewEvent],
         principal: Optional[Principal],
     ) -> Deferred[WriteResult]:
+        d: Deferred[WriteResult] = Deferred()
+        self.append_to(stream, expected_version, events, principal, d)
+        return d
+
+    def append_to(
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        principal: Optional[Principal],
+        waiter: WriteWaiter,
+    ) -> None:
+        """
+        L{append}, telling C{waiter} (a L{Deferred} or a lighter object with
+        the same C{callback}/C{errback}) instead of returning a Deferred.
+        """
         try:
             if not stream or stream == "$all":
                 self._check_stream_name(stream)
@@ -233,9 +253,9 @@ class StreamStore:
                 raise self.writes_refused
             if not self.check_access(principal, stream, acl.WRITE):
                 raise AccessDenied(f"Write access denied for stream {stream!r}")
-            return self._write(stream, expected_version, events)
+            self._write(stream, expected_version, events, waiter)
         except EstoreError as e:
-            return fail(e)
+            waiter.errback(e)
 
     def delete_stream(
         self,
@@ -583,14 +603,19 @@ class StreamStore:
         return self._metadata(stream)
 
     def _write(
-        self, stream: str, expected_version: int, events: Sequence[NewEvent]
-    ) -> Deferred[WriteResult]:
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        waiter: WriteWaiter,
+    ) -> None:
         """
         The expected-version check, then buffer the records (tcp-protocol.md
         6.2).  Access was checked.
         """
         if stream[0] == "$" and stream.startswith("$$"):
-            return self._write_metastream(stream, expected_version, events)
+            self._write_metastream(stream, expected_version, events, waiter)
+            return
         # _current and _write_metadata, inlined: this is the hot path.
         current = self._pending_last.get(stream)
         if current is None:
@@ -606,23 +631,29 @@ class StreamStore:
                 metadata = self._metadata(stream)
         decision = self._decide(stream, expected_version, events, current, metadata)
         if isinstance(decision, Repeat):
-            return self._repeat(decision)
+            self._repeat(decision, waiter)
+            return
         created = UNIX_EPOCH_TICKS + int(self._clock.seconds() * _TICKS_PER_SECOND)
         result = self._buffer(stream, decision, events, created)
         if metadata.truncate_before == DELETED_STREAM and events:
             self._buffer_undelete(stream, metadata, decision, created)
-        return self._wait(result)
+        self._commit.wait_with(result, waiter)
 
     def _write_metastream(
-        self, stream: str, expected_version: int, events: Sequence[NewEvent]
-    ) -> Deferred[WriteResult]:
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        waiter: WriteWaiter,
+    ) -> None:
         original = stream[2:]
         if self._current(original) == DELETED_STREAM:
             raise StreamDeleted(f"Stream {original!r} is deleted")
         current = self._current(stream)
         decision = self._decide(stream, expected_version, events, current, METASTREAM_METADATA)
         if isinstance(decision, Repeat):
-            return self._repeat(decision)
+            self._repeat(decision, waiter)
+            return
         created = ticks_from_unix(self._clock.seconds())
         original_metadata = self._write_metadata(original)
         if original_metadata.is_soft_deleted and events:
@@ -634,7 +665,7 @@ class StreamStore:
             self._pending_meta[original] = parse_metadata(
                 last.data, last.is_json, result.last_event_number
             )
-        return self._wait(result)
+        self._commit.wait_with(result, waiter)
 
     def _decide(
         self,
@@ -658,11 +689,11 @@ class StreamStore:
             lambda: self._current("$$" + stream) >= 0,
         )
 
-    def _repeat(self, decision: Repeat) -> Deferred[WriteResult]:
+    def _repeat(self, decision: Repeat, waiter: WriteWaiter) -> None:
         """
         Answer an idempotent repeat once what it matched is committed.
         """
-        return self._commit.wait(WriteResult(decision.first, decision.last, -1))
+        self._commit.wait_with(WriteResult(decision.first, decision.last, -1), waiter)
 
     def _has_event_id(self, stream: str, number: int, event_id: bytes) -> bool:
         known = self._recent.get(event_id)
@@ -686,36 +717,14 @@ class StreamStore:
         """
         if not events:
             return WriteResult(first, first - 1, -1)
-        log = self._log
-        log_append = log.append
-        number = first
-        positions: list[int] = []
-        nexts: list[int] = []
-        add_position = positions.append
-        add_next = nexts.append
         try:
-            for event in events:
-                add_position(
-                    log_append(
-                        stream,
-                        number,
-                        event.event_id,
-                        event.event_type,
-                        FLAG_JSON if event.is_json else 0,
-                        event.data,
-                        event.metadata,
-                        created,
-                    )
-                )
-                add_next(log.pending_position)
-                number += 1
+            positions, nexts = self._log.append_many(stream, first, events, created)
         except Exception as e:
-            self._commit.append_failed(
-                PendingWrite(stream, first, events, positions, nexts, created)
-            )
+            self._commit.append_failed(PendingWrite(stream, first, events, [], [], created))
             if isinstance(e, EstoreError):
                 raise
             raise StorageError(f"Cannot append to the log: {e}") from e
+        number = first + len(events)
         # A copy: the caller may reuse its list before the flush.
         copied = tuple(events)
         self._recent.add(stream, first, [event.event_id for event in copied])

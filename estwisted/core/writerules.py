@@ -97,6 +97,22 @@ class RecentIds:
         values = self._values
         size = len(ring)
         slot = self._next
+        if not isinstance(event_ids, list):
+            event_ids = list(event_ids)
+        count = len(event_ids)
+        end = slot + count
+        if count > 1 and end <= size:
+            # the common case, whole slices at once
+            get = ids.get
+            for old, stored in zip(ring[slot:end], values[slot:end], strict=True):
+                if old is not None and get(old) is stored:
+                    del ids[old]
+            new = [(stream, number) for number in range(first, first + count)]
+            ring[slot:end] = event_ids
+            values[slot:end] = new
+            ids.update(zip(event_ids, new, strict=True))
+            self._next = 0 if end == size else end
+            return
         number = first
         for event_id in event_ids:
             old = ring[slot]

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 
 from estwisted.core.errors import StorageError
+from estwisted.core.groupcommit import ThreadFlusher
 from estwisted.core.streams import StreamStore
 
 
@@ -130,7 +131,11 @@ class NodeService(MultiService):
             # indexes a short tail of the log.
             index_saver(close, self.reactor).setServiceParent(self)
         self.store = StreamStore(
-            log, index, self.reactor, recent_event_ids=config.idempotency_window
+            log,
+            index,
+            self.reactor,
+            recent_event_ids=config.idempotency_window,
+            flusher=None if config.mem_db else ThreadFlusher(self.reactor),
         )
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.reactor)

@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     # edges: protocols, resources, peers
     "estwisted.tls.contexts": 4,
     "estwisted.tcp.server": 4,
+    "estwisted.tcp.dispatch": 4,
     "estwisted.http": 4,
     "estwisted.cluster.gossiphttp": 4,
     "estwisted.cluster.controller": 4,

@@ -26,6 +26,7 @@ from typing import Optional, cast
 
 from attrs import frozen
 
+from estwisted.core import errors
 from estwisted.core.model import (
     DELETED_STREAM,
     DELETED_STREAM_V1,
@@ -189,6 +190,19 @@ def decode_package(package: bytes) -> TcpPackage:
     correlation_id = package[2:18]
     if not flags & FLAG_AUTHENTICATED:
         return TcpPackage(command, flags, correlation_id, package[18:])
+    login, password, data = decode_credentials(package)
+    return TcpPackage(command, flags, correlation_id, data, login, password)
+
+
+def decode_credentials(package: bytes) -> tuple[str, str, bytes]:
+    """
+    The login, password and payload of a package (at least L{HEADER_SIZE}
+    bytes) whose flags have L{FLAG_AUTHENTICATED}; the header itself is the
+    caller's.
+
+    @raise PackageError: a bad auth block.
+    """
+    size = len(package)
     if size < 19:
         raise PackageError("Login length is missing.")
     login_len = package[18]
@@ -204,14 +218,7 @@ def decode_package(package: bytes) -> TcpPackage:
         password = package[password_start : password_start + password_len].decode("utf-8")
     except UnicodeDecodeError as e:
         raise PackageError(f"Credentials are not UTF-8: {e}") from e
-    return TcpPackage(
-        command,
-        flags,
-        correlation_id,
-        package[password_start + password_len :],
-        login,
-        password,
-    )
+    return login, password, package[password_start + password_len :]
 
 
 def encode_package(
@@ -255,6 +262,16 @@ def frame_package(command: int, correlation_id: bytes, data: bytes = b"") -> byt
     the server's replies.
     """
     return _pack_framed_header(HEADER_SIZE + len(data), command, 0) + correlation_id + data
+
+
+_HEARTBEAT_RESPONSE_HEADER = _FRAMED_HEADER.pack(HEADER_SIZE, 0x02, 0)
+
+
+def heartbeat_response(correlation_id: bytes) -> bytes:
+    """
+    The frame of a C{HeartbeatResponseCommand} answering C{correlation_id}.
+    """
+    return _HEARTBEAT_RESPONSE_HEADER + correlation_id
 
 
 # -- GUIDs ------------------------------------------------------------------
@@ -756,6 +773,42 @@ def write_completed_success(
     return message.SerializePartialToString()
 
 
+_WRITE_OK_HEAD = b"\x08\x00\x18"
+_MINUS_ONE = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"
+_WRITE_OK_TAIL = b"\x38" + _MINUS_ONE
+_WRITE_COMPLETED = int(TcpCommand.WriteEventsCompleted)
+
+
+def write_completed_frame(
+    correlation_id: bytes, first_event_number: int, last_event_number: int, position: int
+) -> bytes:
+    """
+    The whole C{WriteEventsCompleted} frame of a successful write, from a
+    template (no protobuf message): the same bytes as framing
+    L{write_completed_success}.
+    """
+    varint = _varint
+    p = varint(position)
+    payload = b"".join(
+        (
+            _WRITE_OK_HEAD,
+            varint(first_event_number),
+            b"\x20",
+            varint(last_event_number),
+            b"\x28",
+            p,
+            b"\x30",
+            p,
+            _WRITE_OK_TAIL,
+        )
+    )
+    return (
+        _pack_framed_header(HEADER_SIZE + len(payload), _WRITE_COMPLETED, 0)
+        + correlation_id
+        + payload
+    )
+
+
 def write_completed_failure(result: int, message: str, current_version: int = -1) -> bytes:
     """
     Encode a failed C{WriteEventsCompleted} payload the way v5 fills it.
@@ -811,3 +864,201 @@ def resolved_events_from_proto(messages: Sequence[pb.ResolvedEvent]) -> list[Res
     Model values of a list of protobuf resolved events.
     """
     return [resolved_event_from_proto(m) for m in messages]
+
+
+# -- requests by command -------------------------------------------------------
+
+#: The protobuf message of each request the external interface takes.
+REQUEST_MESSAGES: dict[int, type] = {
+    TcpCommand.WriteEvents: pb.WriteEvents,
+    TcpCommand.TransactionStart: pb.TransactionStart,
+    TcpCommand.TransactionWrite: pb.TransactionWrite,
+    TcpCommand.TransactionCommit: pb.TransactionCommit,
+    TcpCommand.DeleteStream: pb.DeleteStream,
+    TcpCommand.ReadEvent: pb.ReadEvent,
+    TcpCommand.ReadStreamEventsForward: pb.ReadStreamEvents,
+    TcpCommand.ReadStreamEventsBackward: pb.ReadStreamEvents,
+    TcpCommand.ReadAllEventsForward: pb.ReadAllEvents,
+    TcpCommand.ReadAllEventsBackward: pb.ReadAllEvents,
+    TcpCommand.SubscribeToStream: pb.SubscribeToStream,
+    TcpCommand.UnsubscribeFromStream: pb.UnsubscribeFromStream,
+    TcpCommand.ConnectToPersistentSubscription: pb.ConnectToPersistentSubscription,
+    TcpCommand.CreatePersistentSubscription: pb.CreatePersistentSubscription,
+    TcpCommand.UpdatePersistentSubscription: pb.UpdatePersistentSubscription,
+    TcpCommand.DeletePersistentSubscription: pb.DeletePersistentSubscription,
+    TcpCommand.PersistentSubscriptionAckEvents: pb.PersistentSubscriptionAckEvents,
+    TcpCommand.PersistentSubscriptionNakEvents: pb.PersistentSubscriptionNakEvents,
+    TcpCommand.IdentifyClient: pb.IdentifyClient,
+}
+
+
+def parse_request(command: int, data: bytes):  # type: ignore[no-untyped-def]
+    """
+    Parse the payload of request C{command} (see L{REQUEST_MESSAGES}).
+
+    @raise PayloadError: it does not parse.
+    """
+    return parse(REQUEST_MESSAGES[command], data)
+
+
+def write_events_request(data: bytes) -> tuple[str, int, list[NewEvent]]:
+    """
+    A C{WriteEvents} payload as C{(stream, expected version, events)}.
+
+    @raise PayloadError: it does not parse, or an event id is not 16 bytes.
+    """
+    message = pb.WriteEvents()
+    try:
+        message.ParseFromString(data)
+    except Exception as e:
+        raise PayloadError(str(e)) from e
+    return (
+        message.event_stream_id,
+        message.expected_version,
+        new_events_from_proto(message.events),
+    )
+
+
+# -- replies by command --------------------------------------------------------
+
+#: C{OperationResult} values.
+SUCCESS = pb.Success
+COMMIT_TIMEOUT = pb.CommitTimeout
+
+_OPERATION_RESULTS: list[tuple[type[Exception], int]] = [
+    (errors.WrongExpectedVersion, pb.WrongExpectedVersion),
+    (errors.StreamDeleted, pb.StreamDeleted),
+    (errors.InvalidTransaction, pb.InvalidTransaction),
+    (errors.AccessDenied, pb.AccessDenied),
+    (errors.CommitTimeout, pb.CommitTimeout),
+    (errors.StorageError, pb.CommitTimeout),
+]
+
+
+def operation_result(error: BaseException) -> Optional[int]:
+    """
+    The C{OperationResult} that answers C{error}, or C{None} when it is no
+    operation outcome (a generic error answer).
+    """
+    for kind, result in _OPERATION_RESULTS:
+        if isinstance(error, kind):
+            return result
+    return None
+
+
+def not_master(
+    tcp: Optional[tuple[str, int]], http: Optional[tuple[str, int]]
+) -> bytes:
+    """
+    A C{NotHandled(NotMaster)} payload with the leader's external endpoints.
+    """
+    tcp = tcp or ("", 0)
+    http = http or tcp
+    info = pb.NotHandled.MasterInfo(
+        external_tcp_address=tcp[0],
+        external_tcp_port=tcp[1],
+        external_http_address=http[0],
+        external_http_port=http[1],
+    )
+    return pb.NotHandled(
+        reason=pb.NotHandled.NotMaster, additional_info=info.SerializeToString()
+    ).SerializePartialToString()
+
+
+def delete_stream_completed(result: int, message: str = "", position: int = -1) -> bytes:
+    """
+    A C{DeleteStreamCompleted} payload.
+    """
+    return pb.DeleteStreamCompleted(
+        result=cast(pb.OperationResult, result),
+        message=message,
+        prepare_position=position,
+        commit_position=position,
+    ).SerializePartialToString()
+
+
+def transaction_completed(
+    command: int, transaction_id: int, result: int, message: str = ""
+) -> bytes:
+    """
+    A C{TransactionStartCompleted} or C{TransactionWriteCompleted} payload
+    (C{command} says which).
+    """
+    message_type = (
+        pb.TransactionStartCompleted
+        if command == TcpCommand.TransactionStartCompleted
+        else pb.TransactionWriteCompleted
+    )
+    return message_type(
+        transaction_id=transaction_id,
+        result=cast(pb.OperationResult, result),
+        message=message,
+    ).SerializePartialToString()
+
+
+def transaction_commit_completed(
+    transaction_id: int,
+    result: int,
+    message: str = "",
+    first_event_number: int = INT_MIN,
+    last_event_number: int = INT_MIN,
+    position: int = -1,
+) -> bytes:
+    """
+    A C{TransactionCommitCompleted} payload.
+    """
+    return pb.TransactionCommitCompleted(
+        transaction_id=transaction_id,
+        result=cast(pb.OperationResult, result),
+        message=message,
+        first_event_number=first_event_number,
+        last_event_number=last_event_number,
+        prepare_position=position,
+        commit_position=position,
+    ).SerializePartialToString()
+
+
+_PERSISTENT_REPLIES: dict[int, type] = {
+    TcpCommand.CreatePersistentSubscriptionCompleted: pb.CreatePersistentSubscriptionCompleted,
+    TcpCommand.UpdatePersistentSubscriptionCompleted: pb.UpdatePersistentSubscriptionCompleted,
+    TcpCommand.DeletePersistentSubscriptionCompleted: pb.DeletePersistentSubscriptionCompleted,
+}
+
+
+def persistent_operation_completed(command: int, result: int, reason: str = "") -> bytes:
+    """
+    The payload of the C{Create}/C{Update}/C{DeletePersistentSubscription}
+    reply C{command}.
+    """
+    return _PERSISTENT_REPLIES[command](result=result, reason=reason).SerializePartialToString()  # type: ignore[no-any-return]
+
+
+def persistent_confirmation(
+    last_commit_position: int, subscription_id: str, last_event_number: int
+) -> bytes:
+    """
+    A C{PersistentSubscriptionConfirmation} payload.
+    """
+    return pb.PersistentSubscriptionConfirmation(
+        last_commit_position=last_commit_position,
+        subscription_id=subscription_id,
+        last_event_number=last_event_number,
+    ).SerializePartialToString()
+
+
+SCAVENGE_STARTED = pb.ScavengeDatabaseResponse.Started
+SCAVENGE_IN_PROGRESS = pb.ScavengeDatabaseResponse.InProgress
+SCAVENGE_UNAUTHORIZED = pb.ScavengeDatabaseResponse.Unauthorized
+
+
+def scavenge_response(result: int, scavenge_id: str = "") -> bytes:
+    """
+    A C{ScavengeDatabaseResponse} payload (no id when unauthorized).
+    """
+    if result == SCAVENGE_UNAUTHORIZED:
+        return pb.ScavengeDatabaseResponse(
+            result=pb.ScavengeDatabaseResponse.Unauthorized
+        ).SerializePartialToString()
+    return pb.ScavengeDatabaseResponse(
+        result=cast(pb.ScavengeDatabaseResponse.ScavengeResult, result), scavengeId=scavenge_id
+    ).SerializePartialToString()

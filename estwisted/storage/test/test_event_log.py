@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from estwisted.core.interfaces import IEventLog
-from estwisted.core.model import FLAG_JSON, FLAG_SYSTEM, EventRecord
+from estwisted.core.model import FLAG_JSON, FLAG_SYSTEM, EventRecord, NewEvent
 from estwisted.storage.log import ChunkedLog
 from estwisted.storage.memory import MemoryLog
 
@@ -279,6 +279,62 @@ class EventLogTestsMixin:
                     self.assertEqual(_fields(log.read(position)), event)
         finally:
             log.close()
+
+
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow],
+    )
+    @given(
+        st.lists(
+            st.lists(st.tuples(st.integers(0, 2500), st.booleans()), min_size=1, max_size=6),
+            max_size=6,
+        )
+    )
+    def test_append_many_like_append(self: Any, writes: list[list[tuple[int, bool]]]) -> None:
+        """
+        C{append_many} buffers the records one C{append} per event would,
+        rolling over into new chunks the same way; they read back whole.
+        """
+        one = self.make_log()
+        many = self.make_log()
+        try:
+            i = 0
+            for w, write in enumerate(writes):
+                stream = f"s{w % 3}"
+                events: list[NewEvent] = []
+                expected: list[int] = []
+                for size, is_json in write:
+                    event_id = i.to_bytes(16, "big")
+                    events.append(NewEvent(event_id, f"t{i}", b"d" * size, b"m", is_json))
+                    expected.append(
+                        one.append(
+                            stream,
+                            10 + len(expected),
+                            event_id,
+                            f"t{i}",
+                            FLAG_JSON if is_json else 0,
+                            b"d" * size,
+                            b"m",
+                            5,
+                        )
+                    )
+                    i += 1
+                positions, nexts = many.append_many(stream, 10, events, 5)
+                self.assertEqual(positions, expected)
+                self.assertEqual(nexts[-1], one.pending_position)
+                self.assertEqual(many.pending_position, one.pending_position)
+            self.assertEqual(one.flush(), many.flush())
+            self.assertEqual(
+                [_fields(r) for r in one.read_forward(0, 1000)],
+                [_fields(r) for r in many.read_forward(0, 1000)],
+            )
+            for r in many.read_forward(0, 1000):
+                self.assertEqual(many.read(r.position), r)
+        finally:
+            one.close()
+            many.close()
 
 
 class MemoryLogTests(EventLogTestsMixin, SynchronousTestCase):

@@ -465,7 +465,7 @@ class WriteReadTests(SynchronousTestCase):
         def broken(*args: object) -> bytes:
             raise RuntimeError("boom")
 
-        self.patch(tcpcodec, "write_completed_success", broken)
+        self.patch(tcpcodec, "write_completed_frame", broken)
         message = pb.WriteEvents(event_stream_id="s", expected_version=-2)
         package = self.client.call(C.WriteEvents, C.BadRequest, message)
         self.assertIn(b"Internal error", package.data)
