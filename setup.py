@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["estwisted", "estwisted.*"]) + ["twisted.plugins"],
-    package_data={"estwisted": ["py.typed", "*.proto"], "estwisted.grpc.protos": ["*.proto", "*.pyi"], "estwisted.web": ["static/*"]},
+    package_data={"estwisted": ["py.typed"], "estwisted.wire": ["*.proto"], "estwisted.grpc.protos": ["*.proto", "*.pyi"], "estwisted.web": ["static/*"]},
     include_package_data=True,
     install_requires=[
         "twisted[tls]>=24.3,<27",
@@ -44,6 +44,6 @@ setup(
             "grpcio-tools==1.85.1",
         ],
     },
-    entry_points={"console_scripts": ["estore = estwisted.cli:main"]},
+    entry_points={"console_scripts": ["estore = estwisted.node.cli:main"]},
     zip_safe=False,
 )

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_httpapi -*-
+# -*- test-case-name: estwisted.http.test.test_api -*-
 """
 HTTP benchmark of an estwisted node (http-api.md; targets in
 shared/performance.md, T5 and T12).
@@ -9,7 +9,7 @@ shared/performance.md, T5 and T12).
 Without C{--port} it starts its own server on 127.0.0.1 and stops it at
 the end: C{node} (default) is a whole node (C{twistd -n estore} through
 L{tests.harness}); C{api-site} is a process serving only
-L{estwisted.httpapi.HttpApi.site} over a L{StreamStore} (no TCP, no
+L{estwisted.http.api.HttpApi.site} over a L{StreamStore} (no TCP, no
 subscriptions), to tell the API's own cost from the node's wiring.  Both
 use an on-disk database unless C{--mem-db}, so every acknowledged write was
 fsync'ed.
@@ -160,10 +160,11 @@ def serve(port: int, directory: str, mem_db: bool, lifetime: float) -> None:
     """
     from twisted.internet import reactor
 
-    from estwisted.httpapi import HttpApi, NodeInfo
-    from estwisted.persistent import PersistentSubscriptions
+    from estwisted.core.streams import StreamStore
+    from estwisted.http.api import HttpApi
+    from estwisted.http.info import NodeInfo
     from estwisted.storage.open import open_storage
-    from estwisted.streams import StreamStore
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
 
     log, index, close = open_storage(None if mem_db else directory, mem_db=mem_db)
     store = StreamStore(log, index, reactor)

@@ -41,11 +41,11 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 
-from estwisted.model import EXPECTED_ANY, NewEvent
+from estwisted.core.model import EXPECTED_ANY, NewEvent
+from estwisted.core.streams import StreamStore
 from estwisted.projections import SystemProjection, SystemProjectionsService
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
-from estwisted.streams import StreamStore
 
 DATA = b"x" * 100
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "projections.json")

@@ -4,7 +4,7 @@ C{benchmarks/results/scavenge.json}.
 
 A log of C{--events} events (default 1M, 100-byte data) in 1,000 streams of
 which half are hard-deleted or truncated (C{$tb}), then one scavenge of
-every completed chunk by L{estwisted.scavenger.Scavenger} on a
+every completed chunk by L{estwisted.core.scavenger.Scavenger} on a
 L{StreamStore}, in process with a deterministic clock standing in for the
 reactor (each clock step runs one bounded slice, as one reactor turn does):
 
@@ -35,11 +35,11 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 
 from twisted.internet.task import Clock  # noqa: E402
 
-from estwisted.acl import SYSTEM_PRINCIPAL  # noqa: E402
-from estwisted.model import EXPECTED_ANY, NewEvent  # noqa: E402
+from estwisted.core.acl import SYSTEM_PRINCIPAL  # noqa: E402
+from estwisted.core.model import EXPECTED_ANY, NewEvent  # noqa: E402
+from estwisted.core.streams import StreamStore  # noqa: E402
 from estwisted.storage.index import StreamIndex  # noqa: E402
 from estwisted.storage.log import ChunkedLog  # noqa: E402
-from estwisted.streams import StreamStore  # noqa: E402
 
 STREAMS = 1000
 CHUNK_SIZE = 16 * 1024 * 1024
@@ -154,7 +154,7 @@ def main() -> int:
         results["append_per_s_before"] = appends
         results["read_per_s_before"] = reads
         before = chunk_bytes(log.path)
-        from estwisted.scavenger import Scavenger
+        from estwisted.core.scavenger import Scavenger
 
         slices = OneSliceClock(clock)
         scavenger = Scavenger(store, log, store._index, slices)  # type: ignore[arg-type]

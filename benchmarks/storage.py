@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_event_log -*-
+# -*- test-case-name: estwisted.storage.test.test_event_log -*-
 """
 Storage benchmark: prints figures and writes them as JSON to
 C{benchmarks/results/storage.json}.

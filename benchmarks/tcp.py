@@ -142,7 +142,7 @@ def volatile_consumer(port: int, stream: str, seconds: float, queue: Any) -> Non
     Subscribe to C{stream} and count pushed events for C{seconds} after the
     first one.
     """
-    from estwisted import messages_pb2 as pb
+    from estwisted.wire import messages_pb2 as pb
 
     sock = socket.create_connection(("127.0.0.1", port))
     corr = uuid.uuid4().bytes_le
@@ -187,7 +187,7 @@ def persistent_consumer(port: int, stream: str, group: str, total: int, queue: A
     chunk), until C{total} messages were acked by all consumers together
     (the parent stops us) or 60 s pass.
     """
-    from estwisted import messages_pb2 as pb
+    from estwisted.wire import messages_pb2 as pb
 
     sock = socket.create_connection(("127.0.0.1", port))
     corr = uuid.uuid4().bytes_le
@@ -231,7 +231,7 @@ def persistent_consumer(port: int, stream: str, group: str, total: int, queue: A
 
 
 def write_events(port: int, stream: str, count: int, batch: int = 100) -> None:
-    from estwisted import messages_pb2 as pb
+    from estwisted.wire import messages_pb2 as pb
 
     sock = socket.create_connection(("127.0.0.1", port))
     for start in range(0, count, batch):
@@ -277,7 +277,7 @@ def bench_volatile(binary: str, port: int, seconds: float, subscribers: int) -> 
 
 
 def bench_persistent(port: int, consumers: int, total: int) -> dict[str, Any]:
-    from estwisted import messages_pb2 as pb
+    from estwisted.wire import messages_pb2 as pb
 
     stream = f"bench-ps-{uuid.uuid4().hex[:8]}"
     write_events(port, stream, total)

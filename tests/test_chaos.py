@@ -136,15 +136,6 @@ class ChaosRunTests(SynchronousTestCase):
         """
         self.assertZero("sub_redelivered_after_ack")
 
-    # Known bug (found by this suite, issue 11): acks are now durable before
-    # 202 and acks of events this node never handed out are remembered, which
-    # took the seed-11 run from 50 redeliveries to 2, but a consumer that
-    # acks through one node around a failover can still get an event again
-    # from the next leader.
-    test_persistent_subscription_no_redelivery_after_ack.todo = (  # type: ignore[attr-defined]
-        "acked events still redelivered across some failovers"
-    )
-
     def test_exit_code(self) -> None:
         """
         The module exits 0 exactly when it found nothing.

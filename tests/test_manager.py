@@ -431,6 +431,64 @@ class ManagerClusterTests(ManagerTestCase):
         self.assertEqual(result["ns"], list(range(count)))
         self.assertEqual(victim.watchdog_status()[0]["restarts"], 1)
 
+    def test_twisted_client_writes_through_managers_across_kill(self) -> Any:
+        """
+        The Twisted client (L{estwisted.client}), given only the managers'
+        external endpoints as gossip seeds, finds the leader and keeps
+        appending while the leader's database node is SIGKILLed (and
+        restarted by its watchdog): every acknowledged event is in the
+        stream once, in acknowledgement order (issue 14).
+        """
+        from twisted.internet.defer import Deferred
+
+        return Deferred.fromCoroutine(self._twisted_client_across_kill())
+
+    async def _twisted_client_across_kill(self) -> None:
+        from twisted.internet import reactor as _reactor
+        from twisted.internet.threads import deferToThread
+
+        from estwisted.client import (
+            ClusterSettings,
+            ConnectionSettings,
+            EventStoreConnection,
+            ExpectedVersion,
+        )
+        from estwisted.client.test.suite import ADMIN, event
+
+        reactor: Any = _reactor
+        machines = self.seed_machines()
+        for m in machines:
+            m.start()
+        doc = await deferToThread(self.wait_for_cluster, machines)
+        (leader,) = [x for x in doc["members"] if x["state"] == "Master"]
+        victim = next(m for m in machines if m.host == leader["internalHttpIp"])
+        connection = EventStoreConnection.create(
+            reactor,
+            ConnectionSettings(
+                keep_reconnecting=True, operation_timeout=2.0, max_retries=100,
+                reconnection_delay=0.1, max_reconnection_delay=0.5,
+                default_user_credentials=ADMIN, heartbeat_interval=0.5, heartbeat_timeout=1.0,
+            ),
+            ClusterSettings(
+                gossip_seeds=[(m.host, m.ports["manager_ext"]) for m in machines],
+                gossip_timeout=0.5,
+            ),
+        )
+        self.addCleanup(connection.close)
+        await connection.connect()
+        stream = "through-managers"
+        count = 300
+        acknowledged = []
+        for n in range(count):
+            e = event(n)
+            await connection.append_to_stream(stream, ExpectedVersion.ANY, [e])
+            acknowledged.append(e.event_id)
+            if n == count // 3:
+                os.kill(victim.node_pid(), signal.SIGKILL)
+        read = await connection.read_stream_events_forward(stream, 0, 4096, False)
+        self.assertEqual([r.original_event.event_id for r in read.events], acknowledged)
+        self.assertEqual(victim.watchdog_status()[0]["restarts"], 1)
+
     def test_sigterm_stops_node_cleanly(self) -> None:
         """
         SIGTERM to a manager stops its node with SIGTERM (the node shuts

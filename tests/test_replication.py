@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 from twisted.trial.unittest import TestCase
 
-from estwisted import messages_pb2 as pb
-from estwisted.tcpcodec import decode_package, encode_package
+from estwisted.wire import messages_pb2 as pb
+from estwisted.wire.tcpcodec import decode_package, encode_package
 from tests.harness import NodeProcess, free_port
 from tests.test_cluster_membership import FAST, masters, running, start_all, wait_for_leader
 

@@ -293,7 +293,7 @@ def _write_request(stream: str, count: int) -> bytes:
     """
     A WriteEvents payload of C{count} 1 KiB JSON events (hand-encoded).
     """
-    from estwisted import messages_pb2 as pb
+    from estwisted.wire import messages_pb2 as pb
 
     message = pb.WriteEvents(event_stream_id=stream, expected_version=-2, require_master=False)
     for _ in range(count):
@@ -331,7 +331,7 @@ class SlowAndIdleClientTests(SynchronousTestCase):
         self.assertEqual(package, (0x04, corr, b"p"))
 
     def test_subscriber_that_stops_reading_is_cut_off(self) -> None:
-        from estwisted import messages_pb2 as pb
+        from estwisted.wire import messages_pb2 as pb
 
         slow = self.connect()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -35,7 +35,7 @@ def estore(*args: str) -> str:
     """
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "estwisted.cli", *args],
+        [sys.executable, "-m", "estwisted.node.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -103,7 +103,7 @@ class PKI:
         """
         import datetime
 
-        from estwisted import certs
+        from estwisted.tls import certs
 
         issuer = certs.load_issuer(self.path("ca", "ca.crt"), self.path("ca", "ca.key"))
         then = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=8)

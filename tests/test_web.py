@@ -316,13 +316,13 @@ class WebUITests(TestCase):
 
 class JsonLogNode(NodeProcess):
     """
-    A node started with twistd's C{--logger estwisted.jsonlog.observer}.
+    A node started with twistd's C{--logger estwisted.node.jsonlog.observer}.
     """
 
     def command(self) -> list[str]:
         args = super().command()
         at = args.index("estore")
-        return args[:at] + ["--logger", "estwisted.jsonlog.observer"] + args[at:]
+        return args[:at] + ["--logger", "estwisted.node.jsonlog.observer"] + args[at:]
 
 
 class JsonLogTests(TestCase):
@@ -341,5 +341,5 @@ class JsonLogTests(TestCase):
         listening = [r for r in records if r["message"].startswith("Listening for external HTTP")]
         self.assertEqual(len(listening), 1, lines[:20])
         self.assertEqual(listening[0]["port"], node.ext_http_port)
-        self.assertEqual(listening[0]["namespace"], "estwisted.service.NodeService")
+        self.assertEqual(listening[0]["namespace"], "estwisted.node.service.NodeService")
         self.assertTrue(all({"time", "level", "message"} <= set(r) for r in records))

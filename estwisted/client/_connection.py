@@ -29,7 +29,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import estwisted.client._errors as errors
-from estwisted import messages_pb2 as pb
 from estwisted.client._discovery import (
     Fetch,
     GossipDiscoverer,
@@ -97,7 +96,8 @@ from estwisted.client._values import (
     UserCredentials,
     WriteResult,
 )
-from estwisted.tcpcodec import TcpCommand, TcpPackage
+from estwisted.wire import messages_pb2 as pb
+from estwisted.wire.tcpcodec import TcpCommand, TcpPackage
 
 _T = TypeVar("_T")
 

@@ -22,7 +22,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from estwisted.client._settings import ClusterSettings, NodePreference
-from estwisted.gossip import GossipFormatError, MemberInfo, VNodeState, decode_cluster_info
+from estwisted.cluster.gossip import GossipFormatError, MemberInfo, VNodeState, decode_cluster_info
 
 _log = Logger()
 
@@ -108,7 +108,7 @@ def http_gossip_fetcher(reactor: Any, timeout: float) -> Fetch:
             if response.code != 200:
                 response.deliverBody(_Discard())
                 raise GossipFormatError(f"gossip answered HTTP {response.code}")
-            return readBody(response)  # type: ignore[no-any-return]
+            return readBody(response)
 
         body: Deferred[bytes] = d.addCallback(got)
         body.addTimeout(timeout, reactor)

@@ -19,7 +19,6 @@ from typing import Any, Optional, Union
 from attrs import frozen
 
 import estwisted.client._errors as errors
-from estwisted import messages_pb2 as pb
 from estwisted.client._discovery import NodeEndpoints
 from estwisted.client._values import (
     AllEventsSlice,
@@ -36,8 +35,9 @@ from estwisted.client._values import (
     UserCredentials,
     WriteResult,
 )
-from estwisted.model import UNIX_EPOCH_TICKS
-from estwisted.tcpcodec import PayloadError, TcpCommand, TcpPackage, parse
+from estwisted.core.model import UNIX_EPOCH_TICKS
+from estwisted.wire import messages_pb2 as pb
+from estwisted.wire.tcpcodec import PayloadError, TcpCommand, TcpPackage, parse
 
 _C = TcpCommand
 
@@ -187,7 +187,7 @@ def new_event_to_proto(event: EventData, out: pb.NewEvent) -> None:
 
 def _write_error(result: int, message: str, current_version: Optional[int]) -> Decision:
     if result in (pb.PrepareTimeout, pb.CommitTimeout, pb.ForwardTimeout):
-        return Retry(pb.OperationResult.Name(result))  # type: ignore[arg-type]
+        return Retry(pb.OperationResult.Name(result))
     if result == pb.WrongExpectedVersion:
         return Fail(
             errors.WrongExpectedVersion(message or "Wrong expected version.", current_version)

@@ -1,7 +1,7 @@
 # -*- test-case-name: estwisted.client.test.test_connection -*-
 """
 The client side of the TCP protocol: a thin adapter.  Bytes go through
-L{estwisted.framing.Framer} and L{estwisted.tcpcodec.decode_package}; each
+L{estwisted.wire.framing.Framer} and L{estwisted.wire.tcpcodec.decode_package}; each
 package is handed to the owning connection, except heartbeats, answered
 here.
 
@@ -24,8 +24,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from estwisted.client._values import UserCredentials
-from estwisted.framing import Framer, FramingError, frame
-from estwisted.tcpcodec import PackageError, TcpCommand, TcpPackage, decode_package, encode_package
+from estwisted.wire.framing import Framer, FramingError, frame
+from estwisted.wire.tcpcodec import (
+    PackageError,
+    TcpCommand,
+    TcpPackage,
+    decode_package,
+    encode_package,
+)
 
 _HEARTBEAT_REQUEST = int(TcpCommand.HeartbeatRequestCommand)
 _HEARTBEAT_RESPONSE = int(TcpCommand.HeartbeatResponseCommand)

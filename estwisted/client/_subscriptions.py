@@ -32,7 +32,6 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 import estwisted.client._errors as errors
-from estwisted import messages_pb2 as pb
 from estwisted.client._operations import Fail, Reconnect, Retry, decide_common, resolved_from_proto
 from estwisted.client._tracking import AllTracker, HandledSet, StreamTracker
 from estwisted.client._values import (
@@ -41,7 +40,8 @@ from estwisted.client._values import (
     SliceReadStatus,
     UserCredentials,
 )
-from estwisted.tcpcodec import PayloadError, TcpCommand, TcpPackage, parse
+from estwisted.wire import messages_pb2 as pb
+from estwisted.wire.tcpcodec import PayloadError, TcpCommand, TcpPackage, parse
 
 #: The owning L{estwisted.client._connection.EventStoreConnection} (not
 #: imported: that module imports this one).

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from attrs import field, frozen
 
-from estwisted.model import DELETED_STREAM
+from estwisted.core.model import DELETED_STREAM
 
 
 class ExpectedVersion:

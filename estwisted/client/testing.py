@@ -35,12 +35,12 @@ from twisted.python.failure import Failure
 from estwisted.client._connection import EventStoreConnection
 from estwisted.client._discovery import NodeEndpoints
 from estwisted.client._settings import ConnectionSettings, SingleNode
-from estwisted.persistent import PersistentSubscriptions
+from estwisted.core.streams import StreamStore
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
-from estwisted.streams import StreamStore
-from estwisted.subscriptions import SubscriptionHub
-from estwisted.tcpserver import TcpClientFactory
+from estwisted.subscriptions.persistent import PersistentSubscriptions
+from estwisted.subscriptions.volatile import SubscriptionHub
+from estwisted.tcp.server import TcpClientFactory
 
 __all__ = ["MemoryEventStore"]
 
@@ -54,7 +54,7 @@ class _PipeTransport(StringTransport):
     """
 
     def __init__(self, clock: IReactorTime, pipe: _Pipe, peer_port: int) -> None:
-        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", peer_port))
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", peer_port))  # type: ignore[no-untyped-call]
         self._clock = clock
         self._pipe = pipe
         self.other: Optional[_PipeTransport] = None
@@ -157,7 +157,7 @@ class MemoryEventStore:
                     server = memory.factory.buildProtocol(None)
                     pipe = _Pipe(memory.clock, client, server, memory)
                     memory._pipes.add(pipe)
-                    server.makeConnection(pipe.server_transport)
+                    server.makeConnection(pipe.server_transport)  # type: ignore[no-untyped-call]
                     client.makeConnection(pipe.client_transport)
                     d.callback(client)
 

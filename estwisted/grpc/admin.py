@@ -1,9 +1,9 @@
-# -*- test-case-name: estwisted.test.test_grpc_protocol -*-
+# -*- test-case-name: estwisted.grpc.test.test_protocol -*-
 """
 The administrative gRPC services over the node's own parts:
 C{event_store.client.users.Users} over L{estwisted.users.UserManager} (the
 same accounts as v5 HTTP C{/users}), C{event_store.client.operations.Operations}
-(scavenge start and stop over L{estwisted.scavenger.Scavenger}, shutdown,
+(scavenge start and stop over L{estwisted.core.scavenger.Scavenger}, shutdown,
 merge indexes) and C{event_store.client.monitoring.Monitoring} (C{Stats}).
 """
 
@@ -20,12 +20,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.errors import NotAuthenticated, NotFound
+from estwisted.core.errors import NotAuthenticated, NotFound
+from estwisted.core.model import UNIX_EPOCH_TICKS, Principal
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import ServerCall
 from estwisted.grpc.protos import monitoring_pb2, operations_pb2, shared_pb2, users_pb2
-from estwisted.model import UNIX_EPOCH_TICKS, Principal
 
 _log = Logger()
 
@@ -226,7 +226,7 @@ class OperationsService:
                 response.scavenge_id = str(uuid.uuid4())
                 response.scavenge_result = operations_pb2.ScavengeResp.Started
             else:
-                from estwisted.scavenger import ScavengeInProgress
+                from estwisted.core.scavenger import ScavengeInProgress
 
                 try:
                     scavenge_id, done = scavenger.start(o.start_from_chunk)

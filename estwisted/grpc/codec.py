@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_grpc_services -*-
+# -*- test-case-name: estwisted.grpc.test.test_protocol -*-
 """
 The gRPC API's messages to and from the store's values, and the store's
 errors to gRPC statuses with EventStoreDB's C{exception} trailers.  Pure:
@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from attrs import frozen
 
-from estwisted.errors import (
+from estwisted.core.errors import (
     AccessDenied,
     AlreadyExists,
     BadRequest,
@@ -36,9 +36,7 @@ from estwisted.errors import (
     StreamDeleted,
     WrongExpectedVersion,
 )
-from estwisted.grpc.framing import GrpcStatus, StatusCode
-from estwisted.grpc.protos import shared_pb2, streams_pb2
-from estwisted.model import (
+from estwisted.core.model import (
     DELETED_STREAM,
     EXPECTED_ANY,
     EXPECTED_NO_STREAM,
@@ -49,6 +47,8 @@ from estwisted.model import (
     NewEvent,
     ResolvedEvent,
 )
+from estwisted.grpc.framing import GrpcStatus, StatusCode
+from estwisted.grpc.protos import shared_pb2, streams_pb2
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -305,7 +305,7 @@ def checkpoint_interval(options: Any) -> int:
     """
     f = options.filter
     window = f.max if f.WhichOneof("window") == "max" and f.max > 0 else DEFAULT_WINDOW
-    return window * max(1, f.checkpointIntervalMultiplier)
+    return int(window) * max(1, int(f.checkpointIntervalMultiplier))
 
 
 # -- errors ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_grpc_framing -*-
+# -*- test-case-name: estwisted.grpc.test.test_framing -*-
 """
 gRPC over HTTP/2, the parts that know no socket and no reactor.
 

@@ -1,7 +1,7 @@
-# -*- test-case-name: estwisted.test.test_grpc_protocol -*-
+# -*- test-case-name: estwisted.grpc.test.test_protocol -*-
 """
 C{event_store.client.persistent_subscriptions.PersistentSubscriptions} over
-L{estwisted.persistent.PersistentSubscriptions}: the same groups, settings,
+L{estwisted.subscriptions.persistent.PersistentSubscriptions}: the same groups, settings,
 checkpoints and parked streams the v5 TCP and HTTP APIs manage.
 
 Groups on streams are served; groups on C{$all} (EventStoreDB 21.10+)
@@ -20,20 +20,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from estwisted.errors import AlreadyExists, NotFound
+from estwisted.core.errors import AlreadyExists, NotFound
+from estwisted.core.model import Principal, ResolvedEvent
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import ServerCall
 from estwisted.grpc.protos import persistent_pb2
-from estwisted.model import Principal, ResolvedEvent
-from estwisted.persistent import (
+from estwisted.subscriptions.persistent import (
     GroupInfo,
     IPersistentSubscriber,
     NakAction,
     PersistentSettings,
     SubscriberMaxCountReached,
 )
-from estwisted.subscriptions import DropReason
+from estwisted.subscriptions.volatile import DropReason
 
 _log = Logger()
 

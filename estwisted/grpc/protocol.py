@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_grpc_protocol -*-
+# -*- test-case-name: estwisted.grpc.test.test_protocol -*-
 """
 HTTP/2 for gRPC on the HTTP port: the sans-IO C{h2} state machine under a
 Twisted protocol, and the sniffer that shares the port with the HTTP/1.1
@@ -502,7 +502,7 @@ class SniffingProtocol(Protocol):
                 assert self.transport is not None
                 self.transport.loseConnection()
                 return
-            inner = built  # type: ignore[assignment]
+            inner = built
         self._inner = inner
         self._buffer = b""
         inner.makeConnection(self.transport)

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_grpc_services -*-
+# -*- test-case-name: estwisted.grpc.test.test_protocol -*-
 """
 The gRPC services over the one store: C{Streams}, C{Gossip} and
 C{ServerFeatures} (docs/grpc.md lists what each method serves).
@@ -32,7 +32,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import estwisted
-from estwisted.errors import NotAuthenticated, NotReady
+from estwisted.core.errors import NotAuthenticated, NotReady
+from estwisted.core.model import (
+    DELETED_STREAM,
+    EXPECTED_ANY,
+    MAX_READ_COUNT,
+    Principal,
+    ReadStatus,
+    ResolvedEvent,
+    WriteResult,
+)
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import HIGH_WATER, ServerCall
@@ -43,16 +52,7 @@ from estwisted.grpc.protos import (
     status_pb2,
     streams_pb2,
 )
-from estwisted.model import (
-    DELETED_STREAM,
-    EXPECTED_ANY,
-    MAX_READ_COUNT,
-    Principal,
-    ReadStatus,
-    ResolvedEvent,
-    WriteResult,
-)
-from estwisted.subscriptions import DropReason, ISubscriber
+from estwisted.subscriptions.volatile import DropReason, ISubscriber
 
 _log = Logger()
 
@@ -77,7 +77,7 @@ class GrpcServer:
     """
     Routes calls to the services.
 
-    @param store: the L{estwisted.streams.StreamStore}.
+    @param store: the L{estwisted.core.streams.StreamStore}.
     @param hub: the L{estwisted.subscriptions.SubscriptionHub}.
     @param clock: for subscription timers.
     @param members: the cluster's members for C{Gossip.Read}, as
@@ -85,7 +85,7 @@ class GrpcServer:
         http_port)} tuples.
     @param leader_refusal: returns the error a call with
         C{requires-leader: true} fails with, C{None} while we lead.
-    @param persistent: the L{estwisted.persistent.PersistentSubscriptions}
+    @param persistent: the L{estwisted.subscriptions.persistent.PersistentSubscriptions}
         (C{None}: that service is not served).
     @param shutdown: stops the node (C{Operations.Shutdown}; C{None}: not
         served).
@@ -237,7 +237,7 @@ class GrpcServer:
                     call.finish(OK)
 
             def failed(f: Failure) -> None:
-                from estwisted.errors import WrongExpectedVersion
+                from estwisted.core.errors import WrongExpectedVersion
 
                 if f.check(WrongExpectedVersion):
                     call.send(_append_wrong_version(_error(f).current_version, expected))
@@ -476,7 +476,7 @@ def _append_wrong_version(current: int, expected: int) -> streams_pb2.AppendResp
 
 
 def _batch_error(f: Failure, stream: str, expected: int) -> status_pb2.Status:
-    from estwisted.errors import WrongExpectedVersion
+    from estwisted.core.errors import WrongExpectedVersion
 
     status = codec.status_of(_error(f), stream, expected)
     if status.code is StatusCode.UNKNOWN:

@@ -1,13 +1,13 @@
 # -*- test-case-name: estwisted.manager.test.test_gossip -*-
 """
 Manager gossip: the manager runs the same gossip machine as a database
-node (L{estwisted.gossip.GossipMachine}), with its own record in state
+node (L{estwisted.cluster.gossip.GossipMachine}), with its own record in state
 C{Manager}.  It posts its table to a random member every round (other
 managers and the database nodes it has heard of) and merges what it is
 posted, so a database node seeded with its manager's internal endpoint
 learns the whole cluster through it.  A member in state C{Manager} is
 never part of an election's electorate nor of a quorum
-(L{estwisted.gossip.ClusterView.electorate}).
+(L{estwisted.cluster.gossip.ClusterView.electorate}).
 
 A manager's record has its internal and external HTTP endpoints; its TCP
 endpoints are the same as its HTTP ones, as v5 writes them.
@@ -23,7 +23,7 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from estwisted.gossip import (
+from estwisted.cluster.gossip import (
     ClusterInfo,
     Endpoint,
     GossipMachine,
@@ -58,7 +58,7 @@ class ManagerGossip:
     Runs a L{GossipMachine} on a clock and a peer transport.
 
     @param transport: has C{post_gossip(target, info) -> Deferred[ClusterInfo]}
-        (L{estwisted.gossiphttp.HttpPeerTransport}).
+        (L{estwisted.cluster.gossiphttp.HttpPeerTransport}).
     """
 
     _log = Logger()

@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.web.resource import Resource
 
-from estwisted.gossip import GossipFormatError, decode_cluster_info, encode_cluster_info
+from estwisted.cluster.gossip import GossipFormatError, decode_cluster_info, encode_cluster_info
 from estwisted.manager.gossip import ManagerGossip
 
 __all__ = ["ManagerResource"]
@@ -40,7 +40,7 @@ class ManagerResource(Resource):
     isLeaf = True
 
     def __init__(self, gossip: ManagerGossip, watchdog_status: Callable[[], Any]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.gossip = gossip
         self.watchdog_status = watchdog_status
 

@@ -26,8 +26,8 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
-from estwisted.gossip import Endpoint, GossipSettings
-from estwisted.gossiphttp import ClusterSite
+from estwisted.cluster.gossip import Endpoint, GossipSettings
+from estwisted.cluster.gossiphttp import ClusterSite
 from estwisted.manager.config import ManagerConfig
 from estwisted.manager.gossip import ManagerGossip, manager_member
 from estwisted.manager.http import ManagerResource
@@ -49,13 +49,13 @@ class GossipService(Service):
         self.transport = transport
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         if self.discovery is not None:
             self.discovery.start()
         self.gossip.start()
 
     def stopService(self) -> Optional[Deferred[None]]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self.discovery is not None:
             self.discovery.stop()
         self.gossip.stop()
@@ -92,7 +92,7 @@ def make_manager_service(
     With C{CertificateFile} set (and not C{Insecure}) both HTTP ports speak
     TLS with the node certificate (mutual TLS on the internal one) and the
     manager gossips over HTTPS, with the CA and SAN checks of a database
-    node (L{estwisted.tls}).  Without a certificate, plaintext is refused on
+    node (L{estwisted.tls.contexts}).  Without a certificate, plaintext is refused on
     a non-loopback address unless C{Insecure} is set, as on a node.
 
     @param nodes: the parsed watchdog file (empty when the watchdog is off).
@@ -102,7 +102,7 @@ def make_manager_service(
     @param discovery: the seed discovery; default from C{config}.
     @raise StartupError: one line.
     """
-    from estwisted.tls import CertificateError, node_tls_from_config
+    from estwisted.tls.contexts import CertificateError, node_tls_from_config
 
     try:
         node_tls = node_tls_from_config(config, reactor)
@@ -135,7 +135,7 @@ def make_manager_service(
         ]
 
     if transport is None:
-        from estwisted.gossiphttp import HttpPeerTransport
+        from estwisted.cluster.gossiphttp import HttpPeerTransport
 
         transport = HttpPeerTransport.create(
             reactor,
@@ -164,12 +164,12 @@ def make_manager_service(
         gossip.set_seeds(found)
 
     if discovery is None:
-        from estwisted.discovery import SeedDiscovery
+        from estwisted.cluster.discovery import SeedDiscovery
 
         discovery = SeedDiscovery.from_config(config, reactor, add_seeds)
 
     resource = ManagerResource(gossip, watchdog.status)
-    site = ClusterSite(resource)
+    site = ClusterSite(resource)  # type: ignore[no-untyped-call]
     int_factory: Any = site
     ext_factory: Any = site
     if use_tls and node_tls is not None:
@@ -177,8 +177,8 @@ def make_manager_service(
         ext_factory = node_tls.server_factory(site, "external HTTP", False, True)
     _listen(reactor, config.int_ip, config.int_http_port, int_factory).setServiceParent(top)
     _listen(reactor, config.ext_ip, config.ext_http_port, ext_factory).setServiceParent(top)
-    GossipService(gossip, discovery, transport).setServiceParent(top)
-    watchdog.setServiceParent(top)
+    GossipService(gossip, discovery, transport).setServiceParent(top)  # type: ignore[no-untyped-call]
+    watchdog.setServiceParent(top)  # type: ignore[no-untyped-call]
     top.watchdog = watchdog  # type: ignore[attr-defined]
     top.gossip = gossip  # type: ignore[attr-defined]
     return top

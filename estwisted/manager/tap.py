@@ -24,8 +24,7 @@ from typing import IO, Any, Optional
 from twisted.application.service import IService
 from twisted.python import usage
 
-from estwisted.config import Option, canonical_arguments, load_config
-from estwisted.errors import ConfigError
+from estwisted.core.errors import ConfigError
 from estwisted.manager.config import (
     MANAGER_OPTIONS,
     ManagerConfig,
@@ -35,6 +34,7 @@ from estwisted.manager.config import (
 )
 from estwisted.manager.watchdog import node_environment
 from estwisted.manager.watchdogfile import NodeSpec, read_watchdog_file
+from estwisted.node.config import Option, canonical_arguments, load_config
 
 __all__ = ["Options", "check_node_arguments", "makeService"]
 
@@ -93,7 +93,7 @@ class Options(usage.Options):
         environ: Optional[Mapping[str, str]] = None,
         stdout: Optional[IO[str]] = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._environ = os.environ if environ is None else environ
         self._stdout = stdout
         self._failed = False
@@ -106,7 +106,7 @@ class Options(usage.Options):
                 canonical = canonical_manager_arguments(options)
             except ConfigError as e:
                 raise usage.UsageError(str(e)) from None
-            super().parseOptions(canonical)
+            super().parseOptions(canonical)  # type: ignore[no-untyped-call]
         except usage.UsageError:
             self._failed = True
             raise

@@ -34,7 +34,6 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.config import ENV_PREFIX
 from estwisted.manager.supervision import (
     CancelTimer,
     Effect,
@@ -49,6 +48,7 @@ from estwisted.manager.supervision import (
     Supervision,
 )
 from estwisted.manager.watchdogfile import NodeSpec
+from estwisted.node.config import ENV_PREFIX
 
 __all__ = ["NodeRunner", "WatchdogService", "node_command", "node_environment"]
 
@@ -302,12 +302,12 @@ class WatchdogService(Service):
         self.runners = list(runners)
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         for runner in self.runners:
             runner.start()
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         return DeferredList([runner.stop() for runner in self.runners])
 
     def status(self) -> list[dict[str, Any]]:

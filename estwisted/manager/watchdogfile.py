@@ -20,7 +20,7 @@ import shlex
 
 from attrs import frozen
 
-from estwisted.errors import ConfigError
+from estwisted.core.errors import ConfigError
 
 __all__ = ["NodeSpec", "parse_watchdog_text", "read_watchdog_file"]
 

@@ -21,9 +21,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 import estwisted.projections._status as _status
-from estwisted.acl import SYSTEM_PRINCIPAL
-from estwisted.errors import NotReady
-from estwisted.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
+from estwisted.core.acl import SYSTEM_PRINCIPAL
+from estwisted.core.errors import NotReady
+from estwisted.core.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
 from estwisted.projections._system import (
     STANDARD_PROJECTIONS,
     Projector,
@@ -281,7 +281,7 @@ class SystemProjectionsService(Service):
         self.enabled = set(self.runners) if enabled else set()
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         for name in self.runners:
             self._definition_versions[name] = self._store.last_event_number(
                 definition_stream(name)
@@ -370,7 +370,7 @@ class SystemProjectionsService(Service):
                 stopped.addCallback(lambda _: runner.start())
             return stopped
 
-        return d.addCallback(restart)
+        return d.addCallback(restart)  # type: ignore[no-any-return]
 
     def _set_enabled(self, name: str, enabled: bool) -> Deferred[None]:
         runner = self.runners[name]
@@ -378,7 +378,7 @@ class SystemProjectionsService(Service):
             runner.projection, enabled, _status.SYSTEM_QUERIES.get(name, "")
         )
         d = self._store.append(definition_stream(name), EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
-        return d.addCallback(lambda _: self._apply(name, enabled))
+        return d.addCallback(lambda _: self._apply(name, enabled))  # type: ignore[no-any-return]
 
     def statistics(self, name: str, base_url: str) -> dict[str, Any]:
         """
@@ -392,7 +392,7 @@ class SystemProjectionsService(Service):
         )
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None

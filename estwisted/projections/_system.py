@@ -26,8 +26,8 @@ from typing import Optional
 
 from attrs import define, field, frozen
 
-from estwisted.metadata import LINK_EVENT_TYPE, TOMBSTONE_EVENT_TYPE
-from estwisted.model import DELETED_STREAM, EventRecord, NewEvent
+from estwisted.core.metadata import LINK_EVENT_TYPE, TOMBSTONE_EVENT_TYPE
+from estwisted.core.model import DELETED_STREAM, EventRecord, NewEvent
 
 #: Event type of a stream reference (C{$stream_by_category}).
 STREAM_REFERENCE_EVENT_TYPE = "$@"

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_checkpoints -*-
+# -*- test-case-name: estwisted.storage.test.test_checkpoints -*-
 """
 Checkpoints: one signed 64-bit little-endian integer per file, 8 bytes.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 
-from estwisted.errors import StorageError
+from estwisted.core.errors import StorageError
 
 _VALUE = struct.Struct("<q")
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_chunks -*-
+# -*- test-case-name: estwisted.storage.test.test_chunks -*-
 """
 Chunk files of the transaction log.
 
@@ -50,7 +50,7 @@ from array import array
 from typing import Optional
 from zlib import crc32
 
-from estwisted.errors import DiskFull, StorageError
+from estwisted.core.errors import DiskFull, StorageError
 
 HEADER_SIZE = 128
 FOOTER_SIZE = 128

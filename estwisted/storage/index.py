@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_index -*-
+# -*- test-case-name: estwisted.storage.test.test_index -*-
 """
 The stream index: stream name -> event number -> log position.
 
@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Iterator
 from typing import Optional
 
-from estwisted.model import DELETED_STREAM
+from estwisted.core.model import DELETED_STREAM
 
 
 class StreamIndex:

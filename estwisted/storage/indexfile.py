@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_index -*-
+# -*- test-case-name: estwisted.storage.test.test_index -*-
 """
 Persistence of the L{StreamIndex} in immutable table files, so a restart
 only indexes the log's tail.
@@ -47,8 +47,8 @@ from zlib import crc32
 
 from twisted.logger import Logger
 
-from estwisted.errors import CorruptRecord, StorageError
-from estwisted.model import DELETED_STREAM, FLAG_SYSTEM
+from estwisted.core.errors import CorruptRecord, StorageError
+from estwisted.core.model import DELETED_STREAM, FLAG_SYSTEM
 from estwisted.storage.checkpoints import fsync_directory
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.records import HEAD_SIZE, OVERHEAD, SCAN_HEAD

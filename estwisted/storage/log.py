@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_event_log -*-
+# -*- test-case-name: estwisted.storage.test.test_event_log -*-
 """
 L{ChunkedLog}: the durable L{IEventLog} in chunk files.
 
@@ -45,16 +45,16 @@ import mmap
 import os
 import struct
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Optional
 from zlib import crc32
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from estwisted.errors import CorruptRecord, StorageError
-from estwisted.interfaces import IEventLog, IReplicableLog
-from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.core.errors import CorruptRecord, StorageError
+from estwisted.core.interfaces import IEventLog, IReplicableLog
+from estwisted.core.model import FLAG_JSON, FLAG_SYSTEM, EventRecord, NewEvent
 from estwisted.storage.checkpoints import Checkpoints, FileCheckpoint, fsync_directory
 from estwisted.storage.chunks import (
     CHUNK_NAME,
@@ -63,6 +63,7 @@ from estwisted.storage.chunks import (
     decode_header,
     storage_error,
 )
+from estwisted.storage.flushing import FlushJob
 from estwisted.storage.records import (
     HEAD,
     MAX_RECORD_SIZE,
@@ -83,6 +84,43 @@ _SIZE = struct.Struct("<I")
 _HEAD_PACK = HEAD.pack
 _TAIL_PACK = TAIL.pack
 _log = Logger()
+
+
+class _ChunkFlush(FlushJob):
+    """
+    One joined C{pwrite} (and C{fdatasync}) into one chunk.
+    """
+
+    __slots__ = ("chunk", "data", "start", "end_local", "dsync")
+
+    def __init__(
+        self,
+        end: int,
+        chunk: Optional[Chunk],
+        data: bytes,
+        start: int,
+        end_local: int,
+        dsync: bool,
+    ) -> None:
+        super().__init__(end)
+        self.chunk = chunk
+        self.data = data
+        self.start = start
+        self.end_local = end_local
+        self.dsync = dsync
+
+    def write(self) -> None:
+        data = self.data
+        if not data:
+            return
+        chunk = self.chunk
+        assert chunk is not None
+        fd = chunk.fd
+        n = os.pwrite(fd, data, HEADER_SIZE + self.start)
+        if n != len(data):
+            raise OSError(errno.ENOSPC, "short write")
+        if not self.dsync:
+            os.fdatasync(fd)
 
 
 def _lock_directory(path: str) -> int:
@@ -131,6 +169,7 @@ class ChunkedLog:
         self._checkpoint_write_bytes = 0 if sync_checkpoint else checkpoint_write_bytes
         self._dsync = dsync
         self._chunks: list[Chunk] = []
+        self._inflight: Optional[_ChunkFlush] = None
         self._failed: Optional[str] = None
         self._closed = False
         self.recovery: dict[str, int] = {}
@@ -370,14 +409,25 @@ class ChunkedLog:
     # -- appending -----------------------------------------------------------
 
     def _reset_buffer(self) -> None:
+        """
+        Empty the buffer: the next record goes at the end of the log, or of
+        the flush in flight.
+        """
+        inflight = self._inflight
+        if inflight is None:
+            local = self._end_local
+            position = self.end_position
+        else:
+            local = inflight.end_local
+            position = inflight.end
         self._frames: list[bytes] = []
         self._segments: list[tuple[int, int, list[bytes]]] = [
-            (self._end_chunk, self._end_local, self._frames)
+            (self._end_chunk, local, self._frames)
         ]
         self._rollovers: dict[int, int] = {}
         self._pending_chunk = self._end_chunk
-        self._pending_local = self._end_local
-        self.pending_position = self.end_position
+        self._pending_local = local
+        self.pending_position = position
 
     def append(
         self,
@@ -436,10 +486,88 @@ class ChunkedLog:
         self.pending_position = position + size
         return position
 
+    def append_many(
+        self, stream: str, first: int, events: Sequence[NewEvent], created: int
+    ) -> tuple[list[int], list[int]]:
+        """
+        Buffer the records of one write: C{events} of C{stream} numbered from
+        C{first} on (flags from C{is_json}); the same records as one
+        L{append} per event, built in one loop.
+
+        @return: the records' positions and next positions.
+        @raise ValueError: a record is too large or a field does not fit;
+            the records before it stay buffered (the caller fails the batch).
+        @raise StorageError: the log failed earlier and must be reopened.
+        """
+        if self._failed is not None:
+            raise StorageError(self._failed)
+        sb = stream.encode("utf-8")
+        sl = len(sb)
+        if sl > 0xFFFF:
+            raise ValueError(f"stream name of {sl} bytes does not fit")
+        base = OVERHEAD + sl
+        chunk_size = self.chunk_size
+        frames = self._frames
+        add = frames.append
+        head = _HEAD_PACK
+        tail = _TAIL_PACK
+        join = b"".join
+        positions: list[int] = []
+        nexts: list[int] = []
+        add_position = positions.append
+        add_next = nexts.append
+        local = self._pending_local
+        position = self.pending_position
+        number = first
+        for event in events:
+            event_id = event.event_id
+            tb = event.event_type.encode("utf-8")
+            data = event.data
+            metadata = event.metadata
+            tl = len(tb)
+            dl = len(data)
+            ml = len(metadata)
+            size = base + tl + dl + ml
+            if size > MAX_RECORD_SIZE or tl > 0xFFFF or len(event_id) != 16:
+                encode(0, sb, number, event_id, tb, 0, data, metadata, created)
+            if local + size > chunk_size:
+                if size > chunk_size:
+                    raise ValueError(f"record of {size} bytes exceeds chunk size {chunk_size}")
+                self._pending_local = local
+                self.pending_position = position
+                self._rollovers[self._pending_chunk] = local
+                self._pending_chunk += 1
+                local = 0
+                position = self._pending_chunk * chunk_size
+                frames = self._frames = []
+                add = frames.append
+                self._segments.append((self._pending_chunk, 0, frames))
+            flags = FLAG_JSON if event.is_json else 0
+            body = join(
+                (
+                    head(size, position, number, created, flags, sl, tl, dl, ml, event_id),
+                    sb,
+                    tb,
+                    data,
+                    metadata,
+                )
+            )
+            add(body + tail(crc32(body), size))
+            add_position(position)
+            local += size
+            position += size
+            add_next(position)
+            number += 1
+            self._pending_local = local
+            self.pending_position = position
+        return positions, nexts
+
     def flush(self) -> int:
         """
         Write and sync every buffered record; see L{IEventLog.flush}.
         """
+        if self._inflight is not None:
+            self._settle()
         if self.pending_position == self.end_position:
             return self.end_position
         if self._failed is not None:
@@ -469,6 +597,84 @@ class ChunkedLog:
                 self._update_checkpoint(False)
             return end
         return self._flush_segments(segments)
+
+    def begin_flush(self) -> Optional[FlushJob]:
+        """
+        Take the buffered records into a job whose C{run} writes and syncs
+        them from any thread; see L{estwisted.storage.flushing}.  Records
+        that fill more than the current chunk (a rollover) are flushed here
+        at once, and the job has nothing left to do.
+
+        @return: the job, or C{None} when nothing is buffered.
+        @raise StorageError: a flush is in flight already, or the log failed.
+        """
+        if self._inflight is not None:
+            raise StorageError("a flush of this log is in flight already")
+        if self.pending_position == self.end_position:
+            return None
+        if self._failed is not None or len(self._segments) != 1:
+            end = self.flush()
+            job = _ChunkFlush(end, None, b"", 0, self._end_local, False)
+            job.run()
+            job.ended = True
+            return job
+        chunk = self._chunks[self._end_chunk]
+        job = _ChunkFlush(
+            self.pending_position,
+            chunk,
+            b"".join(self._frames),
+            self._end_local,
+            self._pending_local,
+            self._dsync,
+        )
+        self._inflight = job
+        # the next batch forms behind this one
+        frames: list[bytes] = []
+        self._frames = frames
+        self._segments = [(self._end_chunk, self._pending_local, frames)]
+        return job
+
+    def end_flush(self, job: FlushJob) -> int:
+        """
+        Finish C{job} (its C{run} returned): publish the new end, or undo the
+        job and drop what was buffered behind it.
+
+        @return: the new L{end_position}.
+        @raise StorageError: the job failed.
+        """
+        assert isinstance(job, _ChunkFlush)
+        if job.ended:
+            if job.error is not None:
+                raise StorageError(f"cannot write to {self.path}: {job.error}")
+            return self.end_position
+        job.ended = True
+        if self._inflight is job:
+            self._inflight = None
+        error = job.error
+        chunk = job.chunk
+        if error is not None:
+            assert chunk is not None
+            if isinstance(error, OSError):
+                self._roll_back([], [(chunk, job.start, len(job.data))], [])
+            self.discard()
+            if isinstance(error, OSError):
+                raise storage_error(error, f"cannot write to {self.path}") from error
+            raise StorageError(f"cannot write to {self.path}: {error}") from error
+        end = self.end_position = job.end
+        self._end_local = job.end_local
+        if end - self._writer_chk.value >= self._checkpoint_write_bytes:
+            self._update_checkpoint(False)
+        return end
+
+    def _settle(self) -> None:
+        """
+        Wait for the flush in flight and finish it (closing, truncating, or
+        a synchronous flush).
+        """
+        job = self._inflight
+        if job is not None:
+            job.wait()
+            self.end_flush(job)
 
     def _flush_segments(self, segments: list[tuple[int, int, list[bytes]]]) -> int:
         """
@@ -847,6 +1053,10 @@ class ChunkedLog:
         chunks are reopened, so recovery (step 1 of the module docstring)
         cuts the log; a crash in between finishes the cut at the next open.
         """
+        try:
+            self._settle()
+        except StorageError:
+            pass  # undone; the cut below is all that matters
         self.discard()
         if position >= self.end_position:
             return
@@ -926,6 +1136,8 @@ class ChunkedLog:
         if self._closed:
             return
         try:
+            if self._inflight is not None:
+                self._inflight.wait()
             if self._failed is None:
                 self.flush()
                 assert self.checkpoints is not None

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_event_log -*-
+# -*- test-case-name: estwisted.storage.test.test_event_log -*-
 """
 L{MemoryLog}: the in-memory L{IEventLog} used by C{MemDb: true} and by tests
 of everything above storage.
@@ -7,17 +7,28 @@ of everything above storage.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Optional
 
 from zope.interface import implementer
 
-from estwisted.errors import CorruptRecord
-from estwisted.interfaces import IEventLog, IReplicableLog
-from estwisted.model import FLAG_SYSTEM, EventRecord
+from estwisted.core.errors import CorruptRecord, StorageError
+from estwisted.core.interfaces import IEventLog, IReplicableLog
+from estwisted.core.model import FLAG_JSON, FLAG_SYSTEM, EventRecord, NewEvent
 from estwisted.storage import records as codec
+from estwisted.storage.flushing import FlushJob
 
 #: Size the memory log pretends every record has, besides its payload, so
 #: that positions look like byte offsets.
 _RECORD_OVERHEAD = 64
+
+
+class _MemoryFlush(FlushJob):
+    __slots__ = ("records",)
+
+    def __init__(self, end: int, records: list[EventRecord]) -> None:
+        super().__init__(end)
+        self.records = records
 
 
 @implementer(IEventLog, IReplicableLog)
@@ -31,6 +42,7 @@ class MemoryLog:
         self._records: list[EventRecord] = []
         self._positions: list[int] = []
         self._pending: list[EventRecord] = []
+        self._inflight: Optional[_MemoryFlush] = None
         self.end_position = 0
         self.pending_position = 0
         self.append("", -1, b"\x00" * 16, "$epoch", FLAG_SYSTEM, b"", b"", 0)
@@ -71,7 +83,33 @@ class MemoryLog:
         self.pending_position = record.next_position
         return position
 
+    def append_many(
+        self, stream: str, first: int, events: Sequence[NewEvent], created: int
+    ) -> tuple[list[int], list[int]]:
+        """
+        See L{estwisted.storage.log.ChunkedLog.append_many}.
+        """
+        positions: list[int] = []
+        nexts: list[int] = []
+        for number, event in enumerate(events, first):
+            positions.append(
+                self.append(
+                    stream,
+                    number,
+                    event.event_id,
+                    event.event_type,
+                    FLAG_JSON if event.is_json else 0,
+                    event.data,
+                    event.metadata,
+                    created,
+                )
+            )
+            nexts.append(self.pending_position)
+        return positions, nexts
+
     def flush(self) -> int:
+        if self._inflight is not None:
+            self.end_flush(self._inflight)
         for record in self._pending:
             self._records.append(record)
             self._positions.append(record.position)
@@ -81,7 +119,42 @@ class MemoryLog:
 
     def discard(self) -> None:
         self._pending = []
-        self.pending_position = self.end_position
+        inflight = self._inflight
+        self.pending_position = self.end_position if inflight is None else inflight.end
+
+    def begin_flush(self) -> Optional[FlushJob]:
+        """
+        See L{estwisted.storage.log.ChunkedLog.begin_flush}; the job has
+        nothing to write.
+        """
+        if self._inflight is not None:
+            raise StorageError("a flush of this log is in flight already")
+        if not self._pending:
+            return None
+        job = self._inflight = _MemoryFlush(self.pending_position, self._pending)
+        self._pending = []
+        return job
+
+    def end_flush(self, job: FlushJob) -> int:
+        """
+        See L{estwisted.storage.log.ChunkedLog.end_flush}.
+        """
+        assert isinstance(job, _MemoryFlush)
+        if job.ended:
+            if job.error is not None:
+                raise StorageError(f"the flush failed: {job.error}")
+            return self.end_position
+        job.ended = True
+        if self._inflight is job:
+            self._inflight = None
+        if job.error is not None:
+            self.discard()
+            raise StorageError(f"the flush failed: {job.error}")
+        for record in job.records:
+            self._records.append(record)
+            self._positions.append(record.position)
+        self.end_position = job.end
+        return job.end
 
     def read(self, position: int) -> EventRecord:
         i = bisect_left(self._positions, position)
@@ -185,6 +258,11 @@ class MemoryLog:
         """
         See L{IReplicableLog.truncate}.
         """
+        if self._inflight is not None:
+            try:
+                self.end_flush(self._inflight)
+            except StorageError:
+                pass
         self.discard()
         if position >= self.end_position:
             return

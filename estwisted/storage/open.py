@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_index -*-
+# -*- test-case-name: estwisted.storage.test.test_index -*-
 """
 The one entry point the wiring layer uses: L{open_storage} opens (or
 creates) the log, recovers it, loads or rebuilds the stream index, and
@@ -15,8 +15,8 @@ from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from estwisted.errors import CorruptRecord
-from estwisted.interfaces import IEventLog
+from estwisted.core.errors import CorruptRecord
+from estwisted.core.interfaces import IEventLog
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.indexfile import (
     INDEX_FILE,
@@ -149,7 +149,7 @@ def open_storage(
     @param mem_db: keep everything in memory (L{MemoryLog}).
     @param chunk_size: data bytes per chunk of a new database.
     @return: the log, the index (covering the whole log) and the closer.
-    @raise estwisted.errors.StorageError: the database cannot be opened
+    @raise estwisted.core.errors.StorageError: the database cannot be opened
         (locked by another process, unreadable, corrupt below its writer
         checkpoint).
     """

@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_records -*-
+# -*- test-case-name: estwisted.storage.test.test_records -*-
 """
 The record codec of the transaction log: pure functions, no I/O.
 
@@ -31,8 +31,8 @@ import struct
 from typing import Union
 from zlib import crc32
 
-from estwisted.errors import CorruptRecord
-from estwisted.model import EventRecord
+from estwisted.core.errors import CorruptRecord
+from estwisted.core.model import EventRecord
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 

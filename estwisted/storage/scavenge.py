@@ -1,4 +1,4 @@
-# -*- test-case-name: estwisted.test.test_scavenge -*-
+# -*- test-case-name: estwisted.storage.test.test_scavenge -*-
 """
 Scavenging of completed chunks: which records survive, and the rewrite of a
 chunk into a scavenged chunk file (format in L{estwisted.storage.chunks}).
@@ -41,9 +41,9 @@ from typing import Any, Optional
 
 import attr
 
-from estwisted.errors import StorageError
-from estwisted.metadata import StreamMetadata, min_visible
-from estwisted.model import DELETED_STREAM, FLAG_SYSTEM
+from estwisted.core.errors import StorageError
+from estwisted.core.metadata import StreamMetadata, min_visible
+from estwisted.core.model import DELETED_STREAM, FLAG_SYSTEM
 from estwisted.storage.checkpoints import fsync_directory
 from estwisted.storage.chunks import (
     CHUNK_NAME,

@@ -111,6 +111,8 @@ _ROOT_FAULTS = {"partition_leader", "partition_one_way", "full_disk"}
 
 #: Clock offset given to a skewed node, beyond the default allowed 60 s.
 SKEW_SECONDS = 90.0
+#: What a node logs when it refuses a peer for clock difference.
+SKEW_LINE = "as a cluster member: its clock says"
 
 #: Chunk size of the nodes: small, so that chunks are created (and a full
 #: disk is noticed) during the run.
@@ -518,13 +520,13 @@ class TcpConnection:
         self.sock.close()
 
     def _frame(self, command: int, corr: bytes, data: bytes) -> bytes:
-        from estwisted.tcpcodec import encode_package
+        from estwisted.wire.tcpcodec import encode_package
 
         package = encode_package(command, corr, data, "admin", "changeit")
         return _LEN.pack(len(package)) + package
 
     def request(self, command: int, data: bytes) -> Any:
-        from estwisted.tcpcodec import decode_package
+        from estwisted.wire.tcpcodec import decode_package
 
         corr = os.urandom(16)
         self.sock.sendall(self._frame(command, corr, data))
@@ -549,7 +551,7 @@ class TcpConnection:
         """
         @return: C{"ok"}, C{"wrong_version"} or another failure word.
         """
-        from estwisted import messages_pb2 as pb
+        from estwisted.wire import messages_pb2 as pb
 
         message = pb.WriteEvents(event_stream_id=stream, expected_version=expected,
                                  require_master=False)
@@ -573,7 +575,7 @@ class TcpConnection:
         """
         @return: the event ids from C{start} and whether the end was reached.
         """
-        from estwisted import messages_pb2 as pb
+        from estwisted.wire import messages_pb2 as pb
 
         message = pb.ReadStreamEvents(event_stream_id=stream, from_event_number=start,
                                       max_count=count, resolve_link_tos=False,
@@ -596,7 +598,7 @@ class TcpConnection:
         One page of C{$all}: C{(stream, event id)} pairs and the next
         position.
         """
-        from estwisted import messages_pb2 as pb
+        from estwisted.wire import messages_pb2 as pb
 
         message = pb.ReadAllEvents(commit_position=commit, prepare_position=prepare,
                                    max_count=count, resolve_link_tos=False,
@@ -1155,12 +1157,12 @@ class ChaosRun:
             self._note(kind, victims=[follower.name], leader=leader_name, down=round(hold, 2),
                        offset=SKEW_SECONDS)
             others_list = [n for n in self.nodes if n is not follower]
-            before = follower.log().count("clock differs")
-            others_before = sum(n.log().count("clock differs") for n in others_list)
+            before = follower.log().count(SKEW_LINE)
+            others_before = sum(n.log().count(SKEW_LINE) for n in others_list)
             self._restart(follower, clock_offset=SKEW_SECONDS)
             time.sleep(hold)
-            own = follower.log().count("clock differs") - before
-            others = sum(n.log().count("clock differs") for n in others_list) - others_before
+            own = follower.log().count(SKEW_LINE) - before
+            others = sum(n.log().count(SKEW_LINE) for n in others_list) - others_before
             if own and others:
                 self.observations["clock_skew_refused_logged_both_sides"] += 1
             self.observations["clock_skew_log_lines_skewed_node"] += own

@@ -24,7 +24,7 @@ I/O and no clock, whether that history keeps the cluster's promises:
 Times are abstract, totally ordered numbers (the chaos runner uses a global
 sequence counter), so hand-made histories are easy to write in tests.
 """
-# -*- test-case-name: estwisted.test.test_history -*-
+# -*- test-case-name: estwisted.testing.test.test_history -*-
 
 from __future__ import annotations
 

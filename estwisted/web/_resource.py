@@ -49,7 +49,7 @@ class WebResource(Resource):
     Answers the paths L{is_web_path} accepts; the HTTP API's root resource
     hands those requests here.
 
-    @param metrics: the node's L{estwisted.metrics.NodeMetrics}; C{None}
+    @param metrics: the node's L{estwisted.web.metrics.NodeMetrics}; C{None}
         answers C{/metrics} with 404.
     @param files: file name to content (defaults to the package's files).
     """
@@ -58,7 +58,7 @@ class WebResource(Resource):
     _log = Logger()
 
     def __init__(self, metrics: Any = None, files: Optional[dict[str, bytes]] = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.metrics = metrics
         self.files = files if files is not None else _load_static()
 
@@ -92,7 +92,7 @@ class WebResource(Resource):
         except Exception:
             self._log.failure("Rendering /metrics failed")
             return self._reply(request, 500, b"Internal Server Error", b"metrics unavailable\n")
-        from estwisted.metrics import CONTENT_TYPE
+        from estwisted.web.metrics import CONTENT_TYPE
 
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         request.setHeader(b"cache-control", b"no-cache")

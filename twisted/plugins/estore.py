@@ -1,5 +1,5 @@
 from twisted.application.service import ServiceMaker
 
 estore = ServiceMaker(
-    "estore", "estwisted.tap", "An Event Store compatible event database node.", "estore"
+    "estore", "estwisted.node.tap", "An Event Store compatible event database node.", "estore"
 )

@@ -15,10 +15,10 @@ from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from estwisted import messages_pb2 as pb
 from estwisted.client._discovery import NodeEndpoints
-from estwisted.framing import Framer
-from estwisted.tcpcodec import TcpCommand, TcpPackage, decode_package, frame_package
+from estwisted.wire import messages_pb2 as pb
+from estwisted.wire.framing import Framer
+from estwisted.wire.tcpcodec import TcpCommand, TcpPackage, decode_package, frame_package
 
 
 class _Transport(StringTransport):

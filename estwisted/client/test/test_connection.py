@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted import messages_pb2 as pb
 from estwisted.client import (
     CannotEstablishConnection,
     ClusterSettings,
@@ -35,8 +34,15 @@ from estwisted.client import (
     WrongExpectedVersion,
 )
 from estwisted.client.test.fakes import FakeNetwork, FakeServerConnection, static_gossip
-from estwisted.gossip import ClusterInfo, Endpoint, MemberInfo, VNodeState, encode_cluster_info
-from estwisted.tcpcodec import TcpCommand
+from estwisted.cluster.gossip import (
+    ClusterInfo,
+    Endpoint,
+    MemberInfo,
+    VNodeState,
+    encode_cluster_info,
+)
+from estwisted.wire import messages_pb2 as pb
+from estwisted.wire.tcpcodec import TcpCommand
 
 NODE = NodeEndpoints("10.0.0.1", 1113)
 LEADER = NodeEndpoints("10.0.0.2", 1113)

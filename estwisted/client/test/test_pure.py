@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 import estwisted.client
-from estwisted import messages_pb2 as pb
 from estwisted.client import (
     ClusterSettings,
     ConnectionSettings,
@@ -54,8 +53,9 @@ from estwisted.client._operations import (
 )
 from estwisted.client._tracking import AllTracker, HandledSet, StreamTracker
 from estwisted.client._values import RecordedEvent
-from estwisted.gossip import Endpoint, MemberInfo, VNodeState
-from estwisted.tcpcodec import TcpCommand, TcpPackage
+from estwisted.cluster.gossip import Endpoint, MemberInfo, VNodeState
+from estwisted.wire import messages_pb2 as pb
+from estwisted.wire.tcpcodec import TcpCommand, TcpPackage
 
 NODE = NodeEndpoints("10.0.0.1", 1113)
 

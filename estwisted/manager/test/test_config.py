@@ -12,12 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.config import Source, SourceKind
 from estwisted.manager.config import (
     MANAGER_OPTIONS,
     canonical_manager_arguments,
     load_manager_config,
 )
+from estwisted.node.config import Source, SourceKind
 
 #: Port 1 is IntHttpPort in the file, so never ExtHttpPort.
 _port = st.integers(2, 65535)

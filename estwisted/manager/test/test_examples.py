@@ -10,9 +10,9 @@ import os
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from estwisted.config import load_config
 from estwisted.manager.config import load_manager_config
 from estwisted.manager.watchdogfile import read_watchdog_file
+from estwisted.node.config import load_config
 
 ETC = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),

@@ -16,7 +16,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.gossip import (
+from estwisted.cluster.gossip import (
     ClusterInfo,
     ClusterView,
     Endpoint,

@@ -12,7 +12,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.gossip import Endpoint
+from estwisted.cluster.gossip import Endpoint
 from estwisted.manager.config import ManagerConfig
 from estwisted.manager.service import StartupError, make_manager_service
 

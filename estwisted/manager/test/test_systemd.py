@@ -12,8 +12,8 @@ import subprocess
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from estwisted.cli import main
 from estwisted.manager.systemd import render_unit
+from estwisted.node.cli import main
 
 
 class ServiceTests(SynchronousTestCase):

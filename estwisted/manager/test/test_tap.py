@@ -13,9 +13,9 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.config import Endpoint, SourceKind
 from estwisted.manager import tap
 from estwisted.manager.config import MANAGER_OPTIONS, ManagerConfig
+from estwisted.node.config import Endpoint, SourceKind
 
 
 class OptionsTests(SynchronousTestCase):

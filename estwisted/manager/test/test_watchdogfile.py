@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.errors import ConfigError
+from estwisted.core.errors import ConfigError
 from estwisted.manager.watchdogfile import NodeSpec, parse_watchdog_text, read_watchdog_file
 
 _word = st.text(

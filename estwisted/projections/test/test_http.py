@@ -1,5 +1,5 @@
 """
-Tests for the projections routes of L{estwisted.httpapi} (issue 16): the
+Tests for the projections routes of L{estwisted.http} (issue 16): the
 standard projections listed, their statistics, query, config, state, and
 enable/disable commands, through C{StubTreq}.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.httpapi import NodeInfo
+from estwisted.http.info import NodeInfo
+from estwisted.http.test.test_api import ADMIN, ApiTestMixin, make_node
 from estwisted.projections import SystemProjectionsService
-from estwisted.test.test_httpapi import ADMIN, ApiTestMixin, make_node
 
 
 class ProjectionsApiTests(ApiTestMixin, SynchronousTestCase):

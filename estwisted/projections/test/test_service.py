@@ -11,9 +11,10 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.acl import SYSTEM_PRINCIPAL
-from estwisted.errors import NotLeader
-from estwisted.model import EXPECTED_ANY, NewEvent, ReadStatus
+from estwisted.core.acl import SYSTEM_PRINCIPAL
+from estwisted.core.errors import NotLeader
+from estwisted.core.model import EXPECTED_ANY, NewEvent, ReadStatus
+from estwisted.core.streams import StreamStore
 from estwisted.projections import (
     SystemProjection,
     SystemProjectionsService,
@@ -22,7 +23,6 @@ from estwisted.projections import (
 )
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
-from estwisted.streams import StreamStore
 
 
 def make_store(log: Any = None) -> tuple[StreamStore, Clock]:

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.metadata import LINK_EVENT_TYPE, TOMBSTONE_EVENT_TYPE, parse_link
-from estwisted.model import DELETED_STREAM, EventRecord
+from estwisted.core.metadata import LINK_EVENT_TYPE, TOMBSTONE_EVENT_TYPE, parse_link
+from estwisted.core.model import DELETED_STREAM, EventRecord
 from estwisted.projections import (
     STREAM_REFERENCE_EVENT_TYPE,
     Projector,

@@ -1,5 +1,5 @@
 """
-Tests for L{estwisted.metrics}: the pure collection functions, the commit
+Tests for L{estwisted.web.metrics}: the pure collection functions, the commit
 counters over a real L{StreamStore}, and the text a scrape returns.
 """
 
@@ -12,8 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.httpapi import HttpApi, NodeInfo
-from estwisted.metrics import (
+from estwisted.core.model import NewEvent
+from estwisted.core.streams import StreamStore
+from estwisted.http.api import HttpApi
+from estwisted.http.info import NodeInfo
+from estwisted.storage.index import StreamIndex
+from estwisted.storage.memory import MemoryLog
+from estwisted.web.metrics import (
     NodeMetrics,
     NodeSources,
     batch_counts,
@@ -23,10 +28,6 @@ from estwisted.metrics import (
     storage_families,
     subscription_families,
 )
-from estwisted.model import NewEvent
-from estwisted.storage.index import StreamIndex
-from estwisted.storage.memory import MemoryLog
-from estwisted.streams import StreamStore
 
 MASTER = (("alive", "true"), ("state", "Master"))
 SLAVE = (("alive", "true"), ("state", "Slave"))
@@ -258,7 +259,7 @@ class HistogramTests(SynchronousTestCase):
         Bounds are inclusive (Prometheus C{le}); counts are cumulative and
         end with C{+Inf}.
         """
-        from estwisted.metrics import Histogram
+        from estwisted.web.metrics import Histogram
 
         h = Histogram((1, 5))
         for value in (0.5, 1, 3, 7):

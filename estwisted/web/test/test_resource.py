@@ -1,6 +1,6 @@
 """
 Tests for L{estwisted.web.WebResource} served through the HTTP API's root
-(L{estwisted.httpapi.ApiRoot}), with C{StubTreq}.
+(L{estwisted.http.api.ApiRoot}), with C{StubTreq}.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.httpapi import HttpApi, NodeInfo
-from estwisted.metrics import NodeMetrics, NodeSources
+from estwisted.core.streams import StreamStore
+from estwisted.http.api import HttpApi
+from estwisted.http.info import NodeInfo
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
-from estwisted.streams import StreamStore
 from estwisted.web import STATIC_FILES, WebResource, is_web_path
+from estwisted.web.metrics import NodeMetrics, NodeSources
 
 BASE = "http://127.0.0.1:2113"
 

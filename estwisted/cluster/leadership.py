@@ -1,0 +1,170 @@
+# -*- test-case-name: estwisted.cluster.test.test_leadership -*-
+"""
+Who leads, as one immutable value: the read model of the node role machine.
+
+L{LeadershipView} is what the node role machine
+(L{estwisted.cluster.controller.NodeMachine}, the only place node states change)
+publishes after every change: our own state, our epoch, the leader's
+internal and external endpoints, and whether this node takes writes.
+L{Leadership} holds the current view and tells subscribers of new ones.
+The edges read it (TCP C{require_master} checks, HTTP
+C{ES-RequireMaster} redirects, forwarding of HTTP writes to the leader,
+C{/info}) and replication applies its write refusal to the store, instead
+of each keeping its own idea of who leads.
+
+A single node (C{ClusterSize = 1}) is always L{STANDALONE}: it takes
+writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Optional
+
+from attrs import frozen
+
+from estwisted.cluster.gossip import Endpoint, MemberInfo, VNodeState
+from estwisted.core.errors import EstoreError, NotLeader, NotReady
+
+#: No epoch yet (the gossip convention).
+NO_EPOCH_ID = uuid.UUID(int=0)
+
+
+@frozen
+class LeadershipView:
+    """
+    One node's view of the cluster's leadership.
+
+    @ivar state: our node state.
+    @ivar epoch_number: the number of the newest epoch in our log (C{-1}:
+        none).
+    @ivar epoch_position: where that epoch record is (C{-1}: none).
+    @ivar epoch_id: its id (L{NO_EPOCH_ID}: none).
+    @ivar leader_id: the leader's instance id: ours while we take writes,
+        the followed leader's while we follow one, else C{None}.
+    @ivar leader_internal_tcp: the leader's internal TCP endpoint
+        (replication), C{None} when no leader is known.
+    @ivar leader_internal_http: the leader's internal HTTP endpoint
+        (gossip, elections).
+    @ivar leader_external_tcp: the leader's external TCP endpoint (what a
+        client is told in C{NotHandled}).
+    @ivar leader_external_http: the leader's external HTTP endpoint
+        (redirects, forwarding).
+    @ivar takes_writes: we lead and replication wrote our epoch: writes
+        are ours to take (they still wait for the quorum).
+    """
+
+    state: VNodeState
+    epoch_number: int = -1
+    epoch_position: int = -1
+    epoch_id: uuid.UUID = NO_EPOCH_ID
+    leader_id: Optional[uuid.UUID] = None
+    leader_internal_tcp: Optional[Endpoint] = None
+    leader_internal_http: Optional[Endpoint] = None
+    leader_external_tcp: Optional[Endpoint] = None
+    leader_external_http: Optional[Endpoint] = None
+    takes_writes: bool = False
+
+    @classmethod
+    def of(
+        cls, own: MemberInfo, state: VNodeState, leader: Optional[MemberInfo], takes_writes: bool
+    ) -> LeadershipView:
+        """
+        The view of a node whose record is C{own}, in C{state}, that takes
+        writes or follows C{leader} (C{None}: neither).
+        """
+        if takes_writes:
+            leader = own
+        return cls(
+            state=state,
+            epoch_number=own.epoch_number,
+            epoch_position=own.epoch_position,
+            epoch_id=own.epoch_id,
+            leader_id=None if leader is None else leader.instance_id,
+            leader_internal_tcp=None if leader is None else leader.internal_tcp,
+            leader_internal_http=None if leader is None else leader.internal_http,
+            leader_external_tcp=None if leader is None else leader.external_tcp,
+            leader_external_http=None if leader is None else leader.external_http,
+            takes_writes=takes_writes,
+        )
+
+    @property
+    def v5_state(self) -> str:
+        """
+        Our state as v5 names it (C{"Master"}, C{"Slave"}, ...).
+        """
+        return self.state.v5_name
+
+    @property
+    def follows(self) -> bool:
+        """
+        We do not take writes but know the leader that does.
+        """
+        return not self.takes_writes and self.leader_external_http is not None
+
+    def refusal(self) -> Optional[EstoreError]:
+        """
+        Why a write (or a read that requires the master) is not ours:
+        C{None} when we take writes, L{NotLeader} naming the leader's
+        external endpoints when we follow one, else L{NotReady}.
+        """
+        if self.takes_writes:
+            return None
+        tcp, http = self.leader_external_tcp, self.leader_external_http
+        if tcp is not None and http is not None:
+            return NotLeader(
+                "Not the leader", tcp=(tcp.host, tcp.port), http=(http.host, http.port)
+            )
+        if self.state is VNodeState.Initializing:
+            return NotReady("The node has not joined the cluster yet")
+        return NotReady("No leader")
+
+    def forward_http(self) -> Optional[tuple[str, int]]:
+        """
+        Where a follower sends an HTTP write: the leader's external HTTP
+        C{(host, port)} while we follow one, else C{None}.
+        """
+        http = self.leader_external_http
+        if not self.follows or http is None:
+            return None
+        return (http.host, http.port)
+
+
+#: A single node: it leads, always.
+STANDALONE = LeadershipView(state=VNodeState.Master, takes_writes=True)
+
+
+class Leadership:
+    """
+    The published L{LeadershipView} of a node: the current one, and the
+    listeners told of each new one (in subscription order).
+    """
+
+    def __init__(self, initial: LeadershipView = STANDALONE) -> None:
+        self._view = initial
+        self._listeners: list[Callable[[LeadershipView], None]] = []
+
+    @property
+    def view(self) -> LeadershipView:
+        return self._view
+
+    def subscribe(self, listener: Callable[[LeadershipView], None]) -> None:
+        """
+        Call C{listener} with every view published from now on.
+        """
+        self._listeners.append(listener)
+
+    def publish(self, view: LeadershipView) -> None:
+        """
+        Make C{view} current and tell the listeners, if it differs from
+        the current one.
+        """
+        if view == self._view:
+            return
+        self._view = view
+        for listener in list(self._listeners):
+            listener(view)
+
+
+__all__ = ["NO_EPOCH_ID", "STANDALONE", "Leadership", "LeadershipView"]

@@ -1,0 +1,272 @@
+# -*- test-case-name: estwisted.test.test_scavenger -*-
+"""
+The scavenger: runs a scavenge of a node's own log in the background.
+
+One scavenge at a time walks the completed chunks from C{startFromChunk}
+up to (not including) the current chunk.  Each chunk is rewritten by
+L{estwisted.storage.scavenge.rewrite_chunk} in bounded slices, one slice per
+reactor turn (C{callLater(0)}), so appends and reads go on in between; the
+rewritten chunk is then swapped in
+(L{estwisted.storage.log.ChunkedLog.replace_chunk}) and the index entries of
+the removed events are set to -1.
+
+Progress and results are written as v5 does: to C{$scavenges-{id}} the
+events C{$scavengeStarted}, C{$scavengeChunksCompleted} (one per chunk,
+with the space saved) and C{$scavengeCompleted} (result, time taken, total
+space saved); to C{$scavenges} links to the started and completed events.
+C{$scavenges-{id}} gets C{$maxAge} = C{ScavengeHistoryMaxAge} days.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from estwisted.core.acl import SYSTEM_PRINCIPAL
+from estwisted.core.errors import StorageError
+from estwisted.core.model import EXPECTED_ANY, NewEvent, ticks_from_unix
+from estwisted.storage.index import StreamIndex
+from estwisted.storage.scavenge import ChunkResult, StreamState, rewrite_chunk
+
+if TYPE_CHECKING:
+    from estwisted.storage.log import ChunkedLog
+
+SCAVENGES_STREAM = "$scavenges"
+STARTED = "$scavengeStarted"
+CHUNKS_COMPLETED = "$scavengeChunksCompleted"
+COMPLETED = "$scavengeCompleted"
+LINK = "$>"
+#: v5's default C{ScavengeHistoryMaxAge}, in days.
+DEFAULT_HISTORY_MAX_AGE = 30
+#: Index entries marked per slice after a chunk swap.
+FORGET_SLICE = 8192
+
+_log = Logger()
+
+
+class ScavengeInProgress(Exception):
+    """
+    A scavenge is already running on this node.
+
+    @ivar scavenge_id: the running one.
+    """
+
+    def __init__(self, scavenge_id: str) -> None:
+        super().__init__(scavenge_id)
+        self.scavenge_id = scavenge_id
+
+
+class Scavenger:
+    """
+    Runs scavenges of C{log} (one at a time).
+
+    @ivar current: the id of the running scavenge, or C{None}.
+    @ivar last_result: the C{$scavengeCompleted} body of the last one.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        log: ChunkedLog,
+        index: StreamIndex,
+        clock: IReactorTime,
+        node_endpoint: str = "",
+        history_max_age: int = DEFAULT_HISTORY_MAX_AGE,
+    ) -> None:
+        self._store = store
+        self._log = log
+        self._index = index
+        self._clock = clock
+        self._node_endpoint = node_endpoint
+        self._history_max_age = history_max_age
+        self.current: Optional[str] = None
+        self.last_result: Optional[dict[str, Any]] = None
+        self._stop_requested = False
+        self._done: Optional[Deferred[dict[str, Any]]] = None
+
+    def start(self, start_from_chunk: int = 0) -> tuple[str, Deferred[dict[str, Any]]]:
+        """
+        Start a scavenge.
+
+        @return: its id and a Deferred firing with the C{$scavengeCompleted}
+            body when it ends.
+        @raise ScavengeInProgress: one is running.
+        """
+        if self.current is not None:
+            raise ScavengeInProgress(self.current)
+        scavenge_id = str(uuid.uuid4())
+        self.current = scavenge_id
+        self._stop_requested = False
+        done: Deferred[dict[str, Any]] = Deferred()
+        self._done = done
+        work = self._run(scavenge_id, start_from_chunk)
+        self._clock.callLater(0, self._step, work)
+        return scavenge_id, done
+
+    def stop(self, scavenge_id: str) -> bool:
+        """
+        Ask the running scavenge to stop (at its next slice).
+
+        @return: whether C{scavenge_id} is the running scavenge.
+        """
+        if scavenge_id != self.current:
+            return False
+        self._stop_requested = True
+        return True
+
+    def _step(self, work: Iterator[None]) -> None:
+        try:
+            next(work)
+        except StopIteration:
+            return
+        except Exception:
+            _log.failure("Scavenge failed unexpectedly")
+            self._finish({"result": "Failed", "error": "internal error"})
+            return
+        self._clock.callLater(0, self._step, work)
+
+    def _finish(self, body: dict[str, Any]) -> None:
+        self.current = None
+        self.last_result = body
+        done, self._done = self._done, None
+        if done is not None:
+            done.callback(body)
+
+    def _write(self, stream: str, event_type: str, body: dict[str, Any]) -> Deferred[Any]:
+        event = NewEvent(uuid.uuid4().bytes, event_type, json.dumps(body).encode(), b"", True)
+        written: Deferred[Any] = self._store.append(stream, EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
+        return written
+
+    def _link(self, stream: str, written: Deferred[Any]) -> None:
+        def link(result: Any) -> Any:
+            data = f"{result.first_event_number}@{stream}".encode()
+            event = NewEvent(uuid.uuid4().bytes, LINK, data, b"", False)
+            return self._store.append(SCAVENGES_STREAM, EXPECTED_ANY, [event], SYSTEM_PRINCIPAL)
+
+        written.addCallback(link)
+        written.addErrback(lambda f: _log.failure("Cannot record the scavenge", f))
+
+    def _state(self, name: str) -> StreamState:
+        index = self._index
+        deleted = index.tombstone(name) is not None or (
+            name.startswith("$$") and index.tombstone(name[2:]) is not None
+        )
+        metadata = self._store.stream_metadata(name)
+        return StreamState(index.last_event_number(name), deleted, metadata)
+
+    def _run(self, scavenge_id: str, start_from_chunk: int) -> Iterator[None]:
+        stream = f"{SCAVENGES_STREAM}-{scavenge_id}"
+        began = time.monotonic()
+        log = self._log
+        end = log.completed_chunks
+        max_age = json.dumps({"$maxAge": self._history_max_age * 86400}).encode()
+        self._store.set_metadata(stream, EXPECTED_ANY, max_age, SYSTEM_PRINCIPAL).addErrback(
+            lambda f: _log.failure("Cannot set the scavenge history age", f)
+        )
+        self._link(
+            stream,
+            self._write(
+                stream, STARTED, {"scavengeId": scavenge_id, "nodeEndpoint": self._node_endpoint}
+            ),
+        )
+        _log.info(
+            "Scavenge {id} started: chunks {first} to {last}",
+            id=scavenge_id,
+            first=start_from_chunk,
+            last=end - 1,
+        )
+        saved_total = 0
+        result = "Success"
+        error = ""
+        for number in range(start_from_chunk, end):
+            if self._stop_requested:
+                result = "Stopped"
+                break
+            chunk_began = time.monotonic()
+            outcome = ChunkResult(number)
+            saved = 0
+            chunk_error = ""
+            try:
+                now = ticks_from_unix(self._clock.seconds())
+                work = rewrite_chunk(
+                    log.chunk(number), log.chunk_runs(number), self._state, now, outcome
+                )
+                for _ in work:
+                    yield None
+                    if self._stop_requested:
+                        work.close()
+                        break
+                if outcome.path is not None and not self._stop_requested:
+                    saved = log.replace_chunk(number, outcome.path)
+                    # in slices too; reads skip what is not marked yet
+                    forget = self._index.forget
+                    removed = outcome.removed
+                    for i, (name, event_number) in enumerate(removed):
+                        forget(name, event_number)
+                        if i % FORGET_SLICE == FORGET_SLICE - 1:
+                            yield None
+            except (StorageError, OSError, ValueError) as e:
+                chunk_error = str(e)
+                result = "Failed"
+                error = chunk_error
+            saved_total += saved
+            self._write(
+                stream,
+                CHUNKS_COMPLETED,
+                {
+                    "scavengeId": scavenge_id,
+                    "chunkStartNumber": number,
+                    "chunkEndNumber": number,
+                    "timeTaken": _timespan(time.monotonic() - chunk_began),
+                    "wasScavenged": outcome.path is not None and not chunk_error,
+                    "spaceSaved": saved,
+                    "errorMessage": chunk_error,
+                },
+            ).addErrback(lambda f: _log.failure("Cannot record the scavenge", f))
+            _log.info(
+                "Scavenge {id}: chunk {number} done ({percent:.0f}%), {removed} events "
+                "removed, {saved} bytes saved",
+                id=scavenge_id,
+                number=number,
+                percent=100.0 * (number - start_from_chunk + 1) / max(1, end - start_from_chunk),
+                removed=len(outcome.removed),
+                saved=saved,
+            )
+            if chunk_error:
+                break
+            yield None
+        if self._stop_requested and result == "Success":
+            result = "Stopped"
+        body = {
+            "scavengeId": scavenge_id,
+            "nodeEndpoint": self._node_endpoint,
+            "result": result,
+            "error": error,
+            "timeTaken": _timespan(time.monotonic() - began),
+            "spaceSaved": saved_total,
+        }
+        self._link(stream, self._write(stream, COMPLETED, body))
+        _log.info(
+            "Scavenge {id} {result}: {saved} bytes saved in {seconds:.3f} s",
+            id=scavenge_id,
+            result=result,
+            saved=saved_total,
+            seconds=time.monotonic() - began,
+        )
+        self._finish(body)
+
+
+def _timespan(seconds: float) -> str:
+    """
+    A .NET C{TimeSpan} string (C{hh:mm:ss.fffffff}) as v5 writes it.
+    """
+    whole = int(seconds)
+    fraction = int((seconds - whole) * 10_000_000)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}.{fraction:07d}"

@@ -1,0 +1,326 @@
+# -*- test-case-name: estwisted.replication.test.test_runners -*-
+"""
+The replication leader runner (Twisted): on a node that became leader,
+writes the epoch record, answers subscriptions
+(L{estwisted.replication.state.decide_start}), streams the log to each
+replica within a send window, tracks acks in a L{LeaderState} and releases
+the writes waiting for the quorum (L{ReplicationLeader.wait_committed});
+L{ReplicationLeader.stop} fails every waiting write (never completes it as
+replicated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from estwisted.core.errors import CommitTimeout, NotReady
+from estwisted.replication.codec import (
+    Ack,
+    Assignment,
+    Committed,
+    Data,
+    Message,
+    Retry,
+    Subscribe,
+    Subscribed,
+    new_id,
+    scan_epochs,
+)
+from estwisted.replication.link import ReplicationLink
+from estwisted.replication.state import (
+    BULK_SIZE,
+    Assign,
+    CommitWaiters,
+    Epoch,
+    LeaderState,
+    NoQuorum,
+    ReplicaRole,
+    StartAt,
+    decide_start,
+    epoch_record_fields,
+)
+
+_log = Logger()
+
+
+class ReplicationLeader:
+    """
+    The leader's side.  Created once per node; L{start} when the node
+    becomes leader, L{stop} when it stops being one.
+
+    @param log: the node's L{IReplicableLog}.
+    @param flush: makes buffered appends durable and returns the end (the
+        store's own flush, so group commit is not disturbed); defaults to
+        C{log.flush}.
+    @param on_no_quorum: called once when too few replicas stayed
+        subscribed for L{estwisted.replication.NO_QUORUM_TIMEOUT}.
+    @ivar epochs: the epochs of the log, oldest first.
+    """
+
+    def __init__(
+        self,
+        log: Any,
+        clock: IReactorTime,
+        cluster_size: int,
+        node_id: bytes,
+        commit_count: int = -1,
+        commit_timeout: float = 2.0,
+        epochs: Optional[list[Epoch]] = None,
+        flush: Optional[Callable[[], int]] = None,
+        on_no_quorum: Optional[Callable[[], None]] = None,
+        chunk_size: int = 0,
+    ) -> None:
+        self.log = log
+        self.clock = clock
+        self.cluster_size = cluster_size
+        self.node_id = node_id
+        self.commit_count = commit_count
+        self.commit_timeout = commit_timeout
+        #: shared with the node's L{ReplicationFollower} (same list object)
+        self.epochs = epochs if epochs is not None else scan_epochs(log)
+        self._flush = flush or log.flush
+        self.on_no_quorum = on_no_quorum
+        self.chunk_size = chunk_size or int(getattr(log, "chunk_size", 0))
+        #: called after an epoch was added to L{epochs}
+        self.epochs_changed: Optional[Callable[[], None]] = None
+        self.state: Optional[LeaderState] = None
+        self.waiters: CommitWaiters[tuple[Deferred[None], Optional[IDelayedCall]]] = CommitWaiters()
+        self._connections: dict[bytes, ReplicationLink] = {}
+        self._by_protocol: dict[ReplicationLink, bytes] = {}
+        self._all: set[ReplicationLink] = set()
+        self._loop: Optional[LoopingCall] = None
+
+    @property
+    def active(self) -> bool:
+        return self.state is not None
+
+    @property
+    def committed(self) -> int:
+        return self.state.committed if self.state is not None else -1
+
+    def factory(self) -> Factory:
+        """
+        A protocol factory for the replication connections of replicas.
+        """
+        return Factory.forProtocol(lambda: ReplicationLink(self))
+
+    # -- leadership --
+
+    def start(self, epoch_number: int, epoch_id: Optional[bytes] = None) -> Epoch:
+        """
+        Become leader: write and flush an epoch record at the end of the log
+        (everything before it that this node holds is its history) and
+        start counting acks.
+        """
+        previous = self.epochs[-1].position if self.epochs else -1
+        if self.epochs:
+            epoch_number = max(epoch_number, self.epochs[-1].number + 1)
+        fields = epoch_record_fields(epoch_number, epoch_id or new_id(), previous)
+        position = self.log.append(**fields)
+        end = self._flush()
+        epoch = Epoch(position, epoch_number, fields["event_id"])
+        self.epochs.append(epoch)
+        if self.epochs_changed is not None:
+            self.epochs_changed()
+        self.state = LeaderState.create(
+            self.cluster_size,
+            end,
+            commit_count=self.commit_count,
+            committed=0,
+            epoch_end=end,
+        )
+        if self._loop is None:
+            self._loop = LoopingCall(self._tick)
+            self._loop.clock = self.clock
+            self._loop.start(0.5, now=False)
+        _log.info(
+            "Leader of epoch {number} at position {position}",
+            number=epoch_number,
+            position=position,
+        )
+        return epoch
+
+    def stop(self, reason: Optional[Exception] = None) -> None:
+        """
+        No longer leader: fail every waiting write (they may or may not end
+        up replicated: the client retries with the same event ids) and drop
+        the replicas.
+        """
+        self.state = None
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        error = reason or NotReady("The leader stepped down before the write was replicated")
+        for d, timer in self.waiters.fail_all():
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not d.called:
+                d.errback(error)
+        for protocol in list(self._all):
+            sid = self._by_protocol.get(protocol, b"\x00" * 16)
+            protocol.send(Retry(sid, "not leader"))
+            protocol.abort("no longer leader")
+
+    # -- the commit gate --
+
+    def wait_committed(self, position: int) -> Deferred[None]:
+        """
+        Fire once records up to C{position} are durable on a quorum; fail
+        with L{CommitTimeout} after C{commit_timeout} or L{NotReady} when
+        leadership ends.
+        """
+        d: Deferred[None] = Deferred()
+        state = self.state
+        if state is None:
+            d.errback(NotReady("Not the leader"))
+            return d
+        if position <= state.committed:
+            d.callback(None)
+            return d
+        timer: Optional[IDelayedCall] = None
+        if self.commit_timeout > 0:
+
+            def expire() -> None:
+                if not d.called:
+                    d.errback(CommitTimeout("The write was not replicated in time"))
+
+            timer = self.clock.callLater(self.commit_timeout, expire)
+        self.waiters.add(position, (d, timer))
+        return d
+
+    def flushed(self, end: Optional[int] = None) -> None:
+        """
+        The leader's log was flushed (call after every group commit): send
+        the new records and release the writes that no longer wait.
+        """
+        state = self.state
+        if state is None:
+            return
+        moved = state.flushed(self.log.end_position if end is None else end)
+        if moved is not None:
+            self._release(moved)
+        for sid in list(self._connections):
+            self._pump(sid)
+
+    def _release(self, committed: int) -> None:
+        for d, timer in self.waiters.release(committed):
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not d.called:
+                d.callback(None)
+        for sid, protocol in self._connections.items():
+            protocol.send(Committed(sid, committed))
+
+    def _tick(self) -> None:
+        state = self.state
+        if state is None:
+            return
+        self._effects(state.assign_roles())
+        for sid, protocol in self._connections.items():
+            state.heard(sid, protocol.last_received)
+        for effect in state.check_quorum(self.clock.seconds()):
+            if isinstance(effect, NoQuorum):
+                _log.warn("Leader without a quorum of replicas")
+                if self.on_no_quorum is not None:
+                    self.on_no_quorum()
+
+    def _effects(self, effects: Sequence[Assign]) -> None:
+        for effect in effects:
+            protocol = self._connections.get(effect.subscription_id)
+            if protocol is not None:
+                protocol.send(Assignment(effect.subscription_id, effect.role.value))
+
+    # -- connections (handler interface of ReplicationLink) --
+
+    def connection_made(self, protocol: ReplicationLink) -> None:
+        self._all.add(protocol)
+
+    def connection_lost(self, protocol: ReplicationLink) -> None:
+        self._all.discard(protocol)
+        sid = self._by_protocol.pop(protocol, None)
+        if sid is not None:
+            self._connections.pop(sid, None)
+            if self.state is not None:
+                self.state.unsubscribe(sid)
+
+    def message_received(self, protocol: ReplicationLink, message: Message) -> None:
+        if isinstance(message, Subscribe):
+            self._subscribe(protocol, message)
+        elif isinstance(message, Ack):
+            self._ack(message)
+        else:
+            protocol.abort(f"unexpected {type(message).__name__} from a replica")
+
+    def _subscribe(self, protocol: ReplicationLink, message: Subscribe) -> None:
+        state = self.state
+        sid = message.subscription_id
+        if state is None or message.leader_id != self.node_id:
+            protocol.send(Retry(sid, "not the leader"))
+            return
+        if self.chunk_size and message.chunk_size and message.chunk_size != self.chunk_size:
+            protocol.send(
+                Retry(sid, f"chunk size {message.chunk_size} differs from {self.chunk_size}")
+            )
+            protocol.abort("chunk size mismatch")
+            return
+        old = self._by_protocol.pop(protocol, None)
+        if old is not None:
+            self._connections.pop(old, None)
+            state.unsubscribe(old)
+        answer = decide_start(self.epochs, self.log.end_position, message.position, message.epochs)
+        if not isinstance(answer, StartAt):
+            protocol.abort(answer.reason)
+            return
+        start = answer.position
+        protocol.send(Subscribed(sid, start))
+        if start < message.position:
+            _log.info(
+                "Replica {node} must truncate from {end} to {start}",
+                node=message.node_id.hex(),
+                end=message.position,
+                start=start,
+            )
+            return
+        self._connections[sid] = protocol
+        self._by_protocol[protocol] = sid
+        effects = state.subscribe(sid, message.node_id, start, message.promotable)
+        protocol.send(Committed(sid, state.committed))
+        self._effects(effects)
+        self._pump(sid)
+
+    def _ack(self, message: Ack) -> None:
+        state = self.state
+        if state is None:
+            return
+        moved = state.acked(message.subscription_id, message.position)
+        if moved is not None:
+            self._release(moved)
+        self._pump(message.subscription_id)
+
+    def _pump(self, sid: bytes) -> None:
+        """
+        Send what a replica lacks, within its send window.
+        """
+        state = self.state
+        protocol = self._connections.get(sid)
+        if state is None or protocol is None:
+            return
+        cursor = state.replicas.get(sid)
+        if cursor is None:
+            return
+        end = self.log.end_position
+        while cursor.sent < end and state.can_send(sid) and protocol.connected_:
+            start, frames, after = self.log.read_raw(cursor.sent, BULK_SIZE)
+            if not frames:
+                break
+            protocol.send(Data(sid, start, state.committed, frames))
+            state.sent(sid, after)
+        if cursor.role is ReplicaRole.CatchingUp:
+            self._effects(state.assign_roles())

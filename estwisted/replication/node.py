@@ -1,0 +1,284 @@
+# -*- test-case-name: estwisted.replication.test.test_runners -*-
+"""
+Replication of one clustered node: performs what the node role machine
+decides (lead, follow, stand by), reports what it observes, gates the
+store's commits on the quorum while leading; and its wiring into a node.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from estwisted.cluster.controller import EpochWritten
+from estwisted.cluster.elections import NoQuorum as QuorumLost
+from estwisted.cluster.gossip import VNodeState
+from estwisted.cluster.leadership import Leadership, LeadershipView
+from estwisted.core.errors import NotReady
+from estwisted.core.interfaces import ICommitGate
+from estwisted.replication.codec import (
+    scan_epochs,
+)
+from estwisted.replication.follower import ReplicationFollower
+from estwisted.replication.leader import ReplicationLeader
+from estwisted.replication.state import (
+    Epoch,
+)
+from estwisted.tcp.internal import InternalTcpFactory
+
+_log = Logger()
+
+
+@implementer(ICommitGate)
+class NodeReplication:
+    """
+    Replication of one clustered node, performing what the node role
+    machine decides (L{estwisted.cluster.controller.IRoleReplication}: L{lead},
+    L{follow}, L{stand_by}) and reporting what it observes back to it
+    (C{report}: the leader accepted our subscription, assigned us a role,
+    our link to it closed, or, leading, our epoch was written or the quorum
+    was lost).  Writes are refused as the published leadership view says
+    (L{estwisted.cluster.leadership.LeadershipView.refusal}:
+    L{estwisted.core.errors.NotLeader} with the leader's external endpoints, or
+    L{NotReady}) except on the leader, where they wait for the quorum
+    (it is the store's L{ICommitGate}: L{commit}).
+
+    @param connect: C{connect(host, port, factory)} opens a connection to a
+        leader's internal TCP endpoint.
+    @param report: called with every L{estwisted.cluster.controller.ReplicationEvent}.
+    @param leadership: the node's published L{estwisted.cluster.leadership.Leadership}
+        (its write refusal is applied to the store); without one writes are
+        refused until L{lead}.
+    @param on_epoch: called with the newest epoch of the log (C{None}:
+        none) whenever it changes (written here as leader, received or cut
+        off as follower), to advertise it in gossip: elections compare it.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        log: Any,
+        clock: IReactorTime,
+        node_id: bytes,
+        cluster_size: int,
+        connect: Callable[[str, int, Factory], Deferred[Any]],
+        commit_count: int = -1,
+        commit_timeout: float = 2.0,
+        read_only: bool = False,
+        report: Optional[Callable[[Any], None]] = None,
+        on_epoch: Optional[Callable[[Optional[Epoch]], None]] = None,
+        leadership: Optional[Leadership] = None,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.clock = clock
+        self.epochs = scan_epochs(log)
+        self._connect_to = connect
+        self._target: Optional[tuple[str, int]] = None
+        self.read_only = read_only
+        self._report = report
+        self.on_epoch = on_epoch
+        self.leader = ReplicationLeader(
+            log,
+            clock,
+            cluster_size,
+            node_id,
+            commit_count=commit_count,
+            commit_timeout=commit_timeout,
+            epochs=self.epochs,
+            on_no_quorum=self._no_quorum,
+        )
+        self.follower = ReplicationFollower(
+            log,
+            clock,
+            node_id,
+            self._connect,
+            store.apply_replicated,
+            store.truncated,
+            promotable=not read_only,
+            epochs=self.epochs,
+            report=self._follower_event,
+        )
+        if leadership is None:
+            leadership = Leadership(LeadershipView(VNodeState.Initializing))
+        self.leadership = leadership
+        # The only writer of the store's refusal: what the view says.
+        store.writes_refused = leadership.view.refusal()
+        leadership.subscribe(self._leadership_changed)
+        # This node's commits go through the quorum while it leads and fail
+        # otherwise (never acknowledged without one).
+        store.set_commit_gate(self)
+        #: the node's L{estwisted.subscriptions.persistent.PersistentSubscriptions}, reloaded
+        #: when this node becomes leader
+        self.persistent: Any = None
+        self.leader.epochs_changed = self._epochs_changed
+        self.follower.epochs_changed = self._epochs_changed
+
+    def _epochs_changed(self) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(self.epochs[-1] if self.epochs else None)
+
+    def _emit(self, event: Any) -> None:
+        if self._report is not None:
+            self._report(event)
+
+    def _leadership_changed(self, view: LeadershipView) -> None:
+        self.store.writes_refused = view.refusal()
+
+    def _no_quorum(self) -> None:
+        self._emit(QuorumLost())
+
+    def _follower_event(self, event: Any) -> None:
+        if self.follower.leader_id is not None:
+            self._emit(event)
+
+    def _connect(self, factory: Factory) -> Deferred[Any]:
+        if self._target is None:
+            return Deferred()
+        host, port = self._target
+        return self._connect_to(host, port, factory)
+
+    def commit(self, end: int) -> Deferred[None]:
+        """
+        L{ICommitGate}: while leading, the batch ending at C{end} is
+        released once a quorum has it durable; otherwise it fails
+        (L{_refuse}).
+        """
+        if self.leader.active:
+            return self._gate(end)
+        return self._refuse(end)
+
+    def _gate(self, end: int) -> Deferred[None]:
+        d = self.leader.wait_committed(end)
+        self.leader.flushed(end)
+        return d
+
+    # -- IRoleReplication --
+
+    def lead(self, epoch_number: int) -> None:
+        """
+        Become the replication leader: write an epoch (numbered at least
+        C{epoch_number}), gate writes on the quorum and take them.
+        """
+        self.follower.stop()
+        self._target = None
+        if self.leader.active:
+            return
+        epoch = self.leader.start(epoch_number)
+        if self.persistent is not None:
+            # groups and checkpoints written by the previous leader
+            # arrived as events: serve them from here now
+            try:
+                self.persistent.reload()
+            except Exception:
+                _log.failure("Could not reload the persistent subscriptions")
+        self._emit(EpochWritten(epoch.position, epoch.number, uuid.UUID(bytes=epoch.epoch_id)))
+
+    def follow(self, leader: Any) -> None:
+        """
+        Replicate from C{leader} (an L{estwisted.cluster.gossip.MemberInfo}).
+        """
+        self._step_down()
+        self._target = (leader.internal_tcp.host, leader.internal_tcp.port)
+        self.follower.start(leader.instance_id.bytes)
+
+    def stand_by(self) -> None:
+        """
+        Neither lead nor follow.
+        """
+        self._step_down()
+        self._target = None
+        self.follower.stop()
+
+    def _step_down(self) -> None:
+        if self.leader.active:
+            self.leader.stop(NotReady("The leader stepped down before the write was replicated"))
+            # Writes still buffered in the store flush later: they must fail
+            # too, never be acknowledged without the quorum.
+            self.store.release_gated()
+
+    def _refuse(self, end: int) -> Deferred[None]:
+        """
+        The commit gate of a node that stopped leading: the batch fails; its
+        records (in our log) are indexed right after, and a truncation
+        removes them if the new leader does not have them.
+        """
+        self.clock.callLater(0, self.store.release_gated)
+        d: Deferred[None] = Deferred()
+        d.errback(NotReady("The leader stepped down before the write was replicated"))
+        return d
+
+    def stop(self) -> None:
+        self._step_down()
+        self.follower.stop()
+
+
+def attach_replication(
+    config: Any,
+    reactor: Any,
+    store: Any,
+    log: Any,
+    wiring: Any,
+    clients: Factory,
+    persistent: Any = None,
+    tls: Any = None,
+) -> InternalTcpFactory:
+    """
+    Wire replication into a clustered node built by
+    L{estwisted.cluster.controller.make_cluster_service}: the controller drives it
+    (L{estwisted.cluster.controller.IRoleReplication}) and hears what it observes; it
+    serves replicas on the internal TCP port beside clients.
+
+    @param tls: the node's L{estwisted.tls.contexts.NodeTLS}, or C{None}: with it,
+        replicas dial the leader's internal TCP port over mutual TLS (the
+        leader's certificate must match the address dialled).
+    @return: the factory to listen with on the internal TCP port.
+    """
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    controller = wiring.controller
+
+    def connect(host: str, port: int, factory: Factory) -> Deferred[Any]:
+        wrapped: Any = factory if tls is None else tls.client_factory(factory, host)
+        return TCP4ClientEndpoint(reactor, host, port, timeout=2).connect(wrapped)
+
+    def on_epoch(epoch: Optional[Epoch]) -> None:
+        # Elections compare epochs first (cluster.md 3.4): advertise the
+        # log's newest epoch in our gossip record.
+        if epoch is None:
+            controller.set_epoch(-1, -1, uuid.UUID(int=0))
+        else:
+            controller.set_epoch(epoch.position, epoch.number, uuid.UUID(bytes=epoch.epoch_id))
+
+    commit_count = max(
+        int(getattr(config, "commit_count", -1)), int(getattr(config, "prepare_count", -1))
+    )
+    replication = NodeReplication(
+        store,
+        log,
+        reactor,
+        controller.machine.own.instance_id.bytes,
+        int(config.cluster_size),
+        connect,
+        commit_count=commit_count,
+        commit_timeout=int(getattr(config, "commit_timeout_ms", 2000)) / 1000.0,
+        read_only=bool(getattr(config, "read_only_replica", False)),
+        report=controller.replication_event,
+        on_epoch=on_epoch,
+        leadership=controller.leadership,
+    )
+    replication.persistent = persistent
+    controller.drive(replication)
+    if replication.epochs:
+        on_epoch(replication.epochs[-1])
+    reactor.addSystemEventTrigger("before", "shutdown", replication.stop)
+    wiring_replication = InternalTcpFactory(clients, replication.leader)
+    wiring_replication.replication = replication  # type: ignore[attr-defined]
+    return wiring_replication

@@ -1,0 +1,69 @@
+# -*- test-case-name: estwisted.storage.test.test_event_log -*-
+"""
+A flush in two halves, so that its blocking part can run off the reactor
+thread (L{estwisted.core.groupcommit}).
+
+C{log.begin_flush()} (reactor thread) takes every buffered record into a
+L{FlushJob}; appends made afterwards form the next batch behind it.
+C{job.run()} (any thread, the GIL released in C{pwrite}/C{fdatasync})
+makes the records durable and touches nothing the reactor thread reads.
+C{log.end_flush(job)} (reactor thread again) publishes the new end, or,
+when the job failed, undoes it and drops the batch formed behind it (its
+positions follow the failed records), then raises.  At most one job is in
+flight per log; L{FlushJob.wait} blocks until its C{run} returned (for
+closing and truncating the log with a job in flight).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+
+class FlushJob:
+    """
+    The blocking half of one flush; see the module docstring.
+
+    @ivar end: the log's end once this job is durable.
+    @ivar error: what C{write} raised, if anything.
+    @ivar ended: C{end_flush} dealt with the job.
+    """
+
+    __slots__ = ("end", "error", "ended", "_done")
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.error: Optional[BaseException] = None
+        self.ended = False
+        self._done = threading.Event()
+
+    def write(self) -> None:
+        """
+        Make the job's records durable (override); raise on failure.
+        """
+
+    def run(self) -> None:
+        """
+        Call L{write}, keeping what it raises in L{error}; never raises.
+        """
+        try:
+            self.write()
+        except BaseException as e:
+            self.error = e
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """
+        Whether L{run} returned.
+        """
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """
+        Block until L{run} returned.
+
+        @return: whether it did.
+        """
+        return self._done.wait(timeout)

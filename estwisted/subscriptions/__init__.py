@@ -1,0 +1,4 @@
+"""
+Subscriptions over the core: volatile (catch-up and live) and persistent
+(competing consumers).
+"""

@@ -1,0 +1,3 @@
+"""
+TLS: contexts for every listener, peer verification, certificate files.
+"""
