@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["estwisted", "estwisted.*"]) + ["twisted.plugins"],
-    package_data={"estwisted": ["py.typed"], "estwisted.wire": ["*.proto"], "estwisted.web": ["static/*"]},
+    package_data={"estwisted": ["py.typed"], "estwisted.wire": ["*.proto"], "estwisted.grpc.protos": ["*.proto", "*.pyi"], "estwisted.web": ["static/*"]},
     include_package_data=True,
     install_requires=[
         "twisted[tls]>=24.3,<27",
@@ -24,12 +24,15 @@ setup(
         "service-identity>=24.1,<27",
         "protobuf>=7.35.1,<8",
         "prometheus_client>=0.20,<1",
+        # HTTP/2 for the gRPC API (estwisted.grpc); no grpcio at run time.
+        "h2>=4.1,<5",
     ],
     extras_require={
         "test": [
             "hypothesis>=6.100,<7",
             "photon-pump==0.9.5.2",
             "selenium>=4.20,<5",
+            "kurrentdbclient==1.3.5",
         ],
         "dev": [
             "tox>=4,<5",
@@ -38,7 +41,7 @@ setup(
             "mypy-zope>=1.0",
             "types-PyYAML",
             "types-protobuf",
-            "grpcio-tools>=1.66",
+            "grpcio-tools==1.85.1",
         ],
     },
     entry_points={"console_scripts": ["estore = estwisted.node.cli:main"]},

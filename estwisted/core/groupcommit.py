@@ -49,6 +49,7 @@ from twisted.python.failure import Failure
 from estwisted.core.errors import DiskFull, EstoreError, StorageError
 from estwisted.core.interfaces import ICommitGate, IEventLog
 from estwisted.core.model import NewEvent, WriteResult
+from estwisted.storage.flushing import FlushJob
 
 _log = Logger()
 

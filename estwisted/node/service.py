@@ -264,7 +264,27 @@ class NodeService(MultiService):
             site, int_site = serve(wiring.external_root), serve(wiring.internal_root)
         if self.metrics is not None:
             self.metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
+        # The gRPC API (estwisted.grpc) shares the external HTTP port.
+        site = self._grpc_factory(site, leadership)
         return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, int_site)
+
+    def _grpc_factory(self, site: Any, leadership: Any) -> Any:
+        """
+        Serve the EventStoreDB 20+ gRPC API beside C{site} on its port.
+        """
+        from estwisted.grpc.protocol import GrpcSniffingFactory
+        from estwisted.grpc.services import INSECURE_PRINCIPAL, GrpcServer, node_members
+
+        def refusal() -> Any:
+            return None if leadership is None else leadership.view.refusal()
+
+        members = node_members(self.config, self.reactor, lambda: self.cluster)
+        anonymous = INSECURE_PRINCIPAL if self.config.insecure else None
+        server = GrpcServer(
+            self.store, self.hub, self.reactor, members, refusal, anonymous, self.persistent,
+            self._shutdown_over_grpc,
+        )
+        return GrpcSniffingFactory(server, site, self.reactor)
 
     def _watch_metrics(self, log: Any, index: Any) -> None:
         """
@@ -337,6 +357,10 @@ class NodeService(MultiService):
 
     def _shutdown(self) -> None:
         self._log.info("Shutdown requested over HTTP.")
+        self._stop_reactor()
+
+    def _shutdown_over_grpc(self) -> None:
+        self._log.info("Shutdown requested over gRPC.")
         self._stop_reactor()
 
     # -- stop --------------------------------------------------------------

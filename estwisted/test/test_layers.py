@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "estwisted.wire.framing": 0,
     "estwisted.tls.certs": 0,
     "estwisted.wire.messages_pb2": 0,
+    "estwisted.grpc.protos": 0,
     # pure logic: codecs, rules, state machines, storage
     "estwisted.core.acl": 1,
     "estwisted.core.metadata": 1,
@@ -38,6 +39,8 @@ LAYERS: dict[str, int] = {
     "estwisted.core.writerules": 1,
     "estwisted.cluster.leadership": 1,
     "estwisted.storage": 1,
+    "estwisted.grpc.framing": 1,
+    "estwisted.grpc.codec": 1,
     # the core over the log
     "estwisted.core.groupcommit": 2,
     "estwisted.core.streams": 2,
@@ -60,6 +63,7 @@ LAYERS: dict[str, int] = {
     "estwisted.http.forwarding": 4,
     "estwisted.web.metrics": 4,
     "estwisted.web": 4,
+    "estwisted.grpc": 4,
     # wiring and tools
     "estwisted.node.jsonlog": 5,
     "estwisted.client": 5,

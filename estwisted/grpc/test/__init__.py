@@ -1,0 +1,1 @@
+import estwisted.test  # noqa: F401  (registers the deterministic hypothesis profile)
