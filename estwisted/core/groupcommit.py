@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 from typing import Optional, Protocol, Union, cast
 
-from estwisted.storage.flushing import FlushJob
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
