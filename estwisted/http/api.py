@@ -26,19 +26,18 @@ parsing); C{.resource()} gives the bare root resource.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any, Optional
 
 from attrs import frozen
 from klein import Klein
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from estwisted.http.admin import AdminRoutes
-from estwisted.http.info import NodeInfo
 from estwisted.http.parsing import WEB_SEGMENTS, HttpError, sized
 from estwisted.http.projections import ProjectionRoutes
 from estwisted.http.site import QuietSite, finish, limited_request_factory
@@ -141,23 +140,18 @@ class HttpApi(StreamRoutes, SubscriptionRoutes, UserRoutes, AdminRoutes, Project
     @param users: the user manager; defaults to C{store.users}.
     """
 
-    def __init__(
-        self,
-        store: Any,
-        hub: Any,
-        persistent: Any,
-        clock: IReactorTime,
-        node_info: Optional[NodeInfo] = None,
-        users: Any = None,
-    ) -> None:
-        super().__init__(store, hub, persistent, clock, node_info, users)
-        #: Klein routing of every route in L{ROUTES}.
-        self.app = Klein()
+    @functools.cached_property
+    def app(self) -> Klein:
+        """
+        Klein routing of every route in L{ROUTES}, built on first use.
+        """
+        app = Klein()
         for route in ROUTES:
-            self.app.route(
+            app.route(
                 route.rule, methods=[route.method], endpoint=f"{route.method} {route.rule}"
             )(self._endpoint(route))
-        self.app.handle_errors(Exception)(self._route_error)
+        app.handle_errors(Exception)(self._route_error)
+        return app
 
     def _endpoint(self, route: Route) -> Callable[..., Any]:
         handler = getattr(self, route.handler)
