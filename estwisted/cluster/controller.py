@@ -22,8 +22,9 @@ Layers, bottom to top:
     L{IPeerTransport} (HTTP in L{estwisted.cluster.gossiphttp}, in-memory in tests)
     and feeds results back.  A failing tick or callback is logged and never
     stops the loop.
-  - L{make_cluster_service}: the wiring entry point for
-    L{estwisted.node.service}.
+  - L{estwisted.cluster.wiring.make_cluster_service}: the wiring entry
+    point for L{estwisted.node.service} (with the HTTP edge of
+    L{estwisted.cluster.gossiphttp}, which imports this module).
 
 Failure detection.  Replication decides: a follower's replication
 link reports L{LeaderLinkLost} when it closes, and the leader's replication
@@ -1265,115 +1266,9 @@ class ClusterController(Service):
         d.addErrback(failed)
 
 
-# --- Wiring -----------------------------------------------------------------------------
-
-
-@frozen
-class ClusterWiring:
-    """
-    What L{make_cluster_service} builds.
-
-    @ivar service: start it with the node (after storage is open), stop it
-        before storage closes.
-    @ivar external_root: the resource to serve on the external HTTP port.
-    @ivar internal_root: the resource to serve on the internal HTTP port.
-    @ivar external_site: a C{Site} serving C{external_root} (no access-log
-        lines for gossip and elections).
-    @ivar internal_site: the same for C{internal_root}.
-    """
-
-    service: Any
-    controller: ClusterController
-    external_root: Any
-    internal_root: Any
-    external_site: Any
-    internal_site: Any
-
-
-def make_cluster_service(
-    config: Any,
-    reactor: Any,
-    store: Any,
-    http_root: Any,
-    tls: Any = None,
-    instance_id: Optional[uuid.UUID] = None,
-    on_state: Optional[Callable[[StateChanged], None]] = None,
-    leadership: Optional[Leadership] = None,
-) -> ClusterWiring:
-    """
-    Build the cluster machinery of a node with C{ClusterSize > 1}.
-
-    @param config: the node's L{estwisted.node.config.NodeConfig}.
-    @param store: the L{estwisted.core.streams.StreamStore} (its positions go
-        into gossip and decide elections).
-    @param http_root: the HTTP API root resource; every path but
-        C{/gossip} and C{/elections/*} is delegated to it.
-    @param tls: the node's L{estwisted.tls.contexts.NodeTLS}, if any: peers are then
-        reached over HTTPS with the node certificate.
-    @param on_state: called with every L{StateChanged} (for the log).
-    @param leadership: where the node's L{LeadershipView} is published (the
-        edges built before the cluster read it); a new one if C{None}.
-    """
-    from estwisted.cluster.discovery import SeedDiscovery
-    from estwisted.cluster.gossiphttp import ClusterResource, ClusterSite, HttpPeerTransport
-
-    settings = ClusterSettings.from_config(config)
-    own = own_member_from_config(config, instance_id)
-    machine = NodeMachine.create(own, (), settings, reactor.seconds())
-    use_tls = tls is not None and not getattr(config, "insecure", False)
-    transport = HttpPeerTransport.create(
-        reactor,
-        timeout=settings.gossip.timeout,
-        https_policy=tls.https_policy() if use_tls else None,
-    )
-
-    def positions() -> tuple[int, int]:
-        return store.last_commit_position, store.writer_position
-
-    controller = ClusterController(machine, transport, reactor, positions, on_state, leadership)
-    discovery = SeedDiscovery.from_config(config, reactor, controller.add_seeds)
-    service = _ClusterService(controller, discovery, transport)
-    external = ClusterResource(
-        http_root, controller, internal=False, gossip=bool(getattr(config, "gossip_on_ext", True))
-    )
-    internal = ClusterResource(http_root, controller, internal=True)
-    return ClusterWiring(
-        service, controller, external, internal, ClusterSite(external), ClusterSite(internal)  # type: ignore[no-untyped-call]
-    )
-
-
-class _ClusterService(Service):
-    """
-    Starts discovery and the controller; stops them and closes the
-    transport's connections.
-    """
-
-    def __init__(self, controller: ClusterController, discovery: Any, transport: Any) -> None:
-        self.controller = controller
-        self.discovery = discovery
-        self.transport = transport
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self.controller.startService()
-        self.discovery.start()
-
-    async def _stop(self) -> None:
-        self.discovery.stop()
-        await self.controller.stopService()
-        close = getattr(self.transport, "close", None)
-        if close is not None:
-            await close()
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()  # type: ignore[no-untyped-call]
-        return Deferred.fromCoroutine(self._stop())
-
-
 __all__ = [
     "ClusterController",
     "ClusterSettings",
-    "ClusterWiring",
     "Follow",
     "GossipTo",
     "IPeerTransport",
@@ -1384,6 +1279,5 @@ __all__ = [
     "PeerRefusedError",
     "StandBy",
     "StateChanged",
-    "make_cluster_service",
     "own_member_from_config",
 ]

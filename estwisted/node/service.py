@@ -56,7 +56,7 @@ class NodeService(MultiService):
         #: The node's L{estwisted.tls.contexts.NodeTLS} when a certificate is configured;
         #: C{tls.reload()} re-reads the certificate files.
         self.tls: Any = None
-        #: The L{estwisted.cluster.controller.ClusterWiring} when C{ClusterSize > 1}.
+        #: The L{estwisted.cluster.wiring.ClusterWiring} when C{ClusterSize > 1}.
         self.cluster: Any = None
         #: The L{estwisted.web.metrics.NodeMetrics} served at C{/metrics}.
         self.metrics: Any = None
@@ -223,7 +223,7 @@ class NodeService(MultiService):
         int_site = site
         if leadership is not None:
             # Gossip, elections and node states (estwisted.cluster.controller).
-            from estwisted.cluster.controller import make_cluster_service
+            from estwisted.cluster.wiring import make_cluster_service
 
             # HTTP writes to a follower are answered by the leader
             # (estwisted.http.forwarding.LeaderForwardingResource).

@@ -232,7 +232,7 @@ def attach_replication(
 ) -> InternalTcpFactory:
     """
     Wire replication into a clustered node built by
-    L{estwisted.cluster.controller.make_cluster_service}: the controller drives it
+    L{estwisted.cluster.wiring.make_cluster_service}: the controller drives it
     (L{estwisted.cluster.controller.IRoleReplication}) and hears what it observes; it
     serves replicas on the internal TCP port beside clients.
 

@@ -1099,8 +1099,8 @@ class WiringTests(SynchronousTestCase):
         from twisted.internet.testing import MemoryReactorClock
         from twisted.web.resource import Resource
 
-        from estwisted.cluster.controller import make_cluster_service
         from estwisted.cluster.gossiphttp import ClusterResource
+        from estwisted.cluster.wiring import make_cluster_service
         from estwisted.node.config import load_config
 
         config = load_config(
