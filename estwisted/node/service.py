@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import Logger
@@ -104,11 +104,21 @@ class NodeService(MultiService):
                 "after", "shutdown", install_reload_signal(self.reactor, self.tls.reload)
             )
         super().startService()  # type: ignore[no-untyped-call]
-        listens = [
-            self._listen(name, host, port, factory)
-            for name, host, port, factory in self._listeners()
-        ]
-        d = DeferredList(listens, fireOnOneErrback=True, consumeErrors=True)
+        listeners = self._listeners()
+
+        def listen(_: object) -> Deferred[Any]:
+            listens = [
+                self._listen(name, host, port, factory)
+                for name, host, port, factory in listeners
+            ]
+            return DeferredList(listens, fireOnOneErrback=True, consumeErrors=True)
+
+        # A single node listens once its default users are durable (their
+        # write is a group commit, flushed off the reactor thread): a client
+        # arriving at once is never refused as unknown.  A cluster node's
+        # users come from the leader, so it does not wait for them.
+        ready = self._users_ready if self.config.cluster_size <= 1 else succeed(None)
+        d = ready.addCallback(listen)
         d.addCallback(lambda _: self.listening.callback(None))
         d.addErrback(self._listen_failed)
 
@@ -140,9 +150,10 @@ class NodeService(MultiService):
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.reactor)
         self._watch_metrics(log, index)
-        self.store.users.ensure_default_users().addErrback(
-            lambda f: self._log.failure("Could not create default users", f)
-        )
+        users = self.store.users.ensure_default_users()
+        users.addErrback(lambda f: self._log.failure("Could not create default users", f))
+        #: Fires once the default users exist (or their creation failed, logged).
+        self._users_ready: Deferred[Any] = users
         self.persistent.start().addErrback(
             lambda f: self._log.failure("Could not load persistent subscriptions", f)
         )
