@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import signal
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -87,14 +88,24 @@ class SingleNodeTests(TestCase):
         The node logs one line per listening endpoint.
         """
         node = start_node(self)
+        lines = [
+            f"Listening for {name} on 127.0.0.1:{port}"
+            for name, port in [
+                ("external TCP", node.ext_tcp_port),
+                ("internal TCP", node.int_tcp_port),
+                ("external HTTP", node.ext_http_port),
+                ("internal HTTP", node.int_http_port),
+            ]
+        ]
+        # A port accepts connections a moment before its line reaches the
+        # log file, so the test waits (bounded) for the lines to arrive.
+        deadline = time.monotonic() + 10
         log = node.log()
-        for name, port in [
-            ("external TCP", node.ext_tcp_port),
-            ("internal TCP", node.int_tcp_port),
-            ("external HTTP", node.ext_http_port),
-            ("internal HTTP", node.int_http_port),
-        ]:
-            self.assertIn(f"Listening for {name} on 127.0.0.1:{port}", log)
+        while not all(line in log for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = node.log()
+        for line in lines:
+            self.assertIn(line, log)
 
     def test_dataSurvivesCleanRestart(self) -> None:
         """
