@@ -347,6 +347,30 @@ class LeaderFollowerTests(SynchronousTestCase):
             self.assertEqual(cluster.leader.committed, end)
         self.assertEqual(_records(replica.log), _records(cluster.log))
 
+    def test_joining_replica_reports_catch_up(self) -> None:
+        """
+        A replica joining a cluster that has committed records reports its
+        progress catching up with the leader's commit position, finished
+        once it reached it.
+        """
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        first = _Replica(cluster, b"A" * 16)
+        first.follower.start(b"L" * 16)
+        cluster.pump()
+        end = cluster.write(400, size=1000)
+        cluster.pump()
+        self.assertEqual(cluster.leader.committed, end)
+        joining = _Replica(cluster, b"B" * 16)
+        joining.follower.start(b"L" * 16)
+        cluster.pump()
+        progress = joining.follower.catch_up
+        assert progress is not None
+        self.assertEqual((progress.kind, progress.result), ("replication-catch-up", "done"))
+        self.assertEqual((progress.percentage, progress.remaining), (100.0, 0.0))
+        self.assertGreater(progress.total, 400 * 1000)
+
     def test_no_replica_times_out(self) -> None:
         cluster = _Cluster()
         assert cluster.leader is not None
