@@ -345,6 +345,8 @@ class NodeMachine:
     held_until: float = 0.0
     stopped: bool = False
     writable: bool = False
+    #: elections this node started (for C{/metrics})
+    elections_started: int = 0
     _followed: Optional[uuid.UUID] = None
 
     @classmethod
@@ -838,6 +840,7 @@ class NodeMachine:
     def _start_elections(self, now: float) -> list[NodeEffect]:
         if self.elections is None or self.stopped:
             return []
+        self.elections_started += 1
         return self._election_effects(self.elections.handle(StartElections(), now), now)
 
     def on_election_message(self, message: Message, now: float) -> list[NodeEffect]:

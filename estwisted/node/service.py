@@ -211,6 +211,8 @@ class NodeService(MultiService):
             heartbeat_timeout=c.int_tcp_heartbeat_timeout / 1000.0,
             leadership=leadership,
         )
+        if self.metrics is not None:
+            tcp.request_timer = int_tcp.request_timer = self.metrics.tcp_request
         extra: dict[str, Any] = {}
         if leadership is not None:
             # Gossip comes from the cluster controller (built below; looked
@@ -275,6 +277,7 @@ class NodeService(MultiService):
             site, int_site = serve(wiring.external_root), serve(wiring.internal_root)
         if self.metrics is not None:
             self.metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
+            self.metrics.sources.cluster = self.cluster
         # The gRPC API (estwisted.grpc) shares the external HTTP port.
         site = self._grpc_factory(site, leadership)
         return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, int_site)
@@ -314,6 +317,8 @@ class NodeService(MultiService):
         self.metrics = NodeMetrics(sources)
         self.metrics.watch_store(self.store)
         self.metrics.watch_gc()
+        if not self.config.mem_db:
+            self.metrics.watch_syncs()
 
     def _serve_web(self, api: Any) -> None:
         """

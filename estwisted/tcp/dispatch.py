@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Optional, Protocol
 
 from twisted.internet.defer import Deferred
@@ -63,6 +64,7 @@ class Core(Protocol):
     persistent: PersistentSubscriptions
     leadership: Optional[Leadership]
     ready: bool
+    request_timer: Optional[Callable[[int, float], None]]
 
 
 class Connection(Protocol):
@@ -101,13 +103,20 @@ class _WriteReply:
     be built is still answered (C{BadRequest}).
     """
 
-    __slots__ = ("dispatcher", "correlation_id")
+    __slots__ = ("dispatcher", "correlation_id", "started")
 
     def __init__(self, dispatcher: RequestDispatcher, correlation_id: bytes) -> None:
         self.dispatcher = dispatcher
         self.correlation_id = correlation_id
+        self.started = dispatcher._started
+
+    def _timed(self) -> None:
+        timer = self.dispatcher.factory.request_timer
+        if timer is not None:
+            timer(C.WriteEvents, perf_counter() - self.started)
 
     def callback(self, result: WriteResult) -> None:
+        self._timed()
         try:
             self.dispatcher._write_done(result, self.correlation_id)
         except Exception:
@@ -115,6 +124,7 @@ class _WriteReply:
 
     def errback(self, fail: Optional[Failure | BaseException] = None) -> None:
         failure = fail if isinstance(fail, Failure) else Failure(fail)
+        self._timed()
         try:
             self.dispatcher._write_failed(failure, self.correlation_id)
         except Exception:
@@ -202,6 +212,8 @@ class RequestDispatcher:
         self.store = factory.store
         self.send = connection.send
         self._subscriptions: dict[bytes, Any] = {}
+        #: when the request being dispatched arrived (timed requests only)
+        self._started = 0.0
         self._handlers: dict[int, Callable[[bytes, bytes, Optional[Principal]], None]] = {
             C.WriteEvents: self._write_events,
             C.TransactionStart: self._transaction_start,
@@ -238,12 +250,18 @@ class RequestDispatcher:
         if handler is None:
             self._control(command, corr, data)
             return
+        timer = self.factory.request_timer
+        if timer is not None:
+            # a write is timed until its reply (L{_WriteReply})
+            self._started = perf_counter()
         try:
             if not self.factory.ready:
                 raise errors.NotReady()
             handler(corr, data, principal)
         except Exception as e:
             self._answer_error(corr, e, command)
+        if timer is not None and command != C.WriteEvents:
+            timer(command, perf_counter() - self._started)
 
     def handles(self, command: int) -> bool:
         """

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Optional
 
 from twisted.internet import tcp
@@ -422,6 +423,9 @@ class TcpClientFactory(Factory):
         #: who leads, on a cluster node (C{None}: a single node, it leads)
         self.leadership = leadership
         self.ready = True
+        #: called with (command, seconds) per request when set (the node's
+        #: metrics, L{estwisted.web.metrics.NodeMetrics.tcp_request})
+        self.request_timer: Optional[Callable[[int, float], None]] = None
         #: replies to a plain TCP socket whose buffer is empty are sent at
         #: once (L{TcpClientProtocol.send}); off: always through the transport
         self.write_through = write_through
