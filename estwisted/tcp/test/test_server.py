@@ -127,6 +127,19 @@ class BasicTests(SynchronousTestCase):
         self.node = Node()
         self.client = Client(self.node)
 
+    def test_request_timer(self) -> None:
+        """
+        With a timer set, each request is timed once by command; a write
+        once its reply is sent.
+        """
+        timed: list[tuple[int, float]] = []
+        self.node.factory.request_timer = lambda command, seconds: timed.append((command, seconds))
+        self.client.write("timed", 2)
+        self.client.read_stream("timed")
+        self.client.call(C.Ping, C.Pong)
+        self.assertEqual([c for c, _ in timed], [C.WriteEvents, C.ReadStreamEventsForward])
+        self.assertTrue(all(seconds >= 0 for _, seconds in timed))
+
     def test_heartbeat_request_answered_with_same_id(self) -> None:
         package = self.client.call(C.HeartbeatRequestCommand, C.HeartbeatResponseCommand)
         self.assertEqual(package.data, b"")
