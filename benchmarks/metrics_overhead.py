@@ -3,7 +3,7 @@ What C{/metrics} costs append throughput (issue 17: at most 2% while
 scraped every second).
 
     python benchmarks/metrics_overhead.py [--seconds 3] [--rounds 3] [--mem-db]
-                                          [--before REV]
+                                          [--before REV [--before-probe PATH]]
 
 Starts a node (on-disk database unless C{--mem-db}) and runs the append
 loads of C{benchmarks/tcp.py} (its C{tcpload} client) in interleaved
@@ -92,21 +92,22 @@ class BeforeNode(NodeProcess):
     A node running the code of an exported older revision.
     """
 
-    def __init__(self, directory: str, code: str, **kwargs: Any) -> None:
+    def __init__(self, directory: str, code: str, probe: str = "/metrics", **kwargs: Any) -> None:
         super().__init__(directory, **kwargs)
+        self.probe = probe
         # The node runs with its directory first on sys.path (python -c):
         # the older package found there wins over this checkout's.
         os.symlink(os.path.join(code, "estwisted"), os.path.join(self.directory, "estwisted"))
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         started = super().start(timeout)
-        url = f"http://127.0.0.1:{self.ext_http_port}/metrics"
+        url = f"http://127.0.0.1:{self.ext_http_port}{self.probe}"
         try:
             urllib.request.urlopen(url, timeout=5).close()
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return started
-        raise RuntimeError("the older node serves /metrics: it is not running the old code")
+        raise RuntimeError(f"the older node serves {self.probe}: it is not running the old code")
 
 
 def export(revision: str, directory: str) -> str:
@@ -164,6 +165,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mem-db", action="store_true")
     parser.add_argument("--before", help="also run a node on this git revision's code")
+    parser.add_argument(
+        "--before-probe", default="/metrics",
+        help="a path the --before node must answer 404 (proof it runs the old code); "
+        "/progress for a revision with /metrics but without the progress and new metrics",
+    )
     options = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="estwisted-metrics-bench-")
     binary = build_load_client(workdir)
@@ -173,7 +179,8 @@ def main() -> None:
     if options.before:
         code = export(options.before, workdir)
         nodes["before"] = BeforeNode(
-            os.path.join(workdir, "before-node"), code, mem_db=options.mem_db
+            os.path.join(workdir, "before-node"), code, probe=options.before_probe,
+            mem_db=options.mem_db,
         )
     configs = [("metrics", False), ("metrics", True)]
     if options.before:

@@ -42,6 +42,8 @@ _log = Logger()
 
 #: Records read from C{$all} per step.
 BATCH_SIZE = 1000
+#: Catching up over fewer bytes of log logs no progress lines.
+CATCH_UP_LOG_BYTES = 16 * 1024 * 1024
 #: Seconds to wait after a refused or failed write, or while a follower.
 RETRY_DELAY = 1.0
 #: Write a checkpoint after this many records, or when caught up.
@@ -263,7 +265,10 @@ class ProjectionRunner:
             if position < 0:
                 self._catch_up_from = None
                 return
-            p = self.catch_up = BOARD.start("projection-catch-up", self.name, end - origin, now)
+            p = self.catch_up = BOARD.start(
+                "projection-catch-up", self.name, end - origin, now,
+                log=end - origin >= CATCH_UP_LOG_BYTES,
+            )
         if position < 0:
             p.finish(now)
             self._catch_up_from = None

@@ -66,6 +66,8 @@ HEADER_SIZE = _HEADER.size + _CRC.size
 
 #: Log progress of a rebuild every this many records.
 PROGRESS_EVERY = 1_000_000
+#: Index rebuilds of fewer bytes of log log no progress lines.
+PROGRESS_LOG_BYTES = 64 * 1024 * 1024
 
 _log = Logger()
 
@@ -340,11 +342,13 @@ class _StartupProgress:
         now = time.monotonic()
         self.start = start
         self.verify_from = max(start, verify_from)
-        self.index = BOARD.start("index-rebuild", "stream index", end - start, now)
+        # short work: reported as data, not logged (the summary line is)
+        log = end - start >= PROGRESS_LOG_BYTES
+        self.index = BOARD.start("index-rebuild", "stream index", end - start, now, log=log)
         self.verify = None
         if verifies and end > self.verify_from:
             self.verify = BOARD.start(
-                "chunk-verification", "record checksums", end - self.verify_from, now
+                "chunk-verification", "record checksums", end - self.verify_from, now, log=log
             )
 
     def update(self, position: int) -> None:
