@@ -4,6 +4,7 @@ scraped every second).
 
     python benchmarks/metrics_overhead.py [--seconds 3] [--rounds 3] [--mem-db]
                                           [--before REV [--before-probe PATH]]
+    python benchmarks/metrics_overhead.py --micro
 
 Starts a node (on-disk database unless C{--mem-db}) and runs the append
 loads of C{benchmarks/tcp.py} (its C{tcpload} client) in interleaved
@@ -159,6 +160,108 @@ def measure(
     return out
 
 
+def _best(fn: Any, number: int, repeat: int = 7) -> float:
+    """
+    Seconds per call of C{fn}: the best of C{repeat} runs of C{number}.
+    """
+    import timeit
+
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
+
+
+def micro() -> dict[str, float]:
+    """
+    In-process costs of each metric update and of one scrape, in
+    microseconds (best of 7): the parts an end-to-end run on a shared
+    machine cannot resolve to 2%.
+    """
+    import uuid
+
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from estwisted.core.model import NewEvent
+    from estwisted.core.progress import ProgressBoard
+    from estwisted.core.streams import StreamStore
+    from estwisted.http.api import HttpApi
+    from estwisted.http.info import NodeInfo
+    from estwisted.storage import flushing
+    from estwisted.storage.index import StreamIndex
+    from estwisted.storage.memory import MemoryLog
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
+    from estwisted.subscriptions.volatile import SubscriptionHub
+    from estwisted.tcp.server import TcpClientFactory
+    from estwisted.web.metrics import NodeMetrics, NodeSources, ThreadHistogram
+    from estwisted.wire import messages_pb2 as pb
+    from estwisted.wire.framing import frame
+    from estwisted.wire.tcpcodec import TcpCommand, encode_package
+
+    out: dict[str, float] = {}
+    clock = Clock()
+    store = StreamStore(MemoryLog(), StreamIndex(), clock, password_iterations=1)
+    store.users.ensure_default_users()
+    for i in range(200):
+        events = [NewEvent(uuid.uuid4().bytes, "t", b"x" * 100) for _ in range(50)]
+        store.append(f"stream-{i}", -2, events, None)
+        clock.advance(0)
+    hub = SubscriptionHub(store)
+    persistent = PersistentSubscriptions(store, clock)
+    persistent.start()
+    clock.advance(0)
+    factory = TcpClientFactory(store, hub, persistent, clock, 2.0, 1.0, 1024 * 1024)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    read = pb.ReadStreamEvents(event_stream_id="stream-1", from_event_number=0, max_count=1)
+    package = frame(encode_package(
+        TcpCommand.ReadStreamEventsForward, uuid.uuid4().bytes, read.SerializePartialToString(),
+        "admin", "changeit",
+    ))
+
+    def one_read() -> None:
+        protocol.dataReceived(package)
+        transport.clear()
+
+    api = HttpApi(store, hub, persistent, clock, NodeInfo())
+    board = ProgressBoard()
+    for n in range(20):
+        board.start("scavenge", f"s-{n}", 10, 0.0, unit="chunks", log=False).finish(1.0)
+    metrics = NodeMetrics(NodeSources(store=store, log=store._log, hub=hub,
+                                      persistent=persistent, http_api=api,
+                                      tcp_factories={"external": factory}, board=board))
+    factory.request_timer = None
+    out["tcp_read_untimed_us"] = _best(one_read, 5000) * 1e6
+    factory.request_timer = metrics.tcp_request
+    out["tcp_read_timed_us"] = _best(one_read, 5000) * 1e6
+    started = time.perf_counter()
+    out["tcp_timer_call_us"] = _best(
+        lambda: metrics.tcp_request(TcpCommand.WriteEvents, time.perf_counter() - started),
+        100000) * 1e6
+    histogram = ThreadHistogram((0.001, 0.01, 0.1))
+    results: list[float] = []
+    worker = threading.Thread(target=lambda: results.append(
+        _best(lambda: histogram.observe(0.002), 100000)))
+    worker.start()
+    worker.join(60)
+    out["fsync_observe_other_thread_us"] = results[0] * 1e6
+    fd, path = tempfile.mkstemp(prefix="estwisted-fsync-")
+    try:
+        os.write(fd, b"x")
+        flushing.sync_observer = None
+        out["fdatasync_untimed_us"] = _best(lambda: flushing.fdatasync(fd), 50) * 1e6
+        flushing.sync_observer = histogram.observe
+        out["fdatasync_timed_us"] = _best(lambda: flushing.fdatasync(fd), 50) * 1e6
+    finally:
+        flushing.sync_observer = None
+        os.close(fd)
+        os.unlink(path)
+    metrics.tcp_request(TcpCommand.ReadEvent, 0.001)
+    out["scrape_render_us"] = _best(metrics.render, 50) * 1e6
+    out["scrape_bytes"] = float(len(metrics.render()))
+    metrics.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -170,7 +273,19 @@ def main() -> None:
         help="a path the --before node must answer 404 (proof it runs the old code); "
         "/progress for a revision with /metrics but without the progress and new metrics",
     )
+    parser.add_argument(
+        "--micro", action="store_true",
+        help="only the in-process costs of the metric updates and of a scrape",
+    )
     options = parser.parse_args()
+    if options.micro:
+        costs = micro()
+        for name, value in costs.items():
+            print(f"{name:<32} {value:12.2f}")
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS.replace(".json", "_micro.json"), "w") as f:
+            json.dump(costs, f, indent=1)
+        return
     workdir = tempfile.mkdtemp(prefix="estwisted-metrics-bench-")
     binary = build_load_client(workdir)
     nodes: dict[str, NodeProcess] = {
