@@ -78,21 +78,29 @@ def progress(base: str) -> list[dict[str, Any]]:
 
 def wait_projections(base: str, timeout: float = 1800.0) -> list[dict[str, Any]]:
     """
-    Wait (bounded) until no projection is catching up; their finished
-    catch-up tasks.
+    Wait (bounded) until the projections are idle: none catching up (on
+    C{GET /progress}) and their events processed unchanged for two
+    seconds; their catch-up tasks (none when they kept up live).
     """
     deadline = time.monotonic() + timeout
-    last = 0.0
+    last_line = 0.0
+    previous = -1
     while time.monotonic() < deadline:
         tasks = [t for t in progress(base) if t["kind"] == "projection-catch-up"]
         running = [t for t in tasks if t["running"]]
-        if tasks and not running:
+        request = urllib.request.Request(f"{base}/projections/any")
+        request.add_header("Accept", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            processed = sum(p["eventsProcessedAfterRestart"]
+                            for p in json.loads(r.read())["projections"])
+        if not running and processed == previous:
             return tasks
-        if running and time.monotonic() - last > 10:
-            last = time.monotonic()
-            print("  projections catching up: " + ", ".join(
-                f"{t['name']} {t['percentage']:.0f}%" for t in running))
-        time.sleep(0.5)
+        previous = processed
+        if time.monotonic() - last_line > 10:
+            last_line = time.monotonic()
+            print(f"  projections: {processed:,} events processed" + "".join(
+                f", {t['name']} {t['percentage']:.0f}%" for t in running))
+        time.sleep(2.0)
     raise RuntimeError("the projections did not catch up in time")
 
 

@@ -539,7 +539,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
             leadership=leadership,
         )
         # TCP request latency by kind (estwisted.web.metrics)
-        factory.request_timer = metrics.tcp_request
+        factory.request_meter = metrics.tcp_requests
         return factory
 
     tcp = tcp_factory(config.ext_tcp_heartbeat_interval, config.ext_tcp_heartbeat_timeout)

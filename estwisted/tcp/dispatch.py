@@ -64,7 +64,26 @@ class Core(Protocol):
     persistent: PersistentSubscriptions
     leadership: Optional[Leadership]
     ready: bool
-    request_timer: Optional[Callable[[int, float], None]]
+    request_meter: Optional[RequestMeter]
+
+
+class RequestMeter(Protocol):
+    """
+    Counts every request and times a sample of them (the node's metrics,
+    L{estwisted.web.metrics.TcpRequestMeter}).
+
+    @ivar counts: requests so far, by command byte (256 entries).
+    @ivar sample_mask: a request is timed when its command's count has no
+        bit of the mask set (15: one in sixteen).
+    """
+
+    counts: list[int]
+    sample_mask: int
+
+    def observe(self, command: int, seconds: float) -> None:
+        """
+        A timed request of C{command} took C{seconds}.
+        """
 
 
 class Connection(Protocol):
@@ -111,12 +130,13 @@ class _WriteReply:
         self.started = dispatcher._started
 
     def _timed(self) -> None:
-        timer = self.dispatcher.factory.request_timer
-        if timer is not None:
-            timer(C.WriteEvents, perf_counter() - self.started)
+        meter = self.dispatcher.factory.request_meter
+        if meter is not None:
+            meter.observe(C.WriteEvents, perf_counter() - self.started)
 
     def callback(self, result: WriteResult) -> None:
-        self._timed()
+        if self.started:
+            self._timed()
         try:
             self.dispatcher._write_done(result, self.correlation_id)
         except Exception:
@@ -124,7 +144,8 @@ class _WriteReply:
 
     def errback(self, fail: Optional[Failure | BaseException] = None) -> None:
         failure = fail if isinstance(fail, Failure) else Failure(fail)
-        self._timed()
+        if self.started:
+            self._timed()
         try:
             self.dispatcher._write_failed(failure, self.correlation_id)
         except Exception:
@@ -212,7 +233,7 @@ class RequestDispatcher:
         self.store = factory.store
         self.send = connection.send
         self._subscriptions: dict[bytes, Any] = {}
-        #: when the request being dispatched arrived (timed requests only)
+        #: when the request being dispatched arrived (0.0: not timed)
         self._started = 0.0
         self._handlers: dict[int, Callable[[bytes, bytes, Optional[Principal]], None]] = {
             C.WriteEvents: self._write_events,
@@ -250,18 +271,25 @@ class RequestDispatcher:
         if handler is None:
             self._control(command, corr, data)
             return
-        timer = self.factory.request_timer
-        if timer is not None:
-            # a write is timed until its reply (L{_WriteReply})
-            self._started = perf_counter()
+        meter = self.factory.request_meter
+        started = 0.0
+        if meter is not None:
+            # every request counted, one in sixteen timed; a write until
+            # its reply (L{_WriteReply})
+            counts = meter.counts
+            n = counts[command] = counts[command] + 1
+            if not n & meter.sample_mask:
+                started = perf_counter()
+        self._started = started
         try:
             if not self.factory.ready:
                 raise errors.NotReady()
             handler(corr, data, principal)
         except Exception as e:
             self._answer_error(corr, e, command)
-        if timer is not None and command != C.WriteEvents:
-            timer(command, perf_counter() - self._started)
+        if started and command != C.WriteEvents:
+            assert meter is not None
+            meter.observe(command, perf_counter() - started)
 
     def handles(self, command: int) -> bool:
         """

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Optional
 
 from twisted.internet import tcp
@@ -56,7 +55,7 @@ from estwisted.core.model import Principal
 from estwisted.core.streams import StreamStore
 from estwisted.subscriptions.persistent import PersistentSubscriptions
 from estwisted.subscriptions.volatile import SubscriptionHub
-from estwisted.tcp.dispatch import RequestDispatcher
+from estwisted.tcp.dispatch import RequestDispatcher, RequestMeter
 from estwisted.wire import tcpcodec
 from estwisted.wire.framing import DEFAULT_MAX_PACKAGE_SIZE, Framer, FramingError
 from estwisted.wire.tcpcodec import (
@@ -423,9 +422,9 @@ class TcpClientFactory(Factory):
         #: who leads, on a cluster node (C{None}: a single node, it leads)
         self.leadership = leadership
         self.ready = True
-        #: called with (command, seconds) per request when set (the node's
-        #: metrics, L{estwisted.web.metrics.NodeMetrics.tcp_request})
-        self.request_timer: Optional[Callable[[int, float], None]] = None
+        #: counts and times requests when set (the node's metrics,
+        #: L{estwisted.tcp.dispatch.RequestMeter})
+        self.request_meter: Optional[RequestMeter] = None
         #: replies to a plain TCP socket whose buffer is empty are sent at
         #: once (L{TcpClientProtocol.send}); off: always through the transport
         self.write_through = write_through

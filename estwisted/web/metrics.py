@@ -632,14 +632,65 @@ class Histogram:
         return out
 
 
-def _tcp_histograms(by_kind: dict[str, Histogram]) -> dict[int, Histogram]:
+def _command_kinds() -> list[str]:
+    """
+    The kind of each command byte (C{"other"} for the rest).
+    """
     from estwisted.wire.tcpcodec import TcpCommand
 
-    return {
-        int(TcpCommand[name]): by_kind[kind]
-        for name, kind in TCP_COMMAND_KINDS.items()
-        if name in TcpCommand.__members__
-    }
+    kinds = ["other"] * 256
+    for name, kind in TCP_COMMAND_KINDS.items():
+        if name in TcpCommand.__members__:
+            kinds[int(TcpCommand[name])] = kind
+    return kinds
+
+
+class TcpRequestMeter:
+    """
+    The TCP edge's L{estwisted.tcp.dispatch.RequestMeter}: the edge counts
+    every request in L{counts} (one list addition) and times one in
+    C{sample_mask + 1} of each command (L{observe}); timing every request
+    cost about 0.7 µs per write, several percent of a pipelined write's
+    node CPU.
+
+    @ivar counts: requests by command byte.
+    @ivar latency: the sampled latencies by kind.
+    """
+
+    def __init__(self, sample_mask: int = 15) -> None:
+        self.counts = [0] * 256
+        self.sample_mask = sample_mask
+        self.latency = {kind: Histogram(_LATENCY_BUCKETS) for kind in TCP_KINDS}
+        self._kinds = _command_kinds()
+        self._by_command = [self.latency[kind] for kind in self._kinds]
+
+    def observe(self, command: int, seconds: float) -> None:
+        self._by_command[command & 0xFF].observe(seconds)
+
+    def families(self) -> list[Metric]:
+        """
+        C{estore_tcp_requests_total{kind}} and the sampled latency
+        histogram.
+        """
+        totals: dict[str, int] = {}
+        for command, count in enumerate(self.counts):
+            if count:
+                kind = self._kinds[command]
+                totals[kind] = totals.get(kind, 0) + count
+        requests = CounterMetricFamily(
+            "estore_tcp_requests", "TCP requests by kind.", labels=["kind"]
+        )
+        for kind, count in sorted(totals.items()):
+            requests.add_metric([kind], count)
+        return [
+            requests,
+            histogram_family(
+                "estore_tcp_request_duration_seconds",
+                "TCP request latency by kind, of one request in "
+                f"{self.sample_mask + 1} of each command.",
+                {(k,): h for k, h in self.latency.items()}, ["kind"],
+            ),
+        ]
 
 
 def histogram_family(
@@ -720,8 +771,7 @@ class NodeMetrics:
         self.writes_committed = 0
         self.commit_batches = Histogram(_BATCH_BUCKETS)
         self.http_latency = {kind: Histogram(_LATENCY_BUCKETS) for kind in HTTP_KINDS}
-        self.tcp_latency = {kind: Histogram(_LATENCY_BUCKETS) for kind in TCP_KINDS}
-        self._tcp_by_command = _tcp_histograms(self.tcp_latency)
+        self.tcp_requests = TcpRequestMeter()
         self.fsyncs = ThreadHistogram(_SYNC_BUCKETS)
         self._syncs_watched = False
         self.gc_pauses = [Histogram(_GC_BUCKETS) for _ in range(3)]
@@ -801,15 +851,6 @@ class NodeMetrics:
 
         return finished
 
-    def tcp_request(self, command: int, seconds: float) -> None:
-        """
-        A TCP request took C{seconds} (the TCP edge's C{request_timer}).
-        """
-        h = self._tcp_by_command.get(command)
-        if h is None:
-            h = self.tcp_latency["other"]
-        h.observe(seconds)
-
     def _gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_started = time.perf_counter()
@@ -846,10 +887,7 @@ class NodeMetrics:
             "estore_http_request_duration_seconds", "HTTP request latency by kind.",
             {(k,): h for k, h in self.http_latency.items()}, ["kind"],
         )
-        yield histogram_family(
-            "estore_tcp_request_duration_seconds", "TCP request latency by kind.",
-            {(k,): h for k, h in self.tcp_latency.items()}, ["kind"],
-        )
+        yield from self.tcp_requests.families()
         yield histogram_family(
             "estore_fsync_duration_seconds", "Time of each data sync (fdatasync) of the log.",
             {(): self.fsyncs.merged()},
@@ -872,6 +910,7 @@ __all__ = [
     "NodeCollector",
     "NodeMetrics",
     "NodeSources",
+    "TcpRequestMeter",
     "ThreadHistogram",
     "batch_counts",
     "connection_families",

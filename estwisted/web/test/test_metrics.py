@@ -255,20 +255,30 @@ class NodeMetricsTests(SynchronousTestCase):
         self.assertEqual(got[("estore_leader_changes_total", ())], 1)
 
 
-    def test_tcp_timer(self) -> None:
+    def test_tcp_requests(self) -> None:
         """
-        TCP requests are observed by kind; unknown commands go to C{other}.
+        Every TCP request is counted by kind; the sampled latencies are
+        observed by kind, unknown commands as C{other}.
         """
         from estwisted.wire.tcpcodec import TcpCommand
 
-        self.metrics.tcp_request(TcpCommand.WriteEvents, 0.002)
-        self.metrics.tcp_request(TcpCommand.ReadStreamEventsBackward, 0.0001)
-        self.metrics.tcp_request(TcpCommand.ReadStreamEventsForward, 0.0001)
-        self.metrics.tcp_request(0x01, 0.0001)
+        meter = self.metrics.tcp_requests
+        meter.counts[TcpCommand.WriteEvents] += 3
+        meter.counts[TcpCommand.ReadStreamEventsBackward] += 1
+        meter.counts[TcpCommand.ReadStreamEventsForward] += 1
+        meter.counts[0x01] += 1
+        meter.observe(TcpCommand.WriteEvents, 0.002)
+        meter.observe(TcpCommand.ReadStreamEventsForward, 0.0001)
+        meter.observe(0x01, 0.0001)
         got = scrape(self.metrics)
+        total = "estore_tcp_requests_total"
+        self.assertEqual(got[(total, (("kind", "write"),))], 3)
+        self.assertEqual(got[(total, (("kind", "read_stream"),))], 2)
+        self.assertEqual(got[(total, (("kind", "other"),))], 1)
+        self.assertNotIn((total, (("kind", "read_all"),)), got)
         count = "estore_tcp_request_duration_seconds_count"
         self.assertEqual(got[(count, (("kind", "write"),))], 1)
-        self.assertEqual(got[(count, (("kind", "read_stream"),))], 2)
+        self.assertEqual(got[(count, (("kind", "read_stream"),))], 1)
         self.assertEqual(got[(count, (("kind", "other"),))], 1)
         self.assertNotIn((count, (("kind", "read_all"),)), got)
 
