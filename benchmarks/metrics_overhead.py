@@ -261,6 +261,24 @@ def micro() -> dict[str, float]:
             best.setdefault(f"tcp_write_pipelined_{key}_us", []).append(
                 _best(pipelined_writes, 10, 3) / 200 * 1e6)
     out.update({k: min(v) for k, v in best.items()})
+    # The dispatch step alone, with a handler that does nothing: what the
+    # meter adds to every request, without the noise of the rest.
+    dispatcher = protocol.dispatcher
+    dispatcher._handlers[TcpCommand.ReadEvent] = lambda corr, data, principal: None
+    corr = uuid.uuid4().bytes
+
+    def bare_dispatch() -> None:
+        dispatcher.dispatch(TcpCommand.ReadEvent, corr, b"", None)
+
+    bare: dict[str, list[float]] = {}
+    for round_ in range(6):
+        for metered in ((False, True) if round_ % 2 else (True, False)):
+            factory.request_meter = metrics.tcp_requests if metered else None
+            key = "metered" if metered else "unmetered"
+            bare.setdefault(f"tcp_dispatch_{key}_us", []).append(
+                _best(bare_dispatch, 200000, 3) * 1e6)
+    out.update({k: min(v) for k, v in bare.items()})
+    factory.request_meter = None
     meter = metrics.tcp_requests
     started = time.perf_counter()
     out["tcp_observe_call_us"] = _best(

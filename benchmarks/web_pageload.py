@@ -138,7 +138,8 @@ def main() -> None:
     if options.rebuild and not options.disk:
         parser.error("--rebuild needs --disk")
     workdir = tempfile.mkdtemp(prefix="estwisted-web-bench-")
-    extra = ["--run-projections", "all"] if options.projections else []
+    extra = (["--run-projections", "all", "--start-standard-projections", "true"]
+             if options.projections else [])
     node = NodeProcess(os.path.join(workdir, "node"), mem_db=not options.disk, extra_args=extra)
     pages = PAGES + (PROJECTION_PAGES if options.projections else (NO_PROJECTIONS_PAGE,))
     browser = None
