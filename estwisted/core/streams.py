@@ -888,7 +888,8 @@ class StreamStore:
         # them twice
         add_recent = self._recent.add
         for r in records:
-            index.add(r.stream, r.event_number, r.position)
+            # events removed by the leader's scavenge leave gaps (-1)
+            index.add_after_gap(r.stream, r.event_number, r.position)
             if r.stream and r.stream[0] == "$":
                 system.add(r.stream)
             add_recent(r.stream, r.event_number, (r.event_id,))

@@ -194,6 +194,9 @@ class Chunk:
             size = file_size(chunk_size)
         self.view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         self._closed = False
+        #: readers holding the map across reactor turns (L{pin})
+        self.pins = 0
+        self._retired = False
         self.boundaries = array("q", [0])
         self.walked_to = 0
         self.walked_count = 0
@@ -367,6 +370,38 @@ class Chunk:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def pin(self) -> None:
+        """
+        Keep the map open for a reader that holds it across reactor turns
+        (a raw chunk being sent to a replica), even if the chunk is
+        replaced meanwhile; L{unpin} when done.
+        """
+        self.pins += 1
+
+    def unpin(self) -> None:
+        """
+        A reader released the chunk; a retired chunk closes with the last.
+        """
+        self.pins -= 1
+        if self.pins <= 0 and self._retired:
+            self.close()
+
+    def retire(self) -> None:
+        """
+        The chunk was replaced by a new file: close it now, or when the last
+        pinned reader lets go (its file may be deleted already: the map
+        stays valid).
+        """
+        self._retired = True
+        if self.pins <= 0:
+            self.close()
+        else:
+            self.release_fd()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         if not self._closed:

@@ -60,10 +60,12 @@ from estwisted.storage.chunks import (
     CHUNK_NAME,
     HEADER_SIZE,
     Chunk,
+    chunk_file_name,
     decode_header,
     storage_error,
 )
 from estwisted.storage.flushing import FlushJob
+from estwisted.storage.rawchunk import ChunkImage, ChunkReceiver, verify_chunk
 from estwisted.storage.records import (
     HEAD,
     MAX_RECORD_SIZE,
@@ -1068,6 +1070,130 @@ class ChunkedLog:
         self._open_chunks()
         self._reset_buffer()
 
+    # -- whole scavenged chunks (replication from a scavenged region) ---------
+
+    def scavenged_chunk_start(self, position: int) -> Optional[int]:
+        """
+        The start position of the completed scavenged chunk holding
+        C{position}, or C{None} if that chunk is not scavenged (or not
+        completed).  A replica catching up there gets the chunk whole
+        (L{chunk_image}).
+        """
+        if position < 0:
+            return None
+        c = position // self.chunk_size
+        if c >= self._end_chunk or self._chunks[c].runs is None:
+            return None
+        return c * self.chunk_size
+
+    def chunk_image(self, number: int) -> ChunkImage:
+        """
+        The bytes of completed scavenged chunk C{number} as a file, for a
+        replica (see L{estwisted.storage.rawchunk}); C{close} it when done.
+
+        @raise StorageError: the chunk is not completed and scavenged.
+        """
+        if not 0 <= number < self._end_chunk:
+            raise StorageError(f"chunk {number} is not a completed chunk")
+        return ChunkImage(self._chunks[number], number, self.chunk_size)
+
+    def receive_chunk(self, number: int, total: int) -> ChunkReceiver:
+        """
+        Start receiving chunk C{number} whole (C{total} bytes of image);
+        L{install_chunk} it once complete.
+
+        @raise StorageError: the log does not end at the start of chunk
+            C{number}, or the file cannot be created.
+        """
+        if self._failed is not None:
+            raise StorageError(self._failed)
+        if number * self.chunk_size != self.end_position or self._end_local != 0:
+            raise StorageError(
+                f"cannot receive chunk {number}: the log ends at {self.end_position}"
+            )
+        return ChunkReceiver(self.path, number, total)
+
+    def install_chunk(self, receiver: ChunkReceiver) -> int:
+        """
+        Put the received chunk in place of the (empty) current chunk, then
+        start the next one: the log ends at the received chunk's end.
+
+        Crash safety: the image is synced under its temporary name, checked
+        (every frame), renamed to the next version of the chunk's name and
+        the directory synced; a crash before the rename leaves a C{.tmp}
+        file (removed on open), after it the open keeps the highest version
+        (the received chunk) and recovery goes on to the next chunk.
+
+        @return: the new end of the log.
+        @raise StorageError: the image is not a valid scavenged chunk that
+            fits here (nothing changes; the temporary file is removed).
+        """
+        number = receiver.number
+        try:
+            if not receiver.complete:
+                raise StorageError(
+                    f"chunk {number}: {receiver.received} of {receiver.total} bytes received"
+                )
+            if self._inflight is not None:
+                self._settle()
+            if (
+                self.pending_position != self.end_position
+                or number * self.chunk_size != self.end_position
+                or self._end_chunk != number
+                or len(self._chunks) != number + 1
+            ):
+                raise StorageError(
+                    f"cannot install chunk {number}: the log ends at {self.end_position}"
+                )
+            receiver.finish()
+            new = Chunk.open(receiver.path, writable=False)
+            try:
+                verify_chunk(new, number, self.chunk_size)
+            except BaseException:
+                new.close()
+                raise
+        except BaseException:
+            receiver.abort()
+            raise
+        old = self._chunks[number]
+        m = CHUNK_NAME.match(os.path.basename(old.path))
+        version = int(m.group(2)) + 1 if m else 1
+        final = os.path.join(self.path, chunk_file_name(number, version))
+        try:
+            os.rename(receiver.path, final)
+            fsync_directory(self.path)
+        except OSError as e:
+            new.close()
+            receiver.abort()
+            raise storage_error(e, f"cannot install chunk {number}") from e
+        new.path = final
+        new.release_fd()
+        self._chunks[number] = new
+        old.retire()
+        try:
+            os.unlink(old.path)
+        except FileNotFoundError:
+            pass
+        end = (number + 1) * self.chunk_size
+        try:
+            fsync_directory(self.path)
+            self._chunks.append(Chunk.create(self.path, number + 1, self.chunk_size, self._dsync))
+        except (OSError, StorageError) as e:
+            # the chunk is durable; the next open creates the next chunk
+            self._failed = f"cannot start chunk {number + 1} after installing {number}: {e}"
+            raise StorageError(self._failed) from e
+        self._end_chunk = number + 1
+        self._end_local = 0
+        self.end_position = end
+        self._reset_buffer()
+        self._writer.write_and_sync(end)
+        _log.info(
+            "Installed scavenged chunk {number} from the leader ({size} bytes)",
+            number=number,
+            size=receiver.total,
+        )
+        return end
+
     # -- scavenging ----------------------------------------------------------
 
     @property
@@ -1117,7 +1243,7 @@ class ChunkedLog:
         before = os.stat(old.path).st_size
         after = os.stat(new.path).st_size
         self._chunks[number] = new
-        old.close()
+        old.retire()
         if old.path != new.path:
             try:
                 os.unlink(old.path)
