@@ -944,10 +944,10 @@ class ChunkedLog:
         while p > 0 and len(result) < max_count:
             c, local = divmod(p, size)
             if local == 0:
+                # on to the previous chunk, from its end (which may be the
+                # chunk size itself: no divmod of it)
                 c -= 1
                 local = self._data_end(c)
-                p = c * size + local
-                continue
             for view, start, off, base in self._runs_back(c, local):
                 while off > start and len(result) < max_count:
                     n = size_before(view, off)

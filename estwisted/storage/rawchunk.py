@@ -126,9 +126,7 @@ class ChunkReceiver:
         self.number = number
         self.total = total
         self.received = 0
-        self.path = os.path.join(
-            directory, f"{chunk_file_name(number)}.{uuid.uuid4().hex}.raw.tmp"
-        )
+        self.path = os.path.join(directory, f"{chunk_file_name(number)}.{uuid.uuid4().hex}.raw.tmp")
         try:
             self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except OSError as e:

@@ -364,3 +364,44 @@ class ScavengerTests(SynchronousTestCase):
         self.assertEqual(
             self.store.read_stream("kept", 0, 1000, True, False, None).events, before.events
         )
+
+
+class FullChunkTests(SynchronousTestCase):
+    """
+    A chunk whose records fill it exactly (its data size is the chunk
+    size), scavenged or not, reads backwards (a restart's first read).
+    """
+
+    def test_read_backward_over_a_full_chunk(self) -> None:
+        from estwisted.storage.records import OVERHEAD
+
+        path = tempfile.mkdtemp(prefix="estw-full-")
+        self.addCleanup(shutil.rmtree, path, True)
+        log = ChunkedLog(path, chunk_size=MIN_CHUNK_SIZE)
+        self.addCleanup(log.close)
+        number = 0
+        while log.pending_position < MIN_CHUNK_SIZE:
+            room = MIN_CHUNK_SIZE - log.pending_position - OVERHEAD - 2
+            data = 500 if room >= 600 else room
+            log.append("x", number, uuid.uuid4().bytes, "t", 0, b"d" * data, b"", 0)
+            number += 1
+        self.assertEqual(log.pending_position, MIN_CHUNK_SIZE)
+        log.append("y", 0, uuid.uuid4().bytes, "t", 0, b"after", b"", 0)
+        log.flush()
+        self.assertEqual(log.chunk(0).data_size, MIN_CHUNK_SIZE)
+        everything = log.read_forward(0, 1000)
+        self.assertEqual(log.read_backward(log.end_position, 1000), everything[::-1])
+        # everything of "x" but its last event goes: the chunk is scavenged
+        states = {
+            "x": StreamState(number - 1, True, NO_METADATA),
+            "y": StreamState(0, False, NO_METADATA),
+        }
+        result = ChunkResult(0)
+        for _ in rewrite_chunk(log.chunk(0), log.chunk_runs(0), states.__getitem__, NOW, result):
+            pass
+        assert result.path is not None
+        log.replace_chunk(0, result.path)
+        self.assertEqual(log.chunk(0).data_size, MIN_CHUNK_SIZE)
+        left = log.read_forward(0, 1000)
+        self.assertEqual([r.stream for r in left], ["y"])
+        self.assertEqual(log.read_backward(log.end_position, 1000), left[::-1])
