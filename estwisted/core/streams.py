@@ -188,6 +188,9 @@ class StreamStore:
         self._log = log
         self._index = index
         self._clock = clock
+        #: keyword arguments of the L{estwisted.core.scavenger.Scavenger}
+        #: (the node's scavenge options), set before its first use
+        self.scavenge_options: dict[str, Any] = {}
         # Group commit, and the state of writes buffered but not committed.
         self._commit = GroupCommit(log, clock, self, flusher)
         self._pending_last: dict[str, int] = {}
@@ -497,7 +500,11 @@ class StreamStore:
             from estwisted.core.scavenger import Scavenger
 
             existing = self._scavenger = Scavenger(
-                self, self._log, self._index, self._clock  # type: ignore[arg-type]
+                self,
+                self._log,  # type: ignore[arg-type]
+                self._index,
+                self._clock,
+                **self.scavenge_options,
             )
         return existing
 

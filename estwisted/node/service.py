@@ -147,6 +147,10 @@ class NodeService(MultiService):
             recent_event_ids=config.idempotency_window,
             flusher=None if config.mem_db else ThreadFlusher(self.reactor),
         )
+        self.store.scavenge_options = {
+            "history_max_age": config.scavenge_history_max_age,
+            "merge": not config.disable_scavenge_merging,
+        }
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.reactor)
         self._watch_metrics(log, index)
