@@ -22,7 +22,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from google.protobuf.message import DecodeError
 from twisted.internet.defer import Deferred
@@ -52,7 +52,11 @@ from estwisted.grpc.protos import (
     status_pb2,
     streams_pb2,
 )
-from estwisted.subscriptions.volatile import DropReason, ISubscriber
+from estwisted.subscriptions.volatile import DropReason, ISubscriber, SubscriptionHub
+
+if TYPE_CHECKING:
+    from estwisted.core.streams import StreamStore
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
 
 _log = Logger()
 
@@ -97,13 +101,13 @@ class GrpcServer:
 
     def __init__(
         self,
-        store: Any,
-        hub: Any,
+        store: StreamStore,
+        hub: SubscriptionHub,
         clock: IReactorTime,
         members: Callable[[], Sequence[tuple[uuid.UUID, float, str, bool, str, int]]],
         leader_refusal: Callable[[], Optional[Exception]] = lambda: None,
         anonymous: Optional[Principal] = None,
-        persistent: Any = None,
+        persistent: Optional[PersistentSubscriptions] = None,
         shutdown: Optional[Callable[[], None]] = None,
     ) -> None:
         self.anonymous = anonymous

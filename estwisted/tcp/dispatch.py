@@ -788,8 +788,7 @@ class RequestDispatcher:
 
     def _scavenge(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         if principal is not None and principal.is_ops:
-            make = getattr(self.store, "scavenger", None)
-            scavenger = make() if make is not None else None
+            scavenger = self.store.scavenger()
             result = tcpcodec.SCAVENGE_STARTED
             if scavenger is None:
                 scavenge_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
