@@ -183,6 +183,7 @@ def micro() -> dict[str, float]:
     from estwisted.core.model import NewEvent
     from estwisted.core.progress import ProgressBoard
     from estwisted.core.streams import StreamStore
+    from estwisted.core.users import UserManager
     from estwisted.http.api import HttpApi
     from estwisted.http.info import NodeInfo
     from estwisted.storage import flushing
@@ -198,8 +199,9 @@ def micro() -> dict[str, float]:
 
     out: dict[str, float] = {}
     clock = Clock()
-    store = StreamStore(MemoryLog(), StreamIndex(), clock, password_iterations=1)
-    store.users.ensure_default_users()
+    store = StreamStore(MemoryLog(), StreamIndex(), clock)
+    users = UserManager(store, iterations=1)
+    users.ensure_default_users()
     for i in range(200):
         events = [NewEvent(uuid.uuid4().bytes, "t", b"x" * 100) for _ in range(50)]
         store.append(f"stream-{i}", -2, events, None)
@@ -208,7 +210,9 @@ def micro() -> dict[str, float]:
     persistent = PersistentSubscriptions(store, clock)
     persistent.start()
     clock.advance(0)
-    factory = TcpClientFactory(store, hub, persistent, clock, 2.0, 1.0, 1024 * 1024)
+    factory = TcpClientFactory(
+        store, hub, persistent, clock, 2.0, 1.0, 1024 * 1024, users=users
+    )
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)

@@ -30,6 +30,7 @@ from estwisted.cluster.leadership import Leadership
 from estwisted.core import errors
 from estwisted.core.model import Principal, ResolvedEvent, WriteResult
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.subscriptions.persistent import (
     IPersistentSubscriber,
     NakAction,
@@ -60,6 +61,7 @@ class Core(Protocol):
     """
 
     store: StreamStore
+    users: UserManager
     hub: SubscriptionHub
     persistent: PersistentSubscriptions
     leadership: Optional[Leadership]
@@ -231,6 +233,7 @@ class RequestDispatcher:
         factory = connection.factory
         self.factory = factory
         self.store = factory.store
+        self.users = factory.users
         self.send = connection.send
         self._subscriptions: dict[bytes, Any] = {}
         #: when the request being dispatched arrived (0.0: not timed)
@@ -378,7 +381,7 @@ class RequestDispatcher:
         user.
         """
         try:
-            principal = self.store.authenticate(login, password)
+            principal = self.users.authenticate(login, password)
         except errors.NotAuthenticated:
             self.send(frame_package(C.NotAuthenticated, corr, b"Unauthorized"))
             return
