@@ -138,6 +138,8 @@ class ReplicationFollower:
             self._retry.cancel()
         self._retry = None
         self._abort_raw()
+        if self.catch_up is not None and not self.catch_up.result:
+            self.catch_up.finish(self.clock.seconds(), "stopped")
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
             protocol.abort("stopped following")
