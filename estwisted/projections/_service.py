@@ -167,6 +167,8 @@ class ProjectionRunner:
 
     def _pause(self, reason: str) -> None:
         self._projector = None
+        if self.catch_up is not None and not self.catch_up.result:
+            self.catch_up.finish(self._clock.seconds(), "stopped")
         if not self._running:
             return
         self.status = "Paused"
