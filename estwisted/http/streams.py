@@ -249,11 +249,15 @@ class StreamRoutes(HttpBase):
         set_header(request, b"vary", b"Accept")
         if cacheable:
             public = self.store.check_access(None, stream, "$r")
-            set_header(request, b"cache-control", CACHE_FOREVER if public else CACHE_PRIVATE)
+            set_header(
+                request,
+                b"cache-control",
+                self._cache_control(CACHE_FOREVER if public else CACHE_PRIVATE),
+            )
             return False
         etag = atom.make_etag(version, media)
         set_header(request, b"etag", f'"{etag}"'.encode("ascii"))
-        set_header(request, b"cache-control", self._head_cache_control(stream))
+        set_header(request, b"cache-control", self._cache_control(self._head_cache_control(stream)))
         inm = self._header(request, b"if-none-match")
         return inm is not None and inm.strip().strip('"') == etag
 

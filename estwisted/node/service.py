@@ -132,6 +132,7 @@ class NodeService(MultiService):
             path=None if config.mem_db else config.db,
             mem_db=config.mem_db,
             chunk_size=config.chunk_size,
+            max_truncation=config.max_truncation,
         )
         self._close_storage = close
         #: The L{IEventLog} (replication reads and appends it raw).
@@ -275,6 +276,10 @@ class NodeService(MultiService):
             site, int_site = serve(wiring.external_root), serve(wiring.internal_root)
         if self.metrics is not None:
             self.metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
+        # ExtHttpPrefixes / IntHttpPrefixes (estwisted.http.prefixes).
+        from estwisted.http.prefixes import prefixed_sites
+
+        site, int_site = prefixed_sites(c, site, int_site)
         # The gRPC API (estwisted.grpc) shares the external HTTP port.
         site = self._grpc_factory(site, leadership)
         return tls_listeners(c, self.tls, self.reactor, tcp, int_tcp, site, int_site)

@@ -139,7 +139,10 @@ def index_saver(
 
 
 def open_storage(
-    path: Optional[str], mem_db: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    path: Optional[str],
+    mem_db: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    max_truncation: int = -1,
 ) -> tuple[IEventLog, StreamIndex, StorageCloser]:
     """
     Open the node's storage.
@@ -148,6 +151,8 @@ def open_storage(
         C{mem_db}.
     @param mem_db: keep everything in memory (L{MemoryLog}).
     @param chunk_size: data bytes per chunk of a new database.
+    @param max_truncation: most bytes C{truncate.chk} may cut on open
+        (C{MaxTruncation}; C{-1}: no limit), see L{ChunkedLog}.
     @return: the log, the index (covering the whole log) and the closer.
     @raise estwisted.core.errors.StorageError: the database cannot be opened
         (locked by another process, unreadable, corrupt below its writer
@@ -157,7 +162,7 @@ def open_storage(
         memory = MemoryLog()
         index = StreamIndex()
         return memory, index, StorageCloser(memory, index, None, {})
-    log = ChunkedLog(path, chunk_size=chunk_size)
+    log = ChunkedLog(path, chunk_size=chunk_size, max_truncation=max_truncation)
     try:
         index_dir = os.path.join(path, INDEX_DIRECTORY)
         os.makedirs(index_dir, exist_ok=True)
