@@ -856,7 +856,12 @@ class NodeConfig:
         BOOL, False, "Replicate from the leader but never vote or lead (needs ClusterSize > 1)."
     )
     unsafe_allow_surplus_nodes: bool = option(
-        BOOL, False, "Let more than ClusterSize nodes join as clones.", implemented=False
+        BOOL, False,
+        "Let more than ClusterSize nodes join as clones (EventStoreDB 20; refused there "
+        "without it).",
+        implemented=False,
+        why="a node beyond ClusterSize always joins as a clone here (the leader never "
+        "refuses a replica), so the option changes nothing (docs/v5-options.md)",
     )
 
     # --- TLS
