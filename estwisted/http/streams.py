@@ -518,9 +518,14 @@ class StreamRoutes(HttpBase):
             position = None
         else:
             try:
-                position = atom.decode_position(raw_position)[0]
+                commit, prepare = atom.decode_position(raw_position)
             except ValueError:
                 raise HttpError(400, f"Invalid position argument: {raw_position}") from None
+            if commit < 0 or prepare < 0:
+                # v5 refuses negative positions (ffff...: Position.End over
+                # TCP); the end is "head", backwards only.
+                raise HttpError(400, f"Invalid position argument: {raw_position}")
+            position = commit
         if not (raw_count.isdigit() and raw_count.isascii()) or int(raw_count) <= 0:
             raise HttpError(400, f"Invalid count argument: {raw_count}")
         count = int(raw_count)

@@ -296,3 +296,23 @@ class PrefixedResourceTests(ApiTestMixin, SynchronousTestCase):
         self.assertEqual(reply.code, 200)
         feed = reply.json()
         self.assertEqual(feed["id"], "http://any.example/es/streams/s")
+
+
+class EndSentinelTests(ApiTestMixin, SynchronousTestCase):
+    """
+    The end of C{$all} over HTTP is C{head}, backwards only; a negative
+    position (C{ffff...}, TCP's C{Position.End}) is refused as v5 refuses it.
+    """
+
+    def test_negative_position_refused(self) -> None:
+        self.write("s", {"n": 0})
+        for direction in ("backward", "forward"):
+            reply = self.get(f"/streams/$all/{'f' * 32}/{direction}/1")
+            self.assertEqual(
+                (reply.code, reply.phrase), (400, b"Invalid position argument: " + b"f" * 32)
+            )
+        reply = self.get(f"/streams/$all/{'0' * 16}{'f' * 16}/forward/1")
+        self.assertEqual(reply.code, 400)
+        self.assertEqual(self.get("/streams/$all/head/backward/1").json()["entries"][0]["title"],
+                         "0@s")
+        self.assertEqual(self.get("/streams/$all/head/forward/1").code, 400)
