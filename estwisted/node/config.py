@@ -694,7 +694,9 @@ class NodeConfig:
         check=at_least(1),
     )
     unsafe_ignore_hard_delete: bool = option(
-        BOOL, False, "Let hard-deleted streams be written again.", implemented=False
+        BOOL, False,
+        "A scavenge (from chunk 0) also removes the tombstones of hard-deleted streams "
+        "in completed chunks; those streams may then be written again (UNSAFE).",
     )
 
     # --- interfaces

@@ -147,6 +147,7 @@ class NodeService(MultiService):
             self.reactor,
             recent_event_ids=config.idempotency_window,
             flusher=None if config.mem_db else ThreadFlusher(self.reactor),
+            unsafe_ignore_hard_delete=config.unsafe_ignore_hard_delete,
         )
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.reactor)

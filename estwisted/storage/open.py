@@ -59,6 +59,7 @@ class StorageCloser:
         self._saved_position = report.get("covered", -1)
         self._base_entries = -1 if report.get("rebuilt", True) else self._saved_entries
         self._deltas = int(report.get("deltas", 0))
+        self._drops = index.drops
 
     def save_index(self, min_new_entries: int = 1) -> bool:
         """
@@ -70,14 +71,17 @@ class StorageCloser:
         if self.index_path is None or self._closed:
             return False
         covered = self.log.end_position
-        if covered == self._saved_position:
+        dropped = self.index.drops != self._drops
+        if covered == self._saved_position and not dropped:
             return False
-        if len(self.index) - self._saved_entries < min_new_entries:
+        if len(self.index) - self._saved_entries < min_new_entries and not dropped:
             return False
         entries = len(self.index)
         directory = os.path.dirname(self.index_path)
+        self._drops = self.index.drops
         if (
-            self._base_entries < 0
+            dropped
+            or self._base_entries < 0
             or self._deltas >= MAX_DELTAS
             or entries - self._base_entries > self._base_entries
         ):
