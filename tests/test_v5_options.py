@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -253,3 +254,63 @@ class CompetingRedeliveryTests(SynchronousTestCase):
             if again:
                 break
         self.assertEqual(again, sorted(nacked, reverse=True))
+
+
+class UnsafeIgnoreHardDeleteTests(SynchronousTestCase):
+    """
+    C{UnsafeIgnoreHardDelete}: after a scavenge a hard-deleted stream (its
+    tombstone in a completed chunk) can be written again; without the
+    option it stays deleted (410).
+    """
+
+    def scenario(self, *extra: str) -> NodeProcess:
+        node = start_node(self, extra_args=["--chunk-size", "65536", *extra])
+        write_events(node, "gone", 5)
+        status, _, _ = http(
+            node, "DELETE", "/streams/gone",
+            {"Authorization": ADMIN, "ES-HardDelete": "true"},
+        )
+        self.assertEqual(status, 204)
+        for _ in range(6):
+            write_events(node, "filler", 40, size=500)  # the tombstone's chunk completes
+        status, _, body = http(node, "POST", "/admin/scavenge", {"Authorization": ADMIN})
+        self.assertEqual(status, 200, body)
+        scavenge_id = json.loads(body)["scavengeId"]
+        accept = {"Authorization": ADMIN, "Accept": "application/json"}
+        for _ in range(200):
+            status, _, body = http(
+                node, "GET", f"/streams/$scavenges-{scavenge_id}/0/forward/100?embed=body",
+                accept,
+            )
+            if status == 200 and any(
+                e["eventType"] == "$scavengeCompleted" for e in json.loads(body)["entries"]
+            ):
+                break
+            time.sleep(0.05)
+        else:
+            self.fail("the scavenge did not complete")
+        return node
+
+    def test_reopened(self) -> None:
+        node = self.scenario("--unsafe-ignore-hard-delete")
+        accept = {"Authorization": ADMIN, "Accept": "application/json"}
+        self.assertEqual(http(node, "GET", "/streams/gone", accept)[0], 404)
+        body = json.dumps([{"eventId": str(uuid.uuid4()), "eventType": "t", "data": {}}]).encode()
+        status, headers, _ = http(
+            node, "POST", "/streams/gone",
+            {"Authorization": ADMIN, "Content-Type": "application/vnd.eventstore.events+json",
+             "ES-ExpectedVersion": "-1"},
+            body,
+        )
+        self.assertEqual(status, 201)
+        self.assertTrue(headers["Location"].endswith("/streams/gone/0"), headers)
+        self.assertIn("Removed the hard-delete tombstone of gone", node.log())
+        # and after a restart
+        node.restart()
+        status, _, body = http(node, "GET", "/streams/gone/0", accept)
+        self.assertEqual(status, 200)
+
+    def test_default_stays_deleted(self) -> None:
+        node = self.scenario()
+        accept = {"Authorization": ADMIN, "Accept": "application/json"}
+        self.assertEqual(http(node, "GET", "/streams/gone", accept)[0], 410)
