@@ -1063,6 +1063,29 @@ class StartupWarningTests(SynchronousTestCase):
         )
 
 
+class NoEffectOptionTests(SynchronousTestCase):
+    """
+    Options not implemented on purpose say why (docs/v5-options.md); the
+    issue-15 options that are implemented are not marked.
+    """
+
+    def test_why_in_warnings(self) -> None:
+        config = _load(["--unsafe-allow-surplus-nodes", "true"])
+        (line,) = startup_warnings(config)
+        self.assertIn("UnsafeAllowSurplusNodes (command line --unsafe-allow-surplus-nodes) "
+                      "is accepted but has no effect here: a node beyond ClusterSize always "
+                      "joins as a clone", line)
+
+    def test_implemented_not_marked(self) -> None:
+        config = _load([
+            "--enable-trusted-auth", "true", "--disable-http-caching", "true",
+            "--unsafe-ignore-hard-delete", "true", "--max-truncation", "5",
+            "--ext-http-prefixes", "http://*:2113/", "--int-http-prefixes", "http://*:2112/",
+        ])
+        self.assertEqual(config.not_implemented_in_use(), [])
+        self.assertNotIn("accepted", render_options(config))
+
+
 class SampleFileTests(SynchronousTestCase):
     """
     Every sample under etc/ loads.
