@@ -32,6 +32,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any, Optional, Union
 
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Site
 
@@ -176,19 +177,25 @@ def prefixes_for(configured: Sequence[str], ip: str, port: int) -> list[HttpPref
     return [parse_http_prefix(text) for text in configured] + interface_prefixes(ip, port)
 
 
-def prefixed_site(site: Site, prefixes: Sequence[HttpPrefix]) -> Site:
+def prefixed_site(site: IProtocolFactory, prefixes: Sequence[HttpPrefix]) -> IProtocolFactory:
     """
     A C{Site} like C{site} (same request factory and settings) whose root
     answers only what C{prefixes} match; C{site} itself when there are none.
+
+    @raise TypeError: C{site} is not a C{Site} but prefixes are asked for.
     """
     if not prefixes:
         return site
+    if not isinstance(site, Site):
+        raise TypeError(f"HTTP prefixes need a twisted.web Site, not {site!r}")
     wrapped = copy.copy(site)
     wrapped.resource = PrefixedResource(site.resource, prefixes)
     return wrapped
 
 
-def prefixed_sites(config: Any, site: Site, int_site: Site) -> tuple[Site, Site]:
+def prefixed_sites(
+    config: Any, site: IProtocolFactory, int_site: IProtocolFactory
+) -> tuple[IProtocolFactory, IProtocolFactory]:
     """
     The external and internal sites with C{ExtHttpPrefixes} and
     C{IntHttpPrefixes} applied (the node's wiring calls this once).

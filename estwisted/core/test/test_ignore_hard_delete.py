@@ -59,7 +59,7 @@ class IgnoreHardDeleteTests(SynchronousTestCase):
         self.addCleanup(closer.close)
         self.index = index
         self.store = StreamStore(
-            log, index, self.clock, password_iterations=10, unsafe_ignore_hard_delete=ignore
+            log, index, self.clock, unsafe_ignore_hard_delete=ignore
         )
         return self.store
 

@@ -160,7 +160,6 @@ class DisableHttpCachingTests(ApiTestMixin, SynchronousTestCase):
         """
         for disabled, expected in ((False, "max-age=30, private"), (True, NO_CACHE.decode())):
             self.use(disabled)
-            self.store.users.ensure_default_users()
             self.write("c", {"n": 0})
             body = json.dumps({"$cacheControl": 30, "$acl": {"$r": "$admins"}}).encode()
             headers = {**ADMIN, "Content-Type": "application/json",
