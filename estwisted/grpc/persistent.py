@@ -50,6 +50,14 @@ def _all_unsupported() -> GrpcStatus:
     )
 
 
+def _signed(revision: int) -> int:
+    """
+    A uint64 revision as the signed number the store uses
+    (C{18446744073709551615}, the end, is C{-1}).
+    """
+    return revision - (1 << 64) if revision >= 1 << 63 else revision
+
+
 def settings_of(options: Any, creating: bool) -> PersistentSettings:
     """
     The store's settings from C{CreateReq.Options} or C{UpdateReq.Options}.
@@ -60,12 +68,13 @@ def settings_of(options: Any, creating: bool) -> PersistentSettings:
     if which == "stream":
         revision = options.stream.WhichOneof("revision_option")
         if revision == "revision":
-            start_from = int(options.stream.revision)
+            start_from = _signed(int(options.stream.revision))
         elif revision == "start":
             start_from = 0
     elif which is None:
-        # 20.10 clients: the stream and a start revision in the settings.
-        start_from = int(s.revision)
+        # 20.10 clients: the stream and a start revision in the settings;
+        # the end is UInt64.MaxValue (EventStoreDB reads it as -1).
+        start_from = _signed(int(s.revision))
     if s.WhichOneof("message_timeout") == "message_timeout_ticks":
         timeout_ms = s.message_timeout_ticks // _TICKS_PER_MS
     else:
