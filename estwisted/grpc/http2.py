@@ -29,7 +29,8 @@ import struct
 from typing import Optional
 from typing import Protocol as TypingProtocol
 
-from hpack import Decoder, HPACKError
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -155,6 +156,139 @@ def encode_header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
     return bytes(out)
 
 
+class HpackError(Exception):
+    """
+    A request header block that does not decode.
+    """
+
+
+_STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = tuple(HeaderTable.STATIC_TABLE)
+_STATIC_COUNT = len(_STATIC_TABLE)
+
+
+class HeaderDecoder:
+    """
+    RFC 7541 decoding of request header blocks, with the decoder's dynamic
+    table (C{hpack}'s own decoder logs at debug level per field and costs
+    several times more).
+
+    @param max_table_size: our C{SETTINGS_HEADER_TABLE_SIZE}.
+    @param max_list_size: the largest decoded header list (RFC 7541 size
+        accounting) accepted.
+    """
+
+    def __init__(self, max_table_size: int = 4096, max_list_size: int = MAX_HEADER_LIST) -> None:
+        self._max_allowed = max_table_size
+        self._max_size = max_table_size
+        self._size = 0
+        # Newest first: index _STATIC_COUNT + 1 is entries[0].
+        self._entries: list[tuple[bytes, bytes]] = []
+        self._max_list = max_list_size
+
+    def _integer(self, data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+        limit = (1 << prefix_bits) - 1
+        value = data[pos] & limit
+        pos += 1
+        if value < limit:
+            return value, pos
+        shift = 0
+        while True:
+            if pos >= len(data):
+                raise HpackError("integer cut short")
+            byte = data[pos]
+            pos += 1
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, pos
+            if shift > 28:
+                raise HpackError("integer too large")
+
+    def _string(self, data: bytes, pos: int) -> tuple[bytes, int]:
+        if pos >= len(data):
+            raise HpackError("string cut short")
+        huffman = data[pos] & 0x80
+        length, pos = self._integer(data, pos, 7)
+        end = pos + length
+        if end > len(data):
+            raise HpackError("string cut short")
+        raw = data[pos:end]
+        if huffman:
+            try:
+                raw = decode_huffman(raw)
+            except Exception as e:
+                raise HpackError(f"bad Huffman string: {e}") from None
+        return raw, end
+
+    def _lookup(self, index: int) -> tuple[bytes, bytes]:
+        if 0 < index <= _STATIC_COUNT:
+            return _STATIC_TABLE[index - 1]
+        dynamic = index - _STATIC_COUNT - 1
+        if index <= 0 or dynamic >= len(self._entries):
+            raise HpackError(f"no header table entry {index}")
+        return self._entries[dynamic]
+
+    def _add(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + 32
+        entries = self._entries
+        if size > self._max_size:
+            entries.clear()
+            self._size = 0
+            return
+        entries.insert(0, (name, value))
+        self._size += size
+        self._shrink()
+
+    def _shrink(self) -> None:
+        entries = self._entries
+        while self._size > self._max_size:
+            name, value = entries.pop()
+            self._size -= len(name) + len(value) + 32
+
+    def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """
+        The header list of one block.
+
+        @raise HpackError: malformed, or a list over the size limit.
+        """
+        out: list[tuple[bytes, bytes]] = []
+        pos = 0
+        end = len(data)
+        total = 0
+        fields = False
+        while pos < end:
+            first = data[pos]
+            if first & 0x80:
+                index, pos = self._integer(data, pos, 7)
+                header = self._lookup(index)
+            elif first & 0xE0 == 0x20:
+                if fields:
+                    raise HpackError("table size update after a header field")
+                size, pos = self._integer(data, pos, 5)
+                if size > self._max_allowed:
+                    raise HpackError(f"table size {size} over {self._max_allowed}")
+                self._max_size = size
+                self._shrink()
+                continue
+            else:
+                indexing = first & 0x40
+                index, pos = self._integer(data, pos, 6 if indexing else 4)
+                if index:
+                    name = self._lookup(index)[0]
+                else:
+                    name, pos = self._string(data, pos)
+                value, pos = self._string(data, pos)
+                header = (name, value)
+                if indexing:
+                    self._add(name, value)
+            fields = True
+            total += len(header[0]) + len(header[1]) + 32
+            if total > self._max_list:
+                raise HpackError("header list too large")
+            out.append(header)
+        return out
+
+
 class _Stream:
     __slots__ = ("send_window", "unacked", "remote_closed", "local_closed")
 
@@ -183,7 +317,7 @@ class Http2ServerConnection:
         self._preface_seen = False
         self._receive_window = receive_window
         self._max_concurrent = max_concurrent
-        self._decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
+        self._decoder = HeaderDecoder()
         self.streams: dict[int, _Stream] = {}
         self._highest = 0
         #: The peer's settings that matter when we send.
@@ -459,10 +593,8 @@ class Http2ServerConnection:
 
     def _header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
         try:
-            headers = self._decoder.decode(block, raw=True)
-        except HPACKError as e:
-            self._fail(COMPRESSION_ERROR, f"bad header block: {e}")
-        except (ValueError, IndexError) as e:
+            headers = self._decoder.decode(block)
+        except HpackError as e:
             self._fail(COMPRESSION_ERROR, f"bad header block: {e}")
         stream = self.streams.get(stream_id)
         if stream is not None:
@@ -482,7 +614,7 @@ class Http2ServerConnection:
         stream = _Stream(self._initial_send_window)
         stream.remote_closed = end_stream
         self.streams[stream_id] = stream
-        self._handler.request(stream_id, [(bytes(k), bytes(v)) for k, v in headers], end_stream)
+        self._handler.request(stream_id, headers, end_stream)
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
