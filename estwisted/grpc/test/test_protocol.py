@@ -538,6 +538,51 @@ class AdminServiceTests(SynchronousTestCase):
         self.pair.pump()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def _create_group(self, stream: str, group: str) -> None:
+        create = persistent_pb2.CreateReq()
+        create.options.group_name = group
+        create.options.stream.stream_identifier.stream_name = stream.encode()
+        create.options.stream.start.SetInParent()
+        create.options.settings.max_retry_count = 3
+        create.options.settings.message_timeout_ms = 10_000
+        create.options.settings.consumer_strategy = "RoundRobin"
+        sid = self.pair.call(PERSISTENT_SERVICE, "Create", [create])
+        self.assertEqual(self.pair.replies[sid].status, 0)
+
+    def _read_group(self, stream: str, group: str) -> int:
+        read = persistent_pb2.ReadReq()
+        read.options.stream_identifier.stream_name = stream.encode()
+        read.options.group_name = group
+        read.options.buffer_size = 10
+        read.options.uuid_option.string.SetInParent()
+        return self.pair.call(PERSISTENT_SERVICE, "Read", [read], end=False)
+
+    def test_restartSubsystem(self) -> None:
+        """
+        C{RestartSubsystem} and C{Operations.RestartPersistentSubscriptions}
+        drop the consumers, keep the groups and their progress, and deliver
+        live events again afterwards; anonymous callers are refused.
+        """
+        self._create_group("orders", "g")
+        for method, service in (("RestartSubsystem", PERSISTENT_SERVICE),
+                                ("RestartPersistentSubscriptions", OPERATIONS)):
+            sid = self._read_group("orders", "g")
+            self.assertIsNone(self.pair.replies[sid].status)
+            restart = self.pair.call(service, method, [shared_pb2.Empty()])
+            self.assertEqual(self.pair.replies[restart].status, 0, method)
+            self.assertTrue(self.pair.replies[sid].ended)
+            self.assertEqual(self.pair.replies[sid].status, 1)
+        sid = self._read_group("orders", "g")
+        self.pair.call(STREAMS, "Append", append_request("orders", [(uuid.uuid4().bytes, "t")]))
+        self.pair.pump()
+        events = [parse(persistent_pb2.ReadResp, m) for m in self.pair.replies[sid].messages]
+        self.assertEqual([e.WhichOneof("content") for e in events],
+                         ["subscription_confirmation", "event"])
+        server, _ = make_server(self.clock, anonymous=None)
+        pair = Pair(server, self.clock)
+        sid = pair.call(PERSISTENT_SERVICE, "RestartSubsystem", [shared_pb2.Empty()])
+        self.assertEqual(pair.replies[sid].status, 7)
+
     def test_persistentAll(self) -> None:
         """
         Groups on C{$all} are refused with C{UNIMPLEMENTED}; the supported
