@@ -607,5 +607,6 @@ class GrpcAdminTests(SynchronousTestCase):
                 f"checks failed: {json.dumps(result.get('failures'), indent=1)}\n"
                 f"--- node log ---\n{self.node.log()[-3000:]}"
             )
-        self.assertGreaterEqual(len(result["checks"]), 11)
+        self.assertGreaterEqual(len(result["checks"]), 13)
+        self.assertIn("gzip read", result["checks"])
         self.assertNotIn("Traceback", self.node.log())

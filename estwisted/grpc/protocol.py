@@ -40,6 +40,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from estwisted.grpc.framing import (
+    COMPRESS_FROM,
+    ENCODINGS,
     OK,
     CallHead,
     FramingError,
@@ -65,6 +67,7 @@ def _block(headers: list[tuple[str, str]]) -> bytes:
 #: The fixed header blocks, HPACK-encoded once (they never touch the
 #: dynamic table, so the same bytes serve every call on every connection).
 _RESPONSE_HEADERS = _block(response_headers())
+_COMPRESSED_HEADERS = {e: _block(response_headers(e)) for e in ENCODINGS}
 _OK_TRAILERS = _block(trailers(OK))
 _OK_TRAILERS_ONLY = _block(trailers_only(OK))
 
@@ -98,7 +101,8 @@ class ServerCall:
         self._connection = connection
         self.stream_id = stream_id
         self.head = head
-        self._decoder = MessageDecoder()
+        self._decoder = MessageDecoder(encoding=head.encoding)
+        self._compress = head.response_encoding
         self._outbound = bytearray()
         self._trailers: Optional[bytes] = None
         self._headers_sent = False
@@ -130,7 +134,11 @@ class ServerCall:
         """
         if self.finished:
             return
-        self._outbound += encode_message(message.SerializeToString())
+        payload = message.SerializeToString()
+        if self._compress != "identity" and len(payload) >= COMPRESS_FROM:
+            self._outbound += encode_message(payload, self._compress)
+        else:
+            self._outbound += encode_message(payload)
         if flush:
             self._connection.flush_stream(self)
 
@@ -372,7 +380,8 @@ class GrpcConnection(Protocol):
         was_high = len(call._outbound) >= HIGH_WATER
         if not call._headers_sent:
             call._headers_sent = True
-            conn.send_headers(sid, _RESPONSE_HEADERS)
+            conn.send_headers(sid, _RESPONSE_HEADERS if call._compress == "identity"
+                              else _COMPRESSED_HEADERS[call._compress])
         out = call._outbound
         while out:
             window = min(conn.window(sid), conn.max_frame_size)
