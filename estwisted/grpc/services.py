@@ -42,6 +42,7 @@ from estwisted.core.model import (
     ResolvedEvent,
     WriteResult,
 )
+from estwisted.core.users import UserManager
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import HIGH_WATER, ServerCall
@@ -109,9 +110,11 @@ class GrpcServer:
         anonymous: Optional[Principal] = None,
         persistent: Optional[PersistentSubscriptions] = None,
         shutdown: Optional[Callable[[], None]] = None,
+        users: Optional[UserManager] = None,
     ) -> None:
         self.anonymous = anonymous
         self.store = store
+        self.users = users if users is not None else UserManager(store)
         self.hub = hub
         self.clock = clock
         self.members = members
@@ -131,7 +134,7 @@ class GrpcServer:
             self.methods.update(PersistentService(persistent, self._unary).methods())
         from estwisted.grpc.admin import MonitoringService, OperationsService, UsersService
 
-        self.methods.update(UsersService(store.users, self._unary).methods())
+        self.methods.update(UsersService(self.users, self._unary).methods())
         self.methods.update(OperationsService(store, shutdown, self._unary, clock,
                                                persistent).methods())
         self.methods.update(MonitoringService(store, hub, clock, self._unary).methods())
@@ -166,7 +169,7 @@ class GrpcServer:
         if not sep:
             raise GrpcStatus(StatusCode.UNAUTHENTICATED, "Malformed Basic credentials")
         try:
-            principal: Principal = self.store.authenticate(login, password)
+            principal: Principal = self.users.authenticate(login, password)
         except NotAuthenticated:
             raise GrpcStatus(StatusCode.UNAUTHENTICATED, "Bad credentials") from None
         return principal

@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from estwisted.core.errors import StorageError
 from estwisted.core.groupcommit import ThreadFlusher
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.node.config import NodeConfig
 
 if TYPE_CHECKING:
@@ -488,6 +489,11 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         recent_event_ids=config.idempotency_window,
         flusher=None if config.mem_db else ThreadFlusher(reactor),
     )
+    store.scavenge_options = {
+        "history_max_age": config.scavenge_history_max_age,
+        "merge": not config.disable_scavenge_merging,
+    }
+    users = UserManager(store)
     hub = SubscriptionHub(store)
     persistent = PersistentSubscriptions(store, reactor)
     metrics = NodeMetrics(
@@ -513,7 +519,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     # The default users are written now, before the cluster's commit gate
     # is attached (each node starts from its own; a follower's log is then
     # replaced by the leader's); the write is durable once the reactor runs.
-    core = CoreService(hub, persistent, store.users.ensure_default_users())
+    core = CoreService(hub, persistent, users.ensure_default_users())
     node.add("core", core)
     projections = _projections(config, reactor, store)
     if projections is not None:
@@ -535,6 +541,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
             heartbeat_interval=interval / 1000.0,
             heartbeat_timeout=timeout / 1000.0,
             leadership=leadership,
+            users=users,
         )
 
     tcp = tcp_factory(config.ext_tcp_heartbeat_interval, config.ext_tcp_heartbeat_timeout)
@@ -555,7 +562,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     info = NodeInfo.from_config(config, shutdown=_shutdown_by(reactor, "HTTP"), **extra)
     # The API's own Site refuses oversized bodies before buffering them
     # and writes no access-log line per request.
-    api = HttpApi(store, hub, persistent, reactor, info)
+    api = HttpApi(store, hub, persistent, reactor, info, users=users)
     api.web = WebResource(metrics)
     api.metrics = metrics
     metrics.sources.http_api = api
@@ -568,7 +575,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         )
     metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
     # The gRPC API (estwisted.grpc) shares the external HTTP port.
-    site = _grpc_factory(node, config, reactor, site, leadership)
+    site = _grpc_factory(node, config, reactor, site, leadership, users)
     listeners = ListenersService(
         # A single node listens once its default users are durable (their
         # write is a group commit, flushed off the reactor thread): a client
@@ -675,6 +682,7 @@ def _grpc_factory(
     reactor: INodeReactor,
     site: IProtocolFactory,
     leadership: Optional[Leadership],
+    users: UserManager,
 ) -> IProtocolFactory:
     """
     Serve the EventStoreDB 20+ gRPC API beside C{site} on its port.
@@ -689,7 +697,7 @@ def _grpc_factory(
     anonymous = INSECURE_PRINCIPAL if config.insecure else None
     server = GrpcServer(
         node.store, node.hub, reactor, members, refusal, anonymous, node.persistent,
-        _shutdown_by(reactor, "gRPC"),
+        _shutdown_by(reactor, "gRPC"), users,
     )
     return cast(IProtocolFactory, GrpcSniffingFactory(server, site, reactor))
 
