@@ -25,7 +25,7 @@ from estwisted.core.model import Principal, ResolvedEvent
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import ServerCall
-from estwisted.grpc.protos import persistent_pb2
+from estwisted.grpc.protos import persistent_pb2, shared_pb2
 from estwisted.subscriptions.persistent import (
     GroupInfo,
     IPersistentSubscriber,
@@ -56,6 +56,28 @@ def _signed(revision: int) -> int:
     (C{18446744073709551615}, the end, is C{-1}).
     """
     return revision - (1 << 64) if revision >= 1 << 63 else revision
+
+
+def restart_subsystem(call: ServerCall, persistent: PersistentSubscriptions,
+                      principal: Optional[Principal]) -> None:
+    """
+    C{RestartSubsystem} and C{Operations.RestartPersistentSubscriptions}:
+    members of C{$ops} or C{$admins} only; answered once the groups are
+    loaded again (their consumers were dropped and reconnect).
+    """
+    if principal is None or not principal.is_ops:
+        raise codec.access_denied_status()
+
+    def done(_: object) -> None:
+        if not call.finished:
+            call.send(shared_pb2.Empty())
+            call.finish(OK)
+
+    def failed(f: Failure) -> None:
+        _log.failure("Restarting the persistent subscriptions failed", f)
+        call.finish(GrpcStatus(StatusCode.INTERNAL, "Restarting the subsystem failed"))
+
+    persistent.restart().addCallbacks(done, failed)
 
 
 def settings_of(options: Any, creating: bool) -> PersistentSettings:
@@ -202,7 +224,14 @@ class PersistentService:
             (SERVICE, "GetInfo"): self._get_info,
             (SERVICE, "List"): self._list,
             (SERVICE, "ReplayParked"): self._replay_parked,
+            (SERVICE, "RestartSubsystem"): self._restart,
         }
+
+    def _restart(self, call: ServerCall, principal: Optional[Principal]) -> None:
+        def go(request: Any) -> None:
+            restart_subsystem(call, self.persistent, principal)
+
+        self._unary(call, shared_pb2.Empty, go)
 
     def _answer(self, call: ServerCall, d: Deferred[Any], response: Any, stream: str,
                 group: str) -> None:

@@ -1242,6 +1242,21 @@ class PersistentSubscriptions:
         done: Deferred[Any] = DeferredList(writes, consumeErrors=True)
         return done.addCallback(lambda _: None)
 
+    def restart(self) -> Deferred[None]:
+        """
+        Restart the subsystem (C{RestartPersistentSubscriptions}): L{stop}
+        (consumers dropped with C{UNSUBSCRIBED}, checkpoints written), then
+        listen for commits again and L{start} (groups loaded from the store,
+        resuming at their checkpoints).
+        """
+
+        def again(_: object) -> None:
+            self._started = False
+            self._remove_listener = self.store.add_commit_listener(self._on_commit)
+            self.start()
+
+        return self.stop().addCallback(again)
+
     def reload(self) -> None:
         """
         Leadership moved to this cluster node: forget the groups (their
