@@ -2,14 +2,19 @@
 Benchmark of L{estwisted.client} against one estwisted node, beside
 C{benchmarks/tcp.py}'s C load client on the same node in the same run.
 
-    python benchmarks/client.py [--seconds 3] [--mem-db] [--quick]
+    python benchmarks/client.py [--seconds 2] [--rounds 3] [--mem-db] [--quick]
+                                [--profile FILE]
 
 It starts its own node (C{twistd -n estore} through L{tests.harness}) on
 127.0.0.1, and measures: appends/s through one client connection with 1
 and with 64 appends in flight, the C client's rate for the same shapes,
 and catch-up read events/s (a C{subscribe_to_stream_from} over 10,000
-events until it goes live).  Prints a table and writes
-C{benchmarks/results/client.json}.  Every run is bounded in time.
+events until it goes live).  The machine is shared, so each shape is run
+C{--rounds} times, the C client and this client back to back in each
+round (the C client in a thread while the client's reactor idles); the
+figures are the medians, and the ratio is the median of the rounds'
+ratios.  Prints a table and writes C{benchmarks/results/client.json}.
+Every run is bounded in time.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,9 +37,69 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, ROOT)
 
 RESULTS = os.path.join(HERE, "results", "client.json")
+PAYLOAD = b'{"x": "' + b"a" * 90 + b'"}'
 
 
-async def client_runs(reactor: Any, port: int, seconds: float) -> dict[str, Any]:
+async def appends(
+    connection: Any, inflight: int, seconds: float, tag: str
+) -> tuple[float, float]:
+    """
+    Appends/s through C{connection} with C{inflight} writers for C{seconds},
+    and this process's CPU time per append in microseconds (the client's
+    own cost, which the machine's other load does not change much).
+    """
+    from twisted.internet.defer import Deferred, gatherResults
+
+    from estwisted.client import EventData, ExpectedVersion
+
+    count = [0]
+    deadline = time.monotonic() + seconds
+
+    async def writer(stream: str) -> None:
+        while time.monotonic() < deadline:
+            await connection.append_to_stream(
+                stream, ExpectedVersion.ANY, [EventData(uuid.uuid4(), "bench", PAYLOAD)]
+            )
+            count[0] += 1
+
+    started = time.monotonic()
+    cpu = time.process_time()
+    await gatherResults(
+        [
+            Deferred.fromCoroutine(writer(f"client-bench-{tag}-{inflight}-{i}"))
+            for i in range(inflight)
+        ]
+    )
+    cpu = time.process_time() - cpu
+    return count[0] / (time.monotonic() - started), cpu / count[0] * 1e6
+
+
+async def catch_up(connection: Any, stream: str) -> float:
+    """
+    Events/s of a catch-up subscription reading C{stream} until live.
+    """
+    seen = [0]
+    started = time.monotonic()
+    subscription = connection.subscribe_to_stream_from(
+        stream, None, lambda s, e: seen.__setitem__(0, seen[0] + 1), read_batch_size=500
+    )
+    await subscription.live
+    elapsed = time.monotonic() - started
+    await subscription.stop()
+    if seen[0] != 10_000:
+        raise RuntimeError(f"the catch-up subscription saw {seen[0]} events, not 10,000")
+    return seen[0] / elapsed
+
+
+async def client_runs(
+    reactor: Any,
+    port: int,
+    seconds: float,
+    rounds: int,
+    c_load: Callable[[int], float],
+) -> dict[str, Any]:
+    from twisted.internet.threads import deferToThread
+
     from estwisted.client import (
         ConnectionSettings,
         EventData,
@@ -48,70 +115,40 @@ async def client_runs(reactor: Any, port: int, seconds: float) -> dict[str, Any]
         SingleNode("127.0.0.1", port),
     )
     await connection.connect()
-    results: dict[str, Any] = {}
-    payload = b'{"x": "' + b"a" * 90 + b'"}'
-
+    runs: dict[str, Any] = {}
     for inflight in (1, 64):
-        count = [0]
-        deadline = time.monotonic() + seconds
+        mine, theirs, cpu = [], [], []
+        for r in range(rounds):
+            theirs.append(await deferToThread(c_load, inflight))
+            rate, us = await appends(connection, inflight, seconds, str(r))
+            mine.append(rate)
+            cpu.append(us)
+        runs[f"appends_inflight_{inflight}"] = {"client": mine, "c_client": theirs, "cpu": cpu}
 
-        async def writer(stream: str, deadline: float, count: list[int]) -> None:
-            while time.monotonic() < deadline:
-                await connection.append_to_stream(
-                    stream,
-                    ExpectedVersion.ANY,
-                    [EventData(uuid.uuid4(), "bench", payload)],
-                )
-                count[0] += 1
-
-        from twisted.internet.defer import Deferred, gatherResults
-
-        started = time.monotonic()
-        await gatherResults(
-            [
-                Deferred.fromCoroutine(writer(f"client-bench-{inflight}-{i}", deadline, count))
-                for i in range(inflight)
-            ]
-        )
-        elapsed = time.monotonic() - started
-        results[f"appends_inflight_{inflight}"] = {
-            "appends": count[0],
-            "seconds": elapsed,
-            "appends_per_s": count[0] / elapsed,
-        }
-
-    # catch-up read of 10,000 events
     stream = "client-bench-read"
     for _ in range(0, 10_000, 500):
         await connection.append_to_stream(
             stream,
             ExpectedVersion.ANY,
-            [EventData(uuid.uuid4(), "bench", payload) for _ in range(500)],
+            [EventData(uuid.uuid4(), "bench", PAYLOAD) for _ in range(500)],
         )
-    seen = [0]
-    started = time.monotonic()
-    subscription = connection.subscribe_to_stream_from(
-        stream, None, lambda s, e: seen.__setitem__(0, seen[0] + 1), read_batch_size=500
-    )
-    await subscription.live
-    elapsed = time.monotonic() - started
-    results["catch_up_read"] = {
-        "events": seen[0],
-        "seconds": elapsed,
-        "events_per_s": seen[0] / elapsed,
-    }
-    await subscription.stop()
+    runs["catch_up_read"] = [await catch_up(connection, stream) for _ in range(rounds)]
     await connection.close()
-    return results
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mem-db", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="1 s runs (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="one round of 1 s (smoke test)")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the client side into FILE (pstats)"
+    )
     options = parser.parse_args()
     seconds = 1.0 if options.quick else options.seconds
+    rounds = 1 if options.quick else max(1, options.rounds)
 
     # benchmarks/tcp.py by path (benchmarks/ on sys.path would shadow http)
     import importlib.util
@@ -128,39 +165,70 @@ def main() -> None:
     binary = build_load_client(workdir)
     node = NodeProcess(os.path.join(workdir, "node"), mem_db=options.mem_db)
     node.start()
-    results: dict[str, Any] = {"seconds_per_run": seconds, "durable": not options.mem_db}
+    results: dict[str, Any] = {
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "durable": not options.mem_db,
+    }
+
+    def c_load(inflight: int) -> float:
+        rate: float = run_load(binary, node.ext_tcp_port, "write", 1, inflight, 1, seconds)[
+            "events_per_s"
+        ]
+        return rate
+
     try:
-        c1 = run_load(binary, node.ext_tcp_port, "write", 1, 1, 1, seconds)
-        c64 = run_load(binary, node.ext_tcp_port, "write", 1, 64, 1, seconds)
-        results["c_client"] = {
-            "appends_inflight_1": c1["events_per_s"],
-            "appends_inflight_64": c64["events_per_s"],
-        }
         from twisted.internet import defer, task
 
         out: dict[str, Any] = {}
 
         def run(reactor: Any) -> Any:
-            d = defer.Deferred.fromCoroutine(client_runs(reactor, node.ext_tcp_port, seconds))
+            d = defer.Deferred.fromCoroutine(
+                client_runs(reactor, node.ext_tcp_port, seconds, rounds, c_load)
+            )
             return d.addCallback(out.update)
 
+        profiler = None
+        if options.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
             task.react(run)
         except SystemExit as e:
             if e.code:
                 raise
-        results["client"] = out
+        finally:
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(options.profile)
     finally:
         node.stop()
     for inflight in (1, 64):
-        mine = results["client"][f"appends_inflight_{inflight}"]["appends_per_s"]
-        theirs = results["c_client"][f"appends_inflight_{inflight}"]
+        run_ = out[f"appends_inflight_{inflight}"]
+        mine, theirs = run_["client"], run_["c_client"]
+        ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+        results[f"appends_inflight_{inflight}"] = {
+            "client_per_s": mine,
+            "c_client_per_s": theirs,
+            "ratios": ratios,
+            "client_median_per_s": statistics.median(mine),
+            "c_client_median_per_s": statistics.median(theirs),
+            "median_ratio": statistics.median(ratios),
+            "client_cpu_us_per_append": run_["cpu"],
+            "client_cpu_us_per_append_median": statistics.median(run_["cpu"]),
+        }
         print(
-            f"append, {inflight:>2} in flight, 1 conn: client {mine:>9,.0f}/s"
-            f"   C client {theirs:>9,.0f}/s   ({mine / theirs:.0%})"
+            f"append, {inflight:>2} in flight, 1 conn: client {statistics.median(mine):>9,.0f}/s"
+            f"   C client {statistics.median(theirs):>9,.0f}/s"
+            f"   (ratio {statistics.median(ratios):.0%}; rounds "
+            + " ".join(f"{r:.0%}" for r in ratios)
+            + f"; client CPU {statistics.median(run_['cpu']):.1f} us/append)"
         )
-    catch_up = results["client"]["catch_up_read"]["events_per_s"]
-    print(f"catch-up read (10,000 events):   client {catch_up:>9,.0f} ev/s")
+    reads = out["catch_up_read"]
+    results["catch_up_read"] = {"events_per_s": reads, "median": statistics.median(reads)}
+    print(f"catch-up read (10,000 events):   client {statistics.median(reads):>9,.0f} ev/s")
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
         json.dump(results, f, indent=1)

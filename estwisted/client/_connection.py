@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import struct
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -108,15 +109,44 @@ CONNECTION_EVENTS = ("connected", "disconnected", "reconnecting", "closed", "err
 
 
 class _Pending:
-    __slots__ = ("operation", "deferred", "attempts", "correlation_id", "timeout", "sequence")
+    """
+    One operation of the application, across its attempts.
+
+    @ivar deadline: when the current attempt times out (in flight only).
+    """
+
+    __slots__ = ("operation", "deferred", "attempts", "correlation_id", "deadline", "sequence")
 
     def __init__(self, operation: Operation, deferred: Deferred[Any], sequence: int) -> None:
         self.operation = operation
         self.deferred = deferred
         self.attempts = 0
         self.correlation_id: Optional[bytes] = None
-        self.timeout: Optional[IDelayedCall] = None
+        self.deadline = 0.0
         self.sequence = sequence
+
+
+class _CorrelationIds:
+    """
+    Correlation ids for one process: a random 8-byte prefix and a counter
+    (unique on any connection, and cheaper than 16 random bytes each).
+    """
+
+    __slots__ = ("_prefix", "_counter")
+
+    def __init__(self, prefix: bytes) -> None:
+        self._prefix = prefix
+        self._counter = itertools.count(1)
+
+    def next(self) -> bytes:
+        return self._prefix + _pack_counter(next(self._counter))
+
+
+_pack_counter = struct.Struct(">Q").pack
+
+#: Slack when comparing a deadline with the clock (a timer may fire a hair
+#: before the deadline it was computed from).
+_EPSILON = 1e-6
 
 
 def _is_ipv4(host: str) -> bool:
@@ -170,7 +200,15 @@ class EventStoreConnection:
         self._discovery: Optional[Deferred[Optional[NodeEndpoints]]] = None
         self._waiting: deque[_Pending] = deque()
         self._delayed: dict[_Pending, IDelayedCall] = {}
+        #: in the order sent, so the first one is the next to time out
         self._in_flight: dict[bytes, _Pending] = {}
+        #: one timer for every in-flight operation (not one per operation)
+        self._timeout_call: Optional[IDelayedCall] = None
+        self._ids = _CorrelationIds(os.urandom(8))
+        #: the credentials the current connection is authenticated with
+        #: (C{Authenticate}); operations with them are sent without any
+        self._session_credentials: Optional[UserCredentials] = None
+        self._authenticate_id: Optional[bytes] = None
         self._sequence = itertools.count()
         self._subscriptions: list[SubscriptionBase] = []
         self._subscription_by_corr: dict[bytes, SubscriptionBase] = {}
@@ -439,6 +477,14 @@ class EventStoreConnection:
             ).SerializeToString(),
         )
         protocol = self._protocol
+        credentials = self.settings.default_user_credentials
+        self._session_credentials = None
+        self._authenticate_id = None
+        if credentials is not None:
+            # Authenticate the connection once: later operations with the
+            # default credentials go without them (the node checks them once).
+            self._authenticate_id = self._ids.next()
+            protocol.send(TcpCommand.Authenticate, self._authenticate_id, b"", credentials)
 
         def timed_out() -> None:
             self._identify_timeout = None
@@ -455,6 +501,8 @@ class EventStoreConnection:
     def _drop_tcp(self) -> None:
         protocol, self._protocol = self._protocol, None
         self._cancel_identify_timeout()
+        self._session_credentials = None
+        self._authenticate_id = None
         self._attempt += 1  # a connect in progress is now stale
         self._connection_gone()
         if protocol is not None:
@@ -465,6 +513,8 @@ class EventStoreConnection:
             return
         self._protocol = None
         self._cancel_identify_timeout()
+        self._session_credentials = None
+        self._authenticate_id = None
         self._log.info("Connection lost: {reason}", reason=reason.getErrorMessage())
         self._connection_gone()
         self._run(self._machine.connection_lost())
@@ -476,9 +526,9 @@ class EventStoreConnection:
         """
         pending = sorted(self._in_flight.values(), key=lambda p: p.sequence)
         self._in_flight.clear()
+        self._cancel_timeouts()
         requeue = []
         for p in pending:
-            self._cancel_timeout(p)
             p.correlation_id = None
             if can_retry(p.attempts, self.settings.max_retries):
                 requeue.append(p)
@@ -528,9 +578,9 @@ class EventStoreConnection:
             pending.append(p)
         self._delayed.clear()
         self._in_flight.clear()
+        self._cancel_timeouts()
         self._waiting.clear()
         for p in pending:
-            self._cancel_timeout(p)
             self._fail(p, error)
         waiters, self._connect_waiters = self._connect_waiters, []
         for waiter in waiters:
@@ -544,20 +594,32 @@ class EventStoreConnection:
     def package_received(self, protocol: ClientProtocol, package: TcpPackage) -> None:
         if protocol is not self._protocol:
             return
+        pending = self._in_flight.pop(package.correlation_id, None)
+        if pending is not None:
+            self._answered(pending, package)
+            return
         if package.command == TcpCommand.ClientIdentified:
             self._cancel_identify_timeout()
             self._run(self._machine.identified())
             return
-        pending = self._in_flight.pop(package.correlation_id, None)
-        if pending is not None:
-            self._answered(pending, package)
+        if package.correlation_id == self._authenticate_id:
+            self._authenticate_id = None
+            if package.command == TcpCommand.Authenticated:
+                self._session_credentials = self.settings.default_user_credentials
+            else:
+                # Operations keep sending their credentials; the node
+                # answers each of them on its own.
+                self._log.info(
+                    "The connection is not authenticated ({command:02X}): sending credentials"
+                    " with each operation",
+                    command=package.command,
+                )
             return
         subscription = self._subscription_by_corr.get(package.correlation_id)
         if subscription is not None:
             subscription.package_received(package)
 
     def _answered(self, pending: _Pending, package: TcpPackage) -> None:
-        self._cancel_timeout(pending)
         pending.correlation_id = None
         decision = pending.operation.decide(package)
         if isinstance(decision, Complete):
@@ -597,25 +659,31 @@ class EventStoreConnection:
                     f"{len(self._waiting)} operations are waiting (max_queue_size)"
                 )
             )
-        pending: _Pending
-
-        def cancel(d: Deferred[Any]) -> None:
-            try:
-                self._waiting.remove(pending)
-            except ValueError:
-                pass
-            if pending.correlation_id is not None:
-                self._in_flight.pop(pending.correlation_id, None)
-            call = self._delayed.pop(pending, None)
-            if call is not None and call.active():
-                call.cancel()
-            self._cancel_timeout(pending)
-
-        d: Deferred[Any] = Deferred(cancel)
+        d: Deferred[Any] = Deferred(self._cancel_pending)
         pending = _Pending(operation, d, next(self._sequence))
         self._waiting.append(pending)
-        self._pump()
+        if self._protocol is not None:
+            self._pump()
         return d
+
+    def _cancel_pending(self, d: Deferred[Any]) -> None:
+        """
+        The application cancelled an operation's Deferred: forget it.
+        """
+        for pending in itertools.chain(self._waiting, self._in_flight.values(), self._delayed):
+            if pending.deferred is d:
+                break
+        else:
+            return
+        try:
+            self._waiting.remove(pending)
+        except ValueError:
+            pass
+        if pending.correlation_id is not None:
+            self._in_flight.pop(pending.correlation_id, None)
+        call = self._delayed.pop(pending, None)
+        if call is not None and call.active():
+            call.cancel()
 
     def _pump(self) -> None:
         protocol = self._protocol
@@ -627,42 +695,68 @@ class EventStoreConnection:
             self._send(protocol, pending)
 
     def _send(self, protocol: ClientProtocol, pending: _Pending) -> None:
-        corr = os.urandom(16)
+        corr = self._ids.next()
         pending.correlation_id = corr
         pending.attempts += 1
+        timeout = self.settings.operation_timeout
+        pending.deadline = self._clock.seconds() + timeout
         self._in_flight[corr] = pending
-        pending.timeout = self._clock.callLater(
-            self.settings.operation_timeout, self._timed_out, pending, corr
-        )
+        if self._timeout_call is None:
+            self._timeout_call = self._clock.callLater(timeout, self._check_timeouts)
         operation = pending.operation
-        protocol.send(
-            operation.command,
-            corr,
-            operation.payload(),
-            operation.credentials or self.settings.default_user_credentials,
-        )
+        credentials = operation.credentials
+        if credentials is None:
+            credentials = self.settings.default_user_credentials
+            if credentials is self._session_credentials:
+                credentials = None
+        protocol.send(operation.command, corr, operation.payload(), credentials)
 
-    def _timed_out(self, pending: _Pending, corr: bytes) -> None:
-        pending.timeout = None
-        if self._in_flight.get(corr) is not pending:
+    def _check_timeouts(self) -> None:
+        """
+        The timer of the oldest in-flight operation fired: time out every
+        attempt whose deadline passed (all of them have the same timeout,
+        so they are in deadline order), then wait for the next deadline.
+        """
+        self._timeout_call = None
+        now = self._clock.seconds() + _EPSILON
+        in_flight = self._in_flight
+        expired = []
+        for corr, pending in in_flight.items():
+            if pending.deadline > now:
+                break
+            expired.append((corr, pending))
+        for corr, pending in expired:
+            del in_flight[corr]
+            pending.correlation_id = None
+            if can_retry(pending.attempts, self.settings.max_retries):
+                self._log.info(
+                    "{operation} timed out (attempt {attempts}): retrying",
+                    operation=pending.operation.name,
+                    attempts=pending.attempts,
+                )
+                self._waiting.appendleft(pending)
+            else:
+                self._fail(
+                    pending,
+                    errors.OperationTimedOut(
+                        f"{pending.operation.name} timed out after {pending.attempts} attempts"
+                    ),
+                )
+        self._schedule_timeouts()
+        if expired:
+            self._pump()
+
+    def _schedule_timeouts(self) -> None:
+        if self._timeout_call is not None or not self._in_flight:
             return
-        del self._in_flight[corr]
-        pending.correlation_id = None
-        if can_retry(pending.attempts, self.settings.max_retries):
-            self._log.info(
-                "{operation} timed out (attempt {attempts}): retrying",
-                operation=pending.operation.name,
-                attempts=pending.attempts,
-            )
-            self._waiting.appendleft(pending)
-        else:
-            self._fail(
-                pending,
-                errors.OperationTimedOut(
-                    f"{pending.operation.name} timed out after {pending.attempts} attempts"
-                ),
-            )
-        self._pump()
+        oldest = next(iter(self._in_flight.values()))
+        delay = max(0.0, oldest.deadline - self._clock.seconds())
+        self._timeout_call = self._clock.callLater(delay, self._check_timeouts)
+
+    def _cancel_timeouts(self) -> None:
+        call, self._timeout_call = self._timeout_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def _retry(self, pending: _Pending, reason: str, delay: float = 0.0) -> None:
         """
@@ -676,7 +770,6 @@ class EventStoreConnection:
 
             def again() -> None:
                 self._delayed.pop(pending, None)
-                pending.timeout = None
                 if not pending.deferred.called:
                     self._waiting.appendleft(pending)
                     self._pump()
@@ -690,11 +783,6 @@ class EventStoreConnection:
                     pending.attempts,
                 ),
             )
-
-    def _cancel_timeout(self, pending: _Pending) -> None:
-        if pending.timeout is not None and pending.timeout.active():
-            pending.timeout.cancel()
-        pending.timeout = None
 
     def _fail(self, pending: _Pending, error: Exception) -> None:
         if not pending.deferred.called:
@@ -724,16 +812,11 @@ class EventStoreConnection:
         if subscription.correlation_id is not None:
             # still subscribed on this connection: nothing to do
             return
-        corr = os.urandom(16)
+        corr = self._ids.next()
         subscription.correlation_id = corr
         self._subscription_by_corr[corr] = subscription
         command, payload = subscription.request()
-        protocol.send(
-            command,
-            corr,
-            payload,
-            subscription.credentials or self.settings.default_user_credentials,
-        )
+        protocol.send(command, corr, payload, self._credentials_for(subscription.credentials))
 
     def _resubscribe_later(self, subscription: SubscriptionBase, delay: float) -> None:
         if subscription.correlation_id is not None:
@@ -756,12 +839,20 @@ class EventStoreConnection:
         corr = subscription.correlation_id
         if protocol is None or corr is None or not self.is_connected:
             return
-        protocol.send(
-            command,
-            corr,
-            payload,
-            subscription.credentials or self.settings.default_user_credentials,
-        )
+        protocol.send(command, corr, payload, self._credentials_for(subscription.credentials))
+
+    def _credentials_for(
+        self, credentials: Optional[UserCredentials]
+    ) -> Optional[UserCredentials]:
+        """
+        What to send with a package: C{credentials}, else the default ones
+        (none when the connection is authenticated with them).
+        """
+        if credentials is None:
+            credentials = self.settings.default_user_credentials
+            if credentials is self._session_credentials:
+                return None
+        return credentials
 
     def _remove_subscription(self, subscription: SubscriptionBase) -> None:
         if subscription in self._subscriptions:

@@ -219,15 +219,15 @@ class Operation:
         raise NotImplementedError
 
     def decide(self, package: TcpPackage) -> Decision:
+        if package.command == self.reply:
+            try:
+                return self.inspect(package.data)
+            except PayloadError as e:
+                return Fail(errors.ServerError(f"Bad {self.name} answer: {e}"))
         common = decide_common(package)
         if common is not None:
             return common
-        if package.command != self.reply:
-            return _unexpected(package, self.reply)
-        try:
-            return self.inspect(package.data)
-        except PayloadError as e:
-            return Fail(errors.ServerError(f"Bad {self.name} answer: {e}"))
+        return _unexpected(package, self.reply)
 
     def inspect(self, data: bytes) -> Decision:
         raise NotImplementedError
