@@ -32,6 +32,7 @@ from estwisted.client import (
 from estwisted.client.test.suite import (
     ADMIN,
     event,
+    handlers_suite,
     operations_suite,
     subscriptions_suite,
     wait_until,
@@ -88,6 +89,18 @@ class SingleNodeTests(TestCase):
     async def _subscriptions(self) -> None:
         await self.connection.connect()
         await subscriptions_suite(self, self.connection, reactor)
+
+    def test_handlers_returning_deferreds(self) -> Deferred[None]:
+        """
+        Catch-up, volatile and persistent handlers that return Deferreds or
+        are coroutines see every event once, in order, one at a time; a
+        failing persistent handler parks its event.
+        """
+        return run(self._handlers())
+
+    async def _handlers(self) -> None:
+        await self.connection.connect()
+        await handlers_suite(self, self.connection, reactor)
 
 
 class StartBeforeNodeTests(TestCase):

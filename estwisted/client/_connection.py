@@ -1129,14 +1129,15 @@ class EventStoreConnection:
     def subscribe_to_stream(
         self,
         stream: str,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
         credentials: Optional[UserCredentials] = None,
     ) -> Deferred[VolatileSubscription]:
         """
         A live subscription to C{stream}: C{event_appeared(subscription,
-        event)} for each new event.  It resubscribes after a reconnection
+        event)} for each new event (it may return a Deferred, or be C{async
+        def}: the next event waits for it).  It resubscribes after a reconnection
         (events written while disconnected are not delivered; use
         L{subscribe_to_stream_from} for that) and never delivers an event
         twice.
@@ -1152,7 +1153,7 @@ class EventStoreConnection:
 
     def subscribe_to_all(
         self,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
         credentials: Optional[UserCredentials] = None,
@@ -1167,7 +1168,7 @@ class EventStoreConnection:
         self,
         stream: str,
         last_checkpoint: Optional[int],
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         live_processing_started: Optional[Callable[..., None]] = None,
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
@@ -1191,7 +1192,7 @@ class EventStoreConnection:
     def subscribe_to_all_from(
         self,
         last_checkpoint: Optional[Position],
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         live_processing_started: Optional[Callable[..., None]] = None,
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
@@ -1210,11 +1211,12 @@ class EventStoreConnection:
         self,
         stream: str,
         group: str,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]] = None,
         buffer_size: int = 10,
         auto_ack: bool = True,
         credentials: Optional[UserCredentials] = None,
+        handler_error_action: Optional[int] = None,
     ) -> Deferred[PersistentSubscription]:
         """
         Join the persistent subscription group C{group} on C{stream}:
@@ -1225,13 +1227,21 @@ class EventStoreConnection:
         subscription follows the group to a new leader, and an event it
         already handed over is acknowledged again without reaching the
         handler a second time.
+
+        The handler may return a Deferred (or be C{async def}): the next
+        event waits for it, and C{auto_ack} acknowledges once it fired.
+
+        @param handler_error_action: what a handler error (an exception, or
+            a failed Deferred) does: C{None} drops the subscription
+            (C{"EventHandlerException"}); a L{NakAction} (C{PARK},
+            C{RETRY}, C{SKIP}, C{STOP}) naks the event with it and goes on.
         """
         _check_stream(stream)
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
         subscription = PersistentSubscription(
             self, stream, group, event_appeared, subscription_dropped, buffer_size, auto_ack,
-            credentials,
+            credentials, handler_error_action=handler_error_action,
         )
         self._add_subscription(subscription)
         return subscription.confirmed
