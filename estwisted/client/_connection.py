@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar, Union
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -68,6 +68,7 @@ from estwisted.client._operations import (
     TransactionStart,
     TransactionWrite,
     can_retry,
+    not_resendable_error,
 )
 from estwisted.client._protocol import ClientFactory, ClientProtocol
 from estwisted.client._settings import (
@@ -209,6 +210,9 @@ class EventStoreConnection:
         #: (C{Authenticate}); operations with them are sent without any
         self._session_credentials: Optional[UserCredentials] = None
         self._authenticate_id: Optional[bytes] = None
+        #: counts identified TCP connections: a transaction is bound to the
+        #: one it was started on
+        self._session = 0
         self._sequence = itertools.count()
         self._subscriptions: list[SubscriptionBase] = []
         self._subscription_by_corr: dict[bytes, SubscriptionBase] = {}
@@ -530,7 +534,9 @@ class EventStoreConnection:
         requeue = []
         for p in pending:
             p.correlation_id = None
-            if can_retry(p.attempts, self.settings.max_retries):
+            if not p.operation.resend_safe:
+                self._fail(p, not_resendable_error(p.operation, "the connection was lost"))
+            elif can_retry(p.attempts, self.settings.max_retries):
                 requeue.append(p)
             else:
                 self._fail(
@@ -546,6 +552,7 @@ class EventStoreConnection:
             subscription.connection_lost()
 
     def _connected(self, node: NodeEndpoints) -> None:
+        self._session += 1
         self._log.info("Connected to {node}", node=node)
         waiters, self._connect_waiters = self._connect_waiters, []
         for waiter in waiters:
@@ -630,7 +637,24 @@ class EventStoreConnection:
             self._pump()
             pending.deferred.errback(decision.error)
             return
-        if isinstance(decision, Reconnect):
+        operation = pending.operation
+        if not operation.resend_safe and isinstance(decision, Reconnect):
+            # not handled, so not committed; but the transaction lives on
+            # this node, which no longer leads
+            self._fail(
+                pending,
+                errors.TransactionLost(
+                    f"transaction {getattr(operation, 'transaction_id', -1)}: the node is no"
+                    " longer the leader (NotMaster); the transaction is abandoned (nothing of"
+                    " it is committed)",
+                    getattr(operation, "transaction_id", -1),
+                ),
+            )
+        elif not operation.resend_safe and decision.reason not in ("NotReady", "TooBusy"):
+            self._fail(
+                pending, not_resendable_error(operation, f"the node answered {decision.reason}")
+            )
+        elif isinstance(decision, Reconnect):
             self._retry(pending, decision.reason)
         else:
             self._retry(pending, decision.reason, self.settings.reconnection_delay)
@@ -692,6 +716,19 @@ class EventStoreConnection:
         limit = self.settings.max_concurrent_items
         while self._waiting and len(self._in_flight) < limit:
             pending = self._waiting.popleft()
+            session = pending.operation.session
+            if session is not None and session != self._session:
+                transaction_id = getattr(pending.operation, "transaction_id", -1)
+                self._fail(
+                    pending,
+                    errors.TransactionLost(
+                        f"transaction {transaction_id}: the connection it was started on is"
+                        " gone (a reconnection or a failover); the transaction is abandoned"
+                        " (nothing of it is committed)",
+                        transaction_id,
+                    ),
+                )
+                continue
             self._send(protocol, pending)
 
     def _send(self, protocol: ClientProtocol, pending: _Pending) -> None:
@@ -728,7 +765,15 @@ class EventStoreConnection:
         for corr, pending in expired:
             del in_flight[corr]
             pending.correlation_id = None
-            if can_retry(pending.attempts, self.settings.max_retries):
+            if not pending.operation.resend_safe:
+                self._fail(
+                    pending,
+                    not_resendable_error(
+                        pending.operation,
+                        f"no answer within {self.settings.operation_timeout} s",
+                    ),
+                )
+            elif can_retry(pending.attempts, self.settings.max_retries):
                 self._log.info(
                     "{operation} timed out (attempt {attempts}): retrying",
                     operation=pending.operation.name,
@@ -896,36 +941,60 @@ class EventStoreConnection:
     ) -> Deferred[EventStoreTransaction]:
         """
         Start a transaction on C{stream}: write to it any number of times,
-        then C{commit()}.  (A transaction lives on one node: it does not
-        survive a failover.)
+        then C{commit()}.
+
+        A transaction lives in the memory of the node that started it, so
+        it is bound to the TCP connection it was started on: once that
+        connection is gone (a reconnection, a failover), its writes and
+        its commit fail with L{TransactionLost} and nothing of it is
+        committed; a write or commit sent and never answered is not sent
+        again (L{TransactionLost}, L{TransactionCommitUnknown}).  The
+        start itself is retried like any operation.
         """
         _check_stream(stream)
         d = self._submit(
             TransactionStart(stream, expected_version, self.settings.require_master, credentials)
         )
-        return d.addCallback(lambda tid: EventStoreTransaction(self, tid, credentials))
+        # (runs as the answer arrives, so on the session that answered)
+        return d.addCallback(
+            lambda tid: EventStoreTransaction(
+                self, tid, credentials, self._session, stream, expected_version
+            )
+        )
 
     def continue_transaction(
         self, transaction_id: int, credentials: Optional[UserCredentials] = None
     ) -> EventStoreTransaction:
         """
-        A transaction started earlier (by its id).
+        A transaction started earlier (by its id), perhaps by another
+        connection: it is bound to the current connection (or, while
+        there is none, to the next one).  The id must name a transaction
+        on the node this connection is on: ids are only meaningful on the
+        node that gave them.
         """
-        return EventStoreTransaction(self, transaction_id, credentials)
+        session = self._session if self.is_connected else self._session + 1
+        return EventStoreTransaction(self, transaction_id, credentials, session)
 
     def _transaction_write(
         self, transaction_id: int, events: Sequence[EventData],
-        credentials: Optional[UserCredentials],
+        credentials: Optional[UserCredentials], session: Optional[int],
     ) -> Deferred[None]:
         return self._submit(
-            TransactionWrite(transaction_id, events, self.settings.require_master, credentials)
+            TransactionWrite(
+                transaction_id, events, self.settings.require_master, credentials, session
+            )
         )
 
     def _transaction_commit(
-        self, transaction_id: int, credentials: Optional[UserCredentials]
+        self, transaction_id: int, credentials: Optional[UserCredentials],
+        session: Optional[int], stream: Optional[str], expected_version: Optional[int],
+        events: Sequence[EventData],
     ) -> Deferred[WriteResult]:
         return self._submit(
-            TransactionCommit(transaction_id, self.settings.require_master, credentials)
+            TransactionCommit(
+                transaction_id, self.settings.require_master, credentials, session, stream,
+                expected_version, events,
+            )
         )
 
     def delete_stream(
@@ -1251,6 +1320,14 @@ class EventStoreTransaction:
     """
     A transaction: C{write} events, then C{commit} (or C{rollback}, which
     only forgets it: the server drops uncommitted transactions itself).
+
+    It is bound to the connection session it was started on (see
+    L{EventStoreConnection.start_transaction}).  C{commit} waits for the
+    writes still in flight and refuses (L{InvalidTransaction}, or the
+    L{TransactionLost} of the write) if any of them failed: the client
+    never commits a transaction that may miss some of its events.
+
+    @ivar events: every event written so far through this object.
     """
 
     def __init__(
@@ -1258,24 +1335,77 @@ class EventStoreTransaction:
         connection: EventStoreConnection,
         transaction_id: int,
         credentials: Optional[UserCredentials],
+        session: Optional[int] = None,
+        stream: Optional[str] = None,
+        expected_version: Optional[int] = None,
     ) -> None:
         self._connection = connection
         self.transaction_id = transaction_id
         self._credentials = credentials
+        self._session = session
+        self.stream = stream
+        self.expected_version = expected_version
+        self.events: list[EventData] = []
+        self._writes: list[Deferred[None]] = []
+        self._broken: Optional[Exception] = None
         self._done = False
 
     def write(self, events: Sequence[EventData]) -> Deferred[None]:
         if self._done:
             raise errors.InvalidTransaction("the transaction is committed or rolled back")
-        return self._connection._transaction_write(
-            self.transaction_id, list(events), self._credentials
+        if self._broken is not None:
+            return _failed(self._broken)
+        events = list(events)
+        self.events.extend(events)
+        d = self._connection._transaction_write(
+            self.transaction_id, events, self._credentials, self._session
         )
+        self._writes.append(d)
+
+        def done(result: object) -> object:
+            self._writes.remove(d)
+            if isinstance(result, Failure) and self._broken is None:
+                error = result.value
+                self._broken = (
+                    error
+                    if isinstance(error, errors.TransactionLost)
+                    else errors.InvalidTransaction(
+                        f"transaction {self.transaction_id}: a write failed ({error});"
+                        " it cannot be committed"
+                    )
+                )
+            return result
+
+        return d.addBoth(done)
 
     def commit(self) -> Deferred[WriteResult]:
+        """
+        Commit once the writes in flight are answered.
+
+        @return: a L{WriteResult}; fails with L{TransactionLost} (nothing
+            committed), L{TransactionCommitUnknown} (the answer was lost:
+            see its C{events}), L{WrongExpectedVersion}, ...
+        """
         if self._done:
             raise errors.InvalidTransaction("the transaction is committed or rolled back")
         self._done = True
-        return self._connection._transaction_commit(self.transaction_id, self._credentials)
+        if not self._writes:
+            return self._commit_now(None)
+        result: Deferred[WriteResult] = Deferred()
+
+        def settled(_: object) -> None:
+            self._commit_now(None).chainDeferred(result)
+
+        DeferredList(list(self._writes)).addCallback(settled)
+        return result
+
+    def _commit_now(self, _: object) -> Deferred[WriteResult]:
+        if self._broken is not None:
+            return _failed(self._broken)
+        return self._connection._transaction_commit(
+            self.transaction_id, self._credentials, self._session, self.stream,
+            self.expected_version, self.events,
+        )
 
     def rollback(self) -> None:
         self._done = True
