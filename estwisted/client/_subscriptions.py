@@ -248,7 +248,22 @@ class SubscriptionBase:
         """
         Hand C{event_appeared(self, *args)} the event, after those before it.
         """
-        self._queue.append((args, None))
+        if self._busy or self._queue or self.is_dropped:
+            if not self.is_dropped:
+                self._queue.append((args, None))
+                if not self._busy:
+                    self._drain()
+            return
+        # nothing waiting: straight to the handler
+        try:
+            result = self._event_appeared(self, *args)  # type: ignore[misc]
+        except Exception:
+            self._settle_handled(args, Failure(), None)
+            return
+        if result is None:
+            self._handler_done(*args)
+            return
+        self._result(args, None, result)
         if not self._busy:
             self._drain()
 
@@ -279,32 +294,35 @@ class SubscriptionBase:
                 continue
             try:
                 result = self._event_appeared(self, *args)  # type: ignore[misc]
-                if iscoroutine(result):
-                    result = ensureDeferred(result)
             except Exception:
                 self._settle_handled(args, Failure(), waiter)
                 continue
-            if not isinstance(result, Deferred):
-                self._settle_handled(args, None, waiter)
-                continue
-            self._busy = True
-            synchronous = [True]
+            self._result(args, waiter, result)
 
-            def fired(
-                outcome: object,
-                args: tuple[Any, ...] = args,
-                waiter: Optional[Deferred[None]] = waiter,
-                synchronous: list[bool] = synchronous,
-            ) -> None:
-                self._busy = False
-                self._settle_handled(
-                    args, outcome if isinstance(outcome, Failure) else None, waiter
-                )
-                if not synchronous[0]:
-                    self._drain()
+    def _result(
+        self, args: tuple[Any, ...], waiter: Optional[Deferred[None]], result: object
+    ) -> None:
+        """
+        What the handler returned for C{args}: settle it now, or (a
+        Deferred or a coroutine not done yet) mark the subscription busy
+        until it fires, then go on with the queue.
+        """
+        if iscoroutine(result):
+            result = ensureDeferred(result)
+        if not isinstance(result, Deferred):
+            self._settle_handled(args, None, waiter)
+            return
+        self._busy = True
+        synchronous = [True]
 
-            result.addBoth(fired)
-            synchronous[0] = False
+        def fired(outcome: object) -> None:
+            self._busy = False
+            self._settle_handled(args, outcome if isinstance(outcome, Failure) else None, waiter)
+            if not synchronous[0]:
+                self._drain()
+
+        result.addBoth(fired)
+        synchronous[0] = False
 
     def _settle_handled(
         self, args: tuple[Any, ...], failure: Optional[Failure], waiter: Optional[Deferred[None]]
