@@ -936,3 +936,36 @@ class RetryPropertyTests(SynchronousTestCase):
         else:
             self.failureResultOf(d, RetriesLimitReached, OperationTimedOut)
         connection.close()
+
+
+class FramingPropertyTests(SynchronousTestCase):
+    @given(
+        command=st.integers(0, 255),
+        correlation_id=st.binary(min_size=16, max_size=16),
+        data=st.binary(max_size=300),
+        login=st.none() | st.text(min_size=1, max_size=40),
+        password=st.text(max_size=40),
+    )
+    def test_frame_request_matches_codec(
+        self, command: int, correlation_id: bytes, data: bytes, login: str | None, password: str
+    ) -> None:
+        """
+        The protocol's one-step frames are what the wire codec encodes
+        (and decodes back).
+        """
+        from estwisted.client._protocol import auth_block, frame_request
+        from estwisted.wire.framing import frame
+        from estwisted.wire.tcpcodec import decode_package, encode_package
+
+        if login is None:
+            mine = frame_request(command, correlation_id, data)
+            theirs = frame(encode_package(command, correlation_id, data))
+        else:
+            credentials = UserCredentials(login, password)
+            mine = frame_request(command, correlation_id, data, auth_block(credentials))
+            theirs = frame(encode_package(command, correlation_id, data, login, password))
+        self.assertEqual(mine, theirs)
+        package = decode_package(mine[4:])
+        self.assertEqual((package.command, package.correlation_id, package.data),
+                         (command, correlation_id, data))
+        self.assertEqual(package.login, login)
