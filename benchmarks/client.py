@@ -40,13 +40,23 @@ RESULTS = os.path.join(HERE, "results", "client.json")
 PAYLOAD = b'{"x": "' + b"a" * 90 + b'"}'
 
 
+def process_cpu(pid: int) -> float:
+    """
+    CPU seconds (user and system, all threads) process C{pid} has used.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def appends(
-    connection: Any, inflight: int, seconds: float, tag: str
-) -> tuple[float, float]:
+    connection: Any, inflight: int, seconds: float, tag: str, node_pid: int
+) -> tuple[float, float, float]:
     """
     Appends/s through C{connection} with C{inflight} writers for C{seconds},
-    and this process's CPU time per append in microseconds (the client's
-    own cost, which the machine's other load does not change much).
+    this process's CPU time per append in microseconds (the client's own
+    cost, which the machine's other load does not change much), and the
+    node's.
     """
     from twisted.internet.defer import Deferred, gatherResults
 
@@ -64,6 +74,7 @@ async def appends(
 
     started = time.monotonic()
     cpu = time.process_time()
+    node_cpu = process_cpu(node_pid)
     await gatherResults(
         [
             Deferred.fromCoroutine(writer(f"client-bench-{tag}-{inflight}-{i}"))
@@ -71,7 +82,12 @@ async def appends(
         ]
     )
     cpu = time.process_time() - cpu
-    return count[0] / (time.monotonic() - started), cpu / count[0] * 1e6
+    node_cpu = process_cpu(node_pid) - node_cpu
+    return (
+        count[0] / (time.monotonic() - started),
+        cpu / count[0] * 1e6,
+        node_cpu / count[0] * 1e6,
+    )
 
 
 async def catch_up(connection: Any, stream: str) -> tuple[float, float]:
@@ -99,7 +115,8 @@ async def client_runs(
     port: int,
     seconds: float,
     rounds: int,
-    c_load: Callable[[int], float],
+    c_load: Callable[[int, float], tuple[float, float]],
+    node_pid: int,
 ) -> dict[str, Any]:
     from twisted.internet.threads import deferToThread
 
@@ -120,13 +137,22 @@ async def client_runs(
     await connection.connect()
     runs: dict[str, Any] = {}
     for inflight in (1, 64):
-        mine, theirs, cpu = [], [], []
+        mine, theirs, cpu, node_mine, node_theirs = [], [], [], [], []
         for r in range(rounds):
-            theirs.append(await deferToThread(c_load, inflight))
-            rate, us = await appends(connection, inflight, seconds, str(r))
+            c_rate, _ = await deferToThread(c_load, inflight, 0.0)
+            theirs.append(c_rate)
+            rate, us, node_us = await appends(connection, inflight, seconds, str(r), node_pid)
             mine.append(rate)
             cpu.append(us)
-        runs[f"appends_inflight_{inflight}"] = {"client": mine, "c_client": theirs, "cpu": cpu}
+            node_mine.append(node_us)
+            # the node's cost per append from the C client at this client's
+            # rate (a node's cost per request depends on the request rate)
+            _, c_node = await deferToThread(c_load, inflight, rate)
+            node_theirs.append(c_node)
+        runs[f"appends_inflight_{inflight}"] = {
+            "client": mine, "c_client": theirs, "cpu": cpu,
+            "node_cpu": node_mine, "node_cpu_c": node_theirs,
+        }
 
     stream = "client-bench-read"
     for _ in range(0, 10_000, 500):
@@ -174,11 +200,19 @@ def main() -> None:
         "durable": not options.mem_db,
     }
 
-    def c_load(inflight: int) -> float:
-        rate: float = run_load(binary, node.ext_tcp_port, "write", 1, inflight, 1, seconds)[
-            "events_per_s"
-        ]
-        return rate
+    def c_load(inflight: int, rate: float) -> tuple[float, float]:
+        """
+        The C client's appends/s (paced to C{rate} if not 0), and the
+        node's CPU microseconds per append.
+        """
+        assert node.process is not None
+        before = process_cpu(node.process.pid)
+        result = run_load(
+            binary, node.ext_tcp_port, "write", 1, inflight, 1, seconds, rate=rate
+        )
+        used = process_cpu(node.process.pid) - before
+        events: int = result["events"]
+        return float(result["events_per_s"]), used / max(1, events) * 1e6
 
     try:
         from twisted.internet import defer, task
@@ -186,8 +220,9 @@ def main() -> None:
         out: dict[str, Any] = {}
 
         def run(reactor: Any) -> Any:
+            assert node.process is not None
             d = defer.Deferred.fromCoroutine(
-                client_runs(reactor, node.ext_tcp_port, seconds, rounds, c_load)
+                client_runs(reactor, node.ext_tcp_port, seconds, rounds, c_load, node.process.pid)
             )
             return d.addCallback(out.update)
 
@@ -221,13 +256,19 @@ def main() -> None:
             "median_ratio": statistics.median(ratios),
             "client_cpu_us_per_append": run_["cpu"],
             "client_cpu_us_per_append_median": statistics.median(run_["cpu"]),
+            "node_cpu_us_per_append": run_["node_cpu"],
+            "node_cpu_us_per_append_c_client": run_["node_cpu_c"],
+            "node_cpu_us_per_append_median": statistics.median(run_["node_cpu"]),
+            "node_cpu_us_per_append_c_client_median": statistics.median(run_["node_cpu_c"]),
         }
         print(
             f"append, {inflight:>2} in flight, 1 conn: client {statistics.median(mine):>9,.0f}/s"
             f"   C client {statistics.median(theirs):>9,.0f}/s"
             f"   (ratio {statistics.median(ratios):.0%}; rounds "
             + " ".join(f"{r:.0%}" for r in ratios)
-            + f"; client CPU {statistics.median(run_['cpu']):.1f} us/append)"
+            + f"; client CPU {statistics.median(run_['cpu']):.1f} us/append;"
+            f" node CPU {statistics.median(run_['node_cpu']):.1f} us/append,"
+            f" {statistics.median(run_['node_cpu_c']):.1f} from the C client at that rate)"
         )
     reads = [r for r, _ in out["catch_up_read"]]
     cpu = [c for _, c in out["catch_up_read"]]
