@@ -13,7 +13,10 @@ events until it goes live).  The machine is shared, so each shape is run
 C{--rounds} times, the C client and this client back to back in each
 round (the C client in a thread while the client's reactor idles); the
 figures are the medians, and the ratio is the median of the rounds'
-ratios.  Prints a table and writes C{benchmarks/results/client.json}.
+ratios.  It also reports this process's CPU time per append (the
+client's own cost), and the node's CPU time per append from this client
+and from the C client paced to the same rate (what a request costs the
+node depends on the request rate).  Prints a table and writes C{benchmarks/results/client.json}.
 Every run is bounded in time.
 """
 
