@@ -16,7 +16,9 @@ figures are the medians, and the ratio is the median of the rounds'
 ratios.  It also reports this process's CPU time per append (the
 client's own cost), and the node's CPU time per append from this client
 and from the C client paced to the same rate (what a request costs the
-node depends on the request rate).  Prints a table and writes C{benchmarks/results/client.json}.
+node depends on the request rate).  Beside them, a bare Twisted protocol
+(hand-framed requests, no client library) on the same node shows the
+floor of any client on this reactor.  Prints a table and writes C{benchmarks/results/client.json}.
 Every run is bounded in time.
 """
 
@@ -93,6 +95,74 @@ async def appends(
     )
 
 
+def raw_protocol() -> Any:
+    """
+    The floor of any Twisted client: a bare protocol that keeps
+    C{inflight} C{WriteEvents} outstanding (a new event id each, framed by
+    hand, sent with C{transport.write}), with no client library at all.
+    """
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import Protocol
+
+    from estwisted.client._protocol import frame_request
+    from estwisted.wire import messages_pb2 as pb
+
+    class RawWriter(Protocol):
+        buffer = b""
+        done: Any = None
+
+        def connectionMade(self) -> None:
+            self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+
+        def run(self, inflight: int, seconds: float) -> Deferred[float]:
+            self.count = 0
+            self.outstanding = 0
+            self.started = time.monotonic()
+            self.deadline = self.started + seconds
+            self.done = Deferred()
+            for _ in range(inflight):
+                self.send_one()
+            d: Deferred[float] = self.done
+            return d
+
+        def send_one(self) -> None:
+            message = pb.WriteEvents(
+                event_stream_id="client-bench-raw", expected_version=-2, require_master=True
+            )
+            e = message.events.add()
+            e.event_id = uuid.uuid4().bytes_le
+            e.event_type = "bench"
+            e.data_content_type = e.metadata_content_type = 1
+            e.data = PAYLOAD
+            self.outstanding += 1
+            self.transport.write(  # type: ignore[union-attr]
+                frame_request(0x82, os.urandom(16), message.SerializeToString())
+            )
+
+        def dataReceived(self, data: bytes) -> None:
+            self.buffer += data
+            while len(self.buffer) >= 4:
+                size = int.from_bytes(self.buffer[:4], "little")
+                if len(self.buffer) < 4 + size:
+                    break
+                package = self.buffer[4 : 4 + size]
+                self.buffer = self.buffer[4 + size :]
+                if package[0] == 0x01:  # heartbeat request
+                    self.transport.write(  # type: ignore[union-attr]
+                        frame_request(0x02, package[2:18], b"")
+                    )
+                    continue
+                self.outstanding -= 1
+                self.count += 1
+                if time.monotonic() < self.deadline:
+                    self.send_one()
+                elif not self.outstanding and self.done is not None:
+                    done, self.done = self.done, None
+                    done.callback(self.count / (time.monotonic() - self.started))
+
+    return RawWriter
+
+
 async def catch_up(connection: Any, stream: str) -> tuple[float, float]:
     """
     Events/s of a catch-up subscription reading C{stream} until live, and
@@ -138,12 +208,19 @@ async def client_runs(
         SingleNode("127.0.0.1", port),
     )
     await connection.connect()
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.internet.protocol import Factory
+
+    raw = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+        Factory.forProtocol(raw_protocol())
+    )
     runs: dict[str, Any] = {}
     for inflight in (1, 64):
-        mine, theirs, cpu, node_mine, node_theirs = [], [], [], [], []
+        mine, theirs, cpu, node_mine, node_theirs, floor = [], [], [], [], [], []
         for r in range(rounds):
             c_rate, _ = await deferToThread(c_load, inflight, 0.0)
             theirs.append(c_rate)
+            floor.append(await raw.run(inflight, seconds))
             rate, us, node_us = await appends(connection, inflight, seconds, str(r), node_pid)
             mine.append(rate)
             cpu.append(us)
@@ -153,7 +230,7 @@ async def client_runs(
             _, c_node = await deferToThread(c_load, inflight, rate)
             node_theirs.append(c_node)
         runs[f"appends_inflight_{inflight}"] = {
-            "client": mine, "c_client": theirs, "cpu": cpu,
+            "client": mine, "c_client": theirs, "cpu": cpu, "raw_twisted": floor,
             "node_cpu": node_mine, "node_cpu_c": node_theirs,
         }
 
@@ -166,6 +243,7 @@ async def client_runs(
         )
     runs["catch_up_read"] = [await catch_up(connection, stream) for _ in range(rounds)]
     await connection.close()
+    raw.transport.loseConnection()
     return runs
 
 
@@ -250,6 +328,8 @@ def main() -> None:
         run_ = out[f"appends_inflight_{inflight}"]
         mine, theirs = run_["client"], run_["c_client"]
         ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+        floor = run_["raw_twisted"]
+        floor_ratios = [f / t for f, t in zip(floor, theirs, strict=True)]
         results[f"appends_inflight_{inflight}"] = {
             "client_per_s": mine,
             "c_client_per_s": theirs,
@@ -257,6 +337,8 @@ def main() -> None:
             "client_median_per_s": statistics.median(mine),
             "c_client_median_per_s": statistics.median(theirs),
             "median_ratio": statistics.median(ratios),
+            "raw_twisted_per_s": floor,
+            "raw_twisted_median_ratio": statistics.median(floor_ratios),
             "client_cpu_us_per_append": run_["cpu"],
             "client_cpu_us_per_append_median": statistics.median(run_["cpu"]),
             "node_cpu_us_per_append": run_["node_cpu"],
@@ -269,6 +351,7 @@ def main() -> None:
             f"   C client {statistics.median(theirs):>9,.0f}/s"
             f"   (ratio {statistics.median(ratios):.0%}; rounds "
             + " ".join(f"{r:.0%}" for r in ratios)
+            + f"; a bare Twisted protocol {statistics.median(floor_ratios):.0%}"
             + f"; client CPU {statistics.median(run_['cpu']):.1f} us/append;"
             f" node CPU {statistics.median(run_['node_cpu']):.1f} us/append,"
             f" {statistics.median(run_['node_cpu_c']):.1f} from the C client at that rate)"
