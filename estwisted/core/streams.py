@@ -42,6 +42,7 @@ More details:
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -190,6 +191,7 @@ class StreamStore:
         (from chunk 0) removes the tombstones of hard-deleted streams in the
         chunks it scavenges, and those streams may be written again
         (L{reopen_deleted}).
+    @param random_bytes: randomness (C{os.urandom}), for transaction ids.
     """
 
     def __init__(
@@ -200,6 +202,7 @@ class StreamStore:
         recent_event_ids: int = RECENT_EVENT_IDS,
         flusher: Optional[Flusher] = None,
         unsafe_ignore_hard_delete: bool = False,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.unsafe_ignore_hard_delete = unsafe_ignore_hard_delete
         self._log = log
@@ -221,7 +224,7 @@ class StreamStore:
         self._listeners: list[CommitListener] = []
         self._system_watchers: list[Callable[[set[str]], None]] = []
         self._transactions: dict[int, _Transaction] = {}
-        self._next_transaction = 0
+        self._random_bytes = random_bytes
         #: When set (a cluster node that is not the leader), every write
         #: fails with it before touching the log.
         self.writes_refused: Optional[EstoreError] = None
@@ -323,8 +326,13 @@ class StreamStore:
         self._check_stream_name(stream)
         if not self.check_access(principal, stream, acl.WRITE):
             raise AccessDenied(f"Write access denied for stream {stream!r}")
-        transaction_id = self._next_transaction
-        self._next_transaction += 1
+        # Transactions live in this store's memory only.  Their ids are
+        # random, not counted: a client that retries on another node (after
+        # a failover) or after a restart can never name someone else's.
+        while True:
+            transaction_id = int.from_bytes(self._random_bytes(8), "big") >> 1
+            if transaction_id not in self._transactions:
+                break
         self._transactions[transaction_id] = _Transaction(stream, expected_version)
         return transaction_id
 
