@@ -1,0 +1,263 @@
+"""
+Tests for L{estwisted.projections._runner} and L{_user_service}: user
+projections over a real L{StreamStore} on a L{MemoryLog}, with a
+L{Clock}; the query runs in V8 on the test's thread.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from estwisted.core.acl import SYSTEM_PRINCIPAL
+from estwisted.core.errors import NotLeader
+from estwisted.core.model import EXPECTED_ANY, NewEvent, ReadStatus
+from estwisted.projections._runner import UserProjectionRunner
+from estwisted.projections._user import Definition, Mode
+from estwisted.projections._user_service import (
+    ProjectionConflict,
+    ProjectionStateError,
+    UserProjectionsService,
+)
+from estwisted.projections.test.test_service import make_store, settle
+
+
+def run_here(f: Any, *args: Any) -> Deferred[Any]:
+    return maybeDeferred(f, *args)
+
+
+def done(clock: Clock, d: Deferred[Any]) -> Any:
+    settle(clock)
+    return d
+
+
+def write(store: Any, clock: Clock, stream: str, body: Any, event_type: str = "T") -> None:
+    store.append(
+        stream, EXPECTED_ANY,
+        [NewEvent(uuid.uuid4().bytes, event_type, json.dumps(body).encode(), b"", True)],
+        None,
+    )
+    settle(clock)
+
+
+def bodies(store: Any, stream: str) -> list[Any]:
+    s = store.read_stream(stream, 0, 4096, True, False, SYSTEM_PRINCIPAL)
+    if s.status != ReadStatus.SUCCESS:
+        return []
+    return [json.loads(e.event.data) if e.event.is_json else e.event.data.decode()
+            for e in s.events]
+
+
+COUNT = "fromAll().when({$init: function () { return {n: 0}; }, $any: function (s, e) { s.n++; }})"
+EMIT = """fromCategory('order').when({
+  Placed: function (s, e) { emit('totals', 'Counted', {id: e.streamId, v: e.body.v}); }
+})"""
+PER_STREAM = """fromAll().foreachStream().when({
+  $init: function () { return {n: 0}; },
+  T: function (s, e) { s.n += e.data.v; return s; }
+}).outputState()"""
+
+
+def definition(query: str, mode: Mode = Mode.CONTINUOUS, **kw: Any) -> Definition:
+    return Definition("p", query, mode, **kw)
+
+
+class RunnerTests(SynchronousTestCase):
+    def runner(self, store: Any, clock: Clock, d: Definition, **kw: Any) -> UserProjectionRunner:
+        r = UserProjectionRunner(store, clock, d, run_here, timeout=0.5, **kw)
+        self.addCleanup(lambda: self.successResultOf(r.close()))
+        return r
+
+    def state(self, r: UserProjectionRunner, partition: str = "") -> Any:
+        text = self.successResultOf(Deferred.fromCoroutine(r.state(partition)))
+        return None if text is None else json.loads(text)
+
+    def test_count_all(self) -> None:
+        store, clock = make_store()
+        for n in range(5):
+            write(store, clock, f"a-{n % 2}", {"v": n})
+        r = self.runner(store, clock, definition(COUNT))
+        r.start()
+        settle(clock)
+        self.assertEqual(self.state(r), {"n": 5})
+        write(store, clock, "b-1", {"v": 9})
+        settle(clock)
+        self.assertEqual(self.state(r), {"n": 6})
+        self.assertEqual(r.status, "Running")
+        # caught up: a checkpoint holds the state
+        ck = bodies(store, "$projections-p-checkpoint")
+        self.assertEqual(ck[-1], {"n": 6})
+
+    def test_emit_exactly_once_across_restarts(self) -> None:
+        store, clock = make_store()
+        for n in range(6):
+            write(store, clock, f"order-{n % 3}", {"v": n}, "Placed")
+        write(store, clock, "other-1", {"v": 99}, "Placed")
+        d = definition(EMIT, emit_enabled=True)
+        r = self.runner(store, clock, d)
+        r.start()
+        settle(clock)
+        self.assertEqual([b["v"] for b in bodies(store, "totals")], list(range(6)))
+        self.successResultOf(r.close())
+        # forget the checkpoint: a restart from the start emits nothing again
+        store.append("$projections-p-checkpoint", EXPECTED_ANY, [NewEvent(
+            uuid.uuid4().bytes, "$ProjectionCheckpoint", b"", b'{"$c":-1,"$p":-1}', True)],
+            SYSTEM_PRINCIPAL)
+        settle(clock)
+        again = self.runner(store, clock, d)
+        again.start()
+        settle(clock)
+        write(store, clock, "order-4", {"v": 6}, "Placed")
+        self.assertEqual([b["v"] for b in bodies(store, "totals")], list(range(7)))
+
+    def test_emit_not_enabled_faults(self) -> None:
+        store, clock = make_store()
+        write(store, clock, "order-1", {"v": 1}, "Placed")
+        r = self.runner(store, clock, definition(EMIT))
+        r.start()
+        settle(clock)
+        self.assertEqual(r.status, "Faulted")
+        self.assertIn("'emit' is not allowed", r.reason)
+        self.assertEqual(bodies(store, "totals"), [])
+
+    def test_foreach_stream_state_result_and_restart(self) -> None:
+        store, clock = make_store()
+        for n in range(6):
+            write(store, clock, f"s-{n % 2}", {"v": n})
+        r = self.runner(store, clock, definition(PER_STREAM))
+        r.start()
+        settle(clock)
+        self.assertEqual(self.state(r, "s-0"), {"n": 0 + 2 + 4})
+        self.assertEqual(self.state(r, "s-1"), {"n": 1 + 3 + 5})
+        self.assertEqual(bodies(store, "$projections-p-s-1-result")[-1], {"n": 9})
+        self.assertEqual(bodies(store, "$projections-p-s-1-state")[-1], {"n": 9})
+        self.successResultOf(r.close())
+        again = self.runner(store, clock, definition(PER_STREAM))
+        again.start()
+        settle(clock)
+        write(store, clock, "s-1", {"v": 10})
+        self.assertEqual(self.state(again, "s-1"), {"n": 19})
+        self.assertEqual(bodies(store, "$projections-p-s-1-result")[-1], {"n": 19})
+
+    def test_throwing_handler_faults_with_position(self) -> None:
+        store, clock = make_store()
+        write(store, clock, "a-1", {"v": 1})
+        write(store, clock, "a-1", {"v": 2})
+        query = "fromAll().when({T: function (s, e) { if (e.data.v === 2) throw 'no'; }})"
+        r = self.runner(store, clock, definition(query))
+        r.start()
+        settle(clock)
+        self.assertEqual(r.status, "Faulted")
+        self.assertIn("no", r.reason)
+        self.assertIn("1@a-1", r.reason)
+
+    def test_endless_loop_faults_with_position(self) -> None:
+        store, clock = make_store()
+        for n in range(4):
+            write(store, clock, "a-1", {"v": n})
+        query = "fromAll().when({T: function (s, e) { while (e.data.v === 2) {} }})"
+        r = self.runner(store, clock, definition(query))
+        r.start()
+        for _ in range(5):
+            settle(clock)
+            clock.advance(1.0)
+        self.assertEqual(r.status, "Faulted")
+        self.assertIn("ran for more than", r.reason)
+        self.assertIn("2@a-1", r.reason)
+
+    def test_syntax_error_faults(self) -> None:
+        store, clock = make_store()
+        r = self.runner(store, clock, definition("fromAll(.when("))
+        r.start()
+        settle(clock)
+        self.assertEqual(r.status, "Faulted")
+        self.assertIn("SyntaxError", r.reason)
+
+    def test_one_time_completes_with_result(self) -> None:
+        store, clock = make_store()
+        for n in range(3):
+            write(store, clock, "a-1", {"v": n})
+        query = COUNT + ".transformBy(function (s) { return {total: s.n * 10}; })"
+        r = self.runner(store, clock, definition(query, Mode.ONE_TIME))
+        r.start()
+        settle(clock)
+        self.assertEqual(r.status, "Completed")
+        self.assertEqual(bodies(store, "$projections-p-result"), [{"total": 30}])
+        result = self.successResultOf(Deferred.fromCoroutine(r.result("")))
+        self.assertEqual(json.loads(str(result)), {"total": 30})
+
+    def test_pauses_when_not_leader(self) -> None:
+        store, clock = make_store()
+        write(store, clock, "a-1", {"v": 1})
+        store.writes_refused = NotLeader("not the leader")
+        r = self.runner(store, clock, definition(COUNT))
+        r.start()
+        settle(clock)
+        self.assertEqual(r.status, "Paused")
+        store.writes_refused = None
+        clock.advance(1.0)
+        settle(clock)
+        self.assertEqual(r.status, "Running")
+        self.assertEqual(self.state(r), {"n": 1})
+
+
+class ServiceTests(SynchronousTestCase):
+    def service(self, store: Any, clock: Clock) -> UserProjectionsService:
+        s = UserProjectionsService(store, clock, run_here, timeout=0.5,
+                                   reserved=lambda n: n.startswith("$"))
+        s.startService()
+        self.addCleanup(lambda: self.successResultOf(s.stopService()) if s.running else None)
+        return s
+
+    def test_create_persists_and_restores(self) -> None:
+        store, clock = make_store()
+        write(store, clock, "a-1", {"v": 1})
+        s = self.service(store, clock)
+        self.successResultOf(done(clock, s.create(definition(COUNT))))
+        settle(clock)
+        self.assertEqual(s.get("p").status, "Running")
+        self.assertRaises(ProjectionConflict, s.create, definition(COUNT))
+        self.assertRaises(ProjectionConflict, s.create, Definition("$streams", COUNT,
+                                                                   Mode.CONTINUOUS))
+        self.assertEqual(bodies(store, "$projections-$all"), ["p"])
+        self.assertEqual(bodies(store, "$projections-p")[-1]["query"], COUNT)
+        self.successResultOf(s.stopService())
+        other = self.service(store, clock)
+        settle(clock)
+        self.assertEqual(other.get("p").status, "Running")
+        self.successResultOf(done(clock, other.disable("p")))
+        self.assertEqual(other.get("p").status, "Stopped")
+        self.successResultOf(done(clock, other.update_query("p", PER_STREAM, None)))
+        self.assertEqual(other.get("p").definition.query, PER_STREAM)
+        self.successResultOf(done(clock, other.delete("p", True, True, False)))
+        settle(clock)
+        self.assertNotIn("p", other.runners)
+        self.assertEqual(bodies(store, "$projections-$all"), ["p", "p"])
+
+    def test_delete_running_refused(self) -> None:
+        store, clock = make_store()
+        s = self.service(store, clock)
+        self.successResultOf(done(clock, s.create(definition(COUNT))))
+        settle(clock)
+        self.assertRaises(ProjectionStateError, s.delete, "p", False, False, False)
+
+    def test_replicated_definition_applies(self) -> None:
+        """
+        A definition written by another node (here: straight to the
+        store) is applied when it commits.
+        """
+        store, clock = make_store()
+        s = self.service(store, clock)
+        from estwisted.projections._runner import new_id
+        from estwisted.projections._user import registration_event
+        store.append("$projections-$all", EXPECTED_ANY, [registration_event(new_id(), "q", True)],
+                     SYSTEM_PRINCIPAL)
+        d = Definition("q", COUNT, Mode.CONTINUOUS)
+        store.append("$projections-q", EXPECTED_ANY, [d.event(new_id())], SYSTEM_PRINCIPAL)
+        settle(clock)
+        self.assertEqual(s.get("q").status, "Running")
