@@ -167,8 +167,6 @@ class NodeService(MultiService):
         config = self.config
         if str(config.run_projections).lower() == "none":
             return
-        if str(config.run_projections).lower() == "all":
-            self._log.warn("RunProjections All: user projections are not supported yet.")
         from estwisted.projections import SystemProjectionsService
 
         # StartStandardProjections is the default for projections with no
@@ -178,6 +176,15 @@ class NodeService(MultiService):
             self.store, self.reactor, enabled=bool(config.start_standard_projections)
         )
         self.projections.setServiceParent(self)
+        if str(config.run_projections).lower() == "all":
+            # user (JavaScript) projections, beside the standard ones
+            from estwisted.projections import UserProjectionsService
+
+            system = self.projections
+            self.projections.user = UserProjectionsService(
+                self.store, self.reactor, reserved=lambda name: name in system.runners
+            )
+            self.projections.user.setServiceParent(self)
 
     def _listeners(self) -> list[tuple[str, str, int, IProtocolFactory]]:
         from estwisted.cluster.gossip import VNodeState

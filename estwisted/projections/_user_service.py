@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from estwisted.core.acl import SYSTEM_PRINCIPAL
-from estwisted.core.errors import EstoreError
+from estwisted.core.errors import AlreadyExists, BadRequest
 from estwisted.core.model import EXPECTED_ANY, EventRecord, ReadStatus
 from estwisted.projections._js import DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT
 from estwisted.projections._runner import RunJs, UserProjectionRunner, new_id
@@ -44,13 +44,13 @@ from estwisted.projections._user import (
 )
 
 
-class ProjectionConflict(EstoreError):
+class ProjectionConflict(AlreadyExists):
     """
     A projection of that name exists (409).
     """
 
 
-class ProjectionStateError(EstoreError):
+class ProjectionStateError(BadRequest):
     """
     The command does not apply to the projection as it is (400).
     """
@@ -67,14 +67,15 @@ class UserProjectionsService(Service):
         self,
         store: Any,
         clock: IReactorTime,
-        run_js: RunJs,
+        run_js: Optional[RunJs] = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_memory: int = DEFAULT_MAX_MEMORY,
         reserved: Callable[[str], bool] = lambda name: False,
     ) -> None:
         self._store = store
         self._clock = clock
-        self._run_js = run_js
+        self._pool: Any = None
+        self._run_js: RunJs = run_js if run_js is not None else self._in_thread
         self._timeout = timeout
         self._max_memory = max_memory
         self._reserved = reserved
@@ -84,6 +85,20 @@ class UserProjectionsService(Service):
         self._remove_listener: Optional[Callable[[], None]] = None
 
     # -- definitions ------------------------------------------------------
+
+    def _in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """
+        Run C{f} on the one JavaScript worker thread (C{clock} is then
+        the reactor).
+        """
+        from twisted.internet.threads import deferToThreadPool
+
+        if self._pool is None:
+            from twisted.python.threadpool import ThreadPool
+
+            self._pool = ThreadPool(1, 1, name="projections-js")
+            self._pool.start()
+        return deferToThreadPool(self._clock, self._pool, f, *args)  # type: ignore[arg-type]
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -96,7 +111,13 @@ class UserProjectionsService(Service):
             self._remove_listener()
             self._remove_listener = None
         d = gatherResults([r.close() for r in self.runners.values()], consumeErrors=True)
-        return d.addCallback(lambda _: None)
+
+        def stopped(_: object) -> None:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.stop()
+
+        return d.addCallback(stopped)
 
     def _registered(self) -> list[str]:
         names: dict[str, None] = {}
