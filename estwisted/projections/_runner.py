@@ -47,6 +47,7 @@ from estwisted.projections._system import (
     derived_id,
 )
 from estwisted.projections._user import (
+    PARTITION_EVENT_TYPE,
     RESULT_EVENT_TYPE,
     STATE_EVENT_TYPE,
     STREAM_TRACKED_EVENT_TYPE,
@@ -60,6 +61,7 @@ from estwisted.projections._user import (
     output_of,
     parse_link,
     parse_tag,
+    partitions_stream,
     result_stream,
     state_stream,
     tag_metadata,
@@ -75,9 +77,6 @@ RunJs = Callable[..., "Deferred[Any]"]
 BATCH_SIZE = 500
 #: Seconds to wait after a refused or failed write, or while a follower.
 RETRY_DELAY = 1.0
-#: Write a checkpoint after this many records handled (v5's
-#: C{checkpointHandledThreshold}), or when caught up.
-CHECKPOINT_EVERY = 4000
 #: Partitions kept in the isolate; past this, clean ones are dropped
 #: after a checkpoint.
 MAX_CACHED_PARTITIONS = 5000
@@ -103,7 +102,6 @@ class UserProjectionRunner:
         run_js: RunJs,
         timeout: float = DEFAULT_TIMEOUT,
         max_memory: int = DEFAULT_MAX_MEMORY,
-        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -111,7 +109,6 @@ class UserProjectionRunner:
         self._run_js = run_js
         self._timeout = timeout
         self._max_memory = max_memory
-        self.checkpoint_every = checkpoint_every
         self._engine: Optional[JsProjection] = None
         self._planner: Optional[EmitPlanner] = None
         self._position = -1
@@ -430,7 +427,7 @@ class UserProjectionRunner:
         self._read_from = records[-1].next_position
         self.processed += len(records)
         self._since_checkpoint += len(chosen)
-        if self._since_checkpoint >= self.checkpoint_every:
+        if self._since_checkpoint >= self.definition.checkpoint_every:
             await self._checkpoint(engine)
         return True
 
@@ -440,6 +437,7 @@ class UserProjectionRunner:
     ) -> None:
         events = [e for _, e in chosen]
         s = engine.sources
+        fresh: set[str] = set()
         try:
             if s.by_streams:
                 partitions = [e["s"] for e in events]
@@ -449,7 +447,9 @@ class UserProjectionRunner:
                 partitions = [""] * len(events)
             unknown = {p for p in partitions if p not in self._loaded}
             if unknown:
-                await self._run_js(engine.load, {p: self._stored_state(p) for p in unknown})
+                stored = {p: self._stored_state(p) for p in unknown}
+                fresh = {p for p, text in stored.items() if text is None}
+                await self._run_js(engine.load, stored)
                 self._loaded.update(unknown)
             result = await self._run_js(engine.process, events, partitions)
         except ProjectionFault as e:
@@ -469,6 +469,12 @@ class UserProjectionRunner:
         last_of: dict[str, int] = {}
         for (record, event), emitted, partition in zip(
                 chosen, result.emits, partitions, strict=True):
+            if partition in fresh:
+                # first seen: into the catalog (once, like any output)
+                fresh.discard(partition)
+                outputs.append(Output(
+                    partitions_stream(self.name), PARTITION_EVENT_TYPE, partition.encode(),
+                    None, False, record.position, event["id"]))
             last_of[partition] = record.position
             self._dirty.add(partition)
             if emitted and not definition.emit_enabled:
@@ -608,6 +614,24 @@ class UserProjectionRunner:
         The partitions seen since the isolate was loaded, C{""} excepted.
         """
         return {p for p in self._loaded if p != ""}
+
+    def catalogued_partitions(self) -> set[str]:
+        """
+        The partitions in C{$projections-{name}-partitions}, and the ones
+        in memory.
+        """
+        found = self.known_partitions()
+        stream = partitions_stream(self.name)
+        start = 0
+        for _ in range(10_000):
+            page = self._store.read_stream(stream, start, 1000, True, False, SYSTEM_PRINCIPAL)
+            if page.status != ReadStatus.SUCCESS or not page.events:
+                break
+            for e in page.events:
+                if e.event is not None:
+                    found.add(e.event.data.decode("utf-8", "replace"))
+            start = page.events[-1].original.event_number + 1
+        return found
 
     def emitted_streams(self) -> set[str]:
         """

@@ -109,7 +109,7 @@ def user_config(runner: Any) -> dict[str, Any]:
     C{GET /projection/{name}/config} of a user projection.
     """
     d = runner.definition
-    body = config(runner.checkpoint_every)
+    body = config(d.checkpoint_every)
     body["emitEnabled"] = d.emit_enabled
     body["trackEmittedStreams"] = d.track_emitted_streams
     return body

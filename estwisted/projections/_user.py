@@ -42,6 +42,8 @@ PROJECTION_DELETED = "$ProjectionDeleted"
 STATE_EVENT_TYPE = "StateUpdated"
 #: A result, in a C{-result} stream.
 RESULT_EVENT_TYPE = "Result"
+#: A partition's first event, in C{-partitions} (v5's catalog).
+PARTITION_EVENT_TYPE = "$partition"
 #: A stream the projection emitted to, in C{-emittedstreams}.
 STREAM_TRACKED_EVENT_TYPE = "$StreamTracked"
 
@@ -83,6 +85,8 @@ class Definition:
     track_emitted_streams: bool = False
     epoch: int = 0
     run_as: str = "admin"
+    #: v5's C{checkpointHandledThreshold}.
+    checkpoint_every: int = 4000
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +98,7 @@ class Definition:
             "checkpointsDisabled": not self.checkpoints_enabled,
             "trackEmittedStreams": self.track_emitted_streams,
             "epoch": self.epoch,
+            "checkpointHandledThreshold": self.checkpoint_every,
             "runAs": {"name": self.run_as, "roles": ["$admins"]},
         }
 
@@ -124,6 +129,9 @@ def parse_definition(name: str, data: bytes) -> Optional[Definition]:
     except ValueError:
         return None
     run_as = raw.get("runAs")
+    every = raw.get("checkpointHandledThreshold", 4000)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        every = 4000
     return Definition(
         name=name,
         query=str(raw.get("query", "")),
@@ -134,6 +142,7 @@ def parse_definition(name: str, data: bytes) -> Optional[Definition]:
         track_emitted_streams=bool(raw.get("trackEmittedStreams", False)),
         epoch=int(raw.get("epoch", 0) or 0),
         run_as=str(run_as.get("name", "admin")) if isinstance(run_as, dict) else "admin",
+        checkpoint_every=every,
     )
 
 
@@ -164,6 +173,13 @@ def result_stream(name: str, partition: str, result_stream_name: Optional[str] =
     if partition == "":
         return result_stream_name or f"$projections-{name}-result"
     return f"$projections-{name}-{partition}-result"
+
+
+def partitions_stream(name: str) -> str:
+    """
+    v5's partition catalog: one C{$partition} event per partition.
+    """
+    return f"$projections-{name}-partitions"
 
 
 def emitted_streams_stream(name: str) -> str:

@@ -38,6 +38,7 @@ from estwisted.projections._user import (
     Mode,
     emitted_streams_stream,
     parse_definition,
+    partitions_stream,
     registration_event,
     result_stream,
     state_stream,
@@ -260,10 +261,11 @@ class UserProjectionsService(Service):
 
     def update_config(self, name: str, emit: Optional[bool],
                       track: Optional[bool], checkpoint_every: Optional[int]) -> Deferred[None]:
-        runner = self.get(name)
-        if checkpoint_every is not None:
-            runner.checkpoint_every = max(1, checkpoint_every)
         changes: dict[str, Any] = {}
+        if checkpoint_every is not None:
+            if checkpoint_every < 1:
+                raise ProjectionStateError("checkpointHandledThreshold must be at least 1")
+            changes["checkpoint_every"] = checkpoint_every
         if emit is not None:
             changes["emit_enabled"] = emit
         if track is not None:
@@ -309,8 +311,11 @@ class UserProjectionsService(Service):
             return runner.close()
         streams: list[str] = []
         if delete_state:
-            streams += [state_stream(name, p) for p in sorted(runner.known_partitions())]
-            streams.append(result_stream(name, ""))
+            partitions = sorted(runner.catalogued_partitions())
+            streams += [state_stream(name, p) for p in partitions]
+            streams += [result_stream(name, p) for p in partitions]
+            streams += [state_stream(name, ""), result_stream(name, ""),
+                        partitions_stream(name)]
         if delete_checkpoint:
             streams.append(checkpoint_stream(name))
         if delete_emitted:

@@ -143,6 +143,9 @@ class RunnerTests(SynchronousTestCase):
         write(store, clock, "s-1", {"v": 10})
         self.assertEqual(self.state(again, "s-1"), {"n": 19})
         self.assertEqual(bodies(store, "$projections-p-s-1-result")[-1], {"n": 19})
+        write(store, clock, "s-2", {"v": 1})
+        # v5's partition catalog: each partition once, across the restart
+        self.assertEqual(bodies(store, "$projections-p-partitions"), ["s-0", "s-1", "s-2"])
 
     def test_throwing_handler_faults_with_position(self) -> None:
         store, clock = make_store()
@@ -237,6 +240,8 @@ class ServiceTests(SynchronousTestCase):
         self.successResultOf(done(clock, other.delete("p", True, True, False)))
         settle(clock)
         self.assertNotIn("p", other.runners)
+        self.assertEqual(bodies(store, "$projections-p-checkpoint"), [])
+        self.assertEqual(bodies(store, "$projections-p"), [])
         self.assertEqual(bodies(store, "$projections-$all"), ["p", "p"])
 
     def test_delete_running_refused(self) -> None:
