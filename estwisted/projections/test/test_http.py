@@ -198,12 +198,20 @@ class UserProjectionsApiTests(ApiTestMixin, SynchronousTestCase):
             self.request("POST", "/projection/p/command/disable", ADMIN).code, 200)
         self.pump()
         self.assertEqual(self.get("/projection/p").json()["status"], "Stopped")
+        self.assertGreaterEqual(self.store.last_event_number("$projections-p-a-1-state"), 0)
         reply = self.request(
             "DELETE", "/projection/p?deleteStateStream=yes&deleteCheckpointStream=yes", ADMIN)
         self.assertEqual(reply.code, 200)
         self.pump()
         self.assertEqual(self.get("/projection/p").code, 404)
-        self.assertEqual(self.store.last_event_number("$projections-p-checkpoint"), -1)
+        from estwisted.core.acl import SYSTEM_PRINCIPAL
+
+        read = self.store.read_stream("$projections-p-checkpoint", 0, 10, True, False,
+                                      SYSTEM_PRINCIPAL)
+        self.assertEqual(list(read.events), [])
+        read = self.store.read_stream("$projections-p-a-1-state", 0, 10, True, False,
+                                      SYSTEM_PRINCIPAL)
+        self.assertEqual(list(read.events), [])
 
     def test_one_time_without_name(self) -> None:
         self.write("a-1", {"x": 1})
