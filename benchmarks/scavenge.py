@@ -143,7 +143,7 @@ def main() -> int:
         clock = Clock()
         clock.advance(1_700_000_000)
         log = ChunkedLog(os.path.join(base, "db"), chunk_size=CHUNK_SIZE)
-        store = StreamStore(log, StreamIndex(), clock, password_iterations=10)
+        store = StreamStore(log, StreamIndex(), clock)
         began = time.perf_counter()
         populate(store, clock, options.events)
         # close the current chunk: scavenging needs completed chunks

@@ -2,8 +2,10 @@
 """
 The stream store: the one core that the TCP protocol, the HTTP API and the
 subscription machinery all call.  It owns expected-version checks,
-idempotency, soft and hard deletes, metadata, ACL checks, transactions,
-users, and group commit over an L{IEventLog}.
+idempotency, soft and hard deletes, metadata, ACL checks, transactions
+and group commit over an L{IEventLog}.  It knows nothing of user accounts
+(L{estwisted.core.users.UserManager} is built over it and watches the
+system streams it writes).
 
 Contract (the edges rely on it):
 
@@ -16,7 +18,7 @@ Contract (the edges rely on it):
     NoStream / StreamDeleted / AccessDenied / Error; they do not raise for
     those.
   - C{principal} is C{None} for anonymous callers; edges authenticate with
-    L{StreamStore.authenticate} first.
+    L{estwisted.core.users.UserManager.authenticate} first.
   - Listeners added with L{StreamStore.add_commit_listener} are called with the
     list of L{EventRecord}s of each flush, in log order, after the index was
     updated: subscriptions hang off that.
@@ -29,9 +31,9 @@ More details:
     C{last_event_number} are the delete record's number in its stream
     (L{DELETED_STREAM} for a hard delete, the metastream's number for a soft
     delete) and C{position} its position.
-  - L{StreamStore.users} is the L{estwisted.core.users.UserManager}, created by
-    the store; the HTTP API calls it for C{/users}.  The node calls
-    C{store.users.ensure_default_users()} once at start.
+  - Watchers added with L{StreamStore.add_system_stream_watcher} are told
+    the names of the system streams (C{$...}) each flush wrote, after the
+    store dropped its own caches of them.
   - L{SYSTEM_PRINCIPAL} is a member of C{$admins} for the node's own writes.
   - L{StreamStore.stream_metadata} gives the parsed metadata of a stream
     without an ACL check (e.g. C{$cacheControl} for HTTP).
@@ -43,7 +45,7 @@ import json
 import uuid
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Optional, Union, overload
+from typing import Any, Optional, TypeVar, Union, overload
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -127,6 +129,8 @@ METADATA_CACHE_LIMIT = 200_000
 
 _TICKS_PER_SECOND = 10_000_000
 
+_T = TypeVar("_T")
+
 
 def _error_slice(
     status: ReadStatus, error: str = "", last: int = -1, commit_position: int = -1
@@ -157,6 +161,19 @@ class _Transaction:
         self.events: list[NewEvent] = []
 
 
+def _added(items: list[_T], item: _T) -> Callable[[], None]:
+    """
+    Append C{item} to C{items}; return a callable that removes it again.
+    """
+    items.append(item)
+
+    def remove() -> None:
+        if item in items:
+            items.remove(item)
+
+    return remove
+
+
 class StreamStore:
     """
     See the module docstring.
@@ -165,13 +182,10 @@ class StreamStore:
     @param index: the stream index, already loaded or rebuilt to the log's end.
     @param clock: schedules group commits (C{callLater(0, ...)}) and gives the
         time for C{created} stamps and C{$maxAge}.
-    @param password_iterations: PBKDF2 iterations for new passwords.
     @param recent_event_ids: size of the idempotency cache.
     @param flusher: where group commits do their C{pwrite}/C{fdatasync}
         (L{estwisted.core.groupcommit.ThreadFlusher} on a node on disk);
         C{None}: in the reactor turn.
-
-    @ivar users: the L{estwisted.core.users.UserManager} of this store.
     """
 
     def __init__(
@@ -179,12 +193,9 @@ class StreamStore:
         log: IEventLog,
         index: StreamIndex,
         clock: IReactorTime,
-        password_iterations: Optional[int] = None,
         recent_event_ids: int = RECENT_EVENT_IDS,
         flusher: Optional[Flusher] = None,
     ) -> None:
-        from estwisted.core.users import UserManager
-
         self._log = log
         self._index = index
         self._clock = clock
@@ -199,6 +210,7 @@ class StreamStore:
         self._meta_cache: dict[str, StreamMetadata] = {}
         self._settings: Optional[acl.SystemSettings] = None
         self._listeners: list[CommitListener] = []
+        self._system_watchers: list[Callable[[set[str]], None]] = []
         self._transactions: dict[int, _Transaction] = {}
         self._next_transaction = 0
         #: When set (a cluster node that is not the leader), every write
@@ -206,10 +218,6 @@ class StreamStore:
         self.writes_refused: Optional[EstoreError] = None
         last = log.read_backward(log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
-        if password_iterations is None:
-            self.users = UserManager(self)
-        else:
-            self.users = UserManager(self, iterations=password_iterations)
 
     # -- writes ------------------------------------------------------------
 
@@ -527,25 +535,24 @@ class StreamStore:
             return DELETED_STREAM
         return self._index.last_event_number(stream)
 
+    def add_system_stream_watcher(
+        self, watcher: Callable[[set[str]], None]
+    ) -> Callable[[], None]:
+        """
+        Tell C{watcher} the names of the system streams each flush (local
+        or replicated) wrote.
+
+        @return: a callable that removes the watcher.
+        """
+        return _added(self._system_watchers, watcher)
+
     def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
         """
         @return: a callable that removes the listener.
         """
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return _added(self._listeners, listener)
 
     # -- security ----------------------------------------------------------
-
-    def authenticate(self, login: str, password: str) -> Principal:
-        """
-        @raise NotAuthenticated: unknown user, wrong password or disabled.
-        """
-        return self.users.authenticate(login, password)
 
     def check_access(self, principal: Optional[Principal], stream: str, operation: str) -> bool:
         """
@@ -927,14 +934,15 @@ class StreamStore:
                 self._meta_cache.pop(original, None)
                 if original == acl.SETTINGS_STREAM:
                     self._settings = None
-                if original.startswith("$user-"):
-                    self.users.invalidate(original[len("$user-") :])
             elif stream == acl.SETTINGS_STREAM:
                 self._settings = None
-            elif stream.startswith("$user-"):
-                self.users.invalidate(stream[len("$user-") :])
             if self._index.tombstone(stream) is not None:
                 self._meta_cache.pop(stream, None)
+        for watcher in list(self._system_watchers):
+            try:
+                watcher(streams)
+            except Exception:
+                _log.failure("System stream watcher {watcher!r} failed", watcher=watcher)
 
     # -- internals: reading ------------------------------------------------
 

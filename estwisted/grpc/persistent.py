@@ -31,6 +31,7 @@ from estwisted.subscriptions.persistent import (
     IPersistentSubscriber,
     NakAction,
     PersistentSettings,
+    PersistentSubscriptions,
     SubscriberMaxCountReached,
 )
 from estwisted.subscriptions.volatile import DropReason
@@ -179,7 +180,7 @@ class PersistentService:
     The methods, for L{estwisted.grpc.services.GrpcServer}'s routing.
     """
 
-    def __init__(self, persistent: Any, unary: Callable[..., None]) -> None:
+    def __init__(self, persistent: PersistentSubscriptions, unary: Callable[..., None]) -> None:
         self.persistent = persistent
         self._unary = unary
 
@@ -296,7 +297,9 @@ class Consumer:
     One C{PersistentSubscriptions.Read} call: a consumer of its group.
     """
 
-    def __init__(self, persistent: Any, call: ServerCall, principal: Optional[Principal]) -> None:
+    def __init__(
+        self, persistent: PersistentSubscriptions, call: ServerCall, principal: Optional[Principal]
+    ) -> None:
         self.persistent = persistent
         self.call = call
         self.principal = principal

@@ -142,7 +142,8 @@ class HttpApi(StreamRoutes, SubscriptionRoutes, UserRoutes, AdminRoutes, Project
     @param persistent: the L{PersistentSubscriptions}.
     @param clock: timers for long polls and stats.
     @param node_info: addresses and hooks, see L{NodeInfo}.
-    @param users: the user manager; defaults to C{store.users}.
+    @param users: the L{estwisted.core.users.UserManager}; a new one over
+        C{store} if C{None}.
     """
 
     @functools.cached_property

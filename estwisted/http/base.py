@@ -24,6 +24,8 @@ from estwisted.core.model import (
     EventRecord,
     Principal,
 )
+from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.http.info import NodeInfo
 from estwisted.http.parsing import (
     ALL_METHODS,
@@ -44,6 +46,8 @@ from estwisted.http.parsing import (
     sized,
     unauthorized,
 )
+from estwisted.subscriptions.persistent import PersistentSubscriptions
+from estwisted.subscriptions.volatile import SubscriptionHub
 from estwisted.wire import atom
 
 Handler = Callable[..., Union[bytes, Deferred[bytes]]]
@@ -95,26 +99,27 @@ class HttpBase:
     @param persistent: the L{PersistentSubscriptions}.
     @param clock: timers for long polls and stats.
     @param node_info: addresses and hooks, see L{NodeInfo}.
-    @param users: the user manager; defaults to C{store.users}.
+    @param users: the L{UserManager} that authenticates callers and
+        serves C{/users}; a new one over C{store} if C{None}.
     """
 
     _log = Logger()
 
     def __init__(
         self,
-        store: Any,
-        hub: Any,
-        persistent: Any,
+        store: StreamStore,
+        hub: SubscriptionHub,
+        persistent: PersistentSubscriptions,
         clock: IReactorTime,
         node_info: Optional[NodeInfo] = None,
-        users: Any = None,
+        users: Optional[UserManager] = None,
     ) -> None:
         self.store = store
         self.hub = hub
         self.persistent = persistent
         self.clock = clock
         self.node_info = node_info or NodeInfo()
-        self.users = users if users is not None else getattr(store, "users", None)
+        self.users = users if users is not None else UserManager(store)
         self._waiters = Waiters()
         self._listening = False
         self._scavenges: dict[str, Any] = {}
@@ -263,7 +268,7 @@ class HttpBase:
         if auth is not None:
             login, password = basic_credentials(auth)
             try:
-                principal = self.store.authenticate(login, password)
+                principal = self.users.authenticate(login, password)
             except NotAuthenticated:
                 raise unauthorized() from None
         elif self.node_info.enable_trusted_auth:

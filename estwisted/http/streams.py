@@ -264,8 +264,7 @@ class StreamRoutes(HttpBase):
         """
         if stream == "$all" or stream.startswith("$$"):
             return NO_CACHE
-        lookup = getattr(self.store, "stream_metadata", None)
-        seconds = getattr(lookup(stream), "cache_control", None) if lookup else None
+        seconds = self.store.stream_metadata(stream).cache_control
         if not seconds:
             return NO_CACHE
         public = self.store.check_access(None, stream, "$r")
@@ -478,14 +477,13 @@ class StreamRoutes(HttpBase):
         without the stream's last event number or metadata changing
         (C{$maxAge}) or the store cannot tell.
         """
-        lookup = getattr(self.store, "stream_metadata", None)
-        if lookup is None or stream.startswith("$$"):
+        if stream.startswith("$$"):
             return None
-        metadata = lookup(stream)
-        if getattr(metadata, "max_age", None) is not None:
+        metadata = self.store.stream_metadata(stream)
+        if metadata.max_age is not None:
             return None
         last = self.store.last_event_number(stream)
-        version = getattr(metadata, "version", None)
+        version = metadata.version
         return (stream, last, version, number, count, forward, resolve, embed, media, base)
 
     def _remember_page(self, key: tuple[Any, ...], page: tuple[bytes, bool, int]) -> None:

@@ -53,6 +53,7 @@ from estwisted.core.streams import (
     parse_link,
     parse_metadata,
 )
+from estwisted.core.users import UserManager
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 
@@ -94,11 +95,11 @@ class StoreTestMixin:
         self.clock.advance(1_700_000_000)
         self.log = MemoryLog()
         self.index = StreamIndex()
-        self.store = StreamStore(self.log, self.index, self.clock, password_iterations=10)
+        self.store = StreamStore(self.log, self.index, self.clock)
 
     def restart(self) -> None:
         self.index = rebuild_index(self.log)
-        self.store = StreamStore(self.log, self.index, self.clock, password_iterations=10)
+        self.store = StreamStore(self.log, self.index, self.clock)
 
     def settle(self, d: Deferred[Any]) -> Any:
         """
@@ -592,12 +593,13 @@ class ParseTests(SynchronousTestCase):
 
 class UsersInStoreTests(StoreTestMixin, SynchronousTestCase):
     def test_default_users(self) -> None:
-        self.settle(self.store.users.ensure_default_users())
-        principal = self.store.authenticate("admin", "changeit")
+        users = UserManager(self.store, iterations=10)
+        self.settle(users.ensure_default_users())
+        principal = users.authenticate("admin", "changeit")
         self.assertEqual(principal, Principal("admin", frozenset({"$admins"})))
-        self.assertEqual(self.store.authenticate("ops", "changeit").groups, frozenset({"$ops"}))
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "admin", "wrong")
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "nobody", "changeit")
+        self.assertEqual(users.authenticate("ops", "changeit").groups, frozenset({"$ops"}))
+        self.assertRaises(NotAuthenticated, users.authenticate, "admin", "wrong")
+        self.assertRaises(NotAuthenticated, users.authenticate, "nobody", "changeit")
 
 
 def numbers(page: Any) -> list[int]:
@@ -1145,9 +1147,7 @@ class StreamStoreMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.log = self.make_log()
-        self.store = StreamStore(
-            self.log, rebuild_index(self.log), self.clock, password_iterations=1
-        )
+        self.store = StreamStore(self.log, rebuild_index(self.log), self.clock)
         self.model = _Model()
 
     def teardown(self) -> None:
@@ -1344,9 +1344,7 @@ class StreamStoreMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.log = self.reopen_log(self.log)
-        self.store = StreamStore(
-            self.log, rebuild_index(self.log), self.clock, password_iterations=1
-        )
+        self.store = StreamStore(self.log, rebuild_index(self.log), self.clock)
         # the idempotency window is rebuilt from the log: a restart keeps
         # every event id the model remembers (issue 11, item 2)
 

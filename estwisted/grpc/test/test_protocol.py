@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.core.model import Principal
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.grpc.admin import MONITORING, OPERATIONS, USERS
 from estwisted.grpc.framing import MessageDecoder, encode_message
 from estwisted.grpc.protocol import PREFACE, GrpcConnection, GrpcSniffingFactory
@@ -134,7 +135,7 @@ def make_server(clock: Clock, anonymous: Optional[Principal] = ADMIN
                 ) -> tuple[GrpcServer, StreamStore]:
     from estwisted.subscriptions.persistent import PersistentSubscriptions
 
-    store = StreamStore(MemoryLog(), StreamIndex(), clock, password_iterations=1)
+    store = StreamStore(MemoryLog(), StreamIndex(), clock)
     hub = SubscriptionHub(store)
     persistent = PersistentSubscriptions(store, clock)
     persistent.start()
@@ -144,6 +145,7 @@ def make_server(clock: Clock, anonymous: Optional[Principal] = ADMIN
         anonymous=anonymous,
         persistent=persistent,
         shutdown=lambda: None,
+        users=UserManager(store, iterations=1),
     )
     return server, store
 

@@ -264,7 +264,7 @@ class ScavengerTests(SynchronousTestCase):
         self.log = ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
         self.addCleanup(lambda: self.log.close())
         self.index = StreamIndex()
-        self.store = StreamStore(self.log, self.index, self.clock, password_iterations=10)
+        self.store = StreamStore(self.log, self.index, self.clock)
 
     def settle(self, d: Any) -> Any:
         for _ in range(50):
