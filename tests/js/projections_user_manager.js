@@ -1,5 +1,5 @@
 // node-eventstore-client's ProjectionsManager against a user (JavaScript)
-// projection that emits:  node projections_user_manager.js TCPPORT HTTPPORT
+// projection that emits, a transient and a one-time one:  node projections_user_manager.js TCPPORT HTTPPORT
 'use strict';
 
 const { client, connect, check, admin, jsonEvent, finish, fail, deadline, sleep } =
@@ -72,6 +72,25 @@ async function main() {
     links.events.map((e) => e.event.eventStreamId).join() ===
       'order-0,order-1,order-2,order-3,order-9',
     links.events.map((e) => e.event.eventStreamId).join());
+  const COUNT = 'fromCategory("order").when({$init: function () { return {c: 0}; },' +
+    ' Ordered: function (s) { s.c += 1; }})';
+  // ProjectionsManager.createTransient drops its name argument (a bug of
+  // 0.2.19): call the ProjectionsClient it wraps, as the manager means to.
+  await pm._client.createTransient(pm._httpEndPoint, 'peek', COUNT, admin);
+  const peek = await until('the transient query to complete', async () => {
+    const st = JSON.parse(await pm.getStatus('peek', admin));
+    return st.status.indexOf('Completed') === 0 ? st : null;
+  });
+  check('transient mode', peek.mode === 'Transient', peek.mode);
+  const peekState = JSON.parse(await pm.getState('peek', admin));
+  check('transient state', peekState.c === 5, JSON.stringify(peekState));
+  await pm.createOneTime(COUNT, admin);
+  const once = await until('a one-time projection listed and completed', async () => {
+    const list = await pm.listOneTime(admin);
+    return list.length === 1 && list[0].status.indexOf('Completed') === 0 ? list[0] : null;
+  });
+  const onceState = JSON.parse(await pm.getState(once.name, admin));
+  check('one-time state', onceState.c === 5, JSON.stringify(onceState));
   let refused = false;
   try {
     await pm.createContinuous('orders2', QUERY, false, new client.UserCredentials('nobody', 'x'));
