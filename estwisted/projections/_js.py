@@ -222,6 +222,12 @@ class JsProjection:
                 return self._ctx.eval(code, timeout_sec=limit)
             return self._ctx.call(code, *args, timeout_sec=limit)
         except JSTimeoutException:
+            # let the isolate finish its termination now, so that closing
+            # it later leaves no callback behind
+            try:
+                self._ctx.eval("0", timeout_sec=1.0)
+            except MiniRacerBaseException:
+                pass
             raise ProjectionFault(
                 f"the handler ran for more than {limit * 1000:g} ms", timed_out=True
             ) from None

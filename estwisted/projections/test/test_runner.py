@@ -194,6 +194,33 @@ class RunnerTests(SynchronousTestCase):
         result = self.successResultOf(Deferred.fromCoroutine(r.result("")))
         self.assertEqual(json.loads(str(result)), {"total": 30})
 
+    def test_deleted_notification(self) -> None:
+        store, clock = make_store()
+        write(store, clock, "a-1", {"v": 1})
+        write(store, clock, "a-2", {"v": 1})
+        query = ("fromAll().foreachStream().when({$any: function (s) { s.seen = true; },"
+                 " $deleted: function (s, e) { return {deleted: e.partition}; }})")
+        r = self.runner(store, clock, definition(query))
+        r.start()
+        settle(clock)
+        store.delete_stream("a-1", EXPECTED_ANY, True, SYSTEM_PRINCIPAL)
+        settle(clock)
+        self.assertEqual(self.state(r, "a-1"), {"deleted": "a-1"})
+        self.assertEqual(self.state(r, "a-2"), {"seen": True})
+
+    def test_from_stream_resolves_links(self) -> None:
+        store, clock = make_store()
+        write(store, clock, "a-1", {"v": 5})
+        store.append("mine", EXPECTED_ANY, [NewEvent(
+            uuid.uuid4().bytes, "$>", b"0@a-1", b'{"why": "linked"}', False)], None)
+        settle(clock)
+        query = ("fromStream('mine').when({T: function (s, e) { return {"
+                 "stream: e.streamId, v: e.body.v, why: e.linkMetadata.why}; }})")
+        r = self.runner(store, clock, definition(query))
+        r.start()
+        settle(clock)
+        self.assertEqual(self.state(r), {"stream": "a-1", "v": 5, "why": "linked"})
+
     def test_pauses_when_not_leader(self) -> None:
         store, clock = make_store()
         write(store, clock, "a-1", {"v": 1})
@@ -243,6 +270,21 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(bodies(store, "$projections-p-checkpoint"), [])
         self.assertEqual(bodies(store, "$projections-p"), [])
         self.assertEqual(bodies(store, "$projections-$all"), ["p", "p"])
+
+    def test_faulted_then_fixed(self) -> None:
+        store, clock = make_store()
+        write(store, clock, "a-1", {"v": 1})
+        s = self.service(store, clock)
+        broken = "fromAll().when({$any: function () { throw 'broken'; }})"
+        self.successResultOf(done(clock, s.create(definition(broken))))
+        settle(clock)
+        self.assertEqual(s.get("p").status, "Faulted")
+        self.assertIn("broken", s.get("p").reason)
+        self.successResultOf(done(clock, s.update_query("p", COUNT, None)))
+        settle(clock)
+        self.assertEqual(s.get("p").status, "Running")
+        text = self.successResultOf(Deferred.fromCoroutine(s.get("p").state("")))
+        self.assertEqual(json.loads(str(text)), {"n": 1})
 
     def test_delete_running_refused(self) -> None:
         store, clock = make_store()
