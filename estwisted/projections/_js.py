@@ -254,9 +254,7 @@ class JsProjection:
         """
         try:
             return list(json.loads(self._call(
-                "call", "__es.partitions", json.dumps(list(events)),
-                timeout=self._timeout * max(1, len(events)) if len(events) == 1 else None,
-            )))
+                "call", "__es.partitions", json.dumps(list(events)))))
         except ProjectionFault as e:
             if not e.timed_out:
                 e.index = int(self._call("call", "__es.current"))
