@@ -199,6 +199,9 @@ class StreamStore:
         self._log = log
         self._index = index
         self._clock = clock
+        #: keyword arguments of the L{estwisted.core.scavenger.Scavenger}
+        #: (the node's scavenge options), set before its first use
+        self.scavenge_options: dict[str, Any] = {}
         # Group commit, and the state of writes buffered but not committed.
         self._commit = GroupCommit(log, clock, self, flusher)
         self._pending_last: dict[str, int] = {}
@@ -505,7 +508,11 @@ class StreamStore:
             from estwisted.core.scavenger import Scavenger
 
             existing = self._scavenger = Scavenger(
-                self, self._log, self._index, self._clock  # type: ignore[arg-type]
+                self,
+                self._log,  # type: ignore[arg-type]
+                self._index,
+                self._clock,
+                **self.scavenge_options,
             )
         return existing
 
@@ -895,7 +902,8 @@ class StreamStore:
         # them twice
         add_recent = self._recent.add
         for r in records:
-            index.add(r.stream, r.event_number, r.position)
+            # events removed by the leader's scavenge leave gaps (-1)
+            index.add_after_gap(r.stream, r.event_number, r.position)
             if r.stream and r.stream[0] == "$":
                 system.add(r.stream)
             add_recent(r.stream, r.event_number, (r.event_id,))

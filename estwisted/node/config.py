@@ -29,7 +29,9 @@ single-node, loopback configuration):
   - files: C{db} (str, default C{./estore-data}), C{index} (str, resolved to
     C{<db>/index} when not given), C{mem_db} (bool), C{log} (str or None),
     C{chunk_size} (int, 256 MiB), C{max_truncation} (int, -1 = unlimited),
-    C{skip_db_verify} (bool), C{max_mem_table_size} (int)
+    C{skip_db_verify} (bool), C{max_mem_table_size} (int),
+    C{disable_scavenge_merging} (bool), C{scavenge_history_max_age} (int,
+    days, 30)
   - endpoints: C{int_ip}, C{ext_ip} (str), C{int_tcp_port}, C{ext_tcp_port},
     C{int_http_port}, C{ext_http_port}, C{int_secure_tcp_port},
     C{ext_secure_tcp_port} (int; secure ports 0 = off)
@@ -607,6 +609,17 @@ class NodeConfig:
     )
     unsafe_ignore_hard_delete: bool = option(
         BOOL, False, "Let hard-deleted streams be written again.", implemented=False
+    )
+    disable_scavenge_merging: bool = option(
+        BOOL,
+        False,
+        "Do not merge small scavenged chunks into one file after a scavenge.",
+    )
+    scavenge_history_max_age: int = option(
+        INT,
+        30,
+        "Days the $scavenges-{id} history streams are kept ($maxAge).",
+        check=at_least(1),
     )
 
     # --- interfaces

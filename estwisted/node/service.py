@@ -489,6 +489,10 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         recent_event_ids=config.idempotency_window,
         flusher=None if config.mem_db else ThreadFlusher(reactor),
     )
+    store.scavenge_options = {
+        "history_max_age": config.scavenge_history_max_age,
+        "merge": not config.disable_scavenge_merging,
+    }
     users = UserManager(store)
     hub = SubscriptionHub(store)
     persistent = PersistentSubscriptions(store, reactor)

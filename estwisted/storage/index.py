@@ -45,6 +45,23 @@ class StreamIndex:
             )
         positions.append(position)
 
+    def add_after_gap(self, stream: str, event_number: int, position: int) -> None:
+        """
+        L{add}, but events missing before C{event_number} (removed by a
+        scavenge: a replica receiving a scavenged chunk) get position -1,
+        as a rebuild from a scavenged log gives them.
+
+        @raise ValueError: C{event_number} is below the stream's next number.
+        """
+        if event_number != DELETED_STREAM:
+            positions = self._streams.get(stream)
+            if positions is None:
+                positions = self._streams[stream] = array("q")
+            missing = event_number - len(positions)
+            if missing > 0:
+                positions.extend(array("q", [-1]) * missing)
+        self.add(stream, event_number, position)
+
     def forget(self, stream: str, event_number: int) -> None:
         """
         Mark event C{event_number} of C{stream} as removed by a scavenge: its
