@@ -10,6 +10,8 @@ import json
 import uuid
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -308,3 +310,65 @@ class ServiceTests(SynchronousTestCase):
         store.append("$projections-q", EXPECTED_ANY, [d.event(new_id())], SYSTEM_PRINCIPAL)
         settle(clock)
         self.assertEqual(s.get("q").status, "Running")
+
+
+RUNNING_SUM = """fromAll().foreachStream().when({
+  $init: function () { return {sum: 0}; },
+  T: function (s, e) {
+    s.sum += e.body.v;
+    if (e.body.v % 2 === 0) emit('out', 'E', {p: e.streamId, sum: s.sum});
+  }
+})"""
+
+
+class RestartPropertyTests(SynchronousTestCase):
+    @settings(max_examples=40, deadline=None)
+    @given(
+        st.lists(st.tuples(st.integers(0, 2), st.integers(0, 9)), min_size=3, max_size=15),
+        st.dictionaries(st.integers(1, 12), st.booleans(), min_size=1, max_size=4),
+        st.integers(1, 6),
+    )
+    def test_restarts_emit_one_pass(
+        self, events: list[tuple[int, int]], restarts: dict[int, bool], every: int
+    ) -> None:
+        """
+        Stopping and starting the projection anywhere, with checkpoints
+        every C{every} events, and sometimes from the log start (a
+        checkpoint at -1: as if every later checkpoint was lost, so all
+        is handled again), gives the states and the emitted events of one
+        uninterrupted pass.
+        """
+        from estwisted.projections._user import tag_metadata
+
+        store, clock = make_store()
+        d = Definition("p", RUNNING_SUM, Mode.CONTINUOUS, emit_enabled=True,
+                       checkpoint_every=every)
+        runner = UserProjectionRunner(store, clock, d, run_here, timeout=1.0)
+        runner.start()
+        try:
+            for i, (stream, value) in enumerate(events):
+                if i in restarts:
+                    self.successResultOf(runner.close())
+                    if restarts[i]:
+                        store.append("$projections-p-checkpoint", EXPECTED_ANY, [NewEvent(
+                            uuid.uuid4().bytes, "$ProjectionCheckpoint", b"",
+                            json.dumps(tag_metadata(-1, 0)).encode(), True)],
+                            SYSTEM_PRINCIPAL)
+                        settle(clock)
+                    runner = UserProjectionRunner(store, clock, d, run_here, timeout=1.0)
+                    runner.start()
+                write(store, clock, f"s-{stream}", {"v": value})
+            settle(clock)
+            sums: dict[str, int] = {}
+            expected = []
+            for stream, value in events:
+                key = f"s-{stream}"
+                sums[key] = sums.get(key, 0) + value
+                if value % 2 == 0:
+                    expected.append({"p": key, "sum": sums[key]})
+            self.assertEqual(bodies(store, "out"), expected)
+            for key, total in sums.items():
+                text = self.successResultOf(Deferred.fromCoroutine(runner.state(key)))
+                self.assertEqual(json.loads(str(text)), {"sum": total})
+        finally:
+            self.successResultOf(runner.close())
