@@ -196,6 +196,39 @@ class RunnerTests(SynchronousTestCase):
         result = self.successResultOf(Deferred.fromCoroutine(r.result("")))
         self.assertEqual(json.loads(str(result)), {"total": 30})
 
+    def test_partition_by(self) -> None:
+        store, clock = make_store()
+        for n in range(5):
+            write(store, clock, f"a-{n}", {"k": "odd" if n % 2 else "even"})
+        query = ("fromAll().partitionBy(function (e) { return e.body.k; }).when({"
+                 "$init: function () { return {n: 0}; }, T: function (s) { s.n += 1; }})")
+        r = self.runner(store, clock, definition(query))
+        r.start()
+        settle(clock)
+        self.assertEqual(self.state(r, "even"), {"n": 3})
+        self.assertEqual(self.state(r, "odd"), {"n": 2})
+        self.assertEqual(bodies(store, "$projections-p-partitions"), ["even", "odd"])
+
+    def test_bi_state_survives_restart(self) -> None:
+        store, clock = make_store()
+        query = ("fromAll().foreachStream().when({"
+                 "$init: function () { return {n: 0}; },"
+                 "$initShared: function () { return {all: 0}; },"
+                 "T: function (s) { s[0].n += 1; s[1].all += 1; return s; }})")
+        r = self.runner(store, clock, definition(query))
+        r.start()
+        for n in range(3):
+            write(store, clock, f"a-{n % 2}", {})
+        settle(clock)
+        self.assertEqual(bodies(store, "$projections-p-checkpoint")[-1], [{"n": 0}, {"all": 3}])
+        self.successResultOf(r.close())
+        again = self.runner(store, clock, definition(query))
+        again.start()
+        settle(clock)
+        write(store, clock, "a-0", {})
+        self.assertEqual(self.state(again, "a-0"), {"n": 3})
+        self.assertEqual(bodies(store, "$projections-p-checkpoint")[-1], [{"n": 0}, {"all": 4}])
+
     def test_deleted_notification(self) -> None:
         store, clock = make_store()
         write(store, clock, "a-1", {"v": 1})
