@@ -186,6 +186,10 @@ class StreamStore:
     @param flusher: where group commits do their C{pwrite}/C{fdatasync}
         (L{estwisted.core.groupcommit.ThreadFlusher} on a node on disk);
         C{None}: in the reactor turn.
+    @param unsafe_ignore_hard_delete: C{UnsafeIgnoreHardDelete}: a scavenge
+        (from chunk 0) removes the tombstones of hard-deleted streams in the
+        chunks it scavenges, and those streams may be written again
+        (L{reopen_deleted}).
     """
 
     def __init__(
@@ -195,7 +199,9 @@ class StreamStore:
         clock: IReactorTime,
         recent_event_ids: int = RECENT_EVENT_IDS,
         flusher: Optional[Flusher] = None,
+        unsafe_ignore_hard_delete: bool = False,
     ) -> None:
+        self.unsafe_ignore_hard_delete = unsafe_ignore_hard_delete
         self._log = log
         self._index = index
         self._clock = clock
@@ -931,6 +937,20 @@ class StreamStore:
         self._recent.rebuild(self._log)
         last = self._log.read_backward(self._log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
+
+    def reopen_deleted(self, stream: str) -> None:
+        """
+        A scavenge with C{UnsafeIgnoreHardDelete} removed C{stream}'s
+        tombstone and every record of it and of its metastream: forget
+        them, so the stream reads as never written and a write with
+        expected version C{NoStream} starts it again at event 0 (Event Store
+        v5's behaviour after such a scavenge).
+        """
+        for name in (stream, "$$" + stream):
+            self._index.drop(name)
+            self._meta_cache.pop(name, None)
+            self._pending_last.pop(name, None)
+            self._pending_meta.pop(name, None)
 
     def _invalidate(self, streams: set[str]) -> None:
         """

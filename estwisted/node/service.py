@@ -452,6 +452,7 @@ def _open_storage(config: NodeConfig) -> tuple[IEventLog, StreamIndex, StorageCl
             path=None if config.mem_db else config.db,
             mem_db=config.mem_db,
             chunk_size=config.chunk_size,
+            max_truncation=config.max_truncation,
         )
     except StorageError as e:
         # Expected (locked, unreadable, damaged): the reason says it all.
@@ -472,6 +473,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     from estwisted.cluster.leadership import Leadership, LeadershipView
     from estwisted.http.api import HttpApi
     from estwisted.http.info import NodeInfo
+    from estwisted.http.prefixes import prefixed_sites
     from estwisted.storage.open import index_saver
     from estwisted.subscriptions.persistent import PersistentSubscriptions
     from estwisted.subscriptions.volatile import SubscriptionHub
@@ -488,6 +490,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         reactor,
         recent_event_ids=config.idempotency_window,
         flusher=None if config.mem_db else ThreadFlusher(reactor),
+        unsafe_ignore_hard_delete=config.unsafe_ignore_hard_delete,
     )
     store.scavenge_options = {
         "history_max_age": config.scavenge_history_max_age,
@@ -576,6 +579,8 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
             node, config, reactor, leadership, api_site.resource, log, info.max_body_size, int_tcp
         )
     metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
+    # ExtHttpPrefixes / IntHttpPrefixes (estwisted.http.prefixes).
+    site, int_site = prefixed_sites(config, site, int_site)
     # The gRPC API (estwisted.grpc) shares the external HTTP port.
     site = _grpc_factory(node, config, reactor, site, leadership, users)
     listeners = ListenersService(
