@@ -528,6 +528,8 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     if projections is not None:
         node.projections = projections
         node.add("projections", projections)
+        if projections.user is not None:
+            node.add("user-projections", projections.user)
 
     # Who leads: published by the cluster's node role machine, read by
     # every edge.  A single node always leads.
@@ -608,21 +610,27 @@ def _projections(
 ) -> Optional[SystemProjectionsService]:
     """
     The standard system projections, with C{RunProjections} System or All
-    and C{StartStandardProjections}.
+    and C{StartStandardProjections}; with All, the user (JavaScript)
+    projections too, as its C{user} child service.
     """
     mode = str(config.run_projections).lower()
     if mode == "none":
         return None
-    if mode == "all":
-        _log.warn("RunProjections All: user projections are not supported yet.")
     from estwisted.projections import SystemProjectionsService
 
     # StartStandardProjections is the default for projections with no
     # persisted definition yet; off, they exist stopped and can be enabled
     # over HTTP (recorded in $projections-{name}).
-    return SystemProjectionsService(
+    system = SystemProjectionsService(
         store, reactor, enabled=bool(config.start_standard_projections)
     )
+    if mode == "all":
+        from estwisted.projections import UserProjectionsService
+
+        system.user = UserProjectionsService(
+            store, reactor, reserved=lambda name: name in system.runners
+        )
+    return system
 
 
 def _cluster(
