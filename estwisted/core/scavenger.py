@@ -22,11 +22,20 @@ chunk together are copied into one merged file
 (L{estwisted.storage.scavenge.merge_chunks}, in slices too) and swapped in
 (L{estwisted.storage.log.ChunkedLog.replace_merged}); each merge is
 recorded as a C{$scavengeChunksCompleted} event covering its range.
+
+With C{UnsafeIgnoreHardDelete} (the store's C{unsafe_ignore_hard_delete})
+a scavenge from chunk 0 removes the tombstones of hard-deleted streams in
+the chunks it scavenges (as Event Store v5 does), and each such stream is
+forgotten (L{estwisted.core.streams.StreamStore.reopen_deleted}): it may be
+written again.  A tombstone in the current chunk stays, as in v5.  A
+scavenge from a later chunk keeps tombstones: records of the stream in the
+chunks before could otherwise come back.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,9 +47,11 @@ from twisted.logger import Logger
 
 from estwisted.core.acl import SYSTEM_PRINCIPAL
 from estwisted.core.errors import StorageError
-from estwisted.core.model import EXPECTED_ANY, NewEvent, ticks_from_unix
+from estwisted.core.model import DELETED_STREAM, EXPECTED_ANY, NewEvent, ticks_from_unix
 from estwisted.core.progress import BOARD, Progress
 from estwisted.storage.index import StreamIndex
+from estwisted.storage.indexfile import INDEX_FILE, remove_deltas
+from estwisted.storage.open import INDEX_DIRECTORY
 from estwisted.storage.scavenge import ChunkResult, StreamState, merge_chunks, rewrite_chunk
 
 if TYPE_CHECKING:
@@ -196,6 +207,9 @@ class Scavenger:
             first=start_from_chunk,
             last=end - 1,
         )
+        ignore_hard_delete = bool(
+            getattr(self._store, "unsafe_ignore_hard_delete", False)
+        ) and start_from_chunk == 0
         saved_total = 0
         result = "Success"
         error = ""
@@ -214,7 +228,8 @@ class Scavenger:
             try:
                 now = ticks_from_unix(self._clock.seconds())
                 work = rewrite_chunk(
-                    log.chunk(number), log.chunk_runs(number), self._state, now, outcome
+                    log.chunk(number), log.chunk_runs(number), self._state, now, outcome,
+                    ignore_hard_delete,
                 )
                 for _ in work:
                     yield None
@@ -226,8 +241,20 @@ class Scavenger:
                     # in slices too; reads skip what is not marked yet
                     forget = self._index.forget
                     removed = outcome.removed
+                    if any(n == DELETED_STREAM for _, n in removed):
+                        # The index files still hold the tombstones: a
+                        # crash before the next save rebuilds from the log.
+                        discard_index_files(log.path)
                     for i, (name, event_number) in enumerate(removed):
-                        forget(name, event_number)
+                        if event_number == DELETED_STREAM:
+                            _log.warn(
+                                "Removed the hard-delete tombstone of {stream} "
+                                "(UnsafeIgnoreHardDelete): it may be written again",
+                                stream=name,
+                            )
+                            self._store.reopen_deleted(name)
+                        else:
+                            forget(name, event_number)
                         if i % FORGET_SLICE == FORGET_SLICE - 1:
                             yield None
             except (StorageError, OSError, ValueError) as e:
@@ -288,7 +315,6 @@ class Scavenger:
         )
         self._finish(body)
 
-
     def _merge_phase(self, scavenge_id: str, stream: str) -> Any:
         """
         Merge small scavenged chunks (a generator of slices, like L{_run}).
@@ -347,6 +373,20 @@ class Scavenger:
                 return saved_total, error
             yield None
         return saved_total, ""
+
+
+def discard_index_files(db_path: str) -> None:
+    """
+    Remove the stream index files of the database in C{db_path} (the next
+    open rebuilds the index from the log).
+    """
+    directory = os.path.join(db_path, INDEX_DIRECTORY)
+    try:
+        os.unlink(os.path.join(directory, INDEX_FILE))
+    except FileNotFoundError:
+        pass
+    if os.path.isdir(directory):
+        remove_deltas(directory)
 
 
 def _timespan(seconds: float) -> str:

@@ -42,6 +42,7 @@ More details:
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -186,6 +187,11 @@ class StreamStore:
     @param flusher: where group commits do their C{pwrite}/C{fdatasync}
         (L{estwisted.core.groupcommit.ThreadFlusher} on a node on disk);
         C{None}: in the reactor turn.
+    @param unsafe_ignore_hard_delete: C{UnsafeIgnoreHardDelete}: a scavenge
+        (from chunk 0) removes the tombstones of hard-deleted streams in the
+        chunks it scavenges, and those streams may be written again
+        (L{reopen_deleted}).
+    @param random_bytes: randomness (C{os.urandom}), for transaction ids.
     """
 
     def __init__(
@@ -195,7 +201,10 @@ class StreamStore:
         clock: IReactorTime,
         recent_event_ids: int = RECENT_EVENT_IDS,
         flusher: Optional[Flusher] = None,
+        unsafe_ignore_hard_delete: bool = False,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        self.unsafe_ignore_hard_delete = unsafe_ignore_hard_delete
         self._log = log
         self._index = index
         self._clock = clock
@@ -215,7 +224,7 @@ class StreamStore:
         self._listeners: list[CommitListener] = []
         self._system_watchers: list[Callable[[set[str]], None]] = []
         self._transactions: dict[int, _Transaction] = {}
-        self._next_transaction = 0
+        self._random_bytes = random_bytes
         #: When set (a cluster node that is not the leader), every write
         #: fails with it before touching the log.
         self.writes_refused: Optional[EstoreError] = None
@@ -317,8 +326,13 @@ class StreamStore:
         self._check_stream_name(stream)
         if not self.check_access(principal, stream, acl.WRITE):
             raise AccessDenied(f"Write access denied for stream {stream!r}")
-        transaction_id = self._next_transaction
-        self._next_transaction += 1
+        # Transactions live in this store's memory only.  Their ids are
+        # random, not counted: a client that retries on another node (after
+        # a failover) or after a restart can never name someone else's.
+        while True:
+            transaction_id = int.from_bytes(self._random_bytes(8), "big") >> 1
+            if transaction_id not in self._transactions:
+                break
         self._transactions[transaction_id] = _Transaction(stream, expected_version)
         return transaction_id
 
@@ -931,6 +945,20 @@ class StreamStore:
         self._recent.rebuild(self._log)
         last = self._log.read_backward(self._log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
+
+    def reopen_deleted(self, stream: str) -> None:
+        """
+        A scavenge with C{UnsafeIgnoreHardDelete} removed C{stream}'s
+        tombstone and every record of it and of its metastream: forget
+        them, so the stream reads as never written and a write with
+        expected version C{NoStream} starts it again at event 0 (Event Store
+        v5's behaviour after such a scavenge).
+        """
+        for name in (stream, "$$" + stream):
+            self._index.drop(name)
+            self._meta_cache.pop(name, None)
+            self._pending_last.pop(name, None)
+            self._pending_meta.pop(name, None)
 
     def _invalidate(self, streams: set[str]) -> None:
         """

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from estwisted.core.scavenger import Scavenger
     from estwisted.core.streams import StreamStore
     from estwisted.core.users import UserManager
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
     from estwisted.subscriptions.volatile import SubscriptionHub
 
 _log = Logger()
@@ -198,7 +199,9 @@ class OperationsService:
     """
 
     def __init__(self, store: StreamStore, shutdown: Optional[Callable[[], None]], unary: Unary,
-                 clock: IReactorTime) -> None:
+                 clock: IReactorTime,
+                 persistent: Optional[PersistentSubscriptions] = None) -> None:
+        self.persistent = persistent
         self.store = store
         self.shutdown = shutdown
         self.clock = clock
@@ -212,7 +215,20 @@ class OperationsService:
         }
         if self.shutdown is not None:
             out[(OPERATIONS, "Shutdown")] = self._shutdown
+        if self.persistent is not None:
+            out[(OPERATIONS, "RestartPersistentSubscriptions")] = self._restart_persistent
         return out
+
+    def _restart_persistent(self, call: ServerCall, principal: Optional[Principal]) -> None:
+        from estwisted.grpc.persistent import restart_subsystem
+
+        persistent = self.persistent
+        assert persistent is not None
+
+        def go(request: Any) -> None:
+            restart_subsystem(call, persistent, principal)
+
+        self._unary(call, shared_pb2.Empty, go)
 
     def _scavenger(self) -> Optional[Scavenger]:
         return self.store.scavenger()

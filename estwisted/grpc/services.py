@@ -135,7 +135,8 @@ class GrpcServer:
         from estwisted.grpc.admin import MonitoringService, OperationsService, UsersService
 
         self.methods.update(UsersService(self.users, self._unary).methods())
-        self.methods.update(OperationsService(store, shutdown, self._unary, clock).methods())
+        self.methods.update(OperationsService(store, shutdown, self._unary, clock,
+                                               persistent).methods())
         self.methods.update(MonitoringService(store, hub, clock, self._unary).methods())
 
     # -- dispatch -------------------------------------------------------------

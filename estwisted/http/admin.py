@@ -94,7 +94,7 @@ class AdminRoutes(HttpBase):
             if not isinstance(node, dict) or part not in node:
                 raise HttpError(404, "Not Found")
             node = node[part]
-        set_header(request, b"cache-control", b"max-age=1, public")
+        set_header(request, b"cache-control", self._cache_control(b"max-age=1, public"))
         return self._ok(request, atom.dumps(node), atom.JSON)
 
     def gossip_document(self) -> dict[str, Any]:

@@ -123,6 +123,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/projection/<name>", "GET", "projection_part", ("",)),
     Route("/projection/<name>/<part>", "GET", "projection_part"),
     Route("/projection/<name>/command/<command>", "POST", "projection_command"),
+    # user (JavaScript) projections
+    Route("/projections/<mode>", "POST", "create_projection"),
+    Route("/projection/<name>/query", "PUT", "update_query"),
+    Route("/projection/<name>/config", "PUT", "update_config"),
+    Route("/projection/<name>", "DELETE", "delete_projection"),
 )
 
 

@@ -33,6 +33,7 @@ from estwisted.http.parsing import (
     CORS_FIXED,
     CORS_RAW,
     FORMAT_PARAM,
+    NO_CACHE,
     REQUEST_TIMEOUT,
     UNAUTHENTICATED,
     HttpError,
@@ -85,6 +86,25 @@ class Waiters:
         for d in woken:
             if not d.called:
                 d.callback(None)
+
+
+def trusted_principal(header: str) -> Optional[Principal]:
+    """
+    The principal an C{ES-TrustedAuth} header names: C{"user"} or
+    C{"user; group1, group2"} (Event Store v5's trusted intermediary
+    format; the user's own name is one of its roles, as in v5).
+
+    @return: C{None} when the header is malformed (more than one C{;}, or
+        no user name): the request is refused with 401, as in v5.
+    """
+    parts = header.split(";")
+    if len(parts) > 2:
+        return None
+    login = parts[0].strip()
+    if not login:
+        return None
+    groups = parts[1].split(",") if len(parts) == 2 else []
+    return Principal(login, frozenset(g.strip() for g in groups if g.strip()))
 
 
 class HttpBase:
@@ -258,28 +278,37 @@ class HttpBase:
 
     def authenticate(self, request: Any) -> Optional[Principal]:
         """
-        The request's principal (C{None}: anonymous) from Basic credentials
-        (or C{ES-TrustedAuth} when enabled), checked by the store.
+        The request's principal (C{None}: anonymous) from Basic credentials,
+        checked by the store, or else, with C{EnableTrustedAuth}, from the
+        C{ES-TrustedAuth} header a trusted intermediary set (as Event Store
+        v5: Basic first, then the trusted header, then anonymous).  Without
+        the option the header is ignored.
 
         @raise HttpError: 401 for wrong or malformed credentials.
         """
-        principal: Optional[Principal] = None
         auth = self._header(request, b"authorization")
         if auth is not None:
             login, password = basic_credentials(auth)
             try:
-                principal = self.users.authenticate(login, password)
+                return self.users.authenticate(login, password)
             except NotAuthenticated:
                 raise unauthorized() from None
-        elif self.node_info.enable_trusted_auth:
+        if self.node_info.enable_trusted_auth:
             trusted = self._header(request, b"es-trustedauth")
             if trusted:
-                login, _, groups = trusted.partition(";")
-                principal = Principal(
-                    login.strip(),
-                    frozenset(g.strip() for g in groups.split(",") if g.strip()),
-                )
-        return principal
+                principal = trusted_principal(trusted)
+                if principal is None:
+                    raise unauthorized()
+                return principal
+        return None
+
+    def _cache_control(self, value: bytes) -> bytes:
+        """
+        C{value}, or C{no-cache} when C{DisableHttpCaching} is set (Event
+        Store v5 then sends C{max-age=0, no-cache, must-revalidate} on every
+        response that would be cacheable).
+        """
+        return NO_CACHE if self.node_info.disable_http_caching else value
 
     def _principal(self, request: Any, level: str = "user") -> Optional[Principal]:
         """
@@ -420,6 +449,6 @@ class HttpBase:
         path = request.path.rstrip(b"/")
         request.setResponseCode(307, b"Moved Permanently")
         set_header(request, b"location", path or b"/")
-        set_header(request, b"cache-control", CACHE_FOREVER)
+        set_header(request, b"cache-control", self._cache_control(CACHE_FOREVER))
         return b""
 

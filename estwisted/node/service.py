@@ -452,6 +452,7 @@ def _open_storage(config: NodeConfig) -> tuple[IEventLog, StreamIndex, StorageCl
             path=None if config.mem_db else config.db,
             mem_db=config.mem_db,
             chunk_size=config.chunk_size,
+            max_truncation=config.max_truncation,
         )
     except StorageError as e:
         # Expected (locked, unreadable, damaged): the reason says it all.
@@ -472,6 +473,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     from estwisted.cluster.leadership import Leadership, LeadershipView
     from estwisted.http.api import HttpApi
     from estwisted.http.info import NodeInfo
+    from estwisted.http.prefixes import prefixed_sites
     from estwisted.storage.open import index_saver
     from estwisted.subscriptions.persistent import PersistentSubscriptions
     from estwisted.subscriptions.volatile import SubscriptionHub
@@ -488,6 +490,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         reactor,
         recent_event_ids=config.idempotency_window,
         flusher=None if config.mem_db else ThreadFlusher(reactor),
+        unsafe_ignore_hard_delete=config.unsafe_ignore_hard_delete,
     )
     store.scavenge_options = {
         "history_max_age": config.scavenge_history_max_age,
@@ -527,6 +530,8 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     if projections is not None:
         node.projections = projections
         node.add("projections", projections)
+        if projections.user is not None:
+            node.add("user-projections", projections.user)
 
     # Who leads: published by the cluster's node role machine, read by
     # every edge.  A single node always leads.
@@ -580,6 +585,8 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         )
         metrics.sources.cluster = node.cluster
     metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
+    # ExtHttpPrefixes / IntHttpPrefixes (estwisted.http.prefixes).
+    site, int_site = prefixed_sites(config, site, int_site)
     # The gRPC API (estwisted.grpc) shares the external HTTP port.
     site = _grpc_factory(node, config, reactor, site, leadership, users)
     listeners = ListenersService(
@@ -609,21 +616,27 @@ def _projections(
 ) -> Optional[SystemProjectionsService]:
     """
     The standard system projections, with C{RunProjections} System or All
-    and C{StartStandardProjections}.
+    and C{StartStandardProjections}; with All, the user (JavaScript)
+    projections too, as its C{user} child service.
     """
     mode = str(config.run_projections).lower()
     if mode == "none":
         return None
-    if mode == "all":
-        _log.warn("RunProjections All: user projections are not supported yet.")
     from estwisted.projections import SystemProjectionsService
 
     # StartStandardProjections is the default for projections with no
     # persisted definition yet; off, they exist stopped and can be enabled
     # over HTTP (recorded in $projections-{name}).
-    return SystemProjectionsService(
+    system = SystemProjectionsService(
         store, reactor, enabled=bool(config.start_standard_projections)
     )
+    if mode == "all":
+        from estwisted.projections import UserProjectionsService
+
+        system.user = UserProjectionsService(
+            store, reactor, reserved=lambda name: name in system.runners
+        )
+    return system
 
 
 def _cluster(

@@ -251,24 +251,35 @@ class ReplicationFollower:
             self.protocol.abort(decision.reason)
             return
         assert isinstance(decision, Truncate)
-        self._truncate(decision.position)
-        self._subscribe()
+        if self._truncate(decision.position):
+            self._subscribe()
 
-    def _truncate(self, position: int) -> None:
+    def _truncate(self, position: int) -> bool:
         """
         Cut our log at C{position} (our records past it were never
         committed: the leader never had them).
+
+        @return: whether the log was cut (C{MaxTruncation} may refuse).
         """
         _log.warn(
             "Truncating the log from {end} to {position} (records the leader does not have)",
             end=self.log.end_position,
             position=position,
         )
-        self.log.truncate(position)
+        try:
+            self.log.truncate(position)
+        except StorageError as e:
+            # MaxTruncation refused the cut (nothing changed): end this
+            # link as a Fatal refusal does; the operator must decide.
+            _log.error("Replication refused: {reason}", reason=str(e))
+            assert self.protocol is not None
+            self.protocol.abort(str(e))
+            return False
         self.epochs[:] = [e for e in self.epochs if e.position < position]
         self.truncated(position)
         if self.epochs_changed is not None:
             self.epochs_changed()
+        return True
 
     def _data(self, message: Data) -> None:
         """

@@ -26,6 +26,9 @@ class StreamIndex:
     def __init__(self) -> None:
         self._streams: dict[str, array[int]] = {}
         self._tombstones: dict[str, int] = {}
+        #: How many streams L{drop} forgot: index files saved before are
+        #: stale (a delta cannot express a drop; a new base is needed).
+        self.drops = 0
 
     def add(self, stream: str, event_number: int, position: int) -> None:
         """
@@ -78,6 +81,17 @@ class StreamIndex:
             and (event_number == 0 or positions[event_number - 1] < 0)
         ):
             positions[event_number] = -1
+
+    def drop(self, stream: str) -> None:
+        """
+        Forget C{stream} entirely: its positions and its tombstone (a
+        scavenge with C{UnsafeIgnoreHardDelete} removed all its records);
+        it reads as never written and may be written again from event 0.
+        """
+        had = self._streams.pop(stream, None) is not None
+        had = self._tombstones.pop(stream, None) is not None or had
+        if had:
+            self.drops += 1
 
     def last_event_number(self, stream: str) -> int:
         """

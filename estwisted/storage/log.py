@@ -140,6 +140,24 @@ def _lock_directory(path: str) -> int:
     return fd
 
 
+def check_truncation(path: str, writer: int, truncate: int, max_truncation: int) -> None:
+    """
+    Refuse a C{truncate.chk} cut larger than C{max_truncation} bytes
+    (Event Store 20's C{MaxTruncation}: the cut is measured from the writer
+    checkpoint; C{-1} means no limit).
+
+    @raise StorageError: naming both checkpoints, the cut and the option.
+    """
+    requested = writer - truncate
+    if max_truncation >= 0 and requested > max_truncation:
+        raise StorageError(
+            f"{path}: truncate.chk asks to cut {requested} bytes of the log "
+            f"(writer checkpoint {writer} => {truncate}), more than MaxTruncation "
+            f"({max_truncation}); nothing was changed. To proceed, set MaxTruncation "
+            f"to -1 (no limit) or at least {requested}"
+        )
+
+
 @implementer(IEventLog, IReplicableLog)
 class ChunkedLog:
     """
@@ -153,6 +171,10 @@ class ChunkedLog:
     @param checkpoint_write_bytes: and write it after this much log.
     @param dsync: write through an C{O_DSYNC} descriptor instead of calling
         C{fdatasync} after each write.
+    @param max_truncation: most bytes C{truncate.chk} may cut from the log
+        on open (counted from the writer checkpoint, as Event Store's
+        C{MaxTruncation}); C{-1}: no limit.  A larger cut refuses to open
+        and changes nothing.
     @ivar recovery: what the last open did, for tests and reports.
     """
 
@@ -164,6 +186,7 @@ class ChunkedLog:
         checkpoint_sync_bytes: int = 64 * 1024 * 1024,
         checkpoint_write_bytes: int = 1024 * 1024,
         dsync: bool = False,
+        max_truncation: int = -1,
     ) -> None:
         if chunk_size < MIN_CHUNK_SIZE:
             raise ValueError(f"chunk size {chunk_size} is below {MIN_CHUNK_SIZE}")
@@ -173,6 +196,7 @@ class ChunkedLog:
         self._checkpoint_sync_bytes = checkpoint_sync_bytes
         self._checkpoint_write_bytes = 0 if sync_checkpoint else checkpoint_write_bytes
         self._dsync = dsync
+        self._max_truncation = max_truncation
         self._chunks: list[Chunk] = []
         self._inflight: Optional[_ChunkFlush] = None
         self._failed: Optional[str] = None
@@ -357,6 +381,7 @@ class ChunkedLog:
         truncate = chk.truncate.value
         end_before_truncate = end
         if 0 <= truncate < end:
+            check_truncation(self.path, writer, truncate, self._max_truncation)
             if truncate < chk.writer.value:
                 chk.writer.write_and_sync(truncate)
             _log.warn(
@@ -1077,6 +1102,9 @@ class ChunkedLog:
         See L{IReplicableLog.truncate}: C{truncate.chk} is set and the
         chunks are reopened, so recovery (step 1 of the module docstring)
         cuts the log; a crash in between finishes the cut at the next open.
+
+        @raise StorageError: the cut is larger than C{max_truncation}
+            (L{check_truncation}); nothing was changed.
         """
         try:
             self._settle()
@@ -1085,6 +1113,8 @@ class ChunkedLog:
         self.discard()
         if position >= self.end_position:
             return
+        # Refused before truncate.chk is written: nothing changes.
+        check_truncation(self.path, self.end_position, max(0, position), self._max_truncation)
         assert self.checkpoints is not None
         self.checkpoints.truncate.write_and_sync(max(0, position))
         for chunk in self._chunks:

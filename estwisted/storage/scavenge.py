@@ -85,17 +85,25 @@ class StreamState:
 
 
 def keep_record(
-    event_number: int, created: int, flags: int, state: StreamState, now_ticks: int
+    event_number: int,
+    created: int,
+    flags: int,
+    state: StreamState,
+    now_ticks: int,
+    ignore_hard_delete: bool = False,
 ) -> bool:
     """
     Whether a record survives a scavenge.
 
     @param now_ticks: the current time in .NET ticks (for C{$maxAge}).
+    @param ignore_hard_delete: C{UnsafeIgnoreHardDelete}: a hard-deleted
+        stream's tombstone goes too (Event Store v5), so the stream can be
+        written again.
     """
     if flags & FLAG_SYSTEM:
         return True
     if state.deleted:
-        return event_number == DELETED_STREAM
+        return event_number == DELETED_STREAM and not ignore_hard_delete
     if event_number == DELETED_STREAM or event_number >= state.last:
         return True
     metadata = state.metadata
@@ -182,6 +190,7 @@ def rewrite_chunk(
     state: Callable[[str], StreamState],
     now_ticks: int,
     result: ChunkResult,
+    ignore_hard_delete: bool = False,
 ) -> Iterator[None]:
     """
     Scavenge one completed chunk in bounded slices (see the module
@@ -191,6 +200,7 @@ def rewrite_chunk(
     @param runs: its stored runs, C{(view, start, limit, base)} as
         L{estwisted.storage.log.ChunkedLog.chunk_runs} gives them.
     @param state: the state of a stream, by name.
+    @param ignore_hard_delete: remove tombstones too (L{keep_record}).
     @raise DiskFull: no space for the new file (nothing is left behind).
     @raise StorageError: another I/O failure, or a damaged record.
     """
@@ -213,7 +223,7 @@ def rewrite_chunk(
                 s = states.get(name)
                 if s is None:
                     s = states[name] = state(name)
-                keep = keep_record(number, created, flags, s, now_ticks)
+                keep = keep_record(number, created, flags, s, now_ticks, ignore_hard_delete)
                 if not keep:
                     result.removed.append((name, number))
             if keep:

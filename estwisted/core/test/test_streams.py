@@ -957,6 +957,31 @@ class TransactionTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual((result.first_event_number, result.last_event_number), (0, 2))
         self.failureResultOf(self.store.commit_transaction(tid, None), InvalidTransaction)
 
+    def test_ids_differ_across_stores(self) -> None:
+        """
+        Transaction ids are random (63 bits), not counted from 0: a second
+        store (another node after a failover, or this one restarted) does
+        not hand out the ids of the first, so a client's retry can never
+        write into someone else's transaction.
+        """
+        first = [self.store.start_transaction("s", EXPECTED_ANY, None) for _ in range(3)]
+        other = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        second = [other.start_transaction("s", EXPECTED_ANY, None) for _ in range(3)]
+        self.assertEqual(len(set(first + second)), 6)
+        self.assertTrue(all(0 <= t < 2**63 for t in first + second))
+        self.assertRaises(InvalidTransaction, other.transaction_write, first[0], events(1), None)
+
+    def test_id_collision_drawn_again(self) -> None:
+        """
+        A drawn id already in use is drawn again.
+        """
+        draws = iter([b"\x00" * 7 + b"\x02", b"\x00" * 7 + b"\x02", b"\x00" * 7 + b"\x04"])
+        store = StreamStore(
+            MemoryLog(), StreamIndex(), self.clock, random_bytes=lambda n: next(draws)
+        )
+        self.assertEqual(store.start_transaction("s", EXPECTED_ANY, None), 1)
+        self.assertEqual(store.start_transaction("s", EXPECTED_ANY, None), 2)
+
     def test_wrong_version_at_commit(self) -> None:
         tid = self.store.start_transaction("s", 5, None)
         self.store.transaction_write(tid, events(1), None)
