@@ -167,6 +167,7 @@ class NodeReplication:
         self.disk_full = False
         self._disk_watch: Optional[LoopingCall] = None
         store.on_disk_full = self._on_disk_full
+        self.follower.on_disk_full = self._on_disk_full
 
     # -- a full disk --
 

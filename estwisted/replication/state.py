@@ -253,13 +253,14 @@ def no_quorum_timing(election_timeout: float) -> NoQuorumTiming:
     The no-quorum timing of a leader whose cluster elects with
     C{election_timeout} (C{LeaderElectionTimeoutMs}): it steps down within
     the election timeout of the moment it last heard a quorum (at most
-    C{timeout + tick = election_timeout}).  Its links heartbeat four times
-    per timeout, so a healthy idle replica is heard at least every
+    C{timeout + tick}, one more tick of margin for a late timer:
+    C{timeout + 2 * tick = election_timeout}).  Its links heartbeat four
+    times per timeout, so a healthy idle replica is heard at least every
     C{0.375 * timeout} (plus a round trip): a busy cluster keeps more than
     half the timeout as margin for a slow answer.
     """
     tick = min(0.1, election_timeout / 10)
-    timeout = election_timeout - tick
+    timeout = election_timeout - 2 * tick
     return NoQuorumTiming(timeout, tick, timeout / 4)
 
 

@@ -1212,6 +1212,35 @@ class DiskFullTests(SynchronousTestCase):
         clock.advance(0)
         self.successResultOf(d)
 
+    def test_follower_reports_full_disk(self) -> None:
+        """
+        A replica that cannot flush replicated records for lack of space
+        tells C{on_disk_full} (the node reports L{StorageFull}: it must not
+        lead), drops what it appended and reconnects; once there is room
+        it catches up.
+        """
+        from estwisted.core.errors import DiskFull
+
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        log = _FullLog()
+        replica = _Replica(cluster, b"A" * 16, log=log)
+        full: list[DiskFull] = []
+        replica.follower.on_disk_full = full.append
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        log.full = True
+        end = cluster.write(5)
+        cluster.pump()
+        self.assertTrue(full)
+        self.assertLess(log.end_position, end)
+        log.full = False
+        for _ in range(30):
+            cluster.clock.advance(0.1)
+            cluster.pump()
+        self.assertEqual(log.end_position, end)
+
     def test_no_room_for_the_epoch(self) -> None:
         from estwisted.cluster.controller import StorageFull
 
