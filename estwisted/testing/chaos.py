@@ -118,6 +118,9 @@ SKEW_LINE = "as a cluster member: its clock says"
 #: disk is noticed) during the run.
 CHUNK_SIZE = 256 << 10
 
+#: What a leader whose disk filled logs when it hands leadership over.
+RESIGN_LINE = "resigning leadership"
+
 #: Seconds beyond the election timeout a cut leader's step-down may take to
 #: show in its gossip (the poll every 20 ms, the HTTP round trip).
 STEPDOWN_SLACK = 0.1
@@ -1227,8 +1230,13 @@ class ChaosRun:
             was_leader = victim is leader and leader_name is not None
             if was_leader:
                 # it hands leadership over once a write finds the disk full
+                mark = len(victim.log())
                 successor = self._wait_other_leader(victim, max(hold, 8.0))
-                if successor is None:
+                if successor is None and RESIGN_LINE not in victim.log()[mark:]:
+                    # it had room left in its preallocated chunk: it did not
+                    # need any space yet
+                    self.observations["full_disk_leader_never_ran_out"] += 1
+                elif successor is None:
                     self.observations["full_disk_leader_kept_leadership"] += 1
                 else:
                     self.handovers.append(round(time.monotonic() - filled_at, 3))
