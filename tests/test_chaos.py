@@ -150,7 +150,7 @@ class ChaosRunTests(SynchronousTestCase):
 #: (C{LeaderElectionTimeoutMs} 1000).
 FAULT_ROUNDS = 6
 FAULT_SEED = 5
-FAULT_KINDS = "partition_leader,full_disk"
+FAULT_KINDS = "partition_leader,full_disk_leader"
 
 _faults_result: Optional[dict[str, Any]] = None
 
@@ -247,7 +247,8 @@ class FaultBehaviourTests(SynchronousTestCase):
         Every node whose disk filled is a member in good standing again
         once space is freed, without a restart.
         """
-        fills = self.summary()["faults"].get("full_disk", 0)
+        faults = self.summary()["faults"]
+        fills = faults.get("full_disk", 0) + faults.get("full_disk_leader", 0)
         self.assertGreater(fills, 0)
         self.assertEqual(self.observed("full_disk_node_rejoined"), fills)
         self.assertEqual(self.observed("full_disk_node_died"), 0)

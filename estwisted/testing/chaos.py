@@ -34,7 +34,8 @@ in both directions while clients still reach it; one node cut from
 another in one direction only; a follower restarted with its clock
 (C{time.time}) ahead by more than C{GossipAllowedDifferenceMs} (the node
 has no clock-offset option, so the run patches the clock in the node
-process before Twisted starts); a node's disk filled (leader or follower); a follower
+process before Twisted starts); a node's disk filled (leader or follower;
+C{full_disk_leader}, only when asked for, always the leader); a follower
 restarted with a delay in every C{fsync}/C{fdatasync} (patched the same
 way).
 
@@ -106,8 +107,11 @@ FAULTS = (
     "slow_fsync",
 )
 
+#: Faults run only when asked for (C{--faults}): the leader's disk filled.
+EXTRA_FAULTS = ("full_disk_leader",)
+
 #: Faults that need namespaces (partitions) or a tmpfs (full disk).
-_ROOT_FAULTS = {"partition_leader", "partition_one_way", "full_disk"}
+_ROOT_FAULTS = {"partition_leader", "partition_one_way", "full_disk", "full_disk_leader"}
 
 #: Clock offset given to a skewed node, beyond the default allowed 60 s.
 SKEW_SECONDS = 90.0
@@ -1213,9 +1217,11 @@ class ChaosRun:
             self.observations["clock_skew_log_lines_skewed_node"] += own
             self.observations["clock_skew_log_lines_other_nodes"] += others
             self._restart(follower)
-        elif kind == "full_disk":
+        elif kind in ("full_disk", "full_disk_leader"):
             hold = rng.uniform(3, 6)
             victim = rng.choice(self.nodes)
+            if kind == "full_disk_leader":
+                victim = leader
             self._note(kind, victims=[victim.name], leader=leader_name, down=round(hold, 2))
             filler = os.path.join(victim.directory, "data", "chaos-filler")
             try:
@@ -1592,7 +1598,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--faults", default=",".join(FAULTS),
-                        help="comma-separated fault kinds: " + ", ".join(FAULTS))
+                        help="comma-separated fault kinds: " + ", ".join(FAULTS + EXTRA_FAULTS))
     parser.add_argument("--workdir", default=None, help="keep node data and logs here")
     parser.add_argument("--no-netns", action="store_true",
                         help="run on 127.0.0.1 without namespaces (no partitions/full disk)")
@@ -1605,7 +1611,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="no persistent-subscription consumer")
     args = parser.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
-    unknown = sorted(set(faults) - set(FAULTS))
+    unknown = sorted(set(faults) - set(FAULTS + EXTRA_FAULTS))
     if unknown or not faults:
         parser.error(f"unknown faults {unknown}")
     use_ns = not args.no_netns and os.geteuid() == 0 and shutil.which("ip") is not None
