@@ -179,7 +179,12 @@ class NodeReplication:
         if self.disk_full:
             return
         self.disk_full = True
-        self._emit(StorageFull(str(error)))
+        # Told from inside the store's group commit (or the follower's
+        # flush): the role machine hears it on the next reactor turn, once
+        # the failed batch is settled (stepping down in the middle of it
+        # would release the gated batches before the store forgot the
+        # failed one).
+        self.clock.callLater(0, self._emit, StorageFull(str(error)))
         if self._disk_watch is None:
             self._disk_watch = LoopingCall(self._check_disk)
             self._disk_watch.clock = self.clock
