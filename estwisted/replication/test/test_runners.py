@@ -1265,7 +1265,8 @@ class DiskFullTests(SynchronousTestCase):
         self.failureResultOf(first, NotReady)
         self.assertTrue(any(isinstance(e, StorageFull) for e in events))
         result = store.read_stream("s", 0, 10, True, False, SYSTEM_PRINCIPAL)
-        self.assertEqual([r.event.event_id for r in result.events], [b"\x01" * 16])
+        ids = [r.event.event_id for r in result.events if r.event is not None]
+        self.assertEqual(ids, [b"\x01" * 16])
         self.assertEqual(result.last_event_number, 0)
 
     def test_follower_reports_full_disk(self) -> None:
