@@ -288,7 +288,9 @@ class LeaderState:
     epoch_end: int = 0
     replicas: dict[bytes, ReplicaCursor] = field(factory=dict)
     no_quorum_timeout: float = NO_QUORUM_TIMEOUT
+    start_grace: float = NO_QUORUM_TIMEOUT
     _quorum_at: Optional[float] = None
+    _had_quorum: bool = False
     _no_quorum_sent: bool = False
 
     @classmethod
@@ -423,7 +425,11 @@ class LeaderState:
         last heard from (L{heard}), so a leader cut off silently (its
         connections still open, nothing arriving) steps down
         C{no_quorum_timeout} after it last heard a quorum, not only once its
-        links time out and close.
+        links time out and close.  Until it has had a quorum once (its
+        replicas are still subscribing after an election, perhaps after a
+        restart) the leader waits C{start_grace} (L{NO_QUORUM_TIMEOUT}, if
+        longer): stepping down before the followers could even connect
+        would only start another election.
         """
         needed = self.cluster_size // 2
         if needed <= 0:
@@ -437,6 +443,7 @@ class LeaderState:
             reverse=True,
         )
         if len(heard) >= needed:
+            self._had_quorum = True
             # the last moment a quorum was complete
             complete = heard[needed - 1]
             if self._quorum_at is None or complete > self._quorum_at:
@@ -445,7 +452,10 @@ class LeaderState:
             # never had one: count from now
             self._quorum_at = now
         silent = now - self._quorum_at
-        if silent <= self.no_quorum_timeout:
+        limit = self.no_quorum_timeout
+        if not self._had_quorum:
+            limit = max(limit, self.start_grace)
+        if silent <= limit:
             if len(heard) >= needed:
                 self._no_quorum_sent = False
             return []

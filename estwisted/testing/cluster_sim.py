@@ -50,7 +50,7 @@ from estwisted.cluster.elections import (
     SlaveAssigned,
 )
 from estwisted.cluster.gossip import ClusterInfo, Endpoint, MemberInfo, VNodeState
-from estwisted.replication.state import no_quorum_timing
+from estwisted.replication.state import NO_QUORUM_TIMEOUT, no_quorum_timing
 
 #: Start of simulated time (a plausible Unix time, so gossip timestamps look
 #: real).
@@ -177,6 +177,7 @@ class _SimReplication:
     short_since: Optional[float] = None
     reported: bool = False
     disk_full: bool = False
+    had_quorum: bool = False
 
 
 @define
@@ -407,11 +408,15 @@ class ClusterSimulator:
                 and not self.machines[j].settings.read_only
                 and self._reaches(i, j)
             )
+            limit = self.no_quorum_timeout
+            if not r.had_quorum:
+                # the real leader's start grace (LeaderState.start_grace)
+                limit = max(limit, NO_QUORUM_TIMEOUT)
             if voters >= self.cluster_size // 2:
-                r.short_since, r.reported = self.now, False
+                r.short_since, r.reported, r.had_quorum = self.now, False, True
             elif r.short_since is None:
                 r.short_since = self.now
-            elif self.now - r.short_since > self.no_quorum_timeout and not r.reported:
+            elif self.now - r.short_since > limit and not r.reported:
                 r.reported = True
                 self._perform(i, m.on_replication(NoQuorum(), self.now))
 
@@ -484,6 +489,7 @@ class ClusterSimulator:
                     self._perform(i, m.on_replication(StorageFull("epoch"), self.now))
                 elif not r.leading:
                     r.leading, r.short_since, r.reported = True, self.now, False
+                    r.had_quorum = False
                     epoch_id = uuid.UUID(int=m.own.instance_id.int ^ e.epoch_number)
                     position = max(m.own.writer_checkpoint, 0)
                     written = EpochWritten(position, e.epoch_number, epoch_id)

@@ -262,6 +262,24 @@ class LeaderStateTests(SynchronousTestCase):
         self.assertEqual(effect, NoQuorum())
         self.assertAlmostEqual(effect.silent, 0.95)
 
+    def test_no_quorum_start_grace(self) -> None:
+        """
+        A leader that never had a quorum (replicas still subscribing) waits
+        C{start_grace}; once it had one, the short timeout applies.
+        """
+        state = LeaderState.create(3, 0, no_quorum_timeout=0.8)
+        self.assertEqual(state.check_quorum(100.0), [])
+        self.assertEqual(state.check_quorum(100.0 + NO_QUORUM_TIMEOUT), [])
+        self.assertEqual(state.check_quorum(100.1 + NO_QUORUM_TIMEOUT), [NoQuorum()])
+        state = LeaderState.create(3, 0, no_quorum_timeout=0.8)
+        self.assertEqual(state.check_quorum(100.0), [])
+        state.subscribe(b"a", b"A", 0)
+        state.heard(b"a", 101.0)
+        self.assertEqual(state.check_quorum(101.0), [])
+        state.unsubscribe(b"a")
+        self.assertEqual(state.check_quorum(101.8), [])
+        self.assertEqual(state.check_quorum(101.85), [NoQuorum()])
+
     def test_send_window(self) -> None:
         state = LeaderState.create(3, 0)
         state.subscribe(b"a", b"A", 0)

@@ -1104,11 +1104,13 @@ class NodeReplicationTests(SynchronousTestCase):
     def test_no_quorum_reported(self) -> None:
         """
         Leading without replicas is reported once to the role machine (the
-        node's only no-quorum detector), within the election timeout.
+        node's only no-quorum detector): a leader that never had a quorum
+        is given L{NO_QUORUM_TIMEOUT} for its replicas to subscribe.
         """
         from estwisted.cluster.elections import NoQuorum
         from estwisted.core.streams import StreamStore
         from estwisted.replication.node import NodeReplication
+        from estwisted.replication.state import NO_QUORUM_TIMEOUT
 
         clock = Clock()
         log = MemoryLog()
@@ -1120,7 +1122,7 @@ class NodeReplicationTests(SynchronousTestCase):
         )
         node.lead(1)
         del events[:]  # EpochWritten
-        for _ in range(18):
+        for _ in range(round(NO_QUORUM_TIMEOUT / 0.1) - 1):
             clock.advance(0.1)
         self.assertEqual(events, [])
         for _ in range(2):
