@@ -26,6 +26,8 @@ setup(
         "prometheus_client>=0.20,<1",
         # HTTP/2 for the gRPC API (estwisted.grpc); no grpcio at run time.
         "h2>=4.1,<5",
+        # V8 for user (JavaScript) projections (estwisted.projections).
+        "mini-racer==0.14.1",
     ],
     extras_require={
         "test": [

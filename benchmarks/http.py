@@ -161,17 +161,23 @@ def serve(port: int, directory: str, mem_db: bool, lifetime: float) -> None:
     from twisted.internet import reactor
 
     from estwisted.core.streams import StreamStore
+    from estwisted.core.users import UserManager
     from estwisted.http.api import HttpApi
     from estwisted.http.info import NodeInfo
     from estwisted.storage.open import open_storage
     from estwisted.subscriptions.persistent import PersistentSubscriptions
+    from estwisted.subscriptions.volatile import SubscriptionHub
 
     log, index, close = open_storage(None if mem_db else directory, mem_db=mem_db)
     store = StreamStore(log, index, reactor)
-    store.users.ensure_default_users()
+    users = UserManager(store)
+    users.ensure_default_users()
     persistent = PersistentSubscriptions(store, reactor)
     persistent.start()
-    api = HttpApi(store, None, persistent, reactor, NodeInfo(ext_http_port=port))
+    api = HttpApi(
+        store, SubscriptionHub(store), persistent, reactor, NodeInfo(ext_http_port=port),
+        users=users,
+    )
     site: Any = api.site()
     reactor.listenTCP(port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
     reactor.callLater(lifetime, reactor.stop)  # type: ignore[attr-defined]

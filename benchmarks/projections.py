@@ -11,15 +11,19 @@ C{benchmarks/results/projections.json}.
   - catch-up of an existing log of C{--catch-up-events} events (1M for the
     issue's figure; 200k by default to spare a shared machine's memory):
     time and events/s until C{$ce-bench} links them all;
-  - user projections are not implemented yet, so there is no events/s for
-    them.
+  - user (JavaScript) projections catching up on a log of
+    C{--user-events} events (200k by default; JSON, 100 streams of one
+    category): events/s of C{fromAll().when({$any: count})} and of a
+    C{foreachStream()} one (one partition per stream), until the
+    projection has handled the whole log (V8 on its worker thread, the
+    store and runner on the reactor).
 
 The store runs in-process on a L{MemoryLog} with the real reactor (group
 commit as in a node), so the figures are the projection's own cost, not
 the network's or the disk's.
 
 Usage: C{python benchmarks/projections.py [--rate R] [--seconds S]
-[--catch-up-events N]}.
+[--catch-up-events N] [--user-events N] [--user-only]}.
 """
 
 from __future__ import annotations
@@ -41,9 +45,16 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 
+from estwisted.core.acl import SYSTEM_PRINCIPAL
 from estwisted.core.model import EXPECTED_ANY, NewEvent
 from estwisted.core.streams import StreamStore
-from estwisted.projections import SystemProjection, SystemProjectionsService
+from estwisted.projections import (
+    Definition,
+    Mode,
+    SystemProjection,
+    SystemProjectionsService,
+    UserProjectionsService,
+)
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 
@@ -150,14 +161,65 @@ async def catch_up(reactor: Any, count: int) -> dict[str, Any]:
     }
 
 
+#: The user projections measured.
+USER_QUERIES = {
+    "count_all": "fromAll().when({$init: function () { return {n: 0}; },"
+                 " $any: function (s, e) { s.n += 1; }})",
+    "foreach_stream": "fromAll().foreachStream().when({$init: function () {"
+                      " return {n: 0, sum: 0}; }, $any: function (s, e) {"
+                      " s.n += 1; s.sum += e.body.v; }})",
+}
+
+
+async def user_projection(reactor: Any, count: int, which: str) -> dict[str, Any]:
+    store = StreamStore(MemoryLog(), StreamIndex(), reactor)
+    batch = 1000
+    for i in range(0, count, batch):
+        events = [NewEvent(uuid.uuid4().bytes, "bench", b'{"v":%d}' % (i + k), b"", True)
+                  for k in range(min(batch, count - i))]
+        await store.append(f"bench-{(i // batch) % 100}", EXPECTED_ANY, events, None)
+    last = store.read_all(-1, 1, False, False, SYSTEM_PRINCIPAL).events[0].original.position
+    service = UserProjectionsService(store, reactor)
+    service.startService()
+    started = time.monotonic()
+    await service.create(Definition("bench", USER_QUERIES[which], Mode.CONTINUOUS))
+    runner = service.get("bench")
+    for _ in range(100_000):
+        if runner.position >= last or runner.status not in ("Running", "Stopped"):
+            break
+        await task.deferLater(reactor, 0.05, lambda: None)
+    elapsed = time.monotonic() - started
+    handled = runner.processed
+    status = runner.status
+    partitions = len(runner.known_partitions())
+    # the count proves every event was handled
+    first = sorted(runner.known_partitions())[:1] or [""]
+    state = await Deferred.fromCoroutine(runner.state(first[0]))
+    await service.stopService()
+    return {
+        "query": USER_QUERIES[which],
+        "events": count,
+        "records_read": handled,
+        "partitions": partitions,
+        "status": status,
+        "state": json.loads(state) if state else None,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(count / elapsed),
+    }
+
+
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     results: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "keep_up": await keep_up(reactor, args.rate, args.seconds),
-        "catch_up": await catch_up(reactor, args.catch_up_events),
-        "user_projection_events_per_s": None,
+    }
+    if not args.user_only:
+        results["keep_up"] = await keep_up(reactor, args.rate, args.seconds)
+        results["catch_up"] = await catch_up(reactor, args.catch_up_events)
+    results["user_projections"] = {
+        which: await user_projection(reactor, args.user_events, which)
+        for which in USER_QUERIES
     }
     print(json.dumps(results, indent=2))
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
@@ -170,5 +232,8 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--catch-up-events", type=int, default=200_000)
+    parser.add_argument("--user-events", type=int, default=200_000)
+    parser.add_argument("--user-only", action="store_true",
+                        help="measure only the user projections")
     parsed = parser.parse_args()
     task.react(lambda reactor: Deferred.fromCoroutine(main(reactor, parsed)))

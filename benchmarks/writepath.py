@@ -68,7 +68,7 @@ def run(conns: int, events: int, writes: int, disk: bool, profile: bool) -> dict
     directory = tempfile.mkdtemp(prefix="estw-writepath-") if disk else None
     log: Any = ChunkedLog(directory, chunk_size=64 * 1024 * 1024) if directory else MemoryLog()
     clock = Clock()
-    store = StreamStore(log, StreamIndex(), clock, password_iterations=1)
+    store = StreamStore(log, StreamIndex(), clock)
     hub = SubscriptionHub(store)
     persistent = PersistentSubscriptions(store, clock)
     factory = TcpClientFactory(store, hub, persistent, clock)

@@ -296,6 +296,25 @@ class GrpcClientTests(SynchronousTestCase):
         c.delete_subscription(group, stream)
         self.assertRaises(NotFoundError, c.get_subscription_info, group, stream)
 
+    def test_persistentSubscriptionToAllRefused(self) -> None:
+        """
+        A group on C{$all} is refused with C{UNIMPLEMENTED} (the node's
+        groups read streams only): the client raises a clear error naming
+        C{$all}, creates nothing, and the connection keeps serving.
+        """
+        from kurrentdbclient.exceptions import KurrentDBClientError
+
+        c = self.client
+        group = "g-" + uuid.uuid4().hex[:6]
+        with self.assertRaises(KurrentDBClientError) as caught:
+            c.create_subscription_to_all(group, filter_include=["orders-.*"])
+        self.assertIn("$all", str(caught.exception))
+        self.assertNotIn(group, [i.group_name for i in c.list_subscriptions()])
+        stream = self.stream()
+        c.append_to_stream(stream, events=[NewEvent(type="A", data=b"{}")],
+                           current_version=StreamState.NO_STREAM)
+        self.assertEqual(len(c.get_stream(stream)), 1)
+
     def test_gossip(self) -> None:
         """
         C{Gossip.Read} names this node as the leader at its HTTP endpoint.
@@ -538,7 +557,8 @@ class EventStoreDbClientJsTests(SynchronousTestCase):
                 f"client checks failed: {json.dumps(result.get('failures'), indent=1)}\n"
                 f"--- node log ---\n{self.node.log()[-3000:]}"
             )
-        self.assertGreaterEqual(len(result["checks"]), 18)
+        self.assertGreaterEqual(len(result["checks"]), 21)
+        self.assertIn("delivered after the restart", result["checks"])
         self.assertEqual(completed.returncode, 0)
         self.assertNotIn("Traceback", self.node.log())
 
@@ -587,5 +607,6 @@ class GrpcAdminTests(SynchronousTestCase):
                 f"checks failed: {json.dumps(result.get('failures'), indent=1)}\n"
                 f"--- node log ---\n{self.node.log()[-3000:]}"
             )
-        self.assertGreaterEqual(len(result["checks"]), 11)
+        self.assertGreaterEqual(len(result["checks"]), 13)
+        self.assertIn("gzip read", result["checks"])
         self.assertNotIn("Traceback", self.node.log())

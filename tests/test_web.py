@@ -341,5 +341,5 @@ class JsonLogTests(TestCase):
         listening = [r for r in records if r["message"].startswith("Listening for external HTTP")]
         self.assertEqual(len(listening), 1, lines[:20])
         self.assertEqual(listening[0]["port"], node.ext_http_port)
-        self.assertEqual(listening[0]["namespace"], "estwisted.node.service.NodeService")
+        self.assertEqual(listening[0]["namespace"], "estwisted.node.service.ListenerService")
         self.assertTrue(all({"time", "level", "message"} <= set(r) for r in records))

@@ -32,6 +32,8 @@ from estwisted.client._errors import (
     ServerError,
     StreamDeleted,
     SubscriptionDropped,
+    TransactionCommitUnknown,
+    TransactionLost,
     WrongExpectedVersion,
 )
 from estwisted.client._operations import PersistentSubscriptionSettings
@@ -98,6 +100,8 @@ __all__ = [
     "PersistentSubscriptionSettings",
     "Position",
     "QueueFull",
+    "TransactionCommitUnknown",
+    "TransactionLost",
     "RawStreamMetadataResult",
     "ReadDirection",
     "RecordedEvent",

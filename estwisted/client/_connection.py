@@ -17,12 +17,13 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import struct
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar, Union
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -67,6 +68,7 @@ from estwisted.client._operations import (
     TransactionStart,
     TransactionWrite,
     can_retry,
+    not_resendable_error,
 )
 from estwisted.client._protocol import ClientFactory, ClientProtocol
 from estwisted.client._settings import (
@@ -108,15 +110,44 @@ CONNECTION_EVENTS = ("connected", "disconnected", "reconnecting", "closed", "err
 
 
 class _Pending:
-    __slots__ = ("operation", "deferred", "attempts", "correlation_id", "timeout", "sequence")
+    """
+    One operation of the application, across its attempts.
+
+    @ivar deadline: when the current attempt times out (in flight only).
+    """
+
+    __slots__ = ("operation", "deferred", "attempts", "correlation_id", "deadline", "sequence")
 
     def __init__(self, operation: Operation, deferred: Deferred[Any], sequence: int) -> None:
         self.operation = operation
         self.deferred = deferred
         self.attempts = 0
         self.correlation_id: Optional[bytes] = None
-        self.timeout: Optional[IDelayedCall] = None
+        self.deadline = 0.0
         self.sequence = sequence
+
+
+class _CorrelationIds:
+    """
+    Correlation ids for one process: a random 8-byte prefix and a counter
+    (unique on any connection, and cheaper than 16 random bytes each).
+    """
+
+    __slots__ = ("_prefix", "_counter")
+
+    def __init__(self, prefix: bytes) -> None:
+        self._prefix = prefix
+        self._counter = itertools.count(1)
+
+    def next(self) -> bytes:
+        return self._prefix + _pack_counter(next(self._counter))
+
+
+_pack_counter = struct.Struct(">Q").pack
+
+#: Slack when comparing a deadline with the clock (a timer may fire a hair
+#: before the deadline it was computed from).
+_EPSILON = 1e-6
 
 
 def _is_ipv4(host: str) -> bool:
@@ -170,7 +201,18 @@ class EventStoreConnection:
         self._discovery: Optional[Deferred[Optional[NodeEndpoints]]] = None
         self._waiting: deque[_Pending] = deque()
         self._delayed: dict[_Pending, IDelayedCall] = {}
+        #: in the order sent, so the first one is the next to time out
         self._in_flight: dict[bytes, _Pending] = {}
+        #: one timer for every in-flight operation (not one per operation)
+        self._timeout_call: Optional[IDelayedCall] = None
+        self._ids = _CorrelationIds(os.urandom(8))
+        #: the credentials the current connection is authenticated with
+        #: (C{Authenticate}); operations with them are sent without any
+        self._session_credentials: Optional[UserCredentials] = None
+        self._authenticate_id: Optional[bytes] = None
+        #: counts identified TCP connections: a transaction is bound to the
+        #: one it was started on
+        self._session = 0
         self._sequence = itertools.count()
         self._subscriptions: list[SubscriptionBase] = []
         self._subscription_by_corr: dict[bytes, SubscriptionBase] = {}
@@ -439,6 +481,14 @@ class EventStoreConnection:
             ).SerializeToString(),
         )
         protocol = self._protocol
+        credentials = self.settings.default_user_credentials
+        self._session_credentials = None
+        self._authenticate_id = None
+        if credentials is not None:
+            # Authenticate the connection once: later operations with the
+            # default credentials go without them (the node checks them once).
+            self._authenticate_id = self._ids.next()
+            protocol.send(TcpCommand.Authenticate, self._authenticate_id, b"", credentials)
 
         def timed_out() -> None:
             self._identify_timeout = None
@@ -455,6 +505,8 @@ class EventStoreConnection:
     def _drop_tcp(self) -> None:
         protocol, self._protocol = self._protocol, None
         self._cancel_identify_timeout()
+        self._session_credentials = None
+        self._authenticate_id = None
         self._attempt += 1  # a connect in progress is now stale
         self._connection_gone()
         if protocol is not None:
@@ -465,6 +517,8 @@ class EventStoreConnection:
             return
         self._protocol = None
         self._cancel_identify_timeout()
+        self._session_credentials = None
+        self._authenticate_id = None
         self._log.info("Connection lost: {reason}", reason=reason.getErrorMessage())
         self._connection_gone()
         self._run(self._machine.connection_lost())
@@ -476,11 +530,13 @@ class EventStoreConnection:
         """
         pending = sorted(self._in_flight.values(), key=lambda p: p.sequence)
         self._in_flight.clear()
+        self._cancel_timeouts()
         requeue = []
         for p in pending:
-            self._cancel_timeout(p)
             p.correlation_id = None
-            if can_retry(p.attempts, self.settings.max_retries):
+            if not p.operation.resend_safe:
+                self._fail(p, not_resendable_error(p.operation, "the connection was lost"))
+            elif can_retry(p.attempts, self.settings.max_retries):
                 requeue.append(p)
             else:
                 self._fail(
@@ -496,6 +552,7 @@ class EventStoreConnection:
             subscription.connection_lost()
 
     def _connected(self, node: NodeEndpoints) -> None:
+        self._session += 1
         self._log.info("Connected to {node}", node=node)
         waiters, self._connect_waiters = self._connect_waiters, []
         for waiter in waiters:
@@ -528,9 +585,9 @@ class EventStoreConnection:
             pending.append(p)
         self._delayed.clear()
         self._in_flight.clear()
+        self._cancel_timeouts()
         self._waiting.clear()
         for p in pending:
-            self._cancel_timeout(p)
             self._fail(p, error)
         waiters, self._connect_waiters = self._connect_waiters, []
         for waiter in waiters:
@@ -544,20 +601,32 @@ class EventStoreConnection:
     def package_received(self, protocol: ClientProtocol, package: TcpPackage) -> None:
         if protocol is not self._protocol:
             return
+        pending = self._in_flight.pop(package.correlation_id, None)
+        if pending is not None:
+            self._answered(pending, package)
+            return
         if package.command == TcpCommand.ClientIdentified:
             self._cancel_identify_timeout()
             self._run(self._machine.identified())
             return
-        pending = self._in_flight.pop(package.correlation_id, None)
-        if pending is not None:
-            self._answered(pending, package)
+        if package.correlation_id == self._authenticate_id:
+            self._authenticate_id = None
+            if package.command == TcpCommand.Authenticated:
+                self._session_credentials = self.settings.default_user_credentials
+            else:
+                # Operations keep sending their credentials; the node
+                # answers each of them on its own.
+                self._log.info(
+                    "The connection is not authenticated ({command:02X}): sending credentials"
+                    " with each operation",
+                    command=package.command,
+                )
             return
         subscription = self._subscription_by_corr.get(package.correlation_id)
         if subscription is not None:
             subscription.package_received(package)
 
     def _answered(self, pending: _Pending, package: TcpPackage) -> None:
-        self._cancel_timeout(pending)
         pending.correlation_id = None
         decision = pending.operation.decide(package)
         if isinstance(decision, Complete):
@@ -568,7 +637,24 @@ class EventStoreConnection:
             self._pump()
             pending.deferred.errback(decision.error)
             return
-        if isinstance(decision, Reconnect):
+        operation = pending.operation
+        if not operation.resend_safe and isinstance(decision, Reconnect):
+            # not handled, so not committed; but the transaction lives on
+            # this node, which no longer leads
+            self._fail(
+                pending,
+                errors.TransactionLost(
+                    f"transaction {getattr(operation, 'transaction_id', -1)}: the node is no"
+                    " longer the leader (NotMaster); the transaction is abandoned (nothing of"
+                    " it is committed)",
+                    getattr(operation, "transaction_id", -1),
+                ),
+            )
+        elif not operation.resend_safe and decision.reason not in ("NotReady", "TooBusy"):
+            self._fail(
+                pending, not_resendable_error(operation, f"the node answered {decision.reason}")
+            )
+        elif isinstance(decision, Reconnect):
             self._retry(pending, decision.reason)
         else:
             self._retry(pending, decision.reason, self.settings.reconnection_delay)
@@ -597,25 +683,31 @@ class EventStoreConnection:
                     f"{len(self._waiting)} operations are waiting (max_queue_size)"
                 )
             )
-        pending: _Pending
-
-        def cancel(d: Deferred[Any]) -> None:
-            try:
-                self._waiting.remove(pending)
-            except ValueError:
-                pass
-            if pending.correlation_id is not None:
-                self._in_flight.pop(pending.correlation_id, None)
-            call = self._delayed.pop(pending, None)
-            if call is not None and call.active():
-                call.cancel()
-            self._cancel_timeout(pending)
-
-        d: Deferred[Any] = Deferred(cancel)
+        d: Deferred[Any] = Deferred(self._cancel_pending)
         pending = _Pending(operation, d, next(self._sequence))
         self._waiting.append(pending)
-        self._pump()
+        if self._protocol is not None:
+            self._pump()
         return d
+
+    def _cancel_pending(self, d: Deferred[Any]) -> None:
+        """
+        The application cancelled an operation's Deferred: forget it.
+        """
+        for pending in itertools.chain(self._waiting, self._in_flight.values(), self._delayed):
+            if pending.deferred is d:
+                break
+        else:
+            return
+        try:
+            self._waiting.remove(pending)
+        except ValueError:
+            pass
+        if pending.correlation_id is not None:
+            self._in_flight.pop(pending.correlation_id, None)
+        call = self._delayed.pop(pending, None)
+        if call is not None and call.active():
+            call.cancel()
 
     def _pump(self) -> None:
         protocol = self._protocol
@@ -624,45 +716,92 @@ class EventStoreConnection:
         limit = self.settings.max_concurrent_items
         while self._waiting and len(self._in_flight) < limit:
             pending = self._waiting.popleft()
+            session = pending.operation.session
+            if session is not None and session != self._session:
+                transaction_id = getattr(pending.operation, "transaction_id", -1)
+                self._fail(
+                    pending,
+                    errors.TransactionLost(
+                        f"transaction {transaction_id}: the connection it was started on is"
+                        " gone (a reconnection or a failover); the transaction is abandoned"
+                        " (nothing of it is committed)",
+                        transaction_id,
+                    ),
+                )
+                continue
             self._send(protocol, pending)
 
     def _send(self, protocol: ClientProtocol, pending: _Pending) -> None:
-        corr = os.urandom(16)
+        corr = self._ids.next()
         pending.correlation_id = corr
         pending.attempts += 1
+        timeout = self.settings.operation_timeout
+        pending.deadline = self._clock.seconds() + timeout
         self._in_flight[corr] = pending
-        pending.timeout = self._clock.callLater(
-            self.settings.operation_timeout, self._timed_out, pending, corr
-        )
+        if self._timeout_call is None:
+            self._timeout_call = self._clock.callLater(timeout, self._check_timeouts)
         operation = pending.operation
-        protocol.send(
-            operation.command,
-            corr,
-            operation.payload(),
-            operation.credentials or self.settings.default_user_credentials,
-        )
+        credentials = operation.credentials
+        if credentials is None:
+            credentials = self.settings.default_user_credentials
+            if credentials is self._session_credentials:
+                credentials = None
+        protocol.send(operation.command, corr, operation.payload(), credentials)
 
-    def _timed_out(self, pending: _Pending, corr: bytes) -> None:
-        pending.timeout = None
-        if self._in_flight.get(corr) is not pending:
+    def _check_timeouts(self) -> None:
+        """
+        The timer of the oldest in-flight operation fired: time out every
+        attempt whose deadline passed (all of them have the same timeout,
+        so they are in deadline order), then wait for the next deadline.
+        """
+        self._timeout_call = None
+        now = self._clock.seconds() + _EPSILON
+        in_flight = self._in_flight
+        expired = []
+        for corr, pending in in_flight.items():
+            if pending.deadline > now:
+                break
+            expired.append((corr, pending))
+        for corr, pending in expired:
+            del in_flight[corr]
+            pending.correlation_id = None
+            if not pending.operation.resend_safe:
+                self._fail(
+                    pending,
+                    not_resendable_error(
+                        pending.operation,
+                        f"no answer within {self.settings.operation_timeout} s",
+                    ),
+                )
+            elif can_retry(pending.attempts, self.settings.max_retries):
+                self._log.info(
+                    "{operation} timed out (attempt {attempts}): retrying",
+                    operation=pending.operation.name,
+                    attempts=pending.attempts,
+                )
+                self._waiting.appendleft(pending)
+            else:
+                self._fail(
+                    pending,
+                    errors.OperationTimedOut(
+                        f"{pending.operation.name} timed out after {pending.attempts} attempts"
+                    ),
+                )
+        self._schedule_timeouts()
+        if expired:
+            self._pump()
+
+    def _schedule_timeouts(self) -> None:
+        if self._timeout_call is not None or not self._in_flight:
             return
-        del self._in_flight[corr]
-        pending.correlation_id = None
-        if can_retry(pending.attempts, self.settings.max_retries):
-            self._log.info(
-                "{operation} timed out (attempt {attempts}): retrying",
-                operation=pending.operation.name,
-                attempts=pending.attempts,
-            )
-            self._waiting.appendleft(pending)
-        else:
-            self._fail(
-                pending,
-                errors.OperationTimedOut(
-                    f"{pending.operation.name} timed out after {pending.attempts} attempts"
-                ),
-            )
-        self._pump()
+        oldest = next(iter(self._in_flight.values()))
+        delay = max(0.0, oldest.deadline - self._clock.seconds())
+        self._timeout_call = self._clock.callLater(delay, self._check_timeouts)
+
+    def _cancel_timeouts(self) -> None:
+        call, self._timeout_call = self._timeout_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def _retry(self, pending: _Pending, reason: str, delay: float = 0.0) -> None:
         """
@@ -676,7 +815,6 @@ class EventStoreConnection:
 
             def again() -> None:
                 self._delayed.pop(pending, None)
-                pending.timeout = None
                 if not pending.deferred.called:
                     self._waiting.appendleft(pending)
                     self._pump()
@@ -690,11 +828,6 @@ class EventStoreConnection:
                     pending.attempts,
                 ),
             )
-
-    def _cancel_timeout(self, pending: _Pending) -> None:
-        if pending.timeout is not None and pending.timeout.active():
-            pending.timeout.cancel()
-        pending.timeout = None
 
     def _fail(self, pending: _Pending, error: Exception) -> None:
         if not pending.deferred.called:
@@ -724,16 +857,11 @@ class EventStoreConnection:
         if subscription.correlation_id is not None:
             # still subscribed on this connection: nothing to do
             return
-        corr = os.urandom(16)
+        corr = self._ids.next()
         subscription.correlation_id = corr
         self._subscription_by_corr[corr] = subscription
         command, payload = subscription.request()
-        protocol.send(
-            command,
-            corr,
-            payload,
-            subscription.credentials or self.settings.default_user_credentials,
-        )
+        protocol.send(command, corr, payload, self._credentials_for(subscription.credentials))
 
     def _resubscribe_later(self, subscription: SubscriptionBase, delay: float) -> None:
         if subscription.correlation_id is not None:
@@ -756,12 +884,20 @@ class EventStoreConnection:
         corr = subscription.correlation_id
         if protocol is None or corr is None or not self.is_connected:
             return
-        protocol.send(
-            command,
-            corr,
-            payload,
-            subscription.credentials or self.settings.default_user_credentials,
-        )
+        protocol.send(command, corr, payload, self._credentials_for(subscription.credentials))
+
+    def _credentials_for(
+        self, credentials: Optional[UserCredentials]
+    ) -> Optional[UserCredentials]:
+        """
+        What to send with a package: C{credentials}, else the default ones
+        (none when the connection is authenticated with them).
+        """
+        if credentials is None:
+            credentials = self.settings.default_user_credentials
+            if credentials is self._session_credentials:
+                return None
+        return credentials
 
     def _remove_subscription(self, subscription: SubscriptionBase) -> None:
         if subscription in self._subscriptions:
@@ -805,36 +941,60 @@ class EventStoreConnection:
     ) -> Deferred[EventStoreTransaction]:
         """
         Start a transaction on C{stream}: write to it any number of times,
-        then C{commit()}.  (A transaction lives on one node: it does not
-        survive a failover.)
+        then C{commit()}.
+
+        A transaction lives in the memory of the node that started it, so
+        it is bound to the TCP connection it was started on: once that
+        connection is gone (a reconnection, a failover), its writes and
+        its commit fail with L{TransactionLost} and nothing of it is
+        committed; a write or commit sent and never answered is not sent
+        again (L{TransactionLost}, L{TransactionCommitUnknown}).  The
+        start itself is retried like any operation.
         """
         _check_stream(stream)
         d = self._submit(
             TransactionStart(stream, expected_version, self.settings.require_master, credentials)
         )
-        return d.addCallback(lambda tid: EventStoreTransaction(self, tid, credentials))
+        # (runs as the answer arrives, so on the session that answered)
+        return d.addCallback(
+            lambda tid: EventStoreTransaction(
+                self, tid, credentials, self._session, stream, expected_version
+            )
+        )
 
     def continue_transaction(
         self, transaction_id: int, credentials: Optional[UserCredentials] = None
     ) -> EventStoreTransaction:
         """
-        A transaction started earlier (by its id).
+        A transaction started earlier (by its id), perhaps by another
+        connection: it is bound to the current connection (or, while
+        there is none, to the next one).  The id must name a transaction
+        on the node this connection is on: ids are only meaningful on the
+        node that gave them.
         """
-        return EventStoreTransaction(self, transaction_id, credentials)
+        session = self._session if self.is_connected else self._session + 1
+        return EventStoreTransaction(self, transaction_id, credentials, session)
 
     def _transaction_write(
         self, transaction_id: int, events: Sequence[EventData],
-        credentials: Optional[UserCredentials],
+        credentials: Optional[UserCredentials], session: Optional[int],
     ) -> Deferred[None]:
         return self._submit(
-            TransactionWrite(transaction_id, events, self.settings.require_master, credentials)
+            TransactionWrite(
+                transaction_id, events, self.settings.require_master, credentials, session
+            )
         )
 
     def _transaction_commit(
-        self, transaction_id: int, credentials: Optional[UserCredentials]
+        self, transaction_id: int, credentials: Optional[UserCredentials],
+        session: Optional[int], stream: Optional[str], expected_version: Optional[int],
+        events: Sequence[EventData],
     ) -> Deferred[WriteResult]:
         return self._submit(
-            TransactionCommit(transaction_id, self.settings.require_master, credentials)
+            TransactionCommit(
+                transaction_id, self.settings.require_master, credentials, session, stream,
+                expected_version, events,
+            )
         )
 
     def delete_stream(
@@ -1038,14 +1198,15 @@ class EventStoreConnection:
     def subscribe_to_stream(
         self,
         stream: str,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
         credentials: Optional[UserCredentials] = None,
     ) -> Deferred[VolatileSubscription]:
         """
         A live subscription to C{stream}: C{event_appeared(subscription,
-        event)} for each new event.  It resubscribes after a reconnection
+        event)} for each new event (it may return a Deferred, or be C{async
+        def}: the next event waits for it).  It resubscribes after a reconnection
         (events written while disconnected are not delivered; use
         L{subscribe_to_stream_from} for that) and never delivers an event
         twice.
@@ -1061,7 +1222,7 @@ class EventStoreConnection:
 
     def subscribe_to_all(
         self,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
         credentials: Optional[UserCredentials] = None,
@@ -1076,7 +1237,7 @@ class EventStoreConnection:
         self,
         stream: str,
         last_checkpoint: Optional[int],
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         live_processing_started: Optional[Callable[..., None]] = None,
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
@@ -1100,7 +1261,7 @@ class EventStoreConnection:
     def subscribe_to_all_from(
         self,
         last_checkpoint: Optional[Position],
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         live_processing_started: Optional[Callable[..., None]] = None,
         subscription_dropped: Optional[Callable[..., None]] = None,
         resolve_link_tos: bool = True,
@@ -1119,11 +1280,12 @@ class EventStoreConnection:
         self,
         stream: str,
         group: str,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]] = None,
         buffer_size: int = 10,
         auto_ack: bool = True,
         credentials: Optional[UserCredentials] = None,
+        handler_error_action: Optional[int] = None,
     ) -> Deferred[PersistentSubscription]:
         """
         Join the persistent subscription group C{group} on C{stream}:
@@ -1134,13 +1296,21 @@ class EventStoreConnection:
         subscription follows the group to a new leader, and an event it
         already handed over is acknowledged again without reaching the
         handler a second time.
+
+        The handler may return a Deferred (or be C{async def}): the next
+        event waits for it, and C{auto_ack} acknowledges once it fired.
+
+        @param handler_error_action: what a handler error (an exception, or
+            a failed Deferred) does: C{None} drops the subscription
+            (C{"EventHandlerException"}); a L{NakAction} (C{PARK},
+            C{RETRY}, C{SKIP}, C{STOP}) naks the event with it and goes on.
         """
         _check_stream(stream)
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
         subscription = PersistentSubscription(
             self, stream, group, event_appeared, subscription_dropped, buffer_size, auto_ack,
-            credentials,
+            credentials, handler_error_action=handler_error_action,
         )
         self._add_subscription(subscription)
         return subscription.confirmed
@@ -1150,6 +1320,14 @@ class EventStoreTransaction:
     """
     A transaction: C{write} events, then C{commit} (or C{rollback}, which
     only forgets it: the server drops uncommitted transactions itself).
+
+    It is bound to the connection session it was started on (see
+    L{EventStoreConnection.start_transaction}).  C{commit} waits for the
+    writes still in flight and refuses (L{InvalidTransaction}, or the
+    L{TransactionLost} of the write) if any of them failed: the client
+    never commits a transaction that may miss some of its events.
+
+    @ivar events: every event written so far through this object.
     """
 
     def __init__(
@@ -1157,24 +1335,77 @@ class EventStoreTransaction:
         connection: EventStoreConnection,
         transaction_id: int,
         credentials: Optional[UserCredentials],
+        session: Optional[int] = None,
+        stream: Optional[str] = None,
+        expected_version: Optional[int] = None,
     ) -> None:
         self._connection = connection
         self.transaction_id = transaction_id
         self._credentials = credentials
+        self._session = session
+        self.stream = stream
+        self.expected_version = expected_version
+        self.events: list[EventData] = []
+        self._writes: list[Deferred[None]] = []
+        self._broken: Optional[Exception] = None
         self._done = False
 
     def write(self, events: Sequence[EventData]) -> Deferred[None]:
         if self._done:
             raise errors.InvalidTransaction("the transaction is committed or rolled back")
-        return self._connection._transaction_write(
-            self.transaction_id, list(events), self._credentials
+        if self._broken is not None:
+            return _failed(self._broken)
+        events = list(events)
+        self.events.extend(events)
+        d = self._connection._transaction_write(
+            self.transaction_id, events, self._credentials, self._session
         )
+        self._writes.append(d)
+
+        def done(result: object) -> object:
+            self._writes.remove(d)
+            if isinstance(result, Failure) and self._broken is None:
+                error = result.value
+                self._broken = (
+                    error
+                    if isinstance(error, errors.TransactionLost)
+                    else errors.InvalidTransaction(
+                        f"transaction {self.transaction_id}: a write failed ({error});"
+                        " it cannot be committed"
+                    )
+                )
+            return result
+
+        return d.addBoth(done)
 
     def commit(self) -> Deferred[WriteResult]:
+        """
+        Commit once the writes in flight are answered.
+
+        @return: a L{WriteResult}; fails with L{TransactionLost} (nothing
+            committed), L{TransactionCommitUnknown} (the answer was lost:
+            see its C{events}), L{WrongExpectedVersion}, ...
+        """
         if self._done:
             raise errors.InvalidTransaction("the transaction is committed or rolled back")
         self._done = True
-        return self._connection._transaction_commit(self.transaction_id, self._credentials)
+        if not self._writes:
+            return self._commit_now(None)
+        result: Deferred[WriteResult] = Deferred()
+
+        def settled(_: object) -> None:
+            self._commit_now(None).chainDeferred(result)
+
+        DeferredList(list(self._writes)).addCallback(settled)
+        return result
+
+    def _commit_now(self, _: object) -> Deferred[WriteResult]:
+        if self._broken is not None:
+            return _failed(self._broken)
+        return self._connection._transaction_commit(
+            self.transaction_id, self._credentials, self._session, self.stream,
+            self.expected_version, self.events,
+        )
 
     def rollback(self) -> None:
         self._done = True

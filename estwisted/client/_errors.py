@@ -6,7 +6,7 @@ can fire with is an L{EventStoreClientError}.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 class EventStoreClientError(Exception):
@@ -95,6 +95,55 @@ class InvalidTransaction(EventStoreClientError):
     """
     The transaction is not valid (unknown id, or already committed).
     """
+
+
+class TransactionLost(InvalidTransaction):
+    """
+    The transaction lives on a connection (a node's memory) that is gone:
+    the connection was lost or moved to another node (a failover) before
+    this write or commit could be answered, or a write's outcome is unknown.
+    Nothing of the transaction was committed, and the client will not
+    commit it: start a new one (with the same C{EventData}, so that events
+    that reached the stream some other way are not written twice).
+
+    @ivar transaction_id: the lost transaction's id.
+    """
+
+    def __init__(self, message: str, transaction_id: int) -> None:
+        super().__init__(message)
+        self.transaction_id = transaction_id
+
+
+class TransactionCommitUnknown(InvalidTransaction):
+    """
+    The commit was sent but its answer never came (the connection was lost
+    or the attempt timed out): the transaction may or may not be committed
+    (atomically: all of its events or none).  The client does not send the
+    commit again (the id may mean another transaction on another node).
+    Appending the same C{events} with the transaction's
+    C{expected_version} settles it: the node answers a repeat with the
+    original result, or writes them once.
+
+    @ivar transaction_id: the transaction's id.
+    @ivar stream: its stream (C{None} for L{continue_transaction}).
+    @ivar expected_version: as given to C{start_transaction} (C{None} for
+        L{continue_transaction}).
+    @ivar events: every event written through this transaction object.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        transaction_id: int,
+        stream: Optional[str],
+        expected_version: Optional[int],
+        events: tuple[Any, ...],
+    ) -> None:
+        super().__init__(message)
+        self.transaction_id = transaction_id
+        self.stream = stream
+        self.expected_version = expected_version
+        self.events = events
 
 
 class PersistentSubscriptionError(EventStoreClientError):

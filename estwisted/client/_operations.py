@@ -86,6 +86,28 @@ class Reconnect:
 Decision = Union[Complete, Fail, Retry, Reconnect]
 
 
+def not_resendable_error(operation: Operation, why: str) -> Exception:
+    """
+    The error of a transaction write or commit that cannot be sent again
+    (C{why}: what happened to it).
+    """
+    if isinstance(operation, TransactionCommit):
+        return errors.TransactionCommitUnknown(
+            f"transaction {operation.transaction_id}: {why} after the commit was sent; "
+            "it may or may not be committed (all of its events or none), and is not sent again",
+            operation.transaction_id,
+            operation.stream,
+            operation.expected_version,
+            operation.events,
+        )
+    transaction_id = getattr(operation, "transaction_id", -1)
+    return errors.TransactionLost(
+        f"transaction {transaction_id}: {why}; the transaction is abandoned"
+        " (nothing of it is committed)",
+        transaction_id,
+    )
+
+
 def can_retry(attempts: int, max_retries: int) -> bool:
     """
     Whether an operation sent C{attempts} times may be sent once more.
@@ -214,20 +236,26 @@ class Operation:
     reply: int = 0
     credentials: Optional[UserCredentials] = None
     name: str = "operation"
+    #: whether the operation may be sent again once it may have reached the
+    #: node (after a lost connection or a timeout): not for transaction
+    #: writes and commits, which are bound to one node's memory
+    resend_safe: bool = True
+    #: the connection session it must be sent on (C{None}: any)
+    session: Optional[int] = None
 
     def payload(self) -> bytes:
         raise NotImplementedError
 
     def decide(self, package: TcpPackage) -> Decision:
+        if package.command == self.reply:
+            try:
+                return self.inspect(package.data)
+            except PayloadError as e:
+                return Fail(errors.ServerError(f"Bad {self.name} answer: {e}"))
         common = decide_common(package)
         if common is not None:
             return common
-        if package.command != self.reply:
-            return _unexpected(package, self.reply)
-        try:
-            return self.inspect(package.data)
-        except PayloadError as e:
-            return Fail(errors.ServerError(f"Bad {self.name} answer: {e}"))
+        return _unexpected(package, self.reply)
 
     def inspect(self, data: bytes) -> Decision:
         raise NotImplementedError
@@ -609,6 +637,7 @@ class TransactionWrite(Operation):
     command = _C.TransactionWrite
     reply = _C.TransactionWriteCompleted
     name = "transaction write"
+    resend_safe = False
 
     def __init__(
         self,
@@ -616,7 +645,10 @@ class TransactionWrite(Operation):
         events: Sequence[EventData],
         require_master: bool,
         credentials: Optional[UserCredentials],
+        session: Optional[int] = None,
     ) -> None:
+        self.transaction_id = transaction_id
+        self.session = session
         self.credentials = credentials
         message = pb.TransactionWrite(transaction_id=transaction_id, require_master=require_master)
         for event in events:
@@ -637,10 +669,23 @@ class TransactionCommit(Operation):
     command = _C.TransactionCommit
     reply = _C.TransactionCommitCompleted
     name = "transaction commit"
+    resend_safe = False
 
     def __init__(
-        self, transaction_id: int, require_master: bool, credentials: Optional[UserCredentials]
+        self,
+        transaction_id: int,
+        require_master: bool,
+        credentials: Optional[UserCredentials],
+        session: Optional[int] = None,
+        stream: Optional[str] = None,
+        expected_version: Optional[int] = None,
+        events: Sequence[EventData] = (),
     ) -> None:
+        self.transaction_id = transaction_id
+        self.session = session
+        self.stream = stream
+        self.expected_version = expected_version
+        self.events = tuple(events)
         self.credentials = credentials
         self._payload = pb.TransactionCommit(
             transaction_id=transaction_id, require_master=require_master

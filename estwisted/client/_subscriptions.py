@@ -18,18 +18,32 @@ resubscription never delivers an event twice:
     it handed over and sees again (the group moved to a new leader and
     resumed from its last checkpoint) are acknowledged without reaching the
     handler.
+
+Handlers may return a Deferred (or be C{async def}: the coroutine is run
+with C{ensureDeferred}).  Events reach the handler one at a time and in
+order: the next one waits until the previous handler's Deferred fired.  A
+catch-up subscription reads its next slice of history only once the
+handlers of the last one are done; a persistent subscription acknowledges
+(C{auto_ack}) once the Deferred fired, and the server sends no more than
+C{buffer_size} unacknowledged events.  A handler that raises, or whose
+Deferred fails, is a handler error: the subscription is dropped with
+C{"EventHandlerException"} and the error, or, for a persistent
+subscription with C{handler_error_action}, the event is nak'ed with that
+action and the next one is handled.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from inspect import iscoroutine
 from typing import Any, Optional, Union
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 import estwisted.client._errors as errors
 from estwisted.client._operations import Fail, Reconnect, Retry, decide_common, resolved_from_proto
@@ -86,9 +100,16 @@ class SubscriptionBase:
         connection: EventStoreConnection,
         subscription_dropped: Optional[Callable[..., None]],
         credentials: Optional[UserCredentials],
+        event_appeared: Optional[Callable[..., Any]] = None,
     ) -> None:
         self._connection = connection
         self._dropped_callback = subscription_dropped
+        self._event_appeared = event_appeared
+        #: events waiting for the handler: their arguments, and a Deferred
+        #: to fire once handled (or C{None})
+        self._queue: deque[tuple[tuple[Any, ...], Optional[Deferred[None]]]] = deque()
+        #: a handler's Deferred has not fired yet
+        self._busy = False
         self.credentials = credentials
         self.correlation_id: Optional[bytes] = None
         self.retry_call: Optional[IDelayedCall] = None
@@ -128,6 +149,10 @@ class SubscriptionBase:
         self.retry_call = None
         self._connection._remove_subscription(self)
         self.correlation_id = None
+        queue, self._queue = self._queue, deque()
+        for _, waiter in queue:
+            if waiter is not None:
+                waiter.callback(None)
         if not self.confirmed.called:
             self.confirmed.errback(
                 error or errors.SubscriptionDropped(f"Subscription dropped: {reason}", reason)
@@ -211,14 +236,121 @@ class SubscriptionBase:
 
     close = stop
 
-    def _deliver(self, handler: Callable[..., Any], *args: Any) -> bool:
+    @property
+    def pending_events(self) -> int:
+        """
+        Events received and waiting for the handler (not counting the one
+        it is handling).
+        """
+        return sum(1 for args, _ in self._queue if args)
+
+    def _deliver(self, *args: Any) -> None:
+        """
+        Hand C{event_appeared(self, *args)} the event, after those before it.
+        """
+        if self._busy or self._queue or self.is_dropped:
+            if not self.is_dropped:
+                self._queue.append((args, None))
+                if not self._busy:
+                    self._drain()
+            return
+        # nothing waiting: straight to the handler
         try:
-            handler(self, *args)
-        except Exception as e:
-            self._log.failure("event_appeared failed: dropping the subscription")
-            self.drop("EventHandlerException", e)
-            return False
-        return True
+            result = self._event_appeared(self, *args)  # type: ignore[misc]
+        except Exception:
+            self._settle_handled(args, Failure(), None)
+            return
+        if result is None:
+            self._handler_done(*args)
+            return
+        self._result(args, None, result)
+        if not self._busy:
+            self._drain()
+
+    def _when_idle(self) -> Optional[Deferred[None]]:
+        """
+        @return: C{None} when every event delivered so far was handled, else
+            a Deferred that fires once they are (or the subscription is
+            dropped).
+        """
+        if not self._busy and not self._queue:
+            return None
+        waiter: Deferred[None] = Deferred()
+        self._queue.append(((), waiter))
+        return waiter
+
+    def _drain(self) -> None:
+        """
+        Call the handler for the waiting events, one at a time: stop at a
+        handler's unfired Deferred and go on when it fires.
+        """
+        queue = self._queue
+        while queue and not self._busy and not self.is_dropped:
+            args, waiter = queue.popleft()
+            if not args:
+                # a marker: everything before it was handled
+                if waiter is not None:
+                    waiter.callback(None)
+                continue
+            try:
+                result = self._event_appeared(self, *args)  # type: ignore[misc]
+            except Exception:
+                self._settle_handled(args, Failure(), waiter)
+                continue
+            self._result(args, waiter, result)
+
+    def _result(
+        self, args: tuple[Any, ...], waiter: Optional[Deferred[None]], result: object
+    ) -> None:
+        """
+        What the handler returned for C{args}: settle it now, or (a
+        Deferred or a coroutine not done yet) mark the subscription busy
+        until it fires, then go on with the queue.
+        """
+        if iscoroutine(result):
+            result = ensureDeferred(result)
+        if not isinstance(result, Deferred):
+            self._settle_handled(args, None, waiter)
+            return
+        self._busy = True
+        synchronous = [True]
+
+        def fired(outcome: object) -> None:
+            self._busy = False
+            self._settle_handled(args, outcome if isinstance(outcome, Failure) else None, waiter)
+            if not synchronous[0]:
+                self._drain()
+
+        result.addBoth(fired)
+        synchronous[0] = False
+
+    def _settle_handled(
+        self, args: tuple[Any, ...], failure: Optional[Failure], waiter: Optional[Deferred[None]]
+    ) -> None:
+        if self.is_dropped:
+            pass
+        elif failure is None:
+            self._handler_done(*args)
+        else:
+            self._handler_failed(failure, *args)
+        if waiter is not None:
+            waiter.callback(None)
+
+    def _handler_done(self, *args: Any) -> None:
+        """
+        The handler is done with an event (successfully).
+        """
+
+    def _handler_failed(self, failure: Failure, *args: Any) -> None:
+        """
+        The handler raised, or its Deferred failed: drop the subscription.
+        """
+        self._log.failure("event_appeared failed: dropping the subscription", failure)
+        error = failure.value
+        self.drop(
+            "EventHandlerException",
+            error if isinstance(error, Exception) else Exception(str(error)),
+        )
 
 
 class _StreamSubscription(SubscriptionBase):
@@ -290,7 +422,7 @@ class VolatileSubscription(_StreamSubscription):
         self,
         connection: EventStoreConnection,
         stream: str,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]],
         resolve_link_tos: bool,
         credentials: Optional[UserCredentials],
@@ -300,7 +432,7 @@ class VolatileSubscription(_StreamSubscription):
 
     def _live_event(self, event: ResolvedEvent) -> None:
         if self._tracker.accept(event):
-            self._deliver(self._event_appeared, event)
+            self._deliver(event)
 
 
 class CatchUpSubscription(_StreamSubscription):
@@ -314,7 +446,7 @@ class CatchUpSubscription(_StreamSubscription):
         connection: EventStoreConnection,
         stream: str,
         last_checkpoint: Union[int, Position, None],
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         live_processing_started: Optional[Callable[..., None]],
         subscription_dropped: Optional[Callable[..., None]],
         resolve_link_tos: bool,
@@ -378,14 +510,13 @@ class CatchUpSubscription(_StreamSubscription):
     def _live_event(self, event: ResolvedEvent) -> None:
         if self.is_live:
             if self._tracker.accept(event):
-                self._deliver(self._event_appeared, event)
+                self._deliver(event)
         else:
             self._buffer.append(event)
 
-    def _handle(self, event: ResolvedEvent) -> bool:
+    def _handle(self, event: ResolvedEvent) -> None:
         if self._tracker.accept(event):
-            return self._deliver(self._event_appeared, event)
-        return True
+            self._deliver(event)
 
     async def _catch_up(self, generation: int) -> None:
         connection = self._connection
@@ -406,8 +537,13 @@ class CatchUpSubscription(_StreamSubscription):
                     self.drop("StreamDeleted", errors.StreamDeleted(f"{self.stream} is deleted"))
                     return
                 for event in slice_.events:
-                    if not self._handle(event):
-                        return
+                    self._handle(event)
+                idle = self._when_idle()
+                if idle is not None:
+                    # back-pressure: the next slice once these are handled
+                    await idle
+                if not current():
+                    return
                 if slice_.status is SliceReadStatus.STREAM_NOT_FOUND or slice_.is_end_of_stream:
                     break
                 start = slice_.next_event_number
@@ -420,16 +556,27 @@ class CatchUpSubscription(_StreamSubscription):
                 if not current():
                     return
                 for event in all_slice.events:
-                    if not self._handle(event):
-                        return
+                    self._handle(event)
+                idle = self._when_idle()
+                if idle is not None:
+                    await idle
+                if not current():
+                    return
                 if not all_slice.events or all_slice.next_position <= position:
                     break
                 position = all_slice.next_position
         if not current():
             return
-        buffered, self._buffer = self._buffer, []
-        for event in buffered:
-            if not self._handle(event):
+        # The live events pushed meanwhile (more may come while handlers
+        # run: the buffer is empty when this loop ends).
+        while self._buffer:
+            buffered, self._buffer = self._buffer, []
+            for event in buffered:
+                self._handle(event)
+            idle = self._when_idle()
+            if idle is not None:
+                await idle
+            if not current():
                 return
         self.is_live = True
         if not self.live.called:
@@ -452,14 +599,22 @@ class PersistentSubscription(SubscriptionBase):
         connection: EventStoreConnection,
         stream: str,
         group: str,
-        event_appeared: Callable[..., None],
+        event_appeared: Callable[..., Any],
         subscription_dropped: Optional[Callable[..., None]],
         buffer_size: int,
         auto_ack: bool,
         credentials: Optional[UserCredentials],
         handled_capacity: int = 100_000,
+        handler_error_action: Optional[int] = None,
     ) -> None:
         super().__init__(connection, subscription_dropped, credentials)
+        if handler_error_action not in (
+            None, NakAction.PARK, NakAction.RETRY, NakAction.SKIP, NakAction.STOP
+        ):
+            raise ValueError(
+                f"handler_error_action must be None or a NakAction, got {handler_error_action!r}"
+            )
+        self._handler_error_action = handler_error_action
         self.stream = stream
         self.group = group
         self._event_appeared = event_appeared
@@ -536,10 +691,26 @@ class PersistentSubscription(SubscriptionBase):
                 else:
                     self._send_nak([event_id], nak[0], nak[1])
             return
-        if not self._deliver(self._event_appeared, event, retry_count):
-            return
+        self._deliver(event, retry_count)
+
+    def _handler_done(self, *args: Any) -> None:
         if self._auto_ack:
-            self._ack([event_id])
+            event: ResolvedEvent = args[0]
+            self._ack([event.original_event.event_id])
+
+    def _handler_failed(self, failure: Failure, *args: Any) -> None:
+        action = self._handler_error_action
+        if action is None:
+            super()._handler_failed(failure, *args)
+            return
+        event: ResolvedEvent = args[0]
+        self._log.failure(
+            "event_appeared failed on {event_id}: nak ({action})",
+            failure,
+            event_id=event.original_event.event_id,
+            action=action,
+        )
+        self.fail(event, action, f"{type(failure.value).__name__}: {failure.getErrorMessage()}")
 
     def _settle(self, ids: Iterable[uuid.UUID], how: Optional[tuple[int, str]]) -> None:
         for i in ids:

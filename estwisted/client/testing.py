@@ -36,6 +36,7 @@ from estwisted.client._connection import EventStoreConnection
 from estwisted.client._discovery import NodeEndpoints
 from estwisted.client._settings import ConnectionSettings, SingleNode
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 from estwisted.subscriptions.persistent import PersistentSubscriptions
@@ -128,12 +129,15 @@ class MemoryEventStore:
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
-        self.store = StreamStore(MemoryLog(), StreamIndex(), clock, password_iterations=1)
-        self.store.users.ensure_default_users()
+        self.store = StreamStore(MemoryLog(), StreamIndex(), clock)
+        self.users = UserManager(self.store, iterations=1)
+        self.users.ensure_default_users()
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, clock)
         self.persistent.start()
-        self.factory = TcpClientFactory(self.store, self.hub, self.persistent, clock)
+        self.factory = TcpClientFactory(
+            self.store, self.hub, self.persistent, clock, users=self.users
+        )
         self.accepting = True
         self._pipes: set[_Pipe] = set()
         self.flush()

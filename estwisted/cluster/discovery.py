@@ -254,9 +254,17 @@ def make_resolver(config: Any, reactor: Any) -> Any:
     A twisted.names resolver: the C{ClusterDnsServer} when set, else the
     system's.
     """
-    from twisted.names import client
+    from twisted.names import cache, client, hosts, resolve
 
     server = config.cluster_dns_server
     if server is not None:
         return client.Resolver(servers=[(server.host, server.port)], reactor=reactor)
-    return client.createResolver()
+    # The system's resolver (hosts file, then resolv.conf's servers) on
+    # C{reactor}: twisted.names.client.createResolver would use the global one.
+    return resolve.ResolverChain(
+        [
+            hosts.Resolver(b"/etc/hosts"),
+            cache.CacheResolver(reactor=reactor),
+            client.Resolver(b"/etc/resolv.conf", reactor=reactor),
+        ]
+    )

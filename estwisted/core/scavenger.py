@@ -15,11 +15,27 @@ events C{$scavengeStarted}, C{$scavengeChunksCompleted} (one per chunk,
 with the space saved) and C{$scavengeCompleted} (result, time taken, total
 space saved); to C{$scavenges} links to the started and completed events.
 C{$scavenges-{id}} gets C{$maxAge} = C{ScavengeHistoryMaxAge} days.
+
+Unless merging is disabled (C{DisableScavengeMerging}), a merge phase
+follows: runs of consecutive scavenged chunks whose survivors fit one
+chunk together are copied into one merged file
+(L{estwisted.storage.scavenge.merge_chunks}, in slices too) and swapped in
+(L{estwisted.storage.log.ChunkedLog.replace_merged}); each merge is
+recorded as a C{$scavengeChunksCompleted} event covering its range.
+
+With C{UnsafeIgnoreHardDelete} (the store's C{unsafe_ignore_hard_delete})
+a scavenge from chunk 0 removes the tombstones of hard-deleted streams in
+the chunks it scavenges (as Event Store v5 does), and each such stream is
+forgotten (L{estwisted.core.streams.StreamStore.reopen_deleted}): it may be
+written again.  A tombstone in the current chunk stays, as in v5.  A
+scavenge from a later chunk keeps tombstones: records of the stream in the
+chunks before could otherwise come back.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,9 +47,11 @@ from twisted.logger import Logger
 
 from estwisted.core.acl import SYSTEM_PRINCIPAL
 from estwisted.core.errors import StorageError
-from estwisted.core.model import EXPECTED_ANY, NewEvent, ticks_from_unix
+from estwisted.core.model import DELETED_STREAM, EXPECTED_ANY, NewEvent, ticks_from_unix
 from estwisted.storage.index import StreamIndex
-from estwisted.storage.scavenge import ChunkResult, StreamState, rewrite_chunk
+from estwisted.storage.indexfile import INDEX_FILE, remove_deltas
+from estwisted.storage.open import INDEX_DIRECTORY
+from estwisted.storage.scavenge import ChunkResult, StreamState, merge_chunks, rewrite_chunk
 
 if TYPE_CHECKING:
     from estwisted.storage.log import ChunkedLog
@@ -79,6 +97,7 @@ class Scavenger:
         clock: IReactorTime,
         node_endpoint: str = "",
         history_max_age: int = DEFAULT_HISTORY_MAX_AGE,
+        merge: bool = True,
     ) -> None:
         self._store = store
         self._log = log
@@ -86,6 +105,7 @@ class Scavenger:
         self._clock = clock
         self._node_endpoint = node_endpoint
         self._history_max_age = history_max_age
+        self._merge = merge
         self.current: Optional[str] = None
         self.last_result: Optional[dict[str, Any]] = None
         self._stop_requested = False
@@ -182,6 +202,9 @@ class Scavenger:
             first=start_from_chunk,
             last=end - 1,
         )
+        ignore_hard_delete = bool(
+            getattr(self._store, "unsafe_ignore_hard_delete", False)
+        ) and start_from_chunk == 0
         saved_total = 0
         result = "Success"
         error = ""
@@ -196,7 +219,8 @@ class Scavenger:
             try:
                 now = ticks_from_unix(self._clock.seconds())
                 work = rewrite_chunk(
-                    log.chunk(number), log.chunk_runs(number), self._state, now, outcome
+                    log.chunk(number), log.chunk_runs(number), self._state, now, outcome,
+                    ignore_hard_delete,
                 )
                 for _ in work:
                     yield None
@@ -208,8 +232,20 @@ class Scavenger:
                     # in slices too; reads skip what is not marked yet
                     forget = self._index.forget
                     removed = outcome.removed
+                    if any(n == DELETED_STREAM for _, n in removed):
+                        # The index files still hold the tombstones: a
+                        # crash before the next save rebuilds from the log.
+                        discard_index_files(log.path)
                     for i, (name, event_number) in enumerate(removed):
-                        forget(name, event_number)
+                        if event_number == DELETED_STREAM:
+                            _log.warn(
+                                "Removed the hard-delete tombstone of {stream} "
+                                "(UnsafeIgnoreHardDelete): it may be written again",
+                                stream=name,
+                            )
+                            self._store.reopen_deleted(name)
+                        else:
+                            forget(name, event_number)
                         if i % FORGET_SLICE == FORGET_SLICE - 1:
                             yield None
             except (StorageError, OSError, ValueError) as e:
@@ -242,6 +278,12 @@ class Scavenger:
             if chunk_error:
                 break
             yield None
+        if self._merge and result == "Success" and not self._stop_requested:
+            merged = yield from self._merge_phase(scavenge_id, stream)
+            saved_total += merged[0]
+            if merged[1]:
+                result = "Failed"
+                error = merged[1]
         if self._stop_requested and result == "Success":
             result = "Stopped"
         body = {
@@ -261,6 +303,79 @@ class Scavenger:
             seconds=time.monotonic() - began,
         )
         self._finish(body)
+
+    def _merge_phase(self, scavenge_id: str, stream: str) -> Any:
+        """
+        Merge small scavenged chunks (a generator of slices, like L{_run}).
+
+        @return: (bytes saved, error message or "").
+        """
+        log = self._log
+        saved_total = 0
+        for first, last in log.merge_groups():
+            if self._stop_requested:
+                break
+            began = time.monotonic()
+            chunks = [log.chunk(n) for n in range(first, last + 1)]
+            for chunk in chunks:
+                chunk.pin()
+            version = max(log.chunk_version(n) for n in range(first, last + 1)) + 1
+            paths: list[str] = []
+            error = ""
+            saved = 0
+            try:
+                work = merge_chunks(chunks, version, paths)
+                for _ in work:
+                    yield None
+                    if self._stop_requested:
+                        work.close()
+                        break
+                if paths and not self._stop_requested:
+                    saved = log.replace_merged(first, last, paths[0])
+            except (StorageError, OSError, ValueError) as e:
+                error = str(e)
+            finally:
+                for chunk in chunks:
+                    chunk.unpin()
+            saved_total += max(0, saved)
+            self._write(
+                stream,
+                CHUNKS_COMPLETED,
+                {
+                    "scavengeId": scavenge_id,
+                    "chunkStartNumber": first,
+                    "chunkEndNumber": last,
+                    "timeTaken": _timespan(time.monotonic() - began),
+                    "wasScavenged": bool(paths) and not error,
+                    "spaceSaved": max(0, saved),
+                    "errorMessage": error,
+                },
+            ).addErrback(lambda f: _log.failure("Cannot record the scavenge", f))
+            _log.info(
+                "Scavenge {id}: merged chunks {first} to {last}, {saved} bytes saved",
+                id=scavenge_id,
+                first=first,
+                last=last,
+                saved=saved,
+            )
+            if error:
+                return saved_total, error
+            yield None
+        return saved_total, ""
+
+
+def discard_index_files(db_path: str) -> None:
+    """
+    Remove the stream index files of the database in C{db_path} (the next
+    open rebuilds the index from the log).
+    """
+    directory = os.path.join(db_path, INDEX_DIRECTORY)
+    try:
+        os.unlink(os.path.join(directory, INDEX_FILE))
+    except FileNotFoundError:
+        pass
+    if os.path.isdir(directory):
+        remove_deltas(directory)
 
 
 def _timespan(seconds: float) -> str:

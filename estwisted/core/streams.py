@@ -2,8 +2,10 @@
 """
 The stream store: the one core that the TCP protocol, the HTTP API and the
 subscription machinery all call.  It owns expected-version checks,
-idempotency, soft and hard deletes, metadata, ACL checks, transactions,
-users, and group commit over an L{IEventLog}.
+idempotency, soft and hard deletes, metadata, ACL checks, transactions
+and group commit over an L{IEventLog}.  It knows nothing of user accounts
+(L{estwisted.core.users.UserManager} is built over it and watches the
+system streams it writes).
 
 Contract (the edges rely on it):
 
@@ -16,7 +18,7 @@ Contract (the edges rely on it):
     NoStream / StreamDeleted / AccessDenied / Error; they do not raise for
     those.
   - C{principal} is C{None} for anonymous callers; edges authenticate with
-    L{StreamStore.authenticate} first.
+    L{estwisted.core.users.UserManager.authenticate} first.
   - Listeners added with L{StreamStore.add_commit_listener} are called with the
     list of L{EventRecord}s of each flush, in log order, after the index was
     updated: subscriptions hang off that.
@@ -29,9 +31,9 @@ More details:
     C{last_event_number} are the delete record's number in its stream
     (L{DELETED_STREAM} for a hard delete, the metastream's number for a soft
     delete) and C{position} its position.
-  - L{StreamStore.users} is the L{estwisted.core.users.UserManager}, created by
-    the store; the HTTP API calls it for C{/users}.  The node calls
-    C{store.users.ensure_default_users()} once at start.
+  - Watchers added with L{StreamStore.add_system_stream_watcher} are told
+    the names of the system streams (C{$...}) each flush wrote, after the
+    store dropped its own caches of them.
   - L{SYSTEM_PRINCIPAL} is a member of C{$admins} for the node's own writes.
   - L{StreamStore.stream_metadata} gives the parsed metadata of a stream
     without an ACL check (e.g. C{$cacheControl} for HTTP).
@@ -40,10 +42,11 @@ More details:
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Optional, Union, overload
+from typing import Any, Optional, TypeVar, Union, overload
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -128,6 +131,8 @@ METADATA_CACHE_LIMIT = 200_000
 
 _TICKS_PER_SECOND = 10_000_000
 
+_T = TypeVar("_T")
+
 
 def _error_slice(
     status: ReadStatus, error: str = "", last: int = -1, commit_position: int = -1
@@ -158,6 +163,19 @@ class _Transaction:
         self.events: list[NewEvent] = []
 
 
+def _added(items: list[_T], item: _T) -> Callable[[], None]:
+    """
+    Append C{item} to C{items}; return a callable that removes it again.
+    """
+    items.append(item)
+
+    def remove() -> None:
+        if item in items:
+            items.remove(item)
+
+    return remove
+
+
 class StreamStore:
     """
     See the module docstring.
@@ -166,13 +184,15 @@ class StreamStore:
     @param index: the stream index, already loaded or rebuilt to the log's end.
     @param clock: schedules group commits (C{callLater(0, ...)}) and gives the
         time for C{created} stamps and C{$maxAge}.
-    @param password_iterations: PBKDF2 iterations for new passwords.
     @param recent_event_ids: size of the idempotency cache.
     @param flusher: where group commits do their C{pwrite}/C{fdatasync}
         (L{estwisted.core.groupcommit.ThreadFlusher} on a node on disk);
         C{None}: in the reactor turn.
-
-    @ivar users: the L{estwisted.core.users.UserManager} of this store.
+    @param unsafe_ignore_hard_delete: C{UnsafeIgnoreHardDelete}: a scavenge
+        (from chunk 0) removes the tombstones of hard-deleted streams in the
+        chunks it scavenges, and those streams may be written again
+        (L{reopen_deleted}).
+    @param random_bytes: randomness (C{os.urandom}), for transaction ids.
     """
 
     def __init__(
@@ -180,15 +200,18 @@ class StreamStore:
         log: IEventLog,
         index: StreamIndex,
         clock: IReactorTime,
-        password_iterations: Optional[int] = None,
         recent_event_ids: int = RECENT_EVENT_IDS,
         flusher: Optional[Flusher] = None,
+        unsafe_ignore_hard_delete: bool = False,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        from estwisted.core.users import UserManager
-
+        self.unsafe_ignore_hard_delete = unsafe_ignore_hard_delete
         self._log = log
         self._index = index
         self._clock = clock
+        #: keyword arguments of the L{estwisted.core.scavenger.Scavenger}
+        #: (the node's scavenge options), set before its first use
+        self.scavenge_options: dict[str, Any] = {}
         # Group commit, and the state of writes buffered but not committed.
         self._commit = GroupCommit(log, clock, self, flusher)
         self._pending_last: dict[str, int] = {}
@@ -200,8 +223,9 @@ class StreamStore:
         self._meta_cache: dict[str, StreamMetadata] = {}
         self._settings: Optional[acl.SystemSettings] = None
         self._listeners: list[CommitListener] = []
+        self._system_watchers: list[Callable[[set[str]], None]] = []
         self._transactions: dict[int, _Transaction] = {}
-        self._next_transaction = 0
+        self._random_bytes = random_bytes
         #: When set (a cluster node that is not the leader), every write
         #: fails with it before touching the log.
         self.writes_refused: Optional[EstoreError] = None
@@ -210,10 +234,6 @@ class StreamStore:
         self.on_disk_full: Optional[Callable[[DiskFull], None]] = None
         last = log.read_backward(log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
-        if password_iterations is None:
-            self.users = UserManager(self)
-        else:
-            self.users = UserManager(self, iterations=password_iterations)
 
     # -- writes ------------------------------------------------------------
 
@@ -310,8 +330,13 @@ class StreamStore:
         self._check_stream_name(stream)
         if not self.check_access(principal, stream, acl.WRITE):
             raise AccessDenied(f"Write access denied for stream {stream!r}")
-        transaction_id = self._next_transaction
-        self._next_transaction += 1
+        # Transactions live in this store's memory only.  Their ids are
+        # random, not counted: a client that retries on another node (after
+        # a failover) or after a restart can never name someone else's.
+        while True:
+            transaction_id = int.from_bytes(self._random_bytes(8), "big") >> 1
+            if transaction_id not in self._transactions:
+                break
         self._transactions[transaction_id] = _Transaction(stream, expected_version)
         return transaction_id
 
@@ -501,7 +526,11 @@ class StreamStore:
             from estwisted.core.scavenger import Scavenger
 
             existing = self._scavenger = Scavenger(
-                self, self._log, self._index, self._clock  # type: ignore[arg-type]
+                self,
+                self._log,  # type: ignore[arg-type]
+                self._index,
+                self._clock,
+                **self.scavenge_options,
             )
         return existing
 
@@ -531,25 +560,24 @@ class StreamStore:
             return DELETED_STREAM
         return self._index.last_event_number(stream)
 
+    def add_system_stream_watcher(
+        self, watcher: Callable[[set[str]], None]
+    ) -> Callable[[], None]:
+        """
+        Tell C{watcher} the names of the system streams each flush (local
+        or replicated) wrote.
+
+        @return: a callable that removes the watcher.
+        """
+        return _added(self._system_watchers, watcher)
+
     def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
         """
         @return: a callable that removes the listener.
         """
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return _added(self._listeners, listener)
 
     # -- security ----------------------------------------------------------
-
-    def authenticate(self, login: str, password: str) -> Principal:
-        """
-        @raise NotAuthenticated: unknown user, wrong password or disabled.
-        """
-        return self.users.authenticate(login, password)
 
     def check_access(self, principal: Optional[Principal], stream: str, operation: str) -> bool:
         """
@@ -903,7 +931,8 @@ class StreamStore:
         # them twice
         add_recent = self._recent.add
         for r in records:
-            index.add(r.stream, r.event_number, r.position)
+            # events removed by the leader's scavenge leave gaps (-1)
+            index.add_after_gap(r.stream, r.event_number, r.position)
             if r.stream and r.stream[0] == "$":
                 system.add(r.stream)
             add_recent(r.stream, r.event_number, (r.event_id,))
@@ -932,6 +961,20 @@ class StreamStore:
         last = self._log.read_backward(self._log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
 
+    def reopen_deleted(self, stream: str) -> None:
+        """
+        A scavenge with C{UnsafeIgnoreHardDelete} removed C{stream}'s
+        tombstone and every record of it and of its metastream: forget
+        them, so the stream reads as never written and a write with
+        expected version C{NoStream} starts it again at event 0 (Event Store
+        v5's behaviour after such a scavenge).
+        """
+        for name in (stream, "$$" + stream):
+            self._index.drop(name)
+            self._meta_cache.pop(name, None)
+            self._pending_last.pop(name, None)
+            self._pending_meta.pop(name, None)
+
     def _invalidate(self, streams: set[str]) -> None:
         """
         Drop cached state derived from system streams written in a batch.
@@ -942,14 +985,15 @@ class StreamStore:
                 self._meta_cache.pop(original, None)
                 if original == acl.SETTINGS_STREAM:
                     self._settings = None
-                if original.startswith("$user-"):
-                    self.users.invalidate(original[len("$user-") :])
             elif stream == acl.SETTINGS_STREAM:
                 self._settings = None
-            elif stream.startswith("$user-"):
-                self.users.invalidate(stream[len("$user-") :])
             if self._index.tombstone(stream) is not None:
                 self._meta_cache.pop(stream, None)
+        for watcher in list(self._system_watchers):
+            try:
+                watcher(streams)
+            except Exception:
+                _log.failure("System stream watcher {watcher!r} failed", watcher=watcher)
 
     # -- internals: reading ------------------------------------------------
 

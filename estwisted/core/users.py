@@ -31,7 +31,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
@@ -55,6 +55,9 @@ from estwisted.core.model import (
     WriteResult,
     unix_ms_from_ticks,
 )
+
+if TYPE_CHECKING:
+    from estwisted.core.streams import StreamStore
 
 _log = Logger()
 
@@ -186,17 +189,27 @@ def _json_event(event_type: str, body: Any) -> NewEvent:
 
 class UserManager:
     """
-    User accounts over a L{StreamStore}; see the module docstring.
+    User accounts over a L{StreamStore}; see the module docstring.  The
+    manager watches the system streams the store writes (locally or
+    replicated) and forgets what it cached of an account whose stream was
+    written.
 
-    @param store: the store (which creates its manager as C{store.users}).
+    @param store: the store the accounts are kept in.
     @param iterations: PBKDF2 iterations for new password hashes.
     """
 
-    def __init__(self, store: Any, iterations: int = DEFAULT_ITERATIONS) -> None:
+    def __init__(self, store: StreamStore, iterations: int = DEFAULT_ITERATIONS) -> None:
         self._store = store
         self._iterations = iterations
         self._auth_cache: dict[tuple[str, bytes], Principal] = {}
         self._records: dict[str, Optional[tuple[int, UserRecord]]] = {}
+        store.add_system_stream_watcher(self._written)
+
+    def _written(self, streams: set[str]) -> None:
+        for stream in streams:
+            name = stream[2:] if stream.startswith("$$") else stream
+            if name.startswith(USER_STREAM_PREFIX):
+                self.invalidate(name[len(USER_STREAM_PREFIX) :])
 
     # -- lookups -----------------------------------------------------------
 
@@ -328,7 +341,7 @@ class UserManager:
             self._system(),
         )
         self.invalidate(login)
-        return d  # type: ignore[no-any-return]
+        return d
 
     def create_user(
         self,
@@ -494,7 +507,7 @@ class UserManager:
                 return Failure(NotFound(f"User {login!r} not found"))
             return failure
 
-        return d.addCallbacks(done, missing)  # type: ignore[no-any-return]
+        return d.addCallbacks(done, missing)
 
     def ensure_default_users(self) -> Deferred[None]:
         """

@@ -13,7 +13,7 @@ import datetime
 import os
 import resource
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -26,6 +26,13 @@ from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import ServerCall
 from estwisted.grpc.protos import monitoring_pb2, operations_pb2, shared_pb2, users_pb2
+
+if TYPE_CHECKING:
+    from estwisted.core.scavenger import Scavenger
+    from estwisted.core.streams import StreamStore
+    from estwisted.core.users import UserManager
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
+    from estwisted.subscriptions.volatile import SubscriptionHub
 
 _log = Logger()
 
@@ -81,7 +88,7 @@ def _answer(call: ServerCall, d: Deferred[Any], response: Any,
 
 
 class UsersService:
-    def __init__(self, users: Any, unary: Unary) -> None:
+    def __init__(self, users: UserManager, unary: Unary) -> None:
         self.users = users
         self._unary = unary
 
@@ -191,8 +198,10 @@ class OperationsService:
     @param shutdown: stops the node.
     """
 
-    def __init__(self, store: Any, shutdown: Optional[Callable[[], None]], unary: Unary,
-                 clock: IReactorTime) -> None:
+    def __init__(self, store: StreamStore, shutdown: Optional[Callable[[], None]], unary: Unary,
+                 clock: IReactorTime,
+                 persistent: Optional[PersistentSubscriptions] = None) -> None:
+        self.persistent = persistent
         self.store = store
         self.shutdown = shutdown
         self.clock = clock
@@ -206,11 +215,23 @@ class OperationsService:
         }
         if self.shutdown is not None:
             out[(OPERATIONS, "Shutdown")] = self._shutdown
+        if self.persistent is not None:
+            out[(OPERATIONS, "RestartPersistentSubscriptions")] = self._restart_persistent
         return out
 
-    def _scavenger(self) -> Any:
-        make = getattr(self.store, "scavenger", None)
-        return make() if make is not None else None
+    def _restart_persistent(self, call: ServerCall, principal: Optional[Principal]) -> None:
+        from estwisted.grpc.persistent import restart_subsystem
+
+        persistent = self.persistent
+        assert persistent is not None
+
+        def go(request: Any) -> None:
+            restart_subsystem(call, persistent, principal)
+
+        self._unary(call, shared_pb2.Empty, go)
+
+    def _scavenger(self) -> Optional[Scavenger]:
+        return self.store.scavenger()
 
     def _start(self, call: ServerCall, principal: Optional[Principal]) -> None:
         def go(request: Any) -> None:
@@ -284,7 +305,9 @@ class MonitoringService:
     C{refresh_time_period_in_ms} until the client cancels.
     """
 
-    def __init__(self, store: Any, hub: Any, clock: IReactorTime, unary: Unary) -> None:
+    def __init__(
+        self, store: StreamStore, hub: SubscriptionHub, clock: IReactorTime, unary: Unary
+    ) -> None:
         self.store = store
         self.hub = hub
         self.clock = clock

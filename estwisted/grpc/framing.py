@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Optional
 
@@ -80,24 +81,73 @@ class FramingError(Exception):
     """
 
 
-def encode_message(payload: bytes) -> bytes:
+#: The message encodings we decode, as C{grpc-accept-encoding} lists them.
+ENCODINGS = ("identity", "deflate", "gzip")
+ACCEPT_ENCODING = ",".join(ENCODINGS)
+#: Responses to a compressing client are compressed from this size up
+#: (smaller messages gain nothing).
+COMPRESS_FROM = 256
+
+
+def compress(payload: bytes, encoding: str) -> bytes:
     """
-    Frame one serialized message (never compressed).
+    C{payload} compressed as C{grpc-encoding} C{encoding} (C{gzip}: RFC 1952;
+    C{deflate}: the zlib format of RFC 1950, as gRPC means it).
     """
-    return _PREFIX.pack(0, len(payload)) + payload
+    if encoding == "gzip":
+        c = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        c = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS)
+    else:
+        raise ValueError(f"unknown encoding {encoding!r}")
+    return c.compress(payload) + c.flush()
+
+
+def decompress(data: bytes, encoding: str, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
+    """
+    The inverse of L{compress}, refusing output above C{max_size} bytes
+    (a small message may not inflate into a huge one).
+
+    @raise FramingError: not valid C{encoding} data, or too large.
+    """
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(data, max_size + 1)
+    except zlib.error as e:
+        raise FramingError(f"bad {encoding} message: {e}") from None
+    if len(out) > max_size:
+        raise FramingError(f"message inflates to more than {max_size} bytes")
+    if not d.eof or d.unused_data:
+        raise FramingError(f"bad {encoding} message: truncated or trailing bytes")
+    return out
+
+
+def encode_message(payload: bytes, encoding: str = "identity") -> bytes:
+    """
+    Frame one serialized message, compressed when C{encoding} is not
+    C{identity}.
+    """
+    if encoding == "identity":
+        return _PREFIX.pack(0, len(payload)) + payload
+    data = compress(payload, encoding)
+    return _PREFIX.pack(1, len(data)) + data
 
 
 class MessageDecoder:
     """
     Split the DATA of one request stream into messages.
 
-    @param max_size: a longer message is refused with L{FramingError}
-        before it is buffered.
+    @param max_size: a longer message (compressed or not) is refused with
+        L{FramingError} before it is buffered.
+    @param encoding: the call's C{grpc-encoding}: messages flagged
+        compressed are decompressed with it.
     """
 
-    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE, encoding: str = "identity") -> None:
         self._buffer = bytearray()
         self._max_size = max_size
+        self._encoding = encoding
 
     @property
     def pending(self) -> int:
@@ -110,8 +160,9 @@ class MessageDecoder:
         """
         Add bytes; return every message now complete, in order.
 
-        @raise FramingError: a compressed message (no compression is
-            offered) or one above the size limit.
+        @raise FramingError: a compressed message on a call without an
+            encoding, a message that does not decompress, or one above the
+            size limit.
         """
         buffer = self._buffer
         buffer += data
@@ -121,14 +172,17 @@ class MessageDecoder:
             flag, length = _PREFIX.unpack_from(buffer, offset)
             if flag not in (0, 1):
                 raise FramingError(f"bad compressed flag {flag}")
-            if flag == 1:
-                raise FramingError("compressed message, but no compression was negotiated")
+            if flag == 1 and self._encoding == "identity":
+                raise FramingError("compressed message, but no grpc-encoding was given")
             if length > self._max_size:
                 raise FramingError(f"message of {length} bytes is over {self._max_size}")
             end = offset + PREFIX_SIZE + length
             if len(buffer) < end:
                 break
-            out.append(bytes(buffer[offset + PREFIX_SIZE : end]))
+            message = bytes(buffer[offset + PREFIX_SIZE : end])
+            if flag == 1:
+                message = decompress(message, self._encoding, self._max_size)
+            out.append(message)
             offset = end
         if offset:
             del buffer[:offset]
@@ -216,11 +270,16 @@ def _clean_metadata_value(value: str) -> str:
     return "".join(" " if c in "\r\n\x00" else c for c in value)
 
 
-def response_headers() -> list[tuple[str, str]]:
+def response_headers(encoding: str = "identity") -> list[tuple[str, str]]:
     """
-    The headers that start every response.
+    The headers that start every response (C{encoding}: how its messages
+    are compressed).
     """
-    return [(":status", "200"), ("content-type", "application/grpc")]
+    out = [(":status", "200"), ("content-type", "application/grpc"),
+           ("grpc-accept-encoding", ACCEPT_ENCODING)]
+    if encoding != "identity":
+        out.append(("grpc-encoding", encoding))
+    return out
 
 
 def trailers(status: GrpcStatus) -> list[tuple[str, str]]:
@@ -251,12 +310,18 @@ class CallHead:
     @ivar method: e.g. C{Read}.
     @ivar timeout: seconds from C{grpc-timeout}, C{None} without one.
     @ivar metadata: the other headers, lower-case keys.
+    @ivar encoding: the request messages' C{grpc-encoding}.
+    @ivar response_encoding: how to compress response messages: the
+        request's encoding when the client also accepts it
+        (C{grpc-accept-encoding}), else C{identity}.
     """
 
     service: str
     method: str
     timeout: Optional[float]
     metadata: dict[str, str]
+    encoding: str = "identity"
+    response_encoding: str = "identity"
 
     def get(self, key: str, default: str = "") -> str:
         return self.metadata.get(key, default)
@@ -283,11 +348,14 @@ def parse_call_head(headers: Iterable[tuple[str, str]]) -> CallHead:
     if not (content_type == "application/grpc" or content_type.startswith("application/grpc+")
             or content_type.startswith("application/grpc;")):
         raise GrpcStatus(StatusCode.INVALID_ARGUMENT, f"bad content-type {content_type!r}")
-    encoding = metadata.get("grpc-encoding", "identity")
-    if encoding != "identity":
-        # Messages are never flagged compressed by well-behaved clients
-        # unless the server accepted the encoding; say which one we take.
-        pass
+    encoding = metadata.get("grpc-encoding", "identity").strip().lower()
+    if encoding not in ENCODINGS:
+        raise GrpcStatus(
+            StatusCode.UNIMPLEMENTED, f"grpc-encoding {encoding!r} is not supported",
+            (("grpc-accept-encoding", ACCEPT_ENCODING),),
+        )
+    accepted = {e.strip().lower() for e in metadata.get("grpc-accept-encoding", "").split(",")}
+    response_encoding = encoding if encoding in accepted else "identity"
     path = pseudo.get(":path", "")
     parts = path.split("/")
     if len(parts) != 3 or parts[0] != "" or not parts[1] or not parts[2]:
@@ -299,7 +367,7 @@ def parse_call_head(headers: Iterable[tuple[str, str]]) -> CallHead:
             raise GrpcStatus(
                 StatusCode.INVALID_ARGUMENT, f"bad grpc-timeout {metadata['grpc-timeout']!r}"
             )
-    return CallHead(parts[1], parts[2], timeout, metadata)
+    return CallHead(parts[1], parts[2], timeout, metadata, encoding, response_encoding)
 
 
 def is_grpc_request(headers: Sequence[tuple[str, str]]) -> bool:

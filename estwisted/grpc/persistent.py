@@ -25,12 +25,13 @@ from estwisted.core.model import Principal, ResolvedEvent
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import ServerCall
-from estwisted.grpc.protos import persistent_pb2
+from estwisted.grpc.protos import persistent_pb2, shared_pb2
 from estwisted.subscriptions.persistent import (
     GroupInfo,
     IPersistentSubscriber,
     NakAction,
     PersistentSettings,
+    PersistentSubscriptions,
     SubscriberMaxCountReached,
 )
 from estwisted.subscriptions.volatile import DropReason
@@ -49,6 +50,36 @@ def _all_unsupported() -> GrpcStatus:
     )
 
 
+def _signed(revision: int) -> int:
+    """
+    A uint64 revision as the signed number the store uses
+    (C{18446744073709551615}, the end, is C{-1}).
+    """
+    return revision - (1 << 64) if revision >= 1 << 63 else revision
+
+
+def restart_subsystem(call: ServerCall, persistent: PersistentSubscriptions,
+                      principal: Optional[Principal]) -> None:
+    """
+    C{RestartSubsystem} and C{Operations.RestartPersistentSubscriptions}:
+    members of C{$ops} or C{$admins} only; answered once the groups are
+    loaded again (their consumers were dropped and reconnect).
+    """
+    if principal is None or not principal.is_ops:
+        raise codec.access_denied_status()
+
+    def done(_: object) -> None:
+        if not call.finished:
+            call.send(shared_pb2.Empty())
+            call.finish(OK)
+
+    def failed(f: Failure) -> None:
+        _log.failure("Restarting the persistent subscriptions failed", f)
+        call.finish(GrpcStatus(StatusCode.INTERNAL, "Restarting the subsystem failed"))
+
+    persistent.restart().addCallbacks(done, failed)
+
+
 def settings_of(options: Any, creating: bool) -> PersistentSettings:
     """
     The store's settings from C{CreateReq.Options} or C{UpdateReq.Options}.
@@ -59,12 +90,13 @@ def settings_of(options: Any, creating: bool) -> PersistentSettings:
     if which == "stream":
         revision = options.stream.WhichOneof("revision_option")
         if revision == "revision":
-            start_from = int(options.stream.revision)
+            start_from = _signed(int(options.stream.revision))
         elif revision == "start":
             start_from = 0
     elif which is None:
-        # 20.10 clients: the stream and a start revision in the settings.
-        start_from = int(s.revision)
+        # 20.10 clients: the stream and a start revision in the settings;
+        # the end is UInt64.MaxValue (EventStoreDB reads it as -1).
+        start_from = _signed(int(s.revision))
     if s.WhichOneof("message_timeout") == "message_timeout_ticks":
         timeout_ms = s.message_timeout_ticks // _TICKS_PER_MS
     else:
@@ -179,7 +211,7 @@ class PersistentService:
     The methods, for L{estwisted.grpc.services.GrpcServer}'s routing.
     """
 
-    def __init__(self, persistent: Any, unary: Callable[..., None]) -> None:
+    def __init__(self, persistent: PersistentSubscriptions, unary: Callable[..., None]) -> None:
         self.persistent = persistent
         self._unary = unary
 
@@ -192,7 +224,14 @@ class PersistentService:
             (SERVICE, "GetInfo"): self._get_info,
             (SERVICE, "List"): self._list,
             (SERVICE, "ReplayParked"): self._replay_parked,
+            (SERVICE, "RestartSubsystem"): self._restart,
         }
+
+    def _restart(self, call: ServerCall, principal: Optional[Principal]) -> None:
+        def go(request: Any) -> None:
+            restart_subsystem(call, self.persistent, principal)
+
+        self._unary(call, shared_pb2.Empty, go)
 
     def _answer(self, call: ServerCall, d: Deferred[Any], response: Any, stream: str,
                 group: str) -> None:
@@ -296,7 +335,9 @@ class Consumer:
     One C{PersistentSubscriptions.Read} call: a consumer of its group.
     """
 
-    def __init__(self, persistent: Any, call: ServerCall, principal: Optional[Principal]) -> None:
+    def __init__(
+        self, persistent: PersistentSubscriptions, call: ServerCall, principal: Optional[Principal]
+    ) -> None:
         self.persistent = persistent
         self.call = call
         self.principal = principal

@@ -33,21 +33,6 @@ from collections.abc import Callable
 from typing import Any, Optional
 from typing import Protocol as TypingProtocol
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error, ProtocolError, StreamClosedError
-from h2.settings import SettingCodes
 from twisted.internet.interfaces import IProtocolNegotiationFactory, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -55,6 +40,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from estwisted.grpc.framing import (
+    COMPRESS_FROM,
+    ENCODINGS,
     OK,
     CallHead,
     FramingError,
@@ -68,18 +55,21 @@ from estwisted.grpc.framing import (
     trailers,
     trailers_only,
 )
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def _as_bytes(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    # h2 takes bytes as they are; str would be checked and encoded per call.
-    return [(k.encode("latin-1"), v.encode("utf-8")) for k, v in headers]
+from estwisted.grpc.http2 import PREFACE as PREFACE
+from estwisted.grpc.http2 import ConnectionError as Http2ConnectionError
+from estwisted.grpc.http2 import Http2ServerConnection, encode_header_block
 
 
-#: The fixed blocks, encoded once.
-_RESPONSE_HEADERS = _as_bytes(response_headers())
-_OK_TRAILERS = _as_bytes(trailers(OK))
+def _block(headers: list[tuple[str, str]]) -> bytes:
+    return encode_header_block([(k.encode("latin-1"), v.encode("utf-8")) for k, v in headers])
+
+
+#: The fixed header blocks, HPACK-encoded once (they never touch the
+#: dynamic table, so the same bytes serve every call on every connection).
+_RESPONSE_HEADERS = _block(response_headers())
+_COMPRESSED_HEADERS = {e: _block(response_headers(e)) for e in ENCODINGS}
+_OK_TRAILERS = _block(trailers(OK))
+_OK_TRAILERS_ONLY = _block(trailers_only(OK))
 
 #: Above this many buffered outbound bytes a stream's producer pauses.
 HIGH_WATER = 1024 * 1024
@@ -111,9 +101,10 @@ class ServerCall:
         self._connection = connection
         self.stream_id = stream_id
         self.head = head
-        self._decoder = MessageDecoder()
+        self._decoder = MessageDecoder(encoding=head.encoding)
+        self._compress = head.response_encoding
         self._outbound = bytearray()
-        self._trailers: Optional[list[tuple[bytes, bytes]]] = None
+        self._trailers: Optional[bytes] = None
         self._headers_sent = False
         self.finished = False
         self.client_done = False
@@ -143,7 +134,11 @@ class ServerCall:
         """
         if self.finished:
             return
-        self._outbound += encode_message(message.SerializeToString())
+        payload = message.SerializeToString()
+        if self._compress != "identity" and len(payload) >= COMPRESS_FROM:
+            self._outbound += encode_message(payload, self._compress)
+        else:
+            self._outbound += encode_message(payload)
         if flush:
             self._connection.flush_stream(self)
 
@@ -164,10 +159,9 @@ class ServerCall:
         self._cancel_deadline()
         if not self._headers_sent and not self._outbound:
             self._headers_sent = True
-            self._trailers = []
             self._connection.send_trailers_only(self.stream_id, status)
             return
-        self._trailers = _OK_TRAILERS if status == OK else _as_bytes(trailers(status))
+        self._trailers = _OK_TRAILERS if status == OK else _block(trailers(status))
         self._connection.flush_stream(self)
 
     # -- called by the connection -------------------------------------------
@@ -247,7 +241,7 @@ class ServerCall:
 
 class GrpcConnection(Protocol):
     """
-    One HTTP/2 connection serving gRPC calls.
+    One HTTP/2 connection serving gRPC calls (over L{Http2ServerConnection}).
     """
 
     _log = Logger()
@@ -255,22 +249,10 @@ class GrpcConnection(Protocol):
     def __init__(self, server: IGrpcServer, clock: IReactorTime) -> None:
         self._server = server
         self._clock = clock
-        self._conn = H2Connection(
-            H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                # Request headers are only looked up (parse_call_head checks
-                # what a call needs), never forwarded: h2's per-header
-                # checks cost ~15% of a small call.
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-                # What we send is built here and valid: skip h2's checks.
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
+        self._conn = Http2ServerConnection(self, RECEIVE_WINDOW, max_concurrent=1000)
         self._calls: dict[int, ServerCall] = {}
         self._closed = False
+        self._write_pending = False
 
     def connectionMade(self) -> None:
         # Small frames go out at once (Nagle would hold a response behind
@@ -282,86 +264,62 @@ class GrpcConnection(Protocol):
                 set_no_delay(True)
                 break
             transport = getattr(transport, "transport", None)
-        conn = self._conn
-        conn.initiate_connection()
-        conn.update_settings(
-            {
-                SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
-                SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
-            }
-        )
-        conn.increment_flow_control_window(RECEIVE_WINDOW)
-        self._write()
+        self._conn.initiate()
+        self._write_now()
 
     def dataReceived(self, data: bytes) -> None:
         if self._closed:
             return
         try:
-            events = self._conn.receive_data(data)
-        except ProtocolError as e:
-            self._protocol_error(e)
+            self._conn.receive(data)
+        except Http2ConnectionError as e:
+            self._log.info("HTTP/2 protocol error from a gRPC peer: {error}", error=str(e))
+            self._write_now()
+            self._close()
             return
-        except H2Error as e:
-            self._protocol_error(e)
-            return
-        for event in events:
-            try:
-                self._event(event)
-            except (ProtocolError, H2Error) as e:
-                self._protocol_error(e)
-                return
-            if self._closed:
-                return
-        self._write()
-
-    def _protocol_error(self, error: Exception) -> None:
-        # h2 has already queued GOAWAY for connection errors.
-        self._log.info("HTTP/2 protocol error from a gRPC peer: {error}", error=str(error))
-        try:
-            if self._conn.state_machine.state.name != "CLOSED":
-                self._conn.close_connection(ErrorCodes.PROTOCOL_ERROR)
-        except H2Error:
-            pass
-        self._write()
-        self._close()
+        if self._conn.closed:
+            self._write_now()
+            self._close()
+        else:
+            self._write()
 
     def _close(self) -> None:
         self._closed = True
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def _event(self, event: Any) -> None:
-        if isinstance(event, RequestReceived):
-            self._request(event.stream_id, event.headers)
-        elif isinstance(event, DataReceived):
-            if event.flow_controlled_length:
-                self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            call = self._calls.get(event.stream_id)
-            if call is not None:
-                call._data(event.data)
-        elif isinstance(event, StreamEnded):
-            call = self._calls.get(event.stream_id)
-            if call is not None:
-                call._ended()
-        elif isinstance(event, TrailersReceived):
-            # Clients send no trailers; ignore them (the stream end follows).
-            pass
-        elif isinstance(event, StreamReset):
-            call = self._calls.pop(event.stream_id, None)
-            if call is not None:
-                call._reset()
-        elif isinstance(event, WindowUpdated):
-            if event.stream_id == 0:
-                self._flush_waiting()
-            else:
-                call = self._calls.get(event.stream_id)
-                if call is not None and call._outbound:
-                    self.flush_stream(call, write=False)
-        elif isinstance(event, RemoteSettingsChanged):
+    # -- IHttp2Handler --------------------------------------------------------
+
+    def request(self, stream_id: int, raw: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        self._request(stream_id, raw)
+        if end_stream:
+            self.ended(stream_id)
+
+    def data(self, stream_id: int, data: bytes) -> None:
+        call = self._calls.get(stream_id)
+        if call is not None:
+            call._data(data)
+
+    def ended(self, stream_id: int) -> None:
+        call = self._calls.get(stream_id)
+        if call is not None:
+            call._ended()
+
+    def reset(self, stream_id: int) -> None:
+        call = self._calls.pop(stream_id, None)
+        if call is not None:
+            call._reset()
+
+    def window_opened(self, stream_id: int) -> None:
+        if stream_id == 0:
             self._flush_waiting()
-        elif isinstance(event, ConnectionTerminated):
-            self._write()
-            self._close()
+        else:
+            call = self._calls.get(stream_id)
+            if call is not None and call._outbound:
+                self.flush_stream(call, write=False)
+
+    def gone_away(self) -> None:
+        pass
 
     def _flush_waiting(self) -> None:
         """
@@ -378,12 +336,14 @@ class GrpcConnection(Protocol):
                 b"This HTTP/2 endpoint serves the gRPC API only; "
                 b"use HTTP/1.1 for the HTTP API.\n"
             )
-            self._conn.send_headers(
-                stream_id,
-                [(":status", "415"), ("content-type", "text/plain"),
-                 ("content-length", str(len(body)))],
-            )
-            self._conn.send_data(stream_id, body, end_stream=True)
+            conn = self._conn
+            if conn.send_headers(stream_id, encode_header_block(
+                    [(b":status", b"415"), (b"content-type", b"text/plain"),
+                     (b"content-length", str(len(body)).encode())])):
+                if conn.window(stream_id) >= len(body):
+                    conn.send_data(stream_id, body, end_stream=True)
+                else:
+                    conn.send_data(stream_id, b"", end_stream=True)
             return
         try:
             head = parse_call_head(headers)
@@ -403,12 +363,8 @@ class GrpcConnection(Protocol):
 
     def send_trailers_only(self, stream_id: int, status: GrpcStatus, write: bool = True) -> None:
         self._calls.pop(stream_id, None)
-        try:
-            self._conn.send_headers(
-                stream_id, _as_bytes(trailers_only(status)), end_stream=True
-            )
-        except (StreamClosedError, ProtocolError):
-            return
+        block = _OK_TRAILERS_ONLY if status == OK else _block(trailers_only(status))
+        self._conn.send_headers(stream_id, block, end_stream=True)
         if write:
             self._write()
 
@@ -422,26 +378,31 @@ class GrpcConnection(Protocol):
         conn = self._conn
         sid = call.stream_id
         was_high = len(call._outbound) >= HIGH_WATER
-        try:
-            if not call._headers_sent:
-                call._headers_sent = True
-                conn.send_headers(sid, _RESPONSE_HEADERS)
-            out = call._outbound
-            while out:
-                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if window <= 0:
-                    break
+        if not call._headers_sent:
+            call._headers_sent = True
+            conn.send_headers(sid, _RESPONSE_HEADERS if call._compress == "identity"
+                              else _COMPRESSED_HEADERS[call._compress])
+        out = call._outbound
+        while out:
+            window = min(conn.window(sid), conn.max_frame_size)
+            if window <= 0:
+                break
+            if window >= len(out):
+                chunk = bytes(out)
+                out.clear()
+            else:
                 chunk = bytes(out[:window])
                 del out[:window]
-                conn.send_data(sid, chunk)
-            if not out and call._trailers is not None:
-                conn.send_headers(sid, call._trailers, end_stream=True)
-                call._trailers = None
-                del self._calls[sid]
-        except (StreamClosedError, ProtocolError):
+            if not conn.send_data(sid, chunk):
+                break
+        if sid not in conn.streams:
             # The peer reset or closed the stream while we were busy.
             self._calls.pop(sid, None)
             call._reset()
+        elif not out and call._trailers is not None:
+            conn.send_headers(sid, call._trailers, end_stream=True)
+            call._trailers = None
+            del self._calls[sid]
         if write:
             self._write()
         if was_high and len(call._outbound) < HIGH_WATER and call.on_drain is not None:
@@ -449,6 +410,16 @@ class GrpcConnection(Protocol):
             drain()
 
     def _write(self) -> None:
+        """
+        Write what the connection queued, once per reactor turn: many calls
+        finishing in one turn (a group commit) share one transport write.
+        """
+        if not self._write_pending:
+            self._write_pending = True
+            self._clock.callLater(0, self._write_now)
+
+    def _write_now(self) -> None:
+        self._write_pending = False
         data = self._conn.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)

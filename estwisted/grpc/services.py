@@ -22,7 +22,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from google.protobuf.message import DecodeError
 from twisted.internet.defer import Deferred
@@ -42,6 +42,7 @@ from estwisted.core.model import (
     ResolvedEvent,
     WriteResult,
 )
+from estwisted.core.users import UserManager
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import HIGH_WATER, ServerCall
@@ -52,7 +53,11 @@ from estwisted.grpc.protos import (
     status_pb2,
     streams_pb2,
 )
-from estwisted.subscriptions.volatile import DropReason, ISubscriber
+from estwisted.subscriptions.volatile import DropReason, ISubscriber, SubscriptionHub
+
+if TYPE_CHECKING:
+    from estwisted.core.streams import StreamStore
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
 
 _log = Logger()
 
@@ -97,17 +102,19 @@ class GrpcServer:
 
     def __init__(
         self,
-        store: Any,
-        hub: Any,
+        store: StreamStore,
+        hub: SubscriptionHub,
         clock: IReactorTime,
         members: Callable[[], Sequence[tuple[uuid.UUID, float, str, bool, str, int]]],
         leader_refusal: Callable[[], Optional[Exception]] = lambda: None,
         anonymous: Optional[Principal] = None,
-        persistent: Any = None,
+        persistent: Optional[PersistentSubscriptions] = None,
         shutdown: Optional[Callable[[], None]] = None,
+        users: Optional[UserManager] = None,
     ) -> None:
         self.anonymous = anonymous
         self.store = store
+        self.users = users if users is not None else UserManager(store)
         self.hub = hub
         self.clock = clock
         self.members = members
@@ -127,8 +134,9 @@ class GrpcServer:
             self.methods.update(PersistentService(persistent, self._unary).methods())
         from estwisted.grpc.admin import MonitoringService, OperationsService, UsersService
 
-        self.methods.update(UsersService(store.users, self._unary).methods())
-        self.methods.update(OperationsService(store, shutdown, self._unary, clock).methods())
+        self.methods.update(UsersService(self.users, self._unary).methods())
+        self.methods.update(OperationsService(store, shutdown, self._unary, clock,
+                                               persistent).methods())
         self.methods.update(MonitoringService(store, hub, clock, self._unary).methods())
 
     # -- dispatch -------------------------------------------------------------
@@ -161,7 +169,7 @@ class GrpcServer:
         if not sep:
             raise GrpcStatus(StatusCode.UNAUTHENTICATED, "Malformed Basic credentials")
         try:
-            principal: Principal = self.store.authenticate(login, password)
+            principal: Principal = self.users.authenticate(login, password)
         except NotAuthenticated:
             raise GrpcStatus(StatusCode.UNAUTHENTICATED, "Bad credentials") from None
         return principal

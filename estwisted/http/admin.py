@@ -94,7 +94,7 @@ class AdminRoutes(HttpBase):
             if not isinstance(node, dict) or part not in node:
                 raise HttpError(404, "Not Found")
             node = node[part]
-        set_header(request, b"cache-control", b"max-age=1, public")
+        set_header(request, b"cache-control", self._cache_control(b"max-age=1, public"))
         return self._ok(request, atom.dumps(node), atom.JSON)
 
     def gossip_document(self) -> dict[str, Any]:
@@ -180,8 +180,7 @@ class AdminRoutes(HttpBase):
                 minimum = 0 if name == b"startFromChunk" else 1
                 if not (value.isdigit() and value.isascii()) or int(value) < minimum:
                     raise HttpError(400, f"Invalid {name.decode()} parameter.")
-        make = getattr(self.store, "scavenger", None)
-        scavenger = make() if make is not None and self.node_info.scavenge is None else None
+        scavenger = self.store.scavenger() if self.node_info.scavenge is None else None
         if scavenger is not None:
             from estwisted.core.scavenger import ScavengeInProgress
 
@@ -195,7 +194,7 @@ class AdminRoutes(HttpBase):
         if any(v is not None for v in self._scavenges.values()):
             raise HttpError(400, "Scavenge already running.")
         scavenge_id = str(uuid.uuid4())
-        hook = self.node_info.scavenge or getattr(self.store, "scavenge", None)
+        hook = self.node_info.scavenge
         if hook is not None:
             self._scavenges[scavenge_id] = True
             d: Deferred[Any] = Deferred.fromCoroutine(maybe_await(hook))

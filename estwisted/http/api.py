@@ -123,6 +123,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/projection/<name>", "GET", "projection_part", ("",)),
     Route("/projection/<name>/<part>", "GET", "projection_part"),
     Route("/projection/<name>/command/<command>", "POST", "projection_command"),
+    # user (JavaScript) projections
+    Route("/projections/<mode>", "POST", "create_projection"),
+    Route("/projection/<name>/query", "PUT", "update_query"),
+    Route("/projection/<name>/config", "PUT", "update_config"),
+    Route("/projection/<name>", "DELETE", "delete_projection"),
 )
 
 
@@ -137,7 +142,8 @@ class HttpApi(StreamRoutes, SubscriptionRoutes, UserRoutes, AdminRoutes, Project
     @param persistent: the L{PersistentSubscriptions}.
     @param clock: timers for long polls and stats.
     @param node_info: addresses and hooks, see L{NodeInfo}.
-    @param users: the user manager; defaults to C{store.users}.
+    @param users: the L{estwisted.core.users.UserManager}; a new one over
+        C{store} if C{None}.
     """
 
     @functools.cached_property

@@ -24,6 +24,8 @@ from estwisted.core.model import (
     EventRecord,
     Principal,
 )
+from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.http.info import NodeInfo
 from estwisted.http.parsing import (
     ALL_METHODS,
@@ -31,6 +33,7 @@ from estwisted.http.parsing import (
     CORS_FIXED,
     CORS_RAW,
     FORMAT_PARAM,
+    NO_CACHE,
     REQUEST_TIMEOUT,
     UNAUTHENTICATED,
     HttpError,
@@ -44,6 +47,8 @@ from estwisted.http.parsing import (
     sized,
     unauthorized,
 )
+from estwisted.subscriptions.persistent import PersistentSubscriptions
+from estwisted.subscriptions.volatile import SubscriptionHub
 from estwisted.wire import atom
 
 Handler = Callable[..., Union[bytes, Deferred[bytes]]]
@@ -83,6 +88,25 @@ class Waiters:
                 d.callback(None)
 
 
+def trusted_principal(header: str) -> Optional[Principal]:
+    """
+    The principal an C{ES-TrustedAuth} header names: C{"user"} or
+    C{"user; group1, group2"} (Event Store v5's trusted intermediary
+    format; the user's own name is one of its roles, as in v5).
+
+    @return: C{None} when the header is malformed (more than one C{;}, or
+        no user name): the request is refused with 401, as in v5.
+    """
+    parts = header.split(";")
+    if len(parts) > 2:
+        return None
+    login = parts[0].strip()
+    if not login:
+        return None
+    groups = parts[1].split(",") if len(parts) == 2 else []
+    return Principal(login, frozenset(g.strip() for g in groups if g.strip()))
+
+
 class HttpBase:
     """
     The request pipeline of the HTTP API, shared by its resources (each a
@@ -95,26 +119,27 @@ class HttpBase:
     @param persistent: the L{PersistentSubscriptions}.
     @param clock: timers for long polls and stats.
     @param node_info: addresses and hooks, see L{NodeInfo}.
-    @param users: the user manager; defaults to C{store.users}.
+    @param users: the L{UserManager} that authenticates callers and
+        serves C{/users}; a new one over C{store} if C{None}.
     """
 
     _log = Logger()
 
     def __init__(
         self,
-        store: Any,
-        hub: Any,
-        persistent: Any,
+        store: StreamStore,
+        hub: SubscriptionHub,
+        persistent: PersistentSubscriptions,
         clock: IReactorTime,
         node_info: Optional[NodeInfo] = None,
-        users: Any = None,
+        users: Optional[UserManager] = None,
     ) -> None:
         self.store = store
         self.hub = hub
         self.persistent = persistent
         self.clock = clock
         self.node_info = node_info or NodeInfo()
-        self.users = users if users is not None else getattr(store, "users", None)
+        self.users = users if users is not None else UserManager(store)
         self._waiters = Waiters()
         self._listening = False
         self._scavenges: dict[str, Any] = {}
@@ -253,28 +278,37 @@ class HttpBase:
 
     def authenticate(self, request: Any) -> Optional[Principal]:
         """
-        The request's principal (C{None}: anonymous) from Basic credentials
-        (or C{ES-TrustedAuth} when enabled), checked by the store.
+        The request's principal (C{None}: anonymous) from Basic credentials,
+        checked by the store, or else, with C{EnableTrustedAuth}, from the
+        C{ES-TrustedAuth} header a trusted intermediary set (as Event Store
+        v5: Basic first, then the trusted header, then anonymous).  Without
+        the option the header is ignored.
 
         @raise HttpError: 401 for wrong or malformed credentials.
         """
-        principal: Optional[Principal] = None
         auth = self._header(request, b"authorization")
         if auth is not None:
             login, password = basic_credentials(auth)
             try:
-                principal = self.store.authenticate(login, password)
+                return self.users.authenticate(login, password)
             except NotAuthenticated:
                 raise unauthorized() from None
-        elif self.node_info.enable_trusted_auth:
+        if self.node_info.enable_trusted_auth:
             trusted = self._header(request, b"es-trustedauth")
             if trusted:
-                login, _, groups = trusted.partition(";")
-                principal = Principal(
-                    login.strip(),
-                    frozenset(g.strip() for g in groups.split(",") if g.strip()),
-                )
-        return principal
+                principal = trusted_principal(trusted)
+                if principal is None:
+                    raise unauthorized()
+                return principal
+        return None
+
+    def _cache_control(self, value: bytes) -> bytes:
+        """
+        C{value}, or C{no-cache} when C{DisableHttpCaching} is set (Event
+        Store v5 then sends C{max-age=0, no-cache, must-revalidate} on every
+        response that would be cacheable).
+        """
+        return NO_CACHE if self.node_info.disable_http_caching else value
 
     def _principal(self, request: Any, level: str = "user") -> Optional[Principal]:
         """
@@ -415,6 +449,6 @@ class HttpBase:
         path = request.path.rstrip(b"/")
         request.setResponseCode(307, b"Moved Permanently")
         set_header(request, b"location", path or b"/")
-        set_header(request, b"cache-control", CACHE_FOREVER)
+        set_header(request, b"cache-control", self._cache_control(CACHE_FOREVER))
         return b""
 

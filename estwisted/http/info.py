@@ -37,6 +37,9 @@ class NodeInfo:
         L{estwisted.cluster.leadership.Leadership} (its view gives the state and
         the leader's external HTTP endpoint); C{None} means a single node,
         always C{state}.
+    @ivar enable_trusted_auth: honour C{ES-TrustedAuth} (C{EnableTrustedAuth}).
+    @ivar disable_http_caching: no response is cacheable
+        (C{DisableHttpCaching}).
     @ivar gossip_view: in a cluster, returns the C{/gossip} document
         (C{{"members", "serverIp", "serverPort"}}); C{None} answers the
         single-node view.
@@ -59,6 +62,7 @@ class NodeInfo:
     reload_certificates: Optional[Callable[[], Any]] = None
     first_level_auth: bool = True
     enable_trusted_auth: bool = False
+    disable_http_caching: bool = False
     max_body_size: int = DEFAULT_MAX_BODY
     advertise_host: Optional[str] = None
     advertise_port: Optional[int] = None
@@ -88,6 +92,7 @@ class NodeInfo:
             "int_secure_tcp_port": "advertised_int_secure_tcp_port",
             "node_priority": "node_priority",
             "enable_trusted_auth": "enable_trusted_auth",
+            "disable_http_caching": "disable_http_caching",
             "advertise_host": "ext_ip_advertise_as",
             "advertise_port": "ext_http_port_advertise_as",
         }
@@ -102,10 +107,6 @@ class NodeInfo:
             kwargs.pop("advertise_host", None)
         if not kwargs.get("advertise_port"):
             kwargs.pop("advertise_port", None)
-        disable = getattr(config, "disable_first_level_http_authorization", None)
-        if disable is not None:
-            kwargs["first_level_auth"] = not disable
-        kwargs[ours] = value
         disable = getattr(config, "disable_first_level_http_authorization", None)
         if disable is not None:
             kwargs["first_level_auth"] = not disable

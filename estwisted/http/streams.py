@@ -249,11 +249,15 @@ class StreamRoutes(HttpBase):
         set_header(request, b"vary", b"Accept")
         if cacheable:
             public = self.store.check_access(None, stream, "$r")
-            set_header(request, b"cache-control", CACHE_FOREVER if public else CACHE_PRIVATE)
+            set_header(
+                request,
+                b"cache-control",
+                self._cache_control(CACHE_FOREVER if public else CACHE_PRIVATE),
+            )
             return False
         etag = atom.make_etag(version, media)
         set_header(request, b"etag", f'"{etag}"'.encode("ascii"))
-        set_header(request, b"cache-control", self._head_cache_control(stream))
+        set_header(request, b"cache-control", self._cache_control(self._head_cache_control(stream)))
         inm = self._header(request, b"if-none-match")
         return inm is not None and inm.strip().strip('"') == etag
 
@@ -264,8 +268,7 @@ class StreamRoutes(HttpBase):
         """
         if stream == "$all" or stream.startswith("$$"):
             return NO_CACHE
-        lookup = getattr(self.store, "stream_metadata", None)
-        seconds = getattr(lookup(stream), "cache_control", None) if lookup else None
+        seconds = self.store.stream_metadata(stream).cache_control
         if not seconds:
             return NO_CACHE
         public = self.store.check_access(None, stream, "$r")
@@ -478,14 +481,13 @@ class StreamRoutes(HttpBase):
         without the stream's last event number or metadata changing
         (C{$maxAge}) or the store cannot tell.
         """
-        lookup = getattr(self.store, "stream_metadata", None)
-        if lookup is None or stream.startswith("$$"):
+        if stream.startswith("$$"):
             return None
-        metadata = lookup(stream)
-        if getattr(metadata, "max_age", None) is not None:
+        metadata = self.store.stream_metadata(stream)
+        if metadata.max_age is not None:
             return None
         last = self.store.last_event_number(stream)
-        version = getattr(metadata, "version", None)
+        version = metadata.version
         return (stream, last, version, number, count, forward, resolve, embed, media, base)
 
     def _remember_page(self, key: tuple[Any, ...], page: tuple[bytes, bool, int]) -> None:
@@ -514,9 +516,14 @@ class StreamRoutes(HttpBase):
             position = None
         else:
             try:
-                position = atom.decode_position(raw_position)[0]
+                commit, prepare = atom.decode_position(raw_position)
             except ValueError:
                 raise HttpError(400, f"Invalid position argument: {raw_position}") from None
+            if commit < 0 or prepare < 0:
+                # v5 refuses negative positions (ffff...: Position.End over
+                # TCP); the end is "head", backwards only.
+                raise HttpError(400, f"Invalid position argument: {raw_position}")
+            position = commit
         if not (raw_count.isdigit() and raw_count.isascii()) or int(raw_count) <= 0:
             raise HttpError(400, f"Invalid count argument: {raw_count}")
         count = int(raw_count)

@@ -323,7 +323,7 @@ class SubscriptionRoutes(HttpBase):
             return accepted(None)
         # 202 once the acknowledgement is durable: a subscriber is never
         # sent an event again after its ack was accepted (issue 11)
-        acked: Deferred[bytes] = self.persistent.ack_ids(stream, group, ids, principal)
+        acked = self.persistent.ack_ids(stream, group, ids, principal)
         return acked.addCallback(accepted)
 
     def nack_messages(

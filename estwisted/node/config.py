@@ -29,7 +29,9 @@ single-node, loopback configuration):
   - files: C{db} (str, default C{./estore-data}), C{index} (str, resolved to
     C{<db>/index} when not given), C{mem_db} (bool), C{log} (str or None),
     C{chunk_size} (int, 256 MiB), C{max_truncation} (int, -1 = unlimited),
-    C{skip_db_verify} (bool), C{max_mem_table_size} (int)
+    C{skip_db_verify} (bool), C{max_mem_table_size} (int),
+    C{disable_scavenge_merging} (bool), C{scavenge_history_max_age} (int,
+    days, 30)
   - endpoints: C{int_ip}, C{ext_ip} (str), C{int_tcp_port}, C{ext_tcp_port},
     C{int_http_port}, C{ext_http_port}, C{int_secure_tcp_port},
     C{ext_secure_tcp_port} (int; secure ports 0 = off)
@@ -383,6 +385,73 @@ def at_least(minimum: int) -> Check:
     return check
 
 
+@frozen
+class HttpPrefix:
+    """
+    One C{ExtHttpPrefixes}/C{IntHttpPrefixes} entry, an Event Store v5
+    (HttpListener) prefix C{scheme://host:port/path/}.
+
+    @ivar scheme: C{http} or C{https}.
+    @ivar host: the host name or address, lower case; C{None} for the
+        wildcards C{*} and C{+} (any host).
+    @ivar port: the port.
+    @ivar path: starts and ends with C{/}.
+    """
+
+    scheme: str
+    host: Optional[str]
+    port: int
+    path: str
+
+    def __str__(self) -> str:
+        host = self.host or "*"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+def parse_http_prefix(text: str) -> HttpPrefix:
+    """
+    Parse an HttpListener prefix (C{http://*:2113/}, C{http://node1:2113/es/}).
+
+    @raise ValueError: naming what is wrong.
+    """
+    scheme, sep, rest = text.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise ValueError(f"{text!r} is not an http:// or https:// prefix")
+    authority, slash, path = rest.partition("/")
+    if not slash:
+        raise ValueError(f"{text!r} must end with '/' (e.g. http://*:2113/)")
+    path = "/" + path
+    if not path.endswith("/"):
+        raise ValueError(f"{text!r} must end with '/' (e.g. http://*:2113/)")
+    if "?" in path or "#" in path or "//" in path:
+        raise ValueError(f"{text!r} has a bad path {path!r}")
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ValueError(f"{text!r} has a bad IPv6 host")
+        port_text = after[1:] if after else ""
+    else:
+        host, _, port_text = authority.partition(":")
+    if not host or any(c in host for c in " @/\\"):
+        raise ValueError(f"{text!r} has no valid host (use * for any host)")
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r} has a bad port {port_text!r}")
+        number = int(port_text)
+    else:
+        number = 443 if scheme == "https" else 80
+    wildcard = host in ("*", "+")
+    return HttpPrefix(scheme, None if wildcard else host.lower(), number, path)
+
+
+def _http_prefixes(value: tuple[str, ...]) -> None:
+    for text in value:
+        parse_http_prefix(text)
+
+
 def port(allow_zero: bool = False) -> Check:
     """
     Reject ports outside 1-65535 (0 allowed when it means "off"/"same").
@@ -439,6 +508,8 @@ class Option:
     @ivar env_aliases: other accepted environment variable names.
     @ivar implemented: False for options that are accepted and validated but
         have no effect yet ("not yet implemented" in what-if output).
+    @ivar why: for an option that is not implemented on purpose, why
+        (what-if shows it instead of "not yet implemented").
     @ivar file_allowed: False for options that may not appear in the YAML
         file (C{Config} itself).
     @ivar secret: the value is never shown (what-if prints C{****}).
@@ -453,6 +524,18 @@ class Option:
     file_allowed: bool
     env_aliases: tuple[str, ...]
     secret: bool
+    why: str = ""
+
+    @property
+    def marker(self) -> str:
+        """
+        What-if's note on an option without effect, or C{""}.
+        """
+        if self.implemented:
+            return ""
+        if self.why:
+            return f"[accepted, no effect here: {self.why}]"
+        return "[accepted, not yet implemented]"
 
     @property
     def name(self) -> str:
@@ -508,6 +591,7 @@ def option(
     file_allowed: bool = True,
     env_aliases: tuple[str, ...] = (),
     secret: bool = False,
+    why: str = "",
 ) -> Any:
     """
     Declare one option as an attrs field of L{NodeConfig}.  The attribute
@@ -522,6 +606,7 @@ def option(
         "file_allowed": file_allowed,
         "env_aliases": env_aliases,
         "secret": secret,
+        "why": why,
     }
     return field(default=default, metadata={_OPTION_KEY: spec})
 
@@ -564,8 +649,13 @@ class NodeConfig:
         BOOL, False, "Start the standard projections (with RunProjections System or All)."
     )
     stats_period_sec: int = option(
-        INT, 30, "Seconds between statistics collections.", check=at_least(1),
+        INT, 30,
+        "Seconds between statistics collections (Event Store v5 wrote them to its stats "
+        "log file, and to $stats-<address> with WriteStatsToDb).",
+        check=at_least(1),
         implemented=False,
+        why="statistics are computed on each request to /stats and /metrics; no stats "
+        "file or $stats stream is written (docs/v5-options.md)",
     )
 
     # --- database
@@ -606,7 +696,20 @@ class NodeConfig:
         check=at_least(1),
     )
     unsafe_ignore_hard_delete: bool = option(
-        BOOL, False, "Let hard-deleted streams be written again.", implemented=False
+        BOOL, False,
+        "A scavenge (from chunk 0) also removes the tombstones of hard-deleted streams "
+        "in completed chunks; those streams may then be written again (UNSAFE).",
+    )
+    disable_scavenge_merging: bool = option(
+        BOOL,
+        False,
+        "Do not merge small scavenged chunks into one file after a scavenge.",
+    )
+    scavenge_history_max_age: int = option(
+        INT,
+        30,
+        "Days the $scavenges-{id} history streams are kept ($maxAge).",
+        check=at_least(1),
     )
 
     # --- interfaces
@@ -670,16 +773,25 @@ class NodeConfig:
     admin_on_ext: bool = option(BOOL, True, "Serve /admin on the external HTTP port.")
     stats_on_ext: bool = option(BOOL, True, "Serve /stats on the external HTTP port.")
     int_http_prefixes: tuple[str, ...] = option(
-        STRINGS, (), "Extra URL prefixes for the internal HTTP server.", implemented=False
+        STRINGS, (),
+        "Extra prefixes (http://host:port/path/, * = any host) the internal HTTP server "
+        "answers; when set, other Host names get 400 (docs/v5-options.md).",
+        check=_http_prefixes,
     )
     ext_http_prefixes: tuple[str, ...] = option(
-        STRINGS, (), "Extra URL prefixes for the external HTTP server.", implemented=False
+        STRINGS, (),
+        "Extra prefixes (http://host:port/path/, * = any host) the external HTTP server "
+        "answers; when set, other Host names get 400 (docs/v5-options.md).",
+        check=_http_prefixes,
     )
     enable_trusted_auth: bool = option(
-        BOOL, False, "Trust authentication headers from a proxy.", implemented=False
+        BOOL, False,
+        "Trust the ES-TrustedAuth header ('user; group1, group2') set by an "
+        "authenticating proxy.",
     )
     disable_http_caching: bool = option(
-        BOOL, False, "Send no HTTP caching headers.", implemented=False
+        BOOL, False,
+        "No cacheable HTTP responses: Cache-Control: max-age=0, no-cache, must-revalidate.",
     )
     disable_first_level_http_authorization: bool = option(
         BOOL,
@@ -759,7 +871,12 @@ class NodeConfig:
         BOOL, False, "Replicate from the leader but never vote or lead (needs ClusterSize > 1)."
     )
     unsafe_allow_surplus_nodes: bool = option(
-        BOOL, False, "Let more than ClusterSize nodes join as clones.", implemented=False
+        BOOL, False,
+        "Let more than ClusterSize nodes join as clones (EventStoreDB 20; refused there "
+        "without it).",
+        implemented=False,
+        why="a node beyond ClusterSize always joins as a clone here (the leader never "
+        "refuses a replica), so the option changes nothing (docs/v5-options.md)",
     )
 
     # --- TLS
@@ -1226,7 +1343,7 @@ class OptionTable:
                 defaults.append(line)
             else:
                 if not opt.implemented:
-                    line += " [accepted, not yet implemented]"
+                    line += " " + opt.marker
                 modified.append(line)
         out = ["MODIFIED OPTIONS:", ""]
         out += modified or ["    (none)"]
@@ -1326,6 +1443,18 @@ def _check_config(config: NodeConfig) -> None:
                 f"{where(name)}: must be -1 (a quorum) or 1..ClusterSize "
                 f"({config.cluster_size}), got {count}"
             )
+    for name, prefixes, number, port_name in (
+        ("ExtHttpPrefixes", config.ext_http_prefixes, config.ext_http_port, "ExtHttpPort"),
+        ("IntHttpPrefixes", config.int_http_prefixes, config.int_http_port, "IntHttpPort"),
+    ):
+        for text in prefixes:
+            prefix = parse_http_prefix(text)
+            if prefix.port != number:
+                raise ConfigError(
+                    f"{where(name)}: {text} is on port {prefix.port} but {port_name} is "
+                    f"{number}; estwisted listens only on {port_name} (a prefix names "
+                    "the host names and paths answered there, not another listener)"
+                )
     if config.certificate_private_key_file and not config.certificate_file:
         raise ConfigError(
             f"{where('CertificatePrivateKeyFile')}: needs CertificateFile"
@@ -1353,11 +1482,18 @@ def startup_warnings(config: NodeConfig) -> list[str]:
     Lines worth logging when the node starts: options that were set but
     have no effect yet, and C{EVENTSTORE_*} variables that name no option.
     """
-    warnings = [
-        f"{name} ({config.source_of(name)}) is accepted but not yet implemented; it has "
-        "no effect"
-        for name in config.not_implemented_in_use()
-    ]
+    warnings = []
+    for name in config.not_implemented_in_use():
+        why = TABLE.by_name[name].why
+        if why:
+            warnings.append(
+                f"{name} ({config.source_of(name)}) is accepted but has no effect here: {why}"
+            )
+        else:
+            warnings.append(
+                f"{name} ({config.source_of(name)}) is accepted but not yet implemented; "
+                "it has no effect"
+            )
     for var in config.ignored_environment:
         warnings.append(
             f"environment variable {var} names no option and is ignored"

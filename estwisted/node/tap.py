@@ -18,7 +18,7 @@ import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, cast
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -134,15 +134,14 @@ def makeService(options: Any) -> IService:
     """
     from twisted.internet import reactor
 
-    from estwisted.node.service import StartupError, make_node_service
+    from estwisted.node.service import INodeReactor, StartupError, make_node_service
 
     # Long-lived objects (the index, caches) are frozen out of the cyclic
     # collector once storage is open; a higher first threshold keeps the
     # collector from running every few hundred requests on the hot paths.
     gc.set_threshold(50_000, 20, 100)
-    service = make_node_service(options.config, reactor)
     try:
-        service.prepare()
+        service = make_node_service(options.config, cast(INodeReactor, reactor))
     except StartupError as e:
         # Nothing listens yet: exit non-zero with the reason on one line.
         raise SystemExit(f"estore: {e}") from None

@@ -279,6 +279,8 @@ class SystemProjectionsService(Service):
         #: Names of the projections to run while the service runs (the
         #: default for those with no persisted definition).
         self.enabled = set(self.runners) if enabled else set()
+        #: The L{UserProjectionsService} (C{RunProjections All}), or C{None}.
+        self.user: Any = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

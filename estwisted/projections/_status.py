@@ -82,3 +82,42 @@ def config(checkpoint_every: int) -> dict[str, Any]:
         "maxWriteBatchLength": 500,
         "maxAllowedWritesInFlight": 0,
     }
+
+
+#: The v5 statuses of a user projection (ours to theirs).
+_USER_STATUS = {"Completed": "Completed/Stopped"}
+
+
+def user_statistics(runner: Any, base_url: str) -> dict[str, Any]:
+    """
+    A user projection's statistics as v5 writes them.
+    """
+    d = runner.definition
+    stats = statistics(
+        d.name, _USER_STATUS.get(runner.status, runner.status), runner.position,
+        runner.checkpoint, runner.processed, runner.reason, base_url,
+    )
+    stats["mode"] = d.mode.value
+    stats["epoch"] = d.epoch
+    stats["progress"] = 100.0 if runner.status in ("Running", "Completed") else -1.0
+    stats["partitionsCached"] = max(1, len(runner.known_partitions()) + 1)
+    return stats
+
+
+def user_config(runner: Any) -> dict[str, Any]:
+    """
+    C{GET /projection/{name}/config} of a user projection.
+    """
+    d = runner.definition
+    body = config(d.checkpoint_every)
+    body["emitEnabled"] = d.emit_enabled
+    body["trackEmittedStreams"] = d.track_emitted_streams
+    return body
+
+
+#: The list kinds each mode appears in.
+USER_LISTS = {
+    "OneTime": frozenset({"any", "all-non-transient", "onetime"}),
+    "Continuous": frozenset({"any", "all-non-transient", "continuous"}),
+    "Transient": frozenset({"any", "transient"}),
+}

@@ -25,13 +25,21 @@ Data          0x14   leader -> replica    subscription id, position (q), leader 
 Ack           0x11   replica -> leader    subscription id, durable end (q)
 Committed     0x17   leader -> replica    subscription id, leader commit position (q)
 Assignment    0x07   leader -> replica    subscription id, role (UTF-8)
+RawChunk      0x13   leader -> replica    subscription id, chunk number (q), offset (q),
+                                          image size (q), leader commit position (q),
+                                          bytes of a scavenged chunk file
+RawAck        0x18   replica -> leader    subscription id, chunk number (q), bytes
+                                          received (q) (flow control only)
 Heartbeat     0x01   both                 none (answered with 0x02 by the link)
 HeartbeatRe.  0x02   both                 none
 ============  =====  ===================  ==============================================
 
 Records travel as the bytes of the leader's log (L{IReplicableLog.read_raw})
 and land at identical positions on the replica (C{append_raw}); the
-replica flushes (fsync) and only then acknowledges.
+replica flushes (fsync) and only then acknowledges.  A chunk the leader has
+scavenged travels whole instead, as C{RawChunk}s of its file image
+(L{estwisted.storage.rawchunk}); the replica installs it and acknowledges
+the chunk's end with an C{Ack}.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ DATA = 0x14
 ACK = 0x11
 COMMITTED = 0x17
 ASSIGNMENT = 0x07
+RAW_CHUNK = 0x13
+RAW_ACK = 0x18
 HEARTBEAT_REQUEST = 0x01
 HEARTBEAT_RESPONSE = 0x02
 
@@ -63,13 +73,17 @@ HEARTBEAT_RESPONSE = 0x02
 #: client commands' 0x80; a replica's first package is always C{SUBSCRIBE}).
 #: Heartbeats (0x01, 0x02, as the client protocol's) are not among them, so
 #: the internal port never takes a client's heartbeat for a replica.
-COMMANDS = frozenset({SUBSCRIBE, SUBSCRIBED, RETRY, DATA, ACK, COMMITTED, ASSIGNMENT})
+COMMANDS = frozenset(
+    {SUBSCRIBE, SUBSCRIBED, RETRY, DATA, ACK, COMMITTED, ASSIGNMENT, RAW_CHUNK, RAW_ACK}
+)
 
 _SUBSCRIBE = struct.Struct("<B16s16s16sqBqH")
 _EPOCH = struct.Struct("<qi16s")
 _SUB_POS = struct.Struct("<B16sq")
 _DATA = struct.Struct("<B16sqq")
 _SUB = struct.Struct("<B16s")
+_RAW_CHUNK = struct.Struct("<B16sqqqq")
+_RAW_ACK = struct.Struct("<B16sqq")
 
 
 class ProtocolError(Exception):
@@ -128,6 +142,33 @@ class Assignment:
 
 
 @frozen
+class RawChunk:
+    """
+    Bytes C{offset} on of the file image (C{size} bytes) of scavenged
+    chunk C{number}.
+    """
+
+    subscription_id: bytes
+    number: int
+    offset: int
+    size: int
+    committed: int
+    data: bytes
+
+
+@frozen
+class RawAck:
+    """
+    The replica has C{received} bytes of chunk C{number}'s image (flow
+    control: durability is acknowledged with L{Ack} once installed).
+    """
+
+    subscription_id: bytes
+    number: int
+    received: int
+
+
+@frozen
 class Heartbeat:
     """
     Either side to the other after an interval of silence: answer with
@@ -143,7 +184,17 @@ class HeartbeatReply:
 
 
 Message = Union[
-    Subscribe, Subscribed, Retry, Data, Ack, Committed, Assignment, Heartbeat, HeartbeatReply
+    Subscribe,
+    Subscribed,
+    Retry,
+    Data,
+    Ack,
+    Committed,
+    Assignment,
+    RawChunk,
+    RawAck,
+    Heartbeat,
+    HeartbeatReply,
 ]
 
 
@@ -158,6 +209,20 @@ def encode_message(message: Message) -> bytes:
         )
     if isinstance(message, Ack):
         return _SUB_POS.pack(ACK, message.subscription_id, message.position)
+    if isinstance(message, RawChunk):
+        return (
+            _RAW_CHUNK.pack(
+                RAW_CHUNK,
+                message.subscription_id,
+                message.number,
+                message.offset,
+                message.size,
+                message.committed,
+            )
+            + message.data
+        )
+    if isinstance(message, RawAck):
+        return _RAW_ACK.pack(RAW_ACK, message.subscription_id, message.number, message.received)
     if isinstance(message, Heartbeat):
         return bytes((HEARTBEAT_REQUEST,))
     if isinstance(message, HeartbeatReply):
@@ -200,6 +265,14 @@ def decode_message(package: bytes) -> Message:
         if command == DATA:
             _, sid, position, committed = _DATA.unpack_from(package)
             return Data(sid, position, committed, bytes(package[_DATA.size :]))
+        if command == RAW_CHUNK:
+            _, sid, number, offset, size, committed = _RAW_CHUNK.unpack_from(package)
+            return RawChunk(sid, number, offset, size, committed, bytes(package[_RAW_CHUNK.size :]))
+        if command == RAW_ACK:
+            if len(package) != _RAW_ACK.size:
+                raise ProtocolError(f"bad length {len(package)} for command {command:#x}")
+            _, sid, number, received = _RAW_ACK.unpack(package)
+            return RawAck(sid, number, received)
         if command in (ACK, COMMITTED, SUBSCRIBED):
             if len(package) != _SUB_POS.size:
                 raise ProtocolError(f"bad length {len(package)} for command {command:#x}")

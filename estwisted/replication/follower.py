@@ -23,7 +23,7 @@ from estwisted.cluster.elections import (
     ReplicaSubscribed,
     SlaveAssigned,
 )
-from estwisted.core.errors import CorruptRecord, DiskFull
+from estwisted.core.errors import CorruptRecord, DiskFull, StorageError
 from estwisted.core.model import FLAG_SYSTEM, EventRecord
 from estwisted.replication.codec import (
     Ack,
@@ -31,6 +31,8 @@ from estwisted.replication.codec import (
     Committed,
     Data,
     Message,
+    RawAck,
+    RawChunk,
     Retry,
     Subscribe,
     Subscribed,
@@ -112,6 +114,8 @@ class ReplicationFollower:
         self.committed = -1
         self.role: Optional[str] = None
         self._retry: Optional[IDelayedCall] = None
+        #: a scavenged chunk arriving whole (L{RawChunk}s), if any
+        self._raw: Any = None
 
     # -- lifecycle --
 
@@ -132,6 +136,7 @@ class ReplicationFollower:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
+        self._abort_raw()
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
             protocol.abort("stopped following")
@@ -164,6 +169,7 @@ class ReplicationFollower:
 
     def connection_lost(self, protocol: ReplicationLink) -> None:
         if protocol is self.protocol:
+            self._abort_raw()
             self.protocol = None
             self.role = None
             self._schedule()
@@ -181,6 +187,7 @@ class ReplicationFollower:
             # bulks of an older subscription not yet flushed: resent anyway
             self._batch = []
             self.log.discard()
+        self._abort_raw()
         self.state = FollowerState(end=self.log.end_position)
         sid = new_id()
         self.state.subscription_id = sid
@@ -201,6 +208,8 @@ class ReplicationFollower:
             return
         if isinstance(message, Data):
             self._data(message)
+        elif isinstance(message, RawChunk):
+            self._raw_chunk(message)
         elif isinstance(message, Committed):
             if message.subscription_id == self.state.subscription_id:
                 self.committed = max(self.committed, message.position)
@@ -236,24 +245,35 @@ class ReplicationFollower:
             self.protocol.abort(decision.reason)
             return
         assert isinstance(decision, Truncate)
-        self._truncate(decision.position)
-        self._subscribe()
+        if self._truncate(decision.position):
+            self._subscribe()
 
-    def _truncate(self, position: int) -> None:
+    def _truncate(self, position: int) -> bool:
         """
         Cut our log at C{position} (our records past it were never
         committed: the leader never had them).
+
+        @return: whether the log was cut (C{MaxTruncation} may refuse).
         """
         _log.warn(
             "Truncating the log from {end} to {position} (records the leader does not have)",
             end=self.log.end_position,
             position=position,
         )
-        self.log.truncate(position)
+        try:
+            self.log.truncate(position)
+        except StorageError as e:
+            # MaxTruncation refused the cut (nothing changed): end this
+            # link as a Fatal refusal does; the operator must decide.
+            _log.error("Replication refused: {reason}", reason=str(e))
+            assert self.protocol is not None
+            self.protocol.abort(str(e))
+            return False
         self.epochs[:] = [e for e in self.epochs if e.position < position]
         self.truncated(position)
         if self.epochs_changed is not None:
             self.epochs_changed()
+        return True
 
     def _data(self, message: Data) -> None:
         """
@@ -274,7 +294,111 @@ class ReplicationFollower:
         state.position = self.log.pending_position
         self._batch.append(message)
 
+    # -- scavenged chunks, whole --
+
+    def _abort_raw(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.abort()
+
+    def _raw_chunk(self, message: RawChunk) -> None:
+        """
+        A piece of a chunk the leader scavenged: write it to a temporary
+        file; with the last piece, install the chunk, apply its records and
+        acknowledge its end.
+        """
+        state = self.state
+        if message.subscription_id != state.subscription_id:
+            return
+        self.committed = max(self.committed, message.committed)
+        raw = self._raw
+        if raw is None:
+            if message.offset != 0:
+                return
+            if self._batch:
+                # records before the chunk: durable and applied first
+                self.batch_done()
+                if self.protocol is None or state is not self.state:
+                    return
+            start = message.number * self.chunk_size
+            receive = getattr(self.log, "receive_chunk", None)
+            if receive is None or state.position != start:
+                self._abandon_batch(
+                    f"cannot receive chunk {message.number} whole at {state.position}"
+                )
+                return
+            try:
+                raw = self._raw = receive(message.number, message.size)
+            except StorageError as e:
+                self._abandon_batch(f"cannot receive chunk {message.number}: {e}")
+                return
+            _log.info(
+                "Receiving scavenged chunk {number} whole ({size} bytes)",
+                number=message.number,
+                size=message.size,
+            )
+        if raw.number != message.number or raw.total != message.size:
+            self._abandon_batch(f"chunk {message.number} interleaved with chunk {raw.number}")
+            return
+        try:
+            raw.write(message.offset, message.data)
+        except StorageError as e:
+            self._abandon_batch(f"cannot write chunk {message.number}: {e}")
+            return
+        if not raw.complete:
+            if self.protocol is not None:
+                self.protocol.send(RawAck(state.subscription_id, raw.number, raw.received))
+            return
+        self._raw = None
+        start = raw.number * self.chunk_size
+        try:
+            end = self.log.install_chunk(raw)
+        except StorageError as e:
+            _log.error("Cannot install chunk {number}: {error}", number=raw.number, error=str(e))
+            self._abandon_batch(f"cannot install chunk {raw.number}: {e}")
+            return
+        self._apply_range(start, end)
+        acked = state.written(end)
+        if acked is not None and self.protocol is not None:
+            self.protocol.send(Ack(state.subscription_id, acked))
+
+    def _apply_range(self, start: int, end: int) -> None:
+        """
+        Apply the records of the log between C{start} and C{end} (an
+        installed chunk, with gaps where the leader removed records), page
+        by page; record its epochs.
+        """
+        head = codec.SCAN_HEAD
+        new_epoch = False
+        position = start
+        while position < end:
+            _, frames, after = self.log.read_raw(position, 1 << 20)
+            if not frames or after <= position:
+                break
+            client: list[EventRecord] = []
+            offset = 0
+            while offset < len(frames):
+                size, pos, _, flags, _, _, _, _ = head.unpack_from(frames, offset)
+                record = codec.decode(frames, offset, offset + size, pos)
+                if flags & FLAG_SYSTEM:
+                    epoch = parse_epoch(record)
+                    if epoch is not None:
+                        self.epochs.append(epoch)
+                        new_epoch = True
+                else:
+                    client.append(record)
+                offset += size
+            if client:
+                try:
+                    self.apply(client)
+                except Exception:
+                    _log.failure("Applying replicated records failed")
+            position = after
+        if new_epoch and self.epochs_changed is not None:
+            self.epochs_changed()
+
     def _abandon_batch(self, reason: str) -> None:
+        self._abort_raw()
         self.log.discard()
         self._batch = []
         self.state.position = self.log.end_position

@@ -27,6 +27,8 @@ from estwisted.replication.codec import (
     Committed,
     Data,
     Message,
+    RawAck,
+    RawChunk,
     Retry,
     Subscribe,
     Subscribed,
@@ -36,6 +38,7 @@ from estwisted.replication.codec import (
 from estwisted.replication.link import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, ReplicationLink
 from estwisted.replication.state import (
     BULK_SIZE,
+    SEND_WINDOW,
     Assign,
     CommitWaiters,
     Epoch,
@@ -54,6 +57,21 @@ _log = Logger()
 #: A quorum check more than this many ticks after the previous one is put
 #: off once (the reactor was busy; see L{ReplicationLeader}).
 STALL_TICKS = 3
+
+
+class _RawSend:
+    """
+    A scavenged chunk being sent whole to one replica.
+
+    @ivar image: the chunk's file image (pinned until closed).
+    @ivar sent: bytes of it sent.
+    @ivar acked: bytes of it the replica reported received.
+    """
+
+    def __init__(self, image: Any) -> None:
+        self.image = image
+        self.sent = 0
+        self.acked = 0
 
 
 class ReplicationLeader:
@@ -114,6 +132,8 @@ class ReplicationLeader:
         self._by_protocol: dict[ReplicationLink, bytes] = {}
         self._all: set[ReplicationLink] = set()
         self._loop: Optional[LoopingCall] = None
+        #: scavenged chunks being sent whole, by subscription id
+        self._raw: dict[bytes, _RawSend] = {}
 
     @property
     def active(self) -> bool:
@@ -189,6 +209,8 @@ class ReplicationLeader:
                 timer.cancel()
             if not d.called:
                 d.errback(error)
+        for sid in list(self._raw):
+            self._drop_raw(sid)
         for protocol in list(self._all):
             sid = self._by_protocol.get(protocol, b"\x00" * 16)
             protocol.send(Retry(sid, "not leader"))
@@ -290,6 +312,7 @@ class ReplicationLeader:
         sid = self._by_protocol.pop(protocol, None)
         if sid is not None:
             self._connections.pop(sid, None)
+            self._drop_raw(sid)
             if self.state is not None:
                 self.state.unsubscribe(sid)
 
@@ -298,6 +321,11 @@ class ReplicationLeader:
             self._subscribe(protocol, message)
         elif isinstance(message, Ack):
             self._ack(message)
+        elif isinstance(message, RawAck):
+            raw = self._raw.get(message.subscription_id)
+            if raw is not None and raw.image.number == message.number:
+                raw.acked = max(raw.acked, message.received)
+                self._pump(message.subscription_id)
         else:
             protocol.abort(f"unexpected {type(message).__name__} from a replica")
 
@@ -316,12 +344,18 @@ class ReplicationLeader:
         old = self._by_protocol.pop(protocol, None)
         if old is not None:
             self._connections.pop(old, None)
+            self._drop_raw(old)
             state.unsubscribe(old)
         answer = decide_start(self.epochs, self.log.end_position, message.position, message.epochs)
         if not isinstance(answer, StartAt):
             protocol.abort(answer.reason)
             return
         start = answer.position
+        chunk_start = self._scavenged_chunk_start(start)
+        if chunk_start is not None:
+            # inside a chunk we scavenged: the replica gets it whole, from
+            # its start (it truncates to there first)
+            start = chunk_start
         protocol.send(Subscribed(sid, start))
         if start < message.position:
             _log.info(
@@ -347,9 +381,22 @@ class ReplicationLeader:
             self._release(moved)
         self._pump(message.subscription_id)
 
+    def _scavenged_chunk_start(self, position: int) -> Optional[int]:
+        find = getattr(self.log, "scavenged_chunk_start", None)
+        if find is None:
+            return None
+        start: Optional[int] = find(position)
+        return start
+
+    def _drop_raw(self, sid: bytes) -> None:
+        raw = self._raw.pop(sid, None)
+        if raw is not None:
+            raw.image.close()
+
     def _pump(self, sid: bytes) -> None:
         """
-        Send what a replica lacks, within its send window.
+        Send what a replica lacks, within its send window: records, or a
+        chunk we scavenged as a whole file (L{RawChunk}s).
         """
         state = self.state
         protocol = self._connections.get(sid)
@@ -359,7 +406,30 @@ class ReplicationLeader:
         if cursor is None:
             return
         end = self.log.end_position
-        while cursor.sent < end and state.can_send(sid) and protocol.connected_:
+        while protocol.connected_:
+            raw = self._raw.get(sid)
+            if raw is not None:
+                if not self._send_raw(sid, protocol, raw):
+                    break
+                continue
+            if cursor.sent >= end or not state.can_send(sid):
+                break
+            chunk_start = self._scavenged_chunk_start(cursor.sent)
+            if chunk_start is not None:
+                if chunk_start != cursor.sent:
+                    # scavenged while this replica was inside it: it must
+                    # subscribe again (and get the chunk whole)
+                    protocol.send(Retry(sid, "chunk scavenged meanwhile"))
+                    protocol.abort("replica inside a chunk scavenged meanwhile")
+                    return
+                image = self.log.chunk_image(chunk_start // self.chunk_size)
+                self._raw[sid] = _RawSend(image)
+                _log.info(
+                    "Sending scavenged chunk {number} whole to a replica ({size} bytes)",
+                    number=image.number,
+                    size=image.size,
+                )
+                continue
             start, frames, after = self.log.read_raw(cursor.sent, BULK_SIZE)
             if not frames:
                 break
@@ -367,3 +437,23 @@ class ReplicationLeader:
             state.sent(sid, after)
         if cursor.role is ReplicaRole.CatchingUp:
             self._effects(state.assign_roles())
+
+    def _send_raw(self, sid: bytes, protocol: ReplicationLink, raw: _RawSend) -> bool:
+        """
+        Send pieces of a chunk image within the send window.
+
+        @return: whether the image was sent to its end (then the cursor
+            moves to the chunk's end and records follow).
+        """
+        state = self.state
+        assert state is not None
+        image = raw.image
+        while raw.sent < image.size:
+            if raw.sent - raw.acked >= SEND_WINDOW or not protocol.connected_:
+                return False
+            data = image.read(raw.sent, BULK_SIZE)
+            protocol.send(RawChunk(sid, image.number, raw.sent, image.size, state.committed, data))
+            raw.sent += len(data)
+        state.sent(sid, (image.number + 1) * self.chunk_size)
+        self._drop_raw(sid)
+        return True

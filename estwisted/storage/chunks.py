@@ -36,6 +36,30 @@ data-area offset C{p + l - l0}.  The footer's flags carry
 L{FLAG_SCAVENGED}, its data size is the I{logical} data size of the
 original chunk, followed by the physical size (i64) and the run count
 (i64).  The footer is always the last 128 bytes of the file.
+
+Merged chunks
+=============
+A merged chunk file (header flags L{HEADER_SCAVENGED} | L{HEADER_MERGED},
+written by L{estwisted.storage.scavenge.merge_chunks}) holds the survivors
+of the consecutive chunks C{start..end} in one file named after C{start};
+the header carries C{end} (i64 at offset 44)::
+
+    [header][kept records][run map: 16 B per run][data sizes: 8 B per chunk][footer]
+
+A run is C{(physical offset, chunk - start, logical local offset, length)}
+as four u32; the data sizes are each chunk's logical data size (i64).  The
+footer's flags add L{FLAG_MERGED}; its data size field holds the chunk
+count.  L{open_file} gives one L{Chunk} per logical chunk (each with its
+own map of the file), so reads never know whether a chunk shares a file.
+
+Which file holds a chunk
+========================
+Every file names the chunk range it covers (one chunk, or C{start..end}).
+For each chunk number, the file with the highest version among those that
+cover it wins; a file that wins no number is superseded and deleted at
+open.  A new file (scavenged or merged) always gets a version above every
+file that covered its numbers, so after a crash the newest complete file
+wins, whichever step the crash interrupted.
 """
 
 from __future__ import annotations
@@ -59,12 +83,18 @@ HEADER_MAGIC = b"ESTWCHNK"
 FOOTER_MAGIC = b"ESTWFOOT"
 FLAG_COMPLETED = 1
 FLAG_SCAVENGED = 2
+FLAG_MERGED = 4
 HEADER_SCAVENGED = 1
+HEADER_MERGED = 2
 
 _HEADER = struct.Struct("<8sHHqq16s")
 _FOOTER = struct.Struct("<8sIq")
 _FOOTER_SCAVENGED = struct.Struct("<8sIqqq")
 RUN = struct.Struct("<III")
+MERGED_RUN = struct.Struct("<IIII")
+_END_NUMBER = struct.Struct("<q")
+_END_OFFSET = 44
+_DATA_SIZE = struct.Struct("<q")
 _CRC = struct.Struct("<I")
 
 CHUNK_NAME = re.compile(r"^chunk-(\d{6})\.(\d{6})$")
@@ -87,8 +117,11 @@ def storage_error(e: OSError, what: str) -> StorageError:
     return StorageError(f"{what}: {e}")
 
 
-def encode_header(chunk_size: int, number: int, chunk_id: bytes, flags: int = 0) -> bytes:
+def encode_header(
+    chunk_size: int, number: int, chunk_id: bytes, flags: int = 0, end_number: int = 0
+) -> bytes:
     head = _HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, flags, chunk_size, number, chunk_id)
+    head = head + _END_NUMBER.pack(end_number if flags & HEADER_MERGED else 0)
     head = head.ljust(HEADER_SIZE - 4, b"\x00")
     return head + _CRC.pack(crc32(head))
 
@@ -108,6 +141,36 @@ def decode_header(raw: bytes) -> tuple[int, int, bytes]:
     if version != FORMAT_VERSION:
         raise StorageError(f"unsupported chunk format {version}")
     return chunk_size, number, chunk_id
+
+
+def header_end_number(raw: bytes) -> int:
+    """
+    The last chunk number a header's file covers (its number unless merged).
+    """
+    _, _, flags, _, number, _ = _HEADER.unpack_from(raw, 0)
+    if flags & HEADER_MERGED:
+        return int(_END_NUMBER.unpack_from(raw, _END_OFFSET)[0])
+    return int(number)
+
+
+def encode_merged_footer(count: int, physical_size: int, run_count: int) -> bytes:
+    """
+    The footer of a merged chunk (see the module docstring).
+    """
+    foot = _FOOTER_SCAVENGED.pack(
+        FOOTER_MAGIC,
+        FLAG_COMPLETED | FLAG_SCAVENGED | FLAG_MERGED,
+        count,
+        physical_size,
+        run_count,
+    ).ljust(FOOTER_SIZE - 4, b"\x00")
+    return foot + _CRC.pack(crc32(foot))
+
+
+def merged_file_size(physical_size: int, run_count: int, count: int) -> int:
+    return (
+        HEADER_SIZE + physical_size + MERGED_RUN.size * run_count + 8 * count + FOOTER_SIZE
+    )
 
 
 def header_flags(raw: bytes) -> int:
@@ -194,6 +257,9 @@ class Chunk:
             size = file_size(chunk_size)
         self.view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         self._closed = False
+        #: readers holding the map across reactor turns (L{pin})
+        self.pins = 0
+        self._retired = False
         self.boundaries = array("q", [0])
         self.walked_to = 0
         self.walked_count = 0
@@ -368,8 +434,109 @@ class Chunk:
             os.close(self.fd)
             self.fd = -1
 
+    def pin(self) -> None:
+        """
+        Keep the map open for a reader that holds it across reactor turns
+        (a raw chunk being sent to a replica), even if the chunk is
+        replaced meanwhile; L{unpin} when done.
+        """
+        self.pins += 1
+
+    def unpin(self) -> None:
+        """
+        A reader released the chunk; a retired chunk closes with the last.
+        """
+        self.pins -= 1
+        if self.pins <= 0 and self._retired:
+            self.close()
+
+    def retire(self) -> None:
+        """
+        The chunk was replaced by a new file: close it now, or when the last
+        pinned reader lets go (its file may be deleted already: the map
+        stays valid).
+        """
+        self._retired = True
+        if self.pins <= 0:
+            self.close()
+        else:
+            self.release_fd()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self.view.close()
         self.release_fd()
+
+
+def open_file(path: str, writable: bool, dsync: bool = False) -> list[Chunk]:
+    """
+    Open a chunk file: one L{Chunk}, or one per logical chunk of a merged
+    file (see the module docstring).
+
+    @raise StorageError: unreadable or not a valid chunk file.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_SIZE)
+    except OSError as e:
+        raise storage_error(e, f"cannot open {path}") from e
+    try:
+        decode_header(head)
+    except StorageError as e:
+        raise StorageError(f"{path}: {e}") from e
+    if not header_flags(head) & HEADER_MERGED:
+        return [Chunk.open(path, writable, dsync)]
+    return _open_merged(path, head)
+
+
+def _open_merged(path: str, head: bytes) -> list[Chunk]:
+    chunk_size, start, _ = decode_header(head)
+    end = header_end_number(head)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise storage_error(e, f"cannot open {path}") from e
+    chunks: list[Chunk] = []
+    try:
+        actual = os.fstat(fd).st_size
+        foot = os.pread(fd, FOOTER_SIZE, actual - FOOTER_SIZE)
+        if decode_footer(foot) is None:
+            raise StorageError("merged chunk without a valid footer")
+        _, flags, count, physical, run_count = _FOOTER_SCAVENGED.unpack_from(foot, 0)
+        if not flags & FLAG_MERGED or count != end - start + 1 or count < 1:
+            raise StorageError("footer does not match a merged header")
+        if actual != merged_file_size(physical, run_count, count):
+            raise StorageError("size does not match its merged footer")
+        tail = os.pread(fd, actual - FOOTER_SIZE - HEADER_SIZE - physical, HEADER_SIZE + physical)
+        runs = [(array("q"), array("q"), array("q")) for _ in range(count)]
+        totals = [0] * count
+        for p, delta, lo, n in MERGED_RUN.iter_unpack(tail[: MERGED_RUN.size * run_count]):
+            if delta >= count or p + n > physical:
+                raise StorageError(f"bad run ({p}, {delta}, {lo}, {n})")
+            phys, logical, lengths = runs[delta]
+            phys.append(p)
+            logical.append(lo)
+            lengths.append(n)
+            totals[delta] += n
+        sizes = [
+            int(v[0]) for v in _DATA_SIZE.iter_unpack(tail[MERGED_RUN.size * run_count :])
+        ]
+        for i in range(count):
+            chunk = Chunk(path, start + i, chunk_size, os.dup(fd), actual)
+            chunk.release_fd()
+            chunk.runs = runs[i]
+            chunk.data_size = sizes[i]
+            chunk.physical_size = totals[i]
+            chunks.append(chunk)
+    except (StorageError, OSError, ValueError, struct.error) as e:
+        for chunk in chunks:
+            chunk.close()
+        raise StorageError(f"{path}: {e}") from e
+    finally:
+        os.close(fd)
+    return chunks

@@ -26,6 +26,9 @@ class StreamIndex:
     def __init__(self) -> None:
         self._streams: dict[str, array[int]] = {}
         self._tombstones: dict[str, int] = {}
+        #: How many streams L{drop} forgot: index files saved before are
+        #: stale (a delta cannot express a drop; a new base is needed).
+        self.drops = 0
 
     def add(self, stream: str, event_number: int, position: int) -> None:
         """
@@ -45,6 +48,23 @@ class StreamIndex:
             )
         positions.append(position)
 
+    def add_after_gap(self, stream: str, event_number: int, position: int) -> None:
+        """
+        L{add}, but events missing before C{event_number} (removed by a
+        scavenge: a replica receiving a scavenged chunk) get position -1,
+        as a rebuild from a scavenged log gives them.
+
+        @raise ValueError: C{event_number} is below the stream's next number.
+        """
+        if event_number != DELETED_STREAM:
+            positions = self._streams.get(stream)
+            if positions is None:
+                positions = self._streams[stream] = array("q")
+            missing = event_number - len(positions)
+            if missing > 0:
+                positions.extend(array("q", [-1]) * missing)
+        self.add(stream, event_number, position)
+
     def forget(self, stream: str, event_number: int) -> None:
         """
         Mark event C{event_number} of C{stream} as removed by a scavenge: its
@@ -61,6 +81,17 @@ class StreamIndex:
             and (event_number == 0 or positions[event_number - 1] < 0)
         ):
             positions[event_number] = -1
+
+    def drop(self, stream: str) -> None:
+        """
+        Forget C{stream} entirely: its positions and its tombstone (a
+        scavenge with C{UnsafeIgnoreHardDelete} removed all its records);
+        it reads as never written and may be written again from event 0.
+        """
+        had = self._streams.pop(stream, None) is not None
+        had = self._tombstones.pop(stream, None) is not None or had
+        if had:
+            self.drops += 1
 
     def last_event_number(self, stream: str) -> int:
         """

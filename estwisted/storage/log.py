@@ -60,10 +60,14 @@ from estwisted.storage.chunks import (
     CHUNK_NAME,
     HEADER_SIZE,
     Chunk,
+    chunk_file_name,
     decode_header,
+    header_end_number,
+    open_file,
     storage_error,
 )
 from estwisted.storage.flushing import FlushJob
+from estwisted.storage.rawchunk import ChunkImage, ChunkReceiver, verify_chunk
 from estwisted.storage.records import (
     HEAD,
     MAX_RECORD_SIZE,
@@ -135,6 +139,24 @@ def _lock_directory(path: str) -> int:
     return fd
 
 
+def check_truncation(path: str, writer: int, truncate: int, max_truncation: int) -> None:
+    """
+    Refuse a C{truncate.chk} cut larger than C{max_truncation} bytes
+    (Event Store 20's C{MaxTruncation}: the cut is measured from the writer
+    checkpoint; C{-1} means no limit).
+
+    @raise StorageError: naming both checkpoints, the cut and the option.
+    """
+    requested = writer - truncate
+    if max_truncation >= 0 and requested > max_truncation:
+        raise StorageError(
+            f"{path}: truncate.chk asks to cut {requested} bytes of the log "
+            f"(writer checkpoint {writer} => {truncate}), more than MaxTruncation "
+            f"({max_truncation}); nothing was changed. To proceed, set MaxTruncation "
+            f"to -1 (no limit) or at least {requested}"
+        )
+
+
 @implementer(IEventLog, IReplicableLog)
 class ChunkedLog:
     """
@@ -148,6 +170,10 @@ class ChunkedLog:
     @param checkpoint_write_bytes: and write it after this much log.
     @param dsync: write through an C{O_DSYNC} descriptor instead of calling
         C{fdatasync} after each write.
+    @param max_truncation: most bytes C{truncate.chk} may cut from the log
+        on open (counted from the writer checkpoint, as Event Store's
+        C{MaxTruncation}); C{-1}: no limit.  A larger cut refuses to open
+        and changes nothing.
     @ivar recovery: what the last open did, for tests and reports.
     """
 
@@ -159,6 +185,7 @@ class ChunkedLog:
         checkpoint_sync_bytes: int = 64 * 1024 * 1024,
         checkpoint_write_bytes: int = 1024 * 1024,
         dsync: bool = False,
+        max_truncation: int = -1,
     ) -> None:
         if chunk_size < MIN_CHUNK_SIZE:
             raise ValueError(f"chunk size {chunk_size} is below {MIN_CHUNK_SIZE}")
@@ -168,6 +195,7 @@ class ChunkedLog:
         self._checkpoint_sync_bytes = checkpoint_sync_bytes
         self._checkpoint_write_bytes = 0 if sync_checkpoint else checkpoint_write_bytes
         self._dsync = dsync
+        self._max_truncation = max_truncation
         self._chunks: list[Chunk] = []
         self._inflight: Optional[_ChunkFlush] = None
         self._failed: Optional[str] = None
@@ -211,7 +239,7 @@ class ChunkedLog:
         assert self.checkpoints is not None
         chk = self.checkpoints
         path = self.path
-        versions: dict[int, list[tuple[int, str]]] = {}
+        files: list[tuple[int, int, str]] = []
         for name in sorted(os.listdir(path)):
             if name.endswith(".tmp"):
                 os.unlink(os.path.join(path, name))
@@ -219,15 +247,27 @@ class ChunkedLog:
                 continue
             m = CHUNK_NAME.match(name)
             if m:
-                versions.setdefault(int(m.group(1)), []).append((int(m.group(2)), name))
-        names: list[str] = []
-        for number in sorted(versions):
-            found = sorted(versions[number])
-            for _, old in found[:-1]:
-                os.unlink(os.path.join(path, old))
-                _log.info("Removed superseded chunk file {name}", name=old)
-            names.append(found[-1][1])
-        if sorted(versions) != list(range(len(names))):
+                files.append((int(m.group(1)), int(m.group(2)), name))
+        # for each number, the highest version among the files covering it
+        winners: dict[int, tuple[int, str]] = {}
+        for start, version, name in files:
+            with open(os.path.join(path, name), "rb") as f:
+                head = f.read(HEADER_SIZE)
+            try:
+                decode_header(head)
+            except StorageError as e:
+                raise StorageError(f"{path}/{name}: {e}") from e
+            for number in range(start, header_end_number(head) + 1):
+                best = winners.get(number)
+                if best is None or version > best[0]:
+                    winners[number] = (version, name)
+        used = {name for _, name in winners.values()}
+        for _, _, name in files:
+            if name not in used:
+                os.unlink(os.path.join(path, name))
+                _log.info("Removed superseded chunk file {name}", name=name)
+        names = [winners[n][1] for n in sorted(winners)]
+        if sorted(winners) != list(range(len(names))):
             raise StorageError(f"{path}: chunk files are not numbered 0..{len(names) - 1}")
         if not names:
             if chk.writer.value != 0:
@@ -256,11 +296,19 @@ class ChunkedLog:
                 asked=self.chunk_size,
             )
             self.chunk_size = existing_size
+        opened: dict[str, dict[int, Chunk]] = {}
         for i, name in enumerate(names):
-            chunk = Chunk.open(os.path.join(path, name), writable=True, dsync=self._dsync)
+            if name not in opened:
+                found = open_file(os.path.join(path, name), writable=True, dsync=self._dsync)
+                opened[name] = {c.number: c for c in found}
+            chunk = opened[name].pop(i, None)
+            if chunk is None or chunk.chunk_size != self.chunk_size:
+                raise StorageError(f"{path}/{name}: does not hold chunk {i}")
             self._chunks.append(chunk)
-            if chunk.number != i or chunk.chunk_size != self.chunk_size:
-                raise StorageError(f"{path}/{name}: header says chunk {chunk.number}")
+        for rest in opened.values():
+            # chunks of a merged file that newer files supersede
+            for chunk in rest.values():
+                chunk.close()
         self._recover()
         # a database whose creation was interrupted before its first record
         return self.end_position == 0
@@ -332,6 +380,7 @@ class ChunkedLog:
         truncate = chk.truncate.value
         end_before_truncate = end
         if 0 <= truncate < end:
+            check_truncation(self.path, writer, truncate, self._max_truncation)
             if truncate < chk.writer.value:
                 chk.writer.write_and_sync(truncate)
             _log.warn(
@@ -942,10 +991,10 @@ class ChunkedLog:
         while p > 0 and len(result) < max_count:
             c, local = divmod(p, size)
             if local == 0:
+                # on to the previous chunk, from its end (which may be the
+                # chunk size itself: no divmod of it)
                 c -= 1
                 local = self._data_end(c)
-                p = c * size + local
-                continue
             for view, start, off, base in self._runs_back(c, local):
                 while off > start and len(result) < max_count:
                     n = size_before(view, off)
@@ -1052,6 +1101,9 @@ class ChunkedLog:
         See L{IReplicableLog.truncate}: C{truncate.chk} is set and the
         chunks are reopened, so recovery (step 1 of the module docstring)
         cuts the log; a crash in between finishes the cut at the next open.
+
+        @raise StorageError: the cut is larger than C{max_truncation}
+            (L{check_truncation}); nothing was changed.
         """
         try:
             self._settle()
@@ -1060,6 +1112,8 @@ class ChunkedLog:
         self.discard()
         if position >= self.end_position:
             return
+        # Refused before truncate.chk is written: nothing changes.
+        check_truncation(self.path, self.end_position, max(0, position), self._max_truncation)
         assert self.checkpoints is not None
         self.checkpoints.truncate.write_and_sync(max(0, position))
         for chunk in self._chunks:
@@ -1067,6 +1121,130 @@ class ChunkedLog:
         self._chunks = []
         self._open_chunks()
         self._reset_buffer()
+
+    # -- whole scavenged chunks (replication from a scavenged region) ---------
+
+    def scavenged_chunk_start(self, position: int) -> Optional[int]:
+        """
+        The start position of the completed scavenged chunk holding
+        C{position}, or C{None} if that chunk is not scavenged (or not
+        completed).  A replica catching up there gets the chunk whole
+        (L{chunk_image}).
+        """
+        if position < 0:
+            return None
+        c = position // self.chunk_size
+        if c >= self._end_chunk or self._chunks[c].runs is None:
+            return None
+        return c * self.chunk_size
+
+    def chunk_image(self, number: int) -> ChunkImage:
+        """
+        The bytes of completed scavenged chunk C{number} as a file, for a
+        replica (see L{estwisted.storage.rawchunk}); C{close} it when done.
+
+        @raise StorageError: the chunk is not completed and scavenged.
+        """
+        if not 0 <= number < self._end_chunk:
+            raise StorageError(f"chunk {number} is not a completed chunk")
+        return ChunkImage(self._chunks[number], number, self.chunk_size)
+
+    def receive_chunk(self, number: int, total: int) -> ChunkReceiver:
+        """
+        Start receiving chunk C{number} whole (C{total} bytes of image);
+        L{install_chunk} it once complete.
+
+        @raise StorageError: the log does not end at the start of chunk
+            C{number}, or the file cannot be created.
+        """
+        if self._failed is not None:
+            raise StorageError(self._failed)
+        if number * self.chunk_size != self.end_position or self._end_local != 0:
+            raise StorageError(
+                f"cannot receive chunk {number}: the log ends at {self.end_position}"
+            )
+        return ChunkReceiver(self.path, number, total)
+
+    def install_chunk(self, receiver: ChunkReceiver) -> int:
+        """
+        Put the received chunk in place of the (empty) current chunk, then
+        start the next one: the log ends at the received chunk's end.
+
+        Crash safety: the image is synced under its temporary name, checked
+        (every frame), renamed to the next version of the chunk's name and
+        the directory synced; a crash before the rename leaves a C{.tmp}
+        file (removed on open), after it the open keeps the highest version
+        (the received chunk) and recovery goes on to the next chunk.
+
+        @return: the new end of the log.
+        @raise StorageError: the image is not a valid scavenged chunk that
+            fits here (nothing changes; the temporary file is removed).
+        """
+        number = receiver.number
+        try:
+            if not receiver.complete:
+                raise StorageError(
+                    f"chunk {number}: {receiver.received} of {receiver.total} bytes received"
+                )
+            if self._inflight is not None:
+                self._settle()
+            if (
+                self.pending_position != self.end_position
+                or number * self.chunk_size != self.end_position
+                or self._end_chunk != number
+                or len(self._chunks) != number + 1
+            ):
+                raise StorageError(
+                    f"cannot install chunk {number}: the log ends at {self.end_position}"
+                )
+            receiver.finish()
+            new = Chunk.open(receiver.path, writable=False)
+            try:
+                verify_chunk(new, number, self.chunk_size)
+            except BaseException:
+                new.close()
+                raise
+        except BaseException:
+            receiver.abort()
+            raise
+        old = self._chunks[number]
+        m = CHUNK_NAME.match(os.path.basename(old.path))
+        version = int(m.group(2)) + 1 if m else 1
+        final = os.path.join(self.path, chunk_file_name(number, version))
+        try:
+            os.rename(receiver.path, final)
+            fsync_directory(self.path)
+        except OSError as e:
+            new.close()
+            receiver.abort()
+            raise storage_error(e, f"cannot install chunk {number}") from e
+        new.path = final
+        new.release_fd()
+        self._chunks[number] = new
+        old.retire()
+        try:
+            os.unlink(old.path)
+        except FileNotFoundError:
+            pass
+        end = (number + 1) * self.chunk_size
+        try:
+            fsync_directory(self.path)
+            self._chunks.append(Chunk.create(self.path, number + 1, self.chunk_size, self._dsync))
+        except (OSError, StorageError) as e:
+            # the chunk is durable; the next open creates the next chunk
+            self._failed = f"cannot start chunk {number + 1} after installing {number}: {e}"
+            raise StorageError(self._failed) from e
+        self._end_chunk = number + 1
+        self._end_local = 0
+        self.end_position = end
+        self._reset_buffer()
+        self._writer.write_and_sync(end)
+        _log.info(
+            "Installed scavenged chunk {number} from the leader ({size} bytes)",
+            number=number,
+            size=receiver.total,
+        )
+        return end
 
     # -- scavenging ----------------------------------------------------------
 
@@ -1114,17 +1292,99 @@ class ChunkedLog:
             new.close()
             raise StorageError(f"{path} does not replace chunk {number}")
         new.release_fd()
-        before = os.stat(old.path).st_size
         after = os.stat(new.path).st_size
         self._chunks[number] = new
-        old.close()
-        if old.path != new.path:
+        old.retire()
+        freed = self._delete_unused([old.path])
+        return max(0, freed - after) if freed else 0
+
+    def _delete_unused(self, paths: list[str]) -> int:
+        """
+        Delete those of C{paths} that no chunk uses any more (a merged file
+        stays while it holds a chunk still in use).
+
+        @return: the bytes of the files deleted.
+        """
+        in_use = {chunk.path for chunk in self._chunks}
+        freed = 0
+        for path in set(paths) - in_use:
             try:
-                os.unlink(old.path)
+                freed += os.stat(path).st_size
+                os.unlink(path)
             except FileNotFoundError:
                 pass
+        if freed:
             fsync_directory(self.path)
-        return max(0, before - after)
+        return freed
+
+    def chunk_version(self, number: int) -> int:
+        """
+        The version in the name of the file holding chunk C{number}.
+        """
+        m = CHUNK_NAME.match(os.path.basename(self._chunks[number].path))
+        return int(m.group(2)) if m else 0
+
+    def merge_groups(self) -> list[tuple[int, int]]:
+        """
+        Runs of consecutive completed scavenged chunks whose survivors fit
+        one chunk's size together and are in more than one file: what a
+        merge rewrites into one file each (v5's merge phase).
+        """
+        groups: list[tuple[int, int]] = []
+        chunks = self._chunks
+        limit = self.chunk_size
+        c = 0
+        while c < self._end_chunk:
+            if chunks[c].runs is None:
+                c += 1
+                continue
+            total = 0
+            e = c
+            paths: set[str] = set()
+            while e < self._end_chunk:
+                chunk = chunks[e]
+                runs = chunk.runs
+                if runs is None:
+                    break
+                cost = chunk.physical_size + 16 * len(runs[0]) + 8
+                if total + cost > limit and e > c:
+                    break
+                total += cost
+                paths.add(chunk.path)
+                e += 1
+            if e - c >= 2 and len(paths) > 1:
+                groups.append((c, e - 1))
+            c = max(e, c + 1)
+        return groups
+
+    def replace_merged(self, first: int, last: int, path: str) -> int:
+        """
+        Put the merged chunk file C{path} (durable under its final name)
+        in place of chunks C{first..last}, and delete the files no chunk
+        uses any more.  Readers holding an old chunk (L{Chunk.pin}) keep
+        it until they let go.
+
+        @return: the bytes of disk space given back (negative if the old
+            files stay in use).
+        @raise StorageError: the file does not hold exactly those chunks
+            with the same logical sizes.
+        """
+        if not 0 <= first <= last < self._end_chunk:
+            raise StorageError(f"chunks {first}..{last} are not completed chunks")
+        new = open_file(path, writable=False)
+        if [c.number for c in new] != list(range(first, last + 1)) or any(
+            c.chunk_size != self.chunk_size or c.data_size != self._chunks[c.number].data_size
+            for c in new
+        ):
+            for c in new:
+                c.close()
+            raise StorageError(f"{path} does not replace chunks {first}..{last}")
+        old = self._chunks[first : last + 1]
+        self._chunks[first : last + 1] = new
+        for chunk in old:
+            chunk.retire()
+        freed = self._delete_unused([c.path for c in old])
+        return freed - os.stat(path).st_size
 
     # -- closing -------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class StorageCloser:
         self._saved_position = report.get("covered", -1)
         self._base_entries = -1 if report.get("rebuilt", True) else self._saved_entries
         self._deltas = int(report.get("deltas", 0))
+        self._drops = index.drops
 
     def save_index(self, min_new_entries: int = 1) -> bool:
         """
@@ -70,14 +71,17 @@ class StorageCloser:
         if self.index_path is None or self._closed:
             return False
         covered = self.log.end_position
-        if covered == self._saved_position:
+        dropped = self.index.drops != self._drops
+        if covered == self._saved_position and not dropped:
             return False
-        if len(self.index) - self._saved_entries < min_new_entries:
+        if len(self.index) - self._saved_entries < min_new_entries and not dropped:
             return False
         entries = len(self.index)
         directory = os.path.dirname(self.index_path)
+        self._drops = self.index.drops
         if (
-            self._base_entries < 0
+            dropped
+            or self._base_entries < 0
             or self._deltas >= MAX_DELTAS
             or entries - self._base_entries > self._base_entries
         ):
@@ -139,7 +143,10 @@ def index_saver(
 
 
 def open_storage(
-    path: Optional[str], mem_db: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    path: Optional[str],
+    mem_db: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    max_truncation: int = -1,
 ) -> tuple[IEventLog, StreamIndex, StorageCloser]:
     """
     Open the node's storage.
@@ -148,6 +155,8 @@ def open_storage(
         C{mem_db}.
     @param mem_db: keep everything in memory (L{MemoryLog}).
     @param chunk_size: data bytes per chunk of a new database.
+    @param max_truncation: most bytes C{truncate.chk} may cut on open
+        (C{MaxTruncation}; C{-1}: no limit), see L{ChunkedLog}.
     @return: the log, the index (covering the whole log) and the closer.
     @raise estwisted.core.errors.StorageError: the database cannot be opened
         (locked by another process, unreadable, corrupt below its writer
@@ -157,7 +166,7 @@ def open_storage(
         memory = MemoryLog()
         index = StreamIndex()
         return memory, index, StorageCloser(memory, index, None, {})
-    log = ChunkedLog(path, chunk_size=chunk_size)
+    log = ChunkedLog(path, chunk_size=chunk_size, max_truncation=max_truncation)
     try:
         index_dir = os.path.join(path, INDEX_DIRECTORY)
         os.makedirs(index_dir, exist_ok=True)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional
@@ -47,12 +48,15 @@ from estwisted.core.model import DELETED_STREAM, FLAG_SYSTEM
 from estwisted.storage.checkpoints import fsync_directory
 from estwisted.storage.chunks import (
     CHUNK_NAME,
+    HEADER_MERGED,
     HEADER_SCAVENGED,
     HEADER_SIZE,
+    MERGED_RUN,
     RUN,
     chunk_file_name,
     decode_header,
     encode_header,
+    encode_merged_footer,
     encode_scavenged_footer,
     storage_error,
 )
@@ -81,17 +85,25 @@ class StreamState:
 
 
 def keep_record(
-    event_number: int, created: int, flags: int, state: StreamState, now_ticks: int
+    event_number: int,
+    created: int,
+    flags: int,
+    state: StreamState,
+    now_ticks: int,
+    ignore_hard_delete: bool = False,
 ) -> bool:
     """
     Whether a record survives a scavenge.
 
     @param now_ticks: the current time in .NET ticks (for C{$maxAge}).
+    @param ignore_hard_delete: C{UnsafeIgnoreHardDelete}: a hard-deleted
+        stream's tombstone goes too (Event Store v5), so the stream can be
+        written again.
     """
     if flags & FLAG_SYSTEM:
         return True
     if state.deleted:
-        return event_number == DELETED_STREAM
+        return event_number == DELETED_STREAM and not ignore_hard_delete
     if event_number == DELETED_STREAM or event_number >= state.last:
         return True
     metadata = state.metadata
@@ -178,6 +190,7 @@ def rewrite_chunk(
     state: Callable[[str], StreamState],
     now_ticks: int,
     result: ChunkResult,
+    ignore_hard_delete: bool = False,
 ) -> Iterator[None]:
     """
     Scavenge one completed chunk in bounded slices (see the module
@@ -187,6 +200,7 @@ def rewrite_chunk(
     @param runs: its stored runs, C{(view, start, limit, base)} as
         L{estwisted.storage.log.ChunkedLog.chunk_runs} gives them.
     @param state: the state of a stream, by name.
+    @param ignore_hard_delete: remove tombstones too (L{keep_record}).
     @raise DiskFull: no space for the new file (nothing is left behind).
     @raise StorageError: another I/O failure, or a damaged record.
     """
@@ -209,7 +223,7 @@ def rewrite_chunk(
                 s = states.get(name)
                 if s is None:
                     s = states[name] = state(name)
-                keep = keep_record(number, created, flags, s, now_ticks)
+                keep = keep_record(number, created, flags, s, now_ticks, ignore_hard_delete)
                 if not keep:
                     result.removed.append((name, number))
             if keep:
@@ -261,6 +275,82 @@ def rewrite_chunk(
         if fd >= 0:
             os.close(fd)
         if result.path is None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def merge_chunks(chunks: list[Any], version: int, result: list[str]) -> Iterator[None]:
+    """
+    Write the survivors of the consecutive completed chunks C{chunks}
+    (L{estwisted.storage.chunks.Chunk}s, scavenged) into one merged chunk
+    file, in bounded slices; C{result} receives its path (durable under its
+    final name) when the generator is exhausted.
+
+    @param version: the version of the new file's name (above every file
+        that holds one of C{chunks}).
+    @raise DiskFull: no space for the new file (nothing is left behind).
+    @raise StorageError: another I/O failure.
+    """
+    first = chunks[0]
+    for i, chunk in enumerate(chunks):
+        if chunk.number != first.number + i or chunk.data_size is None:
+            raise StorageError("merge_chunks needs consecutive completed chunks")
+    last = chunks[-1].number
+    directory = os.path.dirname(first.path)
+    final = os.path.join(directory, chunk_file_name(first.number, version))
+    tmp = f"{final}.{uuid.uuid4().hex}.merge.tmp"
+    _, _, chunk_id = decode_header(bytes(first.view[:HEADER_SIZE]))
+    fd = -1
+    done = False
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        out: list[Any] = [
+            encode_header(
+                first.chunk_size,
+                first.number,
+                chunk_id,
+                HEADER_SCAVENGED | HEADER_MERGED,
+                end_number=last,
+            )
+        ]
+        pending = len(out[0])
+        written = 0
+        runmap: list[bytes] = []
+        physical = 0
+        for i, chunk in enumerate(chunks):
+            phys, logical, lengths = chunk.run_list(chunk.data_size)
+            view = chunk.view
+            for p, lo, n in zip(phys, logical, lengths, strict=True):
+                out.append(view[HEADER_SIZE + p : HEADER_SIZE + p + n])
+                runmap.append(MERGED_RUN.pack(physical, i, lo, n))
+                physical += n
+                pending += n
+                if pending >= COPY_SLICE:
+                    written += _write_all(fd, b"".join(out), written)
+                    os.fdatasync(fd)
+                    out = []
+                    pending = 0
+                    yield None
+        out.extend(runmap)
+        out.extend(struct.pack("<q", chunk.data_size) for chunk in chunks)
+        out.append(encode_merged_footer(len(chunks), physical, len(runmap)))
+        _write_all(fd, b"".join(out), written)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        yield None
+        os.rename(tmp, final)
+        done = True
+        fsync_directory(directory)
+        result.append(final)
+    except OSError as e:
+        raise storage_error(e, f"cannot write the merged chunk {final}") from e
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not done:
             try:
                 os.unlink(tmp)
             except OSError:

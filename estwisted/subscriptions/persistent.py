@@ -826,8 +826,24 @@ class _Group:
             return
         message.retry_count += 1
         message.state = _RETRY
-        self.retry.append(message)
+        self._add_retry(message)
+
+    def _add_retry(self, message: _Message) -> None:
+        """
+        Queue a message for redelivery before any queued one with a higher
+        event number, as Event Store's retry buffer does (so redelivery is
+        in stream order whatever order the messages were nacked or timed out
+        in); replayed parked messages (no event number) go last.
+        """
         self.retry_by_id[message.event_id] = message
+        sequence = message.sequence
+        retry = self.retry
+        if sequence is not None:
+            for i, queued in enumerate(retry):
+                if queued.sequence is not None and sequence < queued.sequence:
+                    retry.insert(i, message)
+                    return
+        retry.append(message)
 
     def _park(self, message: _Message, reason: str) -> None:
         message.state = _PARKING
@@ -857,8 +873,7 @@ class _Group:
             _log.failure("could not park a message of {key}; retrying it", failure, key=self.key)
             if self.active and message.state == _PARKING:
                 message.state = _RETRY
-                self.retry.append(message)
-                self.retry_by_id[message.event_id] = message
+                self._add_retry(message)
                 self.schedule_pump()
 
         def settled(_: object) -> None:
@@ -1226,6 +1241,21 @@ class PersistentSubscriptions:
         self._remove_listener = lambda: None
         done: Deferred[Any] = DeferredList(writes, consumeErrors=True)
         return done.addCallback(lambda _: None)
+
+    def restart(self) -> Deferred[None]:
+        """
+        Restart the subsystem (C{RestartPersistentSubscriptions}): L{stop}
+        (consumers dropped with C{UNSUBSCRIBED}, checkpoints written), then
+        listen for commits again and L{start} (groups loaded from the store,
+        resuming at their checkpoints).
+        """
+
+        def again(_: object) -> None:
+            self._started = False
+            self._remove_listener = self.store.add_commit_listener(self._on_commit)
+            self.start()
+
+        return self.stop().addCallback(again)
 
     def reload(self) -> None:
         """

@@ -29,6 +29,7 @@ from estwisted.cluster.leadership import Leadership
 from estwisted.core import errors
 from estwisted.core.model import Principal, ResolvedEvent, WriteResult
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.subscriptions.persistent import (
     IPersistentSubscriber,
     NakAction,
@@ -59,6 +60,7 @@ class Core(Protocol):
     """
 
     store: StreamStore
+    users: UserManager
     hub: SubscriptionHub
     persistent: PersistentSubscriptions
     leadership: Optional[Leadership]
@@ -200,6 +202,7 @@ class RequestDispatcher:
         factory = connection.factory
         self.factory = factory
         self.store = factory.store
+        self.users = factory.users
         self.send = connection.send
         self._subscriptions: dict[bytes, Any] = {}
         self._handlers: dict[int, Callable[[bytes, bytes, Optional[Principal]], None]] = {
@@ -332,7 +335,7 @@ class RequestDispatcher:
         user.
         """
         try:
-            principal = self.store.authenticate(login, password)
+            principal = self.users.authenticate(login, password)
         except errors.NotAuthenticated:
             self.send(frame_package(C.NotAuthenticated, corr, b"Unauthorized"))
             return
@@ -788,8 +791,7 @@ class RequestDispatcher:
 
     def _scavenge(self, corr: bytes, data: bytes, principal: Optional[Principal]) -> None:
         if principal is not None and principal.is_ops:
-            make = getattr(self.store, "scavenger", None)
-            scavenger = make() if make is not None else None
+            scavenger = self.store.scavenger()
             result = tcpcodec.SCAVENGE_STARTED
             if scavenger is None:
                 scavenge_id = str(uuid.UUID(bytes=os.urandom(16), version=4))

@@ -53,6 +53,7 @@ from estwisted.cluster.leadership import Leadership
 from estwisted.core import errors
 from estwisted.core.model import Principal
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.subscriptions.persistent import PersistentSubscriptions
 from estwisted.subscriptions.volatile import SubscriptionHub
 from estwisted.tcp.dispatch import RequestDispatcher
@@ -208,7 +209,7 @@ class TcpClientProtocol(Protocol):
         principal = self.default_user
         if login is not None and self.dispatcher.handles(command):
             try:
-                principal = self.store.authenticate(login, password or "")
+                principal = self.factory.users.authenticate(login, password or "")
             except errors.NotAuthenticated:
                 self.send(frame_package(C.NotAuthenticated, corr, b"Not Authenticated"))
                 return
@@ -407,10 +408,13 @@ class TcpClientFactory(Factory):
         max_pending_bytes: int = MAX_PENDING_BYTES,
         leadership: Optional[Leadership] = None,
         write_through: bool = True,
+        users: Optional[UserManager] = None,
     ) -> None:
         if store is None:
             raise ValueError("TcpClientFactory needs an open StreamStore")
         self.store: StreamStore = store
+        #: authenticates callers (a new manager over C{store} if not given)
+        self.users = users if users is not None else UserManager(store)
         self.hub = hub
         self.persistent = persistent
         self.clock = clock

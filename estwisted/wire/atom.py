@@ -541,7 +541,9 @@ def competing_feed(
     ids = [format_uuid(e.original.event_id) for e in ordered]
     links = []
     if ordered:
-        joined = ",".join(ids)
+        # ackAll/nackAll list the ids in the order handed out (as v5 does),
+        # the entries are newest first
+        joined = ",".join(reversed(ids))
         links.append(_link(f"{s}/ack?ids={joined}", "ackAll"))
         links.append(_link(f"{s}/nack?ids={joined}", "nackAll"))
     links.append(_link(f"{s}/{count}", "previous"))

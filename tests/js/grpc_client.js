@@ -30,6 +30,10 @@ function fail(error) {
 
 setTimeout(() => fail(new Error('script deadline of 90000 ms exceeded')), 90000).unref();
 
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 async function collect(iterable) {
   const out = [];
   for await (const item of iterable) out.push(item);
@@ -145,6 +149,37 @@ async function main() {
   check('persistent deliveries', deliveries.includes('P1/1'), deliveries);
   const info = await client.getPersistentSubscriptionToStreamInfo(ps, 'grp');
   check('persistent info', info.groupName === 'grp' && info.eventSource === ps, info.groupName);
+
+  // restart the persistent subscription subsystem (over gRPC: the node lists
+  // PersistentSubscriptions.RestartSubsystem): the consumer is dropped, the
+  // group survives and delivers what comes next to a new consumer
+  const before = client.subscribeToPersistentSubscriptionToStream(ps, 'grp');
+  const dropped = new Promise((resolve) => {
+    before.on('error', (e) => resolve('error:' + (e.type || e.constructor.name)));
+    before.on('end', () => resolve('end'));
+    before.on('close', () => resolve('close'));
+  });
+  before.on('data', (e) => before.ack(e));
+  await new Promise((resolve, reject) => {
+    before.once('confirmation', resolve);
+    before.once('error', reject);
+  });
+  await client.restartPersistentSubscriptionSubsystem();
+  const how = await Promise.race([dropped, sleep(10000).then(() => 'still open')]);
+  check('restart drops the consumer', how !== 'still open', how);
+  check('group survives the restart',
+    (await client.getPersistentSubscriptionToStreamInfo(ps, 'grp')).groupName === 'grp');
+  const after = client.subscribeToPersistentSubscriptionToStream(ps, 'grp');
+  await client.appendToStream(ps, jsonEvent({ type: 'AfterRestart', data: {} }));
+  const next = await new Promise((resolve, reject) => {
+    after.on('error', reject);
+    after.on('data', async (e) => {
+      await after.ack(e);
+      if (e.event.type === 'AfterRestart') resolve(e.event.type);
+    });
+  });
+  check('delivered after the restart', next === 'AfterRestart', next);
+  await after.unsubscribe();
   await client.deletePersistentSubscriptionToStream(ps, 'grp');
 
   // delete and tombstone

@@ -198,3 +198,100 @@ async def subscriptions_suite(self: Any, c: EventStoreConnection, clock: IReacto
     self.assertEqual(reason, "Unsubscribed")
     await ps.stop()
     await c.delete_persistent_subscription("subs", "group")
+
+
+async def handlers_suite(self: Any, c: EventStoreConnection, clock: IReactorTime) -> None:
+    """
+    Handlers that return Deferreds or are coroutines: a catch-up, a
+    volatile and a persistent subscription see every event once, in order,
+    one at a time; a persistent handler's failing Deferred parks its event
+    (C{handler_error_action=PARK}) and the others are acknowledged.
+    """
+    from twisted.internet.defer import Deferred, fail
+
+    from estwisted.client import NakAction
+
+    stream = f"slow-{uuid.uuid4().hex[:8]}"
+    history = 120
+    live = 30
+    await c.append_to_stream(stream, ExpectedVersion.ANY, [event(i) for i in range(history)])
+    await c.create_persistent_subscription(
+        stream, "group", PersistentSubscriptionSettings(start_from=0, max_retry_count=0)
+    )
+    active = {"catch-up": 0, "volatile": 0, "persistent": 0}
+    most = dict(active)
+    catch_up: list[int] = []
+    volatile: list[int] = []
+    persistent: list[int] = []
+    failing = {n for n in range(history + live) if n % 25 == 3}
+
+    def enter(name: str) -> None:
+        active[name] += 1
+        most[name] = max(most[name], active[name])
+
+    async def on_catch_up(sub: object, e: ResolvedEvent) -> None:
+        enter("catch-up")
+        catch_up.append(e.original_event_number)
+        # every tenth handler takes a while; the others pass at once
+        await deferLater(clock, 0.002 if e.original_event_number % 10 == 0 else 0, lambda: None)
+        active["catch-up"] -= 1
+
+    def on_volatile(sub: object, e: ResolvedEvent) -> Deferred[None]:
+        enter("volatile")
+        volatile.append(e.original_event_number)
+
+        def done() -> None:
+            active["volatile"] -= 1
+
+        return deferLater(clock, 0.001, done)
+
+    def on_persistent(sub: object, e: ResolvedEvent, retry_count: int) -> Deferred[None]:
+        enter("persistent")
+        number = e.original_event_number
+        persistent.append(number)
+        active["persistent"] -= 1
+        if number in failing:
+            return fail(ValueError(f"cannot handle {number}"))
+        return deferLater(clock, 0.001, lambda: None)
+
+    cu = c.subscribe_to_stream_from(stream, None, on_catch_up, read_batch_size=16)
+    vs = await c.subscribe_to_stream(stream, on_volatile)
+    ps = await c.connect_to_persistent_subscription(
+        stream, "group", on_persistent, buffer_size=5, handler_error_action=NakAction.PARK
+    )
+    await cu.live
+    self.assertEqual(catch_up, list(range(history)))
+    for i in range(history, history + live):
+        await c.append_to_stream(stream, ExpectedVersion.ANY, [event(i)])
+    total = history + live
+    await wait_until(
+        clock,
+        lambda: len(catch_up) >= total and len(volatile) >= live and len(persistent) >= total,
+        30,
+        "every handler to see every event",
+    )
+    self.assertEqual(catch_up, list(range(total)))
+    self.assertEqual(volatile, list(range(history, total)))
+    self.assertEqual(sorted(persistent), list(range(total)))
+    self.assertEqual(len(persistent), len(set(persistent)))
+    self.assertEqual(most["catch-up"], 1)
+    self.assertEqual(most["volatile"], 1)
+
+    parked_stream = f"$persistentsubscription-{stream}::group-parked"
+    parked: list[int] = []
+
+    async def read_parked() -> None:
+        del parked[:]
+        page = await c.read_stream_events_forward(parked_stream, 0, 4096, resolve_link_tos=True)
+        parked.extend(e.event.event_number for e in page.events if e.event is not None)
+
+    for _ in range(100):
+        await read_parked()
+        if len(parked) >= len(failing):
+            break
+        await deferLater(clock, 0.05, lambda: None)
+    self.assertEqual(sorted(parked), sorted(failing))
+    self.assertFalse(ps.is_dropped)
+    for s in (cu, vs, ps):
+        await s.stop()
+    self.flushLoggedErrors(ValueError)

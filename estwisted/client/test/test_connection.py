@@ -31,6 +31,7 @@ from estwisted.client import (
     ResolvedEvent,
     RetriesLimitReached,
     SingleNode,
+    UserCredentials,
     WrongExpectedVersion,
 )
 from estwisted.client.test.fakes import FakeNetwork, FakeServerConnection, static_gossip
@@ -46,6 +47,14 @@ from estwisted.wire.tcpcodec import TcpCommand
 
 NODE = NodeEndpoints("10.0.0.1", 1113)
 LEADER = NodeEndpoints("10.0.0.2", 1113)
+
+
+def timeout_timers(clock: Clock) -> int:
+    """
+    How many operation timeout timers are scheduled.
+    """
+    names = [getattr(getattr(c, "func", None), "__name__", "") for c in clock.getDelayedCalls()]
+    return names.count("_check_timeouts")
 
 
 def make(
@@ -204,7 +213,11 @@ class OperationTests(SynchronousTestCase):
         self.assertEqual(message.events[0].event_id, e.event_id.bytes_le)
         network.last.answer_write(write, 0)
         self.assertEqual(self.successResultOf(d).next_expected_version, 0)
-        self.assertFalse(clock.getDelayedCalls()[1:])
+        # One timer watches every in-flight operation; once it fires with
+        # nothing in flight it is not scheduled again.
+        self.assertEqual(timeout_timers(clock), 1)
+        clock.advance(connection.settings.operation_timeout)
+        self.assertEqual(timeout_timers(clock), 0)
 
     def test_wrong_expected_version(self) -> None:
         """
@@ -243,6 +256,48 @@ class OperationTests(SynchronousTestCase):
         self.assertNoResult(d)
         network.last.answer_write(second, 1)
         self.assertEqual(self.successResultOf(d).next_expected_version, 1)
+
+    def test_one_timer_for_all_timeouts(self) -> None:
+        """
+        One timer watches every operation in flight; each attempt still
+        times out C{operation_timeout} after it was sent, not before.
+        """
+        connection, clock, network = self.connected(
+            ConnectionSettings(operation_timeout=1.0, heartbeat_interval=60, heartbeat_timeout=60)
+        )
+        a = connection.append_to_stream("a", ExpectedVersion.ANY, [event()])
+        b = connection.append_to_stream("b", ExpectedVersion.ANY, [event()])
+        clock.advance(0.5)
+        c = connection.append_to_stream("c", ExpectedVersion.ANY, [event()])
+        first = writes(network.last)
+        self.assertEqual(len(first), 3)
+        self.assertEqual(timeout_timers(clock), 1)
+        network.last.answer_write(first[1], 0)  # b answered
+        clock.advance(0.5)  # a times out, c not yet
+        again = writes(network.last)
+        self.assertEqual([pb.WriteEvents.FromString(p.data).event_stream_id for p in again], ["a"])
+        self.assertEqual(timeout_timers(clock), 1)
+        clock.advance(0.4999)
+        self.assertEqual(writes(network.last), [])
+        clock.advance(0.0001)  # c times out
+        (retried,) = writes(network.last)
+        self.assertEqual(pb.WriteEvents.FromString(retried.data).event_stream_id, "c")
+        network.last.answer_write(again[0], 0)
+        network.last.answer_write(retried, 0)
+        self.successResultOf(a)
+        self.successResultOf(b)
+        self.successResultOf(c)
+
+    def test_correlation_ids_unique(self) -> None:
+        """
+        Every request gets its own correlation id.
+        """
+        connection, clock, network = self.connected()
+        for _ in range(100):
+            connection.append_to_stream("s", ExpectedVersion.ANY, [event()])
+        ids = [p.correlation_id for p in writes(network.last)]
+        self.assertEqual(len(set(ids)), 100)
+        self.assertTrue(all(len(i) == 16 for i in ids))
 
     def test_timeout_gives_up(self) -> None:
         """
@@ -345,6 +400,73 @@ class OperationTests(SynchronousTestCase):
         connection.connect()
         network.last.identify()
         self.assertEqual(writes(network.last), [])
+
+
+class AuthenticationTests(SynchronousTestCase):
+    """
+    With default credentials the connection is authenticated once
+    (C{Authenticate}); operations with the default credentials then go
+    without them, so the node checks them once, not on every operation.
+    """
+
+    admin = UserCredentials("admin", "changeit")
+
+    def setup_connection(self) -> tuple[EventStoreConnection, Clock, FakeNetwork, Any]:
+        connection, clock, network = make(ConnectionSettings(default_user_credentials=self.admin))
+        connection.connect()
+        packages = network.last.packages()
+        self.assertEqual(
+            [p.command for p in packages], [TcpCommand.IdentifyClient, TcpCommand.Authenticate]
+        )
+        authenticate = packages[1]
+        self.assertEqual((authenticate.login, authenticate.password), ("admin", "changeit"))
+        network.last.send(TcpCommand.ClientIdentified, packages[0].correlation_id)
+        return connection, clock, network, authenticate
+
+    def test_authenticated_connection(self) -> None:
+        connection, clock, network, authenticate = self.setup_connection()
+        connection.append_to_stream("s", ExpectedVersion.ANY, [event()])
+        (before,) = writes(network.last)
+        self.assertEqual(before.login, "admin")  # not yet confirmed
+        network.last.send(TcpCommand.Authenticated, authenticate.correlation_id)
+        connection.append_to_stream("s", ExpectedVersion.ANY, [event()])
+        connection.append_to_stream(
+            "s", ExpectedVersion.ANY, [event()], credentials=UserCredentials("ouro", "pw")
+        )
+        default, other = writes(network.last)
+        self.assertIsNone(default.login)
+        self.assertEqual((other.login, other.password), ("ouro", "pw"))
+        # a new connection authenticates again; until then credentials go along
+        network.last.drop()
+        clock.advance(1.0)
+        packages = network.last.packages()
+        self.assertEqual(
+            [p.command for p in packages], [TcpCommand.IdentifyClient, TcpCommand.Authenticate]
+        )
+        network.last.send(TcpCommand.ClientIdentified, packages[0].correlation_id)
+        connection.append_to_stream("s", ExpectedVersion.ANY, [event()])
+        # the three unanswered appends again, then the new one
+        self.assertEqual(
+            [p.login for p in writes(network.last)], ["admin", "admin", "ouro", "admin"]
+        )
+
+    def test_not_authenticated_connection(self) -> None:
+        """
+        When the node refuses C{Authenticate}, every operation keeps
+        sending its credentials (and gets its own answer).
+        """
+        connection, clock, network, authenticate = self.setup_connection()
+        network.last.send(TcpCommand.NotAuthenticated, authenticate.correlation_id, b"no")
+        self.assertTrue(connection.is_connected)
+        connection.append_to_stream("s", ExpectedVersion.ANY, [event()])
+        self.assertEqual([p.login for p in writes(network.last)], ["admin"])
+
+    def test_no_default_credentials(self) -> None:
+        connection, clock, network = make()
+        connection.connect()
+        self.assertEqual(
+            [p.command for p in network.last.packages()], [TcpCommand.IdentifyClient]
+        )
 
 
 class HeartbeatTests(SynchronousTestCase):
@@ -814,3 +936,36 @@ class RetryPropertyTests(SynchronousTestCase):
         else:
             self.failureResultOf(d, RetriesLimitReached, OperationTimedOut)
         connection.close()
+
+
+class FramingPropertyTests(SynchronousTestCase):
+    @given(
+        command=st.integers(0, 255),
+        correlation_id=st.binary(min_size=16, max_size=16),
+        data=st.binary(max_size=300),
+        login=st.none() | st.text(min_size=1, max_size=40),
+        password=st.text(max_size=40),
+    )
+    def test_frame_request_matches_codec(
+        self, command: int, correlation_id: bytes, data: bytes, login: str | None, password: str
+    ) -> None:
+        """
+        The protocol's one-step frames are what the wire codec encodes
+        (and decodes back).
+        """
+        from estwisted.client._protocol import auth_block, frame_request
+        from estwisted.wire.framing import frame
+        from estwisted.wire.tcpcodec import decode_package, encode_package
+
+        if login is None:
+            mine = frame_request(command, correlation_id, data)
+            theirs = frame(encode_package(command, correlation_id, data))
+        else:
+            credentials = UserCredentials(login, password)
+            mine = frame_request(command, correlation_id, data, auth_block(credentials))
+            theirs = frame(encode_package(command, correlation_id, data, login, password))
+        self.assertEqual(mine, theirs)
+        package = decode_package(mine[4:])
+        self.assertEqual((package.command, package.correlation_id, package.data),
+                         (command, correlation_id, data))
+        self.assertEqual(package.login, login)

@@ -15,7 +15,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.client import ConnectionSettings, EventStoreConnection, ExpectedVersion
-from estwisted.client.test.suite import ADMIN, event, operations_suite, subscriptions_suite
+from estwisted.client.test.suite import (
+    ADMIN,
+    event,
+    handlers_suite,
+    operations_suite,
+    subscriptions_suite,
+)
 from estwisted.client.testing import MemoryEventStore
 
 
@@ -58,6 +64,13 @@ class MemoryNodeTests(SynchronousTestCase):
         The subscriptions suite passes against the in-memory node.
         """
         self.drive(self.connected(subscriptions_suite, self.clock))
+
+    def test_handlers(self) -> None:
+        """
+        The suite of handlers returning Deferreds passes against the
+        in-memory node.
+        """
+        self.drive(self.connected(handlers_suite, self.clock))
 
     def test_drop_connections(self) -> None:
         """

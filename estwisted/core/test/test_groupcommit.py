@@ -92,7 +92,7 @@ class ThreadedGroupCommitTestsMixin:
         self.log = self.make_log()
         self.flusher = ManualFlusher()
         self.store = StreamStore(
-            self.log, StreamIndex(), self.clock, password_iterations=1, flusher=self.flusher
+            self.log, StreamIndex(), self.clock, flusher=self.flusher
         )
         self.seen: list[EventRecord] = []
         self.store.add_commit_listener(self.seen.extend)
@@ -464,7 +464,7 @@ class GroupCommitMachine(RuleBasedStateMachine):
         self.log = MemoryLog()
         self.flusher = ManualFlusher()
         self.store = StreamStore(
-            self.log, StreamIndex(), self.clock, password_iterations=1, flusher=self.flusher
+            self.log, StreamIndex(), self.clock, flusher=self.flusher
         )
         self.seen: list[EventRecord] = []
         self.store.add_commit_listener(self.seen.extend)

@@ -53,6 +53,7 @@ from estwisted.core.streams import (
     parse_link,
     parse_metadata,
 )
+from estwisted.core.users import UserManager
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 
@@ -94,11 +95,11 @@ class StoreTestMixin:
         self.clock.advance(1_700_000_000)
         self.log = MemoryLog()
         self.index = StreamIndex()
-        self.store = StreamStore(self.log, self.index, self.clock, password_iterations=10)
+        self.store = StreamStore(self.log, self.index, self.clock)
 
     def restart(self) -> None:
         self.index = rebuild_index(self.log)
-        self.store = StreamStore(self.log, self.index, self.clock, password_iterations=10)
+        self.store = StreamStore(self.log, self.index, self.clock)
 
     def settle(self, d: Deferred[Any]) -> Any:
         """
@@ -592,12 +593,13 @@ class ParseTests(SynchronousTestCase):
 
 class UsersInStoreTests(StoreTestMixin, SynchronousTestCase):
     def test_default_users(self) -> None:
-        self.settle(self.store.users.ensure_default_users())
-        principal = self.store.authenticate("admin", "changeit")
+        users = UserManager(self.store, iterations=10)
+        self.settle(users.ensure_default_users())
+        principal = users.authenticate("admin", "changeit")
         self.assertEqual(principal, Principal("admin", frozenset({"$admins"})))
-        self.assertEqual(self.store.authenticate("ops", "changeit").groups, frozenset({"$ops"}))
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "admin", "wrong")
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "nobody", "changeit")
+        self.assertEqual(users.authenticate("ops", "changeit").groups, frozenset({"$ops"}))
+        self.assertRaises(NotAuthenticated, users.authenticate, "admin", "wrong")
+        self.assertRaises(NotAuthenticated, users.authenticate, "nobody", "changeit")
 
 
 def numbers(page: Any) -> list[int]:
@@ -955,6 +957,31 @@ class TransactionTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual((result.first_event_number, result.last_event_number), (0, 2))
         self.failureResultOf(self.store.commit_transaction(tid, None), InvalidTransaction)
 
+    def test_ids_differ_across_stores(self) -> None:
+        """
+        Transaction ids are random (63 bits), not counted from 0: a second
+        store (another node after a failover, or this one restarted) does
+        not hand out the ids of the first, so a client's retry can never
+        write into someone else's transaction.
+        """
+        first = [self.store.start_transaction("s", EXPECTED_ANY, None) for _ in range(3)]
+        other = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        second = [other.start_transaction("s", EXPECTED_ANY, None) for _ in range(3)]
+        self.assertEqual(len(set(first + second)), 6)
+        self.assertTrue(all(0 <= t < 2**63 for t in first + second))
+        self.assertRaises(InvalidTransaction, other.transaction_write, first[0], events(1), None)
+
+    def test_id_collision_drawn_again(self) -> None:
+        """
+        A drawn id already in use is drawn again.
+        """
+        draws = iter([b"\x00" * 7 + b"\x02", b"\x00" * 7 + b"\x02", b"\x00" * 7 + b"\x04"])
+        store = StreamStore(
+            MemoryLog(), StreamIndex(), self.clock, random_bytes=lambda n: next(draws)
+        )
+        self.assertEqual(store.start_transaction("s", EXPECTED_ANY, None), 1)
+        self.assertEqual(store.start_transaction("s", EXPECTED_ANY, None), 2)
+
     def test_wrong_version_at_commit(self) -> None:
         tid = self.store.start_transaction("s", 5, None)
         self.store.transaction_write(tid, events(1), None)
@@ -1145,9 +1172,7 @@ class StreamStoreMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.log = self.make_log()
-        self.store = StreamStore(
-            self.log, rebuild_index(self.log), self.clock, password_iterations=1
-        )
+        self.store = StreamStore(self.log, rebuild_index(self.log), self.clock)
         self.model = _Model()
 
     def teardown(self) -> None:
@@ -1344,9 +1369,7 @@ class StreamStoreMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.log = self.reopen_log(self.log)
-        self.store = StreamStore(
-            self.log, rebuild_index(self.log), self.clock, password_iterations=1
-        )
+        self.store = StreamStore(self.log, rebuild_index(self.log), self.clock)
         # the idempotency window is rebuilt from the log: a restart keeps
         # every event id the model remembers (issue 11, item 2)
 

@@ -13,7 +13,7 @@ from estwisted.core.errors import AccessDenied, AlreadyExists, NotAuthenticated,
 from estwisted.core.model import Principal, ReadStatus
 from estwisted.core.streams import StreamStore
 from estwisted.core.test.test_streams import rebuild_index
-from estwisted.core.users import UserRecord, hash_password, verify_password
+from estwisted.core.users import UserManager, UserRecord, hash_password, verify_password
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 
@@ -35,8 +35,8 @@ class UserManagerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.log = MemoryLog()
-        self.store = StreamStore(self.log, StreamIndex(), self.clock, password_iterations=10)
-        self.users = self.store.users
+        self.store = StreamStore(self.log, StreamIndex(), self.clock)
+        self.users = UserManager(self.store, iterations=10)
         self.settle(self.users.ensure_default_users())
 
     def settle(self, d):  # type: ignore[no-untyped-def]
@@ -48,10 +48,8 @@ class UserManagerTests(SynchronousTestCase):
         return self.failureResultOf(d, error)
 
     def restart(self) -> None:
-        self.store = StreamStore(
-            self.log, rebuild_index(self.log), self.clock, password_iterations=10
-        )
-        self.users = self.store.users
+        self.store = StreamStore(self.log, rebuild_index(self.log), self.clock)
+        self.users = UserManager(self.store, iterations=10)
 
     def test_defaults(self) -> None:
         admin = self.users.get_user("admin", ADMIN)
@@ -85,13 +83,25 @@ class UserManagerTests(SynchronousTestCase):
         assert other.event is not None
         self.assertNotEqual(body["salt"], json.loads(other.event.original.data)["salt"])
 
+    def test_writes_seen_by_another_manager(self) -> None:
+        """
+        A manager caches verified credentials but watches the store: a
+        password reset written through another manager over the same store
+        (or replicated into it) is seen by the next authentication.
+        """
+        other = UserManager(self.store, iterations=10)
+        self.assertEqual(other.authenticate("ops", "changeit").login, "ops")
+        self.settle(self.users.reset_password("ops", "fresh", ADMIN))
+        self.assertRaises(NotAuthenticated, other.authenticate, "ops", "changeit")
+        self.assertEqual(other.authenticate("ops", "fresh").login, "ops")
+
     def test_create_and_authenticate(self) -> None:
         self.settle(self.users.create_user("alice", "Alice", ["devs"], "pw", ADMIN))
-        self.assertEqual(self.store.authenticate("alice", "pw"), ALICE)
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "alice", "nope")
+        self.assertEqual(self.users.authenticate("alice", "pw"), ALICE)
+        self.assertRaises(NotAuthenticated, self.users.authenticate, "alice", "nope")
         self.fails(self.users.create_user("alice", "A", [], "x", ADMIN), AlreadyExists)
         self.restart()
-        self.assertEqual(self.store.authenticate("alice", "pw"), ALICE)
+        self.assertEqual(self.users.authenticate("alice", "pw"), ALICE)
         self.assertEqual([u.login for u in self.users.list_users(ADMIN)], ["admin", "ops", "alice"])
 
     def test_concurrent_create(self) -> None:
@@ -127,27 +137,27 @@ class UserManagerTests(SynchronousTestCase):
         self.assertRaises(NotFound, self.users.get_user, "ghost", ADMIN)
 
     def test_update(self) -> None:
-        self.assertEqual(self.store.authenticate("ops", "changeit").groups, frozenset({"$ops"}))
+        self.assertEqual(self.users.authenticate("ops", "changeit").groups, frozenset({"$ops"}))
         self.settle(self.users.update_user("ops", "Ops!", ["$ops", "x"], ADMIN))
         self.assertEqual(self.users.get_user("ops", ADMIN).full_name, "Ops!")
         self.assertEqual(
-            self.store.authenticate("ops", "changeit").groups, frozenset({"$ops", "x"})
+            self.users.authenticate("ops", "changeit").groups, frozenset({"$ops", "x"})
         )
 
     def test_disable_enable(self) -> None:
-        self.store.authenticate("ops", "changeit")
+        self.users.authenticate("ops", "changeit")
         self.settle(self.users.disable_user("ops", ADMIN))
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "ops", "changeit")
+        self.assertRaises(NotAuthenticated, self.users.authenticate, "ops", "changeit")
         self.settle(self.users.enable_user("ops", ADMIN))
-        self.store.authenticate("ops", "changeit")
+        self.users.authenticate("ops", "changeit")
 
     def test_change_password(self) -> None:
         ops = Principal("ops", frozenset({"$ops"}))
         self.fails(self.users.change_password("ops", "wrong", "new", ops), NotAuthenticated)
         self.fails(self.users.change_password("ghost", "changeit", "new", ops), NotFound)
         self.settle(self.users.change_password("ops", "changeit", "new", ops))
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "ops", "changeit")
-        self.assertEqual(self.store.authenticate("ops", "new"), ops)
+        self.assertRaises(NotAuthenticated, self.users.authenticate, "ops", "changeit")
+        self.assertEqual(self.users.authenticate("ops", "new"), ops)
         self.clock.advance(0)
         page = self.store.read_stream("$users-password-notifications", 0, 10, True, False, ADMIN)
         self.assertEqual(page.status, ReadStatus.SUCCESS)
@@ -155,15 +165,15 @@ class UserManagerTests(SynchronousTestCase):
 
     def test_reset_password(self) -> None:
         self.settle(self.users.reset_password("ops", "fresh", ADMIN))
-        self.assertEqual(self.store.authenticate("ops", "fresh").login, "ops")
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "ops", "changeit")
+        self.assertEqual(self.users.authenticate("ops", "fresh").login, "ops")
+        self.assertRaises(NotAuthenticated, self.users.authenticate, "ops", "changeit")
 
     def test_delete_and_recreate(self) -> None:
         self.settle(self.users.delete_user("ops", ADMIN))
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "ops", "changeit")
+        self.assertRaises(NotAuthenticated, self.users.authenticate, "ops", "changeit")
         self.assertEqual([u.login for u in self.users.list_users(ADMIN)], ["admin"])
         self.settle(self.users.create_user("ops", "New ops", ["$ops"], "pw2", ADMIN))
-        self.assertEqual(self.store.authenticate("ops", "pw2").login, "ops")
+        self.assertEqual(self.users.authenticate("ops", "pw2").login, "ops")
         self.assertEqual(self.users.get_user("ops", ADMIN).full_name, "New ops")
 
     def test_direct_stream_write_invalidates(self) -> None:
@@ -171,9 +181,9 @@ class UserManagerTests(SynchronousTestCase):
         A write to C{$user-<login>} by other means also refreshes the cached
         credentials.
         """
-        self.store.authenticate("ops", "changeit")
+        self.users.authenticate("ops", "changeit")
         self.settle(self.store.delete_stream("$user-ops", -2, False, ADMIN))
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "ops", "changeit")
+        self.assertRaises(NotAuthenticated, self.users.authenticate, "ops", "changeit")
 
     def test_auth_cache(self) -> None:
         """
@@ -181,7 +191,7 @@ class UserManagerTests(SynchronousTestCase):
         """
         import estwisted.core.users as users_module
 
-        self.store.authenticate("admin", "changeit")
+        self.users.authenticate("admin", "changeit")
         calls = []
         real = users_module.hash_password
 
@@ -191,7 +201,7 @@ class UserManagerTests(SynchronousTestCase):
 
         self.patch(users_module, "hash_password", counting)
         for _ in range(5):
-            self.store.authenticate("admin", "changeit")
+            self.users.authenticate("admin", "changeit")
         self.assertEqual(calls, [])
-        self.assertRaises(NotAuthenticated, self.store.authenticate, "admin", "bad")
+        self.assertRaises(NotAuthenticated, self.users.authenticate, "admin", "bad")
         self.assertEqual(len(calls), 1)

@@ -81,10 +81,52 @@ class MessageCodecTests(SynchronousTestCase):
 
     def test_compressedRefused(self) -> None:
         """
-        A message flagged compressed is refused (no compression is offered).
+        A message flagged compressed is refused on a call without a
+        C{grpc-encoding}.
         """
         self.assertRaises(FramingError, MessageDecoder().feed, b"\x01\x00\x00\x00\x00")
         self.assertRaises(FramingError, MessageDecoder().feed, b"\x07\x00\x00\x00\x00")
+
+    @given(messages, st.lists(st.integers(min_value=0), max_size=10),
+           st.sampled_from(["gzip", "deflate"]), st.lists(st.booleans(), max_size=10))
+    def test_compressedRoundTrip(self, payloads: list[bytes], cuts: list[int], encoding: str,
+                                 which: list[bool]) -> None:
+        """
+        Messages compressed or not (the flag is per message) decode to the
+        payloads however the bytes are cut, on a call with that encoding.
+        """
+        flags = which + [False] * len(payloads)
+        data = b"".join(encode_message(p, encoding if f else "identity")
+                        for p, f in zip(payloads, flags, strict=False))
+        decoder = MessageDecoder(encoding=encoding)
+        out: list[bytes] = []
+        for piece in _split(data, cuts):
+            out.extend(decoder.feed(piece))
+        self.assertEqual(out, payloads)
+        decoder.finish()
+
+    @given(st.binary(max_size=200), st.sampled_from(["gzip", "deflate"]))
+    def test_badCompressedData(self, junk: bytes, encoding: str) -> None:
+        """
+        Compressed junk decodes only when it is valid; otherwise it is a
+        L{FramingError}, nothing else.
+        """
+        framed = b"\x01" + len(junk).to_bytes(4, "big") + junk
+        try:
+            out = MessageDecoder(encoding=encoding).feed(framed)
+        except FramingError:
+            return
+        self.assertEqual(len(out), 1)
+
+    def test_inflationBounded(self) -> None:
+        """
+        A small compressed message inflating above the size limit is
+        refused without inflating it all.
+        """
+        bomb = encode_message(b"\0" * 100_000, "gzip")
+        self.assertLess(len(bomb), 1000)
+        decoder = MessageDecoder(max_size=10_000, encoding="gzip")
+        self.assertRaises(FramingError, decoder.feed, bomb)
 
     def test_oversizeRefusedBeforeBuffering(self) -> None:
         """
@@ -163,8 +205,9 @@ class StatusTests(SynchronousTestCase):
             [("grpc-status", "5"), ("grpc-message", "Leader info available"),
              ("exception", "not-leader"), ("stream-name", "a  b")],
         )
-        self.assertEqual(trailers_only(GrpcStatus(StatusCode.OK))[:3],
+        self.assertEqual(trailers_only(GrpcStatus(StatusCode.OK))[:4],
                          [(":status", "200"), ("content-type", "application/grpc"),
+                          ("grpc-accept-encoding", "identity,deflate,gzip"),
                           ("grpc-status", "0")])
 
 
@@ -194,11 +237,36 @@ class CallHeadTests(SynchronousTestCase):
             (self.base[:4] + [("content-type", "text/plain")], StatusCode.INVALID_ARGUMENT),
             (self.base[:2] + [(":path", "/nothing")] + self.base[3:], StatusCode.UNIMPLEMENTED),
             (self.base + [("grpc-timeout", "soon")], StatusCode.INVALID_ARGUMENT),
+            (self.base + [("grpc-encoding", "snappy")], StatusCode.UNIMPLEMENTED),
         ]
         for headers, code in cases:
             with self.assertRaises(GrpcStatus) as caught:
                 parse_call_head(headers)
             self.assertEqual(caught.exception.code, code)
+
+
+    def test_encodings(self) -> None:
+        """
+        Responses are compressed with the request's encoding only when the
+        client also accepts it; an unknown encoding is refused with the
+        list of those we take.
+        """
+        cases = [
+            ([], ("identity", "identity")),
+            ([("grpc-accept-encoding", "identity,gzip")], ("identity", "identity")),
+            ([("grpc-encoding", "gzip")], ("gzip", "identity")),
+            ([("grpc-encoding", "gzip"), ("grpc-accept-encoding", "identity, deflate, gzip")],
+             ("gzip", "gzip")),
+            ([("grpc-encoding", "deflate"), ("grpc-accept-encoding", "deflate")],
+             ("deflate", "deflate")),
+        ]
+        for extra, expected in cases:
+            head = parse_call_head(self.base + extra)
+            self.assertEqual((head.encoding, head.response_encoding), expected, extra)
+        with self.assertRaises(GrpcStatus) as caught:
+            parse_call_head(self.base + [("grpc-encoding", "br")])
+        self.assertIn(("grpc-accept-encoding", "identity,deflate,gzip"),
+                      caught.exception.metadata)
 
 
 class CodecTests(SynchronousTestCase):

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.core.model import Principal
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.grpc.admin import MONITORING, OPERATIONS, USERS
 from estwisted.grpc.framing import MessageDecoder, encode_message
 from estwisted.grpc.protocol import PREFACE, GrpcConnection, GrpcSniffingFactory
@@ -52,10 +53,23 @@ class Reply:
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
         self.trailers: dict[str, str] = {}
-        self.decoder = MessageDecoder()
+        self.decoder = MessageDecoder(encoding="gzip")
+        self.raw = b""
         self.messages: list[bytes] = []
         self.ended = False
         self.reset = False
+
+    @property
+    def raw_messages(self) -> list[tuple[int, bytes]]:
+        """
+        The response messages as sent: (compressed flag, bytes).
+        """
+        out, data = [], self.raw
+        while len(data) >= 5:
+            length = int.from_bytes(data[1:5], "big")
+            out.append((data[0], data[5 : 5 + length]))
+            data = data[5 + length :]
+        return out
 
     def meta(self, key: str) -> Optional[str]:
         return self.trailers.get(key, self.headers.get(key))
@@ -105,6 +119,7 @@ class Pair:
         elif isinstance(event, DataReceived):
             self.client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if reply.headers.get("content-type") == "application/grpc":
+                reply.raw += event.data
                 reply.messages.extend(reply.decoder.feed(event.data))
         elif isinstance(event, TrailersReceived):
             reply.trailers = {str(k): str(v) for k, v in event.headers}
@@ -134,7 +149,7 @@ def make_server(clock: Clock, anonymous: Optional[Principal] = ADMIN
                 ) -> tuple[GrpcServer, StreamStore]:
     from estwisted.subscriptions.persistent import PersistentSubscriptions
 
-    store = StreamStore(MemoryLog(), StreamIndex(), clock, password_iterations=1)
+    store = StreamStore(MemoryLog(), StreamIndex(), clock)
     hub = SubscriptionHub(store)
     persistent = PersistentSubscriptions(store, clock)
     persistent.start()
@@ -144,6 +159,7 @@ def make_server(clock: Clock, anonymous: Optional[Principal] = ADMIN
         anonymous=anonymous,
         persistent=persistent,
         shutdown=lambda: None,
+        users=UserManager(store, iterations=1),
     )
     return server, store
 
@@ -241,6 +257,47 @@ class ProtocolTests(SynchronousTestCase):
         """
         sid = self.pair.call(GOSSIP, "Read", [b"\x01\x00\x00\x00\x00"])
         self.assertEqual(self.pair.replies[sid].status, 3)
+
+    def test_gzipCall(self) -> None:
+        """
+        A client sending gzip messages (C{grpc-encoding: gzip}) and
+        accepting gzip gets its append done and a large read answered with
+        compressed messages (C{grpc-encoding: gzip} in the response
+        headers), each decoding to the events.
+        """
+        from estwisted.grpc.framing import decompress
+
+        gzip = [("grpc-encoding", "gzip"), ("grpc-accept-encoding", "identity,deflate,gzip")]
+        ids = [uuid.uuid4().bytes for _ in range(3)]
+        messages = [encode_message(m.SerializeToString(), "gzip")
+                    for m in append_request("gz", [(i, "t" * 300) for i in ids])]
+        sid = self.pair.call(STREAMS, "Append", messages, metadata=gzip)
+        reply = self.pair.replies[sid]
+        self.assertEqual(reply.status, 0)
+        self.assertEqual(parse(streams_pb2.AppendResp, reply.messages[0]).WhichOneof("result"),
+                         "success")
+        sid = self.pair.call(STREAMS, "Read", [encode_message(
+            read_request("gz").SerializeToString(), "gzip")], metadata=gzip)
+        reply = self.pair.replies[sid]
+        self.assertEqual(reply.headers["grpc-encoding"], "gzip")
+        self.assertEqual(reply.headers["grpc-accept-encoding"], "identity,deflate,gzip")
+        raw = reply.raw_messages
+        self.assertTrue(any(flag == 1 for flag, _ in raw))
+        events = [parse(streams_pb2.ReadResp, decompress(body, "gzip") if flag else body)
+                  for flag, body in raw]
+        read = [e.event.event.id.string for e in events if e.WhichOneof("content") == "event"]
+        self.assertEqual(read, [str(uuid.UUID(bytes=i)) for i in ids])
+
+    def test_unknownEncoding(self) -> None:
+        """
+        A message encoding we do not take is C{UNIMPLEMENTED}, with the
+        ones we take.
+        """
+        sid = self.pair.call(GOSSIP, "Read", [shared_pb2.Empty()],
+                             metadata=[("grpc-encoding", "snappy")])
+        self.assertEqual(self.pair.replies[sid].status, 12)
+        self.assertEqual(self.pair.replies[sid].meta("grpc-accept-encoding"),
+                         "identity,deflate,gzip")
 
     def test_deadline(self) -> None:
         """
@@ -537,6 +594,51 @@ class AdminServiceTests(SynchronousTestCase):
         self.pair.client.reset_stream(sid)
         self.pair.pump()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def _create_group(self, stream: str, group: str) -> None:
+        create = persistent_pb2.CreateReq()
+        create.options.group_name = group
+        create.options.stream.stream_identifier.stream_name = stream.encode()
+        create.options.stream.start.SetInParent()
+        create.options.settings.max_retry_count = 3
+        create.options.settings.message_timeout_ms = 10_000
+        create.options.settings.consumer_strategy = "RoundRobin"
+        sid = self.pair.call(PERSISTENT_SERVICE, "Create", [create])
+        self.assertEqual(self.pair.replies[sid].status, 0)
+
+    def _read_group(self, stream: str, group: str) -> int:
+        read = persistent_pb2.ReadReq()
+        read.options.stream_identifier.stream_name = stream.encode()
+        read.options.group_name = group
+        read.options.buffer_size = 10
+        read.options.uuid_option.string.SetInParent()
+        return self.pair.call(PERSISTENT_SERVICE, "Read", [read], end=False)
+
+    def test_restartSubsystem(self) -> None:
+        """
+        C{RestartSubsystem} and C{Operations.RestartPersistentSubscriptions}
+        drop the consumers, keep the groups and their progress, and deliver
+        live events again afterwards; anonymous callers are refused.
+        """
+        self._create_group("orders", "g")
+        for method, service in (("RestartSubsystem", PERSISTENT_SERVICE),
+                                ("RestartPersistentSubscriptions", OPERATIONS)):
+            sid = self._read_group("orders", "g")
+            self.assertIsNone(self.pair.replies[sid].status)
+            restart = self.pair.call(service, method, [shared_pb2.Empty()])
+            self.assertEqual(self.pair.replies[restart].status, 0, method)
+            self.assertTrue(self.pair.replies[sid].ended)
+            self.assertEqual(self.pair.replies[sid].status, 1)
+        sid = self._read_group("orders", "g")
+        self.pair.call(STREAMS, "Append", append_request("orders", [(uuid.uuid4().bytes, "t")]))
+        self.pair.pump()
+        events = [parse(persistent_pb2.ReadResp, m) for m in self.pair.replies[sid].messages]
+        self.assertEqual([e.WhichOneof("content") for e in events],
+                         ["subscription_confirmation", "event"])
+        server, _ = make_server(self.clock, anonymous=None)
+        pair = Pair(server, self.clock)
+        sid = pair.call(PERSISTENT_SERVICE, "RestartSubsystem", [shared_pb2.Empty()])
+        self.assertEqual(pair.replies[sid].status, 7)
 
     def test_persistentAll(self) -> None:
         """

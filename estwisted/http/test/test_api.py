@@ -27,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.http.api import HttpApi
 from estwisted.http.info import NodeInfo
 from estwisted.http.parsing import (
@@ -39,6 +40,7 @@ from estwisted.http.parsing import (
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 from estwisted.subscriptions.persistent import PersistentSubscriptions
+from estwisted.subscriptions.volatile import SubscriptionHub
 from estwisted.wire import atom
 
 BASE = "http://127.0.0.1:2113"
@@ -80,13 +82,16 @@ class Reply:
 def make_node(
     clock: Clock, node_info: Optional[NodeInfo] = None
 ) -> tuple[StreamStore, PersistentSubscriptions, HttpApi]:
-    store = StreamStore(MemoryLog(), StreamIndex(), clock, password_iterations=10)
-    store.users.ensure_default_users()
+    store = StreamStore(MemoryLog(), StreamIndex(), clock)
+    users = UserManager(store, iterations=10)
+    users.ensure_default_users()
     for _ in range(5):
         clock.advance(0)
     persistent = PersistentSubscriptions(store, clock)
     persistent.start()
-    api = HttpApi(store, None, persistent, clock, node_info or NodeInfo())
+    api = HttpApi(
+        store, SubscriptionHub(store), persistent, clock, node_info or NodeInfo(), users=users
+    )
     return store, persistent, api
 
 
@@ -1129,7 +1134,7 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
         self.assertEqual(info.int_tcp_port, config.int_tcp_port)
         names = dict(info.options)
         self.assertIn("ext_http_port", names)
-        api = HttpApi(self.store, None, self.persistent, self.clock, info)
+        api = HttpApi(self.store, SubscriptionHub(self.store), self.persistent, self.clock, info)
         stub = StubTreq(api.resource())
         d = stub.get(BASE + "/info/options", headers=OPS)  # type: ignore[attr-defined]
         stub.flush()
@@ -1156,7 +1161,7 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
         )
         view = {"members": [], "serverIp": "127.0.0.1", "serverPort": 2112}
         info = NodeInfo(leadership=leadership, gossip_view=lambda: view)
-        api = HttpApi(self.store, None, self.persistent, self.clock, info)
+        api = HttpApi(self.store, SubscriptionHub(self.store), self.persistent, self.clock, info)
         stub = StubTreq(api.resource())
 
         def call(method: str, path: str, headers: dict[str, str]) -> Any:
@@ -1202,7 +1207,7 @@ class OperationalTests(ApiTestMixin, SynchronousTestCase):
             LeadershipView(VNodeState.Slave, leader_external_http=Endpoint("127.0.0.9", 2113))
         )
         info = NodeInfo(leadership=leadership)
-        api = HttpApi(self.store, None, self.persistent, self.clock, info)
+        api = HttpApi(self.store, SubscriptionHub(self.store), self.persistent, self.clock, info)
         stub = StubTreq(api.resource())
 
         def call(method: str, path: str) -> Any:
@@ -1407,9 +1412,15 @@ class LoopbackTests(TestCase):
     """
 
     def setUp(self) -> Deferred[None]:  # type: ignore[override]
-        self.store = StreamStore(MemoryLog(), StreamIndex(), reactor, password_iterations=10)
+        self.store = StreamStore(MemoryLog(), StreamIndex(), reactor)
+        self.users = UserManager(self.store, iterations=10)
         self.api = HttpApi(
-            self.store, None, None, reactor, NodeInfo(max_body_size=10_000)
+            self.store,
+            SubscriptionHub(self.store),
+            PersistentSubscriptions(self.store, reactor),
+            reactor,
+            NodeInfo(max_body_size=10_000),
+            users=self.users,
         )
         site: Any = self.api.site()
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
@@ -1418,7 +1429,7 @@ class LoopbackTests(TestCase):
         self.base = f"http://127.0.0.1:{self.port_number}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.pool.closeCachedConnections)
-        return self.store.users.ensure_default_users()
+        return self.users.ensure_default_users()
 
     def req(self, method: str, path: str, headers: Optional[dict[str, str]] = None,
             body: Optional[bytes] = None) -> Deferred[Any]:

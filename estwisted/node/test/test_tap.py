@@ -274,13 +274,7 @@ class MakeServiceTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         calls: list[tuple[Any, Any]] = []
-        prepared: list[bool] = []
-
-        class Built(Service):
-            def prepare(self) -> None:
-                prepared.append(True)
-
-        built = Built()
+        built = Service()
 
         def fake(config: Any, given_reactor: Any) -> IService:
             calls.append((config, given_reactor))
@@ -292,20 +286,18 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIs(tap.makeService(options), built)
         self.assertEqual(calls, [(options.config, reactor)])
         self.assertTrue(calls[0][0].mem_db)
-        self.assertEqual(prepared, [True])
 
     def test_startupErrorExits(self) -> None:
         """
-        A L{StartupError} while preparing the node becomes C{SystemExit} with
-        one line, before anything listens.
+        A L{StartupError} while building the node (it opens the database)
+        becomes C{SystemExit} with one line, before anything listens.
         """
         from estwisted.node.service import StartupError
 
-        class Broken(Service):
-            def prepare(self) -> None:
-                raise StartupError("cannot open the database in x: locked")
+        def broken(config: Any, given_reactor: Any) -> IService:
+            raise StartupError("cannot open the database in x: locked")
 
-        self.patch(estwisted.node.service, "make_node_service", lambda c, r: Broken())
+        self.patch(estwisted.node.service, "make_node_service", broken)
         options = tap.Options(environ={})
         options.parseOptions(["--mem-db"])
         e = self.assertRaises(SystemExit, tap.makeService, options)

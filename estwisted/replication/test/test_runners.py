@@ -1497,7 +1497,7 @@ class RequireMasterReadTests(SynchronousTestCase):
         from estwisted.core.streams import StreamStore
         from estwisted.wire import messages_pb2 as pb
 
-        store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
+        store = StreamStore(MemoryLog(), StreamIndex(), Clock())
         self.assertEqual(self._read(store, True).command, 0xB3)
         leadership = Leadership(STANDALONE)
         self.assertEqual(self._read(store, True, leadership).command, 0xB3)
@@ -1521,7 +1521,7 @@ class PersistentOnFollowerTests(RequireMasterReadTests):
         from estwisted.wire import messages_pb2 as pb
         from estwisted.wire.tcpcodec import decode_package, encode_package
 
-        store = StreamStore(MemoryLog(), StreamIndex(), Clock(), password_iterations=1)
+        store = StreamStore(MemoryLog(), StreamIndex(), Clock())
         factory = TcpClientFactory(
             store, None, None, Clock(), leadership=Leadership(following_view())  # type: ignore[arg-type]
         )

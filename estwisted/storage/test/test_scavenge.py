@@ -158,11 +158,13 @@ class ScavengedLogTests(SynchronousTestCase):
         self.log.flush()
         self.all = self.log.read_forward(0, 10_000)
 
-    def scavenge(self, drop: str) -> list[Any]:
+    def scavenge(self, drop: Any) -> list[Any]:
         """
-        Scavenge every completed chunk, removing stream C{drop}.
+        Scavenge every completed chunk, removing stream C{drop} (a name or
+        a tuple of names).
         """
-        states = {s: StreamState(99, s == drop, NO_METADATA) for s in ("s0", "s1", "s2")}
+        drops = (drop,) if isinstance(drop, str) else tuple(drop)
+        states = {s: StreamState(99, s in drops, NO_METADATA) for s in ("s0", "s1", "s2")}
         saved = 0
         for number in range(self.log.completed_chunks):
             result = ChunkResult(number)
@@ -179,7 +181,7 @@ class ScavengedLogTests(SynchronousTestCase):
                 saved += self.log.replace_chunk(number, result.path)
         self.assertGreater(saved, 0)
         current = self.log.completed_chunks * MIN_CHUNK_SIZE
-        return [r for r in self.all if r.stream != drop or r.position >= current]
+        return [r for r in self.all if r.stream not in drops or r.position >= current]
 
     def check(self, expected: list[Any]) -> None:
         log = self.log
@@ -237,6 +239,111 @@ class ScavengedLogTests(SynchronousTestCase):
         ]
         self.check(expected)
 
+    def merge(self) -> list[tuple[int, int]]:
+        """
+        Merge every group L{ChunkedLog.merge_groups} proposes.
+        """
+        from estwisted.storage.scavenge import merge_chunks
+
+        groups = self.log.merge_groups()
+        for first, last in groups:
+            chunks = [self.log.chunk(n) for n in range(first, last + 1)]
+            version = max(self.log.chunk_version(n) for n in range(first, last + 1)) + 1
+            paths: list[str] = []
+            for _ in merge_chunks(chunks, version, paths):
+                pass
+            self.log.replace_merged(first, last, paths[0])
+        return groups
+
+    def chunk_files(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.directory) if n.startswith("chunk-"))
+
+    def test_merge(self) -> None:
+        """
+        Small scavenged chunks merge into fewer files; every survivor reads
+        at its position (forwards, backwards, raw, index rebuild), also
+        after a reopen; a second merge finds nothing to do.
+        """
+        expected = self.scavenge(("s1", "s2"))
+        before = self.chunk_files()
+        groups = self.merge()
+        self.assertTrue(groups)
+        after = self.chunk_files()
+        self.assertLess(len(after), len(before))
+        self.check(expected)
+        self.assertEqual(self.log.merge_groups(), [])
+        self.log.close()
+        self.log = ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
+        self.assertEqual(self.chunk_files(), after)
+        self.check(expected)
+
+    def test_rescavenge_inside_a_merged_file(self) -> None:
+        """
+        A chunk of a merged file scavenged again gets its own newer file,
+        which wins for that chunk (the merged file keeps the others) also
+        after a reopen; the next merge folds it back in.
+        """
+        self.scavenge(("s1", "s2"))
+        self.merge()
+        expected = self.scavenge(("s0", "s1", "s2"))
+        self.check(expected)
+        self.log.close()
+        self.log = ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
+        self.check(expected)
+        files = len(self.chunk_files())
+        self.assertTrue(self.merge())
+        self.assertLess(len(self.chunk_files()), files)
+        self.check(expected)
+        self.log.close()
+        self.log = ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
+        self.check(expected)
+
+    def test_merge_crash_windows(self) -> None:
+        """
+        A crash after the merged file's rename but before the old files are
+        deleted: the open keeps the merged file and deletes the others.  A
+        crash before the rename leaves a C{.tmp} file, removed on open.
+        """
+        from estwisted.storage.scavenge import merge_chunks
+
+        expected = self.scavenge(("s1", "s2"))
+        first, last = self.log.merge_groups()[0]
+        chunks = [self.log.chunk(n) for n in range(first, last + 1)]
+        version = max(self.log.chunk_version(n) for n in range(first, last + 1)) + 1
+        paths: list[str] = []
+        for _ in merge_chunks(chunks, version, paths):
+            pass
+        old = [os.path.basename(c.path) for c in chunks]
+        # "crash": the log never swapped the file in
+        self.log.close()
+        with open(os.path.join(self.directory, "chunk-000001.000009.x.merge.tmp"), "wb") as f:
+            f.write(b"partial")
+        self.log = ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
+        names = self.chunk_files()
+        self.assertIn(os.path.basename(paths[0]), names)
+        self.assertFalse(set(old) & set(names))
+        self.assertFalse([n for n in os.listdir(self.directory) if n.endswith(".tmp")])
+        self.check(expected)
+
+    def test_reader_keeps_a_replaced_chunk(self) -> None:
+        """
+        A pinned chunk (an image being sent to a replica) stays readable
+        after a merge replaced and deleted its file; it closes when
+        released.
+        """
+        self.scavenge(("s1", "s2"))
+        first, _ = self.log.merge_groups()[0]
+        image = self.log.chunk_image(first)
+        data = image.read(0, image.size)
+        old = self.log.chunk(first)
+        self.merge()
+        self.assertIsNot(self.log.chunk(first), old)
+        self.assertFalse(os.path.exists(old.path) and old.path != self.log.chunk(first).path)
+        self.assertEqual(image.read(0, image.size), data)
+        self.assertFalse(old.closed)
+        image.close()
+        self.assertTrue(old.closed)
+
     def test_crash_leftovers(self) -> None:
         """
         A temporary file and an old version left by a crash are removed on
@@ -264,7 +371,7 @@ class ScavengerTests(SynchronousTestCase):
         self.log = ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
         self.addCleanup(lambda: self.log.close())
         self.index = StreamIndex()
-        self.store = StreamStore(self.log, self.index, self.clock, password_iterations=10)
+        self.store = StreamStore(self.log, self.index, self.clock)
 
     def settle(self, d: Any) -> Any:
         for _ in range(50):
@@ -364,3 +471,111 @@ class ScavengerTests(SynchronousTestCase):
         self.assertEqual(
             self.store.read_stream("kept", 0, 1000, True, False, None).events, before.events
         )
+
+
+class ScavengerMergeTests(ScavengerTests):
+    """
+    The scavenger's merge phase and its options (C{DisableScavengeMerging},
+    C{ScavengeHistoryMaxAge}).
+    """
+
+    def files(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.directory) if n.startswith("chunk-"))
+
+    def run_scavenge(self) -> tuple[str, dict[str, Any]]:
+        scavenger = self.store.scavenger()
+        assert scavenger is not None
+        scavenge_id, done = scavenger.start()
+        body = self.settle(done)
+        self.assertEqual(body["result"], "Success")
+        return scavenge_id, body
+
+    def history(self, scavenge_id: str) -> list[Any]:
+        return [
+            e.event
+            for e in self.store.read_stream(
+                f"$scavenges-{scavenge_id}", 0, 1000, True, False, SYSTEM_PRINCIPAL
+            ).events
+            if e.event
+        ]
+
+    def test_merges_by_default(self) -> None:
+        """
+        After the chunks are scavenged, small neighbours merge into one
+        file; the merge is recorded with its chunk range; reads and a
+        reopen see the same.
+        """
+        self.populate()
+        before = self.store.read_stream("kept", 0, 1000, True, False, None)
+        scavenge_id, _ = self.run_scavenge()
+        merged = [
+            json.loads(e.data)
+            for e in self.history(scavenge_id)
+            if e.event_type == "$scavengeChunksCompleted"
+            and json.loads(e.data)["chunkEndNumber"] > json.loads(e.data)["chunkStartNumber"]
+        ]
+        self.assertTrue(merged)
+        self.assertLess(len(self.files()), self.log.completed_chunks + 1)
+        self.assertEqual(
+            self.store.read_stream("kept", 0, 1000, True, False, None).events, before.events
+        )
+        records = self.log.read_forward(0, 100_000)
+        self.log.close()
+        self.log = ChunkedLog(self.directory, chunk_size=MIN_CHUNK_SIZE)
+        self.assertEqual(self.log.read_forward(0, 100_000), records)
+
+    def test_merging_disabled(self) -> None:
+        self.store.scavenge_options = {"merge": False, "history_max_age": 7}
+        self.populate()
+        scavenge_id, _ = self.run_scavenge()
+        self.assertEqual(len(self.files()), self.log.completed_chunks + 1)
+        ranges = [
+            json.loads(e.data)
+            for e in self.history(scavenge_id)
+            if e.event_type == "$scavengeChunksCompleted"
+        ]
+        self.assertTrue(all(r["chunkStartNumber"] == r["chunkEndNumber"] for r in ranges))
+        self.assertTrue(self.log.merge_groups())
+        metadata = self.store.stream_metadata(f"$scavenges-{scavenge_id}")
+        self.assertEqual(metadata.max_age, 7 * 86400)
+
+
+class FullChunkTests(SynchronousTestCase):
+    """
+    A chunk whose records fill it exactly (its data size is the chunk
+    size), scavenged or not, reads backwards (a restart's first read).
+    """
+
+    def test_read_backward_over_a_full_chunk(self) -> None:
+        from estwisted.storage.records import OVERHEAD
+
+        path = tempfile.mkdtemp(prefix="estw-full-")
+        self.addCleanup(shutil.rmtree, path, True)
+        log = ChunkedLog(path, chunk_size=MIN_CHUNK_SIZE)
+        self.addCleanup(log.close)
+        number = 0
+        while log.pending_position < MIN_CHUNK_SIZE:
+            room = MIN_CHUNK_SIZE - log.pending_position - OVERHEAD - 2
+            data = 500 if room >= 600 else room
+            log.append("x", number, uuid.uuid4().bytes, "t", 0, b"d" * data, b"", 0)
+            number += 1
+        self.assertEqual(log.pending_position, MIN_CHUNK_SIZE)
+        log.append("y", 0, uuid.uuid4().bytes, "t", 0, b"after", b"", 0)
+        log.flush()
+        self.assertEqual(log.chunk(0).data_size, MIN_CHUNK_SIZE)
+        everything = log.read_forward(0, 1000)
+        self.assertEqual(log.read_backward(log.end_position, 1000), everything[::-1])
+        # everything of "x" but its last event goes: the chunk is scavenged
+        states = {
+            "x": StreamState(number - 1, True, NO_METADATA),
+            "y": StreamState(0, False, NO_METADATA),
+        }
+        result = ChunkResult(0)
+        for _ in rewrite_chunk(log.chunk(0), log.chunk_runs(0), states.__getitem__, NOW, result):
+            pass
+        assert result.path is not None
+        log.replace_chunk(0, result.path)
+        self.assertEqual(log.chunk(0).data_size, MIN_CHUNK_SIZE)
+        left = log.read_forward(0, 1000)
+        self.assertEqual([r.stream for r in left], ["y"])
+        self.assertEqual(log.read_backward(log.end_position, 1000), left[::-1])

@@ -1171,6 +1171,23 @@ class PullTests(PersistentTestCase):
         self.assertEqual(self.parked(), ["1@s"])
         self.assertEqual(self.pulled(1), [(0, 1)])
 
+    def test_pull_nak_redelivered_in_stream_order(self) -> None:
+        """
+        Nacked messages come back in stream order whatever order they were
+        nacked in (Event Store's retry buffer inserts a retried message
+        before any with a higher event number): 12 pulled, 8 nacked newest
+        first (the order of a feed's entries), 4 acked.
+        """
+        self.write(count=8)
+        pulled = self.subs.pull("s", "g", 12, None)
+        self.assertEqual([e.original.event_number for e, _ in pulled], list(range(12)))
+        by_number = {e.original.event_number: e.original.event_id for e, _ in pulled}
+        nacked = [11, 9, 7, 5, 3, 2, 1, 0]
+        self.subs.nak_ids("s", "g", [by_number[n] for n in nacked], NakAction.RETRY, None)
+        self.subs.ack_ids("s", "g", [by_number[n] for n in (10, 4, 8, 6)], None)
+        self.clock.advance(0)
+        self.assertEqual(self.pulled(10), [(n, 1) for n in sorted(nacked)])
+
     def test_pull_nak_only_pulled(self) -> None:
         """
         An HTTP nak cannot touch a message a TCP consumer holds.

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.core.model import DELETED_STREAM, DELETED_STREAM_V1
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 from estwisted.subscriptions.persistent import PersistentSubscriptions
@@ -40,15 +41,17 @@ class Node:
 
     def __init__(self) -> None:
         self.clock = Clock()
-        self.store = StreamStore(MemoryLog(), StreamIndex(), self.clock, password_iterations=1)
-        self.store.users.ensure_default_users()
+        self.store = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        self.users = UserManager(self.store, iterations=1)
+        self.users.ensure_default_users()
         self.settle()
         self.hub = SubscriptionHub(self.store)
         self.persistent = PersistentSubscriptions(self.store, self.clock)
         self.persistent.start()
         self.settle()
         self.factory = TcpClientFactory(
-            self.store, self.hub, self.persistent, self.clock, 2.0, 1.0, 1024 * 1024
+            self.store, self.hub, self.persistent, self.clock, 2.0, 1.0, 1024 * 1024,
+            users=self.users,
         )
 
     def settle(self) -> None:

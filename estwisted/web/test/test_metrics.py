@@ -14,10 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.core.model import NewEvent
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.http.api import HttpApi
 from estwisted.http.info import NodeInfo
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
+from estwisted.subscriptions.persistent import PersistentSubscriptions
+from estwisted.subscriptions.volatile import SubscriptionHub
 from estwisted.web.metrics import (
     NodeMetrics,
     NodeSources,
@@ -165,8 +168,15 @@ def new_event(n: int) -> NewEvent:
 class NodeMetricsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.store = StreamStore(MemoryLog(), StreamIndex(), self.clock, password_iterations=10)
-        self.api = HttpApi(self.store, None, None, self.clock, NodeInfo())
+        self.store = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        self.api = HttpApi(
+            self.store,
+            SubscriptionHub(self.store),
+            PersistentSubscriptions(self.store, self.clock),
+            self.clock,
+            NodeInfo(),
+            users=UserManager(self.store, iterations=10),
+        )
         self.metrics = NodeMetrics(
             NodeSources(store=self.store, log=self.store._log, http_api=self.api), process=False
         )

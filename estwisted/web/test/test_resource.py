@@ -14,10 +14,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from estwisted.core.streams import StreamStore
+from estwisted.core.users import UserManager
 from estwisted.http.api import HttpApi
 from estwisted.http.info import NodeInfo
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
+from estwisted.subscriptions.persistent import PersistentSubscriptions
+from estwisted.subscriptions.volatile import SubscriptionHub
 from estwisted.web import STATIC_FILES, WebResource, is_web_path
 from estwisted.web.metrics import NodeMetrics, NodeSources
 
@@ -27,11 +30,19 @@ BASE = "http://127.0.0.1:2113"
 class WebResourceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.store = StreamStore(MemoryLog(), StreamIndex(), self.clock, password_iterations=10)
-        self.store.users.ensure_default_users()
+        self.store = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        users = UserManager(self.store, iterations=10)
+        users.ensure_default_users()
         for _ in range(5):
             self.clock.advance(0)
-        self.api = HttpApi(self.store, None, None, self.clock, NodeInfo())
+        self.api = HttpApi(
+            self.store,
+            SubscriptionHub(self.store),
+            PersistentSubscriptions(self.store, self.clock),
+            self.clock,
+            NodeInfo(),
+            users=users,
+        )
         self.metrics = NodeMetrics(NodeSources(store=self.store, http_api=self.api), process=False)
         self.api.web = WebResource(self.metrics)
         self.api.metrics = self.metrics
