@@ -3,7 +3,8 @@ What C{/metrics} costs append throughput (issue 17: at most 2% while
 scraped every second).
 
     python benchmarks/metrics_overhead.py [--seconds 3] [--rounds 3] [--mem-db]
-                                          [--before REV]
+                                          [--before REV [--before-probe PATH]]
+    python benchmarks/metrics_overhead.py --micro
 
 Starts a node (on-disk database unless C{--mem-db}) and runs the append
 loads of C{benchmarks/tcp.py} (its C{tcpload} client) in interleaved
@@ -92,21 +93,22 @@ class BeforeNode(NodeProcess):
     A node running the code of an exported older revision.
     """
 
-    def __init__(self, directory: str, code: str, **kwargs: Any) -> None:
+    def __init__(self, directory: str, code: str, probe: str = "/metrics", **kwargs: Any) -> None:
         super().__init__(directory, **kwargs)
+        self.probe = probe
         # The node runs with its directory first on sys.path (python -c):
         # the older package found there wins over this checkout's.
         os.symlink(os.path.join(code, "estwisted"), os.path.join(self.directory, "estwisted"))
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         started = super().start(timeout)
-        url = f"http://127.0.0.1:{self.ext_http_port}/metrics"
+        url = f"http://127.0.0.1:{self.ext_http_port}{self.probe}"
         try:
             urllib.request.urlopen(url, timeout=5).close()
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return started
-        raise RuntimeError("the older node serves /metrics: it is not running the old code")
+        raise RuntimeError(f"the older node serves {self.probe}: it is not running the old code")
 
 
 def export(revision: str, directory: str) -> str:
@@ -158,13 +160,182 @@ def measure(
     return out
 
 
+def _best(fn: Any, number: int, repeat: int = 7) -> float:
+    """
+    Seconds per call of C{fn}: the best of C{repeat} runs of C{number}.
+    """
+    import timeit
+
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
+
+
+def micro() -> dict[str, float]:
+    """
+    In-process costs of each metric update and of one scrape, in
+    microseconds (best of 7): the parts an end-to-end run on a shared
+    machine cannot resolve to 2%.
+    """
+    import uuid
+
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from estwisted.core.model import NewEvent
+    from estwisted.core.progress import ProgressBoard
+    from estwisted.core.streams import StreamStore
+    from estwisted.core.users import UserManager
+    from estwisted.http.api import HttpApi
+    from estwisted.http.info import NodeInfo
+    from estwisted.storage import flushing
+    from estwisted.storage.index import StreamIndex
+    from estwisted.storage.memory import MemoryLog
+    from estwisted.subscriptions.persistent import PersistentSubscriptions
+    from estwisted.subscriptions.volatile import SubscriptionHub
+    from estwisted.tcp.server import TcpClientFactory
+    from estwisted.web.metrics import NodeMetrics, NodeSources, ThreadHistogram
+    from estwisted.wire import messages_pb2 as pb
+    from estwisted.wire.framing import frame
+    from estwisted.wire.tcpcodec import TcpCommand, encode_package
+
+    out: dict[str, float] = {}
+    clock = Clock()
+    store = StreamStore(MemoryLog(), StreamIndex(), clock)
+    users = UserManager(store, iterations=1)
+    users.ensure_default_users()
+    for i in range(200):
+        events = [NewEvent(uuid.uuid4().bytes, "t", b"x" * 100) for _ in range(50)]
+        store.append(f"stream-{i}", -2, events, None)
+        clock.advance(0)
+    hub = SubscriptionHub(store)
+    persistent = PersistentSubscriptions(store, clock)
+    persistent.start()
+    clock.advance(0)
+    factory = TcpClientFactory(
+        store, hub, persistent, clock, 2.0, 1.0, 1024 * 1024, users=users
+    )
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    read = pb.ReadStreamEvents(event_stream_id="stream-1", from_event_number=0, max_count=1)
+    package = frame(encode_package(
+        TcpCommand.ReadStreamEventsForward, uuid.uuid4().bytes, read.SerializePartialToString(),
+        "admin", "changeit",
+    ))
+
+    def one_read() -> None:
+        protocol.dataReceived(package)
+        transport.clear()
+
+    api = HttpApi(store, hub, persistent, clock, NodeInfo())
+    board = ProgressBoard()
+    for n in range(20):
+        board.start("scavenge", f"s-{n}", 10, 0.0, unit="chunks", log=False).finish(1.0)
+    metrics = NodeMetrics(NodeSources(store=store, log=store._log, hub=hub,
+                                      persistent=persistent, http_api=api,
+                                      tcp_factories={"external": factory}, board=board))
+    def write_frame(i: int) -> bytes:
+        m = pb.WriteEvents(event_stream_id=f"w-{i % 100}", expected_version=-2)
+        e = m.events.add()
+        e.event_id = uuid.uuid4().bytes
+        e.event_type = "t"
+        e.data_content_type = 0
+        e.metadata_content_type = 0
+        e.data = b"x" * 100
+        return frame(encode_package(
+            TcpCommand.WriteEvents, uuid.uuid4().bytes, m.SerializePartialToString(),
+            "admin", "changeit",
+        ))
+
+    writes = b"".join(write_frame(i) for i in range(200))
+
+    def pipelined_writes() -> None:
+        # 200 pipelined writes in one read, one group commit, the replies
+        protocol.dataReceived(writes)
+        clock.advance(0)
+        clock.advance(0)
+        transport.clear()
+
+    # Interleaved, best of each: the store grows as the writes go on.
+    best: dict[str, list[float]] = {}
+    for round_ in range(6):
+        for metered in ((False, True) if round_ % 2 else (True, False)):
+            factory.request_meter = metrics.tcp_requests if metered else None
+            key = "metered" if metered else "unmetered"
+            best.setdefault(f"tcp_read_{key}_us", []).append(_best(one_read, 2000, 3) * 1e6)
+            best.setdefault(f"tcp_write_pipelined_{key}_us", []).append(
+                _best(pipelined_writes, 10, 3) / 200 * 1e6)
+    out.update({k: min(v) for k, v in best.items()})
+    # The dispatch step alone, with a handler that does nothing: what the
+    # meter adds to every request, without the noise of the rest.
+    dispatcher = protocol.dispatcher
+    dispatcher._handlers[TcpCommand.ReadEvent] = lambda corr, data, principal: None
+    corr = uuid.uuid4().bytes
+
+    def bare_dispatch() -> None:
+        dispatcher.dispatch(TcpCommand.ReadEvent, corr, b"", None)
+
+    bare: dict[str, list[float]] = {}
+    for round_ in range(6):
+        for metered in ((False, True) if round_ % 2 else (True, False)):
+            factory.request_meter = metrics.tcp_requests if metered else None
+            key = "metered" if metered else "unmetered"
+            bare.setdefault(f"tcp_dispatch_{key}_us", []).append(
+                _best(bare_dispatch, 200000, 3) * 1e6)
+    out.update({k: min(v) for k, v in bare.items()})
+    factory.request_meter = None
+    meter = metrics.tcp_requests
+    started = time.perf_counter()
+    out["tcp_observe_call_us"] = _best(
+        lambda: meter.observe(TcpCommand.WriteEvents, time.perf_counter() - started), 100000
+    ) * 1e6
+    histogram = ThreadHistogram((0.001, 0.01, 0.1))
+    results: list[float] = []
+    worker = threading.Thread(target=lambda: results.append(
+        _best(lambda: histogram.observe(0.002), 100000)))
+    worker.start()
+    worker.join(60)
+    out["fsync_observe_other_thread_us"] = results[0] * 1e6
+    fd, path = tempfile.mkstemp(prefix="estwisted-fsync-")
+    try:
+        os.write(fd, b"x")
+        flushing.sync_observer = None
+        out["fdatasync_untimed_us"] = _best(lambda: flushing.fdatasync(fd), 50) * 1e6
+        flushing.sync_observer = histogram.observe
+        out["fdatasync_timed_us"] = _best(lambda: flushing.fdatasync(fd), 50) * 1e6
+    finally:
+        flushing.sync_observer = None
+        os.close(fd)
+        os.unlink(path)
+    out["scrape_render_us"] = _best(metrics.render, 50) * 1e6
+    out["scrape_bytes"] = float(len(metrics.render()))
+    metrics.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mem-db", action="store_true")
     parser.add_argument("--before", help="also run a node on this git revision's code")
+    parser.add_argument(
+        "--before-probe", default="/metrics",
+        help="a path the --before node must answer 404 (proof it runs the old code); "
+        "/progress for a revision with /metrics but without the progress and new metrics",
+    )
+    parser.add_argument(
+        "--micro", action="store_true",
+        help="only the in-process costs of the metric updates and of a scrape",
+    )
     options = parser.parse_args()
+    if options.micro:
+        costs = micro()
+        for name, value in costs.items():
+            print(f"{name:<32} {value:12.2f}")
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS.replace(".json", "_micro.json"), "w") as f:
+            json.dump(costs, f, indent=1)
+        return
     workdir = tempfile.mkdtemp(prefix="estwisted-metrics-bench-")
     binary = build_load_client(workdir)
     nodes: dict[str, NodeProcess] = {
@@ -173,7 +344,8 @@ def main() -> None:
     if options.before:
         code = export(options.before, workdir)
         nodes["before"] = BeforeNode(
-            os.path.join(workdir, "before-node"), code, mem_db=options.mem_db
+            os.path.join(workdir, "before-node"), code, probe=options.before_probe,
+            mem_db=options.mem_db,
         )
     configs = [("metrics", False), ("metrics", True)]
     if options.before:

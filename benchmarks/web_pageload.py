@@ -3,12 +3,18 @@ How long the admin UI's pages take to load against a node holding many
 events (issue 17: under one second with one million).
 
     python benchmarks/web_pageload.py [--events 1000000] [--streams 1000] [--disk]
+                                      [--projections] [--rebuild]
 
 Starts a node (in memory unless C{--disk}), writes C{--events} events of
 100 bytes over TCP spread over C{--streams} streams (batches of 100), then
 opens each page in headless Chromium (as C{tests/test_web.py} does) and
 times it from navigation to the page's content being on screen, three
-times each.  Prints the times and writes C{benchmarks/results/web_pageload.json}.
+times each.  With C{--projections} the node runs the standard projections
+(C{--run-projections all}) and the pages are timed once they caught up
+(their catch-up, from C{GET /progress}, is reported); with C{--rebuild}
+(and C{--disk}) the node is restarted without its index files, and the
+index rebuild's duration and rate (C{GET /progress}) are reported.
+Prints the times and writes C{benchmarks/results/web_pageload.json}.
 Only talks to 127.0.0.1; the node and the browser are stopped at the end.
 """
 
@@ -26,9 +32,11 @@ sys.path.insert(0, ROOT)
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import urllib.request  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -54,6 +62,54 @@ PAGES = (
     ("admin", "scavenge-progress", "scavenge"),
 )
 
+#: Pages timed only with C{--projections}, and the text they show without.
+PROJECTION_PAGES = (
+    ("projections", "projections-table", "$streams"),
+    ("projections/$streams", "projection-fields", "Running"),
+)
+NO_PROJECTIONS_PAGE = ("projections", "projections-not-running", "not running")
+
+
+def progress(base: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{base}/progress", timeout=10) as r:
+        tasks: list[dict[str, Any]] = json.loads(r.read())["tasks"]
+    return tasks
+
+
+def wait_projections(base: str, timeout: float = 1800.0) -> list[dict[str, Any]]:
+    """
+    Wait (bounded) until the projections are idle: none catching up (on
+    C{GET /progress}) and their events processed unchanged for two
+    seconds; their catch-up tasks (none when they kept up live).
+    """
+    deadline = time.monotonic() + timeout
+    last_line = 0.0
+    previous = -1
+    while time.monotonic() < deadline:
+        tasks = [t for t in progress(base) if t["kind"] == "projection-catch-up"]
+        running = [t for t in tasks if t["running"]]
+        request = urllib.request.Request(f"{base}/projections/any")
+        request.add_header("Accept", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            processed = sum(p["eventsProcessedAfterRestart"]
+                            for p in json.loads(r.read())["projections"])
+        if not running and processed == previous:
+            return tasks
+        previous = processed
+        if time.monotonic() - last_line > 10:
+            last_line = time.monotonic()
+            print(f"  projections: {processed:,} events processed" + "".join(
+                f", {t['name']} {t['percentage']:.0f}%" for t in running))
+        time.sleep(2.0)
+    raise RuntimeError("the projections did not catch up in time")
+
+
+def describe_task(t: dict[str, Any]) -> str:
+    unit = "MiB" if t["unit"] == "bytes" else t["unit"]
+    scale = 1 / 1048576 if t["unit"] == "bytes" else 1
+    return (f"{t['kind']} {t['name']}: {t['result'] or 'running'}, {t['done'] * scale:.1f} "
+            f"{unit} in {t['elapsedSeconds']:.1f} s ({t['rate'] * scale:.1f} {unit}/s)")
+
 
 def fill(port: int, events: int, streams: int) -> float:
     """
@@ -76,25 +132,51 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--disk", action="store_true")
+    parser.add_argument("--projections", action="store_true")
+    parser.add_argument("--rebuild", action="store_true")
     options = parser.parse_args()
+    if options.rebuild and not options.disk:
+        parser.error("--rebuild needs --disk")
     workdir = tempfile.mkdtemp(prefix="estwisted-web-bench-")
-    node = NodeProcess(os.path.join(workdir, "node"), mem_db=not options.disk)
+    extra = (["--run-projections", "all", "--start-standard-projections", "true"]
+             if options.projections else [])
+    node = NodeProcess(os.path.join(workdir, "node"), mem_db=not options.disk, extra_args=extra)
+    pages = PAGES + (PROJECTION_PAGES if options.projections else (NO_PROJECTIONS_PAGE,))
     browser = None
     results: dict[str, Any] = {"options": vars(options), "pages": {}}
     try:
         node.start()
         results["fill_seconds"] = fill(node.ext_tcp_port, options.events, options.streams)
         print(f"wrote {options.events:,} events in {results['fill_seconds']:.0f} s")
+        base = node.http_url
+        if options.projections:
+            caught_up = wait_projections(base)
+            results["projection_catch_up"] = caught_up
+            for t in caught_up:
+                print("  " + describe_task(t))
+        if options.rebuild:
+            node.stop()
+            shutil.rmtree(os.path.join(node.directory, "data", "index"))
+            started = time.monotonic()
+            node.start(timeout=1200)
+            results["restart_seconds"] = time.monotonic() - started
+            startup = [t for t in progress(base)
+                       if t["kind"] in ("index-rebuild", "chunk-verification")]
+            results["startup_tasks"] = startup
+            print(f"restarted without index files in {results['restart_seconds']:.1f} s")
+            for t in startup:
+                print("  " + describe_task(t))
+            if options.projections:
+                wait_projections(base)
         browser = Browser(workdir)
         d = browser.driver
-        base = node.http_url
         d.get(base + "/web/")
         browser.wait("the login form", browser.present("login-user"))
         browser.by_id("login-user").send_keys("admin")
         browser.by_id("login-password").send_keys("changeit")
         browser.by_id("login-submit").click()
         browser.wait("the dashboard", browser.present("card-state"))
-        for page, element, text in PAGES:
+        for page, element, text in pages:
             times = []
             for _ in range(3):
                 d.get("about:blank")

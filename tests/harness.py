@@ -55,9 +55,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     A TCP port that is free on C{host} right now.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """
+    C{count} different TCP ports that are free on C{host} right now (all
+    bound at once, so the kernel cannot hand out the same one twice).
+    """
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def wait_for_port(
@@ -120,9 +133,9 @@ class NodeProcess:
         self.extra_args = list(extra_args)
         self.mem_db = mem_db
         self.env = env
-        self.ports = ports or {
-            name: free_port(host) for name in ("int_tcp", "ext_tcp", "int_http", "ext_http")
-        }
+        self.ports = ports or dict(
+            zip(("int_tcp", "ext_tcp", "int_http", "ext_http"), free_ports(4, host), strict=True)
+        )
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.log_path = os.path.join(self.directory, "node.log")
         self._log_file: Optional[object] = None

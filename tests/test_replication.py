@@ -11,10 +11,12 @@ node exactly once, in order, also after a killed node restarts.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -315,6 +317,13 @@ class ThreeNodeTests(ReplicationTestCase):
         self.write_until(nodes, "repl", 300, acknowledged)
         follower.start()
         self.assert_has_exactly(follower, "repl", acknowledged)
+        # its catch-up was reported (GET /progress, estwisted.core.progress)
+        with urllib.request.urlopen(f"{follower.http_url}/progress", timeout=10) as r:
+            tasks = json.loads(r.read())["tasks"]
+        caught_up = [t for t in tasks if t["kind"] == "replication-catch-up"]
+        self.assertTrue(caught_up, tasks)
+        self.assertEqual((caught_up[0]["result"], caught_up[0]["percentage"]), ("done", 100.0))
+        self.assertGreater(caught_up[0]["total"], 0)
 
     def test_follower_refuses_writes_with_leader_info(self) -> None:
         nodes = self.make_nodes(3, mem_db=True)

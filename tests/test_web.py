@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -147,6 +148,29 @@ class Browser:
         return str(self.driver.find_element("tag name", "body").text)
 
 
+def login(b: Browser, base: str, wrong_first: bool = False) -> None:
+    """
+    Open the node's root (redirected to the UI, which asks for
+    credentials) and log in as admin, with a wrong password first if told.
+    """
+    d = b.driver
+    d.get(base + "/")
+    b.wait("the login form", b.present("login-user"))
+    b.screenshot("login")
+    b.by_id("login-user").send_keys("admin")
+    if wrong_first:
+        b.by_id("login-password").send_keys("wrong")
+        b.by_id("login-submit").click()
+        b.wait("a refused login", lambda d: "Wrong user name or password" in b.body_text())
+        b.by_id("login-password").clear()
+    b.by_id("login-password").send_keys("changeit")
+    b.by_id("login-submit").click()
+    b.wait("the dashboard", lambda d: "master" in (
+        d.find_elements("id", "card-state") and d.find_element("id", "card-state").text
+        or ""))
+    b.screenshot("dashboard")
+
+
 class WebUITests(TestCase):
     timeout = 300
 
@@ -195,22 +219,7 @@ class WebUITests(TestCase):
 
         b = self.browser()
         d = b.driver
-
-        # The root redirects to the UI, which asks for credentials.
-        d.get(base + "/")
-        b.wait("the login form", b.present("login-user"))
-        b.screenshot("login")
-        b.by_id("login-user").send_keys("admin")
-        b.by_id("login-password").send_keys("wrong")
-        b.by_id("login-submit").click()
-        b.wait("a refused login", lambda d: "Wrong user name or password" in b.body_text())
-        b.by_id("login-password").clear()
-        b.by_id("login-password").send_keys("changeit")
-        b.by_id("login-submit").click()
-        b.wait("the dashboard", lambda d: "master" in (
-            d.find_elements("id", "card-state") and d.find_element("id", "card-state").text
-            or ""))
-        b.screenshot("dashboard")
+        login(b, base, wrong_first=True)
 
         # Cluster: three alive members, exactly one leader.
         d.get(base + "/web/#/cluster")
@@ -293,6 +302,129 @@ class WebUITests(TestCase):
         d.get(base + "/web/#/admin")
         b.wait("the admin page", b.present("scavenge"))
         b.screenshot("admin")
+
+    def test_projections_and_scavenge_progress(self) -> None:
+        """
+        On a node on disk running the system projections: the projections
+        page lists them with their status, disables and enables one, shows
+        one's state, and answers the new-projection form with a message;
+        the dashboard shows the index rebuild at start; the admin page
+        starts a scavenge and shows its progress bar reach 100%.
+        """
+        node = NodeProcess(
+            self.mktemp(),
+            extra_args=["--chunk-size", str(64 * 1024), "--run-projections", "all",
+                        "--start-standard-projections", "true"],
+        )
+        self.addCleanup(node.stop)
+        node.start()
+        base = node.http_url
+        for batch in range(8):
+            events = [
+                {"eventId": str(uuid.uuid4()), "eventType": "Padded",
+                 "data": {"n": n, "pad": "x" * 150}}
+                for n in range(batch * 100, batch * 100 + 100)
+            ]
+            http("POST", f"{base}/streams/padded-{batch % 2}", events,
+                 "application/vnd.eventstore.events+json")
+        http("DELETE", f"{base}/streams/padded-1")
+
+        b = self.browser()
+        d = b.driver
+        login(b, base)
+
+        # The index was built at start: the dashboard lists it as done.
+        b.wait("the index rebuild on the dashboard", lambda d: "Index rebuild" in (
+            d.find_elements("id", "dashboard-tasks")
+            and d.find_element("id", "dashboard-tasks").text or ""))
+        b.screenshot("dashboard-tasks")
+
+        # Projections: the four standard ones, running.
+        d.get(base + "/web/#/projections")
+
+        def statuses(d: Any) -> dict[str, str]:
+            rows = d.execute_script(
+                "return [...document.querySelectorAll('#projections-table tbody tr')]"
+                ".map(r => [...r.cells].map(c => c.textContent));"
+            )
+            return {r[0]: r[1] for r in rows}
+
+        standard = {"$by_category", "$by_event_type", "$stream_by_category", "$streams"}
+        b.wait("the standard projections running", lambda d: standard <= set(statuses(d)) and all(
+            statuses(d)[n].startswith("Running") for n in standard))
+        b.screenshot("projections")
+
+        def click_in_row(name: str, label: str) -> None:
+            d.execute_script(
+                "const [name, label] = arguments;"
+                "for (const r of document.querySelectorAll('#projections-table tbody tr'))"
+                "  if (r.cells[0].textContent === name)"
+                "    for (const x of r.querySelectorAll('button'))"
+                "      if (x.textContent === label) x.click();",
+                name, label,
+            )
+
+        click_in_row("$by_category", "Disable")
+        b.wait("$by_category stopped", lambda d: statuses(d).get("$by_category") == "Stopped")
+        stats = http("GET", f"{base}/projection/$by_category")
+        self.assertEqual(stats["status"], "Stopped")
+        b.screenshot("projection-disabled")
+        click_in_row("$by_category", "Enable")
+        b.wait("$by_category running again",
+               lambda d: statuses(d).get("$by_category", "").startswith("Running"))
+        self.assertTrue(http("GET", f"{base}/projection/$by_category")["status"]
+                        .startswith("Running"))
+
+        # The new-projection form creates a projection and says so.
+        b.by_id("projection-name").send_keys("web-counter")
+        b.by_id("projection-create").click()
+        answer = b.wait("the create answer", lambda d: d.find_elements(
+            "css selector", "#projection-create-result .ok, #projection-create-result .error"))
+        self.assertEqual(answer[0].text, "Projection web-counter created.")
+        # it runs the form's query: counting every event
+        b.wait("web-counter in the list", lambda d: statuses(d).get("web-counter", "")
+               .startswith("Running"))
+        deadline = time.monotonic() + PAGE_WAIT
+        state: Any = None
+        while time.monotonic() < deadline:
+            state = http("GET", f"{base}/projection/web-counter/state")
+            if state and state.get("count", 0) >= 800:
+                break
+            time.sleep(0.2)
+        self.assertGreaterEqual(state and state.get("count", 0), 800, state)
+        self.assertNotIn("Traceback", d.page_source)
+        b.screenshot("projection-create")
+
+        # One projection's page: its fields and state.
+        d.get(base + "/web/#/projections/%24streams")
+        b.wait("the projection's fields", b.present("projection-fields"))
+        b.wait("the projection's state", lambda d: d.find_element("id", "projection-state").text)
+        self.assertIn("Running", b.by_id("projection-fields").text)
+        b.screenshot("projection")
+
+        # Admin: start a scavenge and watch its bar reach 100%.
+        d.get(base + "/web/#/admin")
+        b.wait("the admin page", b.present("scavenge")).click()
+
+        def scavenge_done(d: Any) -> Any:
+            bars = d.find_elements("css selector", "#scavenge-bar progress")
+            if not bars or float(bars[0].get_attribute("value")) != 100.0:
+                return False
+            return "done in" in d.find_element("id", "scavenge-bar").text
+
+        b.wait("the scavenge at 100%", scavenge_done, timeout=60)
+        self.assertIn("Scavenge:", b.by_id("scavenge-bar").text)
+        b.screenshot("admin-scavenge")
+        tasks = http("GET", f"{base}/progress")["tasks"]
+        scavenges = [t for t in tasks if t["kind"] == "scavenge"]
+        self.assertEqual((scavenges[0]["percentage"], scavenges[0]["result"]), (100.0, "done"))
+        self.assertGreaterEqual(scavenges[0]["total"], 1)
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        self.assertIn("estore_scavenge_progress_ratio 1.0", text)
+        fsyncs = [line for line in text.splitlines()
+                  if line.startswith("estore_fsync_duration_seconds_count ")]
+        self.assertTrue(fsyncs and float(fsyncs[0].split()[1]) > 0, fsyncs)
 
     def test_metrics_on_both_ports(self) -> None:
         """

@@ -381,6 +381,8 @@ class NodeMachine:
     stopped: bool = False
     writable: bool = False
     can_lead: bool = True
+    #: elections this node started (for C{/metrics})
+    elections_started: int = 0
     _followed: Optional[uuid.UUID] = None
 
     @classmethod
@@ -940,6 +942,7 @@ class NodeMachine:
     def _start_elections(self, now: float) -> list[NodeEffect]:
         if self.elections is None or self.stopped:
             return []
+        self.elections_started += 1
         return self._election_effects(self.elections.handle(StartElections(), now), now)
 
     def on_election_message(self, message: Message, now: float) -> list[NodeEffect]:

@@ -167,4 +167,65 @@ class Leadership:
             listener(view)
 
 
-__all__ = ["NO_EPOCH_ID", "STANDALONE", "Leadership", "LeadershipView"]
+
+
+class LeaderLease:
+    """
+    How long a leader may still act alone on what it last heard.
+
+    A leader holds the lease for C{duration} seconds after it last heard
+    a quorum of the cluster (itself included).  The duration is shorter than
+    the time the other nodes need to elect a new leader after they last
+    heard this one, so while the lease holds no other node can be leading:
+    what a leader does without a quorum write behind it (handing persistent
+    subscription messages to consumers) waits while the lease has lapsed.
+    Time is passed in.
+    """
+
+    def __init__(self, duration: float) -> None:
+        if duration <= 0:
+            raise ValueError("a lease lasts longer than 0 s")
+        self.duration = duration
+        self._until: Optional[float] = None
+
+    def renew(self, heard_at: float) -> None:
+        """
+        A quorum was heard at C{heard_at}: hold the lease until
+        C{heard_at + duration} (never shorter than it already is).
+        """
+        until = heard_at + self.duration
+        if self._until is None or until > self._until:
+            self._until = until
+
+    def release(self) -> None:
+        """
+        No longer leading: the lease is gone until the next renewal.
+        """
+        self._until = None
+
+    def holds(self, now: float) -> bool:
+        """
+        Whether the lease holds at C{now}.
+        """
+        return self._until is not None and now < self._until
+
+
+def lease_duration(election_timeout: float) -> float:
+    """
+    The lease of a leader in a cluster electing with C{election_timeout}
+    (C{LeaderElectionTimeoutMs}): 40% of it.  The others declare a silent
+    leader dead no sooner than the election timeout after they last heard
+    it, and the leader hears its followers' answers to what they last heard
+    within a round trip, so the lease lapses well before a rival can lead.
+    """
+    return 0.4 * election_timeout
+
+
+__all__ = [
+    "NO_EPOCH_ID",
+    "STANDALONE",
+    "LeaderLease",
+    "Leadership",
+    "LeadershipView",
+    "lease_duration",
+]

@@ -48,6 +48,7 @@ from twisted.logger import Logger
 from estwisted.core.acl import SYSTEM_PRINCIPAL
 from estwisted.core.errors import StorageError
 from estwisted.core.model import DELETED_STREAM, EXPECTED_ANY, NewEvent, ticks_from_unix
+from estwisted.core.progress import BOARD, Progress
 from estwisted.storage.index import StreamIndex
 from estwisted.storage.indexfile import INDEX_FILE, remove_deltas
 from estwisted.storage.open import INDEX_DIRECTORY
@@ -110,6 +111,8 @@ class Scavenger:
         self.last_result: Optional[dict[str, Any]] = None
         self._stop_requested = False
         self._done: Optional[Deferred[dict[str, Any]]] = None
+        #: the running (or last) scavenge's L{Progress}, in chunks
+        self.progress: Optional[Progress] = None
 
     def start(self, start_from_chunk: int = 0) -> tuple[str, Deferred[dict[str, Any]]]:
         """
@@ -148,6 +151,8 @@ class Scavenger:
             return
         except Exception:
             _log.failure("Scavenge failed unexpectedly")
+            if self.progress is not None:
+                self.progress.finish(self._clock.seconds(), "failed")
             self._finish({"result": "Failed", "error": "internal error"})
             return
         self._clock.callLater(0, self._step, work)
@@ -208,6 +213,10 @@ class Scavenger:
         saved_total = 0
         result = "Success"
         error = ""
+        self.progress = progress = BOARD.start(
+            "scavenge", scavenge_id, max(0, end - start_from_chunk), self._clock.seconds(),
+            unit="chunks",
+        )
         for number in range(start_from_chunk, end):
             if self._stop_requested:
                 result = "Stopped"
@@ -275,6 +284,7 @@ class Scavenger:
                 removed=len(outcome.removed),
                 saved=saved,
             )
+            progress.advance(1, self._clock.seconds())
             if chunk_error:
                 break
             yield None
@@ -286,6 +296,7 @@ class Scavenger:
                 error = merged[1]
         if self._stop_requested and result == "Success":
             result = "Stopped"
+        progress.finish(self._clock.seconds(), {"Success": "done"}.get(result, result.lower()))
         body = {
             "scavengeId": scavenge_id,
             "nodeEndpoint": self._node_endpoint,

@@ -609,7 +609,7 @@ for _name in (
 UNAUTHENTICATED: Any = object()
 
 #: First path segments of L{estwisted.web.WebResource}'s paths.
-WEB_SEGMENTS = frozenset({b"", b"web", b"metrics"})
+WEB_SEGMENTS = frozenset({b"", b"web", b"metrics", b"progress"})
 
 #: Single-event media types whose body has no URLs in it.
 DATA_ONLY = frozenset(

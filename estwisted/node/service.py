@@ -511,6 +511,8 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     )
     metrics.watch_store(store)
     metrics.watch_gc()
+    if not config.mem_db:
+        metrics.watch_syncs()
     node = NodeService(config, reactor, store, hub, persistent, metrics, tls)
     node.add("storage", StorageService(store, closer, metrics))
     if not config.mem_db:
@@ -538,7 +540,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         leadership = Leadership(LeadershipView(VNodeState.Initializing))
 
     def tcp_factory(interval: int, timeout: int) -> TcpClientFactory:
-        return TcpClientFactory(
+        factory = TcpClientFactory(
             store,
             hub,
             persistent,
@@ -548,6 +550,9 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
             leadership=leadership,
             users=users,
         )
+        # TCP request latency by kind (estwisted.web.metrics)
+        factory.request_meter = metrics.tcp_requests
+        return factory
 
     tcp = tcp_factory(config.ext_tcp_heartbeat_interval, config.ext_tcp_heartbeat_timeout)
     int_tcp: IProtocolFactory = tcp_factory(
@@ -578,6 +583,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
         site, int_site, int_tcp = _cluster(
             node, config, reactor, leadership, api_site.resource, log, info.max_body_size, int_tcp
         )
+        metrics.sources.cluster = node.cluster
     metrics.sources.tcp_factories = {"external": tcp, "internal": int_tcp}
     # ExtHttpPrefixes / IntHttpPrefixes (estwisted.http.prefixes).
     site, int_site = prefixed_sites(config, site, int_site)

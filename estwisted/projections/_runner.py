@@ -34,6 +34,7 @@ from estwisted.core.model import (
     NewEvent,
     ReadStatus,
 )
+from estwisted.core.progress import BOARD, Progress
 from estwisted.projections._js import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_TIMEOUT,
@@ -77,6 +78,8 @@ RunJs = Callable[..., "Deferred[Any]"]
 BATCH_SIZE = 500
 #: Seconds to wait after a refused or failed write, or while a follower.
 RETRY_DELAY = 1.0
+#: Catching up over fewer bytes of log logs no progress lines.
+CATCH_UP_LOG_BYTES = 16 * 1024 * 1024
 #: Partitions kept in the isolate; past this, clean ones are dropped
 #: after a checkpoint.
 MAX_CACHED_PARTITIONS = 5000
@@ -127,6 +130,9 @@ class UserProjectionRunner:
         self.status = "Stopped"
         self.reason = ""
         self.processed = 0
+        #: progress of catching up after (re)loading (L{estwisted.core.progress})
+        self.catch_up: Optional[Progress] = None
+        self._catch_up_from: Optional[int] = None
         self.logs: list[str] = []
 
     @property
@@ -167,6 +173,7 @@ class UserProjectionRunner:
         isolate is kept, so the state stays readable.
         """
         self._running = False
+        self._end_catch_up("stopped")
         if self.status not in ("Faulted", "Completed"):
             self.status = "Stopped"
         if self._remove_listener is not None:
@@ -228,6 +235,7 @@ class UserProjectionRunner:
 
     def _pause(self, reason: str) -> None:
         self._drop()
+        self._end_catch_up("stopped")
         if not self._running:
             return
         self.status = "Paused"
@@ -237,6 +245,7 @@ class UserProjectionRunner:
     def _fault(self, reason: str) -> None:
         _log.warn("Projection {name} faulted: {reason}", name=self.name, reason=reason)
         self._drop()
+        self._end_catch_up("failed")
         self.status = "Faulted"
         self.reason = reason
         self._running = False
@@ -400,6 +409,7 @@ class UserProjectionRunner:
         engine = self._engine
         if engine is None:
             engine = await self._load()
+            self._catch_up_from = max(self._position, 0)
             self.status = "Running"
             self.reason = ""
         planner = self._planner
@@ -413,6 +423,7 @@ class UserProjectionRunner:
                    if e.event is not None and e.event.position > self._position]
         if page.events:
             self._read_from = max(self._read_from, page.events[-1].original.next_position)
+        self._progress(records[-1].position if records else -1)
         if not records:
             await self._caught_up(engine)
             return False
@@ -430,6 +441,35 @@ class UserProjectionRunner:
         if self._since_checkpoint >= self.definition.checkpoint_every:
             await self._checkpoint(engine)
         return True
+
+    def _progress(self, position: int) -> None:
+        """
+        Report catching up with the log after loading, until caught up
+        (C{position} -1).
+        """
+        origin = self._catch_up_from
+        if origin is None:
+            return
+        now = self._clock.seconds()
+        end = int(self._store.last_commit_position)
+        p = self.catch_up
+        if p is None or p.result:
+            if position < 0:
+                self._catch_up_from = None
+                return
+            p = self.catch_up = BOARD.start(
+                "projection-catch-up", self.name, end - origin, now,
+                log=end - origin >= CATCH_UP_LOG_BYTES,
+            )
+        if position < 0:
+            p.finish(now)
+            self._catch_up_from = None
+        else:
+            p.update(position - origin, now, end - origin)
+
+    def _end_catch_up(self, result: str) -> None:
+        if self.catch_up is not None and not self.catch_up.result:
+            self.catch_up.finish(self._clock.seconds(), result)
 
     async def _handle(
         self, engine: JsProjection, planner: EmitPlanner,

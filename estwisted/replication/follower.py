@@ -25,6 +25,7 @@ from estwisted.cluster.elections import (
 )
 from estwisted.core.errors import CorruptRecord, DiskFull, StorageError
 from estwisted.core.model import FLAG_SYSTEM, EventRecord
+from estwisted.core.progress import BOARD, Progress
 from estwisted.replication.codec import (
     Ack,
     Assignment,
@@ -116,6 +117,10 @@ class ReplicationFollower:
         self._retry: Optional[IDelayedCall] = None
         #: a scavenged chunk arriving whole (L{RawChunk}s), if any
         self._raw: Any = None
+        #: progress of catching up after subscribing (L{estwisted.core.progress})
+        self.catch_up: Optional[Progress] = None
+        self._catch_up_from: Optional[int] = None
+        self._origin = 0
 
     # -- lifecycle --
 
@@ -137,6 +142,8 @@ class ReplicationFollower:
             self._retry.cancel()
         self._retry = None
         self._abort_raw()
+        if self.catch_up is not None and not self.catch_up.result:
+            self.catch_up.finish(self.clock.seconds(), "stopped")
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
             protocol.abort("stopped following")
@@ -172,6 +179,8 @@ class ReplicationFollower:
             self._abort_raw()
             self.protocol = None
             self.role = None
+            if self.catch_up is not None and not self.catch_up.result:
+                self.catch_up.finish(self.clock.seconds(), "stopped")
             self._schedule()
             if self.leader_id is not None:
                 self._emit(LeaderLinkLost())
@@ -237,6 +246,7 @@ class ReplicationFollower:
         decision = self.state.subscribed(message.subscription_id, message.position)
         if isinstance(decision, Continue):
             _log.info("Replicating from position {position}", position=message.position)
+            self._catch_up_from = message.position
             self._emit(ReplicaSubscribed())
             return
         if isinstance(decision, Fatal):
@@ -359,6 +369,7 @@ class ReplicationFollower:
             return
         self._apply_range(start, end)
         acked = state.written(end)
+        self._progress(end)
         if acked is not None and self.protocol is not None:
             self.protocol.send(Ack(state.subscription_id, acked))
 
@@ -404,6 +415,24 @@ class ReplicationFollower:
         self.state.position = self.log.end_position
         if self.protocol is not None:
             self.protocol.abort(reason)
+
+    def _progress(self, end: int) -> None:
+        """
+        Report catching up with the leader's commit position, from the
+        first bulk after subscribing until we reach it.
+        """
+        now = self.clock.seconds()
+        if self._catch_up_from is not None:
+            self._origin, self._catch_up_from = self._catch_up_from, None
+            if self.committed > self._origin:
+                self.catch_up = BOARD.start(
+                    "replication-catch-up", "from the leader", self.committed - self._origin, now
+                )
+        p = self.catch_up
+        if p is not None and not p.result:
+            p.update(end - self._origin, now, max(self.committed, end) - self._origin)
+            if end >= self.committed:
+                p.finish(now)
 
     def batch_done(self) -> None:
         """
@@ -456,6 +485,7 @@ class ReplicationFollower:
         # read back: positions past the first are the log's own
         client = self.log.read_forward(batch[0].position, count) if count else []
         acked = state.written(end)
+        self._progress(end)
         if client:
             try:
                 self.apply(client)

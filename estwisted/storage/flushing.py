@@ -16,8 +16,29 @@ closing and truncating the log with a job in flight).
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from collections.abc import Callable
 from typing import Optional
+
+#: Called with the seconds each data sync (L{fdatasync}) took, from the
+#: thread that ran it; set by the node's metrics (L{estwisted.web.metrics}),
+#: so it must be safe to call from any thread.  C{None}: not timed.
+sync_observer: Optional[Callable[[float], None]] = None
+
+
+def fdatasync(fd: int) -> None:
+    """
+    C{os.fdatasync(fd)}, timed for L{sync_observer} when one is set.
+    """
+    observer = sync_observer
+    if observer is None:
+        os.fdatasync(fd)
+        return
+    started = time.perf_counter()
+    os.fdatasync(fd)
+    observer(time.perf_counter() - started)
 
 
 class FlushJob:

@@ -39,6 +39,7 @@ import os
 import re
 import struct
 import sys
+import time
 import uuid
 from array import array
 from bisect import bisect_left
@@ -65,6 +66,8 @@ HEADER_SIZE = _HEADER.size + _CRC.size
 
 #: Log progress of a rebuild every this many records.
 PROGRESS_EVERY = 1_000_000
+#: Index rebuilds of fewer bytes of log log no progress lines.
+PROGRESS_LOG_BYTES = 64 * 1024 * 1024
 
 _log = Logger()
 
@@ -309,12 +312,56 @@ def index_log(log: Any, index: StreamIndex, start: int, verify_from: int = 0) ->
         fit the index.
     """
     segments = getattr(log, "segments", None)
+    progress = _StartupProgress(start, log.end_position, verify_from, segments is not None)
     try:
         if segments is None:
-            return _index_by_reading(log, index, start)
-        return _index_segments(segments(start), index, log.end_position, verify_from)
+            count = _index_by_reading(log, index, start)
+        else:
+            count = _index_segments(
+                segments(start), index, log.end_position, verify_from, progress.update
+            )
     except ValueError as e:
+        progress.finish("failed")
         raise StorageError(f"the log does not fit the stream index: {e}") from e
+    except BaseException:
+        progress.finish("failed")
+        raise
+    progress.finish("done")
+    return count
+
+
+class _StartupProgress:
+    """
+    Progress of indexing (and verifying) the log at start, on
+    L{estwisted.core.progress.BOARD}, in bytes of log.
+    """
+
+    def __init__(self, start: int, end: int, verify_from: int, verifies: bool) -> None:
+        from estwisted.core.progress import BOARD
+
+        now = time.monotonic()
+        self.start = start
+        self.verify_from = max(start, verify_from)
+        # short work: reported as data, not logged (the summary line is)
+        log = end - start >= PROGRESS_LOG_BYTES
+        self.index = BOARD.start("index-rebuild", "stream index", end - start, now, log=log)
+        self.verify = None
+        if verifies and end > self.verify_from:
+            self.verify = BOARD.start(
+                "chunk-verification", "record checksums", end - self.verify_from, now, log=log
+            )
+
+    def update(self, position: int) -> None:
+        now = time.monotonic()
+        self.index.update(position - self.start, now)
+        if self.verify is not None:
+            self.verify.update(max(0, position - self.verify_from), now)
+
+    def finish(self, result: str) -> None:
+        now = time.monotonic()
+        self.index.finish(now, result)
+        if self.verify is not None:
+            self.verify.finish(now, result)
 
 
 def _progress(count: int, position: int, end: int) -> None:
@@ -327,7 +374,10 @@ def _progress(count: int, position: int, end: int) -> None:
     )
 
 
-def _index_segments(segments: Any, index: StreamIndex, end: int, verify_from: int) -> int:
+def _index_segments(
+    segments: Any, index: StreamIndex, end: int, verify_from: int,
+    progress: Any = lambda position: None,
+) -> int:
     unpack = SCAN_HEAD.unpack_from
     unpack_crc = _CRC.unpack_from
     overhead = OVERHEAD
@@ -341,6 +391,7 @@ def _index_segments(segments: Any, index: StreamIndex, end: int, verify_from: in
     count = 0
     next_progress = PROGRESS_EVERY
     for view, off, limit, base in segments:
+        progress(base + off)
         while off < limit:
             n, pos, number, flags, sl, tl, dl, ml = unpack(view, off)
             stop = off + n
@@ -382,6 +433,7 @@ def _index_segments(segments: Any, index: StreamIndex, end: int, verify_from: in
                 if count >= next_progress:
                     next_progress += PROGRESS_EVERY
                     _progress(count, pos, end)
+                    progress(pos)
             off = stop
     for name, (positions, first) in new.items():
         index.extend(str(name, "utf-8"), first, positions)

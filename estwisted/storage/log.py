@@ -55,6 +55,7 @@ from zope.interface import implementer
 from estwisted.core.errors import CorruptRecord, StorageError
 from estwisted.core.interfaces import IEventLog, IReplicableLog
 from estwisted.core.model import FLAG_JSON, FLAG_SYSTEM, EventRecord, NewEvent
+from estwisted.storage import flushing
 from estwisted.storage.checkpoints import Checkpoints, FileCheckpoint, fsync_directory
 from estwisted.storage.chunks import (
     CHUNK_NAME,
@@ -124,7 +125,7 @@ class _ChunkFlush(FlushJob):
         if n != len(data):
             raise OSError(errno.ENOSPC, "short write")
         if not self.dsync:
-            os.fdatasync(fd)
+            flushing.fdatasync(fd)
 
 
 def _lock_directory(path: str) -> int:
@@ -632,7 +633,7 @@ class ChunkedLog:
                 if n != len(data):
                     raise OSError(errno.ENOSPC, "short write")
                 if not self._dsync:
-                    os.fdatasync(chunk.fd)
+                    flushing.fdatasync(chunk.fd)
             except OSError as e:
                 self._roll_back([], [(chunk, self._end_local, len(data))], [])
                 self.discard()
@@ -751,7 +752,7 @@ class ChunkedLog:
                     completed.append(chunk)
                     chunk.complete(rollovers[number])
                 if not self._dsync:
-                    os.fdatasync(chunk.fd)
+                    flushing.fdatasync(chunk.fd)
         except (OSError, StorageError) as e:
             self._roll_back(created, written, completed)
             self.discard()

@@ -64,7 +64,7 @@ import json
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from attrs import evolve, frozen
@@ -108,6 +108,10 @@ EARLY_ACKS = 10_000
 #: How far past what a group has read an ack of a message it never handed
 #: out is looked for in the stream (events).
 ACK_LOOK_AHEAD = 10_000
+
+#: Seconds between tries to hand out messages while the node's leader
+#: lease has lapsed.
+HOLD_RETRY = 0.05
 
 STRATEGIES = ("RoundRobin", "DispatchToSingle", "Pinned")
 
@@ -586,7 +590,7 @@ class _Group:
         return None
 
     def _dispatch(self) -> None:
-        if not self.consumers:
+        if not self.consumers or not self._may_deliver():
             return
         if self.settings.named_consumer_strategy == "Pinned":
             self.retry = self._dispatch_pinned(self.retry)
@@ -940,12 +944,26 @@ class _Group:
         if self.active:
             self.pump()
 
+    def _may_deliver(self) -> bool:
+        """
+        Whether messages may be handed out now (the node's leader lease
+        holds); if not, try again in L{HOLD_RETRY} seconds.
+        """
+        if self.owner.may_deliver():
+            return True
+        if self._pump_call is None and self.active:
+            self._pump_call = self.clock.callLater(HOLD_RETRY, self._scheduled_pump)
+        return False
+
     def pull(self, count: int) -> list[tuple[ResolvedEvent, int]]:
         """
         Hand up to C{count} messages to the HTTP side, keeping them in
-        flight until answered or timed out.
+        flight until answered or timed out (none while the node's leader
+        lease has lapsed).
         """
         self.pump()
+        if not self._may_deliver():
+            return []
         handed: list[tuple[ResolvedEvent, int]] = []
         consumer = self.pull_consumer
         for _ in range(2):
@@ -1188,9 +1206,20 @@ class PersistentSubscriptions:
     docstring.
     """
 
-    def __init__(self, store: StreamStore, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        store: StreamStore,
+        clock: IReactorTime,
+        may_deliver: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.store = store
         self.clock = clock
+        #: Whether messages may be handed to consumers now: in a cluster,
+        #: whether this leader's lease holds
+        #: (L{estwisted.cluster.leadership.LeaderLease}).  A leader cut
+        #: off from its followers stops handing out messages before a new
+        #: leader can take acknowledgements for them.
+        self.may_deliver = may_deliver
         self._groups: dict[str, _Group] = {}
         self._by_stream: dict[str, list[_Group]] = {}
         self._started = False

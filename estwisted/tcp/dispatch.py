@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Optional, Protocol
 
 from twisted.internet.defer import Deferred
@@ -65,6 +66,26 @@ class Core(Protocol):
     persistent: PersistentSubscriptions
     leadership: Optional[Leadership]
     ready: bool
+    request_meter: Optional[RequestMeter]
+
+
+class RequestMeter(Protocol):
+    """
+    Counts every request and times a sample of them (the node's metrics,
+    L{estwisted.web.metrics.TcpRequestMeter}).
+
+    @ivar counts: requests so far, by command byte (256 entries).
+    @ivar sample_mask: a request is timed when its command's count has no
+        bit of the mask set (15: one in sixteen).
+    """
+
+    counts: list[int]
+    sample_mask: int
+
+    def observe(self, command: int, seconds: float) -> None:
+        """
+        A timed request of C{command} took C{seconds}.
+        """
 
 
 class Connection(Protocol):
@@ -103,13 +124,21 @@ class _WriteReply:
     be built is still answered (C{BadRequest}).
     """
 
-    __slots__ = ("dispatcher", "correlation_id")
+    __slots__ = ("dispatcher", "correlation_id", "started")
 
     def __init__(self, dispatcher: RequestDispatcher, correlation_id: bytes) -> None:
         self.dispatcher = dispatcher
         self.correlation_id = correlation_id
+        self.started = dispatcher._started
+
+    def _timed(self) -> None:
+        meter = self.dispatcher.factory.request_meter
+        if meter is not None:
+            meter.observe(C.WriteEvents, perf_counter() - self.started)
 
     def callback(self, result: WriteResult) -> None:
+        if self.started:
+            self._timed()
         try:
             self.dispatcher._write_done(result, self.correlation_id)
         except Exception:
@@ -117,6 +146,8 @@ class _WriteReply:
 
     def errback(self, fail: Optional[Failure | BaseException] = None) -> None:
         failure = fail if isinstance(fail, Failure) else Failure(fail)
+        if self.started:
+            self._timed()
         try:
             self.dispatcher._write_failed(failure, self.correlation_id)
         except Exception:
@@ -205,6 +236,8 @@ class RequestDispatcher:
         self.users = factory.users
         self.send = connection.send
         self._subscriptions: dict[bytes, Any] = {}
+        #: when the request being dispatched arrived (0.0: not timed)
+        self._started = 0.0
         self._handlers: dict[int, Callable[[bytes, bytes, Optional[Principal]], None]] = {
             C.WriteEvents: self._write_events,
             C.TransactionStart: self._transaction_start,
@@ -241,12 +274,25 @@ class RequestDispatcher:
         if handler is None:
             self._control(command, corr, data)
             return
+        meter = self.factory.request_meter
+        started = 0.0
+        if meter is not None:
+            # every request counted, one in sixteen timed; a write until
+            # its reply (L{_WriteReply})
+            counts = meter.counts
+            n = counts[command] = counts[command] + 1
+            if not n & meter.sample_mask:
+                started = perf_counter()
+        self._started = started
         try:
             if not self.factory.ready:
                 raise errors.NotReady()
             handler(corr, data, principal)
         except Exception as e:
             self._answer_error(corr, e, command)
+        if started and command != C.WriteEvents:
+            assert meter is not None
+            meter.observe(command, perf_counter() - started)
 
     def handles(self, command: int) -> bool:
         """

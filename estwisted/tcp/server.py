@@ -56,7 +56,7 @@ from estwisted.core.streams import StreamStore
 from estwisted.core.users import UserManager
 from estwisted.subscriptions.persistent import PersistentSubscriptions
 from estwisted.subscriptions.volatile import SubscriptionHub
-from estwisted.tcp.dispatch import RequestDispatcher
+from estwisted.tcp.dispatch import RequestDispatcher, RequestMeter
 from estwisted.wire import tcpcodec
 from estwisted.wire.framing import DEFAULT_MAX_PACKAGE_SIZE, Framer, FramingError
 from estwisted.wire.tcpcodec import (
@@ -426,6 +426,9 @@ class TcpClientFactory(Factory):
         #: who leads, on a cluster node (C{None}: a single node, it leads)
         self.leadership = leadership
         self.ready = True
+        #: counts and times requests when set (the node's metrics,
+        #: L{estwisted.tcp.dispatch.RequestMeter})
+        self.request_meter: Optional[RequestMeter] = None
         #: replies to a plain TCP socket whose buffer is empty are sent at
         #: once (L{TcpClientProtocol.send}); off: always through the transport
         self.write_through = write_through

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "estwisted.grpc.protos": 0,
     # pure logic: codecs, rules, state machines, storage
     "estwisted.core.acl": 1,
+    "estwisted.core.progress": 1,
     "estwisted.core.metadata": 1,
     "estwisted.wire.atom": 1,
     "estwisted.wire.tcpcodec": 1,

@@ -1,11 +1,12 @@
 # -*- test-case-name: estwisted.web.test.test_resource -*-
 """
-A thin resource serving the UI's static files, the C{/} redirect and
-C{/metrics}.  The files are read once, when the resource is built.
+A thin resource serving the UI's static files, the C{/} redirect,
+C{/metrics} and C{/progress}.  The files are read once, when the resource is built.
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any, Optional
 
@@ -34,9 +35,12 @@ _UI_HEADERS = {
 
 def is_web_path(path: bytes) -> bool:
     """
-    Whether L{WebResource} answers C{path} (C{/}, C{/web...}, C{/metrics}).
+    Whether L{WebResource} answers C{path} (C{/}, C{/web...}, C{/metrics},
+    C{/progress}).
     """
-    return path == b"/" or path == b"/metrics" or path == b"/web" or path.startswith(b"/web/")
+    return (
+        path in (b"/", b"/metrics", b"/progress", b"/web") or path.startswith(b"/web/")
+    )
 
 
 def _load_static() -> dict[str, bytes]:
@@ -52,15 +56,22 @@ class WebResource(Resource):
     @param metrics: the node's L{estwisted.web.metrics.NodeMetrics}; C{None}
         answers C{/metrics} with 404.
     @param files: file name to content (defaults to the package's files).
+    @param board: the L{estwisted.core.progress.ProgressBoard} of
+        C{/progress} (defaults to the process's).
     """
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, metrics: Any = None, files: Optional[dict[str, bytes]] = None) -> None:
+    def __init__(
+        self, metrics: Any = None, files: Optional[dict[str, bytes]] = None, board: Any = None
+    ) -> None:
+        from estwisted.core.progress import BOARD
+
         super().__init__()  # type: ignore[no-untyped-call]
         self.metrics = metrics
         self.files = files if files is not None else _load_static()
+        self.board = board if board is not None else BOARD
 
     def render(self, request: Any) -> bytes:
         path: bytes = request.path
@@ -74,6 +85,8 @@ class WebResource(Resource):
             return self._redirect(request, b"/web/")
         if path == b"/metrics":
             return self._metrics(request)
+        if path == b"/progress":
+            return self._progress(request)
         name = path[len(b"/web/"):].decode("latin-1") or "index.html"
         body = self.files.get(name)
         media = STATIC_FILES.get(name)
@@ -95,6 +108,16 @@ class WebResource(Resource):
         from estwisted.web.metrics import CONTENT_TYPE
 
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-cache")
+        return self._reply(request, 200, b"OK", body)
+
+    def _progress(self, request: Any) -> bytes:
+        """
+        C{GET /progress}: long tasks running and recently finished
+        (L{estwisted.core.progress}), as JSON.
+        """
+        body = json.dumps({"tasks": self.board.snapshot()}, allow_nan=False).encode() + b"\n"
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         return self._reply(request, 200, b"OK", body)
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Optional
 
@@ -53,6 +55,34 @@ LEADER_STATES = frozenset({"Master", "Leader"})
 #: Request kinds of the HTTP latency histogram.
 HTTP_KINDS = ("append", "read_event", "read_feed", "read_all", "web", "metrics", "other")
 
+#: TCP command name to the kind of the TCP latency histogram.
+TCP_COMMAND_KINDS = {
+    "WriteEvents": "write",
+    "DeleteStream": "delete",
+    "TransactionStart": "transaction",
+    "TransactionWrite": "transaction",
+    "TransactionCommit": "transaction",
+    "ReadEvent": "read_event",
+    "ReadStreamEventsForward": "read_stream",
+    "ReadStreamEventsBackward": "read_stream",
+    "ReadAllEventsForward": "read_all",
+    "ReadAllEventsBackward": "read_all",
+    "SubscribeToStream": "subscribe",
+    "UnsubscribeFromStream": "subscribe",
+    "ConnectToPersistentSubscription": "persistent",
+    "CreatePersistentSubscription": "persistent",
+    "UpdatePersistentSubscription": "persistent",
+    "DeletePersistentSubscription": "persistent",
+    "PersistentSubscriptionAckEvents": "persistent_ack",
+    "PersistentSubscriptionNakEvents": "persistent_ack",
+}
+
+#: Request kinds of the TCP latency histogram.
+TCP_KINDS = (*dict.fromkeys(TCP_COMMAND_KINDS.values()), "other")
+
+#: Leader positions kept to turn replication lag into seconds (one per scrape).
+LAG_SAMPLES = 3600
+
 #: Seconds an expensive value (index entry count) is reused between scrapes.
 SLOW_VALUE_TTL = 10.0
 
@@ -61,6 +91,9 @@ _LATENCY_BUCKETS = (
 )
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 _GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
+_SYNC_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
 
 
 # -- pure collection functions ----------------------------------------------------------
@@ -239,6 +272,65 @@ def gossip_families(document: dict[str, Any], own_instance_id: Optional[str]) ->
     ]
 
 
+def lag_seconds(samples: Sequence[tuple[float, int]], position: int, now: float) -> float:
+    """
+    How long ago the leader first had data a follower at C{position} has
+    not got yet, from C{(time, leader position)} samples, oldest first
+    (positions never decreasing).  0 when the follower has everything the
+    last sample had; at least the age of the oldest sample when even that
+    one was ahead of it.  The resolution is the sampling interval (one
+    scrape).
+    """
+    if not samples or position >= samples[-1][1]:
+        return 0.0
+    positions = [p for _, p in samples]
+    first_ahead = bisect_right(positions, position)
+    return max(0.0, now - samples[first_ahead][0])
+
+
+def progress_families(tasks: Sequence[dict[str, Any]]) -> list[Metric]:
+    """
+    Progress of long work from L{estwisted.core.progress.ProgressBoard.snapshot}
+    (running tasks first, then the last finished ones, newest first).
+    """
+    ratio = GaugeMetricFamily(
+        "estore_progress_ratio", "Done over total of each long task on the progress board "
+        "(running and recently finished).", labels=["kind", "name"],
+    )
+    remaining = GaugeMetricFamily(
+        "estore_progress_remaining", "Units left to do of each long task.",
+        labels=["kind", "name", "unit"],
+    )
+    rate = GaugeMetricFamily(
+        "estore_progress_rate", "Units done per second of each long task since it started.",
+        labels=["kind", "name", "unit"],
+    )
+    running = GaugeMetricFamily(
+        "estore_progress_tasks_running", "Long tasks running, by kind.", labels=["kind"]
+    )
+    counts: dict[str, int] = {}
+    scavenge: Optional[float] = None
+    for t in tasks:
+        kind, name, unit = str(t["kind"]), str(t["name"]), str(t["unit"])
+        value = float(t["percentage"]) / 100.0
+        ratio.add_metric([kind, name], value)
+        remaining.add_metric([kind, name, unit], float(t["remaining"]))
+        rate.add_metric([kind, name, unit], float(t["rate"]))
+        if t["running"]:
+            counts[kind] = counts.get(kind, 0) + 1
+        if kind == "scavenge" and scavenge is None:
+            scavenge = value
+    for kind, count in sorted(counts.items()):
+        running.add_metric([kind], count)
+    families: list[Metric] = [ratio, remaining, rate, running]
+    if scavenge is not None:
+        families.append(
+            gauge("estore_scavenge_progress_ratio", "Progress of the running scavenge (or of "
+                  "the last one), 0 to 1, in chunks.", scavenge)
+        )
+    return families
+
+
 def db_files(path: Optional[str]) -> tuple[list[int], int]:
     """
     The sizes of the chunk files and the total size of the other files in
@@ -323,6 +415,9 @@ class NodeSources:
     @ivar persistent: the L{estwisted.subscriptions.persistent.PersistentSubscriptions}.
     @ivar http_api: the L{estwisted.http.api.HttpApi} (gossip document, long
         polls, scavenges).
+    @ivar cluster: the L{estwisted.cluster.wiring.ClusterWiring} (elections).
+    @ivar board: the L{estwisted.core.progress.ProgressBoard} (C{None}: the
+        process's L{estwisted.core.progress.BOARD}).
     """
 
     store: Any = None
@@ -333,6 +428,8 @@ class NodeSources:
     hub: Any = None
     persistent: Any = None
     http_api: Any = None
+    cluster: Any = None
+    board: Any = None
 
 
 class NodeCollector:
@@ -349,6 +446,7 @@ class NodeCollector:
         self._index_entries: Optional[tuple[float, int]] = None
         self._leader: Optional[str] = None
         self._leader_changes = 0
+        self._leader_samples: deque[tuple[float, int]] = deque(maxlen=LAG_SAMPLES)
 
     def describe(self) -> list[Metric]:
         # Registered without describing: names depend on what the node has.
@@ -357,6 +455,7 @@ class NodeCollector:
     def collect(self) -> Iterator[Metric]:
         for section in (
             self._storage, self._connections, self._subscriptions, self._gossip, self._admin,
+            self._progress, self._elections,
         ):
             try:
                 families = section()
@@ -419,6 +518,8 @@ class NodeCollector:
             if self._leader is not None:
                 self._leader_changes += 1
             self._leader = leader
+            self._leader_samples.clear()
+        families.append(self._lag_seconds(document, leader))
         families.append(
             CounterMetricFamily(
                 "estore_leader_changes",
@@ -427,6 +528,50 @@ class NodeCollector:
             )
         )
         return families
+
+    def _lag_seconds(self, document: dict[str, Any], leader: Optional[str]) -> Metric:
+        family = GaugeMetricFamily(
+            "estore_replication_lag_seconds",
+            "How long ago the leader first had data each alive follower has not got yet "
+            "(resolution: one scrape).", labels=["instance", "address"],
+        )
+        members = [m for m in document.get("members", ()) if isinstance(m, dict)]
+        lead = [m for m in members if str(m.get("instanceId")) == leader]
+        if leader is None or not lead:
+            return family
+        now = self._now()
+        position = int(lead[0].get("writerCheckpoint", 0) or 0)
+        samples = self._leader_samples
+        if samples and position < samples[-1][1]:
+            samples.clear()  # the leader's log was cut: start again
+        samples.append((now, position))
+        for m in members:
+            if m is lead[0] or not m.get("isAlive"):
+                continue
+            address = f"{m.get('internalHttpIp', '')}:{m.get('internalHttpPort', '')}"
+            behind = int(m.get("writerCheckpoint", 0) or 0)
+            family.add_metric(
+                [str(m.get("instanceId", "")), address], lag_seconds(samples, behind, now)
+            )
+        return family
+
+    def _progress(self) -> list[Metric]:
+        from estwisted.core.progress import BOARD
+
+        board = self.sources.board if self.sources.board is not None else BOARD
+        return progress_families(board.snapshot())
+
+    def _elections(self) -> list[Metric]:
+        cluster = self.sources.cluster
+        machine = getattr(getattr(cluster, "controller", None), "machine", None)
+        if machine is None:
+            return []
+        return [
+            CounterMetricFamily(
+                "estore_elections_started", "Elections this node started since it started.",
+                value=int(machine.elections_started),
+            )
+        ]
 
     def _own_instance(self, document: dict[str, Any]) -> Optional[str]:
         api = self.sources.http_api
@@ -487,6 +632,67 @@ class Histogram:
         return out
 
 
+def _command_kinds() -> list[str]:
+    """
+    The kind of each command byte (C{"other"} for the rest).
+    """
+    from estwisted.wire.tcpcodec import TcpCommand
+
+    kinds = ["other"] * 256
+    for name, kind in TCP_COMMAND_KINDS.items():
+        if name in TcpCommand.__members__:
+            kinds[int(TcpCommand[name])] = kind
+    return kinds
+
+
+class TcpRequestMeter:
+    """
+    The TCP edge's L{estwisted.tcp.dispatch.RequestMeter}: the edge counts
+    every request in L{counts} (one list addition) and times one in
+    C{sample_mask + 1} of each command (L{observe}); timing every request
+    cost about 0.7 µs per write, several percent of a pipelined write's
+    node CPU.
+
+    @ivar counts: requests by command byte.
+    @ivar latency: the sampled latencies by kind.
+    """
+
+    def __init__(self, sample_mask: int = 15) -> None:
+        self.counts = [0] * 256
+        self.sample_mask = sample_mask
+        self.latency = {kind: Histogram(_LATENCY_BUCKETS) for kind in TCP_KINDS}
+        self._kinds = _command_kinds()
+        self._by_command = [self.latency[kind] for kind in self._kinds]
+
+    def observe(self, command: int, seconds: float) -> None:
+        self._by_command[command & 0xFF].observe(seconds)
+
+    def families(self) -> list[Metric]:
+        """
+        C{estore_tcp_requests_total{kind}} and the sampled latency
+        histogram.
+        """
+        totals: dict[str, int] = {}
+        for command, count in enumerate(self.counts):
+            if count:
+                kind = self._kinds[command]
+                totals[kind] = totals.get(kind, 0) + count
+        requests = CounterMetricFamily(
+            "estore_tcp_requests", "TCP requests by kind.", labels=["kind"]
+        )
+        for kind, count in sorted(totals.items()):
+            requests.add_metric([kind], count)
+        return [
+            requests,
+            histogram_family(
+                "estore_tcp_request_duration_seconds",
+                "TCP request latency by kind, of one request in "
+                f"{self.sample_mask + 1} of each command.",
+                {(k,): h for k, h in self.latency.items()}, ["kind"],
+            ),
+        ]
+
+
 def histogram_family(
     name: str, documentation: str, histograms: dict[tuple[str, ...], Histogram],
     labels: Sequence[str] = (),
@@ -502,6 +708,39 @@ def histogram_family(
             continue
         family.add_metric(list(key), h.buckets(), h.sum)
     return family
+
+
+class ThreadHistogram:
+    """
+    A histogram observed from any thread without a lock: each thread adds
+    to its own L{Histogram} (found through a C{threading.local}); a scrape
+    adds them up (L{merged}).  A scrape racing an observation may see it
+    in the bucket counts and not yet in the sum, never a torn count.
+    """
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self._local = threading.local()
+        self._parts: list[Histogram] = []
+
+    def observe(self, value: float) -> None:
+        h: Optional[Histogram] = getattr(self._local, "histogram", None)
+        if h is None:
+            h = self._local.histogram = Histogram(self.bounds)
+            self._parts.append(h)  # one append, atomic under the GIL
+        h.observe(value)
+
+    def merged(self) -> Histogram:
+        """
+        Every thread's observations in one histogram.
+        """
+        out = Histogram(self.bounds)
+        counts = out.counts
+        for h in list(self._parts):
+            for i, c in enumerate(list(h.counts)):
+                counts[i] += c
+            out.sum += h.sum
+        return out
 
 
 class NodeMetrics:
@@ -532,6 +771,9 @@ class NodeMetrics:
         self.writes_committed = 0
         self.commit_batches = Histogram(_BATCH_BUCKETS)
         self.http_latency = {kind: Histogram(_LATENCY_BUCKETS) for kind in HTTP_KINDS}
+        self.tcp_requests = TcpRequestMeter()
+        self.fsyncs = ThreadHistogram(_SYNC_BUCKETS)
+        self._syncs_watched = False
         self.gc_pauses = [Histogram(_GC_BUCKETS) for _ in range(3)]
         self._gc_started = 0.0
         self._gc_installed = False
@@ -546,6 +788,16 @@ class NodeMetrics:
         if self._remove_listener is not None:
             self._remove_listener()
         self._remove_listener = store.add_commit_listener(self.committed)
+
+    def watch_syncs(self) -> None:
+        """
+        Time the log's data syncs (L{estwisted.storage.flushing.sync_observer},
+        called on the flushing thread).
+        """
+        from estwisted.storage import flushing
+
+        flushing.sync_observer = self.fsyncs.observe
+        self._syncs_watched = True
 
     def watch_gc(self) -> None:
         """
@@ -562,6 +814,12 @@ class NodeMetrics:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._syncs_watched:
+            from estwisted.storage import flushing
+
+            if flushing.sync_observer == self.fsyncs.observe:
+                flushing.sync_observer = None
+            self._syncs_watched = False
         if self._gc_installed:
             if self._gc_callback in gc.callbacks:
                 gc.callbacks.remove(self._gc_callback)
@@ -629,6 +887,11 @@ class NodeMetrics:
             "estore_http_request_duration_seconds", "HTTP request latency by kind.",
             {(k,): h for k, h in self.http_latency.items()}, ["kind"],
         )
+        yield from self.tcp_requests.families()
+        yield histogram_family(
+            "estore_fsync_duration_seconds", "Time of each data sync (fdatasync) of the log.",
+            {(): self.fsyncs.merged()},
+        )
         yield histogram_family(
             "estore_gc_pause_seconds", "Garbage collector pauses by generation.",
             {(str(g),): h for g, h in enumerate(self.gc_pauses)}, ["generation"],
@@ -647,11 +910,15 @@ __all__ = [
     "NodeCollector",
     "NodeMetrics",
     "NodeSources",
+    "TcpRequestMeter",
+    "ThreadHistogram",
     "batch_counts",
     "connection_families",
     "db_files",
     "gossip_families",
     "http_kind",
+    "lag_seconds",
+    "progress_families",
     "storage_families",
     "subscription_families",
 ]

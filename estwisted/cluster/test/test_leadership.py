@@ -25,7 +25,13 @@ from estwisted.cluster.elections import (
     SlaveAssigned,
 )
 from estwisted.cluster.gossip import ClusterInfo, Endpoint, MemberInfo, VNodeState
-from estwisted.cluster.leadership import STANDALONE, Leadership, LeadershipView
+from estwisted.cluster.leadership import (
+    STANDALONE,
+    LeaderLease,
+    Leadership,
+    LeadershipView,
+    lease_duration,
+)
 from estwisted.core.errors import NotLeader, NotReady
 
 
@@ -202,6 +208,69 @@ class ExportTests(SynchronousTestCase):
     def test_names(self) -> None:
         from estwisted.cluster import leadership
 
-        expected = ["Leadership", "LeadershipView", "NO_EPOCH_ID", "STANDALONE"]
+        expected = [
+            "LeaderLease", "Leadership", "LeadershipView", "NO_EPOCH_ID", "STANDALONE",
+            "lease_duration",
+        ]
         self.assertEqual(sorted(leadership.__all__), expected)
         self.assertEqual(evolve(STANDALONE).takes_writes, True)
+
+
+class LeaderLeaseTests(SynchronousTestCase):
+    """
+    L{LeaderLease}: held for its duration after a quorum was last heard.
+    """
+
+    def test_not_held_before_renewal(self) -> None:
+        self.assertFalse(LeaderLease(0.4).holds(0.0))
+
+    def test_held_then_lapsed(self) -> None:
+        lease = LeaderLease(0.4)
+        lease.renew(10.0)
+        self.assertTrue(lease.holds(10.39))
+        self.assertFalse(lease.holds(10.4))
+
+    def test_late_report_does_not_shorten(self) -> None:
+        lease = LeaderLease(0.4)
+        lease.renew(10.0)
+        lease.renew(9.0)
+        self.assertTrue(lease.holds(10.3))
+
+    def test_release(self) -> None:
+        lease = LeaderLease(0.4)
+        lease.renew(10.0)
+        lease.release()
+        self.assertFalse(lease.holds(10.1))
+
+    def test_duration_checked(self) -> None:
+        self.assertRaises(ValueError, LeaderLease, 0)
+
+    def test_duration_shorter_than_election_timeout(self) -> None:
+        self.assertEqual(lease_duration(1.0), 0.4)
+        self.assertEqual(lease_duration(0.5), 0.2)
+
+    @given(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("renew"), st.floats(0, 100)),
+                st.tuples(st.just("release"), st.just(0.0)),
+            ),
+            max_size=30,
+        ),
+        st.floats(0, 120),
+    )
+    def test_holds_iff_renewed_recently(self, steps: list[tuple[str, float]], now: float) -> None:
+        """
+        The lease holds at C{now} exactly when, since the last release, some
+        renewal was heard less than the duration before C{now}.
+        """
+        lease = LeaderLease(0.5)
+        heard: list[float] = []
+        for kind, at in steps:
+            if kind == "renew":
+                lease.renew(at)
+                heard.append(at)
+            else:
+                lease.release()
+                heard = []
+        self.assertEqual(lease.holds(now), any(now < at + 0.5 for at in heard))

@@ -87,6 +87,10 @@ class RunnerTests(SynchronousTestCase):
         r.start()
         settle(clock)
         self.assertEqual(self.state(r), {"n": 5})
+        # catching up from the start of the log was reported, and ended
+        assert r.catch_up is not None
+        self.assertEqual((r.catch_up.kind, r.catch_up.name, r.catch_up.result,
+                          r.catch_up.percentage), ("projection-catch-up", "p", "done", 100.0))
         write(store, clock, "b-1", {"v": 9})
         settle(clock)
         self.assertEqual(self.state(r), {"n": 6})

@@ -69,6 +69,14 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(datas(store, "$et-Placed"), [b"0@order-1", b"1@order-1"])
         self.assertEqual(datas(store, "$category-order"), [b"order-1", b"order-2"])
         self.assertEqual(datas(store, "$streams"), [b"0@order-1", b"0@order-2"])
+        # each projection reported catching up, and finished it
+        for runner in service.runners.values():
+            assert runner.catch_up is not None
+            self.assertEqual(
+                (runner.catch_up.kind, runner.catch_up.name, runner.catch_up.result,
+                 runner.catch_up.percentage),
+                ("projection-catch-up", runner.name, "done", 100.0),
+            )
         write(store, clock, "order-3", 1, "Placed")
         settle(clock)
         self.assertEqual(datas(store, "$ce-order")[-1], b"0@order-3")

@@ -347,6 +347,57 @@ class LeaderFollowerTests(SynchronousTestCase):
             self.assertEqual(cluster.leader.committed, end)
         self.assertEqual(_records(replica.log), _records(cluster.log))
 
+    def test_joining_replica_reports_catch_up(self) -> None:
+        """
+        A replica joining a cluster that has committed records reports its
+        progress catching up with the leader's commit position, finished
+        once it reached it.
+        """
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        first = _Replica(cluster, b"A" * 16)
+        first.follower.start(b"L" * 16)
+        cluster.pump()
+        end = cluster.write(400, size=1000)
+        cluster.pump()
+        self.assertEqual(cluster.leader.committed, end)
+        joining = _Replica(cluster, b"B" * 16)
+        joining.follower.start(b"L" * 16)
+        cluster.pump()
+        progress = joining.follower.catch_up
+        assert progress is not None
+        self.assertEqual((progress.kind, progress.result), ("replication-catch-up", "done"))
+        self.assertEqual((progress.percentage, progress.remaining), (100.0, 0.0))
+        self.assertGreater(progress.total, 400 * 1000)
+
+    def test_stopped_catch_up_is_finished(self) -> None:
+        """
+        A replica stopped (or cut off) while catching up ends its progress
+        as C{stopped}, not running forever.
+        """
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        first = _Replica(cluster, b"A" * 16)
+        first.follower.start(b"L" * 16)
+        cluster.pump()
+        cluster.write(50, size=1000)
+        cluster.pump()
+        joining = _Replica(cluster, b"B" * 16)
+        follower = joining.follower
+        follower.start(b"L" * 16)
+        cluster.pump()
+        follower.catch_up = None
+        follower._catch_up_from = 0
+        follower.committed = follower.log.end_position + 1000
+        follower._progress(follower.log.end_position)
+        progress = follower.catch_up
+        assert progress is not None
+        self.assertEqual(progress.result, "")
+        follower.stop()
+        self.assertEqual(progress.result, "stopped")
+
     def test_no_replica_times_out(self) -> None:
         cluster = _Cluster()
         assert cluster.leader is not None

@@ -402,6 +402,12 @@ class ScavengerTests(SynchronousTestCase):
         body = self.settle(done)
         self.assertEqual(body["result"], "Success")
         self.assertGreater(body["spaceSaved"], 0)
+        progress = scavenger.progress
+        assert progress is not None
+        self.assertEqual(
+            (progress.kind, progress.name, progress.unit, progress.result, progress.percentage),
+            ("scavenge", scavenge_id, "chunks", "done", 100.0),
+        )
         after = self.store.read_stream("kept", 0, 1000, True, False, None)
         self.assertEqual(after.events, before.events)
         capped = self.store.read_stream("capped", 0, 1000, True, False, None)
@@ -438,6 +444,7 @@ class ScavengerTests(SynchronousTestCase):
         self.assertFalse(scavenger.stop("other"))
         body = self.settle(done)
         self.assertEqual(body["result"], "Stopped")
+        self.assertEqual(scavenger.progress and scavenger.progress.result, "stopped")
         self.assertFalse([n for n in os.listdir(self.directory) if n.endswith(".tmp")])
         self.assertEqual(
             self.store.read_stream("kept", 0, 1000, True, False, None).events, before.events

@@ -34,6 +34,7 @@ from estwisted.storage.index import StreamIndex
 from estwisted.storage.memory import MemoryLog
 from estwisted.subscriptions.persistent import (
     CONFIG_STREAM,
+    HOLD_RETRY,
     IPersistentSubscriber,
     NakAction,
     PersistentConnection,
@@ -1488,3 +1489,58 @@ class GroupMachineTests(SynchronousTestCase):
             GroupMachine,
             settings=hypothesis_settings(max_examples=60, stateful_step_count=40, deadline=None),
         )
+
+
+class LeaseTests(PersistentTestCase):
+    """
+    While the node's leader lease has lapsed (C{may_deliver} false), no
+    message is handed out, pushed or pulled; once it holds again, delivery
+    resumes where it stopped, nothing lost or handed out twice.
+    """
+
+    def setUp(self) -> None:
+        self.store, self.clock = make_store()
+        self.holds = True
+        self.subs = PersistentSubscriptions(
+            self.store, self.clock, may_deliver=lambda: self.holds
+        )
+        self.successResultOf(self.subs.start())
+
+    def test_push_held_then_resumed(self) -> None:
+        self.create()
+        consumer = self.connect(window=10)
+        self.write(count=2)
+        self.assertEqual(consumer.numbers(), [0, 1])
+        self.holds = False
+        self.write(count=2)
+        self.clock.advance(1.0)
+        self.assertEqual(consumer.numbers(), [0, 1])
+        self.holds = True
+        self.clock.advance(HOLD_RETRY)
+        self.assertEqual(consumer.numbers(), [0, 1, 2, 3])
+
+    def test_retry_held(self) -> None:
+        """
+        A message that timed out is not sent again while the lease has
+        lapsed (a new leader may already have taken its ack).
+        """
+        self.create(settings=fast(message_timeout_ms=1000, max_retry_count=5))
+        consumer = self.connect(window=10)
+        self.write(count=1)
+        self.assertEqual(consumer.numbers(), [0])
+        self.holds = False
+        self.clock.pump([0.5] * 10)
+        self.assertEqual(consumer.numbers(), [0])
+        self.holds = True
+        self.clock.advance(HOLD_RETRY)
+        self.assertEqual(consumer.numbers(), [0, 0])
+        self.assertEqual(consumer.retries(), [0, 1])
+
+    def test_pull_held(self) -> None:
+        self.create()
+        self.write(count=3)
+        self.holds = False
+        self.assertEqual(self.subs.pull("s", "g", 10, None), [])
+        self.holds = True
+        numbers = [e.original.event_number for e, _ in self.subs.pull("s", "g", 10, None)]
+        self.assertEqual(numbers, [0, 1, 2])

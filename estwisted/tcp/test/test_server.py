@@ -130,6 +130,34 @@ class BasicTests(SynchronousTestCase):
         self.node = Node()
         self.client = Client(self.node)
 
+    def test_request_meter(self) -> None:
+        """
+        With a meter set, every request is counted by command and one in
+        C{sample_mask + 1} timed; a write once its reply is sent.
+        """
+
+        class Meter:
+            counts = [0] * 256
+            sample_mask = 1
+            timed: list[tuple[int, float]] = []
+
+            def observe(self, command: int, seconds: float) -> None:
+                self.timed.append((command, seconds))
+
+        meter = Meter()
+        self.node.factory.request_meter = meter
+        for _ in range(4):
+            self.client.write("timed", 2)
+        self.client.read_stream("timed")
+        self.client.read_stream("timed")
+        self.client.call(C.Ping, C.Pong)
+        self.assertEqual(meter.counts[C.WriteEvents], 4)
+        self.assertEqual(meter.counts[C.ReadStreamEventsForward], 2)
+        self.assertEqual(sum(meter.counts), 6)
+        self.assertEqual([c for c, _ in meter.timed],
+                         [C.WriteEvents, C.WriteEvents, C.ReadStreamEventsForward])
+        self.assertTrue(all(seconds >= 0 for _, seconds in meter.timed))
+
     def test_heartbeat_request_answered_with_same_id(self) -> None:
         package = self.client.call(C.HeartbeatRequestCommand, C.HeartbeatResponseCommand)
         self.assertEqual(package.data, b"")

@@ -104,7 +104,7 @@ async function api(method, path, options = {}) {
   const creds = options.credentials !== undefined ? options.credentials : credentials();
   if (creds) headers.Authorization = `Basic ${creds}`;
   Object.assign(headers, options.headers || {});
-  let body;
+  let body = options.body;
   if (options.json !== undefined) {
     body = JSON.stringify(options.json);
     headers["Content-Type"] = headers["Content-Type"] || "application/json";
@@ -251,17 +251,21 @@ async function loginPage() {
 
 async function dashboardPage() {
   const cards = h("div", { class: "cards", id: "dashboard-cards" });
+  const tasks = h("div", { id: "dashboard-tasks" });
   const note = h("p", { class: "muted" }, "Refreshed every 2 seconds.");
-  render(h("h1", {}, "Dashboard"), cards, note);
+  render(h("h1", {}, "Dashboard"), cards, h("h2", {}, "Long tasks"), tasks, note);
   let previous = null;
   const card = (label, value, id) => h("div", { class: "card", id },
     h("div", { class: "label" }, label), h("div", { class: "value" }, value));
   await every(2, async () => {
-    const [info, stats, text] = await Promise.all([
+    const [info, stats, text, list] = await Promise.all([
       api("GET", "/info", { what: "Reading /info" }),
       api("GET", "/stats", { what: "Reading /stats" }),
       api("GET", "/metrics", { accept: "text/plain", raw: true, what: "Reading /metrics" }),
+      readProgress(),
     ]);
+    tasks.textContent = "";
+    tasks.append(...taskList(list, 5));
     const samples = parseMetrics(text);
     const now = performance.now() / 1000;
     const events = metricSum(samples, "estore_events_committed_total") ?? 0;
@@ -670,20 +674,166 @@ async function deleteGroup(stream, group, box) {
   } catch (e) { box.append(errorBox(e)); }
 }
 
+// -- progress of long work (GET /progress) -------------------------------------
+
+const TASK_KINDS = {
+  "index-rebuild": "Index rebuild",
+  "chunk-verification": "Chunk verification",
+  "replication-catch-up": "Catching up from the leader",
+  "scavenge": "Scavenge",
+  "projection-catch-up": "Projection catch-up",
+};
+
+function amount(value, unit) {
+  return unit === "bytes" ? bytes(value) : `${Math.round(value)} ${unit}`;
+}
+
+function taskLine(t) {
+  const parts = [`${t.percentage.toFixed(1)}%`, `${amount(t.done, t.unit)} of ${amount(t.total, t.unit)}`];
+  if (t.running) {
+    parts.push(`${amount(t.rate, t.unit)}/s`);
+    if (t.remaining > 0) parts.push(`${amount(t.remaining, t.unit)} to go`);
+    parts.push(t.etaSeconds === null ? "time left unknown" : `about ${duration(t.etaSeconds)} left`);
+  } else {
+    parts.push(`${t.result} in ${t.elapsedSeconds.toFixed(1)} s`);
+  }
+  return parts.join(" · ");
+}
+
+function taskRow(t, attrs) {
+  const bar = h("progress", { max: 100, value: t.percentage, class: "task-bar" });
+  return h("div", { class: `task ${t.running ? "running" : "finished"}`, ...(attrs || {}) },
+    h("div", { class: "task-name" }, `${TASK_KINDS[t.kind] || t.kind}: ${t.name}`),
+    bar, h("div", { class: "task-line muted" }, taskLine(t)));
+}
+
+async function readProgress() {
+  const body = await api("GET", "/progress", { what: "Reading /progress" });
+  return (body && body.tasks) || [];
+}
+
+// tasks: running first, then finished ones newest first (as the node lists them)
+function taskList(tasks, finishedShown) {
+  const running = tasks.filter((t) => t.running);
+  const finished = tasks.filter((t) => !t.running).slice(0, finishedShown);
+  if (!running.length && !finished.length) return [h("p", { class: "muted" }, "Nothing running.")];
+  return [...running, ...finished].map((t) => taskRow(t));
+}
+
+// -- projections ----------------------------------------------------------------
+
+// "$" stays literal, as in v5's own URLs (/projection/$by_category).
+const projectionPath = (name) => `/projection/${enc(name).replace(/%24/g, "$")}`;
+
 async function projectionsPage() {
   const box = h("div", { id: "projections" }, h("p", { class: "muted" }, "Loading…"));
-  render(h("h1", {}, "Projections"), box);
-  try {
-    const list = await api("GET", "/projections/any", { what: "Listing projections" });
+  const status = h("div", { id: "projections-status" });
+  const formBox = h("div", {});
+  render(h("h1", {}, "Projections"), status, box, formBox);
+  const command = async (name, verb) => {
+    status.textContent = "";
+    try {
+      await api("POST", `${projectionPath(name)}/command/${verb}`, { what: `${verb} ${name}`, json: {} });
+      status.append(h("div", { class: "ok", id: "projection-command-result" }, `${name}: ${verb} done.`));
+      await reload();
+    } catch (e) { status.append(errorBox(e)); }
+  };
+  let shownForm = false;
+  const reload = async () => {
+    let list;
+    try {
+      list = await api("GET", "/projections/any", { what: "Listing projections" });
+    } catch (e) {
+      box.textContent = "";
+      if (e instanceof ApiError && (e.status === 404 || e.status === 405 || e.status === 501)) {
+        box.append(h("p", { id: "projections-not-running" }, "Projections are not running on this node."));
+        return;
+      }
+      throw e;
+    }
+    const items = (list && list.projections) || [];
+    const rows = items.map((p) => {
+      const progress = typeof p.progress === "number" && p.progress >= 0
+        ? h("td", {}, h("progress", { max: 100, value: Math.min(100, p.progress) }), ` ${p.progress.toFixed(1)}%`)
+        : h("td", { class: "muted" }, "–");
+      const running = String(p.status || "").startsWith("Running");
+      return [
+        h("td", {}, h("a", { href: `#/projections/${enc(p.name)}`, class: "projection-link" }, p.name)),
+        h("td", { class: `projection-status status-${String(p.status || "").split("/")[0]}` }, p.status || ""),
+        p.mode || "", progress, num(p.eventsProcessedAfterRestart ?? ""), p.position || "",
+        p.checkpointStatus || p.stateReason || "",
+        h("td", {},
+          h("button", { class: "secondary", disabled: running, onclick: () => command(p.name, "enable") }, "Enable"), " ",
+          h("button", { class: "secondary", disabled: !running, onclick: () => command(p.name, "disable") }, "Disable"), " ",
+          h("button", { class: "danger", onclick: () => {
+            if (confirm(`Reset projection ${p.name}? It will process every event again.`)) command(p.name, "reset");
+          } }, "Reset")),
+      ];
+    });
     box.textContent = "";
-    const rows = ((list && list.projections) || []).map((p) => [p.name, p.status, p.mode, String(p.progress ?? "")]);
-    box.append(rows.length ? table(["Name", "Status", "Mode", "Progress"], rows) : h("p", { class: "muted" }, "No projections."));
-  } catch (e) {
-    box.textContent = "";
-    if (e instanceof ApiError && (e.status === 404 || e.status === 405 || e.status === 501)) {
-      box.append(h("p", { id: "projections-not-running" }, "Projections are not running on this node."));
-    } else box.append(errorBox(e));
-  }
+    box.append(rows.length
+      ? table(["Name", "Status", "Mode", "Progress", "Events processed", "Position", "Checkpoint", ""], rows, { id: "projections-table" })
+      : h("p", { class: "muted" }, "No projections."));
+    if (!shownForm) { shownForm = true; formBox.append(projectionForm(reload)); }
+    clearBanner();
+  };
+  await every(3, reload);
+}
+
+function projectionForm(reload) {
+  const name = h("input", { id: "projection-name", required: true, placeholder: "my-projection" });
+  const mode = h("select", { id: "projection-mode" }, h("option", { value: "continuous" }, "Continuous"),
+    h("option", { value: "onetime" }, "One-time"));
+  const enabled = h("input", { id: "projection-enabled", type: "checkbox", checked: true });
+  const emit = h("input", { id: "projection-emit", type: "checkbox" });
+  const query = h("textarea", { id: "projection-query", spellcheck: "false" },
+    "fromAll()\n  .when({\n    $init: function () { return { count: 0 }; },\n    $any: function (s, e) { s.count += 1; }\n  });\n");
+  const result = h("div", { id: "projection-create-result" });
+  const form = h("form", { class: "stacked", id: "create-projection" },
+    h("label", {}, "Name", name), h("label", {}, "Mode", mode),
+    h("label", { class: "check" }, h("span", {}, enabled, " Enabled")),
+    h("label", { class: "check" }, h("span", {}, emit, " Emit events (emit=true)")),
+    h("label", {}, "Query (JavaScript)", query),
+    h("button", { type: "submit", id: "projection-create" }, "Create projection"), result);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    result.textContent = "";
+    const params = new URLSearchParams({ name: name.value, type: "js", enabled: String(enabled.checked), emit: String(emit.checked) });
+    try {
+      await api("POST", `/projections/${mode.value}?${params}`, {
+        what: "Creating the projection", raw: true,
+        headers: { "Content-Type": "application/json" }, body: query.value,
+      });
+      result.append(h("div", { class: "ok" }, `Projection ${name.value} created.`));
+      await reload();
+    } catch (e) { result.append(errorBox(e)); }
+  });
+  return h("div", {}, h("h2", {}, "New projection"), form);
+}
+
+async function projectionPage(name) {
+  const stats = h("div", { id: "projection-stats" }, h("p", { class: "muted" }, "Loading…"));
+  const state = h("pre", { id: "projection-state" });
+  const result = h("pre", { id: "projection-result" });
+  const errors = h("div", {});
+  render(h("h1", {}, `Projection ${name}`), h("p", {}, h("a", { href: "#/projections" }, "All projections")),
+    errors, stats, h("h2", {}, "State"), state, h("h2", {}, "Result"), result);
+  await every(3, async () => {
+    const s = await api("GET", projectionPath(name), { what: "Reading the projection" });
+    const fields = ["status", "mode", "progress", "position", "lastCheckpoint", "eventsProcessedAfterRestart",
+      "checkpointStatus", "stateReason", "bufferedEvents", "writesInProgress", "readsInProgress"];
+    stats.textContent = "";
+    stats.append(table(["Field", "Value"], fields.filter((f) => s && s[f] !== undefined).map((f) => [f, String(s[f])]),
+      { id: "projection-fields" }));
+    errors.textContent = "";
+    for (const [part, box] of [["state", state], ["result", result]]) {
+      try {
+        const text = await api("GET", `${projectionPath(name)}/${part}`, { what: `Reading the ${part}`, raw: true });
+        box.textContent = pretty(text) || "(empty)";
+      } catch (e) { box.textContent = ""; errors.append(errorBox(e)); }
+    }
+    clearBanner();
+  });
 }
 
 async function usersPage() {
@@ -754,29 +904,62 @@ function userForm(status) {
 async function adminPage() {
   const status = h("div", { id: "admin-status" });
   const progress = h("p", { id: "scavenge-progress", class: "muted" });
+  const scavengeBar = h("div", { id: "scavenge-task" });
+  const tasks = h("div", { id: "progress-tasks" });
+  let scavengeId = null;
   const button = (label, cls, onclick, id) => h("button", { class: cls, onclick, id }, label);
   const run = async (what, method, path, options = {}) => {
     status.textContent = "";
     try {
       const result = await api(method, path, { what, raw: true, ...options });
       status.append(h("div", { class: "ok" }, `${what}: ${result ? String(result).slice(0, 300) : "done"}`));
-    } catch (e) { status.append(errorBox(e)); }
+      return result;
+    } catch (e) { status.append(errorBox(e)); return null; }
   };
+  const stop = button("Stop scavenge", "secondary", async () => {
+    if (scavengeId) await run("Stopping the scavenge", "DELETE", `/admin/scavenge/${enc(scavengeId)}`);
+    await refresh();
+  }, "scavenge-stop");
+  stop.disabled = true;
   render(h("h1", {}, "Admin"),
+    h("h2", {}, "Scavenge"),
     h("p", {},
-      button("Start scavenge", "", () => run("Scavenge", "POST", "/admin/scavenge"), "scavenge"), " ",
+      button("Start scavenge", "", async () => {
+        const text = await run("Scavenge", "POST", "/admin/scavenge");
+        try { scavengeId = JSON.parse(text).scavengeId || scavengeId; } catch (e) { /* not JSON */ }
+        await refresh();
+      }, "scavenge"), " ", stop),
+    progress, scavengeBar,
+    h("h2", {}, "Node"),
+    h("p", {},
       button("Reload certificates", "secondary", () => run("Reload certificates", "POST", "/admin/reloadcertificates", { accept: "text/plain" }), "reload-certificates"), " ",
       button("Shut down this node", "danger", () => {
         if (confirm("Shut this node down?")) run("Shutdown", "POST", "/admin/shutdown");
       }, "shutdown")),
-    progress, status);
-  await every(2, async () => {
-    const text = await api("GET", "/metrics", { accept: "text/plain", raw: true, what: "Reading /metrics" });
+    status,
+    h("h2", {}, "Long tasks"), tasks);
+  const refresh = async () => {
+    const [text, list] = await Promise.all([
+      api("GET", "/metrics", { accept: "text/plain", raw: true, what: "Reading /metrics" }),
+      readProgress(),
+    ]);
     const samples = parseMetrics(text);
-    const running = metricSum(samples, "estore_scavenges_running") || 0;
+    // the newest scavenge on the board: the running one, else the last one
+    const scavenge = list.find((t) => t.kind === "scavenge" && t.running) || list.find((t) => t.kind === "scavenge");
+    const running = scavenge ? (scavenge.running ? 1 : 0) : (metricSum(samples, "estore_scavenges_running") || 0);
     const started = metricSum(samples, "estore_scavenges_started_total") || 0;
     progress.textContent = running ? "A scavenge is running." : `No scavenge running (${started} started since the node started).`;
-  });
+    scavengeBar.textContent = "";
+    if (scavenge) {
+      scavengeBar.append(taskRow(scavenge, { id: "scavenge-bar" }));
+      if (scavenge.running) scavengeId = scavenge.name;
+    }
+    stop.disabled = !(running && scavengeId);
+    tasks.textContent = "";
+    tasks.append(...taskList(list, 10));
+    clearBanner();
+  };
+  await every(1, refresh);
 }
 
 // -- router ----------------------------------------------------------------
@@ -806,6 +989,7 @@ async function route() {
     else if (page === "streams") await streamsPage();
     else if (page === "event" && parts.length > 2) await eventPage(parts[1], parts[2]);
     else if (page === "subscriptions") await subscriptionsPage();
+    else if (page === "projections" && parts.length > 1) await projectionPage(parts.slice(1).join("/"));
     else if (page === "projections") await projectionsPage();
     else if (page === "users") await usersPage();
     else if (page === "admin") await adminPage();

@@ -28,6 +28,8 @@ from estwisted.web.metrics import (
     db_files,
     gossip_families,
     http_kind,
+    lag_seconds,
+    progress_families,
     storage_families,
     subscription_families,
 )
@@ -261,6 +263,143 @@ class NodeMetricsTests(SynchronousTestCase):
         docs.pop(0)
         got = scrape(self.metrics)
         self.assertEqual(got[("estore_leader_changes_total", ())], 1)
+
+
+    def test_tcp_requests(self) -> None:
+        """
+        Every TCP request is counted by kind; the sampled latencies are
+        observed by kind, unknown commands as C{other}.
+        """
+        from estwisted.wire.tcpcodec import TcpCommand
+
+        meter = self.metrics.tcp_requests
+        meter.counts[TcpCommand.WriteEvents] += 3
+        meter.counts[TcpCommand.ReadStreamEventsBackward] += 1
+        meter.counts[TcpCommand.ReadStreamEventsForward] += 1
+        meter.counts[0x01] += 1
+        meter.observe(TcpCommand.WriteEvents, 0.002)
+        meter.observe(TcpCommand.ReadStreamEventsForward, 0.0001)
+        meter.observe(0x01, 0.0001)
+        got = scrape(self.metrics)
+        total = "estore_tcp_requests_total"
+        self.assertEqual(got[(total, (("kind", "write"),))], 3)
+        self.assertEqual(got[(total, (("kind", "read_stream"),))], 2)
+        self.assertEqual(got[(total, (("kind", "other"),))], 1)
+        self.assertNotIn((total, (("kind", "read_all"),)), got)
+        count = "estore_tcp_request_duration_seconds_count"
+        self.assertEqual(got[(count, (("kind", "write"),))], 1)
+        self.assertEqual(got[(count, (("kind", "read_stream"),))], 1)
+        self.assertEqual(got[(count, (("kind", "other"),))], 1)
+        self.assertNotIn((count, (("kind", "read_all"),)), got)
+
+    def test_fsyncs_from_threads(self) -> None:
+        """
+        Data syncs timed on other threads are added up at scrape time; the
+        observer is removed on close.
+        """
+        import threading
+
+        from estwisted.storage import flushing
+
+        self.metrics.watch_syncs()
+        self.assertEqual(flushing.sync_observer, self.metrics.fsyncs.observe)
+        threads = [
+            threading.Thread(target=lambda: [flushing.sync_observer(0.003)  # type: ignore[misc]
+                                             for _ in range(100)])
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        got = scrape(self.metrics)
+        self.assertEqual(got[("estore_fsync_duration_seconds_count", ())], 400)
+        self.assertEqual(
+            got[("estore_fsync_duration_seconds_bucket", (("le", "0.0025"),))], 0
+        )
+        self.assertEqual(got[("estore_fsync_duration_seconds_bucket", (("le", "0.005"),))], 400)
+        self.assertAlmostEqual(got[("estore_fsync_duration_seconds_sum", ())], 1.2)
+        self.metrics.close()
+        self.assertIsNone(flushing.sync_observer)
+
+    def test_real_fsync_timed(self) -> None:
+        """
+        L{estwisted.storage.flushing.fdatasync} reports to the observer.
+        """
+        import os
+
+        from estwisted.storage import flushing
+
+        self.metrics.watch_syncs()
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"x")
+            flushing.fdatasync(f.fileno())
+        os.unlink(path)
+        got = scrape(self.metrics)
+        self.assertEqual(got[("estore_fsync_duration_seconds_count", ())], 1)
+
+    def test_progress_and_elections(self) -> None:
+        """
+        The board's tasks and the elections counter are scraped.
+        """
+        from estwisted.core.progress import ProgressBoard
+
+        board = ProgressBoard()
+        board.start("scavenge", "s", 4, now=0.0, unit="chunks", log=False).advance(3, 1.0)
+        self.metrics.sources.board = board
+
+        class Machine:
+            elections_started = 2
+
+        class Controller:
+            machine = Machine()
+
+        class Wiring:
+            controller = Controller()
+
+        self.metrics.sources.cluster = Wiring()
+        got = scrape(self.metrics)
+        self.assertEqual(got[("estore_scavenge_progress_ratio", ())], 0.75)
+        self.assertEqual(
+            got[("estore_progress_ratio", (("kind", "scavenge"), ("name", "s")))], 0.75
+        )
+        self.assertEqual(got[("estore_progress_tasks_running", (("kind", "scavenge"),))], 1)
+        self.assertEqual(got[("estore_elections_started_total", ())], 2)
+
+    def test_lag_seconds_scraped(self) -> None:
+        """
+        A follower's lag in seconds: how long ago the leader had what the
+        follower lacks, from the leader positions seen at each scrape.
+        """
+        now = [100.0]
+        self.metrics.collector._now = lambda: now[0]
+        docs = {"members": [member("1", "Master", 500), member("2", "Slave", 500)]}
+        self.api.node_info = NodeInfo(gossip_view=lambda: docs)
+        lag = ("estore_replication_lag_seconds",
+               (("address", "127.0.0.2:2112"), ("instance", "2")))
+        self.assertEqual(scrape(self.metrics)[lag], 0)
+        now[0] = 101.0
+        docs["members"][0]["writerCheckpoint"] = 900
+        scrape(self.metrics)
+        now[0] = 104.0
+        docs["members"][0]["writerCheckpoint"] = 1000
+        self.assertEqual(scrape(self.metrics)[lag], 3.0)
+
+
+class PureFamilyTests(SynchronousTestCase):
+    def test_lag_seconds(self) -> None:
+        samples = [(10.0, 100), (11.0, 200), (12.0, 300)]
+        self.assertEqual(lag_seconds(samples, 300, 13.0), 0.0)
+        self.assertEqual(lag_seconds(samples, 250, 13.0), 1.0)
+        self.assertEqual(lag_seconds(samples, 200, 13.0), 1.0)
+        self.assertEqual(lag_seconds(samples, 150, 13.0), 2.0)
+        self.assertEqual(lag_seconds(samples, 0, 13.0), 3.0)
+        self.assertEqual(lag_seconds([], 0, 13.0), 0.0)
+
+    def test_progress_families_without_scavenge(self) -> None:
+        got = samples(progress_families([]))
+        self.assertNotIn(("estore_scavenge_progress_ratio", ()), got)
 
 
 class HistogramTests(SynchronousTestCase):

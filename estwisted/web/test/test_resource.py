@@ -136,3 +136,28 @@ class WebResourceTests(SynchronousTestCase):
             self.assertTrue(is_web_path(path), path)
         for path in (b"/webx", b"/metrics/x", b"/streams/web", b"//"):
             self.assertFalse(is_web_path(path), path)
+
+    def test_progress(self) -> None:
+        """
+        C{GET /progress} lists the board's tasks as JSON, anonymously.
+        """
+        import json
+
+        from estwisted.core.progress import ProgressBoard
+
+        board = ProgressBoard()
+        task = board.start("scavenge", "s-1", 4, now=10.0, unit="chunks", log=False)
+        task.advance(1, now=12.0)
+        board.start("index-rebuild", "stream index", 100, now=0.0, log=False).finish(1.0)
+        self.api.web = WebResource(self.metrics, board=board)
+        response, body = self.request("GET", "/progress")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["application/json; charset=utf-8"]
+        )
+        tasks = json.loads(body)["tasks"]
+        self.assertEqual([(t["kind"], t["percentage"], t["running"]) for t in tasks],
+                         [("scavenge", 25.0, True), ("index-rebuild", 100.0, False)])
+        self.assertEqual((tasks[0]["rate"], tasks[0]["etaSeconds"]), (0.5, 6.0))
+        self.assertTrue(is_web_path(b"/progress"))
+        self.assertFalse(is_web_path(b"/progress/x"))
