@@ -28,8 +28,12 @@ Layers, bottom to top:
 
 Failure detection.  Replication decides: a follower's replication
 link reports L{LeaderLinkLost} when it closes, and the leader's replication
-detector reports L{NoQuorum} when too few replicas stayed subscribed
-(L{estwisted.replication.state.NO_QUORUM_TIMEOUT}).  Besides, a follower probes
+detector reports L{NoQuorum} when it heard too few replicas for almost
+the election timeout (L{estwisted.replication.state.no_quorum_timing}).
+A full disk (L{StorageFull}) makes a leader hand leadership over, and
+keeps the node from being elected until L{StorageFreed}.  A node that
+neither leads nor follows names the leader gossip shows in its
+L{LeadershipView}, so that its clients go there.  Besides, a follower probes
 its leader: every C{probe_interval} it posts its gossip straight to the
 leader; a refused connection, an error or no answer within
 C{GossipTimeoutMs} marks the leader dead, and a leader whose own record no
@@ -130,6 +134,8 @@ _FOLLOWER_STATES = frozenset(
     }
 )
 _LEADING_STATES = frozenset({VNodeState.PreMaster, VNodeState.Master})
+#: Neither leading nor following: a client is sent to the leader gossip shows.
+_ELECTING_STATES = frozenset({VNodeState.Unknown, VNodeState.ReadOnlyLeaderless})
 
 
 # --- Settings --------------------------------------------------------------------
@@ -291,9 +297,37 @@ class EpochWritten:
     epoch_id: uuid.UUID
 
 
+@frozen
+class StorageFull:
+    """
+    The node's disk is full (a write, a flush or an epoch failed with
+    L{estwisted.core.errors.DiskFull}): it cannot lead.  A leader hands
+    leadership over: it steps down, and elections never choose it until
+    L{StorageFreed}.
+
+    @ivar reason: the error, for the log.
+    """
+
+    reason: str = ""
+
+
+@frozen
+class StorageFreed:
+    """
+    The disk has room again: the node may lead again.
+    """
+
+
 #: What replication reports to the role machine (L{NodeMachine.on_replication}).
 ReplicationEvent = Union[
-    ReplicaSubscribed, CloneAssigned, SlaveAssigned, LeaderLinkLost, NoQuorum, EpochWritten
+    ReplicaSubscribed,
+    CloneAssigned,
+    SlaveAssigned,
+    LeaderLinkLost,
+    NoQuorum,
+    EpochWritten,
+    StorageFull,
+    StorageFreed,
 ]
 
 NodeEffect = Union[
@@ -324,6 +358,7 @@ class NodeMachine:
     @ivar answered: seeds and members that answered at least once.
     @ivar writable: replication reported our epoch written
         (L{EpochWritten}) since we last became Master.
+    @ivar can_lead: C{False} between L{StorageFull} and L{StorageFreed}.
     """
 
     settings: ClusterSettings
@@ -345,6 +380,7 @@ class NodeMachine:
     held_until: float = 0.0
     stopped: bool = False
     writable: bool = False
+    can_lead: bool = True
     #: elections this node started (for C{/metrics})
     elections_started: int = 0
     _followed: Optional[uuid.UUID] = None
@@ -397,12 +433,32 @@ class NodeMachine:
         """
         The read model of our role: state, epoch, the leader's endpoints,
         whether we take writes (Master, and replication wrote our epoch).
+        A node that neither leads nor follows (a deposed leader, elections
+        under way) names the leader gossip shows (L{leader_in_gossip}), so
+        that its clients are sent there.
         """
         takes_writes = self.writable and self.state is VNodeState.Master
         leader = None
         if not takes_writes and self.state in _FOLLOWER_STATES:
             leader = self.roles.leader
+        elif not takes_writes and self.state in _ELECTING_STATES:
+            leader = self.leader_in_gossip()
         return LeadershipView.of(self.own, self.state, leader, takes_writes)
+
+    def leader_in_gossip(self) -> Optional[MemberInfo]:
+        """
+        The other member gossip shows as the one alive leader (C{Master},
+        not a read-only replica), with an epoch at least ours; C{None} if
+        there is none or more than one.
+        """
+        leaders = [
+            m
+            for m in self.view.alive_leaders()
+            if m.instance_id != self.own.instance_id
+            and not m.is_read_only_replica
+            and m.epoch_number >= self.own.epoch_number
+        ]
+        return leaders[0] if len(leaders) == 1 else None
 
     def cluster_info(self) -> ClusterInfo:
         """
@@ -494,6 +550,10 @@ class NodeMachine:
             if self.state is VNodeState.Master and not self.stopped:
                 self.writable = True
             return []
+        if isinstance(event, StorageFull):
+            return self._storage_full(event, now)
+        if isinstance(event, StorageFreed):
+            return self._storage_freed(now)
         effects: list[NodeEffect] = []
         if isinstance(event, NoQuorum) and self.state is VNodeState.Master:
             effects.append(
@@ -501,6 +561,48 @@ class NodeMachine:
                         "stepping down")
             )
         return effects + self._feed(event, now)
+
+    def _set_can_lead(self, can_lead: bool) -> None:
+        self.can_lead = can_lead
+        if self.elections is not None:
+            self.elections.can_lead = can_lead
+
+    def _storage_full(self, event: StorageFull, now: float) -> list[NodeEffect]:
+        """
+        The disk is full: we cannot lead.  A leader hands over: it steps
+        down (as without a quorum: Unknown, elections) and is never chosen
+        until the disk has room (L{StorageFreed}); its clients are sent to
+        the next leader as soon as gossip shows it.
+        """
+        if self.stopped:
+            return []
+        first = self.can_lead
+        self._set_can_lead(False)
+        effects: list[NodeEffect] = []
+        if self.state is VNodeState.Master:
+            effects.append(
+                LogLine(
+                    "error",
+                    f"The disk is full ({event.reason or 'no space'}): resigning leadership; "
+                    "reads are still served, writes go to the next leader",
+                )
+            )
+            effects += self._feed(NoQuorum(), now)
+        elif first:
+            effects.append(
+                LogLine(
+                    "error",
+                    f"The disk is full ({event.reason or 'no space'}): this node will not "
+                    "lead until space is freed; reads are still served",
+                )
+            )
+        return effects
+
+    def _storage_freed(self, now: float) -> list[NodeEffect]:
+        if self.can_lead or self.stopped:
+            return []
+        self._set_can_lead(True)
+        return [LogLine("info", "The disk has room again: this node may lead again")]
 
     def _state_changed(self, old: VNodeState, state: VNodeState, now: float) -> list[NodeEffect]:
         following = self.leader_id
@@ -909,6 +1011,13 @@ class NodeMachine:
 
     def _elected(self, effect: LeaderElected, now: float) -> list[NodeEffect]:
         leader = effect.leader
+        if leader.instance_id == self.own.instance_id and not self.can_lead:
+            # elections never choose a node that cannot lead; should a
+            # stale vote do it anyway, it does not take the role
+            return [
+                LogLine("warn", f"Elected in view {effect.view} but the disk is full; "
+                        "new election")
+            ] + self._start_elections(now)
         self.discovering = False
         self.gossip.elected(leader.instance_id, now)
         if leader.instance_id == self.own.instance_id:
@@ -1282,5 +1391,7 @@ __all__ = [
     "PeerRefusedError",
     "StandBy",
     "StateChanged",
+    "StorageFreed",
+    "StorageFull",
     "own_member_from_config",
 ]

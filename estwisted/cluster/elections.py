@@ -90,6 +90,10 @@ class PrepareOk:
     """
     An acceptor's answer to L{Prepare}, with the data the proposer ranks
     candidates by.
+
+    @ivar can_lead: C{False} when the sender cannot lead now (its disk is
+        full): it is never proposed.  Not in v5; on the wire only when
+        C{False} (C{"cannotLead": true}).
     """
 
     server_id: uuid.UUID
@@ -102,6 +106,7 @@ class PrepareOk:
     writer_checkpoint: int
     chaser_checkpoint: int
     node_priority: int
+    can_lead: bool = True
 
 
 @frozen
@@ -389,9 +394,10 @@ class Candidate:
 
 def best_candidate(oks: Iterable[PrepareOk]) -> Optional[Candidate]:
     """
-    The best of the candidates that answered L{Prepare}, by L{Candidate.rank}.
+    The best of the candidates that answered L{Prepare} and can lead, by
+    L{Candidate.rank}.
     """
-    candidates = [Candidate.from_prepare_ok(ok) for ok in oks]
+    candidates = [Candidate.from_prepare_ok(ok) for ok in oks if ok.can_lead]
     if not candidates:
         return None
     return max(candidates, key=Candidate.rank)
@@ -414,6 +420,11 @@ class ElectionMachine:
         descending by internal HTTP endpoint.
     @ivar resigning_leader: a leader that announced it is stepping down; it
         gets no stickiness and no legitimacy protection.
+    @ivar can_lead: C{False} while this node cannot lead (its disk is
+        full): it says so in its L{PrepareOk}, never proposes or accepts
+        itself, and accepts a candidate whose epoch and commit position are
+        at least ours (the records it holds beyond its commit position were
+        never committed, and it cannot take them anywhere).
     """
 
     own: MemberInfo = field()
@@ -432,6 +443,7 @@ class ElectionMachine:
     servers: tuple[MemberInfo, ...] = ()
     resigning_leader: Optional[uuid.UUID] = None
     resign_oks: set[uuid.UUID] = field(factory=set)
+    can_lead: bool = True
 
     @own.validator
     def _check_own(self, attribute: object, value: MemberInfo) -> None:
@@ -489,6 +501,7 @@ class ElectionMachine:
             o.writer_checkpoint,
             o.chaser_checkpoint,
             o.node_priority,
+            self.can_lead,
         )
 
     def _accept(self, candidate: Candidate) -> Accept:
@@ -605,11 +618,19 @@ class ElectionMachine:
     def _choose_candidate(self) -> Optional[Candidate]:
         sticky = self.last_elected_leader
         if sticky is not None and sticky != self.resigning_leader:
-            if sticky in self.prepare_ok_received:
-                return Candidate.from_prepare_ok(self.prepare_ok_received[sticky])
-            member = self._server(sticky)
-            if member is not None and member.is_alive and member.state is VNodeState.Master:
-                return Candidate.from_member(member)
+            ok = self.prepare_ok_received.get(sticky)
+            if ok is not None:
+                if ok.can_lead:
+                    return Candidate.from_prepare_ok(ok)
+            else:
+                member = self._server(sticky)
+                if (
+                    member is not None
+                    and member.is_alive
+                    and member.state is VNodeState.Master
+                    and (self.can_lead or sticky != self.own_id)
+                ):
+                    return Candidate.from_member(member)
         return best_candidate(self.prepare_ok_received.values())
 
     def _send_proposal(self) -> list[Effect]:
@@ -660,8 +681,11 @@ class ElectionMachine:
                 )
             )
         if candidate.instance_id == self.own_id:
-            return True
-        return candidate.data() >= Candidate.from_member(self.own).data()
+            return self.can_lead
+        ours = Candidate.from_member(self.own).data()
+        if not self.can_lead:
+            return candidate.data()[:2] >= ours[:2]
+        return candidate.data() >= ours
 
     def _on_Proposal(self, msg: Proposal) -> list[Effect]:
         if msg.server_id == self.own_id or self.state is not ElectionState.NonLeader:
@@ -1119,7 +1143,7 @@ def message_to_json(msg: Message) -> dict[str, Any]:
     if isinstance(msg, Prepare):
         return _server(msg) | {"view": msg.view}
     if isinstance(msg, PrepareOk):
-        return _server(msg) | {
+        body = _server(msg) | {
             "view": msg.view,
             "epochNumber": msg.epoch_number,
             "epochPosition": msg.epoch_position,
@@ -1129,6 +1153,9 @@ def message_to_json(msg: Message) -> dict[str, Any]:
             "chaserCheckpoint": msg.chaser_checkpoint,
             "nodePriority": msg.node_priority,
         }
+        if not msg.can_lead:
+            body["cannotLead"] = True
+        return body
     if isinstance(msg, Proposal):
         return {
             "serverId": str(msg.server_id),
@@ -1207,6 +1234,7 @@ def message_from_json(route: str, obj: Any) -> Message:
             get_int(obj, "writerCheckpoint"),
             get_int(obj, "chaserCheckpoint"),
             get_int(obj, "nodePriority", 0),
+            obj.get("cannotLead") is not True,
         )
     if route not in ("proposal", "accept", "leaderisresigningok"):
         raise GossipFormatError(f"unknown election message {route!r}")

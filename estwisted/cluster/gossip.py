@@ -797,6 +797,8 @@ class GossipMachine:
     pending: dict[Endpoint, float] = field(factory=dict)
     rejected: list[ClockSkew] = field(factory=list)
     heard_from: set[Endpoint] = field(factory=set)
+    #: when each peer last posted its gossip to us or answered ours
+    heard_at: dict[Endpoint, float] = field(factory=dict)
 
     @classmethod
     def start(
@@ -866,6 +868,7 @@ class GossipMachine:
         result = self._merge(info.members, info.server, now)
         if info.server is not None and result.rejected is None:
             self.heard_from.add(info.server)
+            self.heard_at[info.server] = now
         return ClusterInfo(self.view.members, self.own.key), result
 
     def on_response(self, peer: Endpoint, info: ClusterInfo, now: float) -> MergeResult:
@@ -876,6 +879,7 @@ class GossipMachine:
         result = self._merge(info.members, peer, now)
         if result.rejected is None:
             self.heard_from.add(peer)
+            self.heard_at[peer] = now
         return result
 
     def silent_seeds(self) -> tuple[Endpoint, ...]:
@@ -887,11 +891,19 @@ class GossipMachine:
 
     def on_failure(self, peer: Endpoint, now: float) -> bool:
         """
-        Our gossip to C{peer} failed (refused, error status, bad body).
+        Our gossip to C{peer} failed (refused, error status, bad body,
+        timeout).  A peer that posted its gossip to us (or answered) after
+        the failed request was sent (within the last timeout, when we do
+        not know when it was sent) is alive: a request held up by a
+        partition that has healed since must not mark it dead again.
 
         @return: whether the table changed.
         """
-        self.pending.pop(peer, None)
+        sent = self.pending.pop(peer, None)
+        heard = self.heard_at.get(peer)
+        since = now - self.settings.timeout if sent is None else sent
+        if heard is not None and heard > since:
+            return False
         new = self.view.mark_dead(peer, now, leader_id=self.leader_id)
         changed = new is not self.view
         self.view = new

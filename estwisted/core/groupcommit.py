@@ -132,9 +132,10 @@ class CommitSink(Protocol):
         per-stream state can be dropped.
         """
 
-    def batch_failed(self, batch: list[PendingWrite]) -> None:
+    def batch_failed(self, batch: list[PendingWrite], error: Optional[Exception] = None) -> None:
         """
-        A flush failed: forget the batch (its records are gone).
+        A flush failed with C{error}: forget the batch (its records are
+        gone).
         """
 
 
@@ -385,7 +386,7 @@ class GroupCommit:
         self._committed(batch, waiters)
 
     def _fail(self, batch: list[PendingWrite], waiters: list[Waiter], e: Exception) -> None:
-        self._sink.batch_failed(batch)
+        self._sink.batch_failed(batch, e)
         if isinstance(e, DiskFull):
             # one line, not a traceback per batch: the disk stays full
             # until an operator frees space

@@ -57,6 +57,7 @@ from estwisted.core.acl import SYSTEM_PRINCIPAL
 from estwisted.core.errors import (
     AccessDenied,
     BadRequest,
+    DiskFull,
     EstoreError,
     InvalidTransaction,
     StorageError,
@@ -228,6 +229,9 @@ class StreamStore:
         #: When set (a cluster node that is not the leader), every write
         #: fails with it before touching the log.
         self.writes_refused: Optional[EstoreError] = None
+        #: Called with the error whenever a write fails because the disk is
+        #: full (a cluster node hands leadership over).
+        self.on_disk_full: Optional[Callable[[DiskFull], None]] = None
         last = log.read_backward(log.end_position, 1)
         self._last_commit_position = last[0].position if last else 0
 
@@ -749,6 +753,8 @@ class StreamStore:
             positions, nexts = self._log.append_many(stream, first, events, created)
         except Exception as e:
             self._commit.append_failed(PendingWrite(stream, first, events, [], [], created))
+            if isinstance(e, DiskFull):
+                self._disk_full(e)
             if isinstance(e, EstoreError):
                 raise
             raise StorageError(f"Cannot append to the log: {e}") from e
@@ -864,7 +870,16 @@ class StreamStore:
         self._pending_last.clear()
         self._pending_meta.clear()
 
-    def batch_failed(self, batch: list[PendingWrite]) -> None:
+    def _disk_full(self, error: DiskFull) -> None:
+        if self.on_disk_full is not None:
+            try:
+                self.on_disk_full(error)
+            except Exception:
+                _log.failure("The disk-full listener failed")
+
+    def batch_failed(self, batch: list[PendingWrite], error: Optional[Exception] = None) -> None:
+        if isinstance(error, DiskFull):
+            self._disk_full(error)
         self.pending_settled()
         for write in batch:
             self._recent.forget(write.stream, write.first, [e.event_id for e in write.events])

@@ -48,7 +48,9 @@ class LeaderForwardingResource:
     on the leader), without C{ES-RequireMaster: True}, is sent to the leader's
     HTTP endpoint with the same method, path, query, headers and body, and
     answered as the leader answered (cluster.md 6.4), so a load balancer in
-    front of every node works.  Everything else is served locally.
+    front of every node works; when the leader cannot be reached the
+    answer is C{307 Temporary Redirect} with the leader's C{Location}.
+    Everything else is served locally.
 
     @param leader_http: returns the leader's external HTTP C{(host, port)}
         when this node follows a known leader, else C{None}.
@@ -181,7 +183,10 @@ class LeaderForwardingResource:
             )
             if finished["done"]:
                 return
-            request.setResponseCode(503, b"Server Is Not Ready")
+            # the leader is known but we cannot reach it: send the client
+            # there itself (as with ES-RequireMaster)
+            request.setResponseCode(307, b"Temporary Redirect")
+            request.setHeader(b"location", url.encode("latin-1"))
             request.setHeader(b"content-length", b"0")
             request.finish()
 

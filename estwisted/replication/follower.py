@@ -23,7 +23,7 @@ from estwisted.cluster.elections import (
     ReplicaSubscribed,
     SlaveAssigned,
 )
-from estwisted.core.errors import CorruptRecord, StorageError
+from estwisted.core.errors import CorruptRecord, DiskFull, StorageError
 from estwisted.core.model import FLAG_SYSTEM, EventRecord
 from estwisted.core.progress import BOARD, Progress
 from estwisted.replication.codec import (
@@ -105,6 +105,10 @@ class ReplicationFollower:
         self._batch: list[Data] = []
         #: called after L{epochs} changed (an epoch received, a truncation)
         self.epochs_changed: Optional[Callable[[], None]] = None
+        #: called with the error when replicated records cannot be flushed
+        #: for lack of space (the node must not lead: it reports it)
+        self.on_disk_full: Optional[Callable[[DiskFull], None]] = None
+        self._full_logged = False
         self.leader_id: Optional[bytes] = None
         self.state = FollowerState(end=log.end_position)
         self.protocol: Optional[ReplicationLink] = None
@@ -442,13 +446,23 @@ class ReplicationFollower:
         try:
             end = self.log.flush()
         except Exception as e:
-            _log.failure("Flushing replicated records failed")
+            if isinstance(e, DiskFull):
+                # one line, not a traceback per attempt: the disk stays
+                # full until space is freed (the link retries meanwhile)
+                if not self._full_logged:
+                    self._full_logged = True
+                    _log.error("Replicated records refused: {error}", error=e)
+                if self.on_disk_full is not None:
+                    self.on_disk_full(e)
+            else:
+                _log.failure("Flushing replicated records failed")
             self._batch = []
             self.log.discard()
             self.state.position = self.log.end_position
             if self.protocol is not None:
                 self.protocol.abort(f"cannot flush: {e}")
             return
+        self._full_logged = False
         count = 0
         new_epoch = False
         head = codec.SCAN_HEAD

@@ -35,7 +35,7 @@ from estwisted.replication.codec import (
     new_id,
     scan_epochs,
 )
-from estwisted.replication.link import ReplicationLink
+from estwisted.replication.link import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, ReplicationLink
 from estwisted.replication.state import (
     BULK_SIZE,
     SEND_WINDOW,
@@ -44,13 +44,19 @@ from estwisted.replication.state import (
     Epoch,
     LeaderState,
     NoQuorum,
+    NoQuorumTiming,
     ReplicaRole,
     StartAt,
     decide_start,
     epoch_record_fields,
+    no_quorum_timing,
 )
 
 _log = Logger()
+
+#: A quorum check more than this many ticks after the previous one is put
+#: off once (the reactor was busy; see L{ReplicationLeader}).
+STALL_TICKS = 3
 
 
 class _RawSend:
@@ -77,8 +83,16 @@ class ReplicationLeader:
     @param flush: makes buffered appends durable and returns the end (the
         store's own flush, so group commit is not disturbed); defaults to
         C{log.flush}.
-    @param on_no_quorum: called once when too few replicas stayed
-        subscribed for L{estwisted.replication.NO_QUORUM_TIMEOUT}.
+    @param on_no_quorum: called once when too few replicas were heard
+        from for C{no_quorum.timeout}.
+    @param no_quorum: the no-quorum timing (by default that of the default
+        election timeout, 1 s: L{no_quorum_timing}): the leader checks its
+        quorum every C{no_quorum.tick} and its links heartbeat after
+        C{no_quorum.heartbeat_interval} of silence, so that a leader cut
+        off silently reports L{NoQuorum} within the election timeout of the
+        moment it last heard a quorum.  A check that comes late (the
+        reactor was busy for more than L{STALL_TICKS} ticks) is put off to
+        the next tick once, so that what arrived meanwhile is read first.
     @ivar epochs: the epochs of the log, oldest first.
     """
 
@@ -94,6 +108,7 @@ class ReplicationLeader:
         flush: Optional[Callable[[], int]] = None,
         on_no_quorum: Optional[Callable[[], None]] = None,
         chunk_size: int = 0,
+        no_quorum: Optional[NoQuorumTiming] = None,
     ) -> None:
         self.log = log
         self.clock = clock
@@ -105,6 +120,9 @@ class ReplicationLeader:
         self.epochs = epochs if epochs is not None else scan_epochs(log)
         self._flush = flush or log.flush
         self.on_no_quorum = on_no_quorum
+        self.no_quorum = no_quorum or no_quorum_timing(1.0)
+        self._last_tick: Optional[float] = None
+        self._put_off = False
         self.chunk_size = chunk_size or int(getattr(log, "chunk_size", 0))
         #: called after an epoch was added to L{epochs}
         self.epochs_changed: Optional[Callable[[], None]] = None
@@ -129,7 +147,12 @@ class ReplicationLeader:
         """
         A protocol factory for the replication connections of replicas.
         """
-        return Factory.forProtocol(lambda: ReplicationLink(self))
+        interval = min(HEARTBEAT_INTERVAL, self.no_quorum.heartbeat_interval)
+        # the link still closes after the usual total silence
+        timeout = max(HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT - interval, HEARTBEAT_TIMEOUT)
+        return Factory.forProtocol(
+            lambda: ReplicationLink(self, heartbeat_interval=interval, heartbeat_timeout=timeout)
+        )
 
     # -- leadership --
 
@@ -155,11 +178,14 @@ class ReplicationLeader:
             commit_count=self.commit_count,
             committed=0,
             epoch_end=end,
+            no_quorum_timeout=self.no_quorum.timeout,
         )
         if self._loop is None:
+            self._last_tick = self.clock.seconds()
+            self._put_off = False
             self._loop = LoopingCall(self._tick)
             self._loop.clock = self.clock
-            self._loop.start(0.5, now=False)
+            self._loop.start(self.no_quorum.tick, now=False)
         _log.info(
             "Leader of epoch {number} at position {position}",
             number=epoch_number,
@@ -244,12 +270,29 @@ class ReplicationLeader:
         state = self.state
         if state is None:
             return
+        now = self.clock.seconds()
+        last, self._last_tick = self._last_tick, now
         self._effects(state.assign_roles())
         for sid, protocol in self._connections.items():
             state.heard(sid, protocol.last_received)
-        for effect in state.check_quorum(self.clock.seconds()):
+        if (
+            last is not None
+            and now - last > STALL_TICKS * self.no_quorum.tick
+            and not self._put_off
+        ):
+            # The reactor was busy: timers run before the network is read,
+            # so what the replicas sent meanwhile is not counted yet.
+            self._put_off = True
+            return
+        self._put_off = False
+        for effect in state.check_quorum(now):
             if isinstance(effect, NoQuorum):
-                _log.warn("Leader without a quorum of replicas")
+                _log.warn(
+                    "Leader without a quorum of replicas for {silent:.2f} s "
+                    "(more than {timeout:.2f} s); stepping down",
+                    silent=effect.silent,
+                    timeout=self.no_quorum.timeout,
+                )
                 if self.on_no_quorum is not None:
                     self.on_no_quorum()
 

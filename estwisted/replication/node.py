@@ -7,6 +7,7 @@ store's commits on the quorum while leading; and its wiring into a node.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any, Optional
@@ -14,14 +15,15 @@ from typing import Any, Optional
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from estwisted.cluster.controller import EpochWritten
+from estwisted.cluster.controller import EpochWritten, StorageFreed, StorageFull
 from estwisted.cluster.elections import NoQuorum as QuorumLost
 from estwisted.cluster.gossip import VNodeState
 from estwisted.cluster.leadership import Leadership, LeadershipView
-from estwisted.core.errors import NotReady
+from estwisted.core.errors import DiskFull, NotReady
 from estwisted.core.interfaces import ICommitGate
 from estwisted.replication.codec import (
     scan_epochs,
@@ -30,10 +32,38 @@ from estwisted.replication.follower import ReplicationFollower
 from estwisted.replication.leader import ReplicationLeader
 from estwisted.replication.state import (
     Epoch,
+    no_quorum_timing,
 )
 from estwisted.tcp.internal import InternalTcpFactory
 
 _log = Logger()
+
+#: Seconds between two looks at the free space of a node whose disk filled.
+DISK_CHECK_INTERVAL = 1.0
+#: Free bytes a full disk must have again, beyond one chunk file, before
+#: the node may lead again.
+DISK_MARGIN = 1 << 20
+
+
+def space_for_a_chunk(log: Any) -> Callable[[], bool]:
+    """
+    Whether the file system of C{log} (a L{estwisted.storage.log.ChunkedLog}:
+    its C{path} and C{chunk_size}) has room for a new chunk file and
+    L{DISK_MARGIN} more; always C{True} for a log without a path (memory).
+    """
+    path = getattr(log, "path", None)
+    if not isinstance(path, (str, os.PathLike)):
+        return lambda: True
+    need = int(getattr(log, "chunk_size", 0) or 0) + DISK_MARGIN
+
+    def check() -> bool:
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize >= need
+
+    return check
 
 
 @implementer(ICommitGate)
@@ -59,6 +89,15 @@ class NodeReplication:
     @param on_epoch: called with the newest epoch of the log (C{None}:
         none) whenever it changes (written here as leader, received or cut
         off as follower), to advertise it in gossip: elections compare it.
+    @param election_timeout: C{LeaderElectionTimeoutMs} in seconds: a
+        leader that hears no quorum steps down within it
+        (L{estwisted.replication.state.no_quorum_timing}).
+    @param space_available: whether the disk has room again after it
+        filled (by default L{space_for_a_chunk} of C{log}).  A write that
+        fails with L{DiskFull} is reported once as L{StorageFull} (a leader
+        hands leadership over); from then on C{space_available} is asked
+        every L{DISK_CHECK_INTERVAL} until it says yes, which is reported
+        as L{StorageFreed}.
     """
 
     def __init__(
@@ -75,6 +114,8 @@ class NodeReplication:
         report: Optional[Callable[[Any], None]] = None,
         on_epoch: Optional[Callable[[Optional[Epoch]], None]] = None,
         leadership: Optional[Leadership] = None,
+        election_timeout: float = 1.0,
+        space_available: Optional[Callable[[], bool]] = None,
     ) -> None:
         self.store = store
         self.log = log
@@ -94,6 +135,7 @@ class NodeReplication:
             commit_timeout=commit_timeout,
             epochs=self.epochs,
             on_no_quorum=self._no_quorum,
+            no_quorum=no_quorum_timing(election_timeout),
         )
         self.follower = ReplicationFollower(
             log,
@@ -120,6 +162,50 @@ class NodeReplication:
         self.persistent: Any = None
         self.leader.epochs_changed = self._epochs_changed
         self.follower.epochs_changed = self._epochs_changed
+        self.space_available = space_available or space_for_a_chunk(log)
+        #: the disk filled and has not been seen with room again
+        self.disk_full = False
+        self._disk_watch: Optional[LoopingCall] = None
+        store.on_disk_full = self._on_disk_full
+        self.follower.on_disk_full = self._on_disk_full
+
+    # -- a full disk --
+
+    def _on_disk_full(self, error: DiskFull) -> None:
+        """
+        A write (or our epoch) failed for lack of space: report it once
+        (a leader hands leadership over) and watch for room.
+        """
+        if self.disk_full:
+            return
+        self.disk_full = True
+        # Told from inside the store's group commit (or the follower's
+        # flush): the role machine hears it on the next reactor turn, once
+        # the failed batch is settled (stepping down in the middle of it
+        # would release the gated batches before the store forgot the
+        # failed one).
+        self.clock.callLater(0, self._emit, StorageFull(str(error)))
+        if self._disk_watch is None:
+            self._disk_watch = LoopingCall(self._check_disk)
+            self._disk_watch.clock = self.clock
+            self._disk_watch.start(DISK_CHECK_INTERVAL, now=False)
+
+    def _check_disk(self) -> None:
+        try:
+            room = self.space_available()
+        except Exception:
+            _log.failure("Checking the free disk space failed")
+            return
+        if not room:
+            return
+        self._stop_disk_watch()
+        self.disk_full = False
+        self._emit(StorageFreed())
+
+    def _stop_disk_watch(self) -> None:
+        watch, self._disk_watch = self._disk_watch, None
+        if watch is not None and watch.running:
+            watch.stop()
 
     def _epochs_changed(self) -> None:
         if self.on_epoch is not None:
@@ -171,7 +257,13 @@ class NodeReplication:
         self._target = None
         if self.leader.active:
             return
-        epoch = self.leader.start(epoch_number)
+        try:
+            epoch = self.leader.start(epoch_number)
+        except DiskFull as e:
+            # no room for our epoch: we cannot lead
+            self.log.discard()
+            self._on_disk_full(e)
+            return
         if self.persistent is not None:
             # groups and checkpoints written by the previous leader
             # arrived as events: serve them from here now
@@ -216,6 +308,7 @@ class NodeReplication:
         return d
 
     def stop(self) -> None:
+        self._stop_disk_watch()
         self._step_down()
         self.follower.stop()
 
@@ -273,6 +366,7 @@ def attach_replication(
         report=controller.replication_event,
         on_epoch=on_epoch,
         leadership=controller.leadership,
+        election_timeout=int(getattr(config, "leader_election_timeout_ms", 1000)) / 1000.0,
     )
     replication.persistent = persistent
     controller.drive(replication)

@@ -51,7 +51,9 @@ LAST_EPOCHS = 20
 CLONE_THRESHOLD = 1024
 #: A follower this far behind (twice in a row) may be swapped for a clone.
 FOLLOWER_LAG = 256 * 1024
-#: Seconds without enough replicas before a leader reports no quorum.
+#: Seconds without enough replicas before a leader reports no quorum, by
+#: default (the node derives it from C{LeaderElectionTimeoutMs}:
+#: L{no_quorum_timing}).
 NO_QUORUM_TIMEOUT = 3.0
 #: Send window: unacknowledged bytes in flight per replica.
 SEND_WINDOW = 16 * 1024 * 1024
@@ -217,7 +219,49 @@ class Assign:
 class NoQuorum:
     """
     Effect: the leader has had too few replicas for too long.
+
+    @ivar silent: seconds since a quorum was last heard (for the log; not
+        compared).
     """
+
+    silent: float = field(default=0.0, eq=False)
+
+
+@frozen
+class NoQuorumTiming:
+    """
+    How a leader notices that it lost its quorum within the election
+    timeout.
+
+    @ivar timeout: seconds since a quorum was last heard after which the
+        leader reports L{NoQuorum}.
+    @ivar tick: period of the check; the report comes at most C{timeout +
+        tick} after the quorum was last heard.
+    @ivar heartbeat_interval: silence (nothing sent, or nothing received)
+        after which the leader's replication links send a heartbeat: each
+        replica answers it, so a healthy idle replica is heard at least
+        every C{1.5 * heartbeat_interval} plus a round trip.
+    """
+
+    timeout: float
+    tick: float
+    heartbeat_interval: float
+
+
+def no_quorum_timing(election_timeout: float) -> NoQuorumTiming:
+    """
+    The no-quorum timing of a leader whose cluster elects with
+    C{election_timeout} (C{LeaderElectionTimeoutMs}): it steps down within
+    the election timeout of the moment it last heard a quorum (at most
+    C{timeout + tick}, one more tick of margin for a late timer:
+    C{timeout + 2 * tick = election_timeout}).  Its links heartbeat four
+    times per timeout, so a healthy idle replica is heard at least every
+    C{0.375 * timeout} (plus a round trip): a busy cluster keeps more than
+    half the timeout as margin for a slow answer.
+    """
+    tick = min(0.1, election_timeout / 10)
+    timeout = election_timeout - 2 * tick
+    return NoQuorumTiming(timeout, tick, timeout / 4)
 
 
 @define
@@ -243,7 +287,10 @@ class LeaderState:
     committed: int = 0
     epoch_end: int = 0
     replicas: dict[bytes, ReplicaCursor] = field(factory=dict)
+    no_quorum_timeout: float = NO_QUORUM_TIMEOUT
+    start_grace: float = NO_QUORUM_TIMEOUT
     _quorum_at: Optional[float] = None
+    _had_quorum: bool = False
     _no_quorum_sent: bool = False
 
     @classmethod
@@ -254,10 +301,12 @@ class LeaderState:
         commit_count: int = -1,
         committed: int = 0,
         epoch_end: int = 0,
+        no_quorum_timeout: float = NO_QUORUM_TIMEOUT,
     ) -> LeaderState:
         """
         @param commit_count: the C{CommitCount}/C{PrepareCount} option; it
             can only raise the requirement above the majority.
+        @param no_quorum_timeout: see L{check_quorum}.
         """
         quorum = max(commit_count, cluster_size // 2 + 1)
         quorum = min(quorum, cluster_size) if cluster_size > 0 else 1
@@ -267,6 +316,7 @@ class LeaderState:
             end=end,
             committed=committed,
             epoch_end=epoch_end,
+            no_quorum_timeout=no_quorum_timeout,
         )
         state._recompute()
         return state
@@ -370,12 +420,16 @@ class LeaderState:
     def check_quorum(self, now: float) -> list[NoQuorum]:
         """
         No-quorum detection (cluster.md 5.8): fewer than C{ClusterSize/2}
-        promotable replicas for more than L{NO_QUORUM_TIMEOUT}, counted from
+        promotable replicas for more than C{no_quorum_timeout}, counted from
         the last moment a quorum was complete: a replica counts until it was
         last heard from (L{heard}), so a leader cut off silently (its
         connections still open, nothing arriving) steps down
-        L{NO_QUORUM_TIMEOUT} after it last heard a quorum, not only once its
-        links time out and close.
+        C{no_quorum_timeout} after it last heard a quorum, not only once its
+        links time out and close.  Until it has had a quorum once (its
+        replicas are still subscribing after an election, perhaps after a
+        restart) the leader waits C{start_grace} (L{NO_QUORUM_TIMEOUT}, if
+        longer): stepping down before the followers could even connect
+        would only start another election.
         """
         needed = self.cluster_size // 2
         if needed <= 0:
@@ -389,6 +443,7 @@ class LeaderState:
             reverse=True,
         )
         if len(heard) >= needed:
+            self._had_quorum = True
             # the last moment a quorum was complete
             complete = heard[needed - 1]
             if self._quorum_at is None or complete > self._quorum_at:
@@ -396,14 +451,18 @@ class LeaderState:
         elif self._quorum_at is None:
             # never had one: count from now
             self._quorum_at = now
-        if now - self._quorum_at <= NO_QUORUM_TIMEOUT:
+        silent = now - self._quorum_at
+        limit = self.no_quorum_timeout
+        if not self._had_quorum:
+            limit = max(limit, self.start_grace)
+        if silent <= limit:
             if len(heard) >= needed:
                 self._no_quorum_sent = False
             return []
         if self._no_quorum_sent:
             return []
         self._no_quorum_sent = True
-        return [NoQuorum()]
+        return [NoQuorum(silent)]
 
     def assign_roles(self) -> list[Assign]:
         """
@@ -593,6 +652,7 @@ __all__ = [
     "FollowerState",
     "LeaderState",
     "NoQuorum",
+    "NoQuorumTiming",
     "Refuse",
     "ReplicaCursor",
     "ReplicaRole",
@@ -601,5 +661,6 @@ __all__ = [
     "decide_start",
     "epoch_record_fields",
     "newest_epochs",
+    "no_quorum_timing",
     "parse_epoch",
 ]

@@ -34,7 +34,8 @@ in both directions while clients still reach it; one node cut from
 another in one direction only; a follower restarted with its clock
 (C{time.time}) ahead by more than C{GossipAllowedDifferenceMs} (the node
 has no clock-offset option, so the run patches the clock in the node
-process before Twisted starts); a node's disk filled (leader or follower); a follower
+process before Twisted starts); a node's disk filled (leader or follower;
+C{full_disk_leader}, only when asked for, always the leader); a follower
 restarted with a delay in every C{fsync}/C{fdatasync} (patched the same
 way).
 
@@ -106,8 +107,11 @@ FAULTS = (
     "slow_fsync",
 )
 
+#: Faults run only when asked for (C{--faults}): the leader's disk filled.
+EXTRA_FAULTS = ("full_disk_leader",)
+
 #: Faults that need namespaces (partitions) or a tmpfs (full disk).
-_ROOT_FAULTS = {"partition_leader", "partition_one_way", "full_disk"}
+_ROOT_FAULTS = {"partition_leader", "partition_one_way", "full_disk", "full_disk_leader"}
 
 #: Clock offset given to a skewed node, beyond the default allowed 60 s.
 SKEW_SECONDS = 90.0
@@ -117,6 +121,13 @@ SKEW_LINE = "as a cluster member: its clock says"
 #: Chunk size of the nodes: small, so that chunks are created (and a full
 #: disk is noticed) during the run.
 CHUNK_SIZE = 256 << 10
+
+#: What a leader whose disk filled logs when it hands leadership over.
+RESIGN_LINE = "resigning leadership"
+
+#: Seconds beyond the election timeout a cut leader's step-down may take to
+#: show in its gossip (the poll every 20 ms, the HTTP round trip).
+STEPDOWN_SLACK = 0.1
 
 #: Delay added to every fsync on a slow-fsync node.
 FSYNC_DELAY = 0.05
@@ -562,6 +573,8 @@ class TcpConnection:
         e.metadata_content_type = 0
         e.data = b'{"tcp":1}'
         package = self.request(0x82, message.SerializeToString())
+        if package.command == 0xF1:
+            return not_handled_word(package.data)
         if package.command != 0x83:
             return f"command_{package.command:#x}"
         completed = pb.WriteEventsCompleted.FromString(package.data)
@@ -612,6 +625,22 @@ class TcpConnection:
         events = [(e.event.event_stream_id, str(uuid.UUID(bytes_le=e.event.event_id)))
                   for e in completed.events]
         return events, completed.next_commit_position, completed.next_prepare_position
+
+
+def not_handled_word(data: bytes) -> str:
+    """
+    A C{NotHandled} answer as a word: C{not_handled_NotReady}, or
+    C{not_handled_NotMaster@host:port} (the leader's external TCP endpoint
+    its C{MasterInfo} names).
+    """
+    from estwisted.wire import messages_pb2 as pb
+
+    answer = pb.NotHandled.FromString(data)
+    reason = pb.NotHandled.NotHandledReason.Name(answer.reason)
+    if answer.reason == pb.NotHandled.NotMaster and answer.additional_info:
+        info = pb.NotHandled.MasterInfo.FromString(answer.additional_info)
+        return f"not_handled_{reason}@{info.external_tcp_address}:{info.external_tcp_port}"
+    return f"not_handled_{reason}"
 
 
 def http_write(port: int, stream: str, event_id: str, expected: int,
@@ -943,6 +972,15 @@ class ChaosRun:
         self.fast = fast
         #: event ids written by probes (not checked: their stream is not read)
         self.probes: list[str] = []
+        #: C{LeaderElectionTimeoutMs} of the nodes, in seconds
+        self.election_timeout = 0.5 if fast else 1.0
+        #: seconds from cutting a leader off to its gossip saying it is not
+        #: Master any more
+        self.stepdowns: list[float] = []
+        #: seconds from filling a leader's disk to another node leading
+        self.handovers: list[float] = []
+        #: seconds from healing a cut to the deposed leader naming the new one
+        self.redirects: list[float] = []
 
     # -- setup and teardown
 
@@ -1141,9 +1179,20 @@ class ChaosRun:
             for other in followers:
                 self.proxy.cut(leader.name, other.name)
                 self.proxy.cut(other.name, leader.name)
-            time.sleep(cut)
+            cut_at = time.monotonic()
+            stepped = self._wait_not_master(leader, cut)
+            if stepped is None:
+                self.observations["cut_leader_no_stepdown_during_cut"] += 1
+            else:
+                self.stepdowns.append(round(stepped, 3))
+                if stepped <= self.election_timeout + STEPDOWN_SLACK:
+                    self.observations["cut_leader_stepped_down_within_election_timeout"] += 1
+                else:
+                    self.observations["cut_leader_stepped_down_late"] += 1
+            time.sleep(max(0.0, cut - (time.monotonic() - cut_at)))
             self._probe_cut_leader(leader)
             self.proxy.heal()
+            self._probe_healed_leader(leader, followers)
         elif kind == "partition_one_way":
             cut = rng.uniform(3, 8)
             src, dst = rng.sample(self.nodes, 2)
@@ -1168,9 +1217,11 @@ class ChaosRun:
             self.observations["clock_skew_log_lines_skewed_node"] += own
             self.observations["clock_skew_log_lines_other_nodes"] += others
             self._restart(follower)
-        elif kind == "full_disk":
+        elif kind in ("full_disk", "full_disk_leader"):
             hold = rng.uniform(3, 6)
             victim = rng.choice(self.nodes)
+            if kind == "full_disk_leader":
+                victim = leader
             self._note(kind, victims=[victim.name], leader=leader_name, down=round(hold, 2))
             filler = os.path.join(victim.directory, "data", "chaos-filler")
             try:
@@ -1181,9 +1232,24 @@ class ChaosRun:
                         f.flush()
             except OSError:
                 self.observations["disk_filled"] += 1
-            time.sleep(hold / 2)
-            self._probe_full_disk(victim, victim is leader and leader_name is not None)
-            time.sleep(hold / 2)
+            filled_at = time.monotonic()
+            was_leader = victim is leader and leader_name is not None
+            if was_leader:
+                # it hands leadership over once a write finds the disk full
+                mark = len(victim.log())
+                successor = self._wait_other_leader(victim, max(hold, 8.0))
+                if successor is None and RESIGN_LINE not in victim.log()[mark:]:
+                    # it had room left in its preallocated chunk: it did not
+                    # need any space yet
+                    self.observations["full_disk_leader_never_ran_out"] += 1
+                elif successor is None:
+                    self.observations["full_disk_leader_kept_leadership"] += 1
+                else:
+                    self.handovers.append(round(time.monotonic() - filled_at, 3))
+                    self.observations["full_disk_leader_handed_over"] += 1
+            time.sleep(max(0.0, hold / 2 - (time.monotonic() - filled_at)))
+            self._probe_full_disk(victim, was_leader)
+            time.sleep(max(0.0, hold - (time.monotonic() - filled_at)))
             try:
                 os.unlink(filler)
             except OSError:
@@ -1191,6 +1257,10 @@ class ChaosRun:
             if not victim.alive():
                 self.observations["full_disk_node_died"] += 1
                 self._restart(victim)
+            elif self._wait_member(victim, 15.0):
+                self.observations["full_disk_node_rejoined"] += 1
+            else:
+                self.observations["full_disk_node_not_rejoined"] += 1
         elif kind == "slow_fsync":
             hold = rng.uniform(4, 8)
             self._note(kind, victims=[follower.name], leader=leader_name, down=round(hold, 2),
@@ -1246,6 +1316,110 @@ class ChaosRun:
             self.observations["cut_leader_requiremaster no answer"] += 1
         finally:
             conn.close()
+
+    def _own(self, node: ChaosNode, timeout: float = 0.5) -> Optional[dict[str, Any]]:
+        doc = self.gossip(node, timeout)
+        return self.own_state(node, doc) if doc else None
+
+    def _wait_not_master(self, node: ChaosNode, timeout: float) -> Optional[float]:
+        """
+        Seconds until C{node}'s own gossip record (read through the client
+        port, never cut) stops saying Master, polled every 20 ms; C{None}
+        if it still does after C{timeout}.
+        """
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            me = self._own(node, 0.5)
+            if me is not None and me.get("state") != "Master":
+                return time.monotonic() - start
+            time.sleep(0.02)
+        return None
+
+    def _wait_other_leader(self, node: ChaosNode, timeout: float) -> Optional[ChaosNode]:
+        """
+        Another node that says it is Master while C{node} does not, within
+        C{timeout}.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            me = self._own(node)
+            if me is not None and me.get("state") != "Master":
+                for other in self.nodes:
+                    if other is node or not other.alive():
+                        continue
+                    theirs = self._own(other)
+                    if theirs is not None and theirs.get("state") == "Master":
+                        return other
+            time.sleep(0.1)
+        return None
+
+    def _wait_member(self, node: ChaosNode, timeout: float) -> bool:
+        """
+        C{node} is a member in good standing again (leader or an active
+        replica) within C{timeout}.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            me = self._own(node)
+            if me is not None and me.get("state") in ("Master", "Slave", "Clone"):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _probe_healed_leader(self, old: ChaosNode, followers: Sequence[ChaosNode]) -> None:
+        """
+        Item 6 of issue 11, after the cut heals: the deposed leader sends
+        its clients to the new leader (TCP C{NotMaster} with the leader's
+        endpoint, HTTP writes forwarded; C{ES-RequireMaster} answered
+        C{307} with its C{Location}) from the moment gossip tells it where
+        the leader is.  Polled for up to 10 s; noted: what it answered
+        first, and the seconds until a TCP write named the new leader.
+        """
+        start = time.monotonic()
+        hosts = {f"{n.host}:{n.ext_tcp_port}": n for n in followers}
+        seen: set[str] = set()
+        named = None
+        while time.monotonic() - start < 10.0 and named is None:
+            try:
+                tcp = TcpConnection(old.client_tcp_port, 3.0)
+                try:
+                    word = tcp.write(f"{self.prefix}-probe", str(uuid.uuid4()), ANY)
+                finally:
+                    tcp.close()
+            except (OSError, ConnectionError):
+                word = "no_answer"
+            kind = word.split("@")[0]
+            if kind not in seen:
+                seen.add(kind)
+                self.observations[f"healed_leader_tcp_write {kind}"] += 1
+            if "@" in word and word.split("@", 1)[1] in hosts:
+                named = time.monotonic() - start
+            elif kind == "ok":
+                break  # it leads again (re-elected): nothing to redirect
+            time.sleep(0.05)
+        if named is not None:
+            self.redirects.append(round(named, 3))
+            self.observations["healed_leader_named_new_leader"] += 1
+            status, headers = http_write(old.client_http_port, f"{self.prefix}-probe",
+                                         str(uuid.uuid4()), ANY, 5.0)
+            self.observations[f"healed_leader_http_write {status}"] += 1
+            conn = http.client.HTTPConnection("127.0.0.1", old.client_http_port, timeout=3)
+            try:
+                conn.request("POST", f"/streams/{self.prefix}-probe",
+                             body=json.dumps([{"eventId": str(uuid.uuid4()), "eventType": "p",
+                                               "data": {}}]),
+                             headers={"Content-Type": "application/vnd.eventstore.events+json",
+                                      "Authorization": _AUTH, "ES-RequireMaster": "True"})
+                response = conn.getresponse()
+                response.read()
+                where = "with location" if response.getheader("Location") else "no location"
+                self.observations[f"healed_leader_requiremaster {response.status} {where}"] += 1
+            except (OSError, http.client.HTTPException):
+                self.observations["healed_leader_requiremaster no answer"] += 1
+            finally:
+                conn.close()
+        elif "ok" not in seen:
+            self.observations["healed_leader_never_named_new_leader"] += 1
 
     # -- reading back
 
@@ -1395,6 +1569,9 @@ class ChaosRun:
             "faults_skipped": self.skipped_faults,
             "outcomes": outcomes,
             "observations": dict(self.observations),
+            "cut_leader_stepdown_s": self.stepdowns,
+            "full_disk_handover_s": self.handovers,
+            "healed_leader_redirect_s": self.redirects,
             "leaders": [f"{node}@{epoch}" for epoch, node in epochs],
             "proxy_bytes": self.proxy.bytes,
             **sub,
@@ -1421,7 +1598,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--faults", default=",".join(FAULTS),
-                        help="comma-separated fault kinds: " + ", ".join(FAULTS))
+                        help="comma-separated fault kinds: " + ", ".join(FAULTS + EXTRA_FAULTS))
     parser.add_argument("--workdir", default=None, help="keep node data and logs here")
     parser.add_argument("--no-netns", action="store_true",
                         help="run on 127.0.0.1 without namespaces (no partitions/full disk)")
@@ -1434,7 +1611,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="no persistent-subscription consumer")
     args = parser.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
-    unknown = sorted(set(faults) - set(FAULTS))
+    unknown = sorted(set(faults) - set(FAULTS + EXTRA_FAULTS))
     if unknown or not faults:
         parser.error(f"unknown faults {unknown}")
     use_ns = not args.no_netns and os.geteuid() == 0 and shutil.which("ip") is not None

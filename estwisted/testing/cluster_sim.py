@@ -34,6 +34,8 @@ from estwisted.cluster.controller import (
     Lead,
     NodeMachine,
     StandBy,
+    StorageFreed,
+    StorageFull,
 )
 from estwisted.cluster.elections import (
     Broadcast,
@@ -48,7 +50,7 @@ from estwisted.cluster.elections import (
     SlaveAssigned,
 )
 from estwisted.cluster.gossip import ClusterInfo, Endpoint, MemberInfo, VNodeState
-from estwisted.replication.state import NO_QUORUM_TIMEOUT
+from estwisted.replication.state import NO_QUORUM_TIMEOUT, no_quorum_timing
 
 #: Start of simulated time (a plausible Unix time, so gossip timestamps look
 #: real).
@@ -165,7 +167,8 @@ class _SimReplication:
 
     @ivar linked: our replication link to C{following} is up (subscribed).
     @ivar short_since: when, leading, we last had a quorum of linked
-        followers (C{None}: we have one).
+        followers (the last tick that saw one, or when we began to lead;
+        as the real leader counts from the moment it last heard a quorum).
     """
 
     leading: bool = False
@@ -173,6 +176,8 @@ class _SimReplication:
     linked: bool = False
     short_since: Optional[float] = None
     reported: bool = False
+    disk_full: bool = False
+    had_quorum: bool = False
 
 
 @define
@@ -210,7 +215,7 @@ class ClusterSimulator:
     _seq: int = 0
     _outstanding: dict[int, tuple[int, Endpoint, bool]] = field(factory=dict)
     replication: list[_SimReplication] = field(factory=list)
-    no_quorum_timeout: float = NO_QUORUM_TIMEOUT
+    no_quorum_timeout: float = no_quorum_timing(1.0).timeout
     #: messages delivered (after drops, counting duplicates)
     delivered: int = 0
 
@@ -221,7 +226,7 @@ class ClusterSimulator:
         read_only: int = 0,
         *,
         seed: int = 0,
-        no_quorum_timeout: float = NO_QUORUM_TIMEOUT,
+        no_quorum_timeout: Optional[float] = None,
     ) -> ClusterSimulator:
         """
         C{voters} voting nodes with random data (epoch 0-2, positions,
@@ -241,6 +246,8 @@ class ClusterSimulator:
                     node_priority=rng.randrange(0, 2),
                 )
             )
+        if no_quorum_timeout is None:
+            no_quorum_timeout = no_quorum_timing(ClusterSettings(voters).election_timeout).timeout
         sim = cls(
             cluster_size=voters, rng=random.Random(seed), no_quorum_timeout=no_quorum_timeout
         )
@@ -287,6 +294,23 @@ class ClusterSimulator:
 
     def is_crashed(self, index: int) -> bool:
         return index in self.crashed
+
+    def disk_full(self, index: int) -> None:
+        """
+        Node C{index}'s disk fills: a write fails, its replication reports
+        L{StorageFull}.
+        """
+        self.replication[index].disk_full = True
+        self._perform(
+            index, self.machines[index].on_replication(StorageFull("simulated"), self.now)
+        )
+
+    def disk_freed(self, index: int) -> None:
+        """
+        Node C{index}'s disk has room again (L{StorageFreed}).
+        """
+        self.replication[index].disk_full = False
+        self._perform(index, self.machines[index].on_replication(StorageFreed(), self.now))
 
     def instance_ids(self) -> list[uuid.UUID]:
         return [m.own.instance_id for m in self.machines]
@@ -384,11 +408,15 @@ class ClusterSimulator:
                 and not self.machines[j].settings.read_only
                 and self._reaches(i, j)
             )
+            limit = self.no_quorum_timeout
+            if not r.had_quorum:
+                # the real leader's start grace (LeaderState.start_grace)
+                limit = max(limit, NO_QUORUM_TIMEOUT)
             if voters >= self.cluster_size // 2:
-                r.short_since, r.reported = None, False
+                r.short_since, r.reported, r.had_quorum = self.now, False, True
             elif r.short_since is None:
                 r.short_since = self.now
-            elif self.now - r.short_since > self.no_quorum_timeout and not r.reported:
+            elif self.now - r.short_since > limit and not r.reported:
                 r.reported = True
                 self._perform(i, m.on_replication(NoQuorum(), self.now))
 
@@ -456,8 +484,12 @@ class ClusterSimulator:
         for e in effects:
             if isinstance(e, Lead):
                 r.following, r.linked = None, False
-                if not r.leading:
-                    r.leading, r.short_since, r.reported = True, None, False
+                if r.disk_full:
+                    # no room for the epoch (NodeReplication.lead)
+                    self._perform(i, m.on_replication(StorageFull("epoch"), self.now))
+                elif not r.leading:
+                    r.leading, r.short_since, r.reported = True, self.now, False
+                    r.had_quorum = False
                     epoch_id = uuid.UUID(int=m.own.instance_id.int ^ e.epoch_number)
                     position = max(m.own.writer_checkpoint, 0)
                     written = EpochWritten(position, e.epoch_number, epoch_id)

@@ -616,7 +616,7 @@ election_messages = st.one_of(
     st.builds(ViewChange, ids, eps, i32),
     st.builds(ViewChangeProof, ids, eps, i32),
     st.builds(Prepare, ids, eps, i32),
-    st.builds(PrepareOk, ids, eps, i32, i32, i64, ids, i64, i64, i64, i32),
+    st.builds(PrepareOk, ids, eps, i32, i32, i64, ids, i64, i64, i64, i32, st.booleans()),
     st.builds(Proposal, ids, eps, ids, eps, i32, i32, i64, ids, i64, i64, i64),
     st.builds(Accept, ids, eps, ids, eps, i32),
     st.builds(LeaderIsResigning, ids, eps),

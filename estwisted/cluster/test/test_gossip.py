@@ -599,6 +599,25 @@ class GossipMachineTests(SynchronousTestCase):
         self.assertEqual(a.check_timeouts(NOW + 0.5), [node(2).key])
         self.assertFalse(a.view.get(node(2).key).is_alive)  # type: ignore[union-attr]
 
+    def test_heardSinceNotMarkedDead(self) -> None:
+        """
+        A request that times out (or fails) after the peer posted its own
+        gossip to us does not mark it dead (a request held up by a healed
+        partition); without that post it does.
+        """
+        settings = GossipSettings(timeout=0.5)
+        a = GossipMachine.start(node(1), [], NOW, settings)
+        a.view = ClusterView((node(1), node(2)))
+        send, _ = a.tick(NOW, random.Random(1))
+        assert send is not None
+        a.on_gossip(ClusterInfo((node(2, timestamp=NOW + 0.3),), node(2).key), NOW + 0.3)
+        self.assertEqual(a.check_timeouts(NOW + 0.5), [node(2).key])
+        self.assertTrue(a.view.get(node(2).key).is_alive)  # type: ignore[union-attr]
+        self.assertEqual(a.pending, {})
+        # a failure long after the last contact marks it dead
+        self.assertTrue(a.on_failure(node(2).key, NOW + 5))
+        self.assertFalse(a.view.get(node(2).key).is_alive)  # type: ignore[union-attr]
+
     def test_failureOfLeaderOnlyLogged(self) -> None:
         """
         A failed gossip to our current leader does not mark it dead.

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.cluster.controller import ClusterSettings, EpochWritten, NodeMachine
+from estwisted.cluster.controller import ClusterSettings, EpochWritten, NodeMachine, StateChanged
 from estwisted.cluster.elections import (
     CloneAssigned,
     LeaderLinkLost,
@@ -128,7 +128,8 @@ class MachineViewProperties(SynchronousTestCase):
         Only a Master takes writes, and only after replication reported its
         epoch written since it last became Master; a node that does not
         take writes refuses them (naming the leader exactly when it follows
-        one); the view's epoch is the one in our gossip record.
+        one, or, neither leading nor following, when gossip shows one alive
+        leader); the view's epoch is the one in our gossip record.
         """
         size = 1 if alone else 3
         seeds = [] if alone else [member(1).internal_http, member(2).internal_http]
@@ -157,15 +158,19 @@ class MachineViewProperties(SynchronousTestCase):
                 epoch += 1
                 event = EpochWritten(epoch * 100, epoch, uuid.UUID(int=epoch))
             if event is not None:
-                m.on_replication(event, now)
+                effects = m.on_replication(event, now)
             elif name == "leader_seen":
                 leader = member(1, VNodeState.Master, now)
-                m.on_gossip_response(
+                effects = m.on_gossip_response(
                     leader.internal_http, ClusterInfo((leader,), leader.internal_http), now
                 )
             else:
-                m.tick(now)
-            if m.state is not VNodeState.Master:
+                effects = m.tick(now)
+            # (re)became Master in this step: a new epoch must be written
+            became = any(
+                isinstance(e, StateChanged) and e.new is VNodeState.Master for e in effects
+            )
+            if m.state is not VNodeState.Master or became:
                 written_since_master = False
             elif last_state is not VNodeState.Master:
                 written_since_master = name == "epoch"
@@ -187,9 +192,16 @@ class MachineViewProperties(SynchronousTestCase):
                 self.assertIsInstance(refusal, NotReady)
                 follows = isinstance(refusal, NotLeader)
                 self.assertEqual(follows, view.forward_http() is not None)
+                hint = m.leader_in_gossip()
                 if follows:
                     self.assertNotEqual(view.leader_id, m.own.instance_id)
-                    self.assertNotIn(view.state, (VNodeState.Master, VNodeState.Unknown))
+                    self.assertNotEqual(view.state, VNodeState.Master)
+                    if view.state is VNodeState.Unknown:
+                        # neither leading nor following: the leader gossip shows
+                        assert hint is not None
+                        self.assertEqual(view.leader_id, hint.instance_id)
+                elif view.state is VNodeState.Unknown:
+                    self.assertIsNone(hint)
 
 
 class ExportTests(SynchronousTestCase):

@@ -231,6 +231,55 @@ class LeaderStateTests(SynchronousTestCase):
         self.assertEqual(state.check_quorum(6.4), [])
         self.assertEqual(state.check_quorum(5.1 + NO_QUORUM_TIMEOUT), [NoQuorum()])
 
+    def test_no_quorum_timing(self) -> None:
+        """
+        The timing for an election timeout: the leader reports no quorum
+        at most C{timeout + tick} (one tick less than the election timeout)
+        after it last heard a quorum, and its links heartbeat often enough that a healthy
+        idle replica (heard at least every 1.5 heartbeat intervals plus a
+        round trip) leaves more than half the timeout as margin.
+        """
+        from estwisted.replication.state import no_quorum_timing
+
+        for election in (0.5, 1.0, 2.0, 0.05):
+            t = no_quorum_timing(election)
+            self.assertAlmostEqual(t.timeout + 2 * t.tick, election)
+            self.assertLessEqual(t.tick, 0.1)
+            self.assertLess(1.5 * t.heartbeat_interval, t.timeout / 2)
+        t = no_quorum_timing(1.0)
+        self.assertEqual((t.timeout, t.tick, t.heartbeat_interval), (0.8, 0.1, 0.2))
+
+    def test_no_quorum_custom_timeout(self) -> None:
+        """
+        C{no_quorum_timeout} replaces L{NO_QUORUM_TIMEOUT}; the effect
+        carries how long no quorum was heard (not compared).
+        """
+        state = LeaderState.create(3, 0, no_quorum_timeout=0.9)
+        state.subscribe(b"a", b"A", 0)
+        state.heard(b"a", 10.0)
+        self.assertEqual(state.check_quorum(10.85), [])
+        [effect] = state.check_quorum(10.95)
+        self.assertEqual(effect, NoQuorum())
+        self.assertAlmostEqual(effect.silent, 0.95)
+
+    def test_no_quorum_start_grace(self) -> None:
+        """
+        A leader that never had a quorum (replicas still subscribing) waits
+        C{start_grace}; once it had one, the short timeout applies.
+        """
+        state = LeaderState.create(3, 0, no_quorum_timeout=0.8)
+        self.assertEqual(state.check_quorum(100.0), [])
+        self.assertEqual(state.check_quorum(100.0 + NO_QUORUM_TIMEOUT), [])
+        self.assertEqual(state.check_quorum(100.1 + NO_QUORUM_TIMEOUT), [NoQuorum()])
+        state = LeaderState.create(3, 0, no_quorum_timeout=0.8)
+        self.assertEqual(state.check_quorum(100.0), [])
+        state.subscribe(b"a", b"A", 0)
+        state.heard(b"a", 101.0)
+        self.assertEqual(state.check_quorum(101.0), [])
+        state.unsubscribe(b"a")
+        self.assertEqual(state.check_quorum(101.8), [])
+        self.assertEqual(state.check_quorum(101.85), [NoQuorum()])
+
     def test_send_window(self) -> None:
         state = LeaderState.create(3, 0)
         state.subscribe(b"a", b"A", 0)

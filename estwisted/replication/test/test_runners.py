@@ -1042,9 +1042,18 @@ class LeaderForwardingTests(TestCase):
         return Deferred.fromCoroutine(self._test_local())
 
     async def _test_leader_down(self) -> None:
+        """
+        A leader that cannot be reached: the client is sent there itself
+        (C{307} with the leader's C{Location}), not answered C{503}.
+        """
         self.target = ("127.0.0.1", 1)
-        code, _, _ = await self._call("POST", "/streams/s", data=b"{}")
-        self.assertEqual(code, 503)
+        code, _, headers = await self._call(
+            "POST", "/streams/s?embed=body", data=b"{}", allow_redirects=False
+        )
+        self.assertEqual(code, 307)
+        self.assertEqual(
+            headers.getRawHeaders(b"location"), [b"http://127.0.0.1:1/streams/s?embed=body"]
+        )
 
     def test_leader_down(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._test_leader_down())
@@ -1145,8 +1154,9 @@ class NodeReplicationTests(SynchronousTestCase):
 
     def test_no_quorum_reported(self) -> None:
         """
-        Leading without replicas for the no-quorum period is reported once
-        to the role machine (the node's only no-quorum detector).
+        Leading without replicas is reported once to the role machine (the
+        node's only no-quorum detector): a leader that never had a quorum
+        is given L{NO_QUORUM_TIMEOUT} for its replicas to subscribe.
         """
         from estwisted.cluster.elections import NoQuorum
         from estwisted.core.streams import StreamStore
@@ -1158,16 +1168,267 @@ class NodeReplicationTests(SynchronousTestCase):
         store = StreamStore(log, StreamIndex(), clock)
         events: list[Any] = []
         node = NodeReplication(
-            store, log, clock, b"N" * 16, 3, lambda h, p, f: Deferred(), report=events.append
+            store, log, clock, b"N" * 16, 3, lambda h, p, f: Deferred(), report=events.append,
+            election_timeout=2.0,
         )
         node.lead(1)
         del events[:]  # EpochWritten
-        clock.advance(NO_QUORUM_TIMEOUT)
+        for _ in range(round(NO_QUORUM_TIMEOUT / 0.1) - 1):
+            clock.advance(0.1)
         self.assertEqual(events, [])
-        for _ in range(5):
-            clock.advance(1.0)
+        for _ in range(2):
+            clock.advance(0.1)
+        self.assertEqual(events, [NoQuorum()])
+        for _ in range(50):
+            clock.advance(0.1)
         self.assertEqual(events, [NoQuorum()])
         node.stop()
+
+
+class _FullLog(MemoryLog):
+    """
+    A memory log whose disk fills on demand: flushing (and so writing an
+    epoch) then fails with L{DiskFull}, as a L{ChunkedLog} does on
+    C{ENOSPC}, and nothing is kept.
+    """
+
+    full = False
+
+    def flush(self) -> int:
+        if self.full:
+            self.discard()
+            from estwisted.core.errors import DiskFull
+
+            raise DiskFull("cannot write to the log: disk full (No space left on device)")
+        return int(super().flush())
+
+
+class DiskFullTests(SynchronousTestCase):
+    """
+    L{NodeReplication} on a full disk: a write failing with L{DiskFull}
+    is reported once as L{StorageFull} (the role machine hands leadership
+    over), free space is then checked every second and reported once as
+    L{StorageFreed}; a node told to lead without room for its epoch
+    reports L{StorageFull} instead of L{EpochWritten}.
+    """
+
+    def _node(self) -> tuple[Any, Any, _FullLog, list[Any], list[bool], Clock]:
+        from estwisted.core.streams import StreamStore
+        from estwisted.replication.node import NodeReplication
+
+        clock = Clock()
+        log = _FullLog()
+        store = StreamStore(log, StreamIndex(), clock)
+        events: list[Any] = []
+        room = [False]
+        from estwisted.cluster.gossip import VNodeState
+        from estwisted.cluster.leadership import Leadership, LeadershipView
+
+        node = NodeReplication(
+            store, log, clock, b"N" * 16, 1, lambda h, p, f: Deferred(), report=events.append,
+            space_available=lambda: room[0],
+            leadership=Leadership(LeadershipView(VNodeState.Master, takes_writes=True)),
+        )
+        self.addCleanup(node.stop)
+        return node, store, log, events, room, clock
+
+    def test_leader_write_reports_full_then_freed(self) -> None:
+        from estwisted.cluster.controller import EpochWritten, StorageFreed, StorageFull
+        from estwisted.core.errors import DiskFull
+        from estwisted.core.model import NewEvent
+        from estwisted.core.streams import SYSTEM_PRINCIPAL
+
+        node, store, log, events, room, clock = self._node()
+        node.lead(1)
+        self.assertIsInstance(events.pop(), EpochWritten)
+        log.full = True
+        failures = []
+        for n in range(3):
+            d = store.append("s", -2, [NewEvent(bytes([n + 1]) * 16, "t", b"{}", b"", True)],
+                             SYSTEM_PRINCIPAL)
+            clock.advance(0)
+            failures.append(self.failureResultOf(d, DiskFull))
+        self.assertIn("disk full", str(failures[0].value))
+        self.assertEqual(events, [StorageFull(str(failures[0].value))])
+        self.assertTrue(node.disk_full)
+        clock.advance(5)
+        self.assertEqual(len(events), 1)
+        room[0] = True
+        log.full = False
+        clock.advance(1)
+        self.assertEqual(events[1:], [StorageFreed()])
+        self.assertFalse(node.disk_full)
+        clock.advance(5)
+        self.assertEqual(len(events), 2)
+        # reads still work, and writes again
+        d = store.append("s", -2, [NewEvent(b"z" * 16, "t", b"{}", b"", True)], SYSTEM_PRINCIPAL)
+        clock.advance(0)
+        self.successResultOf(d)
+
+    def test_gated_batches_indexed_after_hand_over(self) -> None:
+        """
+        A batch flushed and waiting for the quorum when a later batch
+        finds the disk full: the leader hands over (the role machine, told
+        on the next turn, stands replication by), the waiting writes fail
+        and their records, which are in the log, are indexed (a stream
+        read and the next expected version see them): nothing in the log
+        is left out of the index.
+        """
+        from estwisted.cluster.controller import StorageFull
+        from estwisted.core.errors import DiskFull
+        from estwisted.core.model import NewEvent
+        from estwisted.core.streams import SYSTEM_PRINCIPAL, StreamStore
+        from estwisted.replication.node import NodeReplication
+
+        clock = Clock()
+        log = _FullLog()
+        store = StreamStore(log, StreamIndex(), clock)
+        events: list[Any] = []
+        node: Any = None
+
+        def report(event: Any) -> None:
+            events.append(event)
+            if isinstance(event, StorageFull):
+                node.stand_by()  # what the role machine makes of it
+
+        from estwisted.cluster.gossip import VNodeState
+        from estwisted.cluster.leadership import Leadership, LeadershipView
+
+        node = NodeReplication(
+            store, log, clock, b"N" * 16, 3, lambda h, p, f: Deferred(), report=report,
+            space_available=lambda: False,
+            leadership=Leadership(LeadershipView(VNodeState.Master, takes_writes=True)),
+        )
+        self.addCleanup(node.stop)
+        node.lead(1)
+
+        def write(n: int) -> Deferred[Any]:
+            return store.append(
+                "s", -2, [NewEvent(bytes([n + 1]) * 16, "t", b"{}", b"", True)], SYSTEM_PRINCIPAL
+            )
+
+        first = write(0)
+        clock.advance(0)  # flushed, waiting for the quorum
+        self.assertNoResult(first)
+        log.full = True
+        second = write(1)
+        clock.advance(0)
+        self.failureResultOf(second, DiskFull)
+        clock.advance(0)
+        self.failureResultOf(first, NotReady)
+        self.assertTrue(any(isinstance(e, StorageFull) for e in events))
+        result = store.read_stream("s", 0, 10, True, False, SYSTEM_PRINCIPAL)
+        ids = [r.event.event_id for r in result.events if r.event is not None]
+        self.assertEqual(ids, [b"\x01" * 16])
+        self.assertEqual(result.last_event_number, 0)
+
+    def test_follower_reports_full_disk(self) -> None:
+        """
+        A replica that cannot flush replicated records for lack of space
+        tells C{on_disk_full} (the node reports L{StorageFull}: it must not
+        lead), drops what it appended and reconnects; once there is room
+        it catches up.
+        """
+        from estwisted.core.errors import DiskFull
+
+        cluster = _Cluster()
+        assert cluster.leader is not None
+        cluster.leader.start(0)
+        log = _FullLog()
+        replica = _Replica(cluster, b"A" * 16, log=log)
+        full: list[DiskFull] = []
+        replica.follower.on_disk_full = full.append
+        replica.follower.start(b"L" * 16)
+        cluster.pump()
+        log.full = True
+        end = cluster.write(5)
+        cluster.pump()
+        self.assertTrue(full)
+        self.assertLess(log.end_position, end)
+        log.full = False
+        for _ in range(30):
+            cluster.clock.advance(0.1)
+            cluster.pump()
+        self.assertEqual(log.end_position, end)
+
+    def test_no_room_for_the_epoch(self) -> None:
+        from estwisted.cluster.controller import StorageFull
+
+        node, store, log, events, room, clock = self._node()
+        log.full = True
+        node.lead(1)
+        clock.advance(0)
+        self.assertFalse(node.leader.active)
+        [event] = events
+        self.assertIsInstance(event, StorageFull)
+        self.assertEqual(node.epochs, [])
+
+
+class CutLeaderTests(SynchronousTestCase):
+    """
+    A real L{ReplicationLeader} and two replicas over in-memory links, on
+    a L{Clock}: cut off silently (nothing delivered any more, no FIN) the
+    leader reports no quorum within the election timeout of the cut; a
+    healthy idle cluster never does; a reactor busy for most of the
+    timeout does not make it step down.
+    """
+
+    def _cluster(self, election_timeout: float = 1.0) -> tuple[_Cluster, list[float]]:
+        from estwisted.replication.state import no_quorum_timing
+
+        cluster = _Cluster()
+        lost: list[float] = []
+        cluster.leader = ReplicationLeader(
+            cluster.log,
+            cluster.clock,
+            3,
+            b"L" * 16,
+            on_no_quorum=lambda: lost.append(cluster.clock.seconds()),
+            no_quorum=no_quorum_timing(election_timeout),
+        )
+        cluster.leader.start(0)
+        for name in (b"A" * 16, b"B" * 16):
+            _Replica(cluster, name).follower.start(b"L" * 16)
+        cluster.pump()
+        return cluster, lost
+
+    def _advance(self, cluster: _Cluster, seconds: float, pump: bool = True) -> None:
+        for _ in range(round(seconds / 0.01)):
+            cluster.clock.advance(0.01)
+            if pump:
+                cluster.pump()
+
+    def test_healthy_idle_never_steps_down(self) -> None:
+        cluster, lost = self._cluster()
+        self._advance(cluster, 30.0)
+        self.assertEqual(lost, [])
+
+    def test_cut_steps_down_within_election_timeout(self) -> None:
+        for timeout in (1.0, 0.5):
+            cluster, lost = self._cluster(timeout)
+            self._advance(cluster, 3.3)
+            self.assertEqual(lost, [])
+            cut = cluster.clock.seconds()
+            self._advance(cluster, 3.0, pump=False)
+            [at] = lost
+            self.assertLessEqual(at - cut, timeout + 1e-6)
+            self.assertGreater(at - cut, timeout / 2)
+
+    def test_busy_reactor_put_off(self) -> None:
+        """
+        After a stall of most of the timeout (timers run before the
+        network is read), the check waits one tick for what arrived; a
+        second late tick in a row checks.
+        """
+        cluster, lost = self._cluster()
+        self._advance(cluster, 2.0)
+        cluster.clock.advance(1.0)  # the reactor was busy: nothing read
+        cluster.pump()
+        self._advance(cluster, 5.0)
+        self.assertEqual(lost, [])
+        cluster.clock.advance(1.0)
+        cluster.clock.advance(1.0)
+        self.assertEqual(len(lost), 1)
 
 
 class ReplicatedIdempotencyTests(SynchronousTestCase):
