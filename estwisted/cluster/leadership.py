@@ -210,15 +210,23 @@ class LeaderLease:
         return self._until is not None and now < self._until
 
 
-def lease_duration(election_timeout: float) -> float:
+def lease_duration(election_timeout: float, gossip_timeout: Optional[float] = None) -> float:
     """
     The lease of a leader in a cluster electing with C{election_timeout}
-    (C{LeaderElectionTimeoutMs}): 40% of it.  The others declare a silent
-    leader dead no sooner than the election timeout after they last heard
-    it, and the leader hears its followers' answers to what they last heard
-    within a round trip, so the lease lapses well before a rival can lead.
+    (C{LeaderElectionTimeoutMs}) whose followers probe their leader with
+    C{gossip_timeout} (C{GossipTimeoutMs}): 80% of the shorter of half the
+    election timeout and the gossip timeout (0.4 s with the defaults).  A
+    follower declares a silent leader dead no sooner than a probe sent
+    after it last heard the leader timed out, and elections start only then;
+    the leader heard that follower at about the same moment, so its lease
+    lapses before a rival can lead.  The leader's links heartbeat every
+    fifth of the election timeout (L{estwisted.replication.state}), so an
+    idle healthy leader keeps its lease.
     """
-    return 0.4 * election_timeout
+    shortest = election_timeout / 2
+    if gossip_timeout is not None:
+        shortest = min(shortest, gossip_timeout)
+    return 0.8 * shortest
 
 
 __all__ = [

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from estwisted.cluster.wiring import ClusterWiring
     from estwisted.core.interfaces import IEventLog
     from estwisted.projections import SystemProjectionsService
+    from estwisted.replication.node import NodeReplication
     from estwisted.storage.index import StreamIndex
     from estwisted.storage.open import StorageCloser
     from estwisted.subscriptions.persistent import PersistentSubscriptions
@@ -395,6 +396,8 @@ class NodeService(SequentialMultiService):
         self.tls = tls
         self.projections: Optional[SystemProjectionsService] = None
         self.cluster: Optional[ClusterWiring] = None
+        #: The L{estwisted.replication.node.NodeReplication} of a cluster node.
+        self.replication: Optional[NodeReplication] = None
 
     def when_listening(self) -> Deferred[None]:
         """
@@ -498,7 +501,17 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     }
     users = UserManager(store)
     hub = SubscriptionHub(store)
-    persistent = PersistentSubscriptions(store, reactor)
+    def may_deliver() -> bool:
+        # A cluster leader hands out persistent subscription messages only
+        # while its lease holds (estwisted.cluster.leadership.LeaderLease):
+        # cut off from its followers, it stops before a new leader can
+        # take acknowledgements for them.
+        replication = node.replication
+        return replication is not None and replication.holds_lease()
+
+    persistent = PersistentSubscriptions(
+        store, reactor, may_deliver if config.cluster_size > 1 else (lambda: True)
+    )
     metrics = NodeMetrics(
         NodeSources(
             store=store,
@@ -676,7 +689,7 @@ def _cluster(
         config, reactor, node.store, forwarding, tls, leadership=leadership
     )
     node.cluster = wiring
-    replicas = attach_replication(
+    replicas, node.replication = attach_replication(
         config, reactor, node.store, log, wiring, int_tcp,  # type: ignore[arg-type]
         persistent=node.persistent, tls=tls,
     )

@@ -143,6 +143,30 @@ class ReplicationLeader:
     def committed(self) -> int:
         return self.state.committed if self.state is not None else -1
 
+    def quorum_heard_at(self) -> Optional[float]:
+        """
+        While leading: the last moment a quorum (this node and
+        C{ClusterSize/2} voting replicas) had been heard from, counting what
+        arrived up to now on each replica's connection; C{None} if never.
+        """
+        state = self.state
+        if state is None:
+            return None
+        needed = state.cluster_size // 2
+        if needed <= 0:
+            return self.clock.seconds()
+        heard = sorted(
+            (
+                protocol.last_received
+                for sid, protocol in self._connections.items()
+                if (cursor := state.replicas.get(sid)) is not None and cursor.promotable
+            ),
+            reverse=True,
+        )
+        if len(heard) < needed:
+            return None
+        return float(heard[needed - 1])
+
     def factory(self) -> Factory:
         """
         A protocol factory for the replication connections of replicas.

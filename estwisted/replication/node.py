@@ -22,7 +22,12 @@ from zope.interface import implementer
 from estwisted.cluster.controller import EpochWritten, StorageFreed, StorageFull
 from estwisted.cluster.elections import NoQuorum as QuorumLost
 from estwisted.cluster.gossip import VNodeState
-from estwisted.cluster.leadership import Leadership, LeadershipView
+from estwisted.cluster.leadership import (
+    LeaderLease,
+    Leadership,
+    LeadershipView,
+    lease_duration,
+)
 from estwisted.core.errors import DiskFull, NotReady
 from estwisted.core.interfaces import ICommitGate
 from estwisted.replication.codec import (
@@ -116,7 +121,10 @@ class NodeReplication:
         leadership: Optional[Leadership] = None,
         election_timeout: float = 1.0,
         space_available: Optional[Callable[[], bool]] = None,
+        lease: Optional[LeaderLease] = None,
     ) -> None:
+        #: this leader's lease (L{holds_lease})
+        self.lease = lease if lease is not None else LeaderLease(lease_duration(election_timeout))
         self.store = store
         self.log = log
         self.clock = clock
@@ -289,7 +297,23 @@ class NodeReplication:
         self._target = None
         self.follower.stop()
 
+    def holds_lease(self) -> bool:
+        """
+        Whether this node leads and heard a quorum recently enough that no
+        other node can have been elected meanwhile
+        (L{estwisted.cluster.leadership.LeaderLease}): what a leader does
+        without a quorum write behind it (handing out persistent
+        subscription messages) waits while this is false.
+        """
+        if not self.leader.active:
+            return False
+        heard = self.leader.quorum_heard_at()
+        if heard is not None:
+            self.lease.renew(heard)
+        return self.lease.holds(self.clock.seconds())
+
     def _step_down(self) -> None:
+        self.lease.release()
         if self.leader.active:
             self.leader.stop(NotReady("The leader stepped down before the write was replicated"))
             # Writes still buffered in the store flush later: they must fail
@@ -322,7 +346,7 @@ def attach_replication(
     clients: Factory,
     persistent: Any = None,
     tls: Any = None,
-) -> InternalTcpFactory:
+) -> tuple[InternalTcpFactory, NodeReplication]:
     """
     Wire replication into a clustered node built by
     L{estwisted.cluster.wiring.make_cluster_service}: the controller drives it
@@ -332,7 +356,8 @@ def attach_replication(
     @param tls: the node's L{estwisted.tls.contexts.NodeTLS}, or C{None}: with it,
         replicas dial the leader's internal TCP port over mutual TLS (the
         leader's certificate must match the address dialled).
-    @return: the factory to listen with on the internal TCP port.
+    @return: the factory to listen with on the internal TCP port, and the
+        node's replication.
     """
     from twisted.internet.endpoints import TCP4ClientEndpoint
 
@@ -367,12 +392,16 @@ def attach_replication(
         on_epoch=on_epoch,
         leadership=controller.leadership,
         election_timeout=int(getattr(config, "leader_election_timeout_ms", 1000)) / 1000.0,
+        lease=LeaderLease(
+            lease_duration(
+                int(getattr(config, "leader_election_timeout_ms", 1000)) / 1000.0,
+                int(getattr(config, "gossip_timeout_ms", 500)) / 1000.0,
+            )
+        ),
     )
     replication.persistent = persistent
     controller.drive(replication)
     if replication.epochs:
         on_epoch(replication.epochs[-1])
     reactor.addSystemEventTrigger("before", "shutdown", replication.stop)
-    wiring_replication = InternalTcpFactory(clients, replication.leader)
-    wiring_replication.replication = replication  # type: ignore[attr-defined]
-    return wiring_replication
+    return InternalTcpFactory(clients, replication.leader), replication

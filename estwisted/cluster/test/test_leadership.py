@@ -248,6 +248,9 @@ class LeaderLeaseTests(SynchronousTestCase):
     def test_duration_shorter_than_election_timeout(self) -> None:
         self.assertEqual(lease_duration(1.0), 0.4)
         self.assertEqual(lease_duration(0.5), 0.2)
+        self.assertEqual(lease_duration(1.0, 0.5), 0.4)
+        self.assertEqual(lease_duration(0.5, 0.5), 0.2)
+        self.assertEqual(lease_duration(2.0, 0.25), 0.2)
 
     @given(
         st.lists(

@@ -1414,6 +1414,44 @@ class CutLeaderTests(SynchronousTestCase):
             self.assertLessEqual(at - cut, timeout + 1e-6)
             self.assertGreater(at - cut, timeout / 2)
 
+    def test_quorum_heard_and_lease_lapse_first(self) -> None:
+        """
+        While the replicas answer, the leader has heard a quorum within a
+        heartbeat and its lease holds; cut off, the lease (0.4 s with the
+        default timeouts) lapses before the leader steps down, and before a
+        follower's probe (0.5 s) could time out and start an election.
+        """
+        from estwisted.cluster.leadership import LeaderLease, lease_duration
+
+        cluster, lost = self._cluster()
+        lease = LeaderLease(lease_duration(1.0, 0.5))
+        leader = cluster.leader
+        assert leader is not None
+
+        def holds() -> bool:
+            heard = leader.quorum_heard_at()
+            if heard is not None:
+                lease.renew(heard)
+            return lease.holds(cluster.clock.seconds())
+
+        for _ in range(300):
+            self._advance(cluster, 0.01)
+            self.assertTrue(holds())
+        heard = leader.quorum_heard_at()
+        assert heard is not None
+        self.assertLessEqual(cluster.clock.seconds() - heard, 0.25)
+        cut = cluster.clock.seconds()
+        lapsed = None
+        while lapsed is None and cluster.clock.seconds() - cut < 3:
+            self._advance(cluster, 0.01, pump=False)
+            if not holds():
+                lapsed = cluster.clock.seconds()
+        assert lapsed is not None
+        self.assertLessEqual(lapsed - cut, 0.4 + 1e-6)
+        self._advance(cluster, 2.0, pump=False)
+        [stepped_down] = lost
+        self.assertLess(lapsed, stepped_down)
+
     def test_busy_reactor_put_off(self) -> None:
         """
         After a stall of most of the timeout (timers run before the
