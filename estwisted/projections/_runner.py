@@ -34,7 +34,8 @@ from estwisted.core.model import (
     NewEvent,
     ReadStatus,
 )
-from estwisted.core.progress import BOARD, Progress
+from estwisted.core.progress import Progress
+from estwisted.projections._catchup import CatchUpReport
 from estwisted.projections._js import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_TIMEOUT,
@@ -79,7 +80,6 @@ BATCH_SIZE = 500
 #: Seconds to wait after a refused or failed write, or while a follower.
 RETRY_DELAY = 1.0
 #: Catching up over fewer bytes of log logs no progress lines.
-CATCH_UP_LOG_BYTES = 16 * 1024 * 1024
 #: Partitions kept in the isolate; past this, clean ones are dropped
 #: after a checkpoint.
 MAX_CACHED_PARTITIONS = 5000
@@ -130,14 +130,21 @@ class UserProjectionRunner:
         self.status = "Stopped"
         self.reason = ""
         self.processed = 0
-        #: progress of catching up after (re)loading (L{estwisted.core.progress})
-        self.catch_up: Optional[Progress] = None
-        self._catch_up_from: Optional[int] = None
+        #: catching up after (re)loading, on the progress board
+        self._catch_up = CatchUpReport(self.name, store, clock)
         self.logs: list[str] = []
 
     @property
     def name(self) -> str:
         return self.definition.name
+
+    @property
+    def catch_up(self) -> Optional[Progress]:
+        """
+        Catching up after (re)loading, on the progress board (C{None}
+        before the first report).
+        """
+        return self._catch_up.task
 
     @property
     def persisted(self) -> bool:
@@ -173,7 +180,7 @@ class UserProjectionRunner:
         isolate is kept, so the state stays readable.
         """
         self._running = False
-        self._end_catch_up("stopped")
+        self._catch_up.end("stopped")
         if self.status not in ("Faulted", "Completed"):
             self.status = "Stopped"
         if self._remove_listener is not None:
@@ -235,7 +242,7 @@ class UserProjectionRunner:
 
     def _pause(self, reason: str) -> None:
         self._drop()
-        self._end_catch_up("stopped")
+        self._catch_up.end("stopped")
         if not self._running:
             return
         self.status = "Paused"
@@ -245,7 +252,7 @@ class UserProjectionRunner:
     def _fault(self, reason: str) -> None:
         _log.warn("Projection {name} faulted: {reason}", name=self.name, reason=reason)
         self._drop()
-        self._end_catch_up("failed")
+        self._catch_up.end("failed")
         self.status = "Faulted"
         self.reason = reason
         self._running = False
@@ -409,7 +416,7 @@ class UserProjectionRunner:
         engine = self._engine
         if engine is None:
             engine = await self._load()
-            self._catch_up_from = max(self._position, 0)
+            self._catch_up.begin(self._position)
             self.status = "Running"
             self.reason = ""
         planner = self._planner
@@ -423,7 +430,7 @@ class UserProjectionRunner:
                    if e.event is not None and e.event.position > self._position]
         if page.events:
             self._read_from = max(self._read_from, page.events[-1].original.next_position)
-        self._progress(records[-1].position if records else -1)
+        self._catch_up.report(records[-1].position if records else -1)
         if not records:
             await self._caught_up(engine)
             return False
@@ -442,34 +449,6 @@ class UserProjectionRunner:
             await self._checkpoint(engine)
         return True
 
-    def _progress(self, position: int) -> None:
-        """
-        Report catching up with the log after loading, until caught up
-        (C{position} -1).
-        """
-        origin = self._catch_up_from
-        if origin is None:
-            return
-        now = self._clock.seconds()
-        end = int(self._store.last_commit_position)
-        p = self.catch_up
-        if p is None or p.result:
-            if position < 0:
-                self._catch_up_from = None
-                return
-            p = self.catch_up = BOARD.start(
-                "projection-catch-up", self.name, end - origin, now,
-                log=end - origin >= CATCH_UP_LOG_BYTES,
-            )
-        if position < 0:
-            p.finish(now)
-            self._catch_up_from = None
-        else:
-            p.update(position - origin, now, end - origin)
-
-    def _end_catch_up(self, result: str) -> None:
-        if self.catch_up is not None and not self.catch_up.result:
-            self.catch_up.finish(self._clock.seconds(), result)
 
     async def _handle(
         self, engine: JsProjection, planner: EmitPlanner,

@@ -24,7 +24,8 @@ import estwisted.projections._status as _status
 from estwisted.core.acl import SYSTEM_PRINCIPAL
 from estwisted.core.errors import NotReady
 from estwisted.core.model import DELETED_STREAM, EXPECTED_ANY, EventRecord, ReadStatus
-from estwisted.core.progress import BOARD, Progress
+from estwisted.core.progress import Progress
+from estwisted.projections._catchup import CatchUpReport
 from estwisted.projections._system import (
     STANDARD_PROJECTIONS,
     Projector,
@@ -43,7 +44,6 @@ _log = Logger()
 #: Records read from C{$all} per step.
 BATCH_SIZE = 1000
 #: Catching up over fewer bytes of log logs no progress lines.
-CATCH_UP_LOG_BYTES = 16 * 1024 * 1024
 #: Seconds to wait after a refused or failed write, or while a follower.
 RETRY_DELAY = 1.0
 #: Write a checkpoint after this many records, or when caught up.
@@ -82,13 +82,20 @@ class ProjectionRunner:
         self.status = "Stopped"
         self.processed = 0
         self.last_error = ""
-        #: progress of catching up after (re)loading (L{estwisted.core.progress})
-        self.catch_up: Optional[Progress] = None
-        self._catch_up_from: Optional[int] = None
+        #: catching up after (re)loading, on the progress board
+        self._catch_up = CatchUpReport(self.name, store, clock)
 
     @property
     def name(self) -> str:
         return self.projection.value
+
+    @property
+    def catch_up(self) -> Optional[Progress]:
+        """
+        Catching up after (re)loading, on the progress board (C{None}
+        before the first report).
+        """
+        return self._catch_up.task
 
     @property
     def checkpoint(self) -> int:
@@ -128,8 +135,7 @@ class ProjectionRunner:
         """
         self._running = False
         self.status = "Stopped"
-        if self.catch_up is not None and not self.catch_up.result:
-            self.catch_up.finish(self._clock.seconds(), "stopped")
+        self._catch_up.end("stopped")
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
@@ -167,8 +173,7 @@ class ProjectionRunner:
 
     def _pause(self, reason: str) -> None:
         self._projector = None
-        if self.catch_up is not None and not self.catch_up.result:
-            self.catch_up.finish(self._clock.seconds(), "stopped")
+        self._catch_up.end("stopped")
         if not self._running:
             return
         self.status = "Paused"
@@ -222,7 +227,7 @@ class ProjectionRunner:
         """
         if self._projector is None:
             self._projector = self._load()
-            self._catch_up_from = max(self._projector.position, 0)
+            self._catch_up.begin(self._projector.position)
             self.status = "Running"
             self.last_error = ""
         projector = self._projector
@@ -232,7 +237,7 @@ class ProjectionRunner:
             raise RuntimeError(f"reading $all failed: {page.error or page.status.name}")
         records = [e.event for e in page.events if e.event is not None]
         fresh = [r for r in records if r.position > projector.position]
-        self._progress(fresh[-1].position if fresh else -1)
+        self._catch_up.report(fresh[-1].position if fresh else -1)
         if not fresh:
             # Caught up: checkpoint only if this projection wrote since the
             # last one, so checkpoints never wake each other up forever.
@@ -251,31 +256,6 @@ class ProjectionRunner:
         if self._since_checkpoint >= CHECKPOINT_EVERY:
             await self._checkpoint(projector)
         return True
-
-    def _progress(self, position: int) -> None:
-        """
-        Report catching up with the log after loading, until caught up
-        (C{position} -1).
-        """
-        origin = self._catch_up_from
-        if origin is None:
-            return
-        now = self._clock.seconds()
-        end = int(self._store.last_commit_position)
-        p = self.catch_up
-        if p is None or p.result:
-            if position < 0:
-                self._catch_up_from = None
-                return
-            p = self.catch_up = BOARD.start(
-                "projection-catch-up", self.name, end - origin, now,
-                log=end - origin >= CATCH_UP_LOG_BYTES,
-            )
-        if position < 0:
-            p.finish(now)
-            self._catch_up_from = None
-        else:
-            p.update(position - origin, now, end - origin)
 
     async def _checkpoint(self, projector: Projector) -> None:
         position = projector.position
