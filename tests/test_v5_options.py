@@ -214,16 +214,16 @@ class CompetingRedeliveryTests(SynchronousTestCase):
         node = start_node(self, mem_db=True)
         admin = {"Authorization": ADMIN}
         status, _, body = http(
-            node, "PUT", "/subscriptions/work/g",
+            node, "PUT", "/subscriptions/jobs/g",
             {**admin, "Content-Type": "application/json"},
             json.dumps({"startFrom": 0, "maxRetryCount": 5}).encode(),
         )
         self.assertEqual(status, 201, body)
-        write_events(node, "work", 12)
+        write_events(node, "jobs", 12)
         competing = {**admin, "Accept": "application/vnd.eventstore.competingatom+json"}
 
         def feed(count: int) -> list[tuple[int, str]]:
-            status, _, body = http(node, "GET", f"/subscriptions/work/g/{count}", competing)
+            status, _, body = http(node, "GET", f"/subscriptions/jobs/g/{count}", competing)
             self.assertEqual(status, 200, body)
             entries = json.loads(body)["entries"]
             return [(int(e["title"].split("@")[0]), e["id"]) for e in entries]
@@ -235,18 +235,18 @@ class CompetingRedeliveryTests(SynchronousTestCase):
                 break
         self.assertEqual(sorted(n for n, _ in received), list(range(12)))
         ids: dict[int, str] = {}
-        status, _, body = http(node, "GET", "/streams/work/0/forward/20?embed=rich",
+        status, _, body = http(node, "GET", "/streams/jobs/0/forward/20?embed=rich",
                                {**admin, "Accept": "application/json"})
         for entry in json.loads(body)["entries"]:
             ids[entry["eventNumber"]] = entry["eventId"]
         nacked = [11, 9, 7, 5, 3, 2, 1, 0]
         acked = [10, 4, 8, 6]
         joined = ",".join(ids[n] for n in nacked)
-        status, _, _ = http(node, "POST", f"/subscriptions/work/g/nack?ids={joined}&action=Retry",
+        status, _, _ = http(node, "POST", f"/subscriptions/jobs/g/nack?ids={joined}&action=Retry",
                             admin)
         self.assertEqual(status, 202)
         joined = ",".join(ids[n] for n in acked)
-        status, _, _ = http(node, "POST", f"/subscriptions/work/g/ack?ids={joined}", admin)
+        status, _, _ = http(node, "POST", f"/subscriptions/jobs/g/ack?ids={joined}", admin)
         self.assertEqual(status, 202)
         again: list[int] = []
         for _ in range(10):
