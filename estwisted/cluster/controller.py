@@ -76,7 +76,6 @@ from estwisted.cluster.elections import (
     CloneAssigned,
     ConfirmAlive,
     ElectionMachine,
-    ElectionState,
     ElectionsTimedOut,
     GossipChanged,
     GossipUpdated,
@@ -733,9 +732,8 @@ class NodeMachine:
         """
         self.discovering = False
         machine = self.elections
-        if machine is not None and machine.state is ElectionState.Idle:
-            machine.state = ElectionState.NonLeader
-            machine.leader = machine.last_elected_leader = leader.instance_id
+        if machine is not None:
+            machine.adopt_leader(leader.instance_id)
         return self._feed(LeaderElected(machine.last_installed_view if machine else -1, leader),
                           now)
 

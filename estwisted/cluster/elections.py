@@ -418,6 +418,13 @@ class ElectionMachine:
     @ivar cluster_size: the configured C{ClusterSize} (voting nodes).
     @ivar servers: the electorate from the last gossip update, sorted
         descending by internal HTTP endpoint.
+    @ivar leader: the leader we know of: decided by an election of ours,
+        or found in gossip (L{adopt_leader}); kept when a
+        L{ViewChangeProof} moves us to a view whose decision we missed.
+    @ivar leader_view: the view whose election decided C{leader} (a quorum
+        of L{Accept}s seen here), or C{None} when it was not decided by us
+        in a view: found in gossip, or carried across a proof's jump.  At
+        most one leader is ever decided per view.
     @ivar resigning_leader: a leader that announced it is stepping down; it
         gets no stickiness and no legitimacy protection.
     @ivar can_lead: C{False} while this node cannot lead (its disk is
@@ -439,6 +446,7 @@ class ElectionMachine:
     accepts_received: set[uuid.UUID] = field(factory=set)
     leader_proposal: Optional[Candidate] = None
     leader: Optional[uuid.UUID] = None
+    leader_view: Optional[int] = None
     last_elected_leader: Optional[uuid.UUID] = None
     servers: tuple[MemberInfo, ...] = ()
     resigning_leader: Optional[uuid.UUID] = None
@@ -561,6 +569,7 @@ class ElectionMachine:
         self.accepts_received.clear()
         self.leader_proposal = None
         self.leader = None
+        self.leader_view = None
         self.last_attempted_view = view
         own_vc = ViewChange(self.own_id, self.own.internal_http, view)
         effects = self._broadcast(own_vc)
@@ -724,6 +733,7 @@ class ElectionMachine:
         if member is None:
             return []
         self.leader = self.last_elected_leader = member.instance_id
+        self.leader_view = self.last_installed_view
         self.resigning_leader = None
         effects: list[Effect] = [LeaderElected(self.last_installed_view, member)]
         if member.instance_id == self.own_id:
@@ -756,6 +766,10 @@ class ElectionMachine:
         self.prepare_ok_received.clear()
         self.accepts_received.clear()
         self.leader_proposal = None
+        # A leader we know stays known (so a follower that joined a settled
+        # cluster does not start elections on the timeout), but it was not
+        # decided in the view we jump to.
+        self.leader_view = None
         effects: list[Effect] = [
             ScheduleTimeout(self.timeout, ElectionsTimedOut(msg.installed_view))
         ]
@@ -766,6 +780,16 @@ class ElectionMachine:
             self.state = ElectionState.NonLeader
             self.last_installed_view = self.last_attempted_view
         return effects
+
+    def adopt_leader(self, leader: uuid.UUID) -> None:
+        """
+        Follow C{leader}, found alive as Master in gossip while we were idle
+        (20.6+ C{LeaderFound}): no election ran, so no view decided it.
+        """
+        if self.state is ElectionState.Idle:
+            self.state = ElectionState.NonLeader
+            self.leader = self.last_elected_leader = leader
+            self.leader_view = None
 
     # -- 20.6+ resignation --
 

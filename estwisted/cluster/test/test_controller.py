@@ -13,7 +13,7 @@ import uuid
 from typing import Any, Optional
 
 from attrs import evolve
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import TimeoutError
@@ -69,10 +69,20 @@ FAST = ClusterSettings(
 _ids = random.Random(5)
 
 
-def member(index: int, *, read_only: bool = False, priority: int = 0) -> MemberInfo:
+def member(
+    index: int,
+    *,
+    read_only: bool = False,
+    priority: int = 0,
+    ids: Optional[random.Random] = None,
+) -> MemberInfo:
+    """
+    The member at 127.0.0.{index + 1}, its instance id drawn from C{ids}
+    (a cluster's own generator, so a seeded example replays exactly).
+    """
     host = f"127.0.0.{index + 1}"
     return MemberInfo(
-        instance_id=uuid.UUID(int=_ids.getrandbits(128), version=4),
+        instance_id=uuid.UUID(int=(ids or _ids).getrandbits(128), version=4),
         timestamp=0.0,
         state=VNodeState.Initializing,
         is_alive=True,
@@ -309,7 +319,10 @@ class Cluster:
         self.settings = settings
         self.cluster_size = cluster_size or size - len(read_only)
         self.read_only = read_only
-        self.members = [member(i, read_only=i in read_only) for i in range(size)]
+        #: Instance ids come from the seed, so an example replays exactly
+        #: whatever ran before it.
+        self.ids = random.Random(seed)
+        self.members = [member(i, read_only=i in read_only, ids=self.ids) for i in range(size)]
         self.positions = {m.internal_http: (0, 0) for m in self.members}
         self.controllers: list[ClusterController] = []
         self.replications: list[MemoryReplication] = []
@@ -374,7 +387,7 @@ class Cluster:
         """
         A new process at the same address: a new instance id.
         """
-        self.members[i] = own = member(i, read_only=i in self.read_only)
+        self.members[i] = own = member(i, read_only=i in self.read_only, ids=self.ids)
         self.controllers[i] = self._make(i, own)
         self.network.down.discard(self.endpoint(i))
         self.controllers[i].startService()
@@ -790,6 +803,11 @@ class ControllerTests(SynchronousTestCase):
 
 class FaultyNetworkTests(SynchronousTestCase):
     @settings(max_examples=25)
+    # CI's failure: a node that adopted a leader from gossip and then
+    # jumped to view 1 on a proof was counted as deciding that leader in
+    # view 1, beside the leader view 1 really decided.
+    @example(size=5, seed=13, drop=0.0, duplicate=0.0, max_delay=0.002,
+             phases=[([0, 3, 0, 0], 1.625), ([1, 0, 0], 2.9375), ([1, 2, 1], 1.0)])
     @given(
         size=st.sampled_from([3, 5]),
         seed=st.integers(0, 2**16),
@@ -826,9 +844,9 @@ class FaultyNetworkTests(SynchronousTestCase):
             for ctrl in c.controllers:
                 machine = ctrl.machine.elections
                 if machine is not None and machine.leader is not None:
-                    view = machine.last_installed_view
-                    decided.setdefault(view, set()).add(machine.leader)
-                    if view >= 0:
+                    view = machine.leader_view
+                    if view is not None:
+                        decided.setdefault(view, set()).add(machine.leader)
                         self.assertLessEqual(len(decided[view]), 1, decided)
 
         c.start()

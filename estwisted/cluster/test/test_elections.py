@@ -516,6 +516,32 @@ class TimeoutTests(SynchronousTestCase):
         self.assertIn(ScheduleTimeout(1.0, ElectionsTimedOut(7)), effects)
         self.assertEqual(m.handle(ViewChangeProof(uuid.UUID(int=2), member(2).key, 7), NOW), [])
 
+    def test_decisionViewAcrossProofJump(self) -> None:
+        """
+        A leader decided in view 0 is kept when a proof moves us to view
+        7, but C{leader_view} no longer names a view: view 7's decision
+        (which we missed) may be another node, and two leaders must never
+        be decided in one view.  A leader adopted from gossip names no
+        view either.
+        """
+        m = machine(1, self.members)
+        m.handle(StartElections(), NOW)
+        m.handle(Prepare(uuid.UUID(int=3), member(3).key, 0), NOW)
+        m.handle(proposal(member(3), member(3), 0), NOW)
+        self.assertEqual((m.leader, m.leader_view), (uuid.UUID(int=3), 0))
+        m.handle(ViewChangeProof(uuid.UUID(int=2), member(2).key, 7), NOW)
+        self.assertEqual((m.leader, m.leader_view, m.last_installed_view),
+                         (uuid.UUID(int=3), None, 7))
+        self.assertEqual(m.handle(ElectionsTimedOut(7), NOW + 1), [])
+        idle = machine(2, self.members)
+        idle.adopt_leader(uuid.UUID(int=3))
+        self.assertEqual((idle.state, idle.leader, idle.leader_view),
+                         (ElectionState.NonLeader, uuid.UUID(int=3), None))
+        busy = machine(3, self.members)
+        busy.handle(StartElections(), NOW)
+        busy.adopt_leader(uuid.UUID(int=1))
+        self.assertEqual((busy.state, busy.leader), (ElectionState.ElectingLeader, None))
+
     def test_shutdown(self) -> None:
         """
         After Shutdown every input is ignored.
