@@ -78,6 +78,12 @@ class _Gate:
         self.held.append((end, d))
         return d
 
+    def writing(self) -> None:
+        pass
+
+    def flush_failed(self) -> None:
+        pass
+
 
 class ThreadedGroupCommitTestsMixin:
     """
