@@ -47,7 +47,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.core.errors import DiskFull, EstoreError, StorageError
+from estwisted.core.errors import CommitTimeout, DiskFull, EstoreError, StorageError
 from estwisted.core.interfaces import ICommitGate, IEventLog
 from estwisted.core.model import NewEvent, WriteResult
 from estwisted.storage.flushing import FlushJob
@@ -247,14 +247,15 @@ class _InFlight:
 
 class _Gated:
     """
-    A flushed batch waiting for the gate.
+    A flushed batch waiting for the gate to release the log up to C{end}.
     """
 
-    __slots__ = ("batch", "waiters")
+    __slots__ = ("batch", "waiters", "end")
 
-    def __init__(self, batch: list[PendingWrite], waiters: list[Waiter]) -> None:
+    def __init__(self, batch: list[PendingWrite], waiters: list[Waiter], end: int) -> None:
         self.batch = batch
         self.waiters = waiters
+        self.end = end
 
 
 class GroupCommit:
@@ -495,12 +496,9 @@ class GroupCommit:
         gate = self._gate
         if gate is not None and (batch or waiters):
             # Everything a repeat can have matched lies before the log's end.
-            entry = _Gated(batch, waiters)
+            entry = _Gated(batch, waiters, self._log.end_position)
             self._gated.append(entry)
-            gate.commit(self._log.end_position).addCallbacks(
-                lambda _: self._publish_through(entry),
-                lambda f: self._gate_failed(entry, f),
-            )
+            self._through_gate(gate, entry)
             return
         if not self._gated and not self._batch and self._inflight is None:
             self._sink.pending_settled()
@@ -526,10 +524,33 @@ class GroupCommit:
         for e in done:
             self._publish(e.batch, e.waiters)
 
+    def _through_gate(self, gate: ICommitGate, entry: _Gated) -> None:
+        gate.commit(entry.end).addCallbacks(
+            lambda _: self._publish_through(entry),
+            lambda f: self._gate_failed(entry, f),
+        )
+
     def _gate_failed(self, entry: _Gated, failure: Failure) -> None:
+        """
+        The gate failed C{entry}: its writes fail.  After a timeout its
+        records may still reach the quorum: the batch waits on (and is
+        published when they do, or indexed by L{release_gated} when
+        leadership ends), so that a committed record does not stay out of
+        the index until a later write happens to publish it.
+        """
         waiters, entry.waiters = entry.waiters, []
         for d, _ in waiters:
             d.errback(failure)
+        gate = self._gate
+        if failure.check(CommitTimeout) and gate is not None and entry in self._gated:
+            self._through_gate(gate, entry)
+
+    def unpublished(self) -> list[PendingWrite]:
+        """
+        The writes flushed and waiting for the gate, in log order: their
+        records are in the log, and the gate may still release them.
+        """
+        return [write for entry in self._gated for write in entry.batch]
 
     # -- the gate (replication) --
 
