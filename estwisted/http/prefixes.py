@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Site
 
-from estwisted.node.config import HttpPrefix, parse_http_prefix
+from estwisted.node.options import HttpPrefix, parse_http_prefix
 
 #: Answer when no prefix names the request's host.
 BAD_HOST = (400, b"Bad Request - Invalid Hostname")

@@ -4,15 +4,16 @@ Manager configuration: one declarative option table, four sources, one
 frozen L{ManagerConfig}, with the same rules as a database node
 (L{estwisted.node.config}).
 
-The options are declared with L{estwisted.node.config.option} and the same value
+The options are declared with L{estwisted.node.options.option} and the same value
 kinds and validators, so a manager option gets its YAML key (PascalCase),
 its C{EVENTSTORE_*} variable and its command-line flags exactly as a node
 option does.  Precedence, lowest first: default < YAML file (C{--config}) <
 environment < command line; C{--what-if} prints every value with its
 source.  Unknown keys and bad values are refused with one line naming the
 key and its source.  The YAML parser, the file reader, the value kinds and
-the L{estwisted.node.config.Source} bookkeeping are reused from
-L{estwisted.node.config}; only the table differs.
+the L{estwisted.node.options.Source} bookkeeping are reused from
+L{estwisted.node.options} and L{estwisted.node.sources}; only the table
+differs.
 
 Pure: reads the configuration file and nothing else.
 """
@@ -25,7 +26,7 @@ from typing import Optional
 from attrs import field, frozen
 
 from estwisted.core.errors import ConfigError
-from estwisted.node.config import (
+from estwisted.node.options import (
     BOOL,
     ENDPOINT,
     ENDPOINTS,
@@ -36,16 +37,14 @@ from estwisted.node.config import (
     STR,
     Endpoint,
     Option,
-    OptionTable,
     Source,
-    SourceKind,
     at_least,
     dns_name,
     not_empty,
     option,
     port,
-    read_config_file,
 )
+from estwisted.node.sources import OptionTable, read_config_file
 
 __all__ = [
     "MANAGER_OPTIONS",
@@ -188,19 +187,16 @@ class ManagerConfig:
 
     def source_of(self, name: str) -> Source:
         """
-        Where the effective value of option C{name} came from.
+        Where the effective value of option C{name} (PascalCase or
+        snake_case) came from (L{OptionTable.source_of}).
         """
-        return self.sources.get(TABLE.lookup(name).name, Source(SourceKind.DEFAULT))
+        return TABLE.source_of(self, name)
 
     def not_implemented_in_use(self) -> list[str]:
         """
-        Names of options that were set but have no effect yet.
+        Names of options that were set (not default) but have no effect yet.
         """
-        return [
-            opt.name
-            for opt in MANAGER_OPTIONS
-            if not opt.implemented and self.source_of(opt.name).kind != SourceKind.DEFAULT
-        ]
+        return TABLE.not_implemented_in_use(self)
 
     @property
     def advertised_int_ip(self) -> str:
@@ -256,7 +252,7 @@ def _check(config: ManagerConfig) -> None:
     """
 
     def where(name: str) -> str:
-        return f"{name} ({config.source_of(name)})"
+        return TABLE.where(config, name)
 
     if config.int_ip == config.ext_ip and config.int_http_port == config.ext_http_port:
         raise ConfigError(

@@ -32,6 +32,8 @@ LAYERS: dict[str, int] = {
     "estwisted.core.metadata": 1,
     "estwisted.wire.atom": 1,
     "estwisted.wire.tcpcodec": 1,
+    "estwisted.node.options": 1,
+    "estwisted.node.sources": 1,
     "estwisted.node.config": 1,
     "estwisted.cluster.gossip": 1,
     "estwisted.cluster.elections": 1,
