@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Site
 
+from estwisted.node.config import NodeConfig
 from estwisted.node.options import HttpPrefix, parse_http_prefix
 
 #: Answer when no prefix names the request's host.
@@ -194,7 +195,7 @@ def prefixed_site(site: IProtocolFactory, prefixes: Sequence[HttpPrefix]) -> IPr
 
 
 def prefixed_sites(
-    config: Any, site: IProtocolFactory, int_site: IProtocolFactory
+    config: NodeConfig, site: IProtocolFactory, int_site: IProtocolFactory
 ) -> tuple[IProtocolFactory, IProtocolFactory]:
     """
     The external and internal sites with C{ExtHttpPrefixes} and

@@ -20,7 +20,8 @@ Pure: reads the configuration file and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Mapping
 from typing import Optional
 
 from attrs import field, frozen
@@ -39,12 +40,19 @@ from estwisted.node.options import (
     Option,
     Source,
     at_least,
+    certificate_password_option,
+    certificate_private_key_option,
+    dead_member_removal_option,
     dns_name,
+    gossip_interval_option,
+    gossip_timeout_option,
     not_empty,
     option,
     port,
+    trusted_roots_option,
+    what_if_option,
 )
-from estwisted.node.sources import OptionTable, read_config_file
+from estwisted.node.sources import Loader, OptionTable
 
 __all__ = [
     "MANAGER_OPTIONS",
@@ -70,9 +78,7 @@ class ManagerConfig:
         "YAML configuration file with PascalCase keys (e.g. IntIp: 127.0.0.1).",
         file_allowed=False,
     )
-    what_if: bool = option(
-        BOOL, False, "Print the effective configuration with sources and exit."
-    )
+    what_if: bool = what_if_option()
     log: str = option(
         PATH,
         "./estore-manager-log",
@@ -116,20 +122,13 @@ class ManagerConfig:
         "Internal HTTP endpoints of the other managers (host:port, comma separated), "
         "used when DiscoverViaDns is false.",
     )
-    gossip_interval_ms: int = option(
-        INT, 1000, "Milliseconds between gossip rounds.", check=at_least(1)
-    )
-    gossip_timeout_ms: int = option(
-        INT, 500, "HTTP timeout of a gossip request, in milliseconds.", check=at_least(1)
-    )
+    gossip_interval_ms: int = gossip_interval_option()
+    gossip_timeout_ms: int = gossip_timeout_option()
     gossip_allowed_difference_ms: int = option(
         INT, 60000, "Clock difference tolerated between members, in milliseconds.",
         check=at_least(0),
     )
-    dead_member_removal_period_sec: int = option(
-        INT, 1800, "Seconds after which a dead member is dropped from gossip.",
-        check=at_least(1),
-    )
+    dead_member_removal_period_sec: int = dead_member_removal_option()
 
     # --- watchdog
     enable_watchdog: bool = option(
@@ -164,15 +163,9 @@ class ManagerConfig:
         PATH, None, "Manager certificate: PKCS#12, or PEM with CertificatePrivateKeyFile "
         "(a node certificate of the cluster CA)."
     )
-    certificate_private_key_file: Optional[str] = option(
-        PATH, None, "Private key (PEM) for a PEM CertificateFile."
-    )
-    certificate_password: Optional[str] = option(
-        STR, None, "Password of a PKCS#12 CertificateFile.", secret=True
-    )
-    trusted_root_certificates_path: Optional[str] = option(
-        PATH, None, "Directory of trusted root CA certificates."
-    )
+    certificate_private_key_file: Optional[str] = certificate_private_key_option()
+    certificate_password: Optional[str] = certificate_password_option()
+    trusted_root_certificates_path: Optional[str] = trusted_roots_option()
     certificate_reserved_node_common_name: str = option(
         STR, "eventstoredb-node", "Certificate CN that identifies cluster members.",
         check=not_empty,
@@ -231,28 +224,13 @@ MANAGER_OPTIONS: tuple[Option, ...] = TABLE.options
 canonical_manager_arguments = TABLE.canonical_arguments
 
 
-def load_manager_config(
-    command_line: Optional[Mapping[str, str]] = None,
-    environ: Optional[Mapping[str, str]] = None,
-    read_file: Callable[[str, Source], str] = read_config_file,
-) -> ManagerConfig:
-    """
-    Merge the four sources and validate (L{OptionTable.load}).
-
-    @raise ConfigError: one line naming the option and its source.
-    """
-    return TABLE.load(ManagerConfig, _check, command_line, environ, read_file)
-
-
 def _check(config: ManagerConfig) -> None:
     """
     Rules that involve more than one option.
 
     @raise ConfigError: the first rule broken.
     """
-
-    def where(name: str) -> str:
-        return TABLE.where(config, name)
+    where = functools.partial(TABLE.where, config)
 
     if config.int_ip == config.ext_ip and config.int_http_port == config.ext_http_port:
         raise ConfigError(
@@ -266,6 +244,12 @@ def _check(config: ManagerConfig) -> None:
             f"{where('WatchdogConfig')}: EnableWatchdog is true "
             f"({config.source_of('EnableWatchdog')}) but no watchdog file is given"
         )
+
+
+#: Merge the four sources and validate (L{OptionTable.load}):
+#: C{load_manager_config(command_line=None, environ=None, read_file=read_config_file)}.
+#: @raise ConfigError: one line naming the option and its source.
+load_manager_config: Loader[ManagerConfig] = TABLE.loader(ManagerConfig, _check)
 
 
 def render_manager_options(config: ManagerConfig) -> str:

@@ -72,9 +72,10 @@ single-node, loopback configuration):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Optional
 
 from attrs import field, frozen
@@ -96,15 +97,22 @@ from estwisted.node.options import (
     Source,
     SourceKind,
     at_least,
+    certificate_password_option,
+    certificate_private_key_option,
+    dead_member_removal_option,
     dns_name,
+    gossip_interval_option,
+    gossip_timeout_option,
     http_prefixes,
     not_empty,
     one_of,
     option,
     parse_http_prefix,
     port,
+    trusted_roots_option,
+    what_if_option,
 )
-from estwisted.node.sources import OptionTable, read_config_file
+from estwisted.node.sources import Loader, OptionTable
 
 __all__ = [
     "ENV_PREFIX",
@@ -139,9 +147,7 @@ class NodeConfig:
         "No file is read unless given.",
         file_allowed=False,
     )
-    what_if: bool = option(
-        BOOL, False, "Print the effective configuration with sources and exit."
-    )
+    what_if: bool = what_if_option()
     log: Optional[str] = option(
         PATH,
         None,
@@ -358,12 +364,8 @@ class NodeConfig:
         "Internal HTTP endpoints (host:port, comma separated) of other nodes, used "
         "when DiscoverViaDns is false.",
     )
-    gossip_interval_ms: int = option(
-        INT, 1000, "Milliseconds between gossip rounds.", check=at_least(1)
-    )
-    gossip_timeout_ms: int = option(
-        INT, 500, "HTTP timeout of a gossip request, in milliseconds.", check=at_least(1)
-    )
+    gossip_interval_ms: int = gossip_interval_option()
+    gossip_timeout_ms: int = gossip_timeout_option()
     gossip_allowed_difference_ms: int = option(
         INT, 60000, "Clock difference tolerated between nodes, in milliseconds.",
         check=at_least(0),
@@ -375,10 +377,7 @@ class NodeConfig:
     leader_election_timeout_ms: int = option(
         INT, 1000, "Milliseconds before an election view is abandoned.", check=at_least(1)
     )
-    dead_member_removal_period_sec: int = option(
-        INT, 1800, "Seconds after which a dead member is dropped from gossip.",
-        check=at_least(1),
-    )
+    dead_member_removal_period_sec: int = dead_member_removal_option()
     read_only_replica: bool = option(
         BOOL, False, "Replicate from the leader but never vote or lead (needs ClusterSize > 1)."
     )
@@ -395,15 +394,9 @@ class NodeConfig:
     certificate_file: Optional[str] = option(
         PATH, None, "Node certificate: PKCS#12, or PEM with CertificatePrivateKeyFile."
     )
-    certificate_private_key_file: Optional[str] = option(
-        PATH, None, "Private key (PEM) for a PEM CertificateFile."
-    )
-    certificate_password: Optional[str] = option(
-        STR, None, "Password of a PKCS#12 CertificateFile.", secret=True
-    )
-    trusted_root_certificates_path: Optional[str] = option(
-        PATH, None, "Directory of trusted root CA certificates."
-    )
+    certificate_private_key_file: Optional[str] = certificate_private_key_option()
+    certificate_password: Optional[str] = certificate_password_option()
+    trusted_root_certificates_path: Optional[str] = trusted_roots_option()
     certificate_reserved_node_common_name: str = option(
         STR, "eventstoredb-node", "Certificate CN that identifies cluster nodes.",
         check=not_empty,
@@ -522,28 +515,13 @@ canonical_arguments = TABLE.canonical_arguments
 # --- merging ----------------------------------------------------------------------
 
 
-def load_config(
-    command_line: Optional[Mapping[str, str]] = None,
-    environ: Optional[Mapping[str, str]] = None,
-    read_file: Callable[[str, Source], str] = read_config_file,
-) -> NodeConfig:
-    """
-    Merge the four sources and validate (L{OptionTable.load}).
-
-    @raise ConfigError: one line naming the option and its source.
-    """
-    return TABLE.load(NodeConfig, _check_config, command_line, environ, read_file)
-
-
 def _check_config(config: NodeConfig) -> None:
     """
     Rules that involve more than one option.
 
     @raise ConfigError: the first rule broken.
     """
-
-    def where(name: str) -> str:
-        return TABLE.where(config, name)
+    where = functools.partial(TABLE.where, config)
 
     # endpoints must not collide
     endpoints = [
@@ -624,6 +602,12 @@ def _check_config(config: NodeConfig) -> None:
         raise ConfigError(
             f"{where('DisableInsecureTcp')}: needs IntSecureTcpPort and ExtSecureTcpPort"
         )
+
+
+#: Merge the four sources and validate (L{OptionTable.load}):
+#: C{load_config(command_line=None, environ=None, read_file=read_config_file)}.
+#: @raise ConfigError: one line naming the option and its source.
+load_config: Loader[NodeConfig] = TABLE.loader(NodeConfig, _check_config)
 
 
 # --- what-if ------------------------------------------------------------------------

@@ -26,6 +26,13 @@ from typing import Any, Optional
 from attrs import field, frozen
 
 __all__ = [
+    "what_if_option",
+    "gossip_interval_option",
+    "gossip_timeout_option",
+    "dead_member_removal_option",
+    "certificate_private_key_option",
+    "certificate_password_option",
+    "trusted_roots_option",
     "BOOL",
     "BOOL_WORDS",
     "ENDPOINT",
@@ -573,3 +580,70 @@ def option(
     }
     return field(default=default, metadata={OPTION_KEY: spec})
 
+
+
+# --- declarations a node and a manager share -----------------------------------
+
+
+def what_if_option() -> Any:
+    """
+    Print the effective configuration with its sources and exit (C{--what-if}).
+    """
+    return option(
+        BOOL, False, "Print the effective configuration with sources and exit."
+    )
+
+
+def gossip_interval_option() -> Any:
+    """
+    Milliseconds between gossip rounds (C{GossipIntervalMs}).
+    """
+    return option(
+        INT, 1000, "Milliseconds between gossip rounds.", check=at_least(1)
+    )
+
+
+def gossip_timeout_option() -> Any:
+    """
+    HTTP timeout of a gossip request (C{GossipTimeoutMs}).
+    """
+    return option(
+        INT, 500, "HTTP timeout of a gossip request, in milliseconds.", check=at_least(1)
+    )
+
+
+def dead_member_removal_option() -> Any:
+    """
+    When a dead member leaves gossip (C{DeadMemberRemovalPeriodSec}).
+    """
+    return option(
+        INT, 1800, "Seconds after which a dead member is dropped from gossip.",
+        check=at_least(1),
+    )
+
+
+def certificate_private_key_option() -> Any:
+    """
+    The PEM private key of the certificate (C{CertificatePrivateKeyFile}).
+    """
+    return option(
+        PATH, None, "Private key (PEM) for a PEM CertificateFile."
+    )
+
+
+def certificate_password_option() -> Any:
+    """
+    The password of a PKCS#12 certificate (C{CertificatePassword}).
+    """
+    return option(
+        STR, None, "Password of a PKCS#12 CertificateFile.", secret=True
+    )
+
+
+def trusted_roots_option() -> Any:
+    """
+    The trusted roots directory (C{TrustedRootCertificatesPath}).
+    """
+    return option(
+        PATH, None, "Directory of trusted root CA certificates."
+    )

@@ -34,6 +34,7 @@ from estwisted.node.options import (
 
 __all__ = [
     "Configured",
+    "Loader",
     "OptionTable",
     "parse_config_text",
     "read_config_file",
@@ -151,6 +152,27 @@ _PASS_THROUGH = {"help": "--help", "h": "--help", "?": "--help", "version": "--v
 
 
 _Config = TypeVar("_Config")
+_Loaded = TypeVar("_Loaded", covariant=True)
+
+
+class Loader(Protocol[_Loaded]):
+    """
+    A configuration loader made by L{OptionTable.loader}: merge the four
+    sources (default < C{read_file(path)} of C{--config} < C{environ} <
+    C{command_line}) and validate.
+    """
+
+    def __call__(
+        self,
+        command_line: Optional[Mapping[str, str]] = None,
+        environ: Optional[Mapping[str, str]] = None,
+        read_file: Callable[[str, Source], str] = ...,
+    ) -> _Loaded:
+        """
+        See L{OptionTable.merge} for the parameters.
+
+        @raise ConfigError: one line naming the option and its source.
+        """
 
 
 def _fail(opt: Option, source: Source, problem: str) -> ConfigError:
@@ -371,6 +393,26 @@ class OptionTable:
         config = make(**values, sources=sources, ignored_environment=ignored)
         check(config)
         return config
+
+    def loader(
+        self, make: Callable[..., _Config], check: Callable[[_Config], None]
+    ) -> Loader[_Config]:
+        """
+        The loading function of a configuration class: L{load} with C{make}
+        and C{check} bound.
+
+        @param make: the configuration class (or a factory of it).
+        @param check: the rules that involve more than one option.
+        """
+
+        def load(
+            command_line: Optional[Mapping[str, str]] = None,
+            environ: Optional[Mapping[str, str]] = None,
+            read_file: Callable[[str, Source], str] = read_config_file,
+        ) -> _Config:
+            return self.load(make, check, command_line, environ, read_file)
+
+        return load
 
     def source_of(self, config: Configured, name: str) -> Source:
         """
