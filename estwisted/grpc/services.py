@@ -402,8 +402,8 @@ class GrpcServer:
             if (service, method) == (STREAMS, "Read"):
                 entry.features.extend(["position", "events", "all", "stream", "filtered"])
             elif service == PERSISTENT_SERVICE:
-                # Groups on streams only (docs/grpc.md).
-                entry.features.append("stream")
+                # Groups on streams and on $all (the clients look for "all").
+                entry.features.extend(["stream", "all"])
         return out
 
 

@@ -642,19 +642,53 @@ class AdminServiceTests(SynchronousTestCase):
 
     def test_persistentAll(self) -> None:
         """
-        Groups on C{$all} are refused with C{UNIMPLEMENTED}; the supported
-        methods advertise groups on streams only.
+        A group on C{$all} with a filter: created, read with the filter
+        applied and C{$all::<group>} confirmed, acked, shown by C{GetInfo}
+        with C{"C:/P:"} positions; a bad regular expression is
+        C{INVALID_ARGUMENT}; the supported methods advertise C{"all"}.
         """
+        bad = persistent_pb2.CreateReq()
+        bad.options.group_name = "bad"
+        bad.options.all.start.SetInParent()
+        bad.options.all.filter.stream_identifier.regex = "("
+        sid = self.pair.call(PERSISTENT_SERVICE, "Create", [bad])
+        self.assertEqual(self.pair.replies[sid].status, 3)
+        for stream in ("orders-1", "other", "orders-2"):
+            self.pair.call(STREAMS, "Append", append_request(stream, [(uuid.uuid4().bytes, "t")]))
+        self.pair.pump()
         create = persistent_pb2.CreateReq()
         create.options.group_name = "g"
         create.options.all.start.SetInParent()
+        create.options.all.filter.stream_identifier.prefix.append("orders-")
+        create.options.settings.message_timeout_ms = 10_000
+        create.options.settings.consumer_strategy = "RoundRobin"
         sid = self.pair.call(PERSISTENT_SERVICE, "Create", [create])
-        self.assertEqual(self.pair.replies[sid].status, 12)
+        self.assertEqual(self.pair.replies[sid].status, 0)
+        read = persistent_pb2.ReadReq()
+        read.options.all.SetInParent()
+        read.options.group_name = "g"
+        read.options.buffer_size = 10
+        read.options.uuid_option.string.SetInParent()
+        sid = self.pair.call(PERSISTENT_SERVICE, "Read", [read], end=False)
+        self.pair.pump()
+        replies = [parse(persistent_pb2.ReadResp, m) for m in self.pair.replies[sid].messages]
+        self.assertEqual(replies[0].subscription_confirmation.subscription_id, "$all::g")
+        streams = [r.event.event.stream_identifier.stream_name for r in replies[1:]]
+        self.assertEqual(streams, [b"orders-1", b"orders-2"])
+        self.assertTrue(all(r.event.commit_position > 0 for r in replies[2:]))
+        info_request = persistent_pb2.GetInfoReq()
+        info_request.options.all.SetInParent()
+        info_request.options.group_name = "g"
+        sid = self.pair.call(PERSISTENT_SERVICE, "GetInfo", [info_request])
+        info = parse(persistent_pb2.GetInfoResp, self.pair.replies[sid].messages[0])
+        self.assertEqual(info.subscription_info.event_source, "$all")
+        self.assertEqual(info.subscription_info.start_from, "C:0/P:0")
+        self.assertRegex(info.subscription_info.last_known_event_position, r"^C:\d+/P:\d+$")
         features = {
             (m.service_name, m.method_name): list(m.features)
             for m in self.server.supported_methods().methods
         }
-        self.assertEqual(features[(PERSISTENT_SERVICE.lower(), "create")], ["stream"])
+        self.assertEqual(features[(PERSISTENT_SERVICE.lower(), "create")], ["stream", "all"])
 
 
 class _Recorder(Protocol):
