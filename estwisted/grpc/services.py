@@ -94,6 +94,9 @@ class GrpcServer:
         (C{None}: that service is not served).
     @param shutdown: stops the node (C{Operations.Shutdown}; C{None}: not
         served).
+    @param node_control: C{(resign, set_node_priority)} for
+        C{Operations.ResignNode} and C{SetNodePriority} (C{None}: not
+        served).
     @param anonymous: the principal of a call without credentials: C{None}
         (the store's anonymous rights), or on an C{Insecure} node
         L{INSECURE_PRINCIPAL}, as EventStoreDB 20+ disables authorization
@@ -111,6 +114,7 @@ class GrpcServer:
         persistent: Optional[PersistentSubscriptions] = None,
         shutdown: Optional[Callable[[], None]] = None,
         users: Optional[UserManager] = None,
+        node_control: Optional[tuple[Callable[[], None], Callable[[int], None]]] = None,
     ) -> None:
         self.anonymous = anonymous
         self.store = store
@@ -136,7 +140,7 @@ class GrpcServer:
 
         self.methods.update(UsersService(self.users, self._unary).methods())
         self.methods.update(OperationsService(store, shutdown, self._unary, clock,
-                                               persistent).methods())
+                                               persistent, node_control).methods())
         self.methods.update(MonitoringService(store, hub, clock, self._unary).methods())
 
     # -- dispatch -------------------------------------------------------------

@@ -727,9 +727,18 @@ def _grpc_factory(
 
     members = node_members(config, reactor, lambda: node.cluster)
     anonymous = INSECURE_PRINCIPAL if config.insecure else None
+
+    def resign() -> None:
+        if node.cluster is not None:
+            node.cluster.controller.resign()
+
+    def set_node_priority(priority: int) -> None:
+        if node.cluster is not None:
+            node.cluster.controller.set_node_priority(priority)
+
     server = GrpcServer(
         node.store, node.hub, reactor, members, refusal, anonymous, node.persistent,
-        _shutdown_by(reactor, "gRPC"), users,
+        _shutdown_by(reactor, "gRPC"), users, (resign, set_node_priority),
     )
     return cast(IProtocolFactory, GrpcSniffingFactory(server, site, reactor))
 

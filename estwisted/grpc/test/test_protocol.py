@@ -640,6 +640,44 @@ class AdminServiceTests(SynchronousTestCase):
         sid = pair.call(PERSISTENT_SERVICE, "RestartSubsystem", [shared_pb2.Empty()])
         self.assertEqual(pair.replies[sid].status, 7)
 
+    def test_resignAndNodePriority(self) -> None:
+        """
+        C{ResignNode} answers, then asks the node to step down;
+        C{SetNodePriority} passes the priority on; both for C{$ops} or
+        C{$admins} only, and both are in the supported methods.
+        """
+        calls: list[object] = []
+        store = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        server = GrpcServer(
+            store, SubscriptionHub(store), self.clock, lambda: [], anonymous=ADMIN,
+            users=UserManager(store, iterations=1),
+            node_control=(lambda: calls.append("resign"), calls.append),
+        )
+        pair = Pair(server, self.clock)
+        sid = pair.call(OPERATIONS, "ResignNode", [shared_pb2.Empty()])
+        self.assertEqual(pair.replies[sid].status, 0)
+        self.clock.advance(0)
+        self.assertEqual(calls, ["resign"])
+        sid = pair.call(OPERATIONS, "SetNodePriority",
+                        [operations_pb2.SetNodePriorityReq(priority=5)])
+        self.assertEqual(pair.replies[sid].status, 0)
+        self.assertEqual(calls, ["resign", 5])
+        names = {(m.service_name, m.method_name) for m in server.supported_methods().methods}
+        self.assertIn((OPERATIONS.lower(), "resignnode"), names)
+        self.assertIn((OPERATIONS.lower(), "setnodepriority"), names)
+        anonymous = GrpcServer(
+            store, SubscriptionHub(store), self.clock, lambda: [], anonymous=None,
+            users=UserManager(store, iterations=1),
+            node_control=(lambda: calls.append("resign"), calls.append),
+        )
+        pair = Pair(anonymous, self.clock)
+        for method, request in (("ResignNode", shared_pb2.Empty()),
+                                ("SetNodePriority", operations_pb2.SetNodePriorityReq())):
+            sid = pair.call(OPERATIONS, method, [request])
+            self.assertEqual(pair.replies[sid].status, 7, method)
+        self.clock.advance(0)
+        self.assertEqual(calls, ["resign", 5])
+
     def test_persistentAll(self) -> None:
         """
         A group on C{$all} with a filter: created, read with the filter
