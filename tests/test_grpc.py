@@ -355,6 +355,27 @@ class GrpcClientTests(SynchronousTestCase):
         c.delete_subscription(group)
         self.assertRaises(NotFoundError, c.get_subscription_info, group)
 
+    def test_requestMetrics(self) -> None:
+        """
+        C{/metrics} counts the client's calls by method beside the TCP
+        requests, with the sampled duration histogram (kurrentdbclient
+        appends with C{BatchAppend}).
+        """
+        stream = self.stream()
+        for _ in range(3):
+            self.client.append_to_stream(stream, events=[NewEvent(type="M", data=b"{}")],
+                                         current_version=StreamState.ANY)
+        status, body = _http(self.node, "GET", "/metrics")
+        self.assertEqual(status, 200)
+        lines = body.decode().splitlines()
+        appends = [line for line in lines
+                   if line.startswith('estore_grpc_requests_total{method="Streams/BatchAppend"}')]
+        self.assertEqual(len(appends), 1)
+        self.assertGreaterEqual(float(appends[0].split()[-1]), 3)
+        self.assertTrue([line for line in lines if line.startswith(
+            'estore_grpc_request_duration_seconds_count{method="Streams/BatchAppend"}')])
+        self.assertTrue([line for line in lines if line.startswith("# TYPE estore_tcp_requests")])
+
     def test_gossip(self) -> None:
         """
         C{Gossip.Read} names this node as the leader at its HTTP endpoint.

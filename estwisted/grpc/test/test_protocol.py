@@ -640,6 +640,40 @@ class AdminServiceTests(SynchronousTestCase):
         sid = pair.call(PERSISTENT_SERVICE, "RestartSubsystem", [shared_pb2.Empty()])
         self.assertEqual(pair.replies[sid].status, 7)
 
+    def test_requestMetrics(self) -> None:
+        """
+        With the node's metrics as its meter, every call is counted in
+        C{estore_grpc_requests_total{method}} (an unknown method as
+        C{other}); the first of each method and then one in sixteen are
+        timed, from the headers to the trailers, in
+        C{estore_grpc_request_duration_seconds{method}}.
+        """
+        from estwisted.web.metrics import NodeMetrics
+        from estwisted.web.test.test_metrics import scrape
+
+        metrics = NodeMetrics(process=False)
+        self.server.request_meter = metrics.grpc_requests
+        for _ in range(17):
+            sid = self.pair.call(STREAMS, "Append",
+                                 append_request("m", [(uuid.uuid4().bytes, "t")]))
+            self.pair.pump()
+            self.assertEqual(self.pair.replies[sid].status, 0)
+        sid = self.pair.call(SERVER_FEATURES, "GetSupportedMethods", [shared_pb2.Empty()])
+        self.assertEqual(self.pair.replies[sid].status, 0)
+        sid = self.pair.call("no.such.Service", "Nothing", [shared_pb2.Empty()])
+        self.assertEqual(self.pair.replies[sid].status, 12)
+        got = scrape(metrics)
+        total = "estore_grpc_requests_total"
+        self.assertEqual(got[(total, (("method", "Streams/Append"),))], 17)
+        self.assertEqual(got[(total, (("method", "ServerFeatures/GetSupportedMethods"),))], 1)
+        self.assertEqual(got[(total, (("method", "other"),))], 1)
+        count = "estore_grpc_request_duration_seconds_count"
+        self.assertEqual(got[(count, (("method", "Streams/Append"),))], 2)
+        self.assertEqual(got[(count, (("method", "other"),))], 1)
+        self.assertGreater(
+            got[("estore_grpc_request_duration_seconds_sum", (("method", "Streams/Append"),))], 0
+        )
+
     def test_resignAndNodePriority(self) -> None:
         """
         C{ResignNode} answers, then asks the node to step down;
