@@ -317,7 +317,12 @@ class PersistentService:
             options = request.options
             stream = _stream_of(options)
             group = options.group_name
-            d = self.persistent.replay_parked(stream, group, principal)
+            stop_at: Optional[int] = None
+            if options.WhichOneof("stop_at_option") == "stop_at":
+                if options.stop_at < 0:
+                    raise codec.bad_argument("stop_at must be >= 0")
+                stop_at = int(options.stop_at)
+            d = self.persistent.replay_parked(stream, group, principal, stop_at)
             self._answer(call, d, persistent_pb2.ReplayParkedResp(), stream, group)
 
         self._unary(call, persistent_pb2.ReplayParkedReq, go)

@@ -1624,11 +1624,13 @@ class PersistentSubscriptions:
         found.nak(event_ids, action, found.pull_consumer, "Client explicitly NAK'ed message.")
 
     def replay_parked(
-        self, stream: str, group: str, principal: Optional[Principal]
+        self, stream: str, group: str, principal: Optional[Principal],
+        stop_at: Optional[int] = None,
     ) -> Deferred[None]:
         """
-        Put every parked message back into the group's retry queue (retry
-        count 0) and truncate the parked stream past them.
+        Put every parked message (the first C{stop_at} ones when given)
+        back into the group's retry queue (retry count 0) and truncate the
+        parked stream past them.
         """
         try:
             found = self._checked_group(stream, group, principal)
@@ -1637,11 +1639,17 @@ class PersistentSubscriptions:
         parked = parked_stream(stream, group)
         position = 0
         last = -1
+        replayed = 0
         for _ in range(100000):
+            if stop_at is not None and replayed >= stop_at:
+                break
             page = self.store.read_stream(parked, position, 500, True, False, SYSTEM_PRINCIPAL)
             if page.status != ReadStatus.SUCCESS:
                 break
             for item in page.events:
+                if stop_at is not None and replayed >= stop_at:
+                    break
+                replayed += 1
                 record = item.original
                 last = max(last, record.event_number)
                 target = parse_link(record.data) if record.event_type == LINK_EVENT_TYPE else None

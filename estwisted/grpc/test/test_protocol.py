@@ -516,12 +516,52 @@ class ServiceTests(SynchronousTestCase):
 
     def test_supportedMethods(self) -> None:
         """
-        C{GetSupportedMethods} lists exactly the routed methods.
+        C{GetSupportedMethods} of a full node lists exactly the methods
+        implemented (an explicit list: adding or dropping one must show
+        here), each of which answers something other than
+        C{UNIMPLEMENTED}; the features of C{Streams.Read} and of the
+        persistent subscription methods are listed.
         """
-        sid = self.pair.call(SERVER_FEATURES, "GetSupportedMethods", [shared_pb2.Empty()])
-        methods = parse(serverfeatures_pb2.SupportedMethods, self.pair.replies[sid].messages[0])
-        listed = {(m.service_name, m.method_name) for m in methods.methods}
-        self.assertEqual(listed, {(s.lower(), m.lower()) for s, m in self.server.methods})
+        store = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        from estwisted.subscriptions.persistent import PersistentSubscriptions
+
+        persistent = PersistentSubscriptions(store, self.clock)
+        persistent.start()
+        server = GrpcServer(
+            store, SubscriptionHub(store), self.clock, lambda: [], anonymous=None,
+            persistent=persistent, shutdown=lambda: None,
+            users=UserManager(store, iterations=1),
+            node_control=(lambda: None, lambda priority: None),
+        )
+        pair = Pair(server, self.clock)
+        sid = pair.call(SERVER_FEATURES, "GetSupportedMethods", [shared_pb2.Empty()])
+        methods = parse(serverfeatures_pb2.SupportedMethods, pair.replies[sid].messages[0])
+        listed = {(m.service_name, m.method_name): list(m.features) for m in methods.methods}
+        prefix = "event_store.client."
+        expected = {
+            "streams.streams": ["read", "append", "batchappend", "delete", "tombstone"],
+            "gossip.gossip": ["read"],
+            "server_features.serverfeatures": ["getsupportedmethods"],
+            "persistent_subscriptions.persistentsubscriptions": [
+                "create", "update", "delete", "read", "getinfo", "list", "replayparked",
+                "restartsubsystem"],
+            "users.users": ["create", "update", "delete", "enable", "disable", "details",
+                            "changepassword", "resetpassword"],
+            "operations.operations": ["startscavenge", "stopscavenge", "shutdown",
+                                      "mergeindexes", "resignnode", "setnodepriority",
+                                      "restartpersistentsubscriptions"],
+            "monitoring.monitoring": ["stats"],
+        }
+        self.assertEqual(
+            set(listed),
+            {(prefix + service, m) for service, names in expected.items() for m in names},
+        )
+        self.assertEqual(listed[(STREAMS.lower(), "read")],
+                         ["position", "events", "all", "stream", "filtered"])
+        self.assertEqual(listed[(PERSISTENT_SERVICE.lower(), "read")], ["stream", "all"])
+        for service, method in server.methods:
+            sid = pair.call(service, method, [encode_message(b"")])
+            self.assertNotEqual(pair.replies[sid].status, 12, (service, method))
 
 
 class AdminServiceTests(SynchronousTestCase):

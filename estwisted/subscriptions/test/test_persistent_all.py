@@ -398,3 +398,25 @@ class AllGroupTests(SynchronousTestCase):
         stopped = again.stop()
         clock.advance(0)
         self.successResultOf(stopped)
+
+    def test_replay_stop_at(self) -> None:
+        """
+        C{stop_at}: only the first parked messages come back; the others
+        stay parked.
+        """
+        self.write("order-1")
+        self.write("order-2")
+        self.create()
+        consumer = self.connect()
+        assert consumer.connection is not None
+        first, second = consumer.ids()
+        consumer.connection.nak([first, second], NakAction.PARK, "bad")
+        self.clock.advance(0)
+        replayed = self.subs.replay_parked(ALL_STREAM, "g", ADMIN, stop_at=1)
+        self.clock.advance(0)
+        self.successResultOf(replayed)
+        self.assertEqual(consumer.ids(), [first, second, first])
+        parked = self.store.read_stream(
+            parked_stream(ALL_STREAM, "g"), 0, 10, True, False, ADMIN
+        )
+        self.assertEqual([e.original.data for e in parked.events], [b"0@order-2"])
