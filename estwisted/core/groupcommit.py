@@ -4,8 +4,10 @@ Group commit: every write buffered in one reactor turn shares one flush
 (one joined write and one C{fdatasync} of the log); only then are the
 writes published (indexed, acknowledged, shown to listeners).  In a
 cluster an L{ICommitGate} holds the publication until a quorum has the
-records; an idempotent repeat (a write with no records of its own) waits
-for the gate too, since the records it matched may be on no quorum yet.
+records (told at the start of each flush, a leader sends them to its
+replicas while its own sync runs); an idempotent repeat (a write with no
+records of its own) waits for the gate too, since the records it matched
+may be on no quorum yet.
 
 The store (L{estwisted.core.streams.StreamStore}) decides and buffers writes
 and is this object's L{CommitSink}.
@@ -45,7 +47,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.core.errors import DiskFull, EstoreError, StorageError
+from estwisted.core.errors import CommitTimeout, DiskFull, EstoreError, StorageError
 from estwisted.core.interfaces import ICommitGate, IEventLog
 from estwisted.core.model import NewEvent, WriteResult
 from estwisted.storage.flushing import FlushJob
@@ -245,14 +247,15 @@ class _InFlight:
 
 class _Gated:
     """
-    A flushed batch waiting for the gate.
+    A flushed batch waiting for the gate to release the log up to C{end}.
     """
 
-    __slots__ = ("batch", "waiters")
+    __slots__ = ("batch", "waiters", "end")
 
-    def __init__(self, batch: list[PendingWrite], waiters: list[Waiter]) -> None:
+    def __init__(self, batch: list[PendingWrite], waiters: list[Waiter], end: int) -> None:
         self.batch = batch
         self.waiters = waiters
+        self.end = end
 
 
 class GroupCommit:
@@ -387,6 +390,8 @@ class GroupCommit:
 
     def _fail(self, batch: list[PendingWrite], waiters: list[Waiter], e: Exception) -> None:
         self._sink.batch_failed(batch, e)
+        if self._gate is not None:
+            self._gate.flush_failed()
         if isinstance(e, DiskFull):
             # one line, not a traceback per batch: the disk stays full
             # until an operator frees space
@@ -430,12 +435,19 @@ class GroupCommit:
         self._inflight = _InFlight(job, batch, waiters)
         flusher = self._flusher
         assert flusher is not None
-        small = len(batch) <= flusher.inline_batch
-        if small and self._last_small:
-            # a lone writer: handing the flush to a thread would only add
-            # two thread wake-ups to its latency
-            flusher = _SYNCHRONOUS
-        self._last_small = small
+        gate = self._gate
+        if gate is not None:
+            # A leader sends the records to its replicas now: their syncs
+            # and ours overlap, so the flush stays in the thread (in the
+            # reactor turn, the sends would wait for our sync).
+            gate.writing()
+        else:
+            small = len(batch) <= flusher.inline_batch
+            if small and self._last_small:
+                # a lone writer: handing the flush to a thread would only
+                # add two thread wake-ups to its latency
+                flusher = _SYNCHRONOUS
+            self._last_small = small
         flusher.run(job, self._job_done)
 
     def _job_done(self, job: FlushJob) -> None:
@@ -484,12 +496,9 @@ class GroupCommit:
         gate = self._gate
         if gate is not None and (batch or waiters):
             # Everything a repeat can have matched lies before the log's end.
-            entry = _Gated(batch, waiters)
+            entry = _Gated(batch, waiters, self._log.end_position)
             self._gated.append(entry)
-            gate.commit(self._log.end_position).addCallbacks(
-                lambda _: self._publish_through(entry),
-                lambda f: self._gate_failed(entry, f),
-            )
+            self._through_gate(gate, entry)
             return
         if not self._gated and not self._batch and self._inflight is None:
             self._sink.pending_settled()
@@ -515,10 +524,33 @@ class GroupCommit:
         for e in done:
             self._publish(e.batch, e.waiters)
 
+    def _through_gate(self, gate: ICommitGate, entry: _Gated) -> None:
+        gate.commit(entry.end).addCallbacks(
+            lambda _: self._publish_through(entry),
+            lambda f: self._gate_failed(entry, f),
+        )
+
     def _gate_failed(self, entry: _Gated, failure: Failure) -> None:
+        """
+        The gate failed C{entry}: its writes fail.  After a timeout its
+        records may still reach the quorum: the batch waits on (and is
+        published when they do, or indexed by L{release_gated} when
+        leadership ends), so that a committed record does not stay out of
+        the index until a later write happens to publish it.
+        """
         waiters, entry.waiters = entry.waiters, []
         for d, _ in waiters:
             d.errback(failure)
+        gate = self._gate
+        if failure.check(CommitTimeout) and gate is not None and entry in self._gated:
+            self._through_gate(gate, entry)
+
+    def unpublished(self) -> list[PendingWrite]:
+        """
+        The writes flushed and waiting for the gate, in log order: their
+        records are in the log, and the gate may still release them.
+        """
+        return [write for entry in self._gated for write in entry.batch]
 
     # -- the gate (replication) --
 

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from estwisted.core.errors import StorageError
+from estwisted.core.errors import CommitTimeout, EstoreError, NotReady, StorageError
 from estwisted.core.groupcommit import SynchronousFlusher, ThreadFlusher
 from estwisted.core.model import EXPECTED_ANY, EventRecord, NewEvent, WriteResult
 from estwisted.core.streams import StreamStore
@@ -77,6 +77,12 @@ class _Gate:
         d: Deferred[None] = Deferred()
         self.held.append((end, d))
         return d
+
+    def writing(self) -> None:
+        pass
+
+    def flush_failed(self) -> None:
+        pass
 
 
 class ThreadedGroupCommitTestsMixin:
@@ -191,6 +197,41 @@ class ThreadedGroupCommitTestsMixin:
         self.assertNoResult(d2)
         g2.callback(None)
         self.assertEqual(self.successResultOf(d2).first_event_number, 1)
+
+    def test_failed_flush_behind_gated_batch_keeps_versions(self: Any) -> None:
+        """
+        A batch flushed and waiting for the gate, then a later batch whose
+        flush fails: the next write to the stream still follows the gated
+        write (its records are in the log, and the gate may yet release
+        them), never takes its event number again; the same for metadata.
+        """
+        gate = _Gate()
+        self.store.set_commit_gate(gate)
+        d1 = self.append("s")
+        meta = self.store.append("$$s", EXPECTED_ANY, [NewEvent(
+            uuid.uuid4().bytes, "$metadata", b'{"$maxCount":5}', b"", True)], None)
+        self.clock.advance(0)
+        self.flusher.finish()
+        [(_, g1)] = gate.held
+        d2 = self.append("s")
+        self.clock.advance(0)
+        self.flusher.fail_next = OSError(5, "EIO")
+        self.flusher.finish()
+        self.failureResultOf(d2, StorageError)
+        self.flushLoggedErrors(StorageError)
+        d3 = self.append("s")
+        self.clock.advance(0)
+        self.flusher.finish()
+        g1.callback(None)
+        for _, g in gate.held[1:]:
+            g.callback(None)
+        self.assertEqual(self.successResultOf(d1).first_event_number, 0)
+        self.assertEqual(self.successResultOf(meta).first_event_number, 0)
+        self.assertEqual(self.successResultOf(d3).first_event_number, 1)
+        self.assertEqual(
+            [(r.stream, r.event_number) for r in self.seen], [("s", 0), ("$$s", 0), ("s", 1)]
+        )
+        self.assertEqual(self.store.stream_metadata("s").max_count, 5)
 
     def test_flush_now_waits(self: Any) -> None:
         """
@@ -547,3 +588,128 @@ class GroupCommitMachineTests(SynchronousTestCase):
         )
         self.flushLoggedErrors(StorageError, OSError)
 
+
+
+class _LeaderGate:
+    """
+    A commit gate as a leader's replication is one: batches wait until the
+    test releases them (in log order, as quorum acks do) or times them out;
+    after a step-down every new batch is refused and the store told to
+    release what is gated (L{estwisted.replication.node.NodeReplication}).
+    """
+
+    def __init__(self, store: StreamStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.leading = True
+        self.held: list[Deferred[None]] = []
+
+    def commit(self, end: int) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if not self.leading:
+            self.clock.callLater(0, self.store.release_gated)
+            d.errback(NotReady("not leading"))
+            return d
+        self.held.append(d)
+        return d
+
+    def writing(self) -> None:
+        pass
+
+    def flush_failed(self) -> None:
+        pass
+
+
+class GatedGroupCommitMachine(GroupCommitMachine):
+    """
+    The same with a leader's commit gate: batches released by the quorum
+    in log order, timed out, or failed by a step-down (then released
+    unacknowledged) in any order with the flushes.  Acknowledged writes of
+    a stream get consecutive numbers; once everything settled, the
+    records of each stream in the log are numbered 0, 1, 2... with no
+    number twice, and the index has each of them where the log has it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = _LeaderGate(self.store, self.clock)
+        self.store.set_commit_gate(self.gate)
+
+    @precondition(lambda self: self.gate.held)
+    @rule(count=st.integers(1, 3), timeout=st.booleans())
+    def quorum(self, count: int, timeout: bool) -> None:
+        released, self.gate.held = self.gate.held[:count], self.gate.held[count:]
+        for d in released:
+            if timeout:
+                d.errback(CommitTimeout("not replicated in time"))
+            else:
+                d.callback(None)
+
+    @rule()
+    def step_down(self) -> None:
+        self.gate.leading = False
+        held, self.gate.held = self.gate.held, []
+        for d in held:
+            d.errback(NotReady("stepped down"))
+        self.store.release_gated()
+
+    @rule()
+    def lead(self) -> None:
+        self.gate.leading = True
+
+    def write(self, stream: str, n: int) -> None:  # type: ignore[override]
+        d = self.store.append(stream, EXPECTED_ANY, _events(n), None)
+        self.outstanding.append(d)
+
+        def ok(result: WriteResult) -> None:
+            self.acked.append((stream, result.first_event_number, result.last_event_number))
+
+        def failed(f: Any) -> None:
+            f.trap(EstoreError)
+            self.failed += 1
+
+        d.addCallbacks(ok, failed)
+
+    write = rule(stream=st.sampled_from(["a", "b"]), n=st.integers(1, 3))(write)
+
+    @invariant()
+    def consistent(self) -> None:
+        for stream in ("a", "b"):
+            numbers = [(first, last) for s, first, last in self.acked if s == stream]
+            for (_, last), (first, _) in zip(numbers, numbers[1:], strict=False):
+                assert first > last, (stream, numbers)
+        positions = [r.position for r in self.seen]
+        assert positions == sorted(positions)
+
+    def teardown(self) -> None:
+        self.flusher.fail_next = None
+        for _ in range(20):
+            while self.flusher.jobs:
+                self.flusher.finish()
+            held, self.gate.held = self.gate.held, []
+            for d in held:
+                d.callback(None)
+            self.clock.advance(0)
+        assert not self.flusher.jobs and not self.gate.held
+        for d in self.outstanding:
+            assert d.called
+        records = self.log.read_forward(0, 100000)
+        for stream in ("a", "b"):
+            mine = [r for r in records if r.stream == stream]
+            assert [r.event_number for r in mine] == list(range(len(mine))), (
+                stream, [r.event_number for r in mine])
+            assert self.store.last_event_number(stream) == len(mine) - 1
+            for r in mine:
+                assert self.store._index.get(stream, r.event_number) == r.position
+
+
+class GatedGroupCommitMachineTests(SynchronousTestCase):
+    def test_machine(self) -> None:
+        """
+        See L{GatedGroupCommitMachine}.
+        """
+        run_state_machine_as_test(
+            GatedGroupCommitMachine,
+            settings=settings(max_examples=150, stateful_step_count=40, deadline=None),
+        )
+        self.flushLoggedErrors(StorageError, OSError)
