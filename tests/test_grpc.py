@@ -594,8 +594,10 @@ class EventStoreDbClientJsTests(SynchronousTestCase):
         """
         Appends with expected revisions, reads of streams and C{$all}, a
         filtered C{$all} and a stream subscription, a persistent
-        subscription with ack, nack retry and park, delete and tombstone:
-        every check of the script passes.
+        subscription with ack, nack retry and park, a persistent
+        subscription to C{$all} with a stream-name filter (ack, nack retry,
+        info, list, delete), delete and tombstone: every check of the
+        script passes.
         """
         import subprocess
 
@@ -620,6 +622,7 @@ class EventStoreDbClientJsTests(SynchronousTestCase):
             )
         self.assertGreaterEqual(len(result["checks"]), 21)
         self.assertIn("delivered after the restart", result["checks"])
+        self.assertIn("persistent $all filtered deliveries", result["checks"])
         self.assertEqual(completed.returncode, 0)
         self.assertNotIn("Traceback", self.node.log())
 
