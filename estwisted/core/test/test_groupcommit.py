@@ -24,9 +24,11 @@ from hypothesis.stateful import (
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from estwisted.core.errors import CommitTimeout, EstoreError, NotReady, StorageError
 from estwisted.core.groupcommit import SynchronousFlusher, ThreadFlusher
+from estwisted.core.interfaces import ICommitGate
 from estwisted.core.model import EXPECTED_ANY, EventRecord, NewEvent, WriteResult
 from estwisted.core.streams import StreamStore
 from estwisted.storage.flushing import FlushJob
@@ -590,6 +592,7 @@ class GroupCommitMachineTests(SynchronousTestCase):
 
 
 
+@implementer(ICommitGate)
 class _LeaderGate:
     """
     A commit gate as a leader's replication is one: batches wait until the
@@ -687,8 +690,8 @@ class GatedGroupCommitMachine(GroupCommitMachine):
             while self.flusher.jobs:
                 self.flusher.finish()
             held, self.gate.held = self.gate.held, []
-            for d in held:
-                d.callback(None)
+            for gated in held:
+                gated.callback(None)
             self.clock.advance(0)
         assert not self.flusher.jobs and not self.gate.held
         for d in self.outstanding:
