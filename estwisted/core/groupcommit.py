@@ -4,10 +4,8 @@ Group commit: every write buffered in one reactor turn shares one flush
 (one joined write and one C{fdatasync} of the log); only then are the
 writes published (indexed, acknowledged, shown to listeners).  In a
 cluster an L{ICommitGate} holds the publication until a quorum has the
-records (told at the start of each flush, a leader sends them to its
-replicas while its own sync runs); an idempotent repeat (a write with no
-records of its own) waits for the gate too, since the records it matched
-may be on no quorum yet.
+records; an idempotent repeat (a write with no records of its own) waits
+for the gate too, since the records it matched may be on no quorum yet.
 
 The store (L{estwisted.core.streams.StreamStore}) decides and buffers writes
 and is this object's L{CommitSink}.
@@ -390,8 +388,6 @@ class GroupCommit:
 
     def _fail(self, batch: list[PendingWrite], waiters: list[Waiter], e: Exception) -> None:
         self._sink.batch_failed(batch, e)
-        if self._gate is not None:
-            self._gate.flush_failed()
         if isinstance(e, DiskFull):
             # one line, not a traceback per batch: the disk stays full
             # until an operator frees space
@@ -435,19 +431,12 @@ class GroupCommit:
         self._inflight = _InFlight(job, batch, waiters)
         flusher = self._flusher
         assert flusher is not None
-        gate = self._gate
-        if gate is not None:
-            # A leader sends the records to its replicas now: their syncs
-            # and ours overlap, so the flush stays in the thread (in the
-            # reactor turn, the sends would wait for our sync).
-            gate.writing()
-        else:
-            small = len(batch) <= flusher.inline_batch
-            if small and self._last_small:
-                # a lone writer: handing the flush to a thread would only
-                # add two thread wake-ups to its latency
-                flusher = _SYNCHRONOUS
-            self._last_small = small
+        small = len(batch) <= flusher.inline_batch
+        if small and self._last_small:
+            # a lone writer: handing the flush to a thread would only add
+            # two thread wake-ups to its latency
+            flusher = _SYNCHRONOUS
+        self._last_small = small
         flusher.run(job, self._job_done)
 
     def _job_done(self, job: FlushJob) -> None:

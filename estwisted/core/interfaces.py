@@ -138,19 +138,6 @@ class IReplicableLog(IEventLog):
             the first position plus the frames' length).
         """
 
-    def read_inflight(position: int, max_bytes: int) -> tuple[int, bytes, int]:  # noqa: N805
-        """
-        Framed records of the flush in flight (taken by C{begin_flush}, not
-        yet durable here), from C{position}, a record boundary at or after
-        L{end_position}, up to about C{max_bytes} (at least one record when
-        there is one): a cluster leader sends them to its replicas while
-        its own C{fdatasync} runs, so that the syncs overlap.  Nothing past
-        what is in flight, nothing when no flush is.
-
-        @return: as L{read_raw}; no frames (and C{position} twice) when
-            nothing in flight lies at C{position}.
-        """
-
     def append_raw(position: int, frames: bytes) -> int:  # noqa: N805
         """
         Buffer framed records read from another node's L{read_raw}; the
@@ -182,17 +169,4 @@ class ICommitGate(Interface):
         The log was flushed up to C{end}: fire once a quorum holds every
         record before C{end}; fail (L{estwisted.core.errors.CommitTimeout},
         L{estwisted.core.errors.NotReady}) when that cannot be known.
-        """
-
-    def writing() -> None:
-        """
-        A flush began: the records it makes durable (L{IReplicableLog.read_inflight})
-        may go to the replicas now, while this node's own sync runs.
-        """
-
-    def flush_failed() -> None:
-        """
-        A flush failed and the log dropped its records (and those buffered
-        behind them): records already sent to replicas are not ours any
-        more, so a leader that sent some must stop leading.
         """

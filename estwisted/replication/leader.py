@@ -291,24 +291,6 @@ class ReplicationLeader:
         for sid in list(self._connections):
             self._pump(sid)
 
-    def written(self) -> None:
-        """
-        A flush began: send its records (L{IReplicableLog.read_inflight}) to
-        the replicas while our own sync runs.  They count for the commit
-        only once we have them durable too (L{LeaderState.flushed}).
-        """
-        if self.state is None:
-            return
-        for sid in list(self._connections):
-            self._pump(sid)
-
-    def sent_past(self, end: int) -> bool:
-        """
-        Whether a replica was sent records past C{end}.
-        """
-        state = self.state
-        return state is not None and any(c.sent > end for c in state.replicas.values())
-
     def _release(self, committed: int) -> None:
         for d, timer in self.waiters.release(committed):
             if timer is not None and timer.active():
@@ -481,17 +463,8 @@ class ReplicationLeader:
                 if not self._send_raw(sid, protocol, raw):
                     break
                 continue
-            if not state.can_send(sid):
+            if cursor.sent >= end or not state.can_send(sid):
                 break
-            if cursor.sent >= end:
-                # what a flush in flight is making durable here
-                start, frames, after = self.log.read_inflight(cursor.sent, BULK_SIZE)
-                if not frames:
-                    break
-                protocol.send(Data(sid, start, state.committed, frames))
-                state.sent(sid, after)
-                self._sent(sid, after)
-                continue
             chunk_start = self._scavenged_chunk_start(cursor.sent)
             if chunk_start is not None:
                 if chunk_start != cursor.sent:

@@ -249,34 +249,6 @@ class NodeReplication:
             return self._gate(end)
         return self._refuse(end)
 
-    def writing(self) -> None:
-        """
-        L{ICommitGate}: a flush began; while leading, its records go to the
-        replicas now.
-        """
-        if self.leader.active:
-            self.leader.written()
-
-    def flush_failed(self) -> None:
-        """
-        L{ICommitGate}: a flush failed.  A leader that had sent the lost
-        records to replicas would write other records at their positions:
-        it stops leading at once (nothing it holds past its log's end was
-        ever committed) and the role machine hears that the quorum is lost.
-        """
-        if not self.leader.active or not self.leader.sent_past(self.log.end_position):
-            return
-        _log.error(
-            "A flush failed after its records went to the replicas; stepping down "
-            "(the next leader keeps them or not, never this node's rewrite)"
-        )
-        self.lease.release()
-        self.leader.stop(NotReady("The leader's flush failed; it stepped down"))
-        # as in _refuse: the batches still gated fail once the failed one
-        # is settled
-        self.clock.callLater(0, self.store.release_gated)
-        self.clock.callLater(0, self._emit, QuorumLost())
-
     def _gate(self, end: int) -> Deferred[None]:
         d = self.leader.wait_committed(end)
         self.leader.flushed(end)

@@ -1047,27 +1047,6 @@ class ChunkedLog:
             p = (c + 1) * size
         return end, b"", end
 
-    def read_inflight(self, position: int, max_bytes: int) -> tuple[int, bytes, int]:
-        """
-        See L{IReplicableLog.read_inflight}: a slice of the in-flight job's
-        joined frames (one chunk's worth by construction).
-        """
-        job = self._inflight
-        if job is None or job.ended or not job.data:
-            return position, b"", position
-        data = job.data
-        base = job.end - len(data)
-        off = position - base
-        if off < 0 or off >= len(data):
-            return position, b"", position
-        end = off
-        while end < len(data) and (end == off or end - off < max_bytes):
-            n = _SIZE.unpack_from(data, end)[0]
-            if n < OVERHEAD or end + n > len(data):
-                raise CorruptRecord(f"bad record length at {base + end}")
-            end += n
-        return position, data[off:end], base + end
-
     def append_raw(self, position: int, frames: bytes) -> int:
         """
         See L{IReplicableLog.append_raw}: every frame is checked (length

@@ -194,25 +194,31 @@ class MemoryLog:
         See L{IReplicableLog.read_raw}: the records framed with
         L{estwisted.storage.records.encode} at their own positions.
         """
-        records = self._records
         i = bisect_left(self._positions, position)
+        records = self._records
         if i == len(records):
             return self.end_position, b"", self.end_position
-        return _frame(records, i, max_bytes)
+        start = records[i].position
+        frames: list[bytes] = []
+        size = 0
+        while i < len(records) and (not frames or size < max_bytes):
+            r = records[i]
+            frame = codec.encode(
+                r.position,
+                r.stream.encode("utf-8"),
+                r.event_number,
+                r.event_id,
+                r.event_type.encode("utf-8"),
+                r.flags,
+                r.data,
+                r.metadata,
+                r.created,
+            )
+            frames.append(frame)
+            size += len(frame)
+            i += 1
+        return start, b"".join(frames), records[i - 1].next_position
 
-    def read_inflight(self, position: int, max_bytes: int) -> tuple[int, bytes, int]:
-        """
-        See L{IReplicableLog.read_inflight}: the in-flight job's records
-        from C{position}, framed as L{read_raw} frames them.
-        """
-        job = self._inflight
-        if job is None or job.ended:
-            return position, b"", position
-        records = job.records
-        i = bisect_left([r.position for r in records], position)
-        if i == len(records) or records[i].position != position:
-            return position, b"", position
-        return _frame(records, i, max_bytes)
     def append_raw(self, position: int, frames: bytes) -> int:
         """
         See L{IReplicableLog.append_raw}.
@@ -264,30 +270,3 @@ class MemoryLog:
         del self._records[i:]
         del self._positions[i:]
         self.end_position = self.pending_position = max(0, position)
-
-
-def _frame(records: list[EventRecord], i: int, max_bytes: int) -> tuple[int, bytes, int]:
-    """
-    Frame C{records} from the C{i}th up to about C{max_bytes} (at least
-    one): the first position, the frames, the position after them.
-    """
-    start = records[i].position
-    frames: list[bytes] = []
-    size = 0
-    while i < len(records) and (not frames or size < max_bytes):
-        r = records[i]
-        frame = codec.encode(
-            r.position,
-            r.stream.encode("utf-8"),
-            r.event_number,
-            r.event_id,
-            r.event_type.encode("utf-8"),
-            r.flags,
-            r.data,
-            r.metadata,
-            r.created,
-        )
-        frames.append(frame)
-        size += len(frame)
-        i += 1
-    return start, b"".join(frames), records[i - 1].next_position

@@ -80,12 +80,6 @@ class _Gate:
         self.held.append((end, d))
         return d
 
-    def writing(self) -> None:
-        pass
-
-    def flush_failed(self) -> None:
-        pass
-
 
 class ThreadedGroupCommitTestsMixin:
     """
@@ -616,11 +610,6 @@ class _LeaderGate:
         self.held.append(d)
         return d
 
-    def writing(self) -> None:
-        pass
-
-    def flush_failed(self) -> None:
-        pass
 
 
 class GatedGroupCommitMachine(GroupCommitMachine):

@@ -20,7 +20,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from estwisted.core.errors import CommitTimeout, NotReady, StorageError
+from estwisted.core.errors import CommitTimeout, NotReady
 from estwisted.core.interfaces import ICommitGate
 from estwisted.core.model import EventRecord
 from estwisted.http.forwarding import LeaderForwardingResource
@@ -57,12 +57,6 @@ class CallableGate:
 
     def __init__(self, commit: Callable[[int], Deferred[None]]) -> None:
         self.commit = commit
-
-    def writing(self) -> None:
-        pass
-
-    def flush_failed(self) -> None:
-        pass
 
 
 _ids = st.binary(min_size=16, max_size=16)
@@ -1724,112 +1718,3 @@ class PersistentReloadTests(SynchronousTestCase):
         self.assertEqual(follower_groups.list_groups(), [])
         follower_groups.reload()
         self.assertEqual([(g.stream, g.group) for g in follower_groups.list_groups()], [("s", "g")])
-
-
-class EarlySendTests(SynchronousTestCase):
-    """
-    A leader sends each batch to its replicas when its flush begins, so
-    that the replicas' syncs overlap its own; a write is acknowledged only
-    once the leader has it durable too, and a leader whose flush fails
-    after the records went out stops leading.
-    """
-
-    def _node(self) -> tuple[Any, Any, Any, Any, _Replica, list[Any], Clock]:
-        from estwisted.cluster.gossip import VNodeState
-        from estwisted.cluster.leadership import Leadership, LeadershipView
-        from estwisted.core.streams import StreamStore
-        from estwisted.core.test.test_groupcommit import ManualFlusher
-        from estwisted.replication.node import NodeReplication
-
-        cluster = _Cluster()
-        clock = cluster.clock
-        flusher = ManualFlusher()
-        store = StreamStore(cluster.log, StreamIndex(), clock, flusher=flusher)
-        reports: list[Any] = []
-        node = NodeReplication(
-            store, cluster.log, clock, b"L" * 16, 3, lambda h, p, f: Deferred(),
-            report=reports.append,
-            leadership=Leadership(LeadershipView(VNodeState.Master, takes_writes=True)),
-        )
-        self.addCleanup(node.stop)
-        node.lead(1)
-        cluster.leader = node.leader
-        replica = _Replica(cluster, b"A" * 16)
-        replica.follower.start(b"L" * 16)
-        cluster.pump()
-        return cluster, store, node, flusher, replica, reports, clock
-
-    def _append(self, store: Any, clock: Clock, n: int) -> Deferred[Any]:
-        from estwisted.core.model import NewEvent
-        from estwisted.core.streams import SYSTEM_PRINCIPAL
-
-        d = store.append(
-            "s", -2, [NewEvent(bytes([n]) * 16, "t", b"{}", b"", True)], SYSTEM_PRINCIPAL
-        )
-        clock.advance(0)
-        return d  # type: ignore[no-any-return]
-
-    def test_replica_syncs_before_the_leader(self) -> None:
-        """
-        The replica has the batch durable while the leader's flush is still
-        in flight; the write is acknowledged only when that flush returns.
-        """
-        cluster, store, node, flusher, replica, _, clock = self._node()
-        d = self._append(store, clock, 1)
-        self.assertEqual(len(flusher.jobs), 1)
-        cluster.pump()
-        job = flusher.jobs[0][0]
-        self.assertEqual(replica.log.end_position, job.end)
-        self.assertGreater(job.end, cluster.log.end_position)
-        self.assertEqual([r.event_id for r in replica.applied[-1:]], [b"\x01" * 16])
-        self.assertNoResult(d)
-        self.assertLess(node.leader.committed, job.end)
-        flusher.finish()
-        self.assertEqual(self.successResultOf(d).last_event_number, 0)
-        self.assertEqual(node.leader.committed, job.end)
-        self.assertEqual(_records(replica.log), _records(cluster.log))
-
-    def test_failed_flush_after_send_steps_down(self) -> None:
-        """
-        The leader's flush fails after the replica got (and synced) its
-        records: the write fails, the leader stops leading at once (it
-        would otherwise write other records at those positions) and tells
-        the role machine its quorum is lost; later writes are refused.
-        """
-        from estwisted.cluster.elections import NoQuorum
-
-        cluster, store, node, flusher, replica, reports, clock = self._node()
-        first = self._append(store, clock, 1)
-        cluster.pump()
-        flusher.finish()
-        self.assertEqual(self.successResultOf(first).last_event_number, 0)
-        d = self._append(store, clock, 2)
-        cluster.pump()
-        self.assertTrue(node.leader.sent_past(cluster.log.end_position))
-        flusher.fail_next = OSError(5, "Input/output error")
-        flusher.finish()
-        self.failureResultOf(d, StorageError)
-        self.assertFalse(node.leader.active)
-        clock.advance(0)
-        self.assertIn(NoQuorum(), reports)
-        later = self._append(store, clock, 3)
-        if flusher.jobs:
-            flusher.finish()
-        self.failureResultOf(later)
-        self.flushLoggedErrors(StorageError)
-
-    def test_failed_flush_before_send_keeps_leading(self) -> None:
-        """
-        A flush that fails before any replica got its records (none is
-        connected) leaves the leader leading: nothing of the lost records
-        is anywhere else.
-        """
-        cluster, store, node, flusher, replica, reports, clock = self._node()
-        replica.follower.stop()
-        cluster.pump()
-        d = self._append(store, clock, 1)
-        flusher.fail_next = OSError(5, "Input/output error")
-        flusher.finish()
-        self.failureResultOf(d, StorageError)
-        self.assertTrue(node.leader.active)
-        self.flushLoggedErrors(StorageError)

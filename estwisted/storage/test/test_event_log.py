@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from estwisted.core.errors import StorageError
 from estwisted.core.interfaces import IEventLog
 from estwisted.core.model import FLAG_JSON, FLAG_SYSTEM, EventRecord, NewEvent
 from estwisted.storage.log import ChunkedLog
@@ -336,69 +335,6 @@ class EventLogTestsMixin:
         finally:
             one.close()
             many.close()
-
-
-    @settings(
-        max_examples=25,
-        deadline=None,
-        suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow],
-    )
-    @given(
-        st.lists(st.integers(0, 1500), min_size=1, max_size=20),
-        st.integers(1, 3000),
-        st.booleans(),
-    )
-    def test_read_inflight(self: Any, sizes: list[int], piece: int, fail: bool) -> None:
-        """
-        What C{read_inflight} gives of a flush in flight, read piece by
-        piece from the durable end, is what C{read_raw} gives of the same
-        records once the flush is done (or nothing, if the batch rolled
-        into a new chunk and was flushed at once); nothing is in flight
-        before C{begin_flush} or after C{end_flush}, and a failed flush
-        leaves nothing readable.
-        """
-        log = self.make_log()
-        self._append(log, 2)
-        log.flush()
-        start = log.end_position
-        for i, size in enumerate(sizes):
-            log.append(**_event(i, size))
-        self.assertEqual(log.read_inflight(start, piece), (start, b"", start))
-        job = log.begin_flush()
-        assert job is not None
-        frames: list[bytes] = []
-        position = start
-        for _ in range(len(sizes) + 1):
-            first, data, after = log.read_inflight(position, piece)
-            if not data:
-                break
-            self.assertEqual(first, position)
-            frames.append(data)
-            position = after
-        if frames:
-            self.assertEqual(position, job.end)
-        if fail:
-            if job.ended:
-                return
-            job.error = OSError(5, "Input/output error")
-            job._done.set()
-            self.assertRaises(StorageError, log.end_flush, job)
-            self.assertEqual(log.read_inflight(start, piece), (start, b"", start))
-            self.assertEqual(log.end_position, start)
-            return
-        job.run()
-        log.end_flush(job)
-        self.assertEqual(log.read_inflight(start, piece), (start, b"", start))
-        raw: list[bytes] = []
-        position = start
-        for _ in range(len(sizes) + 1):
-            first, data, after = log.read_raw(position, 1 << 30)
-            if not data:
-                break
-            raw.append(data)
-            position = after
-        if frames:
-            self.assertEqual(b"".join(frames), b"".join(raw))
 
 
 class MemoryLogTests(EventLogTestsMixin, SynchronousTestCase):
