@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Optional, Protocol
 
 from estwisted.tls.certs import CertificateFacts
 
 __all__ = [
+    "TLSConfig",
     "as_ip",
     "dns_name_matches",
     "explain_verify_error",
@@ -48,7 +49,55 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def plaintext_refusal(config: Any) -> Optional[str]:
+class TLSConfig(Protocol):
+    """
+    What the TLS code reads of a node's or a manager's configuration
+    (L{estwisted.node.config.NodeConfig}, L{estwisted.manager.config.ManagerConfig}).
+    """
+
+    @property
+    def insecure(self) -> bool: ...
+
+    @property
+    def certificate_file(self) -> Optional[str]: ...
+
+    @property
+    def certificate_private_key_file(self) -> Optional[str]: ...
+
+    @property
+    def certificate_password(self) -> Optional[str]: ...
+
+    @property
+    def trusted_root_certificates_path(self) -> Optional[str]: ...
+
+    @property
+    def certificate_reserved_node_common_name(self) -> str: ...
+
+    @property
+    def discover_via_dns(self) -> bool: ...
+
+    @property
+    def cluster_dns(self) -> str: ...
+
+    @property
+    def int_ip(self) -> str: ...
+
+    @property
+    def ext_ip(self) -> str: ...
+
+    @property
+    def advertised_int_ip(self) -> str: ...
+
+    @property
+    def advertised_ext_ip(self) -> str: ...
+
+    def source_of(self, name: str) -> object:
+        """
+        Where the effective value of option C{name} came from.
+        """
+
+
+def plaintext_refusal(config: TLSConfig) -> Optional[str]:
     """
     Secure by default: the one line to refuse to start with when a
     plaintext endpoint would be bound to a non-loopback address without
@@ -61,7 +110,7 @@ def plaintext_refusal(config: Any) -> Optional[str]:
         return None
     for name, host in (("ExtIp", config.ext_ip), ("IntIp", config.int_ip)):
         if not is_loopback(host):
-            source = config.source_of(name) if hasattr(config, "source_of") else "config"
+            source = config.source_of(name)
             return (
                 f"Refusing to start: {name} is {host} ({source}), not a loopback address, "
                 "and no certificate is configured; set CertificateFile, "

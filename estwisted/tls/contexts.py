@@ -64,8 +64,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from estwisted.node.config import NodeConfig
 from estwisted.tls.certs import CertificateFacts
 from estwisted.tls.checks import (
+    TLSConfig,
     as_ip,
     identity_matches,
     moment_text,
@@ -323,7 +325,7 @@ class NodeTLS:
 # --- wiring helpers (called by estwisted.node.service) ---------------------------------------
 
 
-def node_tls_from_config(config: Any, clock: IReactorTime) -> Optional[NodeTLS]:
+def node_tls_from_config(config: TLSConfig, clock: IReactorTime) -> Optional[NodeTLS]:
     """
     Decide and load the node's TLS setup at startup.
 
@@ -346,7 +348,7 @@ def node_tls_from_config(config: Any, clock: IReactorTime) -> Optional[NodeTLS]:
     return node_tls
 
 
-def address_warnings(config: Any, facts: CertificateFacts) -> list[str]:
+def address_warnings(config: TLSConfig, facts: CertificateFacts) -> list[str]:
     """
     Warnings about advertised addresses the node certificate does not cover:
     peers and clients dialling them would refuse it.
@@ -371,7 +373,7 @@ def address_warnings(config: Any, facts: CertificateFacts) -> list[str]:
 
 
 def tls_listeners(
-    config: Any,
+    config: NodeConfig,
     node_tls: Optional[NodeTLS],
     clock: IReactorTime,
     external_tcp: IProtocolFactory,

@@ -27,6 +27,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from estwisted.core.errors import ConfigError
 from estwisted.tls.certs import CertificateFacts, PrivateKey, facts_of
 from estwisted.tls.checks import (
+    TLSConfig,
     explain_verify_error,
     moment_text,
     node_identity_problem,
@@ -75,10 +76,14 @@ class TLSSettings:
     also_accept: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, config: Any) -> TLSSettings:
+    def from_config(cls, config: TLSConfig) -> TLSSettings:
         """
-        From a L{estwisted.node.config.NodeConfig} whose C{certificate_file} is set.
+        From a configuration whose C{certificate_file} is set.
+
+        @raise CertificateError: C{certificate_file} is not set.
         """
+        if not config.certificate_file:
+            raise CertificateError("CertificateFile is not set")
         also = (config.cluster_dns,) if config.discover_via_dns and config.cluster_dns else ()
         return cls(
             certificate_file=config.certificate_file,
