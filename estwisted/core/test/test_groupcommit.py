@@ -717,6 +717,7 @@ class GatedGroupCommitMachineTests(SynchronousTestCase):
         self.flushLoggedErrors(StorageError, OSError)
 
 
+@implementer(ICommitGate)
 class _QuorumGate:
     """
     A commit gate that behaves as L{estwisted.replication.leader} does: a
