@@ -45,7 +45,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from estwisted.core.errors import CommitTimeout, DiskFull, EstoreError, StorageError
+from estwisted.core.errors import DiskFull, EstoreError, StorageError
 from estwisted.core.interfaces import ICommitGate, IEventLog
 from estwisted.core.model import NewEvent, WriteResult
 from estwisted.storage.flushing import FlushJob
@@ -521,18 +521,12 @@ class GroupCommit:
 
     def _gate_failed(self, entry: _Gated, failure: Failure) -> None:
         """
-        The gate failed C{entry}: its writes fail.  After a timeout its
-        records may still reach the quorum: the batch waits on (and is
-        published when they do, or indexed by L{release_gated} when
-        leadership ends), so that a committed record does not stay out of
-        the index until a later write happens to publish it.
+        The gate failed C{entry}: its writes fail; its records are published
+        with a later batch, or by L{release_gated} when leadership ends.
         """
         waiters, entry.waiters = entry.waiters, []
         for d, _ in waiters:
             d.errback(failure)
-        gate = self._gate
-        if failure.check(CommitTimeout) and gate is not None and entry in self._gated:
-            self._through_gate(gate, entry)
 
     def unpublished(self) -> list[PendingWrite]:
         """

@@ -483,15 +483,13 @@ class ReplicationFollower:
         if new_epoch and self.epochs_changed is not None:
             self.epochs_changed()
         # read back: positions past the first are the log's own
-        acked = state.written(end)
-        # durable: the leader may count us before we index (a write's
-        # latency waits for this ack)
-        if acked is not None and self.protocol is not None:
-            self.protocol.send(Ack(state.subscription_id, acked))
         client = self.log.read_forward(batch[0].position, count) if count else []
+        acked = state.written(end)
         self._progress(end)
         if client:
             try:
                 self.apply(client)
             except Exception:
                 _log.failure("Applying replicated records failed")
+        if acked is not None and self.protocol is not None:
+            self.protocol.send(Ack(state.subscription_id, acked))
