@@ -290,6 +290,7 @@ class GroupCommit:
         self._failed = False
         self._gate: Optional[ICommitGate] = None
         self._gated: list[_Gated] = []
+        self._completing_batch: Optional[list[PendingWrite]] = None
 
     # -- buffering --
 
@@ -470,7 +471,13 @@ class GroupCommit:
                     self._fail(batch, waiters, e)
                     return
                 if self._batch:
-                    self._start()
+                    # durable but not yet gated: if the next batch fails
+                    # to start, its versions must survive (L{unpublished})
+                    self._completing_batch = inflight.batch
+                    try:
+                        self._start()
+                    finally:
+                        self._completing_batch = None
                 self._committed(inflight.batch, inflight.waiters)
                 inflight = self._inflight if self._returned else None
             if self._waiters and not self._batch and self._inflight is None:
@@ -530,10 +537,15 @@ class GroupCommit:
 
     def unpublished(self) -> list[PendingWrite]:
         """
-        The writes flushed and waiting for the gate, in log order: their
-        records are in the log, and the gate may still release them.
+        The writes that are durable and not yet published, in log order:
+        those waiting for the gate, then the batch whose flush just
+        returned while the next one starts.  Their records are in the log
+        and will be published.
         """
-        return [write for entry in self._gated for write in entry.batch]
+        writes = [write for entry in self._gated for write in entry.batch]
+        if self._completing_batch is not None:
+            writes.extend(self._completing_batch)
+        return writes
 
     # -- the gate (replication) --
 

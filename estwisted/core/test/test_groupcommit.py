@@ -26,7 +26,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from estwisted.core.errors import CommitTimeout, EstoreError, NotReady, StorageError
+from estwisted.core.errors import CommitTimeout, DiskFull, EstoreError, NotReady, StorageError
 from estwisted.core.groupcommit import SynchronousFlusher, ThreadFlusher
 from estwisted.core.interfaces import ICommitGate
 from estwisted.core.model import EXPECTED_ANY, EventRecord, NewEvent, WriteResult
@@ -228,6 +228,39 @@ class ThreadedGroupCommitTestsMixin:
             [(r.stream, r.event_number) for r in self.seen], [("s", 0), ("$$s", 0), ("s", 1)]
         )
         self.assertEqual(self.store.stream_metadata("s").max_count, 5)
+
+    def test_next_batch_failing_to_start_keeps_returned_versions(self: Any) -> None:
+        """
+        A flush returns while the batch behind it fails to start (the disk
+        filled at a chunk rollover): the returned batch, durable and about
+        to wait for the gate, keeps its streams' versions, so the next
+        write follows it instead of taking its event number again (the
+        chaos suite, seed 23: "index for '...': event 2508 after 2508" and
+        a deposed leader whose reads lost and doubled events).
+        """
+        gate = _Gate()
+        self.store.set_commit_gate(gate)
+        d1 = self.append("s")
+        self.clock.advance(0)
+        d2 = self.append("t")
+        real = self.log.begin_flush
+
+        def full() -> None:
+            self.log.begin_flush = real
+            self.log.discard()
+            raise DiskFull("cannot create chunk: disk full (No space left on device)")
+
+        self.log.begin_flush = full
+        self.flusher.finish()
+        self.failureResultOf(d2, DiskFull)
+        d3 = self.append("s")
+        self.clock.advance(0)
+        self.flusher.finish()
+        for _, g in gate.held:
+            g.callback(None)
+        self.assertEqual(self.successResultOf(d1).first_event_number, 0)
+        self.assertEqual(self.successResultOf(d3).first_event_number, 1)
+        self.assertEqual([(r.stream, r.event_number) for r in self.seen], [("s", 0), ("s", 1)])
 
     def test_flush_now_waits(self: Any) -> None:
         """
@@ -638,6 +671,21 @@ class GatedGroupCommitMachine(GroupCommitMachine):
                 d.callback(None)
 
     @rule()
+    def disk_fills(self) -> None:
+        """
+        The next flush to start fails as a chunk rollover on a full disk
+        does: the buffered records are dropped and C{DiskFull} raised.
+        """
+        log = self.log
+
+        def full() -> None:
+            del log.begin_flush  # back to the class's
+            log.discard()
+            raise DiskFull("cannot create chunk: disk full (No space left on device)")
+
+        log.begin_flush = full  # type: ignore[method-assign]
+
+    @rule()
     def step_down(self) -> None:
         self.gate.leading = False
         held, self.gate.held = self.gate.held, []
@@ -686,6 +734,7 @@ class GatedGroupCommitMachine(GroupCommitMachine):
         # A later write publishes the batches whose wait timed out (their
         # records are in the log, as they are when the quorum comes late).
         self._lead()
+        self.log.__dict__.pop("begin_flush", None)  # the disk has room again
         self.store.append("c", EXPECTED_ANY, _events(1), None)
         for _ in range(20):
             while self.flusher.jobs:
