@@ -843,7 +843,7 @@ class GateMachineTests(SynchronousTestCase):
     Group commit behind a leader's gate, as the machines above drive it.
     """
 
-    def _run(self, machine: type[RuleBasedStateMachine], examples: int) -> None:
+    def _drive(self, machine: type[RuleBasedStateMachine], examples: int) -> None:
         run_state_machine_as_test(
             machine,
             settings=settings(max_examples=examples, stateful_step_count=40, deadline=None),
@@ -854,10 +854,10 @@ class GateMachineTests(SynchronousTestCase):
         """
         See L{GatedGroupCommitMachine}.
         """
-        self._run(GatedGroupCommitMachine, 150)
+        self._drive(GatedGroupCommitMachine, 150)
 
     def test_quorum(self) -> None:
         """
         See L{QuorumGateMachine}.
         """
-        self._run(QuorumGateMachine, 300)
+        self._drive(QuorumGateMachine, 300)
