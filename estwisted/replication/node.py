@@ -316,8 +316,14 @@ class NodeReplication:
         self.lease.release()
         if self.leader.active:
             self.leader.stop(NotReady("The leader stepped down before the write was replicated"))
-            # Writes still buffered in the store flush later: they must fail
-            # too, never be acknowledged without the quorum.
+            # Settle group commit before anything else happens to the log:
+            # the flush in flight and the writes buffered behind it are
+            # made durable now (they fail at the gate, never acknowledged
+            # without the quorum), then every batch still gated is indexed.
+            # Left to finish later, a deposed leader's batch could land
+            # while it already follows (and is told where to continue by a
+            # log end that does not count it) or leads again.
+            self.store.flush_now()
             self.store.release_gated()
 
     def _refuse(self, end: int) -> Deferred[None]:

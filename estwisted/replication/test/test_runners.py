@@ -1718,3 +1718,62 @@ class PersistentReloadTests(SynchronousTestCase):
         self.assertEqual(follower_groups.list_groups(), [])
         follower_groups.reload()
         self.assertEqual([(g.stream, g.group) for g in follower_groups.list_groups()], [("s", "g")])
+
+
+class StepDownSettlesTests(SynchronousTestCase):
+    """
+    A leader that steps down settles its group commit at once: the flush
+    in flight and the writes buffered behind it become durable and fail,
+    and everything is indexed, before the node follows anyone.
+    """
+
+    def test_flush_in_flight_settled(self) -> None:
+        from estwisted.cluster.gossip import VNodeState
+        from estwisted.cluster.leadership import Leadership, LeadershipView
+        from estwisted.core.model import NewEvent
+        from estwisted.core.streams import SYSTEM_PRINCIPAL, StreamStore
+        from estwisted.replication.node import NodeReplication
+        from estwisted.storage.flushing import FlushJob
+
+        class LateReports:
+            """
+            The flush thread ran the job; its report has not arrived.
+            """
+
+            inline_batch = 0
+
+            def __init__(self) -> None:
+                self.reports: list[tuple[FlushJob, Callable[[FlushJob], None]]] = []
+
+            def run(self, job: FlushJob, done: Callable[[FlushJob], None]) -> None:
+                job.run()
+                self.reports.append((job, done))
+
+        clock = Clock()
+        log = MemoryLog()
+        flusher = LateReports()
+        store = StreamStore(log, StreamIndex(), clock, flusher=flusher)
+        node = NodeReplication(
+            store, log, clock, b"N" * 16, 3, lambda h, p, f: Deferred(),
+            leadership=Leadership(LeadershipView(VNodeState.Master, takes_writes=True)),
+        )
+        self.addCleanup(node.stop)
+        node.lead(1)
+
+        def write(n: int) -> Deferred[Any]:
+            event = NewEvent(bytes([n]) * 16, "t", b"{}", b"", True)
+            return store.append("s", -2, [event], SYSTEM_PRINCIPAL)  # type: ignore[no-any-return]
+
+        first = write(1)
+        clock.advance(0)
+        second = write(2)
+        self.assertEqual(len(flusher.reports), 1)
+        node.stand_by()
+        self.failureResultOf(first, NotReady)
+        self.failureResultOf(second)
+        self.assertFalse(store._commit.busy)
+        self.assertEqual(store.last_event_number("s"), 1)
+        for job, done in flusher.reports:
+            done(job)  # late reports change nothing
+        clock.advance(1)
+        self.assertEqual(store.last_event_number("s"), 1)
