@@ -673,16 +673,17 @@ class StreamStore:
             )
         ):
             # decide_write's common outcomes, without its call: a new write
-            decision: Union[int, Repeat] = current + 1
+            first = current + 1
         else:
             decision = self._decide(stream, expected_version, events, current, metadata)
             if isinstance(decision, Repeat):
                 self._repeat(decision, waiter)
                 return
+            first = decision
         created = UNIX_EPOCH_TICKS + int(self._clock.seconds() * _TICKS_PER_SECOND)
-        result = self._buffer(stream, decision, events, created)
+        result = self._buffer(stream, first, events, created)
         if metadata.truncate_before == DELETED_STREAM and events:
-            self._buffer_undelete(stream, metadata, decision, created)
+            self._buffer_undelete(stream, metadata, first, created)
         self._commit.wait_with(result, waiter)
 
     def _write_metastream(
@@ -775,7 +776,11 @@ class StreamStore:
         number = first + len(events)
         # A copy: the caller may reuse its list before the flush.
         copied = tuple(events)
-        self._recent.add(stream, first, [event.event_id for event in copied])
+        self._recent.add(
+            stream,
+            first,
+            [copied[0].event_id] if len(copied) == 1 else [event.event_id for event in copied],
+        )
         self._commit.buffered(PendingWrite(stream, first, copied, positions, nexts, created))
         self._pending_last[stream] = number - 1
         return WriteResult(first, number - 1, positions[0])
