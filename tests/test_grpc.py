@@ -296,24 +296,85 @@ class GrpcClientTests(SynchronousTestCase):
         c.delete_subscription(group, stream)
         self.assertRaises(NotFoundError, c.get_subscription_info, group, stream)
 
-    def test_persistentSubscriptionToAllRefused(self) -> None:
+    def test_persistentSubscriptionToAllWithFilter(self) -> None:
         """
-        A group on C{$all} is refused with C{UNIMPLEMENTED} (the node's
-        groups read streams only): the client raises a clear error naming
-        C{$all}, creates nothing, and the connection keeps serving.
+        A group on C{$all} with a stream-name filter (EventStoreDB 21.10+)
+        delivers the matching events only, in C{$all} order, with their
+        commit positions; an ack is not delivered again, a nack retry comes
+        back with a retry count, a nack park goes to
+        C{$persistentsubscription-$all::<group>-parked} and comes back on
+        C{ReplayParked}; info and list show the group with C{"C:/P:"}
+        positions; delete removes it.
         """
-        from kurrentdbclient.exceptions import KurrentDBClientError
-
         c = self.client
+        prefix = "orders-" + uuid.uuid4().hex[:6]
         group = "g-" + uuid.uuid4().hex[:6]
-        with self.assertRaises(KurrentDBClientError) as caught:
-            c.create_subscription_to_all(group, filter_include=["orders-.*"])
-        self.assertIn("$all", str(caught.exception))
-        self.assertNotIn(group, [i.group_name for i in c.list_subscriptions()])
+        for name, kind in ((f"{prefix}-1", "A"), (self.stream(), "X"), (f"{prefix}-2", "B")):
+            c.append_to_stream(name, events=[NewEvent(type=kind, data=b"{}")],
+                               current_version=StreamState.ANY)
+        c.create_subscription_to_all(group, filter_include=[f"{prefix}-.*"],
+                                     filter_by_stream_name=True, max_retry_count=5,
+                                     message_timeout=30)
+        subscription = c.read_subscription_to_all(group, timeout=30)
+        self.addCleanup(subscription.stop)
+        first = next(subscription)
+        self.assertEqual((first.type, first.stream_name, first.retry_count),
+                         ("A", f"{prefix}-1", 0))
+        subscription.ack(first)
+        second = next(subscription)
+        self.assertEqual(second.type, "B")
+        self.assertGreater(second.commit_position, first.commit_position)
+        subscription.nack(second, action="retry")
+        again = next(subscription)
+        self.assertEqual((again.type, again.retry_count), ("B", 1))
+        subscription.nack(again, action="park")
+        c.append_to_stream(self.stream(), events=[NewEvent(type="X", data=b"{}")],
+                           current_version=StreamState.ANY)
+        c.append_to_stream(f"{prefix}-3", events=[NewEvent(type="C", data=b"{}")],
+                           current_version=StreamState.ANY)
+        live = next(subscription)
+        self.assertEqual((live.type, live.stream_name), ("C", f"{prefix}-3"))
+        subscription.ack(live)
+        parked = _wait(lambda: _safe_get(c, f"$persistentsubscription-$all::{group}-parked"))
+        self.assertEqual(len(parked), 1)
+        c.replay_parked_events(group)
+        replayed = next(subscription)
+        self.assertEqual(replayed.type, "B")
+        subscription.ack(replayed)
+        info = c.get_subscription_info(group)
+        self.assertEqual((info.group_name, info.event_source), (group, "$all"))
+        self.assertRegex(info.last_known_event_position, r"^C:\d+/P:\d+$")
+        self.assertEqual(info.start_from, "C:0/P:0")
+        listed = c.list_subscriptions()
+        self.assertIn((group, "$all"), [(i.group_name, i.event_source) for i in listed])
+        self.assertIn(group, [i.group_name for i in c.list_subscriptions_to_stream("$all")])
+        status, body = _http(self.node, "GET", "/subscriptions")
+        self.assertEqual(status, 200)
+        self.assertIn(group.encode(), body)
+        subscription.stop()
+        c.delete_subscription(group)
+        self.assertRaises(NotFoundError, c.get_subscription_info, group)
+
+    def test_requestMetrics(self) -> None:
+        """
+        C{/metrics} counts the client's calls by method beside the TCP
+        requests, with the sampled duration histogram (kurrentdbclient
+        appends with C{BatchAppend}).
+        """
         stream = self.stream()
-        c.append_to_stream(stream, events=[NewEvent(type="A", data=b"{}")],
-                           current_version=StreamState.NO_STREAM)
-        self.assertEqual(len(c.get_stream(stream)), 1)
+        for _ in range(3):
+            self.client.append_to_stream(stream, events=[NewEvent(type="M", data=b"{}")],
+                                         current_version=StreamState.ANY)
+        status, body = _http(self.node, "GET", "/metrics")
+        self.assertEqual(status, 200)
+        lines = body.decode().splitlines()
+        appends = [line for line in lines
+                   if line.startswith('estore_grpc_requests_total{method="Streams/BatchAppend"}')]
+        self.assertEqual(len(appends), 1)
+        self.assertGreaterEqual(float(appends[0].split()[-1]), 3)
+        self.assertTrue([line for line in lines if line.startswith(
+            'estore_grpc_request_duration_seconds_count{method="Streams/BatchAppend"}')])
+        self.assertTrue([line for line in lines if line.startswith("# TYPE estore_tcp_requests")])
 
     def test_gossip(self) -> None:
         """
@@ -533,8 +594,10 @@ class EventStoreDbClientJsTests(SynchronousTestCase):
         """
         Appends with expected revisions, reads of streams and C{$all}, a
         filtered C{$all} and a stream subscription, a persistent
-        subscription with ack, nack retry and park, delete and tombstone:
-        every check of the script passes.
+        subscription with ack, nack retry and park, a persistent
+        subscription to C{$all} with a stream-name filter (ack, nack retry,
+        info, list, delete), delete and tombstone: every check of the
+        script passes.
         """
         import subprocess
 
@@ -559,6 +622,7 @@ class EventStoreDbClientJsTests(SynchronousTestCase):
             )
         self.assertGreaterEqual(len(result["checks"]), 21)
         self.assertIn("delivered after the restart", result["checks"])
+        self.assertIn("persistent $all filtered deliveries", result["checks"])
         self.assertEqual(completed.returncode, 0)
         self.assertNotIn("Traceback", self.node.log())
 

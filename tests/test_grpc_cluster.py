@@ -17,7 +17,15 @@ from typing import Any
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.harness import NodeProcess, free_port
-from tests.test_cluster_membership import FAST, agreed_leader, running, start_all, wait_for_leader
+from tests.test_cluster_membership import (
+    FAST,
+    agreed_leader,
+    gossip,
+    own_record,
+    running,
+    start_all,
+    wait_for_leader,
+)
 
 try:
     import grpc
@@ -109,6 +117,53 @@ class GrpcClusterTests(SynchronousTestCase):
         )
         self.addCleanup(leader_client.close)
         self.assertEqual([e.type for e in leader_client.get_stream(stream)], ["Routed"])
+
+    def _operations(self, node: NodeProcess, method: str, request: bytes) -> None:
+        """
+        Call C{Operations.<method>} with a serialized request (the client
+        has no operations protos; ours would clash with its descriptors).
+        """
+        channel = grpc.insecure_channel(f"127.0.0.1:{node.ext_http_port}")
+        self.addCleanup(channel.close)
+        call = channel.unary_unary(
+            f"/event_store.client.operations.Operations/{method}",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        self.assertEqual(call(request, timeout=10), b"")
+
+    def test_resignNodeAndSetNodePriority(self) -> None:
+        """
+        C{Operations.SetNodePriority} on a follower shows in every node's
+        C{/gossip} as that node's C{nodePriority}; C{Operations.ResignNode}
+        on the leader gives a different agreed leader within a few seconds.
+        """
+        follower = next(n for n in self.nodes if n is not self.leader)
+        # SetNodePriorityReq {priority: 3}: field 1, varint 3
+        self._operations(follower, "SetNodePriority", b"\x08\x03")
+
+        def priority_everywhere() -> bool:
+            for n in self.nodes:
+                doc = gossip(n)
+                record = own_record(follower, doc) if doc is not None else None
+                if record is None or record.get("nodePriority") != 3:
+                    return False
+            return True
+
+        deadline = time.monotonic() + 10
+        while not priority_everywhere():
+            self.assertLess(time.monotonic(), deadline, "the priority never showed in /gossip")
+            time.sleep(0.1)
+        first = self.leader
+        self._operations(first, "ResignNode", b"")
+        deadline = time.monotonic() + 10
+        while True:
+            leader = agreed_leader(self.nodes)
+            if leader is not None and leader is not first:
+                break
+            self.assertLess(time.monotonic(), deadline, "no other leader after ResignNode")
+            time.sleep(0.1)
+        self.assertEqual(len(running(self.nodes)), 3)
 
     def test_discoverRidesThroughLeaderKill(self) -> None:
         """

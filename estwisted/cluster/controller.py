@@ -86,6 +86,7 @@ from estwisted.cluster.elections import (
     NodeController,
     NoQuorum,
     ReplicaSubscribed,
+    Resign,
     ScheduleTimeout,
     SendTo,
     SendViewChangeProof,
@@ -660,6 +661,25 @@ class NodeMachine:
                 effects.append(GossipTo(m.key, info))
         return effects
 
+    def resign(self, now: float) -> list[NodeEffect]:
+        """
+        An operator asked this node to step down if it leads (20.6+
+        C{ResignNode}): the election machine's L{Resign}, which tells the
+        others and steps down once a quorum acknowledged; they then elect
+        another leader.  Nothing happens on a node that does not lead.
+        """
+        if self.elections is None or self.stopped:
+            return []
+        return self._election_effects(self.elections.handle(Resign(), now), now)
+
+    def set_node_priority(self, priority: int, now: float) -> None:
+        """
+        Change our gossiped C{node_priority} at run time (20.6+
+        C{SetNodePriority}); later elections compare it.
+        """
+        if self.own.node_priority != priority:
+            self._set_own(evolve(self.own, node_priority=priority), now)
+
     def add_seeds(self, seeds: Iterable[Endpoint], now: float) -> list[NodeEffect]:
         """
         Seeds found late (DNS): add placeholders for the new ones.
@@ -1179,6 +1199,19 @@ class ClusterController(Service):
 
     def add_seeds(self, seeds: Iterable[Endpoint]) -> None:
         self._run(self.machine.add_seeds(seeds, self.clock.seconds()))
+
+    def resign(self) -> None:
+        """
+        Step down if leading (see L{NodeMachine.resign}).
+        """
+        self._run(self.machine.resign(self.clock.seconds()))
+
+    def set_node_priority(self, priority: int) -> None:
+        """
+        Gossip C{priority} as our node priority from now on.
+        """
+        self.machine.set_node_priority(priority, self.clock.seconds())
+        self._publish()
 
     # -- replication --
 

@@ -640,7 +640,12 @@ class ElectionMachine:
                     and (self.can_lead or sticky != self.own_id)
                 ):
                     return Candidate.from_member(member)
-        return best_candidate(self.prepare_ok_received.values())
+        oks = self.prepare_ok_received.values()
+        if self.resigning_leader is not None:
+            # A leader that resigned is not proposed while another can lead.
+            others = [ok for ok in oks if ok.server_id != self.resigning_leader]
+            return best_candidate(others) or best_candidate(oks)
+        return best_candidate(oks)
 
     def _send_proposal(self) -> list[Effect]:
         candidate = self._choose_candidate()

@@ -31,7 +31,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
-from twisted.web.resource import Resource, getChildForRequest
+from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import Site
 from zope.interface import implementer
 
@@ -227,7 +227,7 @@ class ClusterResource(Resource):
 
     def __init__(
         self,
-        inner: Resource,
+        inner: IResource,
         controller: ClusterController,
         internal: bool,
         gossip: bool = True,

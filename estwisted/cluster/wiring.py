@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Optional, Protocol
 
 from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import IResource
 
 from estwisted.cluster.controller import (
     ClusterController,
@@ -27,6 +29,28 @@ from estwisted.cluster.controller import (
 from estwisted.cluster.discovery import SeedDiscovery
 from estwisted.cluster.gossiphttp import ClusterResource, ClusterSite, HttpPeerTransport
 from estwisted.cluster.leadership import Leadership
+from estwisted.node.config import NodeConfig
+from estwisted.tls.contexts import NodeTLS
+
+
+class PositionSource(Protocol):
+    """
+    What the cluster reads of the store: the positions that go into gossip
+    and decide elections (L{estwisted.core.streams.StreamStore} provides
+    them).
+    """
+
+    @property
+    def last_commit_position(self) -> int:
+        """
+        The log position of the last committed event.
+        """
+
+    @property
+    def writer_position(self) -> int:
+        """
+        The log position the next write goes to.
+        """
 
 
 @frozen
@@ -43,20 +67,20 @@ class ClusterWiring:
     @ivar internal_site: the same for C{internal_root}.
     """
 
-    service: Any
+    service: Service
     controller: ClusterController
-    external_root: Any
-    internal_root: Any
-    external_site: Any
-    internal_site: Any
+    external_root: ClusterResource
+    internal_root: ClusterResource
+    external_site: ClusterSite
+    internal_site: ClusterSite
 
 
 def make_cluster_service(
-    config: Any,
-    reactor: Any,
-    store: Any,
-    http_root: Any,
-    tls: Any = None,
+    config: NodeConfig,
+    reactor: IReactorTime,
+    store: PositionSource,
+    http_root: IResource,
+    tls: Optional[NodeTLS] = None,
     instance_id: Optional[uuid.UUID] = None,
     on_state: Optional[Callable[[StateChanged], None]] = None,
     leadership: Optional[Leadership] = None,
@@ -64,12 +88,14 @@ def make_cluster_service(
     """
     Build the cluster machinery of a node with C{ClusterSize > 1}.
 
-    @param config: the node's L{estwisted.node.config.NodeConfig}.
-    @param store: the L{estwisted.core.streams.StreamStore} (its positions go
-        into gossip and decide elections).
+    @param config: the node's configuration.
+    @param reactor: the node's reactor: its clock, and (through the gossip
+        HTTP client and DNS discovery) its TCP, UDP and name resolution.
+    @param store: the store's positions (they go into gossip and decide
+        elections).
     @param http_root: the HTTP API root resource; every path but
         C{/gossip} and C{/elections/*} is delegated to it.
-    @param tls: the node's L{estwisted.tls.contexts.NodeTLS}, if any: peers are then
+    @param tls: the node's TLS state, if any: peers are then
         reached over HTTPS with the node certificate.
     @param on_state: called with every L{StateChanged} (for the log).
     @param leadership: where the node's L{LeadershipView} is published (the
@@ -78,11 +104,11 @@ def make_cluster_service(
     settings = ClusterSettings.from_config(config)
     own = own_member_from_config(config, instance_id)
     machine = NodeMachine.create(own, (), settings, reactor.seconds())
-    use_tls = tls is not None and not getattr(config, "insecure", False)
+    use_tls = tls is not None and not config.insecure
     transport = HttpPeerTransport.create(
         reactor,
         timeout=settings.gossip.timeout,
-        https_policy=tls.https_policy() if use_tls else None,
+        https_policy=tls.https_policy() if use_tls and tls is not None else None,
     )
 
     def positions() -> tuple[int, int]:
@@ -92,7 +118,7 @@ def make_cluster_service(
     discovery = SeedDiscovery.from_config(config, reactor, controller.add_seeds)
     service = _ClusterService(controller, discovery, transport)
     external = ClusterResource(
-        http_root, controller, internal=False, gossip=bool(getattr(config, "gossip_on_ext", True))
+        http_root, controller, internal=False, gossip=config.gossip_on_ext
     )
     internal = ClusterResource(http_root, controller, internal=True)
     return ClusterWiring(
@@ -128,4 +154,4 @@ class _ClusterService(Service):
         return Deferred.fromCoroutine(self._stop())
 
 
-__all__ = ["ClusterWiring", "make_cluster_service"]
+__all__ = ["ClusterWiring", "PositionSource", "make_cluster_service"]

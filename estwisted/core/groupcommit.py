@@ -245,14 +245,15 @@ class _InFlight:
 
 class _Gated:
     """
-    A flushed batch waiting for the gate.
+    A flushed batch waiting for the gate to release the log up to C{end}.
     """
 
-    __slots__ = ("batch", "waiters")
+    __slots__ = ("batch", "waiters", "end")
 
-    def __init__(self, batch: list[PendingWrite], waiters: list[Waiter]) -> None:
+    def __init__(self, batch: list[PendingWrite], waiters: list[Waiter], end: int) -> None:
         self.batch = batch
         self.waiters = waiters
+        self.end = end
 
 
 class GroupCommit:
@@ -289,6 +290,7 @@ class GroupCommit:
         self._failed = False
         self._gate: Optional[ICommitGate] = None
         self._gated: list[_Gated] = []
+        self._completing_batch: Optional[list[PendingWrite]] = None
 
     # -- buffering --
 
@@ -469,7 +471,13 @@ class GroupCommit:
                     self._fail(batch, waiters, e)
                     return
                 if self._batch:
-                    self._start()
+                    # durable but not yet gated: if the next batch fails
+                    # to start, its versions must survive (L{unpublished})
+                    self._completing_batch = inflight.batch
+                    try:
+                        self._start()
+                    finally:
+                        self._completing_batch = None
                 self._committed(inflight.batch, inflight.waiters)
                 inflight = self._inflight if self._returned else None
             if self._waiters and not self._batch and self._inflight is None:
@@ -484,12 +492,9 @@ class GroupCommit:
         gate = self._gate
         if gate is not None and (batch or waiters):
             # Everything a repeat can have matched lies before the log's end.
-            entry = _Gated(batch, waiters)
+            entry = _Gated(batch, waiters, self._log.end_position)
             self._gated.append(entry)
-            gate.commit(self._log.end_position).addCallbacks(
-                lambda _: self._publish_through(entry),
-                lambda f: self._gate_failed(entry, f),
-            )
+            self._through_gate(gate, entry)
             return
         if not self._gated and not self._batch and self._inflight is None:
             self._sink.pending_settled()
@@ -515,10 +520,32 @@ class GroupCommit:
         for e in done:
             self._publish(e.batch, e.waiters)
 
+    def _through_gate(self, gate: ICommitGate, entry: _Gated) -> None:
+        gate.commit(entry.end).addCallbacks(
+            lambda _: self._publish_through(entry),
+            lambda f: self._gate_failed(entry, f),
+        )
+
     def _gate_failed(self, entry: _Gated, failure: Failure) -> None:
+        """
+        The gate failed C{entry}: its writes fail; its records are published
+        with a later batch, or by L{release_gated} when leadership ends.
+        """
         waiters, entry.waiters = entry.waiters, []
         for d, _ in waiters:
             d.errback(failure)
+
+    def unpublished(self) -> list[PendingWrite]:
+        """
+        The writes that are durable and not yet published, in log order:
+        those waiting for the gate, then the batch whose flush just
+        returned while the next one starts.  Their records are in the log
+        and will be published.
+        """
+        writes = [write for entry in self._gated for write in entry.batch]
+        if self._completing_batch is not None:
+            writes.extend(self._completing_batch)
+        return writes
 
     # -- the gate (replication) --
 

@@ -902,9 +902,30 @@ class StreamStore:
     def batch_failed(self, batch: list[PendingWrite], error: Optional[Exception] = None) -> None:
         if isinstance(error, DiskFull):
             self._disk_full(error)
+        # What is buffered behind the failed batch failed with it; what is
+        # flushed and gated before it stays: the next write of its streams
+        # must still follow it.
         self.pending_settled()
+        for write in self._commit.unpublished():
+            self._pending_from(write)
         for write in batch:
             self._recent.forget(write.stream, write.first, [e.event_id for e in write.events])
+
+    def _pending_from(self, write: PendingWrite) -> None:
+        """
+        Put back the pending version (and metadata) that C{write}, still
+        unpublished, gave its stream when it was buffered.
+        """
+        if write.tombstone:
+            self._pending_last[write.stream] = DELETED_STREAM
+            return
+        if not write.events:
+            return
+        last = write.first + len(write.events) - 1
+        self._pending_last[write.stream] = last
+        if write.stream.startswith("$$"):
+            event = write.events[-1]
+            self._pending_meta[write.stream[2:]] = parse_metadata(event.data, event.is_json, last)
 
     # -- replication hooks (estwisted.replication) ------------------------
 

@@ -186,6 +186,10 @@ class UsersService:
         self._unary(call, users_pb2.DetailsReq, go)
 
 
+#: C{(resign, set_node_priority)} of L{OperationsService}.
+NodeControl = tuple[Callable[[], None], Callable[[int], None]]
+
+
 def _require_ops(principal: Optional[Principal]) -> None:
     if principal is None or not principal.is_ops:
         raise codec.access_denied_status()
@@ -196,11 +200,17 @@ class OperationsService:
     @param store: for its scavenger (C{None} in memory: scavenges start and
         end at once, as v5 HTTP answers).
     @param shutdown: stops the node.
+    @param node_control: C{(resign, set_node_priority)}: make this node
+        step down if it leads, and gossip a new node priority (both do
+        nothing on a single node, which answers success as EventStoreDB
+        does).
     """
 
     def __init__(self, store: StreamStore, shutdown: Optional[Callable[[], None]], unary: Unary,
                  clock: IReactorTime,
-                 persistent: Optional[PersistentSubscriptions] = None) -> None:
+                 persistent: Optional[PersistentSubscriptions] = None,
+                 node_control: Optional[NodeControl] = None) -> None:
+        self.node_control = node_control
         self.persistent = persistent
         self.store = store
         self.shutdown = shutdown
@@ -217,7 +227,35 @@ class OperationsService:
             out[(OPERATIONS, "Shutdown")] = self._shutdown
         if self.persistent is not None:
             out[(OPERATIONS, "RestartPersistentSubscriptions")] = self._restart_persistent
+        if self.node_control is not None:
+            out[(OPERATIONS, "ResignNode")] = self._resign
+            out[(OPERATIONS, "SetNodePriority")] = self._set_priority
         return out
+
+    def _resign(self, call: ServerCall, principal: Optional[Principal]) -> None:
+        control = self.node_control
+        assert control is not None
+
+        def go(request: Any) -> None:
+            _require_ops(principal)
+            call.send(shared_pb2.Empty())
+            call.finish(OK)
+            # After the answer: stepping down may end this call's leadership.
+            self.clock.callLater(0, control[0])
+
+        self._unary(call, shared_pb2.Empty, go)
+
+    def _set_priority(self, call: ServerCall, principal: Optional[Principal]) -> None:
+        control = self.node_control
+        assert control is not None
+
+        def go(request: Any) -> None:
+            _require_ops(principal)
+            control[1](int(request.priority))
+            call.send(shared_pb2.Empty())
+            call.finish(OK)
+
+        self._unary(call, operations_pb2.SetNodePriorityReq, go)
 
     def _restart_persistent(self, call: ServerCall, principal: Optional[Principal]) -> None:
         from estwisted.grpc.persistent import restart_subsystem

@@ -4,10 +4,10 @@ C{event_store.client.persistent_subscriptions.PersistentSubscriptions} over
 L{estwisted.subscriptions.persistent.PersistentSubscriptions}: the same groups, settings,
 checkpoints and parked streams the v5 TCP and HTTP APIs manage.
 
-Groups on streams are served; groups on C{$all} (EventStoreDB 21.10+)
-answer C{UNIMPLEMENTED} because the store's persistent subscriptions read
-streams only.  C{Read} is bidirectional: the options, then acks and nacks
-(park, retry, skip, stop) by event id.
+Groups on streams and on C{$all} (EventStoreDB 21.10+: C{AllOptions} with
+a start position and a stream-name or event-type filter; positions shown
+as C{"C:<commit>/P:<prepare>"}).  C{Read} is bidirectional: the options,
+then acks and nacks (park, retry, skip, stop) by event id.
 """
 
 from __future__ import annotations
@@ -20,19 +20,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from estwisted.core.errors import AlreadyExists, NotFound
+from estwisted.core.errors import AlreadyExists, BadRequest, NotFound
 from estwisted.core.model import Principal, ResolvedEvent
 from estwisted.grpc import codec
 from estwisted.grpc.framing import OK, GrpcStatus, StatusCode
 from estwisted.grpc.protocol import ServerCall
 from estwisted.grpc.protos import persistent_pb2, shared_pb2
 from estwisted.subscriptions.persistent import (
+    ALL_STREAM,
+    AllFilter,
     GroupInfo,
     IPersistentSubscriber,
     NakAction,
     PersistentSettings,
     PersistentSubscriptions,
     SubscriberMaxCountReached,
+    all_filter,
+    all_position_text,
 )
 from estwisted.subscriptions.volatile import DropReason
 
@@ -42,12 +46,6 @@ SERVICE = "event_store.client.persistent_subscriptions.PersistentSubscriptions"
 
 _STRATEGIES = {0: "DispatchToSingle", 1: "RoundRobin", 2: "Pinned"}
 _TICKS_PER_MS = 10_000
-
-
-def _all_unsupported() -> GrpcStatus:
-    return GrpcStatus(
-        StatusCode.UNIMPLEMENTED, "Persistent subscriptions to $all are not served by this node"
-    )
 
 
 def _signed(revision: int) -> int:
@@ -93,6 +91,12 @@ def settings_of(options: Any, creating: bool) -> PersistentSettings:
             start_from = _signed(int(options.stream.revision))
         elif revision == "start":
             start_from = 0
+    elif which == "all":
+        position = options.all.WhichOneof("all_option")
+        if position == "position":
+            start_from = _signed(int(options.all.position.commit_position))
+        elif position == "start":
+            start_from = 0
     elif which is None:
         # 20.10 clients: the stream and a start revision in the settings;
         # the end is UInt64.MaxValue (EventStoreDB reads it as -1).
@@ -123,13 +127,33 @@ def settings_of(options: Any, creating: bool) -> PersistentSettings:
         checkpoint_min_count=s.min_checkpoint_count or 10,
         subscriber_max_count=s.max_subscriber_count,
         named_consumer_strategy=strategy,
+        filter=_filter_of(options) if creating and which == "all" else None,
     )
+
+
+def _filter_of(options: Any) -> Optional[AllFilter]:
+    """
+    The filter of C{CreateReq.AllOptions}, C{None} for none.
+
+    @raise GrpcStatus: C{INVALID_ARGUMENT} for a bad expression.
+    """
+    all_options = options.all
+    if all_options.WhichOneof("filter_option") != "filter":
+        return None
+    which = all_options.filter.WhichOneof("filter")
+    if which is None:
+        return None
+    expression = getattr(all_options.filter, which)
+    try:
+        return all_filter(which == "stream_identifier", list(expression.prefix), expression.regex)
+    except BadRequest as e:
+        raise codec.bad_argument(str(e)) from None
 
 
 def _stream_of(options: Any, field: str = "stream_identifier") -> str:
     which = options.WhichOneof("stream_option")
     if which == "all":
-        raise _all_unsupported()
+        return ALL_STREAM
     if which == "stream":
         return codec.stream_name(options.stream.stream_identifier)
     if which is None and not options.HasField(field):
@@ -165,6 +189,9 @@ def _status(error: BaseException, stream: str, group: str) -> GrpcStatus:
 
 def info_message(info: GroupInfo) -> persistent_pb2.SubscriptionInfo:
     s = info.settings
+    show: Callable[[int], str] = str
+    if info.stream == ALL_STREAM:
+        show = all_position_text
     out = persistent_pb2.SubscriptionInfo(
         event_source=info.stream,
         group_name=info.group,
@@ -172,10 +199,10 @@ def info_message(info: GroupInfo) -> persistent_pb2.SubscriptionInfo:
         average_per_second=int(info.average_items_per_second),
         total_items=info.total_items_processed,
         count_since_last_measurement=info.count_since_last_measurement,
-        last_checkpointed_event_position=str(info.last_processed_event_number),
-        last_known_event_position=str(info.last_known_event_number),
+        last_checkpointed_event_position=show(info.last_processed_event_number),
+        last_known_event_position=show(info.last_known_event_number),
         resolve_link_tos=s.resolve_link_tos,
-        start_from=str(s.start_from),
+        start_from=show(s.start_from),
         message_timeout_milliseconds=s.message_timeout_ms,
         extra_statistics=s.record_statistics,
         max_retry_count=s.max_retry_count,
@@ -256,7 +283,9 @@ class PersistentService:
             options = request.options
             stream = _stream_of(options)
             group = options.group_name
-            d = self.persistent.create(stream, group, settings_of(options, True), principal)
+            d = self.persistent.create(
+                stream, group, settings_of(options, True), principal, allow_all=True
+            )
             self._answer(call, d, persistent_pb2.CreateResp(), stream, group)
 
         self._unary(call, persistent_pb2.CreateReq, go)
@@ -266,7 +295,9 @@ class PersistentService:
             options = request.options
             stream = _stream_of(options)
             group = options.group_name
-            d = self.persistent.update(stream, group, settings_of(options, False), principal)
+            d = self.persistent.update(
+                stream, group, settings_of(options, False), principal, allow_all=True
+            )
             self._answer(call, d, persistent_pb2.UpdateResp(), stream, group)
 
         self._unary(call, persistent_pb2.UpdateReq, go)
@@ -286,7 +317,12 @@ class PersistentService:
             options = request.options
             stream = _stream_of(options)
             group = options.group_name
-            d = self.persistent.replay_parked(stream, group, principal)
+            stop_at: Optional[int] = None
+            if options.WhichOneof("stop_at_option") == "stop_at":
+                if options.stop_at < 0:
+                    raise codec.bad_argument("stop_at must be >= 0")
+                stop_at = int(options.stop_at)
+            d = self.persistent.replay_parked(stream, group, principal, stop_at)
             self._answer(call, d, persistent_pb2.ReplayParkedResp(), stream, group)
 
         self._unary(call, persistent_pb2.ReplayParkedReq, go)
@@ -312,8 +348,9 @@ class PersistentService:
             if options.WhichOneof("list_option") == "list_for_stream":
                 which = options.list_for_stream.WhichOneof("stream_option")
                 if which == "all":
-                    raise _all_unsupported()
-                stream = codec.stream_name(options.list_for_stream.stream)
+                    stream = ALL_STREAM
+                else:
+                    stream = codec.stream_name(options.list_for_stream.stream)
             groups = self.persistent.list_groups(stream)
             if stream is not None and not groups:
                 raise GrpcStatus(StatusCode.NOT_FOUND, f"No subscriptions on stream '{stream}'")

@@ -95,6 +95,8 @@ class ServerCall:
     @ivar head: the parsed request headers.
     @ivar on_drain: called once when the outbound buffer, above
         L{HIGH_WATER}, drains below it; cleared before the call.
+    @ivar on_finish: called once when the call ends (finished, reset or
+        cancelled), for the request metrics.
     """
 
     def __init__(self, connection: GrpcConnection, stream_id: int, head: CallHead) -> None:
@@ -112,6 +114,7 @@ class ServerCall:
         self.on_end: Callable[[], None] = lambda: None
         self.on_cancel: Callable[[], None] = lambda: None
         self.on_drain: Optional[Callable[[], None]] = None
+        self.on_finish: Optional[Callable[[], None]] = None
         self._deadline: Any = None
 
     @property
@@ -157,6 +160,7 @@ class ServerCall:
             return
         self.finished = True
         self._cancel_deadline()
+        self._report_finish()
         if not self._headers_sent and not self._outbound:
             self._headers_sent = True
             self._connection.send_trailers_only(self.stream_id, status)
@@ -217,7 +221,16 @@ class ServerCall:
         except Exception:
             GrpcConnection._log.failure("A gRPC handler failed to cancel")
 
+    def _report_finish(self) -> None:
+        report, self.on_finish = self.on_finish, None
+        if report is not None:
+            try:
+                report()
+            except Exception:
+                GrpcConnection._log.failure("A gRPC call's finish report failed")
+
     def _reset(self) -> None:
+        self._report_finish()
         self.finished = True
         self._outbound.clear()
         self._trailers = None

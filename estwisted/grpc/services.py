@@ -22,7 +22,8 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from google.protobuf.message import DecodeError
 from twisted.internet.defer import Deferred
@@ -78,6 +79,32 @@ INSECURE_PRINCIPAL = Principal("$insecure", frozenset({"$admins", "$ops"}))
 Handler = Callable[[ServerCall, Optional[Principal]], None]
 
 
+def method_label(service: str, method: str) -> str:
+    """
+    The C{method} label of a call in the request metrics:
+    C{"Streams/Append"} for C{event_store.client.streams.Streams/Append}.
+    """
+    return f"{service.rpartition('.')[2]}/{method}"
+
+
+class GrpcRequestMeter(Protocol):
+    """
+    Counts every gRPC call and times a sample of them.
+
+    @ivar counts: calls so far by method label (L{method_label}).
+    @ivar sample_mask: a call is timed when its method's count has no bit
+        of the mask set (15: one in sixteen), as the TCP edge samples.
+    """
+
+    counts: dict[str, int]
+    sample_mask: int
+
+    def observe(self, method: str, seconds: float) -> None:
+        """
+        A timed call of C{method} took C{seconds} (to its last trailers).
+        """
+
+
 class GrpcServer:
     """
     Routes calls to the services.
@@ -94,6 +121,12 @@ class GrpcServer:
         (C{None}: that service is not served).
     @param shutdown: stops the node (C{Operations.Shutdown}; C{None}: not
         served).
+    @param node_control: C{(resign, set_node_priority)} for
+        C{Operations.ResignNode} and C{SetNodePriority} (C{None}: not
+        served).
+    @ivar request_meter: counts every call and times a sample of them
+        (L{GrpcRequestMeter}; the node's metrics,
+        L{estwisted.web.metrics.GrpcRequestMeter}); C{None}: not metered.
     @param anonymous: the principal of a call without credentials: C{None}
         (the store's anonymous rights), or on an C{Insecure} node
         L{INSECURE_PRINCIPAL}, as EventStoreDB 20+ disables authorization
@@ -111,6 +144,7 @@ class GrpcServer:
         persistent: Optional[PersistentSubscriptions] = None,
         shutdown: Optional[Callable[[], None]] = None,
         users: Optional[UserManager] = None,
+        node_control: Optional[tuple[Callable[[], None], Callable[[int], None]]] = None,
     ) -> None:
         self.anonymous = anonymous
         self.store = store
@@ -119,6 +153,7 @@ class GrpcServer:
         self.clock = clock
         self.members = members
         self.leader_refusal = leader_refusal
+        self.request_meter: Optional[GrpcRequestMeter] = None
         self.methods: dict[tuple[str, str], Handler] = {
             (STREAMS, "Read"): self._read,
             (STREAMS, "Append"): self._append,
@@ -136,7 +171,7 @@ class GrpcServer:
 
         self.methods.update(UsersService(self.users, self._unary).methods())
         self.methods.update(OperationsService(store, shutdown, self._unary, clock,
-                                               persistent).methods())
+                                               persistent, node_control).methods())
         self.methods.update(MonitoringService(store, hub, clock, self._unary).methods())
 
     # -- dispatch -------------------------------------------------------------
@@ -144,6 +179,9 @@ class GrpcServer:
     def start(self, call: ServerCall) -> None:
         head = call.head
         handler = self.methods.get((head.service, head.method))
+        meter = self.request_meter
+        if meter is not None:
+            self._meter(meter, call, handler is not None)
         if handler is None:
             raise GrpcStatus(
                 StatusCode.UNIMPLEMENTED, f"Method {head.service}/{head.method} is not implemented"
@@ -154,6 +192,27 @@ class GrpcServer:
             if refusal is not None:
                 raise codec.status_of(refusal)
         handler(call, principal)
+
+    @staticmethod
+    def _meter(meter: GrpcRequestMeter, call: ServerCall, known: bool) -> None:
+        """
+        Count the call under C{"<Service>/<Method>"} (C{"other"} for an
+        unknown method, so the label set stays bounded) and time it from
+        here to its end when its count has no bit of the meter's
+        C{sample_mask}.
+        """
+        head = call.head
+        label = method_label(head.service, head.method) if known else "other"
+        counts = meter.counts
+        n = counts.get(label, 0)
+        counts[label] = n + 1
+        if not n & meter.sample_mask:
+            started = perf_counter()
+
+            def finished() -> None:
+                meter.observe(label, perf_counter() - started)
+
+            call.on_finish = finished
 
     def _principal(self, authorization: str) -> Optional[Principal]:
         if not authorization:
@@ -402,8 +461,8 @@ class GrpcServer:
             if (service, method) == (STREAMS, "Read"):
                 entry.features.extend(["position", "events", "all", "stream", "filtered"])
             elif service == PERSISTENT_SERVICE:
-                # Groups on streams only (docs/grpc.md).
-                entry.features.append("stream")
+                # Groups on streams and on $all (the clients look for "all").
+                entry.features.extend(["stream", "all"])
         return out
 
 

@@ -12,6 +12,8 @@ from typing import Any, Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from zope.interface import implementer
 
 from estwisted.cluster.leadership import Leadership
 
@@ -40,6 +42,7 @@ _LOCAL_PREFIXES = (b"/gossip", b"/elections", b"/admin", b"/ping", b"/info")
 _LEADER_ONLY_PREFIXES = (b"/subscriptions",)
 
 
+@implementer(IResource)
 class LeaderForwardingResource:
     """
     Wraps the HTTP API root (a leaf resource) of a cluster node: a write

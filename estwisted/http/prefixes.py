@@ -36,7 +36,8 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Site
 
-from estwisted.node.config import HttpPrefix, parse_http_prefix
+from estwisted.node.config import NodeConfig
+from estwisted.node.options import HttpPrefix, parse_http_prefix
 
 #: Answer when no prefix names the request's host.
 BAD_HOST = (400, b"Bad Request - Invalid Hostname")
@@ -194,7 +195,7 @@ def prefixed_site(site: IProtocolFactory, prefixes: Sequence[HttpPrefix]) -> IPr
 
 
 def prefixed_sites(
-    config: Any, site: IProtocolFactory, int_site: IProtocolFactory
+    config: NodeConfig, site: IProtocolFactory, int_site: IProtocolFactory
 ) -> tuple[IProtocolFactory, IProtocolFactory]:
     """
     The external and internal sites with C{ExtHttpPrefixes} and

@@ -4,28 +4,30 @@ Manager configuration: one declarative option table, four sources, one
 frozen L{ManagerConfig}, with the same rules as a database node
 (L{estwisted.node.config}).
 
-The options are declared with L{estwisted.node.config.option} and the same value
+The options are declared with L{estwisted.node.options.option} and the same value
 kinds and validators, so a manager option gets its YAML key (PascalCase),
 its C{EVENTSTORE_*} variable and its command-line flags exactly as a node
 option does.  Precedence, lowest first: default < YAML file (C{--config}) <
 environment < command line; C{--what-if} prints every value with its
 source.  Unknown keys and bad values are refused with one line naming the
 key and its source.  The YAML parser, the file reader, the value kinds and
-the L{estwisted.node.config.Source} bookkeeping are reused from
-L{estwisted.node.config}; only the table differs.
+the L{estwisted.node.options.Source} bookkeeping are reused from
+L{estwisted.node.options} and L{estwisted.node.sources}; only the table
+differs.
 
 Pure: reads the configuration file and nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Mapping
 from typing import Optional
 
 from attrs import field, frozen
 
 from estwisted.core.errors import ConfigError
-from estwisted.node.config import (
+from estwisted.node.options import (
     BOOL,
     ENDPOINT,
     ENDPOINTS,
@@ -36,16 +38,21 @@ from estwisted.node.config import (
     STR,
     Endpoint,
     Option,
-    OptionTable,
     Source,
-    SourceKind,
     at_least,
+    certificate_password_option,
+    certificate_private_key_option,
+    dead_member_removal_option,
     dns_name,
+    gossip_interval_option,
+    gossip_timeout_option,
     not_empty,
     option,
     port,
-    read_config_file,
+    trusted_roots_option,
+    what_if_option,
 )
+from estwisted.node.sources import Loader, OptionTable
 
 __all__ = [
     "MANAGER_OPTIONS",
@@ -71,9 +78,7 @@ class ManagerConfig:
         "YAML configuration file with PascalCase keys (e.g. IntIp: 127.0.0.1).",
         file_allowed=False,
     )
-    what_if: bool = option(
-        BOOL, False, "Print the effective configuration with sources and exit."
-    )
+    what_if: bool = what_if_option()
     log: str = option(
         PATH,
         "./estore-manager-log",
@@ -117,20 +122,13 @@ class ManagerConfig:
         "Internal HTTP endpoints of the other managers (host:port, comma separated), "
         "used when DiscoverViaDns is false.",
     )
-    gossip_interval_ms: int = option(
-        INT, 1000, "Milliseconds between gossip rounds.", check=at_least(1)
-    )
-    gossip_timeout_ms: int = option(
-        INT, 500, "HTTP timeout of a gossip request, in milliseconds.", check=at_least(1)
-    )
+    gossip_interval_ms: int = gossip_interval_option()
+    gossip_timeout_ms: int = gossip_timeout_option()
     gossip_allowed_difference_ms: int = option(
         INT, 60000, "Clock difference tolerated between members, in milliseconds.",
         check=at_least(0),
     )
-    dead_member_removal_period_sec: int = option(
-        INT, 1800, "Seconds after which a dead member is dropped from gossip.",
-        check=at_least(1),
-    )
+    dead_member_removal_period_sec: int = dead_member_removal_option()
 
     # --- watchdog
     enable_watchdog: bool = option(
@@ -165,15 +163,9 @@ class ManagerConfig:
         PATH, None, "Manager certificate: PKCS#12, or PEM with CertificatePrivateKeyFile "
         "(a node certificate of the cluster CA)."
     )
-    certificate_private_key_file: Optional[str] = option(
-        PATH, None, "Private key (PEM) for a PEM CertificateFile."
-    )
-    certificate_password: Optional[str] = option(
-        STR, None, "Password of a PKCS#12 CertificateFile.", secret=True
-    )
-    trusted_root_certificates_path: Optional[str] = option(
-        PATH, None, "Directory of trusted root CA certificates."
-    )
+    certificate_private_key_file: Optional[str] = certificate_private_key_option()
+    certificate_password: Optional[str] = certificate_password_option()
+    trusted_root_certificates_path: Optional[str] = trusted_roots_option()
     certificate_reserved_node_common_name: str = option(
         STR, "eventstoredb-node", "Certificate CN that identifies cluster members.",
         check=not_empty,
@@ -188,19 +180,16 @@ class ManagerConfig:
 
     def source_of(self, name: str) -> Source:
         """
-        Where the effective value of option C{name} came from.
+        Where the effective value of option C{name} (PascalCase or
+        snake_case) came from (L{OptionTable.source_of}).
         """
-        return self.sources.get(TABLE.lookup(name).name, Source(SourceKind.DEFAULT))
+        return TABLE.source_of(self, name)
 
     def not_implemented_in_use(self) -> list[str]:
         """
-        Names of options that were set but have no effect yet.
+        Names of options that were set (not default) but have no effect yet.
         """
-        return [
-            opt.name
-            for opt in MANAGER_OPTIONS
-            if not opt.implemented and self.source_of(opt.name).kind != SourceKind.DEFAULT
-        ]
+        return TABLE.not_implemented_in_use(self)
 
     @property
     def advertised_int_ip(self) -> str:
@@ -235,28 +224,13 @@ MANAGER_OPTIONS: tuple[Option, ...] = TABLE.options
 canonical_manager_arguments = TABLE.canonical_arguments
 
 
-def load_manager_config(
-    command_line: Optional[Mapping[str, str]] = None,
-    environ: Optional[Mapping[str, str]] = None,
-    read_file: Callable[[str, Source], str] = read_config_file,
-) -> ManagerConfig:
-    """
-    Merge the four sources and validate (L{OptionTable.load}).
-
-    @raise ConfigError: one line naming the option and its source.
-    """
-    return TABLE.load(ManagerConfig, _check, command_line, environ, read_file)
-
-
 def _check(config: ManagerConfig) -> None:
     """
     Rules that involve more than one option.
 
     @raise ConfigError: the first rule broken.
     """
-
-    def where(name: str) -> str:
-        return f"{name} ({config.source_of(name)})"
+    where = functools.partial(TABLE.where, config)
 
     if config.int_ip == config.ext_ip and config.int_http_port == config.ext_http_port:
         raise ConfigError(
@@ -270,6 +244,12 @@ def _check(config: ManagerConfig) -> None:
             f"{where('WatchdogConfig')}: EnableWatchdog is true "
             f"({config.source_of('EnableWatchdog')}) but no watchdog file is given"
         )
+
+
+#: Merge the four sources and validate (L{OptionTable.load}):
+#: C{load_manager_config(command_line=None, environ=None, read_file=read_config_file)}.
+#: @raise ConfigError: one line naming the option and its source.
+load_manager_config: Loader[ManagerConfig] = TABLE.loader(ManagerConfig, _check)
 
 
 def render_manager_options(config: ManagerConfig) -> str:

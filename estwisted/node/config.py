@@ -19,6 +19,12 @@ declaration come:
 Precedence, lowest first: default < YAML file (C{--config path}) <
 environment < command line.  Each effective value remembers its L{Source}.
 
+The machinery is in two modules below this one, shared with the manager
+(L{estwisted.manager.config}): L{estwisted.node.options} (sources, value
+kinds, validators, L{option}) and L{estwisted.node.sources} (the YAML file,
+the merge of the four sources, the C{--what-if} rendering).  This module
+holds the node's table, its cross-option rules and its startup warnings.
+
 This module is pure: it reads the configuration file and nothing else, and
 knows nothing of reactors or services.  C{estwisted.node.tap} turns its
 L{ConfigError} into C{usage.UsageError}.
@@ -66,19 +72,47 @@ single-node, loopback configuration):
 
 from __future__ import annotations
 
-import difflib
-import enum
+import functools
 import ipaddress
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Optional, TypeVar
+from collections.abc import Mapping
+from typing import Optional
 
-import attrs
-import yaml
 from attrs import field, frozen
 
 from estwisted.core.errors import ConfigError
+from estwisted.node.options import (
+    BOOL,
+    ENDPOINT,
+    ENDPOINTS,
+    ENV_PREFIX,
+    INT,
+    IP,
+    MIB,
+    PATH,
+    STR,
+    STRINGS,
+    Endpoint,
+    Option,
+    Source,
+    SourceKind,
+    at_least,
+    certificate_password_option,
+    certificate_private_key_option,
+    dead_member_removal_option,
+    dns_name,
+    gossip_interval_option,
+    gossip_timeout_option,
+    http_prefixes,
+    not_empty,
+    one_of,
+    option,
+    parse_http_prefix,
+    port,
+    trusted_roots_option,
+    what_if_option,
+)
+from estwisted.node.sources import Loader, OptionTable
 
 __all__ = [
     "ENV_PREFIX",
@@ -95,520 +129,6 @@ __all__ = [
     "render_options",
     "startup_warnings",
 ]
-
-ENV_PREFIX = "EVENTSTORE_"
-
-_OPTION_KEY = "estwisted.option"
-
-MIB = 1024 * 1024
-
-
-# --- sources -----------------------------------------------------------------
-
-
-class SourceKind(enum.IntEnum):
-    """
-    Where a value came from; a higher value wins.
-    """
-
-    DEFAULT = 0
-    FILE = 1
-    ENVIRONMENT = 2
-    COMMAND_LINE = 3
-
-
-@frozen
-class Source:
-    """
-    The origin of one effective value.
-
-    @ivar kind: which of the four sources.
-    @ivar where: detail for messages: the file name (and line), the variable
-        name, or the flag as typed.
-    """
-
-    kind: SourceKind
-    where: str = ""
-
-    def __str__(self) -> str:
-        label = {
-            SourceKind.DEFAULT: "default",
-            SourceKind.FILE: "file",
-            SourceKind.ENVIRONMENT: "environment",
-            SourceKind.COMMAND_LINE: "command line",
-        }[self.kind]
-        if self.where:
-            return f"{label} {self.where}"
-        return label
-
-
-DEFAULT_SOURCE = Source(SourceKind.DEFAULT)
-
-
-# --- value kinds ---------------------------------------------------------------
-
-
-@frozen
-class Endpoint:
-    """
-    A C{host:port} pair (gossip seeds, DNS server).  C{host} is an IP address
-    or a host name; IPv6 addresses are written C{[::1]:2113}.
-    """
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-
-_TRUE_WORDS = frozenset({"true", "1", "yes", "on", "+"})
-_FALSE_WORDS = frozenset({"false", "0", "no", "off", "-"})
-_BOOL_WORDS = _TRUE_WORDS | _FALSE_WORDS
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
-
-
-def _is_host_name(text: str) -> bool:
-    if not text or len(text) > 253:
-        return False
-    return all(_HOST_LABEL.match(label) for label in text.rstrip(".").split("."))
-
-
-def _text_bool(text: str) -> bool:
-    word = text.strip().lower()
-    if word in _TRUE_WORDS:
-        return True
-    if word in _FALSE_WORDS:
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def _yaml_bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        return _text_bool(value)
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _text_int(text: str) -> int:
-    try:
-        return int(text.strip(), 10)
-    except ValueError:
-        raise ValueError(f"expected an integer, got {text!r}") from None
-
-
-def _yaml_int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return _text_int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
-
-
-def _text_str(text: str) -> str:
-    return text
-
-
-def _yaml_str(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"expected a string, got {value!r}")
-    return str(value)
-
-
-def _text_ip(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an IP address") from None
-
-
-def _yaml_ip(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not an IP address")
-    return _text_ip(value)
-
-
-def _text_host(text: str) -> str:
-    text = text.strip()
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    if not _is_host_name(text):
-        raise ValueError(f"{text!r} is not a host name or IP address")
-    return text
-
-
-def _yaml_host(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a host name")
-    return _text_host(value)
-
-
-def parse_endpoint(text: str) -> Endpoint:
-    """
-    Parse C{host:port} (C{[v6]:port} for IPv6).
-
-    @raise ValueError: it is not of that form, or the port is out of range.
-    """
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"{text!r} is not host:port")
-        port_text = rest[1:]
-        try:
-            host = str(ipaddress.IPv6Address(host))
-        except ValueError:
-            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"{text!r} is not host:port")
-        try:
-            host = _text_host(host)
-        except ValueError as e:
-            raise ValueError(f"{text!r}: {e}") from None
-    if not port_text.isdigit():
-        raise ValueError(f"{text!r}: port {port_text!r} is not a number")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{text!r}: port {port} is out of range 1-65535")
-    return Endpoint(host, port)
-
-
-def _text_endpoint(text: str) -> Endpoint:
-    return parse_endpoint(text)
-
-
-def _yaml_endpoint(value: object) -> Endpoint:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not host:port")
-    return parse_endpoint(value)
-
-
-def _split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _yaml_items(value: object) -> list[str]:
-    if isinstance(value, str):
-        return _split_list(value)
-    if isinstance(value, list):
-        items = []
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, (str, int)):
-                raise ValueError(f"list item {item!r} is not a string")
-            items.append(str(item))
-        return items
-    raise ValueError(f"expected a list, got {value!r}")
-
-
-def _text_endpoints(text: str) -> tuple[Endpoint, ...]:
-    return tuple(parse_endpoint(part) for part in _split_list(text))
-
-
-def _yaml_endpoints(value: object) -> tuple[Endpoint, ...]:
-    return tuple(parse_endpoint(part) for part in _yaml_items(value))
-
-
-def _text_strings(text: str) -> tuple[str, ...]:
-    return tuple(_split_list(text))
-
-
-def _yaml_strings(value: object) -> tuple[str, ...]:
-    return tuple(_yaml_items(value))
-
-
-def _show(value: object) -> str:
-    if value is None:
-        return "<none>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value) or "<empty>"
-    return str(value)
-
-
-@frozen
-class Kind:
-    """
-    How values of one type are read from text (environment, command line)
-    and from YAML, and shown.
-
-    @ivar name: short description for help texts ("integer", "IP address").
-    @ivar from_text: text -> value; raises C{ValueError} with a message.
-    @ivar from_yaml: YAML value -> value; raises C{ValueError}.
-    @ivar is_bool: a flag that may be given bare on the command line.
-    @ivar is_list: comma-separated; repeated flags accumulate.
-    """
-
-    name: str
-    from_text: Callable[[str], Any]
-    from_yaml: Callable[[object], Any]
-    is_bool: bool = False
-    is_list: bool = False
-
-
-BOOL = Kind("true|false", _text_bool, _yaml_bool, is_bool=True)
-INT = Kind("integer", _text_int, _yaml_int)
-STR = Kind("string", _text_str, _yaml_str)
-PATH = Kind("path", _text_str, _yaml_str)
-IP = Kind("IP address", _text_ip, _yaml_ip)
-HOST = Kind("host name", _text_host, _yaml_host)
-ENDPOINT = Kind("host:port", _text_endpoint, _yaml_endpoint)
-ENDPOINTS = Kind("host:port,...", _text_endpoints, _yaml_endpoints, is_list=True)
-STRINGS = Kind("string,...", _text_strings, _yaml_strings, is_list=True)
-
-
-# --- validators ----------------------------------------------------------------
-
-Check = Callable[[Any], None]
-
-
-def at_least(minimum: int) -> Check:
-    """
-    Reject integers below C{minimum}.
-    """
-
-    def check(value: int) -> None:
-        if value < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value}")
-
-    return check
-
-
-@frozen
-class HttpPrefix:
-    """
-    One C{ExtHttpPrefixes}/C{IntHttpPrefixes} entry, an Event Store v5
-    (HttpListener) prefix C{scheme://host:port/path/}.
-
-    @ivar scheme: C{http} or C{https}.
-    @ivar host: the host name or address, lower case; C{None} for the
-        wildcards C{*} and C{+} (any host).
-    @ivar port: the port.
-    @ivar path: starts and ends with C{/}.
-    """
-
-    scheme: str
-    host: Optional[str]
-    port: int
-    path: str
-
-    def __str__(self) -> str:
-        host = self.host or "*"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
-
-
-def parse_http_prefix(text: str) -> HttpPrefix:
-    """
-    Parse an HttpListener prefix (C{http://*:2113/}, C{http://node1:2113/es/}).
-
-    @raise ValueError: naming what is wrong.
-    """
-    scheme, sep, rest = text.strip().partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in ("http", "https"):
-        raise ValueError(f"{text!r} is not an http:// or https:// prefix")
-    authority, slash, path = rest.partition("/")
-    if not slash:
-        raise ValueError(f"{text!r} must end with '/' (e.g. http://*:2113/)")
-    path = "/" + path
-    if not path.endswith("/"):
-        raise ValueError(f"{text!r} must end with '/' (e.g. http://*:2113/)")
-    if "?" in path or "#" in path or "//" in path:
-        raise ValueError(f"{text!r} has a bad path {path!r}")
-    if authority.startswith("["):
-        host, bracket, after = authority[1:].partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            raise ValueError(f"{text!r} has a bad IPv6 host")
-        port_text = after[1:] if after else ""
-    else:
-        host, _, port_text = authority.partition(":")
-    if not host or any(c in host for c in " @/\\"):
-        raise ValueError(f"{text!r} has no valid host (use * for any host)")
-    if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"{text!r} has a bad port {port_text!r}")
-        number = int(port_text)
-    else:
-        number = 443 if scheme == "https" else 80
-    wildcard = host in ("*", "+")
-    return HttpPrefix(scheme, None if wildcard else host.lower(), number, path)
-
-
-def _http_prefixes(value: tuple[str, ...]) -> None:
-    for text in value:
-        parse_http_prefix(text)
-
-
-def port(allow_zero: bool = False) -> Check:
-    """
-    Reject ports outside 1-65535 (0 allowed when it means "off"/"same").
-    """
-    low = 0 if allow_zero else 1
-
-    def check(value: int) -> None:
-        if not low <= value <= 65535:
-            raise ValueError(f"port {value} is out of range {low}-65535")
-
-    return check
-
-
-def one_of(*choices: str) -> Check:
-    """
-    Accept only the given words (case-insensitively).
-    """
-
-    def check(value: str) -> None:
-        if value.lower() not in {c.lower() for c in choices}:
-            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
-
-    return check
-
-
-def dns_name(value: str) -> None:
-    """
-    Accept a syntactically valid host name.
-    """
-    if not _is_host_name(value):
-        raise ValueError(f"{value!r} is not a valid DNS name")
-
-
-def not_empty(value: str) -> None:
-    """
-    Reject the empty string.
-    """
-    if not value.strip():
-        raise ValueError("must not be empty")
-
-
-# --- the option table ------------------------------------------------------------
-
-
-@frozen
-class Option:
-    """
-    One row of the option table.
-
-    @ivar attribute: the L{NodeConfig} attribute, snake_case.
-    @ivar name: PascalCase name; also the YAML key.
-    @ivar flag: the canonical command-line flag without dashes (kebab-case).
-    @ivar env: the environment variable name.
-    @ivar env_aliases: other accepted environment variable names.
-    @ivar implemented: False for options that are accepted and validated but
-        have no effect yet ("not yet implemented" in what-if output).
-    @ivar why: for an option that is not implemented on purpose, why
-        (what-if shows it instead of "not yet implemented").
-    @ivar file_allowed: False for options that may not appear in the YAML
-        file (C{Config} itself).
-    @ivar secret: the value is never shown (what-if prints C{****}).
-    """
-
-    attribute: str
-    kind: Kind
-    default: Any
-    help: str
-    check: Optional[Check]
-    implemented: bool
-    file_allowed: bool
-    env_aliases: tuple[str, ...]
-    secret: bool
-    why: str = ""
-
-    @property
-    def marker(self) -> str:
-        """
-        What-if's note on an option without effect, or C{""}.
-        """
-        if self.implemented:
-            return ""
-        if self.why:
-            return f"[accepted, no effect here: {self.why}]"
-        return "[accepted, not yet implemented]"
-
-    @property
-    def name(self) -> str:
-        return "".join(part.capitalize() for part in self.attribute.split("_"))
-
-    @property
-    def flag(self) -> str:
-        return self.attribute.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.attribute.upper()
-
-    @property
-    def title(self) -> str:
-        """
-        The v5 what-if spelling: C{INT IP}.
-        """
-        return self.attribute.replace("_", " ").upper()
-
-    def show(self, value: object) -> str:
-        """
-        The value as shown in what-if output and help.
-        """
-        if self.secret and value:
-            return "****"
-        return _show(value)
-
-    def convert_text(self, text: str) -> Any:
-        value = self.kind.from_text(text)
-        if self.check is not None and value is not None:
-            self.check(value)
-        return value
-
-    def convert_yaml(self, raw: object) -> Any:
-        if raw is None:
-            if self.default is None:
-                return None
-            raise ValueError("has no value")
-        value = self.kind.from_yaml(raw)
-        if self.check is not None and value is not None:
-            self.check(value)
-        return value
-
-
-def option(
-    kind: Kind,
-    default: Any,
-    help: str,
-    *,
-    check: Optional[Check] = None,
-    implemented: bool = True,
-    file_allowed: bool = True,
-    env_aliases: tuple[str, ...] = (),
-    secret: bool = False,
-    why: str = "",
-) -> Any:
-    """
-    Declare one option as an attrs field of L{NodeConfig}.  The attribute
-    name gives the option its names (see the module docstring).
-    """
-    spec = {
-        "kind": kind,
-        "default": default,
-        "help": help,
-        "check": check,
-        "implemented": implemented,
-        "file_allowed": file_allowed,
-        "env_aliases": env_aliases,
-        "secret": secret,
-        "why": why,
-    }
-    return field(default=default, metadata={_OPTION_KEY: spec})
 
 
 @frozen
@@ -627,9 +147,7 @@ class NodeConfig:
         "No file is read unless given.",
         file_allowed=False,
     )
-    what_if: bool = option(
-        BOOL, False, "Print the effective configuration with sources and exit."
-    )
+    what_if: bool = what_if_option()
     log: Optional[str] = option(
         PATH,
         None,
@@ -776,13 +294,13 @@ class NodeConfig:
         STRINGS, (),
         "Extra prefixes (http://host:port/path/, * = any host) the internal HTTP server "
         "answers; when set, other Host names get 400 (docs/v5-options.md).",
-        check=_http_prefixes,
+        check=http_prefixes,
     )
     ext_http_prefixes: tuple[str, ...] = option(
         STRINGS, (),
         "Extra prefixes (http://host:port/path/, * = any host) the external HTTP server "
         "answers; when set, other Host names get 400 (docs/v5-options.md).",
-        check=_http_prefixes,
+        check=http_prefixes,
     )
     enable_trusted_auth: bool = option(
         BOOL, False,
@@ -846,12 +364,8 @@ class NodeConfig:
         "Internal HTTP endpoints (host:port, comma separated) of other nodes, used "
         "when DiscoverViaDns is false.",
     )
-    gossip_interval_ms: int = option(
-        INT, 1000, "Milliseconds between gossip rounds.", check=at_least(1)
-    )
-    gossip_timeout_ms: int = option(
-        INT, 500, "HTTP timeout of a gossip request, in milliseconds.", check=at_least(1)
-    )
+    gossip_interval_ms: int = gossip_interval_option()
+    gossip_timeout_ms: int = gossip_timeout_option()
     gossip_allowed_difference_ms: int = option(
         INT, 60000, "Clock difference tolerated between nodes, in milliseconds.",
         check=at_least(0),
@@ -863,10 +377,7 @@ class NodeConfig:
     leader_election_timeout_ms: int = option(
         INT, 1000, "Milliseconds before an election view is abandoned.", check=at_least(1)
     )
-    dead_member_removal_period_sec: int = option(
-        INT, 1800, "Seconds after which a dead member is dropped from gossip.",
-        check=at_least(1),
-    )
+    dead_member_removal_period_sec: int = dead_member_removal_option()
     read_only_replica: bool = option(
         BOOL, False, "Replicate from the leader but never vote or lead (needs ClusterSize > 1)."
     )
@@ -883,15 +394,9 @@ class NodeConfig:
     certificate_file: Optional[str] = option(
         PATH, None, "Node certificate: PKCS#12, or PEM with CertificatePrivateKeyFile."
     )
-    certificate_private_key_file: Optional[str] = option(
-        PATH, None, "Private key (PEM) for a PEM CertificateFile."
-    )
-    certificate_password: Optional[str] = option(
-        STR, None, "Password of a PKCS#12 CertificateFile.", secret=True
-    )
-    trusted_root_certificates_path: Optional[str] = option(
-        PATH, None, "Directory of trusted root CA certificates."
-    )
+    certificate_private_key_file: Optional[str] = certificate_private_key_option()
+    certificate_password: Optional[str] = certificate_password_option()
+    trusted_root_certificates_path: Optional[str] = trusted_roots_option()
     certificate_reserved_node_common_name: str = option(
         STR, "eventstoredb-node", "Certificate CN that identifies cluster nodes.",
         check=not_empty,
@@ -946,20 +451,15 @@ class NodeConfig:
     def source_of(self, name: str) -> Source:
         """
         Where the effective value of option C{name} (PascalCase or
-        snake_case) came from.
+        snake_case) came from (L{OptionTable.source_of}).
         """
-        opt = TABLE.lookup(name)
-        return self.sources.get(opt.name, DEFAULT_SOURCE)
+        return TABLE.source_of(self, name)
 
     def not_implemented_in_use(self) -> list[str]:
         """
         Names of options that were set (not default) but have no effect yet.
         """
-        return [
-            opt.name
-            for opt in OPTIONS
-            if not opt.implemented and self.source_of(opt.name).kind != SourceKind.DEFAULT
-        ]
+        return TABLE.not_implemented_in_use(self)
 
     @property
     def quorum(self) -> int:
@@ -1001,361 +501,6 @@ class NodeConfig:
         return self.ext_secure_tcp_port_advertise_as or self.ext_secure_tcp_port
 
 
-# --- YAML file ------------------------------------------------------------------------
-
-
-def read_config_file(path: str, source: Source) -> str:
-    """
-    Read the configuration file as text.
-
-    @raise ConfigError: it cannot be read.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise ConfigError(
-            f"Config ({source}): cannot read configuration file {path!r}: {reason}"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"Config ({source}): configuration file {path!r} is not UTF-8 text: {e.reason}"
-        ) from None
-
-
-def parse_config_text(text: str, path: str) -> dict[str, tuple[object, int]]:
-    """
-    Parse YAML text into C{{key as written: (value, line number)}}.
-
-    @raise ConfigError: YAML syntax error (with line number), a document that
-        is not a mapping, or a key given twice.
-    """
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            node = loader.get_single_node()
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            line = f", line {mark.line + 1}" if mark is not None else ""
-            problem = e.problem or e.context or "syntax error"
-            if e.context and e.context_mark is not None and e.problem:
-                problem += f" ({e.context} started on line {e.context_mark.line + 1})"
-            raise ConfigError(
-                f"configuration file {path}{line}: YAML syntax error: {problem}"
-            ) from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"configuration file {path}: YAML error: {e}") from None
-        if node is None:
-            return {}
-        if not isinstance(node, yaml.MappingNode):
-            raise ConfigError(
-                f"configuration file {path}, line {node.start_mark.line + 1}: expected a "
-                "mapping of option names to values (e.g. IntIp: 127.0.0.1)"
-            )
-        result: dict[str, tuple[object, int]] = {}
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            try:
-                key = loader.construct_object(key_node, deep=True)
-                value = loader.construct_object(value_node, deep=True)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"configuration file {path}, line {line}: {e}") from None
-            if not isinstance(key, str):
-                raise ConfigError(
-                    f"configuration file {path}, line {line}: key {key!r} is not an option name"
-                )
-            if key in result:
-                raise ConfigError(
-                    f"{key} (file {path}, line {line}): given twice "
-                    f"(first on line {result[key][1]})"
-                )
-            result[key] = (value, line)
-        return result
-    finally:
-        loader.dispose()
-
-
-def _key(text: str) -> str:
-    """
-    The lookup key of a spelled option name: case and dashes/underscores
-    ignored.
-    """
-    return text.replace("-", "").replace("_", "").lower()
-
-
-def _suggest(word: str, candidates: Iterable[str], key: Callable[[str], str] = _key) -> str:
-    """
-    " (did you mean X?)" for the nearest candidate, or "".
-    """
-    by_key = {key(c): c for c in candidates}
-    match = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
-    if match:
-        return f" (did you mean {by_key[match[0]]}?)"
-    return ""
-
-
-_NEGATIVE_NUMBER = re.compile(r"^-\d")
-_PASS_THROUGH = {"help": "--help", "h": "--help", "?": "--help", "version": "--version"}
-
-
-_Config = TypeVar("_Config")
-
-
-def _fail(opt: Option, source: Source, problem: str) -> ConfigError:
-    return ConfigError(f"{opt.name} ({source}): {problem}")
-
-
-class OptionTable:
-    """
-    One declarative option table and everything that reads it: lookups by
-    name, spelling and C{EVENTSTORE_*} variable, the command-line
-    canonicalisation, the merge of the four sources (default < file <
-    environment < command line) and the C{--what-if} rendering.  A node
-    (L{NodeConfig}) and a manager (L{estwisted.manager.config}) each
-    declare their table with L{option}; the rules are these, once.
-
-    @param what: the word in "not a known ..." for an unknown file key.
-    @param key_aliases: other spellings of an option (spelling -> name).
-    @param env_aliases: other variables of an option (variable -> name),
-        besides each option's own C{env_aliases}.
-    """
-
-    def __init__(
-        self,
-        options: Sequence[Option],
-        what: str = "option",
-        key_aliases: Optional[Mapping[str, str]] = None,
-        env_aliases: Optional[Mapping[str, str]] = None,
-    ) -> None:
-        self.options = tuple(options)
-        self.what = what
-        self.by_name = {opt.name: opt for opt in self.options}
-        self.by_key = {_key(opt.name): opt for opt in self.options}
-        self.by_env = {opt.env: opt for opt in self.options}
-        for opt in self.options:
-            for alias in opt.env_aliases:
-                self.by_env[alias] = opt
-        for spelling, name in (key_aliases or {}).items():
-            self.by_key[_key(spelling)] = self.by_name[name]
-        for var, name in (env_aliases or {}).items():
-            self.by_env[var] = self.by_name[name]
-
-    @classmethod
-    def of(cls, config_class: type, **kwargs: Any) -> OptionTable:
-        """
-        The table of the options declared (with L{option}) on an attrs
-        configuration class, in declaration order.
-        """
-        table = []
-        for f in attrs.fields(config_class):
-            spec = f.metadata.get(_OPTION_KEY)
-            if spec is not None:
-                table.append(Option(attribute=f.name, **spec))
-        return cls(table, **kwargs)
-
-    def lookup(self, name: str) -> Option:
-        """
-        @raise KeyError: no option is spelled C{name}.
-        """
-        opt = self.by_key.get(_key(name))
-        if opt is None:
-            raise KeyError(name)
-        return opt
-
-    def canonical_arguments(self, args: Sequence[str]) -> list[str]:
-        """
-        Rewrite command-line arguments into canonical C{--flag=value} form.
-
-        Accepts C{--int-ip value}, C{--int-ip=value}, C{--IntIp value},
-        C{-IntIp value}; bare booleans (C{--mem-db}), booleans followed by
-        a true/false word, C{--mem-db-}/C{--mem-db+}.  List options given
-        more than once accumulate.  C{--help} and C{--version} pass
-        through.
-
-        @raise ConfigError: an unknown flag (with the nearest known one
-            suggested), a missing value, or a stray argument.
-        """
-        values: dict[str, str] = {}
-        order: list[str] = []
-        passed: list[str] = []
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            i += 1
-            if not arg.startswith("-") or arg in ("-", "--"):
-                raise ConfigError(
-                    f"unexpected argument {arg!r} on the command line "
-                    "(options look like --int-ip 127.0.0.1)"
-                )
-            spelled, has_value, value = arg.lstrip("-").partition("=")
-            if spelled.lower() in _PASS_THROUGH and not has_value:
-                passed.append(_PASS_THROUGH[spelled.lower()])
-                continue
-            opt = None
-            if spelled[-1:] in ("+", "-") and not has_value:
-                opt = self.by_key.get(_key(spelled[:-1]))
-                if opt is not None and opt.kind.is_bool:
-                    has_value, value = "=", "true" if spelled.endswith("+") else "false"
-                else:
-                    opt = None
-            if opt is None:
-                opt = self.by_key.get(_key(spelled))
-            if opt is None:
-                suggestion = _suggest(spelled, ["--" + o.flag for o in self.options])
-                raise ConfigError(
-                    f"unknown option {arg.split('=')[0]} on the command line{suggestion}"
-                )
-            if not has_value:
-                if opt.kind.is_bool:
-                    if i < len(args) and args[i].lower() in _BOOL_WORDS - {"+", "-"}:
-                        value = args[i]
-                        i += 1
-                    else:
-                        value = "true"
-                elif i < len(args) and (
-                    not args[i].startswith("-") or _NEGATIVE_NUMBER.match(args[i])
-                ):
-                    value = args[i]
-                    i += 1
-                else:
-                    raise ConfigError(f"{opt.name} (command line --{opt.flag}): missing value")
-            if opt.name in values and opt.kind.is_list:
-                values[opt.name] = values[opt.name] + "," + value
-            else:
-                if opt.name not in values:
-                    order.append(opt.name)
-                values[opt.name] = value
-        return passed + [f"--{self.by_name[name].flag}={values[name]}" for name in order]
-
-    def merge(
-        self,
-        command_line: Optional[Mapping[str, str]] = None,
-        environ: Optional[Mapping[str, str]] = None,
-        read_file: Callable[[str, Source], str] = read_config_file,
-    ) -> tuple[dict[str, Any], dict[str, Source], tuple[str, ...]]:
-        """
-        Merge the four sources.
-
-        @param command_line: option name (PascalCase) -> raw text, as
-            produced from L{canonical_arguments} output.
-        @param environ: the environment (only C{EVENTSTORE_*} names are
-            looked at); by default none.
-        @param read_file: reads the C{Config} file; injectable for tests.
-        @return: the values by attribute, the source of each option set,
-            and the C{EVENTSTORE_*} variables that name no option.
-
-        @raise ConfigError: one line naming the option and its source.
-        """
-        command_line = command_line or {}
-        environ = environ or {}
-        chosen: dict[str, tuple[Any, Source]] = {}
-
-        def take(opt: Option, value: Any, source: Source) -> None:
-            current = chosen.get(opt.name)
-            if current is None or current[1].kind <= source.kind:
-                chosen[opt.name] = (value, source)
-
-        for name, text in command_line.items():
-            opt = self.lookup(name)
-            source = Source(SourceKind.COMMAND_LINE, f"--{opt.flag}")
-            try:
-                take(opt, opt.convert_text(text), source)
-            except ValueError as e:
-                raise _fail(opt, source, str(e)) from None
-
-        ignored: list[str] = []
-        for var in sorted(environ):
-            if not var.startswith(ENV_PREFIX):
-                continue
-            env_opt = self.by_env.get(var)
-            if env_opt is None:
-                ignored.append(var)
-                continue
-            source = Source(SourceKind.ENVIRONMENT, var)
-            try:
-                take(env_opt, env_opt.convert_text(environ[var]), source)
-            except ValueError as e:
-                raise _fail(env_opt, source, str(e)) from None
-
-        config_entry = chosen.get("Config")
-        if config_entry is not None and config_entry[0]:
-            path, path_source = config_entry
-            text = read_file(path, path_source)
-            for key, (raw, line) in parse_config_text(text, path).items():
-                source = Source(SourceKind.FILE, f"{path}, line {line}")
-                file_opt = self.by_key.get(_key(key))
-                if file_opt is None:
-                    names = [o.name for o in self.options if o.file_allowed]
-                    raise ConfigError(
-                        f"{key} (file {path}, line {line}): not a known {self.what}"
-                        f"{_suggest(key, names)}"
-                    )
-                if not file_opt.file_allowed:
-                    raise _fail(file_opt, source, "cannot be set in a configuration file")
-                try:
-                    take(file_opt, file_opt.convert_yaml(raw), source)
-                except ValueError as e:
-                    raise _fail(file_opt, source, str(e)) from None
-
-        values = {self.by_name[name].attribute: value for name, (value, _) in chosen.items()}
-        sources = {name: source for name, (_, source) in chosen.items()}
-        return values, sources, tuple(ignored)
-
-    def load(
-        self,
-        make: Callable[..., _Config],
-        check: Callable[[_Config], None],
-        command_line: Optional[Mapping[str, str]] = None,
-        environ: Optional[Mapping[str, str]] = None,
-        read_file: Callable[[str, Source], str] = read_config_file,
-    ) -> _Config:
-        """
-        L{merge}, build the configuration with C{make(**values, sources=...,
-        ignored_environment=...)} and validate it with C{check}.
-
-        @raise ConfigError: one line naming the option and its source.
-        """
-        values, sources, ignored = self.merge(command_line, environ, read_file)
-        config = make(**values, sources=sources, ignored_environment=ignored)
-        check(config)
-        return config
-
-    def suggest_variable(self, var: str) -> str:
-        """
-        " (did you mean EVENTSTORE_X?)" for a variable that names no option.
-        """
-        return _suggest(var, list(self.by_env), key=str.upper)
-
-    def render(self, config: Any) -> str:
-        """
-        The effective configuration, Event Store v5 style: C{MODIFIED
-        OPTIONS} then C{DEFAULT OPTIONS}, one C{NAME: value (source)} line
-        each (C{--what-if}).
-        """
-        modified, defaults = [], []
-        width = max(len(opt.title) for opt in self.options) + 2
-        for opt in self.options:
-            source = config.source_of(opt.name)
-            value = opt.show(getattr(config, opt.attribute))
-            line = f"    {(opt.title + ':').ljust(width)}{value} ({source})"
-            if source.kind == SourceKind.DEFAULT:
-                defaults.append(line)
-            else:
-                if not opt.implemented:
-                    line += " " + opt.marker
-                modified.append(line)
-        out = ["MODIFIED OPTIONS:", ""]
-        out += modified or ["    (none)"]
-        out += ["", "DEFAULT OPTIONS:", ""]
-        out += defaults or ["    (none)"]
-        if config.ignored_environment:
-            out += ["", "IGNORED ENVIRONMENT VARIABLES (not options):", ""]
-            for var in config.ignored_environment:
-                out.append(f"    {var}{self.suggest_variable(var)}")
-        return "\n".join(out) + "\n"
-
-
 #: The node's option table.
 TABLE = OptionTable.of(NodeConfig)
 
@@ -1370,28 +515,13 @@ canonical_arguments = TABLE.canonical_arguments
 # --- merging ----------------------------------------------------------------------
 
 
-def load_config(
-    command_line: Optional[Mapping[str, str]] = None,
-    environ: Optional[Mapping[str, str]] = None,
-    read_file: Callable[[str, Source], str] = read_config_file,
-) -> NodeConfig:
-    """
-    Merge the four sources and validate (L{OptionTable.load}).
-
-    @raise ConfigError: one line naming the option and its source.
-    """
-    return TABLE.load(NodeConfig, _check_config, command_line, environ, read_file)
-
-
 def _check_config(config: NodeConfig) -> None:
     """
     Rules that involve more than one option.
 
     @raise ConfigError: the first rule broken.
     """
-
-    def where(name: str) -> str:
-        return f"{name} ({config.source_of(name)})"
+    where = functools.partial(TABLE.where, config)
 
     # endpoints must not collide
     endpoints = [
@@ -1472,6 +602,12 @@ def _check_config(config: NodeConfig) -> None:
         raise ConfigError(
             f"{where('DisableInsecureTcp')}: needs IntSecureTcpPort and ExtSecureTcpPort"
         )
+
+
+#: Merge the four sources and validate (L{OptionTable.load}):
+#: C{load_config(command_line=None, environ=None, read_file=read_config_file)}.
+#: @raise ConfigError: one line naming the option and its source.
+load_config: Loader[NodeConfig] = TABLE.loader(NodeConfig, _check_config)
 
 
 # --- what-if ------------------------------------------------------------------------

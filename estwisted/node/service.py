@@ -601,7 +601,7 @@ def make_node_service(config: NodeConfig, reactor: INodeReactor) -> NodeService:
     # ExtHttpPrefixes / IntHttpPrefixes (estwisted.http.prefixes).
     site, int_site = prefixed_sites(config, site, int_site)
     # The gRPC API (estwisted.grpc) shares the external HTTP port.
-    site = _grpc_factory(node, config, reactor, site, leadership, users)
+    site = _grpc_factory(node, config, reactor, site, leadership, users, metrics)
     listeners = ListenersService(
         # A single node listens once its default users are durable (their
         # write is a group commit, flushed off the reactor thread): a client
@@ -715,9 +715,11 @@ def _grpc_factory(
     site: IProtocolFactory,
     leadership: Optional[Leadership],
     users: UserManager,
+    metrics: Optional[NodeMetrics] = None,
 ) -> IProtocolFactory:
     """
-    Serve the EventStoreDB 20+ gRPC API beside C{site} on its port.
+    Serve the EventStoreDB 20+ gRPC API beside C{site} on its port (its
+    calls counted and sampled in C{metrics}).
     """
     from estwisted.grpc.protocol import GrpcSniffingFactory
     from estwisted.grpc.services import INSECURE_PRINCIPAL, GrpcServer, node_members
@@ -727,10 +729,21 @@ def _grpc_factory(
 
     members = node_members(config, reactor, lambda: node.cluster)
     anonymous = INSECURE_PRINCIPAL if config.insecure else None
+
+    def resign() -> None:
+        if node.cluster is not None:
+            node.cluster.controller.resign()
+
+    def set_node_priority(priority: int) -> None:
+        if node.cluster is not None:
+            node.cluster.controller.set_node_priority(priority)
+
     server = GrpcServer(
         node.store, node.hub, reactor, members, refusal, anonymous, node.persistent,
-        _shutdown_by(reactor, "gRPC"), users,
+        _shutdown_by(reactor, "gRPC"), users, (resign, set_node_priority),
     )
+    if metrics is not None:
+        server.request_meter = metrics.grpc_requests
     return cast(IProtocolFactory, GrpcSniffingFactory(server, site, reactor))
 
 

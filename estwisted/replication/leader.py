@@ -11,6 +11,7 @@ replicated).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -134,6 +135,9 @@ class ReplicationLeader:
         self._loop: Optional[LoopingCall] = None
         #: scavenged chunks being sent whole, by subscription id
         self._raw: dict[bytes, _RawSend] = {}
+        #: per subscription, the end and send time of each data message not
+        #: yet acknowledged (an ack confirms the link up to its send time)
+        self._unacked: dict[bytes, deque[tuple[int, float]]] = {}
 
     @property
     def active(self) -> bool:
@@ -146,8 +150,11 @@ class ReplicationLeader:
     def quorum_heard_at(self) -> Optional[float]:
         """
         While leading: the last moment a quorum (this node and
-        C{ClusterSize/2} voting replicas) had been heard from, counting what
-        arrived up to now on each replica's connection; C{None} if never.
+        C{ClusterSize/2} voting replicas) were known to hear from us: the
+        send time of the newest message each replica answered (a heartbeat
+        or data it acknowledged, L{ReplicationLink.confirmed_at}), so that
+        answers read late (our process was stopped) count as old; C{None}
+        if never.
         """
         state = self.state
         if state is None:
@@ -157,9 +164,11 @@ class ReplicationLeader:
             return self.clock.seconds()
         heard = sorted(
             (
-                protocol.last_received
+                protocol.confirmed_at
                 for sid, protocol in self._connections.items()
-                if (cursor := state.replicas.get(sid)) is not None and cursor.promotable
+                if (cursor := state.replicas.get(sid)) is not None
+                and cursor.promotable
+                and protocol.confirmed_at is not None
             ),
             reverse=True,
         )
@@ -235,6 +244,7 @@ class ReplicationLeader:
                 d.errback(error)
         for sid in list(self._raw):
             self._drop_raw(sid)
+        self._unacked.clear()
         for protocol in list(self._all):
             sid = self._by_protocol.get(protocol, b"\x00" * 16)
             protocol.send(Retry(sid, "not leader"))
@@ -336,6 +346,7 @@ class ReplicationLeader:
         sid = self._by_protocol.pop(protocol, None)
         if sid is not None:
             self._connections.pop(sid, None)
+            self._unacked.pop(sid, None)
             self._drop_raw(sid)
             if self.state is not None:
                 self.state.unsubscribe(sid)
@@ -368,6 +379,7 @@ class ReplicationLeader:
         old = self._by_protocol.pop(protocol, None)
         if old is not None:
             self._connections.pop(old, None)
+            self._unacked.pop(old, None)
             self._drop_raw(old)
             state.unsubscribe(old)
         answer = decide_start(self.epochs, self.log.end_position, message.position, message.epochs)
@@ -396,10 +408,25 @@ class ReplicationLeader:
         self._effects(effects)
         self._pump(sid)
 
+    def _sent(self, sid: bytes, end: int) -> None:
+        sent = self._unacked.get(sid)
+        if sent is None:
+            sent = self._unacked[sid] = deque()
+        sent.append((end, self.clock.seconds()))
+
     def _ack(self, message: Ack) -> None:
         state = self.state
         if state is None:
             return
+        sid = message.subscription_id
+        sent = self._unacked.get(sid)
+        protocol = self._connections.get(sid)
+        if sent and protocol is not None:
+            confirmed: Optional[float] = None
+            while sent and sent[0][0] <= message.position:
+                confirmed = sent.popleft()[1]
+            if confirmed is not None:
+                protocol.confirm(confirmed)
         moved = state.acked(message.subscription_id, message.position)
         if moved is not None:
             self._release(moved)
@@ -459,6 +486,7 @@ class ReplicationLeader:
                 break
             protocol.send(Data(sid, start, state.committed, frames))
             state.sent(sid, after)
+            self._sent(sid, after)
         if cursor.role is ReplicaRole.CatchingUp:
             self._effects(state.assign_roles())
 

@@ -6,6 +6,7 @@ handler (the leader or the follower runner).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,6 +34,11 @@ HEARTBEAT_INTERVAL = 0.7
 HEARTBEAT_TIMEOUT = 0.7
 
 
+#: Unanswered heartbeats remembered (a peer that answers none is closed
+#: long before this many are sent).
+_MAX_PINGS = 64
+
+
 class ReplicationLink(Protocol):
     """
     Frames and decodes packages; hands messages to C{handler}.
@@ -45,7 +51,13 @@ class ReplicationLink(Protocol):
     within interval + timeout, on both sides.
 
     @ivar last_received: C{handler.clock.seconds()} when something last
-        arrived (the leader counts a replica by it).
+        arrived (the leader's no-quorum check counts a replica by it).
+    @ivar confirmed_at: the time we sent the newest message the peer is
+        known to have received (a heartbeat it answered, or what the
+        handler L{confirm}s, such as data it acknowledged); C{None} before
+        any.  Unlike C{last_received} it does not move when a stalled
+        process reads a backlog of old answers: the leader's lease counts
+        a replica by it.
     """
 
     def __init__(
@@ -63,10 +75,15 @@ class ReplicationLink(Protocol):
         self.last_received = self.clock.seconds()
         self._last_sent = self.last_received
         self._timer: Optional[IDelayedCall] = None
+        self.confirmed_at: Optional[float] = None
+        self._connected_at = self.last_received
+        #: when each of our heartbeats not yet answered was sent (answers
+        #: come back in order)
+        self._pings: deque[float] = deque()
 
     def connectionMade(self) -> None:
         self.connected_ = True
-        self.last_received = self._last_sent = self.clock.seconds()
+        self.last_received = self._last_sent = self._connected_at = self.clock.seconds()
         self._schedule()
         # small messages (acks, live bulks) must not wait for Nagle
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -95,9 +112,28 @@ class ReplicationLink(Protocol):
         if silent >= self.heartbeat_interval + self.heartbeat_timeout:
             self.abort(f"no answer for {silent:.1f} s (heartbeat timeout)")
             return
-        if silent >= self.heartbeat_interval or now - self._last_sent >= self.heartbeat_interval:
-            self.send(Heartbeat())
+        confirmed = self.confirmed_at
+        if confirmed is None:
+            confirmed = self._connected_at
+        if (
+            silent >= self.heartbeat_interval
+            or now - self._last_sent >= self.heartbeat_interval
+            or now - confirmed >= self.heartbeat_interval
+        ):
+            self._ping(now)
         self._schedule()
+
+    def _ping(self, now: float) -> None:
+        if len(self._pings) < _MAX_PINGS:
+            self._pings.append(now)
+        self.send(Heartbeat())
+
+    def confirm(self, sent_at: float) -> None:
+        """
+        The peer received what we sent at C{sent_at} (see C{confirmed_at}).
+        """
+        if self.confirmed_at is None or sent_at > self.confirmed_at:
+            self.confirmed_at = sent_at
 
     def dataReceived(self, data: bytes) -> None:
         self.last_received = self.clock.seconds()
@@ -124,6 +160,8 @@ class ReplicationLink(Protocol):
                     self.send(HeartbeatReply())
                     continue
                 if isinstance(message, HeartbeatReply):
+                    if self._pings:
+                        self.confirm(self._pings.popleft())
                     continue
                 try:
                     self.handler.message_received(self, message)

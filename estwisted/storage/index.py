@@ -130,8 +130,10 @@ class StreamIndex:
     def truncate_from(self, position: int) -> None:
         """
         Forget every entry at or past C{position} (after the log was
-        truncated).
+        truncated).  Counted in C{drops}: index files saved before hold
+        entries of the cut records, so the next save writes a new base.
         """
+        self.drops += 1
         for stream, positions in list(self._streams.items()):
             n = len(positions)
             while n and positions[n - 1] >= position:

@@ -494,7 +494,7 @@ def _apply_deltas(
 
 
 def load_or_rebuild(
-    log: Any, directory: str, verify_from: int = 0
+    log: Any, directory: str, verify_from: int = 0, chaser: Optional[int] = None
 ) -> tuple[StreamIndex, dict[str, Any]]:
     """
     Load the base table and the chain of delta tables in C{directory}, then
@@ -503,6 +503,11 @@ def load_or_rebuild(
 
     @param verify_from: verify record checksums from this position on (the
         chaser checkpoint: what earlier runs verified need not be again).
+    @param chaser: the chaser checkpoint, written after each save to the
+        position the files cover and lowered when the log is cut: files
+        covering more were saved before a cut and hold entries of records
+        that are gone (the log may have grown past them again), so they are
+        not trusted.
     @return: the index and a report of what was done: C{loaded} entries
         from table files, C{deltas} applied, C{tail} records indexed from
         the log, C{rebuilt}, C{covered} (the position the files covered).
@@ -521,6 +526,11 @@ def load_or_rebuild(
             covered, streams, tombstones = load_index(path)
             if covered > end:
                 reason = f"it covers position {covered}, past the end of the log {end}"
+            elif chaser is not None and covered > chaser:
+                reason = (
+                    f"it covers position {covered}, past the chaser checkpoint {chaser}: "
+                    "the log was cut after it was saved"
+                )
             else:
                 index.load(streams, tombstones)
                 start = _apply_deltas(index, directory, covered, end, report)

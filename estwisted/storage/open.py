@@ -177,7 +177,8 @@ def open_storage(
             remove_deltas(index_dir)
         assert log.checkpoints is not None
         try:
-            index, report = load_or_rebuild(log, index_dir, log.checkpoints.chaser.value)
+            chaser = log.checkpoints.chaser.value
+            index, report = load_or_rebuild(log, index_dir, chaser, chaser)
         except CorruptRecord as e:
             raise CorruptRecord(
                 f"{path}: {e}: acknowledged records are damaged; not truncating them, "

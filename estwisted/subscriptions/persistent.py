@@ -55,12 +55,28 @@ Update and delete drop consumers with C{UNSUBSCRIBED}; update resumes from
 what was acked.  Only the injected clock is used (C{callLater}).
   - C{$persistentsubscription-<stream>::<group>-parked}: C{$>} links
     (C{"<n>@<stream>"}) to parked messages.
+
+Groups on C{$all} (EventStoreDB 21.10+, served over gRPC only: the v5
+edges pass no C{allow_all} and get C{"Bad stream name."}) read C{$all} in
+log order with an optional L{AllFilter} (stream-name or event-type
+prefixes or a regular expression) kept in the settings.  Their
+"event numbers" are C{$all} positions: the checkpoint is the highest
+position at or below which every matching event is done (stored as the
+string C{"C:<p>/P:<p>"}, EventStoreDB's form), a restart resumes at the
+first record at or after checkpoint + 1, and C{start_from} is a position
+(-1 the end, 0 the start).  They never deliver the checkpoint events of
+persistent subscriptions (an ack writes one: a group without a filter
+would otherwise feed itself).  Parking, retries, acks and nacks by event
+id work as for a stream; the parked stream is
+C{$persistentsubscription-$all::<group>-parked}.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import re
 import uuid
 import zlib
 from collections import deque
@@ -115,6 +131,12 @@ HOLD_RETRY = 0.05
 
 STRATEGIES = ("RoundRobin", "DispatchToSingle", "Pinned")
 
+#: The stream name of a group on every stream.
+ALL_STREAM = "$all"
+
+_CHECKPOINT_PREFIX = "$persistentsubscription-"
+_CHECKPOINT_SUFFIX = "-checkpoint"
+
 
 class SubscriberMaxCountReached(OperationError):  # noqa: N818
     """
@@ -135,6 +157,95 @@ def checkpoint_stream(stream: str, group: str) -> str:
 
 def parked_stream(stream: str, group: str) -> str:
     return f"$persistentsubscription-{group_key(stream, group)}-parked"
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@frozen
+class AllFilter:
+    """
+    The server-side filter of a C{$all} group: on the stream name
+    (C{on_stream}) or the event type, by prefixes (any of them) or a regular
+    expression (searched, as .NET's C{Regex.IsMatch}); neither matches
+    everything.  Build it with L{all_filter} to have the expression checked.
+    """
+
+    on_stream: bool
+    prefixes: tuple[str, ...] = ()
+    regex: str = ""
+
+    def matches(self, record: EventRecord) -> bool:
+        value = record.stream if self.on_stream else record.event_type
+        if self.prefixes:
+            return value.startswith(self.prefixes)
+        if self.regex:
+            return _compiled(self.regex).search(value) is not None
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "streamName" if self.on_stream else "eventType",
+            "prefixes": list(self.prefixes),
+            "regex": self.regex,
+        }
+
+
+def all_filter(on_stream: bool, prefixes: Sequence[str] = (), regex: str = "") -> AllFilter:
+    """
+    A checked L{AllFilter}.
+
+    @raise BadRequest: the regular expression does not compile.
+    """
+    if not prefixes and regex:
+        try:
+            _compiled(regex)
+        except (re.error, OverflowError, RecursionError) as e:
+            raise BadRequest(f"Bad filter expression: {e}") from None
+    return AllFilter(on_stream, tuple(prefixes), "" if prefixes else regex)
+
+
+def filter_from_json(value: object) -> Optional[AllFilter]:
+    """
+    Inverse of L{AllFilter.to_json}; C{None} for anything else.
+    """
+    if not isinstance(value, dict):
+        return None
+    kind, prefixes, regex = value.get("type"), value.get("prefixes", []), value.get("regex", "")
+    if kind not in ("streamName", "eventType") or not isinstance(regex, str):
+        return None
+    if not isinstance(prefixes, list) or not all(isinstance(x, str) for x in prefixes):
+        return None
+    try:
+        return all_filter(kind == "streamName", prefixes, regex)
+    except BadRequest:
+        return None
+
+
+def is_checkpoint_stream(stream: str) -> bool:
+    """
+    Whether C{stream} is a persistent subscription's checkpoint stream.
+    """
+    return stream.startswith(_CHECKPOINT_PREFIX) and stream.endswith(_CHECKPOINT_SUFFIX)
+
+
+def all_position_text(position: int) -> str:
+    """
+    A C{$all} position as EventStoreDB shows it: C{"C:<commit>/P:<prepare>"}
+    (one number here: a record's commit and prepare positions are equal).
+    """
+    return f"C:{position}/P:{position}"
+
+
+def parse_all_position(text: str) -> Optional[int]:
+    """
+    The commit position of C{"C:<commit>/P:<prepare>"}; C{None} when
+    malformed.
+    """
+    match = re.fullmatch(r"C:(-?\d{1,20})/P:(-?\d{1,20})", text)
+    return int(match.group(1)) if match else None
 
 
 @frozen
@@ -158,6 +269,8 @@ class PersistentSettings:
     checkpoint_min_count: int = 10
     subscriber_max_count: int = 0
     named_consumer_strategy: str = "RoundRobin"
+    #: A C{$all} group's filter (C{None}: every event).
+    filter: Optional[AllFilter] = None
 
 
 class NakAction(enum.IntEnum):
@@ -400,6 +513,7 @@ class _Group:
         self.name = name
         self.key = group_key(stream, name)
         self.settings = settings
+        self.is_all = stream == ALL_STREAM
         self.next_read = next_read
         self.caught_up = False
         self.buffer: deque[_Message] = deque()
@@ -512,19 +626,12 @@ class _Group:
                 self.next_read = self._skip[0][1] + 1
                 continue
             count = min(batch, room)
-            page = self.store.read_stream(
-                self.stream,
-                self.next_read,
-                count,
-                True,
-                settings.resolve_link_tos,
-                SYSTEM_PRINCIPAL,
-            )
-            if page.status != ReadStatus.SUCCESS:
+            read = self._read_page(self.next_read, count)
+            if read is None:
                 self.caught_up = True
                 return
-            for event in page.events:
-                sequence = event.original.event_number
+            events, next_start, end = read
+            for sequence, event in events:
                 if sequence < self.next_read:
                     continue
                 if self._skip and self._skipped(sequence):
@@ -535,15 +642,50 @@ class _Group:
                 self.outstanding[sequence] = message
                 self.next_read = sequence + 1
                 room -= 1
-            if page.is_end_of_stream:
+            if end:
+                if self.is_all:
+                    self.next_read = max(self.next_read, next_start)
                 self.caught_up = True
                 return
-            if not page.events:
-                if page.next_event_number > self.next_read:
-                    self.next_read = page.next_event_number
-                else:
-                    self.caught_up = True
-                    return
+            if next_start > self.next_read:
+                self.next_read = next_start
+            elif not events:
+                self.caught_up = True
+                return
+
+    def _wanted(self, event: ResolvedEvent) -> bool:
+        """
+        Whether a record read from C{$all} is for this group: it passes the
+        filter and is no persistent subscription's checkpoint.
+        """
+        record = event.original
+        if is_checkpoint_stream(record.stream):
+            return False
+        wanted = self.settings.filter
+        return wanted is None or wanted.matches(record)
+
+    def _read_page(
+        self, start: int, count: int
+    ) -> Optional[tuple[list[tuple[int, ResolvedEvent]], int, bool]]:
+        """
+        Up to C{count} records from C{start} (an event number, or a C{$all}
+        position for a C{$all} group) with their sequence numbers, the
+        filtered-out ones dropped; where to read next; whether this was the
+        end.  C{None} when the source cannot be read (no stream, deleted).
+        """
+        resolve = self.settings.resolve_link_tos
+        if self.is_all:
+            all_page = self.store.read_all(start, count, True, resolve, SYSTEM_PRINCIPAL)
+            if all_page.status != ReadStatus.SUCCESS:
+                return None
+            found = [(e.original.position, e) for e in all_page.events if self._wanted(e)]
+            end = len(all_page.events) < count or all_page.next_position <= start
+            return found, all_page.next_position, end
+        page = self.store.read_stream(self.stream, start, count, True, resolve, SYSTEM_PRINCIPAL)
+        if page.status != ReadStatus.SUCCESS:
+            return None
+        events = [(e.original.event_number, e) for e in page.events]
+        return events, page.next_event_number, page.is_end_of_stream
 
     def _skipped(self, sequence: int) -> bool:
         skip = self._skip
@@ -699,25 +841,23 @@ class _Group:
         """
         found: list[int] = []
         start = self.next_read
-        limit = start + ACK_LOOK_AHEAD
-        resolve = self.settings.resolve_link_tos
+        # (a $all position counts bytes: there the page count bounds it)
+        limit = start + (ACK_LOOK_AHEAD if not self.is_all else 1 << 62)
         for _ in range(ACK_LOOK_AHEAD // 500 + 1):
             if not wanted or start >= limit:
                 break
-            page = self.store.read_stream(
-                self.stream, start, min(500, limit - start), True, resolve, SYSTEM_PRINCIPAL
-            )
-            if page.status != ReadStatus.SUCCESS:
+            read = self._read_page(start, min(500, limit - start))
+            if read is None:
                 break
-            for event in page.events:
-                sequence = event.original.event_number
+            events, next_start, end = read
+            for sequence, event in events:
                 event_id = event.original.event_id  # as a _Message has it
                 if sequence >= start and event_id in wanted:
                     wanted.discard(event_id)
                     found.append(sequence)
-            if page.is_end_of_stream or page.next_event_number <= start:
+            if end or next_start <= start:
                 break
-            start = page.next_event_number
+            start = next_start
         return found
 
     def _mark_processed(self, sequences: Sequence[int]) -> None:
@@ -1126,7 +1266,11 @@ class _Group:
             status="Live" if self.caught_up else "Behind",
             total_items_processed=self.total_processed,
             last_processed_event_number=self.checkpoint_value(),
-            last_known_event_number=self.store.last_event_number(self.stream),
+            last_known_event_number=(
+                self.store.last_commit_position
+                if self.is_all
+                else self.store.last_event_number(self.stream)
+            ),
             connection_count=len(self.consumers),
             total_in_flight_messages=len(self.in_flight),
             read_buffer_count=len(self.buffer),
@@ -1159,9 +1303,13 @@ _CONFIG_KEYS = (
 
 def settings_to_json(settings: PersistentSettings) -> dict[str, Any]:
     """
-    The stored form of C{settings} (keys as in Event Store's config).
+    The stored form of C{settings} (keys as in Event Store's config; a
+    C{$all} group's filter under C{"filter"}).
     """
-    return {key: getattr(settings, name) for name, key, _ in _CONFIG_KEYS}
+    stored = {key: getattr(settings, name) for name, key, _ in _CONFIG_KEYS}
+    if settings.filter is not None:
+        stored["filter"] = settings.filter.to_json()
+    return stored
 
 
 def settings_from_json(entry: dict[str, Any]) -> PersistentSettings:
@@ -1178,6 +1326,7 @@ def settings_from_json(entry: dict[str, Any]) -> PersistentSettings:
                 values[name] = value
             elif kind is str and isinstance(value, str):
                 values[name] = value
+    values["filter"] = filter_from_json(entry.get("filter"))
     return PersistentSettings(**values)
 
 
@@ -1308,14 +1457,20 @@ class PersistentSubscriptions:
         group: str,
         settings: PersistentSettings,
         principal: Optional[Principal],
+        allow_all: bool = False,
     ) -> Deferred[None]:
         """
         Create a group.  Fails with L{AccessDenied}, L{BadRequest} or
         L{AlreadyExists}.
+
+        @param allow_all: whether C{stream} may be C{$all} (the gRPC edge);
+            the filter of C{settings} is for C{$all} groups only.
         """
         try:
             self._check_ops(principal, "create")
-            self._check_names(stream, group)
+            self._check_names(stream, group, allow_all)
+            if stream != ALL_STREAM and settings.filter is not None:
+                raise BadRequest("A filter is for groups on $all only.")
             settings = normalize_settings(settings)
         except OperationError as e:
             return fail(e)
@@ -1347,14 +1502,17 @@ class PersistentSubscriptions:
         group: str,
         settings: PersistentSettings,
         principal: Optional[Principal],
+        allow_all: bool = False,
     ) -> Deferred[None]:
         """
         Replace a group's settings: consumers are dropped (C{UNSUBSCRIBED})
-        and the group resumes from where everything was acked.
+        and the group resumes from where everything was acked.  A C{$all}
+        group given no filter keeps its filter (gRPC's C{UpdateReq} has
+        none).
         """
         try:
             self._check_ops(principal, "update")
-            self._check_names(stream, group)
+            self._check_names(stream, group, allow_all)
             settings = normalize_settings(settings)
         except OperationError as e:
             return fail(e)
@@ -1363,6 +1521,8 @@ class PersistentSubscriptions:
             return fail(
                 NotFound(f"Subscription group '{group}' on stream '{stream}' does not exist.")
             )
+        if settings.filter is None and old.settings.filter is not None:
+            settings = evolve(settings, filter=old.settings.filter)
         resume = old.checkpoint_value()
         done = old.done_intervals()
         self._remove_group(old)
@@ -1464,11 +1624,13 @@ class PersistentSubscriptions:
         found.nak(event_ids, action, found.pull_consumer, "Client explicitly NAK'ed message.")
 
     def replay_parked(
-        self, stream: str, group: str, principal: Optional[Principal]
+        self, stream: str, group: str, principal: Optional[Principal],
+        stop_at: Optional[int] = None,
     ) -> Deferred[None]:
         """
-        Put every parked message back into the group's retry queue (retry
-        count 0) and truncate the parked stream past them.
+        Put every parked message (the first C{stop_at} ones when given)
+        back into the group's retry queue (retry count 0) and truncate the
+        parked stream past them.
         """
         try:
             found = self._checked_group(stream, group, principal)
@@ -1477,11 +1639,17 @@ class PersistentSubscriptions:
         parked = parked_stream(stream, group)
         position = 0
         last = -1
+        replayed = 0
         for _ in range(100000):
+            if stop_at is not None and replayed >= stop_at:
+                break
             page = self.store.read_stream(parked, position, 500, True, False, SYSTEM_PRINCIPAL)
             if page.status != ReadStatus.SUCCESS:
                 break
             for item in page.events:
+                if stop_at is not None and replayed >= stop_at:
+                    break
+                replayed += 1
                 record = item.original
                 last = max(last, record.event_number)
                 target = parse_link(record.data) if record.event_type == LINK_EVENT_TYPE else None
@@ -1552,8 +1720,8 @@ class PersistentSubscriptions:
             raise AccessDenied(f"You do not have permissions to {verb} persistent subscriptions.")
 
     @staticmethod
-    def _check_names(stream: str, group: str) -> None:
-        if not stream or stream == "$all":
+    def _check_names(stream: str, group: str, allow_all: bool = False) -> None:
+        if not stream or (stream == ALL_STREAM and not allow_all):
             raise BadRequest("Bad stream name.")
         if not group:
             raise BadRequest("Bad group name.")
@@ -1561,6 +1729,9 @@ class PersistentSubscriptions:
     def _resolve_start(self, stream: str, start_from: int) -> int:
         if start_from >= 0:
             return start_from
+        if stream == ALL_STREAM:
+            # just past the last committed record
+            return self.store.read_all(-1, 0, True, False, SYSTEM_PRINCIPAL).position
         last = self.store.last_event_number(stream)
         if last == DELETED_STREAM:
             return last
@@ -1584,7 +1755,12 @@ class PersistentSubscriptions:
         if not by_stream:
             return
         touched: list[_Group] = []
+        on_all = by_stream.get(ALL_STREAM)
         for record in records:
+            if on_all:
+                for group in on_all:
+                    if group not in touched and group._wanted(ResolvedEvent(record)):
+                        touched.append(group)
             groups = by_stream.get(record.stream)
             if groups:
                 for group in groups:
@@ -1630,10 +1806,11 @@ class PersistentSubscriptions:
         are processed already.
         """
         metadata = json.dumps({"done": [list(r) for r in done]}).encode() if done else b""
+        stored: object = all_position_text(value) if stream == ALL_STREAM else value
         return self._append(
             checkpoint_stream(stream, group),
             CHECKPOINT_EVENT_TYPE,
-            json.dumps(value).encode(),
+            json.dumps(stored).encode(),
             metadata,
         )
 
@@ -1696,6 +1873,8 @@ class PersistentSubscriptions:
             value = json.loads(record.data)
         except ValueError:
             return None, []
+        if stream == ALL_STREAM and isinstance(value, str):
+            value = parse_all_position(value)
         if not isinstance(value, int) or isinstance(value, bool):
             return None, []
         done: list[tuple[int, int]] = []

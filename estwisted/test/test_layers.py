@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "estwisted.core.interfaces": 0,
     "estwisted.wire.framing": 0,
     "estwisted.tls.certs": 0,
+    "estwisted.tls.checks": 1,
     "estwisted.wire.messages_pb2": 0,
     "estwisted.grpc.protos": 0,
     # pure logic: codecs, rules, state machines, storage
@@ -32,6 +33,8 @@ LAYERS: dict[str, int] = {
     "estwisted.core.metadata": 1,
     "estwisted.wire.atom": 1,
     "estwisted.wire.tcpcodec": 1,
+    "estwisted.node.options": 1,
+    "estwisted.node.sources": 1,
     "estwisted.node.config": 1,
     "estwisted.cluster.gossip": 1,
     "estwisted.cluster.elections": 1,
@@ -53,6 +56,8 @@ LAYERS: dict[str, int] = {
     "estwisted.subscriptions.persistent": 3,
     "estwisted.projections": 3,
     # edges: protocols, resources, peers
+    "estwisted.tls.handshake": 4,
+    "estwisted.tls.loading": 4,
     "estwisted.tls.contexts": 4,
     "estwisted.tcp.server": 4,
     "estwisted.tcp.dispatch": 4,

@@ -693,6 +693,49 @@ class TcpRequestMeter:
         ]
 
 
+class GrpcRequestMeter:
+    """
+    The gRPC edge's L{estwisted.grpc.services.GrpcRequestMeter}: the edge
+    counts every call in L{counts} by method label (C{"Streams/Append"})
+    and times one in C{sample_mask + 1} of each method, from the call's
+    headers to its trailers (L{observe}), as the TCP edge samples.
+
+    @ivar counts: calls by method label.
+    @ivar latency: the sampled durations by method label.
+    """
+
+    def __init__(self, sample_mask: int = 15) -> None:
+        self.counts: dict[str, int] = {}
+        self.sample_mask = sample_mask
+        self.latency: dict[str, Histogram] = {}
+
+    def observe(self, method: str, seconds: float) -> None:
+        histogram = self.latency.get(method)
+        if histogram is None:
+            histogram = self.latency[method] = Histogram(_LATENCY_BUCKETS)
+        histogram.observe(seconds)
+
+    def families(self) -> list[Metric]:
+        """
+        C{estore_grpc_requests_total{method}} and the sampled duration
+        histogram C{estore_grpc_request_duration_seconds{method}}.
+        """
+        requests = CounterMetricFamily(
+            "estore_grpc_requests", "gRPC calls by method.", labels=["method"]
+        )
+        for method, count in sorted(self.counts.items()):
+            requests.add_metric([method], count)
+        return [
+            requests,
+            histogram_family(
+                "estore_grpc_request_duration_seconds",
+                "gRPC call duration (headers to trailers) by method, of one call in "
+                f"{self.sample_mask + 1} of each method.",
+                {(k,): h for k, h in sorted(self.latency.items())}, ["method"],
+            ),
+        ]
+
+
 def histogram_family(
     name: str, documentation: str, histograms: dict[tuple[str, ...], Histogram],
     labels: Sequence[str] = (),
@@ -772,6 +815,7 @@ class NodeMetrics:
         self.commit_batches = Histogram(_BATCH_BUCKETS)
         self.http_latency = {kind: Histogram(_LATENCY_BUCKETS) for kind in HTTP_KINDS}
         self.tcp_requests = TcpRequestMeter()
+        self.grpc_requests = GrpcRequestMeter()
         self.fsyncs = ThreadHistogram(_SYNC_BUCKETS)
         self._syncs_watched = False
         self.gc_pauses = [Histogram(_GC_BUCKETS) for _ in range(3)]
@@ -888,6 +932,7 @@ class NodeMetrics:
             {(k,): h for k, h in self.http_latency.items()}, ["kind"],
         )
         yield from self.tcp_requests.families()
+        yield from self.grpc_requests.families()
         yield histogram_family(
             "estore_fsync_duration_seconds", "Time of each data sync (fdatasync) of the log.",
             {(): self.fsyncs.merged()},

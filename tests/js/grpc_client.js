@@ -6,6 +6,7 @@
 const {
   EventStoreDBClient, jsonEvent, binaryEvent, FORWARDS, BACKWARDS, START, END, NO_STREAM, ANY,
   STREAM_EXISTS, PARK, RETRY, streamNameFilter, persistentSubscriptionToStreamSettingsFromDefaults,
+  persistentSubscriptionToAllSettingsFromDefaults,
 } = require('@eventstore/db-client');
 const uuid = require('uuid');
 
@@ -182,7 +183,38 @@ async function main() {
   await after.unsubscribe();
   await client.deletePersistentSubscriptionToStream(ps, 'grp');
 
-  // delete and tombstone
+  // persistent subscription to $all with a stream-name prefix filter
+  // (EventStoreDB 21.10+: the node lists the feature "all")
+  const pa = 'jspa-' + uuid.v4().slice(0, 8);
+  await client.appendToStream(pa + '-1', jsonEvent({ type: 'A1', data: {} }));
+  await client.appendToStream('jsother-' + uuid.v4(), jsonEvent({ type: 'X', data: {} }));
+  await client.appendToStream(pa + '-2', jsonEvent({ type: 'A2', data: {} }));
+  await client.createPersistentSubscriptionToAll('grpall',
+    persistentSubscriptionToAllSettingsFromDefaults({ startFrom: START }),
+    { filter: streamNameFilter({ prefixes: [pa] }) });
+  const toAll = client.subscribeToPersistentSubscriptionToAll('grpall');
+  const allDeliveries = [];
+  await new Promise((resolve, reject) => {
+    toAll.on('error', reject);
+    toAll.on('data', async (e) => {
+      allDeliveries.push(e.event.type + '/' + e.retryCount);
+      if (e.event.type === 'A2' && e.retryCount === 0) await toAll.nack(RETRY, 'again', e);
+      else await toAll.ack(e);
+      if (allDeliveries.includes('A1/0') && allDeliveries.includes('A2/1')) resolve();
+    });
+  });
+  await toAll.unsubscribe();
+  check('persistent $all filtered deliveries',
+    allDeliveries.every((d) => d.startsWith('A')) && allDeliveries.includes('A2/1'),
+    allDeliveries);
+  const allInfo = await client.getPersistentSubscriptionToAllInfo('grpall');
+  check('persistent $all info', allInfo.eventSource === '$all'
+    && allInfo.settings.startFrom === START, JSON.stringify(allInfo.eventSource));
+  const allGroups = await client.listPersistentSubscriptionsToAll();
+  check('persistent $all list', allGroups.some((g) => g.groupName === 'grpall'),
+    allGroups.map((g) => g.groupName));
+  await client.deletePersistentSubscriptionToAll('grpall');
+
   const d = 'jsd-' + uuid.v4();
   await client.appendToStream(d, jsonEvent({ type: 'A', data: {} }));
   await client.deleteStream(d);

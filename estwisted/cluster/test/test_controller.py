@@ -732,6 +732,41 @@ class ControllerTests(SynchronousTestCase):
         self.assertEqual(doc["serverIp"], c.endpoint(follower).host)
         self.assertEqual(len(doc["members"]), 3)
 
+    def test_resign_gives_another_leader(self) -> None:
+        """
+        C{resign} on the leader (C{Operations.ResignNode}) makes it step
+        down once a quorum acknowledged, and another node leads; on a
+        follower it does nothing.
+        """
+        c = Cluster(3)
+        c.start()
+        first = c.wait_leader(3.0)
+        assert first is not None
+        follower = next(i for i in range(3) if i != first)
+        c.controllers[follower].resign()
+        c.run(1.0)
+        self.assertEqual(c.leader(), first)
+        c.controllers[first].resign()
+        c.run(0.5)
+        second = c.wait_leader(3.0)
+        self.assertIsNotNone(second)
+        self.assertNotEqual(second, first)
+
+    def test_node_priority_reaches_gossip(self) -> None:
+        """
+        C{set_node_priority} (C{Operations.SetNodePriority}) changes our
+        own record at once, and peers see it through gossip.
+        """
+        c = Cluster(3)
+        c.start()
+        c.run(1.0)
+        c.controllers[0].set_node_priority(7)
+        self.assertEqual(c.controllers[0].machine.own.node_priority, 7)
+        c.run(1.0)
+        record = c.controllers[1].machine.view.get(c.endpoint(0))
+        assert record is not None
+        self.assertEqual(record.node_priority, 7)
+
     def test_positions_reach_gossip(self) -> None:
         c = Cluster(3)
         c.positions[c.endpoint(0)] = (1234, 2345)

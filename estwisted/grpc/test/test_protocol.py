@@ -516,12 +516,52 @@ class ServiceTests(SynchronousTestCase):
 
     def test_supportedMethods(self) -> None:
         """
-        C{GetSupportedMethods} lists exactly the routed methods.
+        C{GetSupportedMethods} of a full node lists exactly the methods
+        implemented (an explicit list: adding or dropping one must show
+        here), each of which answers something other than
+        C{UNIMPLEMENTED}; the features of C{Streams.Read} and of the
+        persistent subscription methods are listed.
         """
-        sid = self.pair.call(SERVER_FEATURES, "GetSupportedMethods", [shared_pb2.Empty()])
-        methods = parse(serverfeatures_pb2.SupportedMethods, self.pair.replies[sid].messages[0])
-        listed = {(m.service_name, m.method_name) for m in methods.methods}
-        self.assertEqual(listed, {(s.lower(), m.lower()) for s, m in self.server.methods})
+        store = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        from estwisted.subscriptions.persistent import PersistentSubscriptions
+
+        persistent = PersistentSubscriptions(store, self.clock)
+        persistent.start()
+        server = GrpcServer(
+            store, SubscriptionHub(store), self.clock, lambda: [], anonymous=None,
+            persistent=persistent, shutdown=lambda: None,
+            users=UserManager(store, iterations=1),
+            node_control=(lambda: None, lambda priority: None),
+        )
+        pair = Pair(server, self.clock)
+        sid = pair.call(SERVER_FEATURES, "GetSupportedMethods", [shared_pb2.Empty()])
+        methods = parse(serverfeatures_pb2.SupportedMethods, pair.replies[sid].messages[0])
+        listed = {(m.service_name, m.method_name): list(m.features) for m in methods.methods}
+        prefix = "event_store.client."
+        expected = {
+            "streams.streams": ["read", "append", "batchappend", "delete", "tombstone"],
+            "gossip.gossip": ["read"],
+            "server_features.serverfeatures": ["getsupportedmethods"],
+            "persistent_subscriptions.persistentsubscriptions": [
+                "create", "update", "delete", "read", "getinfo", "list", "replayparked",
+                "restartsubsystem"],
+            "users.users": ["create", "update", "delete", "enable", "disable", "details",
+                            "changepassword", "resetpassword"],
+            "operations.operations": ["startscavenge", "stopscavenge", "shutdown",
+                                      "mergeindexes", "resignnode", "setnodepriority",
+                                      "restartpersistentsubscriptions"],
+            "monitoring.monitoring": ["stats"],
+        }
+        self.assertEqual(
+            set(listed),
+            {(prefix + service, m) for service, names in expected.items() for m in names},
+        )
+        self.assertEqual(listed[(STREAMS.lower(), "read")],
+                         ["position", "events", "all", "stream", "filtered"])
+        self.assertEqual(listed[(PERSISTENT_SERVICE.lower(), "read")], ["stream", "all"])
+        for service, method in server.methods:
+            sid = pair.call(service, method, [encode_message(b"")])
+            self.assertNotEqual(pair.replies[sid].status, 12, (service, method))
 
 
 class AdminServiceTests(SynchronousTestCase):
@@ -640,21 +680,127 @@ class AdminServiceTests(SynchronousTestCase):
         sid = pair.call(PERSISTENT_SERVICE, "RestartSubsystem", [shared_pb2.Empty()])
         self.assertEqual(pair.replies[sid].status, 7)
 
+    def test_requestMetrics(self) -> None:
+        """
+        With the node's metrics as its meter, every call is counted in
+        C{estore_grpc_requests_total{method}} (an unknown method as
+        C{other}); the first of each method and then one in sixteen are
+        timed, from the headers to the trailers, in
+        C{estore_grpc_request_duration_seconds{method}}.
+        """
+        from estwisted.web.metrics import NodeMetrics
+        from estwisted.web.test.test_metrics import scrape
+
+        metrics = NodeMetrics(process=False)
+        self.server.request_meter = metrics.grpc_requests
+        for _ in range(17):
+            sid = self.pair.call(STREAMS, "Append",
+                                 append_request("m", [(uuid.uuid4().bytes, "t")]))
+            self.pair.pump()
+            self.assertEqual(self.pair.replies[sid].status, 0)
+        sid = self.pair.call(SERVER_FEATURES, "GetSupportedMethods", [shared_pb2.Empty()])
+        self.assertEqual(self.pair.replies[sid].status, 0)
+        sid = self.pair.call("no.such.Service", "Nothing", [shared_pb2.Empty()])
+        self.assertEqual(self.pair.replies[sid].status, 12)
+        got = scrape(metrics)
+        total = "estore_grpc_requests_total"
+        self.assertEqual(got[(total, (("method", "Streams/Append"),))], 17)
+        self.assertEqual(got[(total, (("method", "ServerFeatures/GetSupportedMethods"),))], 1)
+        self.assertEqual(got[(total, (("method", "other"),))], 1)
+        count = "estore_grpc_request_duration_seconds_count"
+        self.assertEqual(got[(count, (("method", "Streams/Append"),))], 2)
+        self.assertEqual(got[(count, (("method", "other"),))], 1)
+        self.assertGreater(
+            got[("estore_grpc_request_duration_seconds_sum", (("method", "Streams/Append"),))], 0
+        )
+
+    def test_resignAndNodePriority(self) -> None:
+        """
+        C{ResignNode} answers, then asks the node to step down;
+        C{SetNodePriority} passes the priority on; both for C{$ops} or
+        C{$admins} only, and both are in the supported methods.
+        """
+        calls: list[object] = []
+        store = StreamStore(MemoryLog(), StreamIndex(), self.clock)
+        server = GrpcServer(
+            store, SubscriptionHub(store), self.clock, lambda: [], anonymous=ADMIN,
+            users=UserManager(store, iterations=1),
+            node_control=(lambda: calls.append("resign"), calls.append),
+        )
+        pair = Pair(server, self.clock)
+        sid = pair.call(OPERATIONS, "ResignNode", [shared_pb2.Empty()])
+        self.assertEqual(pair.replies[sid].status, 0)
+        self.clock.advance(0)
+        self.assertEqual(calls, ["resign"])
+        sid = pair.call(OPERATIONS, "SetNodePriority",
+                        [operations_pb2.SetNodePriorityReq(priority=5)])
+        self.assertEqual(pair.replies[sid].status, 0)
+        self.assertEqual(calls, ["resign", 5])
+        names = {(m.service_name, m.method_name) for m in server.supported_methods().methods}
+        self.assertIn((OPERATIONS.lower(), "resignnode"), names)
+        self.assertIn((OPERATIONS.lower(), "setnodepriority"), names)
+        anonymous = GrpcServer(
+            store, SubscriptionHub(store), self.clock, lambda: [], anonymous=None,
+            users=UserManager(store, iterations=1),
+            node_control=(lambda: calls.append("resign"), calls.append),
+        )
+        pair = Pair(anonymous, self.clock)
+        for method, request in (("ResignNode", shared_pb2.Empty()),
+                                ("SetNodePriority", operations_pb2.SetNodePriorityReq())):
+            sid = pair.call(OPERATIONS, method, [request])
+            self.assertEqual(pair.replies[sid].status, 7, method)
+        self.clock.advance(0)
+        self.assertEqual(calls, ["resign", 5])
+
     def test_persistentAll(self) -> None:
         """
-        Groups on C{$all} are refused with C{UNIMPLEMENTED}; the supported
-        methods advertise groups on streams only.
+        A group on C{$all} with a filter: created, read with the filter
+        applied and C{$all::<group>} confirmed, acked, shown by C{GetInfo}
+        with C{"C:/P:"} positions; a bad regular expression is
+        C{INVALID_ARGUMENT}; the supported methods advertise C{"all"}.
         """
+        bad = persistent_pb2.CreateReq()
+        bad.options.group_name = "bad"
+        bad.options.all.start.SetInParent()
+        bad.options.all.filter.stream_identifier.regex = "("
+        sid = self.pair.call(PERSISTENT_SERVICE, "Create", [bad])
+        self.assertEqual(self.pair.replies[sid].status, 3)
+        for stream in ("orders-1", "other", "orders-2"):
+            self.pair.call(STREAMS, "Append", append_request(stream, [(uuid.uuid4().bytes, "t")]))
+        self.pair.pump()
         create = persistent_pb2.CreateReq()
         create.options.group_name = "g"
         create.options.all.start.SetInParent()
+        create.options.all.filter.stream_identifier.prefix.append("orders-")
+        create.options.settings.message_timeout_ms = 10_000
+        create.options.settings.consumer_strategy = "RoundRobin"
         sid = self.pair.call(PERSISTENT_SERVICE, "Create", [create])
-        self.assertEqual(self.pair.replies[sid].status, 12)
+        self.assertEqual(self.pair.replies[sid].status, 0)
+        read = persistent_pb2.ReadReq()
+        read.options.all.SetInParent()
+        read.options.group_name = "g"
+        read.options.buffer_size = 10
+        read.options.uuid_option.string.SetInParent()
+        sid = self.pair.call(PERSISTENT_SERVICE, "Read", [read], end=False)
+        self.pair.pump()
+        replies = [parse(persistent_pb2.ReadResp, m) for m in self.pair.replies[sid].messages]
+        self.assertEqual(replies[0].subscription_confirmation.subscription_id, "$all::g")
+        streams = [r.event.event.stream_identifier.stream_name for r in replies[1:]]
+        self.assertEqual(streams, [b"orders-1", b"orders-2"])
+        self.assertTrue(all(r.event.commit_position > 0 for r in replies[2:]))
+        info_request = persistent_pb2.GetInfoReq()
+        info_request.options.all.SetInParent()
+        info_request.options.group_name = "g"
+        sid = self.pair.call(PERSISTENT_SERVICE, "GetInfo", [info_request])
+        info = parse(persistent_pb2.GetInfoResp, self.pair.replies[sid].messages[0])
+        self.assertEqual(info.subscription_info.event_source, "$all")
+        self.assertEqual(info.subscription_info.start_from, "C:0/P:0")
+        self.assertRegex(info.subscription_info.last_known_event_position, r"^C:\d+/P:\d+$")
         features = {
             (m.service_name, m.method_name): list(m.features)
             for m in self.server.supported_methods().methods
         }
-        self.assertEqual(features[(PERSISTENT_SERVICE.lower(), "create")], ["stream"])
+        self.assertEqual(features[(PERSISTENT_SERVICE.lower(), "create")], ["stream", "all"])
 
 
 class _Recorder(Protocol):

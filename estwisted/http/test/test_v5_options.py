@@ -30,7 +30,8 @@ from estwisted.http.prefixes import (
     request_host,
 )
 from estwisted.http.test.test_api import ADMIN, ApiTestMixin, make_node
-from estwisted.node.config import ConfigError, HttpPrefix, load_config, parse_http_prefix
+from estwisted.node.config import ConfigError, load_config
+from estwisted.node.options import HttpPrefix, parse_http_prefix
 
 
 class TrustedPrincipalTests(SynchronousTestCase):

@@ -27,10 +27,10 @@ from estwisted.node.config import (
     SourceKind,
     canonical_arguments,
     load_config,
-    parse_endpoint,
     render_options,
     startup_warnings,
 )
+from estwisted.node.options import parse_endpoint
 
 # --- fixtures from the seed documents (shared/seeds) ----------------------------
 

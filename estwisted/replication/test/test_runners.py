@@ -136,6 +136,69 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertEqual(link.seen, [])  # type: ignore[attr-defined]
 
 
+class ConfirmedTests(SynchronousTestCase):
+    """
+    L{ReplicationLink.confirmed_at} is the send time of the newest message
+    the peer answered, not the time the answer was read: a process that
+    was stopped reads old answers as old.
+    """
+
+    def test_answers_read_late_count_as_old(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from estwisted.replication.link import ReplicationLink
+
+        clock = Clock()
+
+        class Handler:
+            def __init__(self) -> None:
+                self.clock = clock
+
+            def connection_made(self, protocol: Any) -> None:
+                pass
+
+            def message_received(self, protocol: Any, message: Any) -> None:
+                pass
+
+            def connection_lost(self, protocol: Any) -> None:
+                pass
+
+        link = ReplicationLink(Handler(), heartbeat_interval=0.7, heartbeat_timeout=30.0)
+        link.makeConnection(StringTransport())
+        self.assertIsNone(link.confirmed_at)
+        clock.advance(0.35)
+        clock.advance(0.35)  # first heartbeat, sent at 0.7
+        clock.advance(5.0)  # stopped: one late check sends a second at 5.7
+        reply = frame(encode_message(HeartbeatReply()))
+        link.dataReceived(reply)
+        self.assertEqual((link.confirmed_at, link.last_received), (0.7, 5.7))
+        link.dataReceived(reply)
+        self.assertEqual(link.confirmed_at, 5.7)
+        link.dataReceived(reply)  # unasked: confirms nothing
+        self.assertEqual(link.confirmed_at, 5.7)
+
+    def test_acknowledged_data_confirms_its_send_time(self) -> None:
+        """
+        An ack confirms a replica up to the send time of the data it
+        covers: the leader's quorum is heard as of that write.
+        """
+        cluster = _Cluster()
+        leader = cluster.leader
+        assert leader is not None
+        leader.start(0)
+        for name in (b"A" * 16, b"B" * 16):
+            _Replica(cluster, name).follower.start(b"L" * 16)
+        cluster.pump()
+        cluster.clock.advance(0.05)
+        cluster.pump()
+        written = cluster.clock.seconds()
+        cluster.write(3)
+        cluster.pump()
+        self.assertEqual(leader.quorum_heard_at(), written)
+        cluster.clock.advance(0.05)
+        self.assertEqual(leader.quorum_heard_at(), written)
+
+
 class CodecTests(SynchronousTestCase):
     @given(_messages)
     def test_round_trip(self, message: Any) -> None:

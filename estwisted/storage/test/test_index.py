@@ -386,6 +386,41 @@ class OpenStorageTests(SynchronousTestCase):
         for _, positions in index2.streams():
             self.assertTrue(all(p < cut for p in positions))
 
+    def _cut_and_regrow(self, save_after: bool) -> None:
+        """
+        A replica cuts its log while running (a deposed leader's tail),
+        then replicates new records at the same positions, past what the
+        saved index covered, and crashes (after one more save, or not):
+        the next open does not trust the index files that held the cut
+        records (the chaos suite, seed 23, saw "event 7212 after 7212"
+        and a node that would not start), and its index is the log's.
+        """
+        log, index, closer = self.open()
+        self.fill(log, index)
+        closer.save_index()
+        covered = log.end_position
+        cut = index.get("stream-3", 0)
+        assert cut is not None
+        log.truncate(cut)
+        index.truncate_from(cut)
+        for i in range(200):
+            if log.end_position > covered + 1000:
+                break
+            _write(log, index, f"stream-{i % 7}", 2)
+        self.assertGreater(log.end_position, covered)
+        if save_after:
+            closer.save_index()
+        expected = _snapshot(index)
+        self._crash(log, closer)
+        _, index2, closer2 = self.open()
+        self.assertEqual(_snapshot(index2), expected)
+
+    def test_live_truncation_then_regrowth(self) -> None:
+        self._cut_and_regrow(save_after=False)
+
+    def test_live_truncation_saved_then_regrowth(self) -> None:
+        self._cut_and_regrow(save_after=True)
+
     def test_system_records_skipped(self) -> None:
         log, index, closer = self.open()
         log.append("", -1, b"\x00" * 16, "$epoch", FLAG_SYSTEM, b"", b"", 0)

@@ -39,27 +39,27 @@ from twisted.trial.unittest import SynchronousTestCase
 from estwisted.node.config import NodeConfig, load_config
 from estwisted.tls import certs
 from estwisted.tls.certs import CertificateFacts, Issued
-from estwisted.tls.contexts import (
-    CertificateError,
-    NodeTLS,
-    RepeatLimiter,
-    TLSSettings,
-    address_warnings,
+from estwisted.tls.checks import (
     dns_name_matches,
-    explain_handshake_failure,
     explain_verify_error,
     identity_matches,
     identity_problem,
-    install_reload_signal,
     is_loopback,
-    load_material,
     node_identity_problem,
-    node_tls_from_config,
     plaintext_refusal,
-    tls_listeners,
     usage_problem,
     validity_problem,
 )
+from estwisted.tls.contexts import (
+    CertificateError,
+    NodeTLS,
+    address_warnings,
+    install_reload_signal,
+    node_tls_from_config,
+    tls_listeners,
+)
+from estwisted.tls.handshake import RepeatLimiter, explain_handshake_failure
+from estwisted.tls.loading import TLSSettings, load_material
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
