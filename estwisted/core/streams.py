@@ -78,6 +78,7 @@ from estwisted.core.metadata import (
 )
 from estwisted.core.model import (
     DELETED_STREAM,
+    EXPECTED_ANY,
     FLAG_JSON,
     FLAG_TOMBSTONE,
     MAX_READ_COUNT,
@@ -223,6 +224,9 @@ class StreamStore:
         self._meta_cache: dict[str, StreamMetadata] = {}
         self._settings: Optional[acl.SystemSettings] = None
         self._listeners: list[CommitListener] = []
+        #: a committed batch is being acknowledged (between L{index_batch}
+        #: and L{notify_batch}): the commit listeners run right after
+        self.publishing = False
         self._system_watchers: list[Callable[[set[str]], None]] = []
         self._transactions: dict[int, _Transaction] = {}
         self._random_bytes = random_bytes
@@ -661,14 +665,25 @@ class StreamStore:
             metadata = self._meta_cache.get(stream)
             if metadata is None:
                 metadata = self._metadata(stream)
-        decision = self._decide(stream, expected_version, events, current, metadata)
-        if isinstance(decision, Repeat):
-            self._repeat(decision, waiter)
-            return
+        if current != DELETED_STREAM and (
+            expected_version == current
+            or (
+                expected_version == EXPECTED_ANY
+                and (not events or self._recent.get(events[0].event_id) is None)
+            )
+        ):
+            # decide_write's common outcomes, without its call: a new write
+            first = current + 1
+        else:
+            decision = self._decide(stream, expected_version, events, current, metadata)
+            if isinstance(decision, Repeat):
+                self._repeat(decision, waiter)
+                return
+            first = decision
         created = UNIX_EPOCH_TICKS + int(self._clock.seconds() * _TICKS_PER_SECOND)
-        result = self._buffer(stream, decision, events, created)
+        result = self._buffer(stream, first, events, created)
         if metadata.truncate_before == DELETED_STREAM and events:
-            self._buffer_undelete(stream, metadata, decision, created)
+            self._buffer_undelete(stream, metadata, first, created)
         self._commit.wait_with(result, waiter)
 
     def _write_metastream(
@@ -761,7 +776,11 @@ class StreamStore:
         number = first + len(events)
         # A copy: the caller may reuse its list before the flush.
         copied = tuple(events)
-        self._recent.add(stream, first, [event.event_id for event in copied])
+        self._recent.add(
+            stream,
+            first,
+            [copied[0].event_id] if len(copied) == 1 else [event.event_id for event in copied],
+        )
         self._commit.buffered(PendingWrite(stream, first, copied, positions, nexts, created))
         self._pending_last[stream] = number - 1
         return WriteResult(first, number - 1, positions[0])
@@ -853,11 +872,14 @@ class StreamStore:
             self._last_commit_position = batch[-1].positions[-1]
         if system:
             self._invalidate(system)
+        # the batch's acknowledgements follow, then notify_batch
+        self.publishing = bool(batch)
 
     def notify_batch(self, batch: list[PendingWrite]) -> None:
         """
         Tell the commit listeners about a committed batch.
         """
+        self.publishing = False
         if self._listeners:
             records = BatchRecords(batch)
             for listener in list(self._listeners):

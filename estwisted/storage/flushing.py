@@ -50,13 +50,17 @@ class FlushJob:
     @ivar ended: C{end_flush} dealt with the job.
     """
 
-    __slots__ = ("end", "error", "ended", "_done")
+    __slots__ = ("end", "error", "ended", "_finished", "_running")
 
     def __init__(self, end: int) -> None:
         self.end = end
         self.error: Optional[BaseException] = None
         self.ended = False
-        self._done = threading.Event()
+        self._finished = False
+        #: held until L{run} returns (a bare lock: a C{threading.Event}
+        #: costs about 3 µs to make and set, once per flush)
+        self._running = threading.Lock()
+        self._running.acquire()
 
     def write(self) -> None:
         """
@@ -72,14 +76,26 @@ class FlushJob:
         except BaseException as e:
             self.error = e
         finally:
-            self._done.set()
+            if not self._finished:  # a second run leaves the lock alone
+                self._finished = True
+                self._running.release()
+
+    def fail(self, error: BaseException) -> None:
+        """
+        End the job with C{error} without running L{write} (as if it had
+        raised C{error}).
+        """
+        if not self._finished:
+            self.error = error
+            self._finished = True
+            self._running.release()
 
     @property
     def done(self) -> bool:
         """
         Whether L{run} returned.
         """
-        return self._done.is_set()
+        return self._finished
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """
@@ -87,4 +103,9 @@ class FlushJob:
 
         @return: whether it did.
         """
-        return self._done.wait(timeout)
+        if self._finished:
+            return True
+        if not self._running.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return self._finished
+        self._running.release()
+        return True

@@ -579,12 +579,14 @@ class ChunkedLog:
             ml = len(metadata)
             size = base + tl + dl + ml
             if size > MAX_RECORD_SIZE or tl > 0xFFFF or len(event_id) != 16:
-                encode(0, sb, number, event_id, tb, 0, data, metadata, created)
-            if local + size > chunk_size:
-                if size > chunk_size:
-                    raise ValueError(f"record of {size} bytes exceeds chunk size {chunk_size}")
                 self._pending_local = local
                 self.pending_position = position
+                encode(0, sb, number, event_id, tb, 0, data, metadata, created)
+            if local + size > chunk_size:
+                self._pending_local = local
+                self.pending_position = position
+                if size > chunk_size:
+                    raise ValueError(f"record of {size} bytes exceeds chunk size {chunk_size}")
                 self._rollovers[self._pending_chunk] = local
                 self._pending_chunk += 1
                 local = 0
@@ -602,14 +604,16 @@ class ChunkedLog:
                     metadata,
                 )
             )
-            add(body + tail(crc32(body), size))
+            # body and tail as two frames: the flush joins them anyway
+            add(body)
+            add(tail(crc32(body), size))
             add_position(position)
             local += size
             position += size
             add_next(position)
             number += 1
-            self._pending_local = local
-            self.pending_position = position
+        self._pending_local = local
+        self.pending_position = position
         return positions, nexts
 
     def flush(self) -> int:

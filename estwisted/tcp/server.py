@@ -445,7 +445,8 @@ class TcpClientFactory(Factory):
         delayed call for every connection).
         """
         self._output.append(protocol)
-        if self._output_call is None:
+        if self._output_call is None and not self.store.publishing:
+            # (while a commit publishes, L{_committed} follows at once)
             self._output_call = self.clock.callLater(0, self._flush_output)
 
     def _committed(self, records: object) -> None:

@@ -789,12 +789,13 @@ def write_completed_frame(
     """
     varint = _varint
     p = varint(position)
+    first = varint(first_event_number)
     payload = b"".join(
         (
             _WRITE_OK_HEAD,
-            varint(first_event_number),
+            first,
             b"\x20",
-            varint(last_event_number),
+            first if last_event_number == first_event_number else varint(last_event_number),
             b"\x28",
             p,
             b"\x30",

@@ -59,8 +59,7 @@ class ManualFlusher:
         job, done = self.jobs.pop(0)
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
-            job.error = error
-            job._done.set()
+            job.fail(error)
         else:
             job.run()
         done(job)
@@ -464,8 +463,7 @@ class SplitFlushTestsMixin:
         self._append(log, 2)
         job = log.begin_flush()
         self._append(log, 1)
-        job.error = OSError(28, "No space left on device")
-        job._done.set()
+        job.fail(OSError(28, "No space left on device"))
         self.assertRaises(StorageError, log.end_flush, job)
         self.assertEqual((log.end_position, log.pending_position), (end, end))
         self.assertEqual(log.read_forward(0, 10), [])

@@ -308,6 +308,44 @@ class AppendTests(StoreTestMixin, SynchronousTestCase):
         self.write("s", EXPECTED_ANY, events(1))
         self.assertEqual(len(seen), 1)
 
+    def test_publishing_while_acknowledging(self) -> None:
+        """
+        C{publishing} is true while a committed batch's writes are
+        acknowledged and false again when the commit listeners run (the TCP
+        factory sends the replies then, without an end-of-turn call); an
+        acknowledgement of nothing new (an idempotent repeat) leaves it
+        false.
+        """
+        during: list[bool] = []
+        at_listener: list[bool] = []
+        self.store.add_commit_listener(lambda records: at_listener.append(self.store.publishing))
+        evs = events(1)
+        self.assertFalse(self.store.publishing)
+        d = self.store.append("s", EXPECTED_ANY, evs, None)
+        d.addCallback(lambda _: during.append(self.store.publishing))
+        self.clock.advance(0)
+        self.assertEqual((during, at_listener), ([True], [False]))
+        self.assertFalse(self.store.publishing)
+        repeat = self.store.append("s", EXPECTED_ANY, evs, None)
+        repeat.addCallback(lambda _: during.append(self.store.publishing))
+        self.clock.advance(0)
+        self.assertEqual((during, at_listener), ([True, False], [False]))
+
+    def test_inline_decision_matches_rules(self) -> None:
+        """
+        The expected-version outcomes decided inline (a new write under
+        C{ExpectedAny}, C{expected == current}) and those left to
+        L{decide_write} (repeats, wrong versions) give the same results.
+        """
+        first = events(2)
+        self.assertEqual(self.write("s", EXPECTED_ANY, first).first_event_number, 0)
+        self.assertEqual(self.write("s", 1, events(1)).first_event_number, 2)
+        repeat = self.write("s", EXPECTED_ANY, first)
+        self.assertEqual((repeat.first_event_number, repeat.last_event_number), (0, 1))
+        self.write_fails("s", 5, events(1), WrongExpectedVersion)
+        self.assertEqual(self.write("s", 2, events(1)).first_event_number, 3)
+        self.assertEqual(self.write("n", -1, events(1)).first_event_number, 0)
+
 
 class ReadTests(StoreTestMixin, SynchronousTestCase):
     def test_forward_pages(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from typing import Any, Optional
 
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +18,7 @@ from zope.interface.verify import verifyObject
 
 from estwisted.core.interfaces import IEventLog
 from estwisted.core.model import FLAG_JSON, FLAG_SYSTEM, EventRecord, NewEvent
+from estwisted.storage.flushing import FlushJob
 from estwisted.storage.log import ChunkedLog
 from estwisted.storage.memory import MemoryLog
 
@@ -387,3 +389,68 @@ class ChunkedLogDsyncTests(ChunkedLogTests):
         again = ChunkedLog(log.path, chunk_size=self.chunk_size, dsync=True, sync_checkpoint=True)
         self.addCleanup(again.close)
         return again
+
+
+class FlushJobTests(SynchronousTestCase):
+    """
+    L{FlushJob}'s completion: C{done} and C{wait}, from the thread that
+    runs it or another one.
+    """
+
+    def test_done_after_run(self) -> None:
+        """
+        C{done} and C{wait} are false (C{wait} after its timeout) until
+        C{run} returned, then true; a failure is kept in C{error}; a second
+        C{run} keeps the job done.
+        """
+
+        class Failing(FlushJob):
+            def write(self) -> None:
+                raise OSError("disk")
+
+        job = Failing(10)
+        self.assertFalse(job.done)
+        self.assertFalse(job.wait(0))
+        self.assertFalse(job.wait(0.001))
+        job.run()
+        self.assertTrue(job.done)
+        self.assertTrue(job.wait())
+        self.assertTrue(job.wait(0))
+        self.assertIsInstance(job.error, OSError)
+        job.run()
+        self.assertTrue(job.done)
+        self.assertTrue(job.wait(0))
+
+    def test_wait_for_another_thread(self) -> None:
+        """
+        C{wait} returns once another thread's C{run} returned.
+        """
+        ran: list[int] = []
+
+        class Recording(FlushJob):
+            def write(self) -> None:
+                ran.append(self.end)
+
+        job = Recording(7)
+        thread = threading.Thread(target=job.run)
+        thread.start()
+        try:
+            self.assertTrue(job.wait(10))
+        finally:
+            thread.join(10)
+        self.assertEqual((ran, job.done, job.error), ([7], True, None))
+
+    def test_fail(self) -> None:
+        """
+        C{fail} ends the job with the error, without running C{write}.
+        """
+        ran: list[int] = []
+
+        class Recording(FlushJob):
+            def write(self) -> None:
+                ran.append(self.end)
+
+        job = Recording(3)
+        error = OSError("no space")
+        job.fail(error)
+        self.assertEqual((ran, job.done, job.error, job.wait(0)), ([], True, error, True))
