@@ -1301,7 +1301,14 @@ class ChaosRun:
         me = self.own_state(leader, doc) if doc else None
         state = me.get("state") if me else None
         self.observations[f"cut_leader_state_at_heal {state}"] += 1
-        conn = http.client.HTTPConnection("127.0.0.1", leader.client_http_port, timeout=3)
+        self._probe_require_master(leader, "cut_leader")
+
+    def _probe_require_master(self, node: ChaosNode, label: str) -> None:
+        """
+        Post one event with C{ES-RequireMaster} to C{node} and count the
+        answer under C{label}: its status, and whether it names a location.
+        """
+        conn = http.client.HTTPConnection("127.0.0.1", node.client_http_port, timeout=3)
         try:
             conn.request("POST", f"/streams/{self.prefix}-probe",
                          body=json.dumps([{"eventId": str(uuid.uuid4()), "eventType": "p",
@@ -1311,9 +1318,9 @@ class ChaosRun:
             response = conn.getresponse()
             response.read()
             where = "with location" if response.getheader("Location") else "no location"
-            self.observations[f"cut_leader_requiremaster {response.status} {where}"] += 1
+            self.observations[f"{label}_requiremaster {response.status} {where}"] += 1
         except (OSError, http.client.HTTPException):
-            self.observations["cut_leader_requiremaster no answer"] += 1
+            self.observations[f"{label}_requiremaster no answer"] += 1
         finally:
             conn.close()
 
@@ -1403,21 +1410,7 @@ class ChaosRun:
             status, headers = http_write(old.client_http_port, f"{self.prefix}-probe",
                                          str(uuid.uuid4()), ANY, 5.0)
             self.observations[f"healed_leader_http_write {status}"] += 1
-            conn = http.client.HTTPConnection("127.0.0.1", old.client_http_port, timeout=3)
-            try:
-                conn.request("POST", f"/streams/{self.prefix}-probe",
-                             body=json.dumps([{"eventId": str(uuid.uuid4()), "eventType": "p",
-                                               "data": {}}]),
-                             headers={"Content-Type": "application/vnd.eventstore.events+json",
-                                      "Authorization": _AUTH, "ES-RequireMaster": "True"})
-                response = conn.getresponse()
-                response.read()
-                where = "with location" if response.getheader("Location") else "no location"
-                self.observations[f"healed_leader_requiremaster {response.status} {where}"] += 1
-            except (OSError, http.client.HTTPException):
-                self.observations["healed_leader_requiremaster no answer"] += 1
-            finally:
-                conn.close()
+            self._probe_require_master(old, "healed_leader")
         elif "ok" not in seen:
             self.observations["healed_leader_never_named_new_leader"] += 1
 
