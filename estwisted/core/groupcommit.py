@@ -410,10 +410,13 @@ class GroupCommit:
         """
         batch = self._batch
         if not batch:
-            # only repeats wait: everything logged so far is durable
+            # Only repeats wait: everything logged so far is durable.  Their
+            # entry gets a batch of its own, never the buffer itself: writes
+            # buffered while it waits for the gate would be published with
+            # it and again with their own batch.
             waiters, self._waiters = self._waiters, []
             if waiters:
-                self._committed(batch, waiters)
+                self._committed([], waiters)
             return
         self._batch = []
         waiters, self._waiters = self._waiters, []
